@@ -1,0 +1,323 @@
+"""parse_mail: what the bot reads out of raw bytes, including the ugly cases."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from mailbot.domain.mail import InboundMail, extract_message_ids, header_safe, html_to_text, parse_mail
+
+
+def message(headers: str, body: str = "Hello.\n") -> bytes:
+    return (headers.strip("\n") + "\n\n" + body).encode("utf-8")
+
+
+PLAIN = message(
+    """
+From: "Jane Doe" <Jane.Doe@Example.ORG>
+To: Complaints <complaints@1mm.org.uk>, other@example.org
+Cc: "Smith, John" <john@example.org>
+Reply-To: jane.private@example.org
+Subject: Re: My complaint
+Message-ID: <abc.123@example.org>
+In-Reply-To: <letter-1@mailbot.1mm.org.uk>
+References: <letter-0@mailbot.1mm.org.uk>
+ <letter-1@mailbot.1mm.org.uk>
+Delivered-To: complaints@1mm.org.uk
+X-Original-To: complaints+case42@1mm.org.uk
+Date: Mon, 02 Mar 2026 10:15:00 +0000
+""",
+    "I am still waiting for an answer.\n",
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("from_addr", "jane.doe@example.org"),
+        ("from_name", "Jane Doe"),
+        ("to", ("complaints@1mm.org.uk", "other@example.org")),
+        ("cc", ("john@example.org",)),
+        ("reply_to", ("jane.private@example.org",)),
+        ("subject", "Re: My complaint"),
+        ("message_id", "abc.123@example.org"),
+        ("has_message_id", True),
+        ("in_reply_to", ("letter-1@mailbot.1mm.org.uk",)),
+        ("references", ("letter-0@mailbot.1mm.org.uk", "letter-1@mailbot.1mm.org.uk")),
+        ("delivered_to", ("complaints@1mm.org.uk", "complaints+case42@1mm.org.uk")),
+        ("date", "2026-03-02T10:15:00+00:00"),
+        ("text", "I am still waiting for an answer."),
+        ("html", None),
+        ("attachments", ()),
+        ("readable", True),
+    ],
+)
+def test_plain_message_fields(field: str, expected: object) -> None:
+    assert getattr(parse_mail(PLAIN), field) == expected
+
+
+def test_headers_keep_every_value_under_a_lower_case_name() -> None:
+    raw = message("From: a@example.org\nReceived: from one\nReceived: from two\nSubject: x")
+    mail = parse_mail(raw)
+    assert mail.headers["received"] == ("from one", "from two")
+    assert mail.header("SUBJECT") == "x"
+    assert mail.header("x-missing") is None
+
+
+@pytest.mark.parametrize(
+    ("raw_subject", "expected"),
+    [
+        (b"=?utf-8?q?Beschwerde_=C3=BCber_Mentor?=", "Beschwerde über Mentor"),
+        (b"=?UTF-8?B?w4kgcGFydGljaXBhbnQ=?=", "É participant"),
+        (b"=?iso-8859-1?q?R=E9ponse?= =?iso-8859-1?q?_automatique?=", "Réponse automatique"),
+        (b"=?utf-8?q?split_=E2=82?= =?utf-8?q?=AC_sign?=", "split € sign"),  # A character split across words.
+        (b"=?x-unknown-charset?q?plain?=", "plain"),
+        (b"Caf\xc3\xa9 complaint", "Café complaint"),  # Raw 8-bit UTF-8, undeclared.
+        (b"Caf\xe9 complaint", "Café complaint"),  # Raw 8-bit Latin-1, undeclared.
+        (b"Long subject\r\n folded", "Long subject folded"),
+    ],
+)
+def test_subject_decoding(raw_subject: bytes, expected: str) -> None:
+    raw = b"From: a@example.org\r\nSubject: " + raw_subject + b"\r\nMessage-ID: <1@x>\r\n\r\nbody\r\n"
+    assert parse_mail(raw).subject == expected
+
+
+def test_eight_bit_header_is_recorded_as_a_defect() -> None:
+    raw = b"From: a@example.org\nSubject: Caf\xe9\n\nbody\n"
+    assert any("8-bit" in defect for defect in parse_mail(raw).defects)
+
+
+@pytest.mark.parametrize(
+    ("from_header", "address", "name"),
+    [
+        (b"=?iso-8859-1?Q?B=FCrling,=20Andreas?= <Smith@Example.com>", "smith@example.com", "Bürling, Andreas"),
+        (b'"Doe, Jane" <jane@example.org>', "jane@example.org", "Doe, Jane"),
+        (b"jane@example.org (Jane Doe)", "jane@example.org", "Jane Doe"),
+        (b"J\xc3\xb6rg <jorg@example.org>", "jorg@example.org", "Jörg"),
+    ],
+)
+def test_from_address_and_name(from_header: bytes, address: str, name: str) -> None:
+    mail = parse_mail(b"From: " + from_header + b"\nSubject: s\n\nbody\n")
+    assert (mail.from_addr, mail.from_name) == (address, name)
+
+
+def test_empty_from_falls_back_to_reply_to() -> None:
+    mail = parse_mail(b'From: "Someone" <>\nReply-To: <real@example.org>\nSubject: s\n\nbody\n')
+    assert mail.from_addr == "real@example.org"
+
+
+def test_missing_message_id_is_synthesised_from_the_bytes() -> None:
+    raw = message("From: a@example.org\nSubject: no id")
+    first, again, other = parse_mail(raw), parse_mail(raw), parse_mail(raw + b"x")
+    assert first.message_id == f"{hashlib.sha256(raw).hexdigest()}@mailbot.invalid"
+    assert first.has_message_id is False
+    assert first.message_id == again.message_id != other.message_id
+    assert "no Message-ID" in first.defects
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("<a@x> <b@x>", ("a@x", "b@x")),
+        ("<a@x>\r\n\t<b@x>,<c@x>", ("a@x", "b@x", "c@x")),
+        ("<a@x> <a@x>", ("a@x",)),
+        ("garbage <a@x> more <broken <b@x>", ("a@x", "b@x")),
+        ("<a@\n x>", ("a@x",)),
+        ("bare@example.org", ("bare@example.org",)),
+        ("<>", ()),
+        ("", ()),
+    ],
+)
+def test_extract_message_ids(value: str, expected: tuple[str, ...]) -> None:
+    assert extract_message_ids(value) == expected
+
+
+def test_many_references_in_order() -> None:
+    references = " ".join(f"<ref{n}@example.org>" for n in range(30))
+    mail = parse_mail(message(f"From: a@example.org\nReferences: {references}"))
+    assert mail.references == tuple(f"ref{n}@example.org" for n in range(30))
+
+
+HTML_ONLY = message(
+    """
+From: a@example.org
+Subject: html
+Content-Type: text/html; charset=utf-8
+""",
+    "<html><head><title>T</title><style>p {color: red}</style></head><body>"
+    "<script>alert('x')</script><p>Dear&nbsp;team,</p><p>My mentor <b>never</b> came.</p>"
+    "<ul><li>first</li><li>second</li></ul></body></html>",
+)
+
+
+def test_html_only_body_becomes_readable_text() -> None:
+    mail = parse_mail(HTML_ONLY)
+    assert mail.text == "Dear team,\n\nMy mentor never came.\n\n- first\n- second"
+    assert mail.html is not None and "<script>" in mail.html
+
+
+@pytest.mark.parametrize("hidden", ["alert", "color: red", "T\n"])
+def test_html_to_text_drops_invisible_content(hidden: str) -> None:
+    assert hidden not in html_to_text(HTML_ONLY.decode())
+
+
+MULTIPART = b"""From: a@example.org
+Subject: with attachment
+Message-ID: <m@x>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="OUT"
+
+--OUT
+Content-Type: multipart/alternative; boundary="IN"
+
+--IN
+Content-Type: text/plain; charset=iso-8859-1
+Content-Transfer-Encoding: quoted-printable
+
+Caf=E9 text part
+--IN
+Content-Type: text/html; charset=utf-8
+
+<p>HTML part</p>
+--IN--
+--OUT
+Content-Type: application/pdf; name="letter.pdf"
+Content-Disposition: attachment; filename="letter.pdf"
+Content-Transfer-Encoding: base64
+
+JVBERi0xLjQK
+--OUT
+Content-Type: text/plain; name="=?utf-8?q?notes_=C3=A9.txt?="
+Content-Disposition: attachment
+
+notes
+--OUT
+Content-Type: image/png
+Content-Disposition: inline
+Content-Transfer-Encoding: base64
+
+iVBORw0K
+--OUT--
+"""
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("text", "Café text part"),
+        ("html", "<p>HTML part</p>"),
+        ("content_type", "multipart/mixed"),
+        (
+            "attachments",
+            (("letter.pdf", "application/pdf", b"%PDF-1.4\n"), ("notes é.txt", "text/plain", b"notes"),
+             ("attachment.png", "image/png", b"\x89PNG\r\n")),
+        ),
+    ],
+)
+def test_multipart_with_attachments(field: str, expected: object) -> None:
+    mail = parse_mail(MULTIPART)
+    value = getattr(mail, field)
+    if field == "attachments":
+        value = tuple((a.filename, a.content_type, a.payload) for a in value)
+    assert value == expected
+
+
+def test_forwarded_message_is_an_attachment_not_the_body() -> None:
+    raw = b"""From: a@example.org
+Subject: Fwd
+Content-Type: multipart/mixed; boundary=B
+
+--B
+Content-Type: text/plain
+
+See below.
+--B
+Content-Type: message/rfc822
+
+From: other@example.org
+Subject: inner
+
+Inner text.
+--B--
+"""
+    mail = parse_mail(raw)
+    assert mail.text == "See below."
+    assert [(a.filename, a.content_type) for a in mail.attachments] == [("message.eml", "message/rfc822")]
+    assert b"Inner text." in mail.attachments[0].payload
+
+
+def test_multipart_with_wrong_boundary_is_recovered() -> None:
+    raw = b"From: a@example.org\nContent-Type: multipart/mixed; boundary=DECLARED\n\n--ACTUAL\n" \
+          b"Content-Type: text/plain\n\nThe real text.\n--ACTUAL--\n"
+    mail = parse_mail(raw)
+    assert mail.text == "The real text."
+    assert "multipart boundary recovered from the body" in mail.defects
+
+
+def test_junk_line_in_header_block_is_repaired() -> None:
+    raw = b"---- Original message ----\nFrom: a@example.org\nSubject: Contact form\n\nBody.\n"
+    mail = parse_mail(raw)
+    assert (mail.from_addr, mail.subject, mail.text) == ("a@example.org", "Contact form", "Body.")
+
+
+@pytest.mark.parametrize(
+    ("raw", "readable"),
+    [
+        (b"", False),
+        (b"   \r\n\r\n", False),
+        (b"\x00\x01\x02\xff\xfe" * 200, False),
+        (b"Just a line of text without headers\n", True),
+        (b"From: a@example.org\n\n", True),
+    ],
+)
+def test_readability(raw: bytes, readable: bool) -> None:
+    mail = parse_mail(raw)
+    assert mail.readable is readable
+    assert isinstance(mail, InboundMail)
+    if not readable:
+        assert mail.defects
+
+
+def test_random_bytes_never_raise() -> None:
+    generator = random.Random(20260302)
+    for _ in range(300):
+        raw = bytes(generator.randrange(256) for _ in range(generator.randrange(0, 600)))
+        assert isinstance(parse_mail(raw), InboundMail)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@example.org\nContent-Type: multipart/mixed; boundary=\n\n--\n--\n",
+        b"From: a@example.org\nContent-Type: text/plain; charset*=''\n\n\xff\xfe",
+        b"From: a@example.org\nContent-Type: text/plain; charset=\"bogus-charset\"\n\nhi\xe9\n",
+        b"From: a@example.org\nContent-Transfer-Encoding: base64\n\n!!!not base64!!!",
+        b"From: a@example.org\nContent-Type: multipart/mixed; boundary=A\n\n" + b"--A\nContent-Type: multipart/mixed; boundary=A\n\n" * 200,
+        b"Date: not a date\nFrom: <<<>>>\nMessage-ID: <<<\n\n",
+        b"\xff\xfe: \xff\n\n\xff",
+    ],
+)
+def test_broken_mime_never_raises(raw: bytes) -> None:
+    assert isinstance(parse_mail(raw), InboundMail)
+
+
+def test_unparseable_date_is_none() -> None:
+    assert parse_mail(message("From: a@example.org\nDate: the day after tomorrow")).date is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Complaint\r\nBcc: victim@example.org", "Complaint Bcc: victim@example.org"),
+        ("Name\nX-Injected: 1", "Name X-Injected: 1"),
+        ("tab\tand\x00nul\x07bell", "tab andnulbell"),
+        ("line\u2028separator\x85nel", "line separator nel"),
+        ("  Ordinary  subject  ", "Ordinary subject"),
+        ("Réclamation – été", "Réclamation – été"),
+    ],
+)
+def test_header_safe(value: str, expected: str) -> None:
+    assert header_safe(value) == expected
+    assert "\r" not in header_safe(value) and "\n" not in header_safe(value)
