@@ -1,0 +1,146 @@
+"""Complaint categories guessed from the words of a message, and the safeguarding words that alert a person.
+
+The category is a first guess that staff can change; it decides which regulators the outcome
+letter signposts. The safeguarding check is different: a youth charity cannot afford to miss a
+young person at risk, so it errs on the side of alerting and reading a false alarm is the price.
+"""
+
+from __future__ import annotations
+
+import re
+
+SAFEGUARDING = "safeguarding"
+DATA_PROTECTION = "data_protection"
+FUNDRAISING = "fundraising"
+MENTOR_BEHAVIOUR = "mentor_behaviour"
+SERVICE = "service"
+
+# In precedence order: when several match, the first one wins.
+CATEGORIES = (SAFEGUARDING, DATA_PROTECTION, FUNDRAISING, MENTOR_BEHAVIOUR, SERVICE)
+DEFAULT_CATEGORY = SERVICE
+
+CATEGORY_LABELS = {
+    SAFEGUARDING: "Safeguarding",
+    DATA_PROTECTION: "Data protection",
+    FUNDRAISING: "Fundraising",
+    MENTOR_BEHAVIOUR: "Mentor behaviour",
+    SERVICE: "Our service",
+}
+
+# (term reported to staff, regular expression). Every pattern is lower case, matched on lower-cased text
+# between word boundaries, so "harm" never fires inside "pharmacy", "harmony" or "charmed", nor "rapist" inside
+# "therapist". Longer phrases come first so "self-harm" is reported as itself rather than as "harm".
+# Decisions, all erring towards alerting:
+# - Negation is not understood: "I am not suicidal" still alerts, because a person should read it.
+# - Every form of "threat" alerts, including "I will threaten to complain to the regulator": keywords
+#   cannot tell that apart from "he threatened to tell my parents unless...".
+# - "hurt" alerts only with a person after it ("hurt me", "hurting her"), so "my feelings were hurt"
+#   about a late reply does not page the safeguarding lead; "hurt myself" is caught as self-harm.
+# - "scared", "frightened" and "terrified" alert on their own; "afraid" only as "afraid of/to/for", because
+#   "I'm afraid the event was badly run" is everyday British politeness, not fear.
+# - "neglected to reply" is a service complaint; every other "neglect" alerts.
+SAFEGUARDING_TERMS: tuple[tuple[str, str], ...] = (
+    ("self-harm", r"self[- ]?harm(?:s|ed|ing)?|harm(?:ing)? myself|hurt(?:ing)? myself|cut(?:ting)? myself"),
+    ("suicide", r"suicid(?:e|al)|kill(?:ing)? myself|end(?:ing)? my (?:own )?life|want(?:ed)? to die"),
+    ("harm", r"harm(?:s|ed|ing|ful)?"),
+    ("abuse", r"abus(?:e|es|ed|er|ers|ing|ive)"),
+    ("unsafe", r"unsafe|(?:do not|don't|dont|didn't|didnt|not) feel safe|not safe|in danger|dangerous"),
+    ("threat", r"threat(?:s|en|ens|ened|ening)?"),
+    ("grooming", r"groom(?:s|ed|ing)?"),
+    ("assault", r"assault(?:s|ed|ing)?"),
+    ("sexual", r"sexual(?:ly)?|rape[ds]?|rapist|indecent|touched me|touching me|nudes?|naked"),
+    ("hurt", r"(?:hurt(?:s|ing)?|hit|hits|hitting|punched|kicked|slapped) (?:me|him|her|them|us|you)"),
+    ("violence", r"violen(?:ce|t)"),
+    ("bullying", r"bull(?:y|ied|ies|ying)"),
+    ("scared", r"scared|frightened|terrified|afraid (?:of|to|for)"),
+    ("exploitation", r"exploit(?:s|ed|ing|ation)?"),
+    ("blackmail", r"blackmail(?:s|ed|ing)?|stalk(?:s|ed|ing|er)?"),
+    ("radicalisation", r"radicali[sz](?:e|ed|ing|ation)|extremis[mt]"),
+    ("neglect", r"neglect(?:s|ed|ing)?(?! to\b)"),
+    ("safeguarding", r"safeguarding"),
+)
+
+DATA_PROTECTION_WORDS = (
+    # Not "my details": complainants are asked for their contact details and give them in the same breath.
+    r"my (?:personal )?data|my personal information",
+    r"personal data|personal information",
+    r"subject access",
+    r"(?:uk )?gdpr",
+    r"data protection",
+    r"(?:delete|erase|remove) (?:all )?(?:of )?my (?:data|details|information|account|records)",
+    r"right to (?:be forgotten|erasure)",
+    r"privacy",
+    r"information commissioner|\bico",
+)
+FUNDRAISING_WORDS = (
+    r"donat(?:e|es|ed|ing|ion|ions|or)",
+    r"direct debits?",
+    r"gift aid",
+    r"fundrais(?:e|er|ers|ing)",
+    r"standing orders?",
+    r"sponsor(?:ed|ship)?",
+)
+MENTOR_WORDS = (r"mentors?",)
+BEHAVIOUR_WORDS = (
+    r"rude(?:ly|ness)?",
+    r"late",
+    r"inappropriate(?:ly)?",
+    r"unprofessional",
+    r"no[- ]shows?",
+    r"(?:did not|didn't|didnt|never) (?:show|turn) up",
+    r"(?:ignored|ignores|ignoring) (?:me|my)",
+    r"shout(?:s|ed|ing)?|swore|swearing|aggressive|disrespectful|dismissive",
+    r"cancel(?:s|led|ling)",
+)
+# The charity's own name and staff job titles contain "mentor" without being about a mentor.
+NOT_A_MENTOR = r"one million mentors|mentee project coordinator|mentor coordinator"
+
+
+def _words(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # No IGNORECASE: the text is lower-cased once instead, which makes matching about twice as fast.
+    return re.compile(r"\b(?:" + "|".join(patterns) + r")\b")
+
+
+_SAFEGUARDING = re.compile(r"\b(?:" + "|".join(f"({pattern})" for _, pattern in SAFEGUARDING_TERMS) + r")\b")
+_DATA_PROTECTION = _words(DATA_PROTECTION_WORDS)
+_FUNDRAISING = _words(FUNDRAISING_WORDS)
+_MENTOR = _words(MENTOR_WORDS)
+_BEHAVIOUR = _words(BEHAVIOUR_WORDS)
+_NOT_A_MENTOR = re.compile(NOT_A_MENTOR)
+
+
+def _normalise(subject: str, text: str) -> str:
+    # Curly apostrophes from phones would otherwise defeat "don't feel safe"; runs of whitespace and line
+    # breaks would defeat every two-word phrase.
+    joined = f"{subject}\n{text}".lower().replace("\u2019", "'").replace("\u2018", "'")
+    return re.sub(r"\s+", " ", joined)
+
+
+def safeguarding_concern(subject: str, text: str) -> tuple[str, ...]:
+    """The safeguarding terms found, each once, in the order they first appear; empty means none."""
+    return _safeguarding_terms(_normalise(subject, text))
+
+
+def _safeguarding_terms(words: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for match in _SAFEGUARDING.finditer(words):
+        # Each term is one capturing group, so the group that matched names the term.
+        term = SAFEGUARDING_TERMS[(match.lastindex or 1) - 1][0]
+        if term not in found:
+            found.append(term)
+    return tuple(found)
+
+
+def guess_category(subject: str, text: str) -> str:
+    """The most serious category the message's words suggest; "service" when nothing more specific fits."""
+    words = _normalise(subject, text)
+    if _safeguarding_terms(words):
+        return SAFEGUARDING
+    if _DATA_PROTECTION.search(words):
+        return DATA_PROTECTION
+    if _FUNDRAISING.search(words):
+        return FUNDRAISING
+    about_people = _NOT_A_MENTOR.sub(" ", words)
+    if _MENTOR.search(about_people) and _BEHAVIOUR.search(about_people):
+        return MENTOR_BEHAVIOUR
+    return DEFAULT_CATEGORY
