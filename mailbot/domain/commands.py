@@ -1,0 +1,283 @@
+"""The staff command grammar: ``#command`` lines at the top of a staff reply in a case thread.
+
+Commands are read only from the top block of a reply (before any other non-blank text), so a
+"#1 priority" or a markdown heading further down is ordinary text. Each command is one row of
+``COMMANDS`` (usage, argument parser, roles allowed), and every error message ends with the usage,
+because the person reading it is a busy member of staff replying from a phone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, time
+from typing import Callable
+
+from mailbot.domain.signing import REF_PATTERN
+
+STAFF_ROLES = frozenset(
+    {"complaints_team", "coordinator", "regional_manager", "head_of_delivery", "smt", "ceo", "safeguarding_lead"}
+)
+CATEGORIES = ("fundraising", "data_protection", "safeguarding", "mentor_behaviour", "service")
+OUTCOMES = ("upheld", "partly-upheld", "not-upheld", "limited-disclosure")
+# How a restricted or terminated complainant's mail is handled: acknowledged, or placed on file unanswered.
+CONTACT_MODES = ("acknowledge-only", "silent")
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # canonical, e.g. "not-a-complaint"
+    args: dict[str, object]
+    line: str  # the line as the member of staff wrote it
+
+
+@dataclass(frozen=True)
+class CommandError:
+    line: str
+    message: str  # what was wrong and how to write it
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    commands: tuple[Command, ...]
+    errors: tuple[CommandError, ...]
+    body: str
+
+
+class _ArgumentError(ValueError):
+    """What is wrong with a command's arguments, in words for the member of staff."""
+
+
+ArgumentParser = Callable[[str], dict[str, object]]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    usage: str
+    summary: str
+    parse: ArgumentParser
+    roles: frozenset[str] | None  # None: any member of staff
+
+
+# --- argument parsers -----------------------------------------------------------------------------------------
+
+_EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME_RANGE = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+_RESTRICT = re.compile(
+    r"(?P<mode>\S+)\s+for\s+(?P<months>\S+)\s+months?\s+because\b\s*(?P<reason>.*?)"
+    r"(?:\s*\bexceptional:\s*(?P<exceptional>.*))?",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _no_arguments(text: str) -> dict[str, object]:
+    if text:
+        raise _ArgumentError(f"it takes nothing after the command, but got '{text}'")
+    return {}
+
+
+def _reason(text: str) -> dict[str, object]:
+    if not text:
+        raise _ArgumentError("a reason is required")
+    return {"reason": text}
+
+
+def _email(text: str) -> dict[str, object]:
+    address = text.strip("<>")
+    if not _EMAIL.fullmatch(address):
+        raise _ArgumentError(f"it needs one email address, not '{text}'" if text else "an email address is required")
+    return {"email": address.lower()}
+
+
+def _choice(key: str, choices: tuple[str, ...], separator: str) -> ArgumentParser:
+    """One word from a fixed list; "_" and "-" are interchangeable because people type either."""
+
+    def parse(text: str) -> dict[str, object]:
+        word = text.lower().replace("_", separator).replace("-", separator)
+        if word not in choices:
+            shown = f"'{text}' is not one of" if text else "it needs one of"
+            raise _ArgumentError(f"{shown}: {', '.join(choices)}")
+        return {key: word}
+
+    return parse
+
+
+def _extend(text: str) -> dict[str, object]:
+    first, _, rest = text.partition(" ")
+    if not first:
+        raise _ArgumentError("a new date and a reason are required")
+    if not _ISO_DATE.fullmatch(first):
+        raise _ArgumentError(f"the date must be written YYYY-MM-DD, not '{first}'")
+    try:
+        until = date.fromisoformat(first)
+    except ValueError:
+        raise _ArgumentError(f"{first} is not a real date") from None
+    if not rest.strip():
+        raise _ArgumentError("a reason is required after the date")
+    return {"until": until, "reason": rest.strip()}
+
+
+def _merge(text: str) -> dict[str, object]:
+    ref = text.strip("[]")
+    if not REF_PATTERN.fullmatch(ref):
+        raise _ArgumentError(f"it needs a case reference like 1MM-2026-0042, not '{text}'" if text else "a case reference is required")
+    return {"ref": ref.upper()}
+
+
+def _restrict(text: str) -> dict[str, object]:
+    match = _RESTRICT.fullmatch(text)
+    if match is None:
+        raise _ArgumentError("it needs a contact mode, a number of months and a 'because' reason")
+    mode = _choice("mode", CONTACT_MODES, "-")(match["mode"])["mode"]
+    if not match["months"].isdigit() or int(match["months"]) < 1:
+        raise _ArgumentError(f"the number of months must be a whole number above 0, not '{match['months']}'")
+    if not match["reason"].strip():
+        raise _ArgumentError("a reason is required after 'because'")
+    exceptional = match["exceptional"]
+    if exceptional is not None and not exceptional.strip():
+        raise _ArgumentError("'exceptional:' must be followed by the exceptional circumstances")
+    return {
+        "mode": mode,
+        "months": int(match["months"]),
+        "reason": match["reason"].strip(),
+        "exceptional": exceptional.strip() if exceptional else None,
+    }
+
+
+def _phone(text: str) -> dict[str, object]:
+    days_text, _, times_text = text.partition(" ")
+    if not times_text.strip():
+        raise _ArgumentError("it needs days and a time range")
+    days: list[str] = []
+    for day in days_text.split(","):
+        canonical = day.strip()[:3].title()
+        if canonical not in WEEKDAYS or not _is_day_name(day.strip()):
+            raise _ArgumentError(f"'{day}' is not a day; use {','.join(WEEKDAYS)}")
+        days.append(canonical)
+    times = _TIME_RANGE.fullmatch(times_text.strip())
+    if times is None:
+        raise _ArgumentError(f"the times must be written like 10:00-12:00, not '{times_text.strip()}'")
+    try:
+        start = time(int(times[1]), int(times[2]))
+        end = time(int(times[3]), int(times[4]))
+    except ValueError:
+        raise _ArgumentError(f"'{times_text.strip()}' is not a real time range") from None
+    if start >= end:
+        raise _ArgumentError("the start time must be before the end time")
+    return {"days": tuple(days), "start": start, "end": end}
+
+
+def _is_day_name(word: str) -> bool:
+    full = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    return any(name.startswith(word.lower()) and len(word) >= 3 for name in full)
+
+
+def _optional_text(text: str) -> dict[str, object]:
+    return {"text": text or None}
+
+
+# --- the command table ----------------------------------------------------------------------------------------
+
+_SENIOR = frozenset({"smt", "ceo"})
+_CEO = frozenset({"ceo"})
+
+COMMANDS: dict[str, CommandSpec] = {
+    "note": CommandSpec("#note", "keep this reply as an internal note; nothing is sent", _no_arguments, None),
+    "full": CommandSpec("#full", "send me the whole case history", _no_arguments, None),
+    "assign": CommandSpec("#assign EMAIL", "make a member of staff the case owner", _email, None),
+    "category": CommandSpec(
+        "#category " + "|".join(CATEGORIES), "set the complaint category", _choice("category", CATEGORIES, "_"), None
+    ),
+    "extend": CommandSpec("#extend YYYY-MM-DD reason...", "move the response deadline, with a reason", _extend, None),
+    "resolve": CommandSpec(
+        "#resolve " + "|".join(OUTCOMES), "close the case with an outcome", _choice("outcome", OUTCOMES, "-"), None
+    ),
+    "escalate": CommandSpec("#escalate", "move the case to the next stage", _no_arguments, None),
+    "stay": CommandSpec("#stay", "pause the deadlines (for example during legal action)", _no_arguments, None),
+    "reopen": CommandSpec("#reopen", "reopen a closed case", _no_arguments, None),
+    "merge": CommandSpec("#merge REF", "merge this case into another case", _merge, None),
+    "safeguarding": CommandSpec("#safeguarding", "treat as a safeguarding concern", _no_arguments, None),
+    "not-a-complaint": CommandSpec("#not-a-complaint", "close as not a complaint", _no_arguments, None),
+    "informal-warning": CommandSpec("#informal-warning", "record an informal warning to the mentor", _no_arguments, None),
+    "formal-warning": CommandSpec("#formal-warning", "record a formal warning to the mentor", _no_arguments, None),
+    "suspend": CommandSpec("#suspend reason...", "suspend the mentor while we investigate", _reason, None),
+    "warn": CommandSpec("#warn reason...", "warn the complainant of possible restrictions", _reason, _SENIOR),
+    "restrict": CommandSpec(
+        "#restrict acknowledge-only|silent for N months because reason... [exceptional: reason...]",
+        "restrict an unreasonably persistent complainant",
+        _restrict,
+        _CEO,
+    ),
+    "named-contact": CommandSpec("#named-contact EMAIL", "contact only through this member of staff", _email, None),
+    "letters-only": CommandSpec("#letters-only", "contact by letter only", _no_arguments, None),
+    "phone": CommandSpec("#phone DAYS TIMES", "calls only then, e.g. #phone Tue,Thu 10:00-12:00", _phone, None),
+    "agreement": CommandSpec("#agreement [text]", "record an agreement about future contact", _optional_text, None),
+    "lift": CommandSpec("#lift reason...", "lift a restriction", _reason, _CEO),
+    "terminate": CommandSpec(
+        "#terminate acknowledge-only|silent", "end contact about a closed case", _choice("mode", CONTACT_MODES, "-"), _CEO
+    ),
+    "fresh-evidence": CommandSpec("#fresh-evidence", "this message has fresh evidence; handle it normally", _no_arguments, None),
+}
+
+ROLES_ALLOWED: dict[str, frozenset[str] | None] = {name: spec.roles for name, spec in COMMANDS.items()}
+
+COMMAND_REFERENCE: str = "\n".join(f"{spec.usage}  - {spec.summary}" for spec in COMMANDS.values())
+
+# A command line: "#" and a word; one space after "#" is tolerated for known commands only, so that a
+# "# Heading" in the reply is not mistaken for a mistyped command.
+_COMMAND_LINE = re.compile(r"#(?P<space>\s?)(?P<word>[A-Za-z][\w-]*)(?P<rest>.*)", re.DOTALL)
+
+
+def parse_commands(text: str) -> ParsedReply:
+    """Commands and errors from the top block of a staff reply, and the text that follows them."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    commands: list[Command] = []
+    errors: list[CommandError] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index].strip()
+        if line:
+            match = _COMMAND_LINE.fullmatch(line)
+            name = _canonical(match["word"]) if match else ""
+            if match is None or (match["space"] and name not in COMMANDS):
+                break
+            outcome = _parse_line(line, name, match["rest"].strip())
+            (commands if isinstance(outcome, Command) else errors).append(outcome)
+        index += 1
+    body_lines = lines[index:]
+    while body_lines and not body_lines[0].strip():
+        body_lines.pop(0)
+    return ParsedReply(tuple(commands), tuple(errors), "\n".join(body_lines).rstrip())
+
+
+def check_permission(command: Command, roles: frozenset[str]) -> str | None:
+    """Why this member of staff may not use the command, or None when they may."""
+    if not roles & STAFF_ROLES:
+        return f"#{command.name} can only be used by 1MM staff."
+    if command.name not in ROLES_ALLOWED:
+        return f"#{command.name} is not a command."
+    allowed = ROLES_ALLOWED[command.name]
+    if allowed is None or roles & allowed:
+        return None
+    needed = " or ".join(sorted(allowed))
+    yours = ", ".join(sorted(roles & STAFF_ROLES))
+    # The procedure gives these decisions to senior people; the message says who can act instead.
+    return f"#{command.name} needs the {needed} role; your roles are: {yours}. Ask them to send it."
+
+
+def _canonical(word: str) -> str:
+    return word.lower().replace("_", "-")
+
+
+def _parse_line(line: str, name: str, rest: str) -> Command | CommandError:
+    spec = COMMANDS.get(name)
+    if spec is None:
+        known = ", ".join(f"#{known}" for known in COMMANDS)
+        return CommandError(line, f"unknown command #{name}; the commands are: {known}")
+    try:
+        args = spec.parse(rest)
+    except _ArgumentError as problem:
+        return CommandError(line, f"#{name}: {problem}. Write it as: {spec.usage}")
+    return Command(name=name, args=args, line=line)
