@@ -1,0 +1,250 @@
+"""The composition root: builds the store, the domain's data, the adapters and the jobs, and runs them.
+
+Nothing here decides anything about complaints; it only wires the pieces together and owns the
+threads and the event loop of the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from mailbot.domain.chain import RouteConfig
+from mailbot.domain.directory import DirectoryError, DirectoryFiles
+from mailbot.domain.procedures import ProcedureFileError, load_procedures
+from mailbot.domain.workdays import WorkingCalendar, parse_closures
+from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer
+from mailbot.mail.imap import ImapConfig, ImapIntake, MailboxHooks
+from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
+from mailbot.mail.maildir import MaildirTransport
+from mailbot.mail.smtp import SmtpTransport
+from mailbot.services.casework import Casework, CaseworkConfig
+from mailbot.services.compose import Sender
+from mailbot.services.delivery import Deliverer, DeliveryReport, Transport
+from mailbot.services.ingest import Arrival, CursorPosition, Ingestor, read_cursor
+from mailbot.services.jobs import Jobs
+from mailbot.settings import ConfigError, Settings
+from mailbot.store import repo
+from mailbot.store.db import make_engine, session, to_db, upgrade
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_MAILBOX = "local/maildir"
+
+
+class App(MailboxHooks):
+    def __init__(self, settings: Settings, now: datetime | None = None) -> None:
+        self.settings = settings
+        self.fixed_now = now
+        self.engine = make_engine(settings.database_url_effective)
+        upgrade(self.engine)
+        self.renderer = LetterRenderer(settings.templates_dir)
+        try:
+            closures = parse_closures(settings.closures)
+        except ValueError as exc:
+            raise ConfigError(f"MAILBOT_CLOSURES: {exc}") from None
+        self.calendar = WorkingCalendar(settings.timezone, closures, settings.office_opens, settings.office_closes)
+        try:
+            self.procedures = load_procedures(self._data_file("procedures.toml"))
+        except ProcedureFileError as exc:
+            raise ConfigError(str(exc)) from None
+        self.directory = DirectoryFiles(settings.data_dir)
+        try:
+            self.directory.load()
+        except DirectoryError as exc:
+            raise ConfigError(str(exc)) from None
+        self.secret = settings.secret_bytes()
+        own = frozenset({settings.address})
+        self.sender = Sender(settings.org_name, settings.address, settings.domain, settings.auto_reply_cap)
+        self.route_config = RouteConfig(
+            address=settings.address, own_addresses=own, message_id_suffix=f"{MAILBOT_ID_TAG}{settings.domain}",
+            secret=self.secret, trusted_authserv_id=settings.trusted_authserv_id,
+        )
+        team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
+        self.casework = Casework(CaseworkConfig(self.sender, own, settings.timezone, self.secret, team_cc),
+                                 self.renderer, self.calendar, self.procedures, self.directory)
+        self.ingestor = Ingestor(self.engine, self.route_config, self.casework, self.directory, self.clock)
+        self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock)
+        self.jobs = Jobs(self.engine, self.casework, self.clock)
+        self._poke: Callable[[], None] = lambda: None
+
+    # ---- wiring helpers ----------------------------------------------------------------------
+
+    def clock(self) -> datetime:
+        return self.fixed_now or datetime.now(timezone.utc)
+
+    def _data_file(self, name: str) -> Path:
+        """A file from the data dir, falling back to the copy shipped with the code."""
+        path = self.settings.data_dir / name
+        return path if path.exists() else REPO_ROOT / "data" / name
+
+    def transport_factory(self) -> Callable[[], Transport]:
+        s = self.settings
+        if s.smtp_host:
+            host, port, security = s.smtp_host, s.smtp_port_effective, s.smtp_security
+            return lambda: SmtpTransport(host, port, security, s.smtp_user, s.smtp_password)
+        sent = s.data_dir / "sent"
+        return lambda: MaildirTransport(sent)
+
+    def imap_config(self) -> ImapConfig:
+        s = self.settings
+        assert s.imap_host and s.imap_user and s.imap_password
+        return ImapConfig(host=s.imap_host, port=s.imap_port_effective, user=s.imap_user, password=s.imap_password,
+                          security=s.imap_security, folder=s.imap_folder, processed_folder=s.imap_processed_folder,
+                          poll_interval=s.imap_poll_interval, idle_renew=s.imap_idle_renew)
+
+    # ---- MailboxHooks ------------------------------------------------------------------------
+
+    def read_cursor(self, mailbox: str) -> tuple[int, int]:
+        return read_cursor(self.engine, mailbox)
+
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition) -> None:
+        self.ingestor.ingest_batch(arrivals, position)
+        self._poke()
+
+    def fetch_succeeded(self, mailbox: str) -> None:
+        with session(self.engine) as s:
+            cur = repo.cursor_for(s, mailbox)
+            cur.last_success_at = to_db(self.clock())
+            s.commit()
+
+    def fetch_failed(self, mailbox: str, error: str, auth: bool) -> None:
+        with session(self.engine) as s:
+            cur = repo.cursor_for(s, mailbox)
+            cur.last_error = error[:1000]
+            cur.last_error_at = to_db(self.clock())
+            cur.error_count += 1
+            if auth:
+                cur.auth_failures += 1
+            s.commit()
+
+    # ---- one pass ----------------------------------------------------------------------------
+
+    def intake_once(self) -> int:
+        """Process everything waiting in the mailbox now."""
+        if self.settings.local_mode:
+            return self.local_intake()
+        intake = ImapIntake(self.imap_config(), self)
+        try:
+            intake.connect()
+            return intake.fetch_new()
+        except Exception as exc:
+            self.fetch_failed(intake.config.mailbox, f"{type(exc).__name__}: {exc}",
+                              auth=type(exc).__name__ == "LoginError")
+            raise
+        finally:
+            intake.disconnect()
+
+    def local_intake(self) -> int:
+        maildir = self.settings.data_dir / "maildir"
+        count = 0
+        for path in pending_files(maildir):
+            self.ingestor.ingest(arrival_from_file(path))
+            mark_processed(path)
+            count += 1
+        self.fetch_succeeded(LOCAL_MAILBOX)
+        return count
+
+    def deliver(self) -> DeliveryReport:
+        return asyncio.run(self.deliverer.deliver_due())
+
+    def run_once(self) -> dict[str, object]:
+        fetched = self.intake_once()
+        jobs = self.jobs.run_due(self.clock())
+        report = self.deliver()
+        return {"fetched": fetched, "jobs": jobs, "sent": report.sent, "deferred": report.deferred,
+                "failed": report.failed}
+
+    # ---- the daemon --------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        asyncio.run(self._daemon())
+
+    async def _daemon(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        stopping = asyncio.Event()
+        stop = threading.Event()
+        self._poke = lambda: loop.call_soon_threadsafe(wake.set)
+
+        def request_stop() -> None:
+            log.info("stopping")
+            stop.set()
+            stopping.set()
+            wake.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, request_stop)
+
+        threads: list[threading.Thread] = []
+        listener: LocalListener | None = None
+        if self.settings.local_mode:
+            local_wake = threading.Event()
+            listener = LocalListener(self.settings.data_dir / "maildir", self.settings.local_smtp_host,
+                                     self.settings.local_smtp_port, local_wake.set)
+            threads.append(threading.Thread(target=self._local_loop, args=(stop, local_wake), name="local-intake",
+                                            daemon=True))
+        else:
+            intake = ImapIntake(self.imap_config(), self)
+            threads.append(threading.Thread(target=intake.run, args=(stop,), name="imap-intake", daemon=True))
+
+        scheduler = BackgroundScheduler(timezone=self.settings.timezone)
+        scheduler.add_job(self._scheduled, "interval", minutes=1, id="due-work", next_run_time=datetime.now(
+            timezone.utc), max_instances=1, coalesce=True)
+        scheduler.start()
+        if listener:
+            listener.start()
+            log.info("local mode: send complaints to %s by SMTP on %s:%s", self.settings.address,
+                     self.settings.local_smtp_host, self.settings.local_smtp_port)
+        for thread in threads:
+            thread.start()
+        try:
+            while not stopping.is_set():
+                try:
+                    await self.deliverer.deliver_due()
+                except Exception:  # noqa: BLE001  (delivery problems are recorded per letter; keep running)
+                    log.exception("delivery pass failed")
+                wake.clear()
+                timeout = self._until_next_delivery()
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=timeout)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            stop.set()
+            scheduler.shutdown(wait=False)
+            if listener:
+                listener.stop()
+            for thread in threads:
+                await asyncio.to_thread(thread.join, 35)
+
+    def _scheduled(self) -> None:
+        try:
+            if self.jobs.run_due(self.clock()):
+                self._poke()
+        except Exception:  # noqa: BLE001  (a failed job is retried on the next tick)
+            log.exception("scheduled work failed")
+
+    def _until_next_delivery(self) -> float:
+        due = self.deliverer.next_due_at()
+        if due is None:
+            return 30.0
+        return max(0.05, min(30.0, (due - datetime.now(timezone.utc)).total_seconds()))
+
+    def _local_loop(self, stop: threading.Event, local_wake: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                if self.local_intake():
+                    self._poke()
+            except Exception:  # noqa: BLE001  (kept in the Maildir; retried on the next wake)
+                log.exception("local intake failed")
+            local_wake.wait(5.0)
+            local_wake.clear()

@@ -1,0 +1,92 @@
+"""The ``mailbot`` command. Its sub-commands and their --json fields are a public contract."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import datetime
+from typing import Sequence
+from zoneinfo import ZoneInfo
+
+from mailbot.settings import ConfigError, load_settings
+
+
+def _parse_now(value: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--now must be an ISO-8601 date-time, e.g. 2026-11-23T09:00:00+00:00; "
+                                         f"got {value!r}") from None
+    return dt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailbot", description="The 1MM complaints bot.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the bot (the daemon), or one pass with --once")
+    run.add_argument("--once", action="store_true", help="process the mailbox, run due work, deliver, then exit")
+    run.add_argument("--now", type=_parse_now, help="the time to act as (ISO-8601), with --once")
+
+    cases = sub.add_parser("cases", help="list the cases")
+    cases.add_argument("--json", action="store_true")
+
+    case = sub.add_parser("case", help="show one case with its messages and events")
+    case.add_argument("ref")
+    case.add_argument("--json", action="store_true")
+
+    unfiled = sub.add_parser("unfiled", help="inbound mail filed on no case (automated or unreadable)")
+    unfiled.add_argument("--json", action="store_true")
+
+    sub.add_parser("demo", help="play the sample complaints in data/samples through the whole pipeline")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply schema migrations")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "run" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic narrates every start at INFO; only its warnings are news to an operator.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"mailbot: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from mailbot import console
+
+    settings = load_settings()
+    now = getattr(args, "now", None)
+    if now is not None and now.tzinfo is None:
+        # A bare local time means the organisation's time zone, as a person would read it.
+        now = now.replace(tzinfo=ZoneInfo(settings.timezone))
+    if args.command == "demo":
+        return console.demo(settings)
+    if args.command == "run":
+        if now and not args.once:
+            print("mailbot: --now only works with --once", file=sys.stderr)
+            return 2
+        return console.run(settings, once=args.once, now=now)
+    if args.command == "cases":
+        return console.cases(settings, as_json=args.json)
+    if args.command == "case":
+        return console.case(settings, args.ref, as_json=args.json)
+    if args.command == "unfiled":
+        return console.unfiled(settings, as_json=args.json)
+    if args.command == "db":
+        return console.db_upgrade(settings)
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

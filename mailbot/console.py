@@ -1,0 +1,99 @@
+"""What each ``mailbot`` sub-command does, given validated settings. Output is for people or, with --json, programs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+
+from mailbot.app import App
+from mailbot.services import reports
+from mailbot.settings import Settings
+from mailbot.store import repo
+from mailbot.store.db import make_engine, session, upgrade
+
+
+def print_json(value: object) -> None:
+    json.dump(value, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def run(settings: Settings, once: bool, now: datetime | None) -> int:
+    app = App(settings, now=now)
+    if not once:
+        app.run_forever()
+        return 0
+    result = app.run_once()
+    print(f"fetched {result['fetched']} message(s); scheduled work queued {result['jobs']} letter(s); "
+          f"sent {result['sent']}, deferred {result['deferred']}, failed {result['failed']}")
+    return 0
+
+
+def cases(settings: Settings, as_json: bool) -> int:
+    engine = make_engine(settings.database_url_effective)
+    upgrade(engine)
+    with session(engine) as s:
+        rows = reports.all_cases(s)
+    if as_json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no cases yet")
+    for row in rows:
+        print(f"{row['ref']}  {row['status']:<14} stage {row['stage']}  {row['procedure']:<8} "
+              f"{row['complainant']:<32} {row['message_count']:>3} msg  {row['subject']}")
+    return 0
+
+
+def case(settings: Settings, ref: str, as_json: bool) -> int:
+    engine = make_engine(settings.database_url_effective)
+    upgrade(engine)
+    with session(engine) as s:
+        found = repo.case_by_ref(s, ref)
+        if found is None:
+            print(f"mailbot: no case {ref.upper()}", file=sys.stderr)
+            return 1
+        detail = reports.case_detail(s, found)
+    if as_json:
+        print_json(detail)
+        return 0
+    print(f"{detail['ref']}: {detail['subject']}")
+    for key in ("status", "stage", "procedure", "complainant", "assignee", "category", "opened_at"):
+        print(f"  {key:<12} {detail[key]}")
+    for name, due in dict(detail["deadlines"]).items():  # type: ignore[call-overload]
+        print(f"  deadline     {name}: {due}")
+    print("  messages:")
+    for m in detail["messages"]:  # type: ignore[attr-defined]
+        arrow = "<-" if m["direction"] == "in" else "->"
+        extra = f" [{m['delivery']}]" if m["direction"] == "out" else ""
+        print(f"    {m['at']} {arrow} {m['kind']:<20} {m['subject']}{extra}")
+    print("  events:")
+    for e in detail["events"]:  # type: ignore[attr-defined]
+        print(f"    {e['at']} {e['type']} {json.dumps(e['detail']) if e['detail'] else ''}")
+    return 0
+
+
+def unfiled(settings: Settings, as_json: bool) -> int:
+    engine = make_engine(settings.database_url_effective)
+    upgrade(engine)
+    with session(engine) as s:
+        rows = reports.unfiled_messages(s)
+    if as_json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        print(f"{row['at']} {row['kind']:<16} {row['from']:<32} {row['subject']}")
+    return 0
+
+
+def db_upgrade(settings: Settings) -> int:
+    engine = make_engine(settings.database_url_effective)
+    upgrade(engine)
+    print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
+    return 0
+
+
+def demo(settings: Settings) -> int:
+    from mailbot.demo import play
+
+    return play(settings)

@@ -1,0 +1,146 @@
+"""The routing chain: what to do with one inbound message, decided by pure rules in a fixed order.
+
+Like GNU Mailman's chains, the policy is a tuple of (name, rule) read top to bottom; the first
+rule that returns a verdict decides, and the names of every rule consulted are kept on the
+verdict for the audit trail. The store is reached only through the ``RouteLookup`` protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from mailbot.domain.mail import InboundMail
+from mailbot.domain.rules import AutomatedVerdict, classify_automated
+from mailbot.domain.signing import verify_signature
+from mailbot.domain.threads import CaseLookup, ThreadMatch, match_case
+
+
+class RouteLookup(CaseLookup, Protocol):
+    def is_duplicate(self, message_id: str) -> bool: ...
+
+    def is_our_message(self, message_id: str) -> bool: ...
+
+    def staff_roles(self, address: str) -> frozenset[str] | None: ...
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    address: str  # complaints@1mm.org.uk
+    own_addresses: frozenset[str]
+    message_id_suffix: str  # ".mailbot@1mm.org.uk"
+    secret: bytes
+    trusted_authserv_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    # duplicate, automated, unreadable, staff, follow_up, new_case
+    action: str
+    # What the message is recorded as: new_case, follow_up, staff_reply, bounce, auto_reply, ...
+    kind: str
+    rules: tuple[str, ...] = ()
+    thread: ThreadMatch | None = None
+    automated: AutomatedVerdict | None = None
+    # A staff From without the signed address or authentication: kept, warned about, never obeyed.
+    claimed_staff: bool = False
+    staff_roles: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def ref(self) -> str | None:
+        return self.thread.ref if self.thread else None
+
+
+Rule = Callable[[InboundMail, RouteLookup, RouteConfig], "Verdict | None"]
+
+
+def _duplicate(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
+    if lookup.is_duplicate(mail.message_id):
+        return Verdict("duplicate", "duplicate")
+    return None
+
+
+def _automated(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
+    auto = classify_automated(mail, own_addresses=cfg.own_addresses, own_message_id_suffix=cfg.message_id_suffix)
+    if not auto.automated and mail.has_message_id and lookup.is_our_message(mail.message_id):
+        auto = AutomatedVerdict("own_mail", ("message-id is one of our letters",))
+    if not auto.automated:
+        return None
+    thread = match_case(mail, lookup, cfg.address)
+    if thread is None and auto.bounced_message_ids:
+        ref = lookup.case_for_message_ids(auto.bounced_message_ids)
+        if ref:
+            thread = ThreadMatch(ref, "bounced-message")
+    return Verdict("automated", auto.kind, rules=auto.reasons, thread=thread, automated=auto)
+
+
+def _unreadable(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
+    if mail.readable:
+        return None
+    return Verdict("unreadable", "unreadable", rules=mail.defects[:5], thread=match_case(mail, lookup, cfg.address))
+
+
+def _threaded(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
+    thread = match_case(mail, lookup, cfg.address)
+    if thread is None:
+        return None
+    roles = lookup.staff_roles(mail.from_addr)
+    if roles is None:
+        return Verdict("follow_up", "follow_up", rules=(thread.rule,), thread=thread)
+    if verify_signature(thread.ref, thread.signature, cfg.secret):
+        return Verdict("staff", "staff_reply", rules=(thread.rule, "signed-address"), thread=thread, staff_roles=roles)
+    if authenticated_sender(mail, cfg.trusted_authserv_id):
+        return Verdict("staff", "staff_reply", rules=(thread.rule, "authentication-results"), thread=thread,
+                       staff_roles=roles)
+    return Verdict("follow_up", "follow_up", rules=(thread.rule, "unverified-staff-from"), thread=thread,
+                   claimed_staff=True)
+
+
+def _new_case(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
+    return Verdict("new_case", "new_case", rules=("no-thread",))
+
+
+CHAIN: tuple[tuple[str, Rule], ...] = (
+    ("duplicate", _duplicate),
+    ("automated", _automated),
+    ("unreadable", _unreadable),
+    ("threaded", _threaded),
+    ("new-case", _new_case),
+)
+
+
+def route(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict:
+    """Run the chain; the last rule always decides, so this always returns a verdict."""
+    for _name, rule in CHAIN:
+        verdict = rule(mail, lookup, cfg)
+        if verdict is not None:
+            return verdict
+    raise AssertionError("the chain's last rule always decides")  # pragma: no cover
+
+
+def authenticated_sender(mail: InboundMail, trusted_authserv_id: str | None) -> bool:
+    """True when our own receiving server vouches (dkim or dmarc pass) for the sender's domain.
+
+    Only Authentication-Results headers whose authserv-id is ours count: anyone can write one.
+    """
+    if not trusted_authserv_id or "@" not in mail.from_addr:
+        return False
+    domain = mail.from_addr.rsplit("@", 1)[1]
+    for value in mail.headers.get("authentication-results", ()):
+        parts = [p.strip() for p in value.split(";")]
+        authserv = parts[0].split()[0].lower() if parts and parts[0] else ""
+        if authserv != trusted_authserv_id.lower():
+            continue
+        for result in parts[1:]:
+            tokens = result.lower().split()
+            if not tokens:
+                continue
+            method, _, outcome = tokens[0].partition("=")
+            props = dict(t.split("=", 1) for t in tokens[1:] if "=" in t)
+            if outcome != "pass":
+                continue
+            if method == "dkim" and props.get("header.d") == domain:
+                return True
+            if method == "dmarc" and props.get("header.from") == domain:
+                return True
+    return False

@@ -1,0 +1,228 @@
+"""Who is who: the staff directory (data/staff.toml) and the participant directory (data/participants.csv).
+
+Parsing is pure (text in, Directory out) and strict: a file that does not parse raises
+DirectoryError naming the file, the line and the reason, which stops start-up.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAFF_ROLES = frozenset(
+    {"complaints_team", "coordinator", "regional_manager", "head_of_delivery", "smt", "ceo", "safeguarding_lead"}
+)
+PARTICIPANT_HEADER = ["email", "name", "role", "status", "region", "coordinator_email"]
+
+
+class DirectoryError(Exception):
+    """A directory file that cannot be used, with file, line and reason in the message."""
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    name: str
+    email: str
+    roles: frozenset[str]
+    region: str = ""
+
+
+@dataclass(frozen=True)
+class Participant:
+    email: str
+    name: str
+    role: str  # mentee | mentor
+    status: str  # current | alumni
+    region: str
+    coordinator_email: str
+
+
+@dataclass(frozen=True)
+class Directory:
+    staff: tuple[StaffMember, ...] = ()
+    participants: tuple[Participant, ...] = ()
+    _staff_by_email: dict[str, StaffMember] = field(default_factory=dict, compare=False, repr=False)
+    _participant_by_email: dict[str, Participant] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._staff_by_email.update({s.email: s for s in self.staff})
+        self._participant_by_email.update({p.email: p for p in self.participants})
+
+    def staff_member(self, email: str) -> StaffMember | None:
+        return self._staff_by_email.get(email.lower())
+
+    def participant(self, email: str) -> Participant | None:
+        return self._participant_by_email.get(email.lower())
+
+    def with_role(self, role: str, region: str | None = None) -> list[StaffMember]:
+        return [s for s in self.staff if role in s.roles and (region is None or s.region.lower() == region.lower())]
+
+    def first_with_role(self, role: str, region: str | None = None) -> StaffMember | None:
+        found = self.with_role(role, region)
+        return found[0] if found else None
+
+
+def parse_staff(text: str, source: str = "staff.toml") -> tuple[StaffMember, ...]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DirectoryError(f"{source}: {exc}") from None
+    entries = data.get("staff", [])
+    if not isinstance(entries, list):
+        raise DirectoryError(f"{source}: 'staff' must be an array of [[staff]] tables")
+    lines = _table_lines(text)
+    members: list[StaffMember] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"{source}, line {lines[index] if index < len(lines) else '?'}"
+        if not isinstance(entry, dict):
+            raise DirectoryError(f"{where}: each [[staff]] entry must be a table")
+        name, email, roles = entry.get("name"), entry.get("email"), entry.get("roles", [])
+        if not isinstance(name, str) or not name.strip():
+            raise DirectoryError(f"{where}: 'name' is required")
+        if not isinstance(email, str) or "@" not in email:
+            raise DirectoryError(f"{where}: 'email' must be an email address")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise DirectoryError(f"{where}: 'roles' must be a list of role names")
+        unknown = sorted(set(roles) - STAFF_ROLES)
+        if unknown:
+            raise DirectoryError(f"{where}: unknown role {unknown[0]!r} (roles: {', '.join(sorted(STAFF_ROLES))})")
+        email = email.strip().lower()
+        if email in seen:
+            raise DirectoryError(f"{where}: {email} is listed twice")
+        seen.add(email)
+        region = entry.get("region", "")
+        members.append(StaffMember(name.strip(), email, frozenset(roles), str(region or "")))
+    return tuple(members)
+
+
+def _table_lines(text: str) -> list[int]:
+    """Line numbers of each [[staff]] header, so errors can point at the right entry."""
+    return [n for n, line in enumerate(text.splitlines(), start=1) if line.strip().startswith("[[staff]]")]
+
+
+def parse_participants(text: str, source: str = "participants.csv") -> tuple[Participant, ...]:
+    reader = csv.reader(io.StringIO(text))
+    rows = list(reader)
+    if not rows:
+        return ()
+    header = [h.strip().lower() for h in rows[0]]
+    if header != PARTICIPANT_HEADER:
+        raise DirectoryError(f"{source}, line 1: the header must be {','.join(PARTICIPANT_HEADER)}")
+    people: list[Participant] = []
+    seen: set[str] = set()
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{source}, line {number}"
+        if len(row) != len(PARTICIPANT_HEADER):
+            raise DirectoryError(f"{where}: expected {len(PARTICIPANT_HEADER)} fields, found {len(row)}")
+        email, name, role, status, region, coordinator = (cell.strip() for cell in row)
+        if "@" not in email:
+            raise DirectoryError(f"{where}: {email!r} is not an email address")
+        if role not in ("mentee", "mentor"):
+            raise DirectoryError(f"{where}: role must be mentee or mentor, not {role!r}")
+        if status not in ("current", "alumni"):
+            raise DirectoryError(f"{where}: status must be current or alumni, not {status!r}")
+        if coordinator and "@" not in coordinator:
+            raise DirectoryError(f"{where}: coordinator_email {coordinator!r} is not an email address")
+        email = email.lower()
+        if email in seen:
+            raise DirectoryError(f"{where}: {email} is listed twice")
+        seen.add(email)
+        people.append(Participant(email, name, role, status, region, coordinator.lower()))
+    return tuple(people)
+
+
+class DirectoryFiles:
+    """Reads the two files and re-reads them when they change on disk (checked by modification time)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.staff_path = data_dir / "staff.toml"
+        self.participants_path = data_dir / "participants.csv"
+        self._stamp: tuple[float, float] | None = None
+        self._directory = Directory()
+
+    def _current_stamp(self) -> tuple[float, float]:
+        def mtime(p: Path) -> float:
+            return p.stat().st_mtime_ns if p.exists() else -1.0
+
+        return (mtime(self.staff_path), mtime(self.participants_path))
+
+    def load(self) -> Directory:
+        """The directory, re-read if a file changed. Raises DirectoryError on a bad file."""
+        stamp = self._current_stamp()
+        if stamp != self._stamp:
+            staff = parse_staff(self._read(self.staff_path), str(self.staff_path)) if self.staff_path.exists() else ()
+            people = (parse_participants(self._read(self.participants_path), str(self.participants_path))
+                      if self.participants_path.exists() else ())
+            self._directory = Directory(staff, people)
+            self._stamp = stamp
+        return self._directory
+
+    def get(self) -> Directory:
+        """Like load(), but a bad edit while running keeps the last good directory instead of stopping intake."""
+        try:
+            return self.load()
+        except DirectoryError:
+            return self._directory
+
+    @staticmethod
+    def _read(path: Path) -> str:
+        try:
+            return path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DirectoryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def choose_procedure(directory: Directory, email: str) -> str:
+    """Which published procedure a new complaint from this address follows."""
+    if directory.staff_member(email):
+        return "staff"
+    person = directory.participant(email)
+    if person:
+        return person.role  # "mentee" or "mentor"
+    return "external"
+
+
+def assigned_contact(directory: Directory, email: str) -> str | None:
+    """The member of staff who handles this person's complaint, as the mentee procedure names them.
+
+    Current participants go to their coordinator; alumni to the regional manager for their region,
+    or the head of delivery where the region has none; everyone else to the complaints team.
+    None means nobody suitable is in the directory.
+    """
+    person = directory.participant(email)
+    if person and person.status == "current" and person.coordinator_email:
+        return person.coordinator_email
+    if person and person.region:
+        manager = directory.first_with_role("regional_manager", person.region)
+        if manager:
+            return manager.email
+    if person:
+        head = directory.first_with_role("head_of_delivery")
+        if head:
+            return head.email
+    team = directory.first_with_role("complaints_team")
+    return team.email if team else None
+
+
+def manager_of(directory: Directory, email: str) -> StaffMember | None:
+    """Whom an overdue case is escalated to inside 1MM: the next person up from the assignee."""
+    member = directory.staff_member(email)
+    ladder: list[tuple[str, str | None]] = []
+    if member is None or "coordinator" in member.roles:
+        region = member.region if member else None
+        ladder = [("regional_manager", region), ("head_of_delivery", None), ("ceo", None)]
+    elif "regional_manager" in member.roles or "complaints_team" in member.roles:
+        ladder = [("head_of_delivery", None), ("ceo", None)]
+    elif "ceo" not in member.roles:
+        ladder = [("ceo", None)]
+    for role, region in ladder:
+        candidate = directory.first_with_role(role, region) if region else directory.first_with_role(role)
+        if candidate and candidate.email != email:
+            return candidate
+    return None

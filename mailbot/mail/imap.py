@@ -1,0 +1,221 @@
+"""IMAP intake with imapclient: fetch what is new since the cursor, IDLE while waiting, reconnect on errors.
+
+The cursor (UIDVALIDITY + last UID) is committed with each message, and every message's
+Message-ID is recorded, so a restart or a re-delivery never processes a message twice.
+Messages are fetched with BODY.PEEK[] so the shared mailbox's read flags stay as staff left them,
+in chunks, so memory stays flat however large the mailbox is.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from mailbot.services.ingest import Arrival, CursorPosition
+
+log = logging.getLogger(__name__)
+
+FETCH_CHUNK = 100
+BACKOFF_START = 1.0
+BACKOFF_MAX = 60.0
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str
+    port: int
+    user: str
+    password: str
+    security: str  # ssl, starttls, none
+    folder: str = "INBOX"
+    processed_folder: str | None = None
+    poll_interval: float = 60.0
+    idle_renew: float = 600.0
+    timeout: float = 30.0
+
+    @property
+    def mailbox(self) -> str:
+        return f"{self.user}@{self.host}/{self.folder}"
+
+
+class MailboxHooks:
+    """What intake calls back into: the cursor, the ingest pipeline and the health record."""
+
+    def read_cursor(self, mailbox: str) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition) -> None:
+        raise NotImplementedError
+
+    def fetch_succeeded(self, mailbox: str) -> None:
+        raise NotImplementedError
+
+    def fetch_failed(self, mailbox: str, error: str, auth: bool) -> None:
+        raise NotImplementedError
+
+
+class ImapIntake:
+    def __init__(self, config: ImapConfig, hooks: MailboxHooks) -> None:
+        self.config = config
+        self.hooks = hooks
+        self.client: IMAPClient | None = None
+        self.idle_supported = False
+
+    # ---- connection --------------------------------------------------------------------------
+
+    def connect(self) -> IMAPClient:
+        cfg = self.config
+        context = ssl.create_default_context() if cfg.security != "none" else None
+        client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.security == "ssl", ssl_context=context,
+                            timeout=cfg.timeout, use_uid=True)
+        try:
+            if cfg.security == "starttls":
+                client.starttls(context)
+            client.login(cfg.user, cfg.password)
+            # Aware datetimes: INTERNALDATE is the receipt time every deadline counts from.
+            client.normalise_times = False
+            client.select_folder(cfg.folder, readonly=cfg.processed_folder is None)
+            self.idle_supported = b"IDLE" in client.capabilities()
+            if cfg.processed_folder and not client.folder_exists(cfg.processed_folder):
+                client.create_folder(cfg.processed_folder)
+        except BaseException:
+            _quietly_close(client)
+            raise
+        self.client = client
+        return client
+
+    def disconnect(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            try:
+                client.logout()
+            except (IMAPClientError, OSError, socket.error):
+                _quietly_close(client)
+
+    # ---- fetching ----------------------------------------------------------------------------
+
+    def fetch_new(self) -> int:
+        """Ingest every message after the cursor; returns how many were fetched."""
+        client = self.client
+        assert client is not None
+        cfg = self.config
+        selected = client.select_folder(cfg.folder, readonly=cfg.processed_folder is None)
+        uidvalidity = int(selected.get(b"UIDVALIDITY", 0))
+        known_validity, last_uid = self.hooks.read_cursor(cfg.mailbox)
+        if known_validity != uidvalidity:
+            # A new UIDVALIDITY means every UID changed meaning; start over and let the
+            # Message-ID record skip what was already processed.
+            if known_validity:
+                log.warning("UIDVALIDITY of %s changed from %s to %s; rescanning", cfg.mailbox, known_validity,
+                            uidvalidity)
+            last_uid = 0
+        # "N:*" always matches the highest UID, even when it is below N, so filter again.
+        uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+        position = CursorPosition(cfg.mailbox, uidvalidity)
+        fetched = 0
+        for start in range(0, len(uids), FETCH_CHUNK):
+            chunk = uids[start:start + FETCH_CHUNK]
+            response = client.fetch(chunk, ["BODY.PEEK[]", "INTERNALDATE"])
+            arrivals = []
+            for uid in chunk:
+                data = response.get(uid)
+                if not data or b"BODY[]" not in data:
+                    continue  # expunged between SEARCH and FETCH
+                arrivals.append(Arrival(raw=bytes(data[b"BODY[]"]), received_at=_aware(data.get(b"INTERNALDATE")),
+                                        uid=uid))
+            del response
+            self.hooks.ingest(arrivals, position)
+            fetched += len(arrivals)
+            if cfg.processed_folder and arrivals:
+                self._move_processed([a.uid for a in arrivals if a.uid is not None])
+        self.hooks.fetch_succeeded(cfg.mailbox)
+        return fetched
+
+    def _move_processed(self, uids: list[int]) -> None:
+        client = self.client
+        assert client is not None and self.config.processed_folder
+        if client.has_capability("MOVE"):
+            client.move(uids, self.config.processed_folder)
+        else:
+            client.copy(uids, self.config.processed_folder)
+            client.delete_messages(uids)
+            client.uid_expunge(uids) if client.has_capability("UIDPLUS") else client.expunge()
+
+    # ---- the long-running loop ---------------------------------------------------------------
+
+    def run(self, stop: threading.Event, on_fetched: Callable[[int], None] | None = None) -> None:
+        """Fetch, then wait in IDLE (or poll), until ``stop`` is set; reconnect with backoff on errors."""
+        backoff = BACKOFF_START
+        while not stop.is_set():
+            try:
+                if self.client is None:
+                    self.connect()
+                count = self.fetch_new()
+                if on_fetched:
+                    on_fetched(count)
+                backoff = BACKOFF_START
+                self._wait_for_mail(stop)
+            except LoginError as exc:
+                self._failed(exc, auth=True)
+                # Wrong credentials rarely fix themselves quickly; do not hammer the server.
+                stop.wait(BACKOFF_MAX)
+            except (IMAPClientError, OSError, socket.error, ssl.SSLError, EOFError) as exc:
+                self._failed(exc, auth=False)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        self.disconnect()
+
+    def _failed(self, exc: BaseException, auth: bool) -> None:
+        log.warning("IMAP %s: %s: %s", self.config.mailbox, type(exc).__name__, exc)
+        try:
+            self.hooks.fetch_failed(self.config.mailbox, f"{type(exc).__name__}: {exc}", auth)
+        finally:
+            if self.client is not None:
+                _quietly_close(self.client)
+                self.client = None
+
+    def _wait_for_mail(self, stop: threading.Event) -> None:
+        """Return when new mail may be there: an IDLE notification, the poll interval, or a stop."""
+        client = self.client
+        assert client is not None
+        cfg = self.config
+        deadline = time.monotonic() + (min(cfg.poll_interval, cfg.idle_renew) if self.idle_supported
+                                       else cfg.poll_interval)
+        if not self.idle_supported:
+            while not stop.is_set() and time.monotonic() < deadline:
+                stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            return
+        client.idle()
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                responses = client.idle_check(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+                if any(_signals_new_mail(r) for r in responses):
+                    return
+        finally:
+            client.idle_done()
+
+
+def _signals_new_mail(response: object) -> bool:
+    return isinstance(response, tuple) and len(response) >= 2 and response[1] in (b"EXISTS", b"RECENT")
+
+
+def _aware(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc)
+
+
+def _quietly_close(client: IMAPClient) -> None:
+    try:
+        client.shutdown()
+    except (IMAPClientError, OSError, socket.error, AttributeError):
+        pass

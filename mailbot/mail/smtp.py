@@ -1,0 +1,82 @@
+"""SMTP delivery with aiosmtplib: one kept-open connection per worker, reconnecting as needed."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import aiosmtplib
+
+from mailbot.services.delivery import PermanentFailure, TemporaryFailure
+
+
+class SmtpTransport:
+    def __init__(self, host: str, port: int, security: str, user: str | None = None, password: str | None = None,
+                 timeout: float = 30.0) -> None:
+        self.host, self.port, self.security = host, port, security
+        self.user, self.password, self.timeout = user, password, timeout
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        client = aiosmtplib.SMTP(
+            hostname=self.host, port=self.port, timeout=self.timeout,
+            use_tls=self.security == "ssl", start_tls=self.security == "starttls",
+            tls_context=ssl.create_default_context() if self.security != "none" else None,
+        )
+        await client.connect()
+        if self.user:
+            await client.login(self.user, self.password or "")
+        self._client = client
+        return client
+
+    async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+        try:
+            client = await self._connect()
+            errors, _response = await client.sendmail(mail_from, recipients, raw)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            message = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            await self._reset()
+            if all(500 <= c < 600 for c in codes):
+                raise PermanentFailure(message) from None
+            raise TemporaryFailure(message) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            if 500 <= exc.code < 600:
+                raise PermanentFailure(f"{exc.code} {exc.message}") from None
+            raise TemporaryFailure(f"{exc.code} {exc.message}") from None
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            await self._drop()
+            raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
+        if errors:
+            # Some recipients were refused while others accepted: the letter went out, note who missed it.
+            return "partly refused: " + "; ".join(f"{addr}: {resp.code} {resp.message}" for addr, resp in errors.items())
+        return None
+
+    async def _reset(self) -> None:
+        """After a refusal the session may be mid-transaction; RSET it, or start afresh."""
+        if self._client is not None and self._client.is_connected:
+            try:
+                await self._client.rset()
+                return
+            except (aiosmtplib.SMTPException, OSError):
+                pass
+        await self._drop()
+
+    async def _drop(self) -> None:
+        if self._client is not None:
+            try:
+                if self._client.is_connected:
+                    self._client.close()
+            finally:
+                self._client = None
+
+    async def close(self) -> None:
+        if self._client is not None and self._client.is_connected:
+            try:
+                await self._client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                self._client.close()
+        self._client = None

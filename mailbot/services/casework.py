@@ -1,0 +1,339 @@
+"""What happens to a case when a message arrives: opening it, following up, filing automated mail.
+
+This is the thin layer between the pure procedure engine and the store: it reads the case,
+asks the domain what the procedure requires, and writes the result (case fields, deadlines,
+events and letters) into the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session, col, select
+
+from mailbot.domain import categories
+from mailbot.domain.chain import Verdict
+from mailbot.domain.directory import DirectoryFiles, assigned_contact, choose_procedure
+from mailbot.domain.mail import InboundMail
+from mailbot.domain.procedures import Procedure, stage_deadlines
+from mailbot.domain.rules import is_own_address
+from mailbot.domain.commands import COMMAND_REFERENCE
+from mailbot.domain.quotes import extract_new_text
+from mailbot.domain.signing import signed_address
+from mailbot.domain.workdays import WorkingCalendar
+from mailbot.letters import LetterRenderer
+from mailbot.services.compose import Sender, queue_letter
+from mailbot.store import repo
+from mailbot.store.db import from_db, to_db
+from mailbot.store.models import Case, Deadline, MailMessage
+
+log = logging.getLogger(__name__)
+
+# Words that ask plainly for an escalation when a complainant replies to a resolved case.
+ESCALATION_PHRASES = (
+    "escalate", "not satisfied", "unsatisfied", "dissatisfied", "not happy", "unhappy with", "appeal",
+    "take this further", "review my complaint", "not resolved", "next stage",
+)
+
+
+# Statuses in which the procedure's clocks run.
+OPEN_STATUSES = ("open", "awaiting_staff")
+
+
+@dataclass
+class CaseworkConfig:
+    sender: Sender
+    own_addresses: frozenset[str]
+    timezone: str
+    secret: bytes
+    complaints_team_cc: tuple[str, ...] = ()
+
+
+class Casework:
+    def __init__(self, config: CaseworkConfig, renderer: LetterRenderer, calendar: WorkingCalendar,
+                 procedures: dict[str, Procedure], directory: DirectoryFiles) -> None:
+        self.config = config
+        self.renderer = renderer
+        self.calendar = calendar
+        self.procedures = procedures
+        self.directory = directory
+        self.zone = ZoneInfo(config.timezone)
+
+    # ---- opening -----------------------------------------------------------------------------
+
+    def complainant_of(self, mail: InboundMail) -> str:
+        """The Reply-To address when it is not ours, else From."""
+        for addr in mail.reply_to:
+            if addr and not is_own_address(addr, self.config.own_addresses):
+                return addr
+        return mail.from_addr
+
+    def open_case(self, session: Session, mail: InboundMail, received_at: datetime, now: datetime) -> Case:
+        complainant = self.complainant_of(mail)
+        directory = self.directory.get()
+        procedure_key = choose_procedure(directory, complainant)
+        if procedure_key not in self.procedures:
+            procedure_key = "external"
+        year = received_at.astimezone(self.zone).year
+        seq, ref = repo.allocate_ref(session, year)
+        category = categories.guess_category(mail.subject, mail.text)
+        name = mail.from_name if complainant == mail.from_addr else ""
+        case = Case(
+            ref=ref, year=year, seq=seq, status="open", stage=1, procedure=procedure_key,
+            complainant=complainant, complainant_name=name, subject=mail.subject[:500], category=category,
+            assignee=assigned_contact(directory, complainant),
+            opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
+        )
+        session.add(case)
+        session.flush()
+        repo.add_event(session, case, now, "case_opened", procedure=procedure_key, complainant=complainant,
+                       assignee=case.assignee, category=category, message_id=mail.message_id)
+        return case
+
+    # ---- dispatch ----------------------------------------------------------------------------
+
+    def handle(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+               case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+        handler = {
+            "new_case": self._on_new_case,
+            "follow_up": self._on_follow_up,
+            "automated": self._on_automated,
+            "unreadable": self._on_unreadable,
+            "staff": self._on_staff,
+        }[verdict.action]
+        return handler(session, verdict, mail, message, case, received_at, now)
+
+    def _on_new_case(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+                     case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+        assert case is not None
+        procedure = self.procedures[case.procedure]
+        letters: list[MailMessage] = []
+        if procedure.closes_on_open_as:
+            case.status = procedure.closes_on_open_as
+            case.closed_at = to_db(now)
+            repo.add_event(session, case, now, "case_closed", reason=f"closed as {case.status} by the procedure")
+        else:
+            self._set_stage_deadlines(session, case, procedure, 1, received_at)
+        letter = queue_letter(
+            session, self.renderer, self.config.sender, case=case, template=procedure.letters["open"],
+            to=[case.complainant], context=self.letter_context(session, case), now=now, automatic=True,
+            in_reply_to=mail.message_id if mail.has_message_id else None,
+            references=list(mail.references) + ([mail.message_id] if mail.has_message_id else []),
+        )
+        if letter:
+            letters.append(letter)
+        if not procedure.closes_on_open_as:
+            letters += self.notify_staff(session, case, mail, now, headline="New complaint")
+            terms = categories.safeguarding_concern(mail.subject, mail.text)
+            if terms:
+                letters += self.safeguarding_alert(session, case, mail, now,
+                                                   reason=f"the complaint mentions: {', '.join(terms)}")
+        return [x for x in letters if x is not None]
+
+    def _on_follow_up(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+                      case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+        assert case is not None
+        repo.add_event(session, case, now, "message_received", message_id=mail.message_id, sender=mail.from_addr,
+                       thread_rule=verdict.thread.rule if verdict.thread else "")
+        if verdict.claimed_staff:
+            repo.add_event(session, case, now, "unverified_staff_mail", sender=mail.from_addr,
+                           reason="staff From without the signed case address or trusted authentication")
+        case.updated_at = to_db(now)
+        notes: list[str] = []
+        if case.status == "resolved":
+            notes.append(self._escalation_request(session, case, mail, now))
+        elif case.status in ("closed", "redirected", "merged"):
+            notes.append(f"This case is {case.status}; the message reopened nothing. Reply #reopen to reopen it.")
+        letters = self.notify_staff(session, case, mail, now, headline="New message from the complainant",
+                                    claimed_staff=verdict.claimed_staff, notes=notes)
+        return letters
+
+    def _on_automated(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+                      case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+        auto = verdict.automated
+        if auto and auto.bounced_message_ids:
+            for mid in auto.bounced_message_ids:
+                letter = repo.outbound_by_message_id(session, mid)
+                if letter is not None:
+                    letter.delivery = "undelivered"
+                    letter.last_error = f"bounced: {', '.join(auto.failed_recipients) or 'see the bounce'}"
+                    bounced_case = session.get(Case, letter.case_id) if letter.case_id else None
+                    repo.add_event(session, bounced_case, now, "letter_undelivered", template=letter.kind,
+                                   message_id=mid, failed_recipients=list(auto.failed_recipients))
+                    if case is None and bounced_case is not None:
+                        case = bounced_case
+                        message.case_id = case.id
+        repo.add_event(session, case, now, "automated_mail_filed", kind=verdict.kind, message_id=mail.message_id,
+                       sender=mail.from_addr, reasons=list(verdict.rules))
+        return []
+
+    def _on_unreadable(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+                       case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+        repo.add_event(session, case, now, "unreadable_mail", message_id=mail.message_id, sender=mail.from_addr,
+                       defects=list(mail.defects[:5]))
+        recipients = self.staff_recipients(case) if case else [
+            m.email for m in self.directory.get().with_role("complaints_team")[:1]]
+        if not recipients:
+            return []
+        letter = queue_letter(
+            session, self.renderer, self.config.sender, case=case, template="unreadable-alert", to=recipients,
+            cc=list(self.config.complaints_team_cc), now=now, automatic=False, auto_submitted="auto-generated",
+            context={"ref": case.ref if case else None, "sender": mail.from_addr, "subject": mail.subject,
+                     "message_id": mail.message_id, "defects": list(mail.defects[:5]) or ["unknown"]},
+        )
+        return [letter] if letter else []
+
+    def _on_staff(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+                  case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+        assert case is not None
+        repo.add_event(session, case, now, "staff_message", sender=mail.from_addr, rules=list(verdict.rules))
+        return []
+
+    # ---- procedure steps ---------------------------------------------------------------------
+
+    def _escalation_request(self, session: Session, case: Case, mail: InboundMail, now: datetime) -> str:
+        """A complainant's reply to a resolved case; returns a note for the staff notification."""
+        text = f"{mail.subject}\n{extract_new_text(mail.text, mail.html)}".lower()
+        procedure = self.procedures[case.procedure]
+        if case.stage >= procedure.last_stage:
+            repo.add_event(session, case, now, "filed_after_last_stage", message_id=mail.message_id)
+            return "The case has been through every stage of the procedure; the message is filed on it."
+        if any(phrase in text for phrase in ESCALATION_PHRASES):
+            self.escalate(session, case, now, reason="the complainant asked for a review")
+            return (f"The complainant asked plainly for a review, so the case was escalated to stage {case.stage} "
+                    f"and they have been told who reviews it and by when.")
+        case.status = "awaiting_staff"
+        repo.add_event(session, case, now, "escalation_requested", message_id=mail.message_id,
+                       reason="reply to a resolved case; staff to decide whether to escalate")
+        return ("This is a reply to a resolved case. Reply #escalate to pass it to the next stage, "
+                "or #stay with your explanation to decline.")
+
+    def escalate(self, session: Session, case: Case, now: datetime, reason: str) -> MailMessage | None:
+        procedure = self.procedures[case.procedure]
+        if case.stage >= procedure.last_stage:
+            return None
+        case.stage += 1
+        case.status = "open"
+        case.stage_started_at = to_db(now)
+        case.updated_at = to_db(now)
+        self._set_stage_deadlines(session, case, procedure, case.stage, now)
+        repo.add_event(session, case, now, "escalated", stage=case.stage, reason=reason)
+        return queue_letter(session, self.renderer, self.config.sender, case=case,
+                            template=procedure.letters["escalate"], to=[case.complainant],
+                            context=self.letter_context(session, case), now=now, automatic=False,
+                            references=self.thread_ids(session, case))
+
+    def _set_stage_deadlines(self, session: Session, case: Case, procedure: Procedure, stage: int,
+                             started_at: datetime) -> None:
+        for old in session.exec(select(Deadline).where(Deadline.case_id == case.id,
+                                                       Deadline.superseded == False)).all():  # noqa: E712
+            if old.met_at is None:
+                old.superseded = True
+        for name, due in stage_deadlines(procedure, stage, started_at, self.calendar).items():
+            session.add(Deadline(case_id=case.id, stage=stage, name=name, due_at=to_db(due)))
+        session.flush()
+
+    # ---- staff-facing mail --------------------------------------------------------------------
+
+    def staff_recipients(self, case: Case) -> list[str]:
+        """The assignee, or the complaints team when nobody is assigned."""
+        if case.assignee:
+            return [case.assignee]
+        team = self.directory.get().with_role("complaints_team")
+        return [member.email for member in team[:1]]
+
+    def reply_address(self, case: Case) -> str:
+        return signed_address(case.ref, self.config.secret, self.config.sender.address)
+
+    def staff_letter(self, session: Session, case: Case, template: str, now: datetime, *,
+                     to: list[str] | None = None, cc: list[str] | None = None,
+                     attachments: list[tuple[str, str, bytes]] | None = None, **extra: object) -> MailMessage | None:
+        """A letter to staff about a case, answerable in the thread through the signed reply address."""
+        recipients = to if to is not None else self.staff_recipients(case)
+        if not recipients:
+            repo.add_event(session, case, now, "letter_skipped", template=template,
+                           reason="nobody to send it to: no assignee and no complaints_team in data/staff.toml")
+            return None
+        copy = [a for a in (cc or []) if a not in recipients]
+        context = self.letter_context(session, case, reply_address=self.reply_address(case), **extra)
+        return queue_letter(session, self.renderer, self.config.sender, case=case, template=template,
+                            to=recipients, cc=copy, context=context, now=now, automatic=False,
+                            reply_to=self.reply_address(case), auto_submitted="auto-generated",
+                            references=self.thread_ids(session, case)[:1], attachments=attachments)
+
+    def notify_staff(self, session: Session, case: Case, mail: InboundMail, now: datetime, *, headline: str,
+                     claimed_staff: bool = False, notes: list[str] | None = None) -> list[MailMessage]:
+        """The assignee's copy of a complainant's message, answerable in the thread."""
+        letter = self.staff_letter(
+            session, case, "staff-notification", now, cc=list(self.config.complaints_team_cc),
+            attachments=[(a.filename, a.content_type, a.payload) for a in mail.attachments],
+            headline=headline, claimed_staff=claimed_staff, notes=[n for n in (notes or []) if n],
+            sender=mail.from_addr, sender_display=f"{mail.from_name} <{mail.from_addr}>" if mail.from_name
+            else mail.from_addr, complainant=case.complainant, assignee=case.assignee, category=case.category,
+            attachment_names=[a.filename for a in mail.attachments],
+            message_text=mail.text.strip() or "(no text)", command_reference=COMMAND_REFERENCE,
+        )
+        return [letter] if letter else []
+
+    def safeguarding_alert(self, session: Session, case: Case, mail: InboundMail | None, now: datetime,
+                           reason: str) -> list[MailMessage]:
+        leads = [m.email for m in self.directory.get().with_role("safeguarding_lead")]
+        if not leads:
+            repo.add_event(session, case, now, "letter_skipped", template="safeguarding-alert",
+                           reason="no safeguarding_lead in data/staff.toml")
+            return []
+        repo.add_event(session, case, now, "safeguarding_alert", reason=reason, to=",".join(leads))
+        letter = self.staff_letter(session, case, "safeguarding-alert", now, to=leads, reason=reason,
+                                   complainant=case.complainant, assignee=case.assignee,
+                                   message_text=(mail.text.strip() if mail else "") or "(no text)")
+        return [letter] if letter else []
+
+    # ---- letter context ----------------------------------------------------------------------
+
+    def active_deadlines(self, session: Session, case: Case) -> dict[str, datetime]:
+        rows = session.exec(select(Deadline).where(Deadline.case_id == case.id, Deadline.superseded == False)  # noqa: E712
+                            .order_by(col(Deadline.id))).all()
+        return {row.name: from_db(row.due_at) for row in rows}  # type: ignore[misc]
+
+    def deadline_phrases(self, case: Case, deadlines: dict[str, datetime]) -> dict[str, str]:
+        """'the end of Tuesday 24 November 2026', or an exact time for hour-based promises."""
+        procedure = self.procedures[case.procedure]
+        units = {spec.name: spec.unit for stage in procedure.stages for spec in stage.deadlines
+                 if stage.number == case.stage}
+        phrases = {}
+        for name, due in deadlines.items():
+            if units.get(name) == "hours":
+                phrases[name] = self.calendar.format_datetime(due)
+            else:
+                phrases[name] = f"the end of {self.calendar.format_date(due)}"
+        return phrases
+
+    def letter_context(self, session: Session, case: Case, **extra: object) -> dict[str, object]:
+        procedure = self.procedures[case.procedure]
+        stage = procedure.stage(case.stage)
+        deadlines = self.active_deadlines(session, case)
+        opened = from_db(case.opened_at)
+        assert opened is not None
+        return {
+            "ref": case.ref,
+            "case_subject": case.subject or "(no subject)",
+            "complainant_name": case.complainant_name,
+            "greeting": f"Dear {case.complainant_name}" if case.complainant_name else "Hello",
+            "procedure": procedure.key,
+            "procedure_title": procedure.title,
+            "stage": case.stage,
+            "stage_label": stage.label,
+            "reviewer": stage.reviewer_label,
+            "received": self.calendar.format_date(opened),
+            "deadlines": self.deadline_phrases(case, deadlines),
+            **extra,
+        }
+
+    def thread_ids(self, session: Session, case: Case) -> list[str]:
+        """Message ids of the complainant's conversation, oldest first, for In-Reply-To/References."""
+        rows = session.exec(select(MailMessage.message_id).where(MailMessage.case_id == case.id)
+                            .order_by(col(MailMessage.id))).all()
+        return list(rows)

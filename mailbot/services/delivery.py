@@ -1,0 +1,166 @@
+"""The outbox worker: sends due letters, retries temporary failures, records permanent ones.
+
+Each letter is marked sent in its own short transaction straight after the server's 250, so the
+only window in which a crash can send a letter twice is between that reply and that commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable, Protocol
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, func, select
+
+from mailbot.store import repo
+from mailbot.store.db import session as new_session
+from mailbot.store.db import from_db, to_db
+from mailbot.store.models import Case, MailMessage
+
+log = logging.getLogger(__name__)
+
+# Waits between attempts after a temporary failure; after the last, the letter is given up on.
+RETRY_DELAYS = (
+    timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), timedelta(minutes=30),
+    timedelta(hours=1), timedelta(hours=2), timedelta(hours=4), timedelta(hours=8), timedelta(hours=16),
+    timedelta(hours=24),
+)
+
+
+class TemporaryFailure(Exception):
+    """Try again later (4xx, connection refused, timeout)."""
+
+
+class PermanentFailure(Exception):
+    """The server refused the letter for good (5xx)."""
+
+
+class Transport(Protocol):
+    """Sends one message. Implementations own their connections; ``close`` releases them."""
+
+    async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+        """Returns None, or a note when some recipients were refused but the letter went out."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Job:
+    id: int
+    raw: bytes
+    mail_from: str
+    recipients: list[str]
+    attempts: int
+
+
+class Deliverer:
+    def __init__(self, engine: Engine, transport_factory: Callable[[], Transport], clock: Callable[[], datetime],
+                 concurrency: int = 8) -> None:
+        self.engine = engine
+        self.transport_factory = transport_factory
+        self.clock = clock
+        self.concurrency = concurrency
+
+    async def deliver_due(self) -> DeliveryReport:
+        """Send every letter that is due now; returns what happened."""
+        report = DeliveryReport()
+        while True:
+            jobs = self._due_jobs()
+            if not jobs:
+                return report
+            queue: asyncio.Queue[_Job] = asyncio.Queue()
+            for job in jobs:
+                queue.put_nowait(job)
+            workers = [asyncio.create_task(self._worker(queue, report))
+                       for _ in range(min(self.concurrency, len(jobs)))]
+            await asyncio.gather(*workers)
+            if len(jobs) < 200:
+                return report
+
+    def next_due_at(self) -> datetime | None:
+        """When the earliest deferred letter becomes due, for the daemon's sleep."""
+        with new_session(self.engine) as session:
+            value = session.exec(select(func.min(col(MailMessage.next_attempt_at))).where(
+                MailMessage.direction == "out", MailMessage.delivery == "pending")).one()
+        return from_db(value)
+
+    def _due_jobs(self) -> list[_Job]:
+        with new_session(self.engine) as session:
+            rows = repo.due_outbox(session, self.clock())
+            return [_Job(r.id, r.raw, r.from_addr, r.to_addrs.split(","), r.attempts) for r in rows if r.id]
+
+    async def _worker(self, queue: asyncio.Queue[_Job], report: DeliveryReport) -> None:
+        transport = self.transport_factory()
+        try:
+            while not queue.empty():
+                job = queue.get_nowait()
+                try:
+                    note = await transport.send(job.raw, job.mail_from, job.recipients)
+                except TemporaryFailure as exc:
+                    self._deferred(job, str(exc), report)
+                except PermanentFailure as exc:
+                    self._failed(job, str(exc), report)
+                except Exception as exc:  # noqa: BLE001  (an unknown error must never lose a letter)
+                    log.exception("unexpected error sending letter %s", job.id)
+                    self._deferred(job, f"{type(exc).__name__}: {exc}", report)
+                else:
+                    self._sent(job, report, note)
+        finally:
+            await transport.close()
+
+    def _sent(self, job: _Job, report: DeliveryReport, note: str | None) -> None:
+        now = self.clock()
+        with new_session(self.engine) as session:
+            row = session.get(MailMessage, job.id)
+            if row is not None:
+                row.delivery = "sent"
+                row.sent_at = to_db(now)
+                row.attempts = job.attempts + 1
+                row.last_error = note
+                session.commit()
+        report.sent += 1
+
+    def _deferred(self, job: _Job, error: str, report: DeliveryReport) -> None:
+        now = self.clock()
+        attempts = job.attempts + 1
+        if attempts > len(RETRY_DELAYS):
+            self._failed(job, f"gave up after {attempts} attempts: {error}", report)
+            return
+        with new_session(self.engine) as session:
+            row = session.get(MailMessage, job.id)
+            if row is not None:
+                row.attempts = attempts
+                row.next_attempt_at = to_db(now + RETRY_DELAYS[attempts - 1])
+                row.last_error = error[:1000]
+                case = session.get(Case, row.case_id) if row.case_id else None
+                repo.add_event(session, case, now, "letter_deferred", template=row.kind, attempt=attempts,
+                               error=error[:300], retry_at=(now + RETRY_DELAYS[attempts - 1]).isoformat())
+                session.commit()
+        report.deferred += 1
+        report.errors.append(error)
+
+    def _failed(self, job: _Job, error: str, report: DeliveryReport) -> None:
+        now = self.clock()
+        with new_session(self.engine) as session:
+            row = session.get(MailMessage, job.id)
+            if row is not None:
+                row.delivery = "failed"
+                row.attempts = job.attempts + 1
+                row.last_error = error[:1000]
+                case = session.get(Case, row.case_id) if row.case_id else None
+                repo.add_event(session, case, now, "letter_failed", template=row.kind, to=row.to_addrs,
+                               error=error[:300])
+                session.commit()
+        report.failed += 1
+        report.errors.append(error)

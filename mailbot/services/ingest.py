@@ -1,0 +1,145 @@
+"""Intake: one raw message in, one transaction out.
+
+The inbound message, the case change, the audit events, the mailbox cursor and every letter the
+message causes are committed together, so a crash at any point either keeps all of it or none of
+it; the delivery worker sends the letters afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Iterable
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from mailbot.domain.chain import RouteConfig, Verdict, route
+from mailbot.domain.directory import DirectoryFiles
+from mailbot.domain.mail import InboundMail, parse_mail
+from mailbot.services.casework import Casework
+from mailbot.store import repo
+from mailbot.store.db import session as new_session
+from mailbot.store.db import to_db
+from mailbot.store.models import Case, MailboxCursor, MailMessage
+
+log = logging.getLogger(__name__)
+
+
+class StoreRouteLookup(repo.StoreLookup):
+    """The chain's view of the store and the staff directory."""
+
+    def __init__(self, session: Session, directory: DirectoryFiles) -> None:
+        super().__init__(session)
+        self.directory = directory
+
+    def is_duplicate(self, message_id: str) -> bool:
+        return repo.inbound_seen(self.session, message_id)
+
+    def is_our_message(self, message_id: str) -> bool:
+        return repo.outbound_by_message_id(self.session, message_id) is not None
+
+    def staff_roles(self, address: str) -> frozenset[str] | None:
+        member = self.directory.get().staff_member(address)
+        return member.roles if member else None
+
+
+@dataclass(frozen=True)
+class Arrival:
+    raw: bytes
+    received_at: datetime  # the server's arrival time (IMAP INTERNALDATE), aware
+    uid: int | None = None
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    message_id: str
+    action: str
+    kind: str
+    ref: str | None
+    letters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CursorPosition:
+    mailbox: str
+    uidvalidity: int
+
+
+class Ingestor:
+    def __init__(self, engine: Engine, route_config: RouteConfig, casework: Casework,
+                 directory: DirectoryFiles, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.route_config = route_config
+        self.casework = casework
+        self.directory = directory
+        self.clock = clock
+
+    def ingest_batch(self, arrivals: Iterable[Arrival], cursor: CursorPosition | None = None) -> list[IngestOutcome]:
+        """Process arrivals in order; each is its own transaction, carrying the cursor forward with it."""
+        return [self.ingest(arrival, cursor) for arrival in arrivals]
+
+    def ingest(self, arrival: Arrival, cursor: CursorPosition | None = None) -> IngestOutcome:
+        mail = parse_mail(arrival.raw)
+        with new_session(self.engine) as session:
+            outcome = self._process(session, mail, arrival)
+            if cursor is not None and arrival.uid is not None:
+                self._advance_cursor(session, cursor, arrival.uid)
+            session.commit()
+        return outcome
+
+    def _process(self, session: Session, mail: InboundMail, arrival: Arrival) -> IngestOutcome:
+        lookup = StoreRouteLookup(session, self.directory)
+        verdict = route(mail, lookup, self.route_config)
+        if verdict.action == "duplicate":
+            return IngestOutcome(mail.message_id, "duplicate", "duplicate", None, ())
+        now = self.clock()
+        case = repo.case_by_ref(session, verdict.ref) if verdict.ref else None
+        if verdict.action == "new_case":
+            case = self.casework.open_case(session, mail, arrival.received_at, now)
+        message = self._record(session, mail, arrival, verdict, case)
+        letters = self.casework.handle(session, verdict, mail, message, case, arrival.received_at, now)
+        return IngestOutcome(mail.message_id, verdict.action, verdict.kind, case.ref if case else None,
+                             tuple(letter.kind for letter in letters))
+
+    @staticmethod
+    def _record(session: Session, mail: InboundMail, arrival: Arrival, verdict: Verdict,
+                case: Case | None) -> MailMessage:
+        detail = {"rules": list(verdict.rules), "action": verdict.action}
+        if verdict.thread:
+            detail["thread_rule"] = verdict.thread.rule
+        if not mail.readable:
+            detail["defects"] = list(mail.defects)
+        row = MailMessage(
+            case_id=case.id if case else None,
+            direction="in",
+            message_id=mail.message_id,
+            subject=mail.subject,
+            from_addr=mail.from_addr,
+            to_addrs=",".join(mail.to),
+            kind=verdict.kind,
+            at=to_db(arrival.received_at),
+            raw=arrival.raw,
+            uid=arrival.uid,
+            detail=json.dumps(detail),
+        )
+        session.add(row)
+        session.flush()
+        return row
+
+    @staticmethod
+    def _advance_cursor(session: Session, position: CursorPosition, uid: int) -> None:
+        cur = repo.cursor_for(session, position.mailbox)
+        if cur.uidvalidity != position.uidvalidity:
+            cur.uidvalidity = position.uidvalidity
+            cur.last_uid = 0
+        cur.last_uid = max(cur.last_uid, uid)
+
+
+def read_cursor(engine: Engine, mailbox: str) -> tuple[int, int]:
+    """(uidvalidity, last_uid) for a mailbox, (0, 0) when it was never read."""
+    with new_session(engine) as session:
+        cur = session.exec(select(MailboxCursor).where(MailboxCursor.mailbox == mailbox)).first()
+        return (cur.uidvalidity, cur.last_uid) if cur else (0, 0)

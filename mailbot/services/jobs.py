@@ -1,0 +1,91 @@
+"""Scheduled work as plain functions of the clock: deadline reminders and overdue alerts (more to come).
+
+Each job is idempotent (it records what it sent on the row it acted on, in the same transaction
+as the letter), so running it twice, or after a restart, never sends anything twice;
+``mailbot run --once --now ...`` calls it directly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Callable
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailbot.domain.directory import manager_of
+from mailbot.services.casework import OPEN_STATUSES, Casework
+from mailbot.store.db import from_db, session as new_session, to_db
+from mailbot.store.models import Case, Deadline
+
+
+class Jobs:
+    def __init__(self, engine: Engine, casework: Casework, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.casework = casework
+        self.clock = clock
+
+    def run_due(self, now: datetime) -> int:
+        """Run everything due at ``now``; returns how many letters were queued."""
+        with new_session(self.engine) as session:
+            queued = self.chase_deadlines(session, now)
+            session.commit()
+        return queued
+
+    def reminder_time(self, due: datetime) -> datetime:
+        """The same time of day, one working day before the deadline."""
+        cal = self.casework.calendar
+        local = cal.local(due)
+        day_before = cal.previous_working_day(local.date())
+        return datetime.combine(day_before, local.time(), tzinfo=cal.zone)
+
+    def chase_deadlines(self, session: Session, now: datetime) -> int:
+        rows = session.exec(
+            select(Deadline, Case).join(Case, col(Case.id) == col(Deadline.case_id))
+            .where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
+                   col(Case.status).in_(OPEN_STATUSES),
+                   col(Deadline.overdue_alerted_at).is_(None))
+            .order_by(col(Deadline.due_at))
+        ).all()
+        queued = 0
+        directory = self.casework.directory.get()
+        for deadline, case in rows:
+            due = from_db(deadline.due_at)
+            assert due is not None
+            if now >= due:
+                manager = manager_of(directory, case.assignee) if case.assignee else None
+                letter = self.casework.staff_letter(
+                    session, case, "deadline-overdue", now, cc=[manager.email] if manager else [],
+                    deadline_name=deadline.name, deadline_label=deadline.name.replace("_", " "),
+                    due=self.casework.calendar.format_datetime(due),
+                    overdue_by=_overdue_by(now - due),
+                )
+                deadline.overdue_alerted_at = to_db(now)
+                deadline.reminded_at = deadline.reminded_at or to_db(now)
+                queued += letter is not None
+                continue
+            if deadline.reminded_at is not None:
+                continue
+            remind_at = self.reminder_time(due)
+            started = from_db(case.stage_started_at)
+            # A deadline set less than a working day ahead was announced by the notification itself.
+            if started is not None and remind_at <= started:
+                continue
+            if now >= remind_at:
+                letter = self.casework.staff_letter(
+                    session, case, "deadline-reminder", now, deadline_name=deadline.name,
+                    deadline_label=deadline.name.replace("_", " "),
+                    due=self.casework.calendar.format_datetime(due),
+                )
+                deadline.reminded_at = to_db(now)
+                queued += letter is not None
+        return queued
+
+
+def _overdue_by(delta: timedelta) -> str:
+    hours = int(delta.total_seconds() // 3600)
+    if hours < 1:
+        return "less than an hour"
+    if hours < 48:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return f"{hours // 24} days"

@@ -1,0 +1,81 @@
+"""Read models: the case as the command line and the digest show it (the --json fields are a public contract)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from mailbot.store.db import from_db
+from mailbot.store.models import Case, Deadline, Event, MailMessage
+
+
+def iso(dt: datetime | None) -> str | None:
+    value = from_db(dt)
+    return value.isoformat() if value else None
+
+
+def case_summary(session: Session, case: Case, message_count: int | None = None) -> dict[str, object]:
+    if message_count is None:
+        message_count = session.exec(select(func.count(MailMessage.id)).where(MailMessage.case_id == case.id)).one()
+    deadlines = session.exec(select(Deadline).where(Deadline.case_id == case.id, Deadline.superseded == False)  # noqa: E712
+                             .order_by(col(Deadline.id))).all()
+    return {
+        "ref": case.ref,
+        "status": case.status,
+        "stage": case.stage,
+        "procedure": case.procedure,
+        "complainant": case.complainant,
+        "subject": case.subject,
+        "opened_at": iso(case.opened_at),
+        "message_count": message_count,
+        "assignee": case.assignee,
+        "category": case.category,
+        "deadlines": {d.name: iso(d.due_at) for d in deadlines},
+        "outcome": case.outcome,
+        "updated_at": iso(case.updated_at),
+        "closed_at": iso(case.closed_at),
+    }
+
+
+def all_cases(session: Session) -> list[dict[str, object]]:
+    counts = dict(session.exec(select(MailMessage.case_id, func.count(MailMessage.id))
+                               .group_by(MailMessage.case_id)).all())
+    cases = session.exec(select(Case).order_by(col(Case.year), col(Case.seq))).all()
+    return [case_summary(session, c, counts.get(c.id, 0)) for c in cases]
+
+
+def case_detail(session: Session, case: Case) -> dict[str, object]:
+    out = case_summary(session, case)
+    messages = session.exec(select(MailMessage).where(MailMessage.case_id == case.id)
+                            .order_by(col(MailMessage.at), col(MailMessage.id))).all()
+    out["messages"] = [
+        {
+            "direction": m.direction,
+            "message_id": m.message_id,
+            "subject": m.subject,
+            "at": iso(m.at),
+            "kind": m.kind,
+            "from": m.from_addr,
+            "to": m.to_addrs,
+            **({"delivery": m.delivery, "sent_at": iso(m.sent_at), "error": m.last_error}
+               if m.direction == "out" else {}),
+        }
+        for m in messages
+    ]
+    events = session.exec(select(Event).where(Event.case_id == case.id).order_by(col(Event.id))).all()
+    out["events"] = [
+        {"at": iso(e.at), "type": e.type, "detail": json.loads(e.detail) if e.detail else {}, "actor": e.actor}
+        for e in events
+    ]
+    return out
+
+
+def unfiled_messages(session: Session) -> list[dict[str, object]]:
+    """Inbound mail on no case: automated mail and unreadable messages."""
+    rows = session.exec(select(MailMessage).where(MailMessage.case_id == None, MailMessage.direction == "in")  # noqa: E711
+                        .order_by(col(MailMessage.id))).all()
+    return [{"message_id": m.message_id, "subject": m.subject, "from": m.from_addr, "at": iso(m.at),
+             "kind": m.kind} for m in rows]

@@ -1,0 +1,156 @@
+"""One Settings object, read from the environment (and a .env file) once at start-up.
+
+Nothing else in the bot reads ``os.environ``. A bad value stops start-up with one line that names
+the variable, so an operator can fix a deployment without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import time
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A misconfiguration, explained in one line."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MAILBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    address: str = "complaints@1mm.org.uk"
+    org_name: str = "One Million Mentors"
+
+    imap_host: str | None = None
+    imap_port: int | None = Field(default=None, ge=1, le=65535)
+    imap_user: str | None = None
+    imap_password: str | None = None
+    imap_security: Literal["ssl", "starttls", "none"] = "ssl"
+    imap_folder: str = "INBOX"
+    imap_processed_folder: str | None = None
+    # How often to poll when IDLE is missing or as a safety net beside it, in seconds.
+    imap_poll_interval: float = Field(default=60.0, gt=0)
+    # Servers drop an IDLE after 30 minutes (RFC 2177); we renew well before that.
+    imap_idle_renew: float = Field(default=600.0, gt=0)
+
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    templates_dir: Path = Path("templates")
+    timezone: str = "Europe/London"
+    secret: str | None = None
+
+    # Local mode: the embedded SMTP listener used when no IMAP host is configured.
+    local_smtp_host: str = "127.0.0.1"
+    local_smtp_port: int = Field(default=2525, ge=1, le=65535)
+
+    # Mail loops: at most this many automatic letters to one address in 24 hours.
+    auto_reply_cap: int = Field(default=5, ge=1)
+    office_opens: time = time(9, 0)
+    office_closes: time = time(17, 30)
+    # Extra closure days, e.g. "2026-12-24..2027-01-01,2027-04-01".
+    closures: str = ""
+    complaints_team_cc: str | None = None
+    trusted_authserv_id: str | None = None
+    digest_time: time = time(8, 0)
+    persistent_threshold: int = Field(default=10, ge=1)
+
+    @field_validator("address")
+    @classmethod
+    def _address_has_domain(cls, value: str) -> str:
+        value = value.strip().lower()
+        local, _, domain = value.partition("@")
+        if not local or not domain or "+" in local:
+            raise ValueError("must be a plain address like complaints@1mm.org.uk")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def domain(self) -> str:
+        return self.address.split("@", 1)[1]
+
+    @property
+    def local_mode(self) -> bool:
+        return not self.imap_host
+
+    @property
+    def imap_port_effective(self) -> int:
+        if self.imap_port:
+            return self.imap_port
+        return 993 if self.imap_security == "ssl" else 143
+
+    @property
+    def smtp_port_effective(self) -> int:
+        if self.smtp_port:
+            return self.smtp_port
+        return {"ssl": 465, "starttls": 587, "none": 25}[self.smtp_security]
+
+    @property
+    def database_url_effective(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'mailbot.db'}"
+
+    @property
+    def message_id_domain(self) -> str:
+        return self.domain
+
+    def secret_bytes(self) -> bytes:
+        """The signing key: the configured one, else one generated once and kept under the data dir."""
+        if self.secret:
+            return self.secret.encode()
+        key_file = self.data_dir / "secret.key"
+        if key_file.exists():
+            return key_file.read_text().strip().encode()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        return key.encode()
+
+    def check(self) -> None:
+        """Cross-field checks that pydantic cannot express on one field."""
+        if self.imap_host and not (self.imap_user and self.imap_password):
+            raise ConfigError("MAILBOT_IMAP_USER and MAILBOT_IMAP_PASSWORD must be set with MAILBOT_IMAP_HOST")
+        if self.smtp_user and not self.smtp_password:
+            raise ConfigError("MAILBOT_SMTP_PASSWORD must be set with MAILBOT_SMTP_USER")
+        if self.office_closes <= self.office_opens:
+            raise ConfigError("MAILBOT_OFFICE_CLOSES must be later than MAILBOT_OFFICE_OPENS")
+        shipped = Path(__file__).resolve().parent.parent / "templates"
+        if self.templates_dir == Path("templates") and not self.templates_dir.is_dir() and shipped.is_dir():
+            # Run from outside the checkout: use the templates that ship beside the code.
+            self.templates_dir = shipped
+        if not self.templates_dir.is_dir():
+            raise ConfigError(f"MAILBOT_TEMPLATES_DIR: {self.templates_dir} is not a directory")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the configuration, or raise ConfigError with one line naming the variable."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        value = first.get("input")
+        shown = "" if "password" in field or "secret" in field else f" (got {value!r})"
+        raise ConfigError(f"MAILBOT_{field.upper()}: {first['msg']}{shown}") from None
+    settings.check()
+    return settings

@@ -1,0 +1,113 @@
+"""The tables. Every message, letter and decision is kept here for reporting.
+
+Times are aware datetimes, stored as UTC (SQLModel's UTCDateTime); naive ones are refused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Case(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    ref: str = Field(index=True, unique=True)
+    year: int
+    seq: int
+    # open, awaiting_staff, resolved, closed, redirected, merged
+    status: str = Field(default="open", index=True)
+    stage: int = 1
+    procedure: str = "external"
+    complainant: str = Field(index=True)
+    complainant_name: str = ""
+    subject: str = ""
+    category: str = "service"
+    assignee: str | None = None
+    outcome: str | None = None
+    merged_into: str | None = None
+    opened_at: datetime
+    # When the stage's clock started (the complaint's arrival for stage 1, the escalation later).
+    stage_started_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+
+    __table_args__ = (UniqueConstraint("year", "seq", name="uq_case_year_seq"),)
+
+
+class MailMessage(SQLModel, table=True):
+    """One message in or out. Outbound rows double as the transactional outbox."""
+
+    __tablename__ = "message"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
+    direction: str  # "in" or "out"
+    message_id: str = Field(index=True)
+    subject: str = ""
+    from_addr: str = ""
+    to_addrs: str = ""  # comma-separated envelope recipients (outbound) or To header (inbound)
+    # Inbound: the chain's verdict (new_case, follow_up, bounce, auto_reply, staff_reply, ...).
+    # Outbound: the letter's template name (acknowledgement, staff-reply, ...).
+    kind: str = ""
+    at: datetime  # inbound: the server's arrival time; outbound: when the letter was created
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # Outbound delivery state: pending, sent, failed (permanent), undelivered (bounced later).
+    delivery: str | None = Field(default=None, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    sent_at: datetime | None = None
+    last_error: str | None = None
+    # Whether this outbound letter counts against the per-address cap on automatic letters.
+    automatic: bool = False
+    # Inbound: the IMAP UID it came from, for tracing.
+    uid: int | None = None
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+
+    __table_args__ = (
+        UniqueConstraint("direction", "message_id", name="uq_message_direction_id"),
+        Index("ix_message_outbox", "delivery", "next_attempt_at"),
+        Index("ix_message_cap", "to_addrs", "automatic", "at"),
+    )
+
+
+class Event(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
+    at: datetime
+    type: str = Field(index=True)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    actor: str = ""
+
+
+class MailboxCursor(SQLModel, table=True):
+    """Where intake got to in one mailbox folder, so restarts never re-process a message."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(unique=True)  # "user@host/folder"
+    uidvalidity: int = 0
+    last_uid: int = 0
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    error_count: int = 0
+    auth_failures: int = 0
+
+
+class RefSequence(SQLModel, table=True):
+    year: int = Field(primary_key=True)
+    last_seq: int = 0
+
+
+class Deadline(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    stage: int
+    name: str
+    due_at: datetime
+    met_at: datetime | None = None
+    reminded_at: datetime | None = None
+    overdue_alerted_at: datetime | None = None
+    # A deadline is superseded (not deleted) when an extension or escalation replaces it.
+    superseded: bool = False

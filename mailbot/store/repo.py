@@ -1,0 +1,104 @@
+"""Queries and small writes shared by the services. Callers own the transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from mailbot.store.db import to_db
+from mailbot.store.models import Case, Event, MailboxCursor, MailMessage, RefSequence
+
+
+class StoreLookup:
+    """The store seen through the threading rules' eyes (see domain.threads.CaseLookup)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def case_exists(self, ref: str) -> bool:
+        return self.session.exec(select(Case.id).where(Case.ref == ref)).first() is not None
+
+    def case_for_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
+        if not message_ids:
+            return None
+        # The newest id is the most specific: a reply's References end with its parent.
+        for mid in reversed(message_ids[-50:]):
+            row = self.session.exec(
+                select(Case.ref)
+                .join(MailMessage, col(MailMessage.case_id) == col(Case.id))
+                .where(MailMessage.message_id == mid)
+            ).first()
+            if row:
+                return row
+        return None
+
+
+def case_by_ref(session: Session, ref: str) -> Case | None:
+    return session.exec(select(Case).where(Case.ref == ref.upper())).first()
+
+
+def allocate_ref(session: Session, year: int) -> tuple[int, str]:
+    """The next per-year sequence number and its reference, inside the caller's transaction."""
+    seq_row = session.get(RefSequence, year)
+    if seq_row is None:
+        seq_row = RefSequence(year=year, last_seq=0)
+        session.add(seq_row)
+    seq_row.last_seq += 1
+    session.flush()
+    return seq_row.last_seq, f"1MM-{year}-{seq_row.last_seq:04d}"
+
+
+def add_event(session: Session, case: Case | None, at: datetime, type_: str, actor: str = "", **detail: object) -> Event:
+    ev = Event(case_id=case.id if case else None, at=to_db(at), type=type_, actor=actor,
+               detail=json.dumps(detail, default=str, sort_keys=True) if detail else "")
+    session.add(ev)
+    return ev
+
+
+def inbound_seen(session: Session, message_id: str) -> bool:
+    return session.exec(
+        select(MailMessage.id).where(MailMessage.direction == "in", MailMessage.message_id == message_id)
+    ).first() is not None
+
+
+def outbound_by_message_id(session: Session, message_id: str) -> MailMessage | None:
+    return session.exec(
+        select(MailMessage).where(MailMessage.direction == "out", MailMessage.message_id == message_id)
+    ).first()
+
+
+def automatic_letters_since(session: Session, address: str, since: datetime) -> int:
+    return session.exec(
+        select(func.count(MailMessage.id)).where(
+            MailMessage.direction == "out",
+            MailMessage.automatic == True,  # noqa: E712  (SQL expression)
+            MailMessage.to_addrs == address,
+            MailMessage.at >= to_db(since),
+        )
+    ).one()
+
+
+def cursor_for(session: Session, mailbox: str) -> MailboxCursor:
+    cur = session.exec(select(MailboxCursor).where(MailboxCursor.mailbox == mailbox)).first()
+    if cur is None:
+        cur = MailboxCursor(mailbox=mailbox)
+        session.add(cur)
+        session.flush()
+    return cur
+
+
+def due_outbox(session: Session, now: datetime, limit: int = 200) -> list[MailMessage]:
+    return list(session.exec(
+        select(MailMessage)
+        .where(MailMessage.direction == "out", MailMessage.delivery == "pending",
+               (col(MailMessage.next_attempt_at).is_(None)) | (col(MailMessage.next_attempt_at) <= to_db(now)))
+        .order_by(col(MailMessage.id))
+        .limit(limit)
+    ).all())
+
+
+def cap_window(now: datetime) -> datetime:
+    return now - timedelta(hours=24)

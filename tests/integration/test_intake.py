@@ -1,0 +1,248 @@
+"""Issue 2 end to end: complaints are acknowledged once, replies thread, automated mail is never answered."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.integration.bot import Bot, make_mail, msgid
+
+# Dovecot ignores an APPEND date in the future, so the tests live in the recent past.
+MONDAY_10 = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
+
+
+def test_a_complaint_gets_one_acknowledgement_with_a_reference(bot: Bot) -> None:
+    raw = make_mail(subject="Nobody called me back", body="I was promised a call.\nJane")
+    bot.append(raw, internaldate=MONDAY_10)
+    bot.once(now=MONDAY_10 + timedelta(seconds=1))
+
+    acks = bot.letters("acknowledgement")
+    assert len(acks) == 1
+    ack = acks[0].message
+    assert acks[0].rcpt_tos == ["jane@example.com"]
+    ref = re.search(r"\[(1MM-2026-\d{4})\]", ack["Subject"]).group(1)
+    assert ref == "1MM-2026-0001"
+    assert ack["From"] == "One Million Mentors <complaints@1mm.org.uk>"
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert ack["In-Reply-To"] == f"<{msgid(raw)}>"
+    assert f"<{msgid(raw)}>" in ack["References"]
+    assert ack["Message-ID"].endswith(".mailbot@1mm.org.uk>")
+    text = ack.get_body(preferencelist=("plain",)).get_content()
+    html = ack.get_body(preferencelist=("html",)).get_content()
+    assert ref in text and ref in html
+    for thing in ("the reason for your complaint", "where and when it happened", "anyone involved",
+                  "the outcome you are hoping for", "your contact details"):
+        assert thing in text
+    # The procedure's promises come with real dates: Monday 10:00 -> reply by the end of Tuesday.
+    assert "the end of Tuesday 17 November 2026" in text
+
+    case = bot.case_json(ref)
+    assert case["complainant"] == "jane@example.com"
+    assert case["procedure"] == "external"
+    assert case["subject"] == "Nobody called me back"
+    assert case["opened_at"].startswith("2026-11-16T10:00:00")
+    kinds = [(m["direction"], m["kind"]) for m in case["messages"]]
+    assert ("in", "new_case") in kinds and ("out", "acknowledgement") in kinds
+
+
+def test_replies_join_the_case_by_headers_subject_or_plus_address_without_a_second_ack(bot: Bot) -> None:
+    complaint = make_mail(subject="Rude volunteer")
+    bot.append(complaint, internaldate=MONDAY_10)
+    bot.once(now=MONDAY_10)
+    ack = bot.letters("acknowledgement")[0].message
+    ack_id = ack["Message-ID"].strip("<>")
+
+    by_header = make_mail(subject="Re: something else entirely", body="More detail.",
+                          In_Reply_To=f"<{ack_id}>", References=f"<{msgid(complaint)}> <{ack_id}>")
+    by_subject = make_mail(subject="AW: Fwd: RE: [1MM-2026-0001] We have received your complaint", body="And this.")
+    by_plus = make_mail(subject="one more thing", to="complaints+1mm-2026-0001@1mm.org.uk", body="Also this.")
+    for raw in (by_header, by_subject, by_plus):
+        bot.append(raw, internaldate=MONDAY_10 + timedelta(minutes=5))
+    bot.once(now=MONDAY_10 + timedelta(minutes=6))
+
+    assert len(bot.letters("acknowledgement")) == 1
+    cases = bot.cases_json()
+    assert [c["ref"] for c in cases] == ["1MM-2026-0001"]
+    case = bot.case_json("1MM-2026-0001")
+    inbound = [m for m in case["messages"] if m["direction"] == "in"]
+    assert [m["kind"] for m in inbound] == ["new_case", "follow_up", "follow_up", "follow_up"]
+    assert case["message_count"] >= 5
+
+
+def test_reply_to_that_is_not_ours_names_the_complainant(bot: Bot) -> None:
+    bot.append(make_mail(frm="Web Form <forms@example.net>", Reply_To="Sam Hill <sam@example.org>"))
+    bot.once()
+    assert bot.letters("acknowledgement")[0].rcpt_tos == ["sam@example.org"]
+    assert bot.cases_json()[0]["complainant"] == "sam@example.org"
+
+
+def test_automated_mail_is_filed_never_answered(bot: Bot) -> None:
+    complaint = make_mail(frm="jane@example.com", subject="Complaint")
+    bot.append(complaint)
+    bot.once()
+    ack = bot.letters("acknowledgement")[0].message
+    ack_id = ack["Message-ID"].strip("<>")
+
+    ooo = make_mail(frm="jane@example.com", subject="Automatic reply: [1MM-2026-0001] We have received",
+                    Auto_Submitted="auto-replied", In_Reply_To=f"<{ack_id}>")
+    listmail = make_mail(frm="news@lists.example.org", subject="Weekly news", List_Id="<news.example.org>",
+                         Precedence="bulk")
+    noreply = make_mail(frm="no-reply@shop.example.com", subject="Your order")
+    ours = make_mail(frm="complaints@1mm.org.uk", subject="Loop?")
+    bounce = (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\n"
+        "To: complaints@1mm.org.uk\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Message-ID: <bounce-1@mx.example.com>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\n"
+        "Final-Recipient: rfc822; jane@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{ack_id}>\r\n"
+        "From: complaints@1mm.org.uk\r\nTo: jane@example.com\r\nSubject: [1MM-2026-0001] x\r\n\r\n--B--\r\n"
+    ).encode()
+    for raw in (ooo, listmail, noreply, ours, bounce):
+        bot.append(raw)
+    bot.once()
+
+    assert len(bot.sink.messages()) == 2  # the acknowledgement and the assignee's notification, nothing else
+    case = bot.case_json("1MM-2026-0001")
+    kinds = {m["kind"] for m in case["messages"] if m["direction"] == "in"}
+    assert {"auto_reply", "bounce"} <= kinds
+    ack_row = next(m for m in case["messages"] if m["kind"] == "acknowledgement")
+    assert ack_row["delivery"] == "undelivered"
+    unfiled = bot.cli("unfiled", "--json").stdout
+    assert "news@lists.example.org" in unfiled and "no-reply@shop.example.com" in unfiled
+
+
+def test_restarts_and_redelivery_never_answer_twice(bot: Bot) -> None:
+    raw = make_mail(subject="Twice?")
+    bot.append(raw)
+    bot.once()
+    bot.once()
+    # The same message delivered again (a new UID) is recognised by its Message-ID.
+    bot.append(raw)
+    bot.once()
+    assert len(bot.letters("acknowledgement")) == 1
+    assert bot.cases_json()[0]["message_count"] >= 2
+
+
+def test_fetching_leaves_the_shared_mailbox_flags_alone(bot: Bot) -> None:
+    uid = bot.append(make_mail())
+    bot.once()
+    imap = bot.dovecot.client()
+    try:
+        imap.select_folder("INBOX", readonly=True)
+        assert b"\\Seen" not in imap.get_flags([uid])[uid]
+    finally:
+        imap.logout()
+
+
+def test_processed_mail_can_be_moved_to_a_folder(bot: Bot) -> None:
+    bot.extra["MAILBOT_IMAP_PROCESSED_FOLDER"] = "Processed"
+    bot.append(make_mail())
+    bot.once()
+    imap = bot.dovecot.client()
+    try:
+        assert imap.select_folder("INBOX")[b"EXISTS"] == 0
+        assert imap.select_folder("Processed")[b"EXISTS"] == 1
+    finally:
+        imap.logout()
+    assert len(bot.letters("acknowledgement")) == 1
+
+
+def test_an_smtp_server_that_refuses_for_a_while_gets_the_letter_once_later(bot: Bot) -> None:
+    bot.sink.refuse(451)
+    bot.append(make_mail(subject="Please answer"))
+    first = bot.once(now=MONDAY_10)
+    assert first["sent"] == 0 and first["deferred"] >= 1
+    case = bot.case_json("1MM-2026-0001")
+    assert any(e["type"] == "letter_deferred" for e in case["events"])
+    bot.sink.accept()
+    # Not due yet: the retry waits its backoff.
+    assert bot.once(now=MONDAY_10 + timedelta(seconds=5))["sent"] == 0
+    later = bot.once(now=MONDAY_10 + timedelta(minutes=1))
+    assert later["sent"] >= 1
+    assert len(bot.letters("acknowledgement")) == 1
+
+
+def test_a_permanent_refusal_is_recorded_for_staff(bot: Bot) -> None:
+    bot.sink.refuse(550)
+    bot.append(make_mail())
+    bot.once()
+    case = bot.case_json("1MM-2026-0001")
+    ack = next(m for m in case["messages"] if m["kind"] == "acknowledgement")
+    assert ack["delivery"] == "failed" and "550" in ack["error"]
+    assert any(e["type"] == "letter_failed" for e in case["events"])
+
+
+def test_at_most_five_automatic_letters_to_one_address_a_day(bot: Bot) -> None:
+    for n in range(7):
+        bot.append(make_mail(subject=f"Complaint number {n}"))
+    bot.once(now=MONDAY_10)
+    assert len(bot.letters("acknowledgement")) == 5
+    assert len(bot.cases_json()) == 7  # every message still opens its case
+    bot.append(make_mail(subject="The next day"))
+    bot.once(now=MONDAY_10 + timedelta(hours=25))
+    assert len(bot.letters("acknowledgement")) == 6
+
+
+def test_a_letter_committed_but_not_sent_before_a_crash_is_sent_once_on_restart(bot: Bot) -> None:
+    bot.append(make_mail())
+    app = bot.app()
+    app.intake_once()  # the crash: intake committed, delivery never ran
+    app.engine.dispose()
+    assert bot.sink.messages() == []
+    bot.once()
+    bot.once()
+    assert len(bot.letters("acknowledgement")) == 1
+
+
+def test_unreadable_mail_is_kept_and_shown_to_staff(bot: Bot) -> None:
+    bot.append(b"\x00\x01\x02 garbage \xff\xfe\r\n\r\n\x00")
+    bot.once()
+    assert bot.letters("acknowledgement") == []
+    rows = bot.cli("unfiled", "--json").stdout
+    assert "unreadable" in rows
+    alerts = bot.letters("unreadable-alert")
+    assert len(alerts) == 1 and alerts[0].rcpt_tos == ["priya.shah@1mm.org.uk"]
+
+
+def test_cli_lists_cases_with_the_contract_fields(bot: Bot) -> None:
+    bot.append(make_mail(subject="One"), internaldate=MONDAY_10)
+    bot.append(make_mail(frm="bob@example.org", subject="Two"), internaldate=MONDAY_10)
+    bot.cli("run", "--once", "--now", "2026-11-16T10:00:05+00:00")
+    cases = bot.cases_json()
+    assert [c["ref"] for c in cases] == ["1MM-2026-0001", "1MM-2026-0002"]
+    for c in cases:
+        assert {"ref", "status", "stage", "procedure", "complainant", "subject", "opened_at",
+                "message_count"} <= set(c)
+    detail = bot.case_json("1MM-2026-0002")
+    for m in detail["messages"]:
+        assert {"direction", "message_id", "subject", "at", "kind"} <= set(m)
+    for e in detail["events"]:
+        assert {"at", "type", "detail"} <= set(e)
+    text = bot.cli("cases").stdout
+    assert "1MM-2026-0001" in text and "bob@example.org" in text
+    missing = bot.cli("case", "1MM-2026-9999", check=False)
+    assert missing.returncode == 1 and "no case 1MM-2026-9999" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("MAILBOT_IMAP_PORT", "imap", "MAILBOT_IMAP_PORT"),
+        ("MAILBOT_IMAP_SECURITY", "tls-please", "MAILBOT_IMAP_SECURITY"),
+        ("MAILBOT_TIMEZONE", "Mars/Olympus", "MAILBOT_TIMEZONE"),
+        ("MAILBOT_ADDRESS", "not-an-address", "MAILBOT_ADDRESS"),
+    ],
+)
+def test_a_misconfiguration_stops_start_up_with_one_line(bot: Bot, name: str, value: str, expected: str) -> None:
+    bot.extra[name] = value
+    result = bot.cli("run", "--once", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0]
