@@ -69,6 +69,7 @@ class ImapIntake:
         self.hooks = hooks
         self.client: IMAPClient | None = None
         self.idle_supported = False
+        self._announced = False
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -91,6 +92,7 @@ class ImapIntake:
             _quietly_close(client)
             raise
         self.client = client
+        self._announced = False
         return client
 
     def disconnect(self) -> None:
@@ -195,13 +197,25 @@ class ImapIntake:
                 stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
             return
         client.idle()
+        if not self._announced:
+            log.info("IMAP intake idling on %s", cfg.mailbox)
+            self._announced = True
+        quick_empty = 0
         try:
             while not stop.is_set() and time.monotonic() < deadline:
-                responses = client.idle_check(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+                wait = min(1.0, max(0.05, deadline - time.monotonic()))
+                began = time.monotonic()
+                responses = client.idle_check(timeout=wait)
                 if any(_signals_new_mail(r) for r in responses):
                     return
+                # imapclient swallows EOF inside idle_check and returns nothing at once, so a server
+                # that went away looks like a socket that is always readable but never says anything.
+                quick_empty = quick_empty + 1 if not responses and time.monotonic() - began < wait / 4 else 0
+                if quick_empty >= 3:
+                    raise ConnectionError("the IMAP server closed the connection during IDLE")
         finally:
-            client.idle_done()
+            if quick_empty < 3:
+                client.idle_done()
 
 
 def _signals_new_mail(response: object) -> bool:

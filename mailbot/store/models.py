@@ -111,3 +111,45 @@ class Deadline(SQLModel, table=True):
     overdue_alerted_at: datetime | None = None
     # A deadline is superseded (not deleted) when an extension or escalation replaces it.
     superseded: bool = False
+
+
+class Restriction(SQLModel, table=True):
+    """The unreasonably-persistent-complainant register: one row per complainant and matter (case).
+
+    The row holds the current state; every change is also an event on the case, which is the history.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True, unique=True)
+    complainant: str = Field(index=True)
+    # warned, restricted, lifted, expired
+    state: str = "warned"
+    mode: str | None = None  # acknowledge-only or silent
+    options: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))  # JSON list
+    reason: str = ""
+    warned_at: datetime | None = None
+    warned_by: str | None = None
+    warning_reason: str = ""
+    started_at: datetime | None = None
+    ends_at: datetime | None = None
+    review_at: datetime | None = None
+    reviewed_at: datetime | None = None
+    decided_by: str | None = None
+    consulted: str = ""
+    exceptional: str | None = None
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    end_reason: str = ""
+    last_acknowledged_at: datetime | None = None
+
+
+class DigestRun(SQLModel, table=True):
+    """One row per recipient per day: the once-a-day rule survives restarts and parallel runs."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    recipient: str
+    day: str  # YYYY-MM-DD in the organisation's time zone
+    sent_at: datetime
+    message_id: str | None = None
+
+    __table_args__ = (UniqueConstraint("recipient", "day", name="uq_digest_recipient_day"),)
