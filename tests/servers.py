@@ -1,0 +1,598 @@
+"""Real, throwaway mail servers for tests and benchmarks: a Dovecot IMAP server and an SMTP sink.
+
+Nothing here is mocked. `DovecotServer` runs the system's `dovecot` binary in the foreground with a config
+written into its own directory; `SmtpSink` runs an aiosmtpd server in a child process that writes every
+message it accepts to a directory. The classes do not depend on pytest, so benchmarks can use them too.
+
+The sink's child process is this file itself: `python tests/servers.py sink --port P --dir D --control F --ready R`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import email
+import email.policy
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+import psutil
+
+if TYPE_CHECKING:
+    from imapclient import IMAPClient
+
+HOST = "127.0.0.1"
+
+# A stopped server must be gone quickly; anything slower than this is a bug worth a loud failure.
+STOP_TIMEOUT = 10.0
+START_TIMEOUT = 5.0
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+
+    There is a small race between closing this socket and the server binding the port, which is
+    acceptable for tests; aiosmtpd cannot bind port 0 and report it back, so this is needed anyway.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def dovecot_binary() -> str | None:
+    """Find `dovecot`, also in /usr/sbin, which a non-root user's PATH often lacks."""
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin:/usr/local/sbin"
+    return shutil.which("dovecot", path=path)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_port_free(host: str, port: int, timeout: float) -> None:
+    """Wait until nothing listens on the port, so a restart can bind it again."""
+    deadline = time.monotonic() + timeout
+    while _port_open(host, port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"port {host}:{port} still accepts connections after {timeout} s")
+        time.sleep(0.01)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
+    """Wait until the processes have exited; a zombie counts as gone, since reaping it is init's job."""
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        while True:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"process {proc.pid} outlived its Dovecot server")
+            time.sleep(0.005)
+
+
+def _read_from(path: Path, offset: int, limit: int = 3000) -> str:
+    """The end of what a file gained since `offset`, for error messages."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            return file.read().decode(errors="replace").strip()[-limit:] or "(empty)"
+    except FileNotFoundError:
+        return "(not written)"
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM a child and reap it; SIGKILL only if it ignores us, so no zombie is left behind."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class DovecotServer:
+    """A private Dovecot IMAP server on 127.0.0.1, with its config, sockets, state, log and mail under `root`.
+
+    Use as a context manager or call start()/stop(). restart() keeps the port and the mail, so a test can
+    check how a client that is idling behaves when the server goes away and comes back.
+    """
+
+    host = HOST
+
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.port = port if port is not None else free_port()
+        self.users: dict[str, str] = dict(users) if users is not None else {"complaints": "secret"}
+        self.conf_path = self.root / "dovecot.conf"
+        self.log_path = self.root / "dovecot.log"
+        self.stderr_path = self.root / "dovecot.stderr"
+        self.passwd_path = self.root / "passwd"
+        self.mail_root = self.root / "mail"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._proc is not None:
+            raise RuntimeError("Dovecot is already running")
+        binary = dovecot_binary()
+        if binary is None:
+            raise FileNotFoundError("dovecot is not installed: run scripts/setup.sh (apt-get install dovecot-imapd)")
+        self._prepare_dirs()
+        self._write_passwd()
+        self.conf_path.write_text(self._config())
+        # Logs are appended to across restarts, so a failure message shows only what this start wrote.
+        offsets = {path: path.stat().st_size if path.exists() else 0 for path in (self.log_path, self.stderr_path)}
+        # stderr goes to a file, not a pipe nobody reads, so a chatty Dovecot can never block on it.
+        with open(self.stderr_path, "ab") as stderr:
+            self._proc = subprocess.Popen(
+                [binary, "-F", "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _port_open(self.host, self.port):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                code = self._proc.poll()
+                self.stop(graceful=False)
+                output = {path.name: _read_from(path, offset) for path, offset in offsets.items()}
+                raise RuntimeError(
+                    f"Dovecot did not accept connections on {self.host}:{self.port} within {START_TIMEOUT} s "
+                    f"(exit code {code}).\n"
+                    + "\n".join(f"--- {name}:\n{text}" for name, text in output.items())
+                )
+            time.sleep(0.01)
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop Dovecot and every process it started, so nothing lingers between tests.
+
+        graceful=True SIGTERMs every Dovecot process, so idling clients get "* BYE Server shutting down."
+        (SIGTERM to the master alone leaves imap processes serving their clients for ~10 s more). It takes
+        ~1.05 s because the master keeps its log process for a second.
+        graceful=False SIGKILLs them all at once (~20 ms): clients just see the connection drop.
+        """
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        children = self._children(proc.pid)
+        # Dovecot was started in its own session, so its process group holds exactly the server's processes.
+        if graceful:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_TIMEOUT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _wait_gone(children, STOP_TIMEOUT)
+        _wait_port_free(self.host, self.port, STOP_TIMEOUT)
+
+    def restart(self, graceful: bool = True) -> None:
+        """Stop, then start again on the same port with the same mail."""
+        self.stop(graceful)
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(graceful=False)
+
+    @staticmethod
+    def _children(pid: int) -> list[psutil.Process]:
+        try:
+            return psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def _mail_owner(self) -> tuple[str, int, int]:
+        """The account mail processes run as: `dovecot` under root (Dovecot refuses uid 0), else ourselves."""
+        entry = pwd.getpwnam("dovecot") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+        return entry.pw_name, entry.pw_uid, entry.pw_gid
+
+    def _prepare_dirs(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.mail_root.mkdir(exist_ok=True)
+        if os.geteuid() != 0:
+            return
+        # Under root the mail and auth processes run as `dovecot`, which must be able to walk into root/ and
+        # own the mail; tempfile.mkdtemp and pytest's tmp_path make 0700 directories that it cannot enter.
+        self.root.chmod(0o755)
+        _, uid, gid = self._mail_owner()
+        for path in [self.mail_root, *self.mail_root.rglob("*")]:
+            os.chown(path, uid, gid)
+        blocked = [p for p in self.root.resolve().parents if not p.stat().st_mode & 0o001]
+        if blocked:
+            raise PermissionError(
+                f"the dovecot user cannot reach {self.root}: {blocked[0]} is not world-searchable "
+                "(pytest's tmp_path and tempfile.mkdtemp() make 0700 directories: chmod 0755 the parent, "
+                "as tests/conftest.py does)"
+            )
+
+    def _write_passwd(self) -> None:
+        lines = [f"{user}:{{PLAIN}}{password}::::::\n" for user, password in self.users.items()]
+        tmp = self.passwd_path.with_suffix(".tmp")
+        tmp.write_text("".join(lines))
+        tmp.chmod(0o644)
+        tmp.replace(self.passwd_path)  # Dovecot re-reads the file when it changes, so replace it whole.
+
+    def add_user(self, user: str, password: str = "secret") -> None:
+        """Add a login, also while running (Dovecot notices the changed passwd-file on the next login)."""
+        self.users[user] = password
+        self._write_passwd()
+
+    def _config(self) -> str:
+        name, uid, gid = self._mail_owner()
+        rootless = ""
+        if os.geteuid() != 0:
+            # Without root Dovecot can neither switch users nor chroot its login and anvil processes.
+            rootless = (
+                f"default_login_user = {name}\n"
+                f"default_internal_user = {name}\n"
+                f"default_internal_group = {grp.getgrgid(gid).gr_name}\n"
+                "service anvil {\n  chroot =\n}\n"
+                "service imap-login {\n  chroot =\n}\n"
+            )
+        return f"""\
+# Written by tests/servers.py for a throwaway test server; every path stays inside {self.root}.
+protocols = imap
+listen = {self.host}
+base_dir = {self.root}/run
+state_dir = {self.root}/state
+log_path = {self.log_path}
+instance_name = mailbot-test-{self.port}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+first_valid_uid = 1
+mail_location = maildir:{self.mail_root}/%u
+mail_fsync = never
+# Tests open several connections per user (bot, IDLE watcher, assertions); the default of 10 is tight.
+mail_max_userip_connections = 200
+# Keepalive for idling clients: the default ("OK Still here" every 2 minutes) is fine for tests.
+imap_idle_notify_interval = 2 mins
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self.passwd_path}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={self.mail_root}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+{rootless}"""
+
+    # -- helpers for tests ------------------------------------------------------------------------
+
+    def maildir(self, user: str = "complaints") -> Path:
+        return self.mail_root / user
+
+    def client(self, user: str = "complaints") -> IMAPClient:
+        """A logged-in IMAPClient; the caller must logout() or shutdown() it."""
+        # Imported here so the sink's child process, which runs this file, does not load imapclient.
+        from imapclient import IMAPClient
+
+        imap = IMAPClient(self.host, port=self.port, ssl=False, timeout=10)
+        try:
+            imap.login(user, self.users[user])
+        except BaseException:
+            imap.shutdown()
+            raise
+        return imap
+
+    def append(
+        self,
+        raw: bytes,
+        folder: str = "INBOX",
+        user: str = "complaints",
+        internaldate: datetime | None = None,
+        flags: tuple[bytes | str, ...] | list[bytes | str] = (),
+    ) -> int:
+        """APPEND a message over a short-lived connection and return its UID (from APPENDUID)."""
+        imap = self.client(user)
+        try:
+            response = imap.append(folder, raw, flags=flags, msg_time=internaldate)
+        finally:
+            imap.logout()
+        match = re.search(rb"\[APPENDUID \d+ (\d+)\]", response)
+        if match is None:
+            raise RuntimeError(f"APPEND gave no APPENDUID: {response!r}")
+        return int(match.group(1))
+
+    def create_folder(self, name: str, user: str = "complaints") -> None:
+        imap = self.client(user)
+        try:
+            imap.create_folder(name)
+        finally:
+            imap.logout()
+
+
+# ------------------------------------------------------------------------------------------------
+# SMTP sink
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SinkMessage:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+    message: EmailMessage = field(repr=False)
+    received_at: float
+    path: Path
+
+
+class SmtpSink:
+    """An SMTP server in a separate process that accepts everything and stores it as numbered .eml files.
+
+    It runs in its own process because the bot under test runs in the test process, and an in-process
+    sink shares the GIL with it (measured ceiling ~190 msg/s versus ~300 msg/s out of process).
+    Each message is `NNNNNN.eml` (the bytes as received) plus `NNNNNN.json` (envelope and arrival time);
+    the JSON is renamed into place first, so an .eml that is visible always has its envelope.
+    """
+
+    host = HOST
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = Path(root)
+        self.port = port if port is not None else free_port()
+        self.dir = self.root / "messages"
+        self.control_path = self.root / "control.json"
+        self.log_path = self.root / "sink.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready_path = self.root / "ready"
+
+    def start(self) -> None:
+        if self._proc is not None:
+            raise RuntimeError("the SMTP sink is already running")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._ready_path.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "sink",
+                    "--host", self.host,
+                    "--port", str(self.port),
+                    "--dir", str(self.dir),
+                    "--control", str(self.control_path),
+                    "--ready", str(self._ready_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        # The child touches the ready file once it listens; polling the port instead would open a session.
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._ready_path.exists():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                _terminate(self._proc)
+                code, self._proc = self._proc.returncode, None
+                raise RuntimeError(
+                    f"SMTP sink did not start on {self.host}:{self.port} within {START_TIMEOUT} s "
+                    f"(exit code {code}). Log tail:\n{_tail(self.log_path)}"
+                )
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        _terminate(self._proc)
+        self._proc = None
+        _wait_port_free(self.host, self.port, STOP_TIMEOUT)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what arrived -----------------------------------------------------------------------------
+
+    def messages(self) -> list[SinkMessage]:
+        """Every message received so far, in arrival order."""
+        result = []
+        for eml in sorted(self.dir.glob("*.eml")):
+            envelope = json.loads(eml.with_suffix(".json").read_text())
+            raw = eml.read_bytes()
+            parsed = email.message_from_bytes(raw, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            result.append(
+                SinkMessage(
+                    mail_from=envelope["mail_from"],
+                    rcpt_tos=list(envelope["rcpt_tos"]),
+                    raw=raw,
+                    message=parsed,
+                    received_at=float(envelope["received_at"]),
+                    path=eml,
+                )
+            )
+        return result
+
+    def count(self) -> int:
+        return sum(1 for _ in self.dir.glob("*.eml"))
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[SinkMessage]:
+        """Wait until at least `count` messages have arrived and return all of them."""
+        deadline = time.monotonic() + timeout
+        while self.count() < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"SMTP sink got {self.count()} of {count} messages within {timeout} s")
+            time.sleep(0.01)
+        return self.messages()
+
+    def clear(self) -> None:
+        """Forget every message received so far (numbering goes on, so order stays right)."""
+        for path in self.dir.iterdir():
+            if path.suffix in (".eml", ".json"):
+                path.unlink(missing_ok=True)
+
+    # -- failure injection ------------------------------------------------------------------------
+
+    def refuse(self, code: int = 451, times: int | None = None, message: str | None = None) -> None:
+        """Answer DATA with `code` (451 temporary, 550 permanent) for the next `times` transactions, or until accept().
+
+        The control file carries a fresh id so the child counts refusals per call without ever writing
+        the file back, which leaves no race between this process and the sink.
+        """
+        if not 400 <= code <= 599:
+            raise ValueError(f"a refusal needs a 4xx or 5xx code, not {code}")
+        text = message or ("try again later" if code < 500 else "message rejected")
+        control = {"id": time.time_ns(), "code": code, "times": times, "text": text}
+        tmp = self.control_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(control))
+        tmp.replace(self.control_path)
+
+    def accept(self) -> None:
+        self.control_path.unlink(missing_ok=True)
+
+
+def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path) -> None:
+    """The sink child process: serve SMTP until SIGTERM."""
+    import asyncio
+
+    from aiosmtpd.smtp import SMTP, Envelope, Session
+
+    numbers = [int(p.stem) for p in directory.glob("*.eml") if p.stem.isdigit()]
+    state = {"next": max(numbers, default=0) + 1, "refused": {}}
+
+    def write_atomically(path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def refusal() -> str | None:
+        try:
+            rule = json.loads(control.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        refused: dict[int, int] = state["refused"]  # type: ignore[assignment]
+        done = refused.get(rule["id"], 0)
+        if rule["times"] is not None and done >= rule["times"]:
+            return None
+        refused[rule["id"]] = done + 1
+        return f"{rule['code']} {rule['text']}"
+
+    class Handler:
+        async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+            received_at = time.time()
+            answer = refusal()
+            if answer is not None:
+                return answer
+            number = state["next"]
+            state["next"] = number + 1  # type: ignore[operator]
+            name = f"{number:06d}"
+            meta = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos, "received_at": received_at}
+            content = envelope.original_content if envelope.original_content is not None else envelope.content
+            assert isinstance(content, bytes)
+            write_atomically(directory / f"{name}.json", json.dumps(meta).encode())
+            write_atomically(directory / f"{name}.eml", content)
+            return "250 OK"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        loop.add_signal_handler(signal.SIGINT, stopping.set)
+        handler = Handler()
+        server = await loop.create_server(
+            lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True),
+            host=host,
+            port=port,
+        )
+        ready.touch()
+        await stopping.wait()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def _main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="test mail servers")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sink = sub.add_parser("sink", help="run the SMTP sink in the foreground")
+    sink.add_argument("--host", default=HOST)
+    sink.add_argument("--port", type=int, required=True)
+    sink.add_argument("--dir", type=Path, required=True)
+    sink.add_argument("--control", type=Path, required=True)
+    sink.add_argument("--ready", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    _run_sink(args.host, args.port, args.dir, args.control, args.ready)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
