@@ -185,7 +185,7 @@ _CEO = frozenset({"ceo"})
 
 COMMANDS: dict[str, CommandSpec] = {
     "note": CommandSpec("#note", "keep this reply as an internal note; nothing is sent", _no_arguments, None),
-    "full": CommandSpec("#full", "send me the whole case history", _no_arguments, None),
+    "full": CommandSpec("#full", "this reply is the full response", _no_arguments, None),
     "assign": CommandSpec("#assign EMAIL", "make a member of staff the case owner", _email, None),
     "category": CommandSpec(
         "#category " + "|".join(CATEGORIES), "set the complaint category", _choice("category", CATEGORIES, "_"), None
@@ -195,7 +195,7 @@ COMMANDS: dict[str, CommandSpec] = {
         "#resolve " + "|".join(OUTCOMES), "close the case with an outcome", _choice("outcome", OUTCOMES, "-"), None
     ),
     "escalate": CommandSpec("#escalate", "move the case to the next stage", _no_arguments, None),
-    "stay": CommandSpec("#stay", "pause the deadlines (for example during legal action)", _no_arguments, None),
+    "stay": CommandSpec("#stay", "decline the escalation request; your reply is the explanation", _no_arguments, None),
     "reopen": CommandSpec("#reopen", "reopen a closed case", _no_arguments, None),
     "merge": CommandSpec("#merge REF", "merge this case into another case", _merge, None),
     "safeguarding": CommandSpec("#safeguarding", "treat as a safeguarding concern", _no_arguments, None),
@@ -210,10 +210,10 @@ COMMANDS: dict[str, CommandSpec] = {
         _restrict,
         _CEO,
     ),
-    "named-contact": CommandSpec("#named-contact EMAIL", "contact only through this member of staff", _email, None),
-    "letters-only": CommandSpec("#letters-only", "contact by letter only", _no_arguments, None),
-    "phone": CommandSpec("#phone DAYS TIMES", "calls only then, e.g. #phone Tue,Thu 10:00-12:00", _phone, None),
-    "agreement": CommandSpec("#agreement [text]", "record an agreement about future contact", _optional_text, None),
+    "named-contact": CommandSpec("#named-contact EMAIL", "contact only through this member of staff", _email, _CEO),
+    "letters-only": CommandSpec("#letters-only", "contact by letter only", _no_arguments, _CEO),
+    "phone": CommandSpec("#phone DAYS TIMES", "calls only then, e.g. #phone Tue,Thu 10:00-12:00", _phone, _CEO),
+    "agreement": CommandSpec("#agreement [text]", "record an agreement about future contact", _optional_text, _CEO),
     "lift": CommandSpec("#lift reason...", "lift a restriction", _reason, _CEO),
     "terminate": CommandSpec(
         "#terminate acknowledge-only|silent", "end contact about a closed case", _choice("mode", CONTACT_MODES, "-"), _CEO

@@ -217,13 +217,19 @@ def test_refusal_names_the_roles_needed() -> None:
 
 
 def test_roles_table_matches_the_procedure() -> None:
-    # The CEO decides restrictions; SMT or the CEO give the prior warning; everything else is any staff member.
+    # The CEO decides restrictions and their contact options; SMT or the CEO give the prior warning;
+    # everything else is any staff member.
     restricted = {name: roles for name, roles in ROLES_ALLOWED.items() if roles is not None}
+    ceo = frozenset({"ceo"})
     assert restricted == {
         "warn": frozenset({"smt", "ceo"}),
-        "restrict": frozenset({"ceo"}),
-        "lift": frozenset({"ceo"}),
-        "terminate": frozenset({"ceo"}),
+        "restrict": ceo,
+        "lift": ceo,
+        "terminate": ceo,
+        "named-contact": ceo,
+        "letters-only": ceo,
+        "phone": ceo,
+        "agreement": ceo,
     }
     assert all(roles <= STAFF_ROLES for roles in restricted.values())
 
