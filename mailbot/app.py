@@ -16,7 +16,7 @@ from typing import Callable
 
 from mailbot.domain.chain import RouteConfig
 from mailbot.domain.directory import DirectoryError, DirectoryFiles
-from mailbot.domain.procedures import ProcedureFileError, load_procedures
+from mailbot.domain.procedures import ProcedureFileError, load_procedures, load_signposts
 from mailbot.domain.workdays import WorkingCalendar, parse_closures
 from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer
 from mailbot.mail.imap import ImapConfig, ImapIntake, MailboxHooks
@@ -52,6 +52,7 @@ class App(MailboxHooks):
         self.calendar = WorkingCalendar(settings.timezone, closures, settings.office_opens, settings.office_closes)
         try:
             self.procedures = load_procedures(self._data_file("procedures.toml"))
+            self.signposts = load_signposts(self._data_file("procedures.toml"))
         except ProcedureFileError as exc:
             raise ConfigError(str(exc)) from None
         self.directory = DirectoryFiles(settings.data_dir)
@@ -68,7 +69,7 @@ class App(MailboxHooks):
         )
         team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
         self.casework = Casework(CaseworkConfig(self.sender, own, settings.timezone, self.secret, team_cc),
-                                 self.renderer, self.calendar, self.procedures, self.directory)
+                                 self.renderer, self.calendar, self.procedures, self.directory, self.signposts)
         self.ingestor = Ingestor(self.engine, self.route_config, self.casework, self.directory, self.clock)
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock)
         self.jobs = Jobs(self.engine, self.casework, self.clock)

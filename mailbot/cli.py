@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Sequence
 from zoneinfo import ZoneInfo
 
@@ -41,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     unfiled.add_argument("--json", action="store_true")
 
     sub.add_parser("demo", help="play the sample complaints in data/samples through the whole pipeline")
+
+    letters = sub.add_parser("letters", help="review the letters' wording")
+    letters.add_argument("--preview", metavar="DIR", required=True, type=Path,
+                         help="write every letter, filled with sample data, as .eml and .html into DIR")
+
+    digest = sub.add_parser("digest", help="send (or preview) the managers' daily digest by hand")
+    digest.add_argument("--now", type=_parse_now, help="the time to act as (ISO-8601)")
+    digest.add_argument("--to", metavar="EMAIL", help="only this recipient")
+    digest.add_argument("--preview", metavar="FILE.html", type=Path, help="write the HTML instead of sending")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -85,6 +95,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return console.unfiled(settings, as_json=args.json)
     if args.command == "db":
         return console.db_upgrade(settings)
+    if args.command == "letters":
+        return console.preview_letters(settings, args.preview)
+    if args.command == "digest":
+        return console.digest(settings, now=now, to=args.to, preview=args.preview)
     raise AssertionError(args.command)  # pragma: no cover
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 
 from mailbot.app import App
 from mailbot.services import reports
@@ -97,3 +98,23 @@ def demo(settings: Settings) -> int:
     from mailbot.demo import play
 
     return play(settings)
+
+
+def preview_letters(settings: Settings, folder: Path) -> int:
+    from mailbot.preview import write_previews
+
+    written = write_previews(settings, folder)
+    print(f"wrote {len(written)} letter(s) to {folder}")
+    return 0
+
+
+def digest(settings: Settings, now: datetime | None, to: str | None, preview: Path | None) -> int:
+    app = App(settings, now=now)
+    if preview is not None:
+        app.digest.preview(app.clock(), to, preview)
+        print(f"wrote the digest preview to {preview}")
+        return 0
+    queued = app.digest.send_now(app.clock(), to)
+    report = app.deliver()
+    print(f"digest: queued {queued}, sent {report.sent}, deferred {report.deferred}, failed {report.failed}")
+    return 0

@@ -174,6 +174,18 @@ def _is_day_name(word: str) -> bool:
     return any(name.startswith(word.lower()) and len(word) >= 3 for name in full)
 
 
+def _optional_mentor(text: str) -> dict[str, object]:
+    """An optional mentor address: needed the first time a case acts on a mentor, remembered after."""
+    return _email(text) if text else {"email": None}
+
+
+def _suspend(text: str) -> dict[str, object]:
+    first, _, rest = text.partition(" ")
+    if _EMAIL.fullmatch(first.strip("<>")):
+        return {**_email(first), **_reason(rest.strip())}
+    return {"email": None, **_reason(text)}
+
+
 def _optional_text(text: str) -> dict[str, object]:
     return {"text": text or None}
 
@@ -200,9 +212,15 @@ COMMANDS: dict[str, CommandSpec] = {
     "merge": CommandSpec("#merge REF", "merge this case into another case", _merge, None),
     "safeguarding": CommandSpec("#safeguarding", "treat as a safeguarding concern", _no_arguments, None),
     "not-a-complaint": CommandSpec("#not-a-complaint", "close as not a complaint", _no_arguments, None),
-    "informal-warning": CommandSpec("#informal-warning", "record an informal warning to the mentor", _no_arguments, None),
-    "formal-warning": CommandSpec("#formal-warning", "record a formal warning to the mentor", _no_arguments, None),
-    "suspend": CommandSpec("#suspend reason...", "suspend the mentor while we investigate", _reason, None),
+    "informal-warning": CommandSpec(
+        "#informal-warning [MENTOR-EMAIL]", "record an informal warning to the mentor", _optional_mentor, None
+    ),
+    "formal-warning": CommandSpec(
+        "#formal-warning [MENTOR-EMAIL]", "record a formal warning to the mentor", _optional_mentor, None
+    ),
+    "suspend": CommandSpec(
+        "#suspend [MENTOR-EMAIL] reason...", "suspend the mentor (theft, bullying, violence)", _suspend, None
+    ),
     "warn": CommandSpec("#warn reason...", "warn the complainant of possible restrictions", _reason, _SENIOR),
     "restrict": CommandSpec(
         "#restrict acknowledge-only|silent for N months because reason... [exceptional: reason...]",

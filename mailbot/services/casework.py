@@ -17,18 +17,20 @@ from sqlmodel import Session, col, select
 from mailbot.domain import categories
 from mailbot.domain.chain import Verdict
 from mailbot.domain.directory import DirectoryFiles, assigned_contact, choose_procedure
-from mailbot.domain.mail import InboundMail
+from mailbot.domain.mail import InboundMail, parse_mail
 from mailbot.domain.procedures import Procedure, stage_deadlines
 from mailbot.domain.rules import is_own_address
 from mailbot.domain.commands import COMMAND_REFERENCE
+from mailbot.domain.procedures import Signpost
 from mailbot.domain.quotes import extract_new_text
+from mailbot.domain.restrictions import inbound_action
 from mailbot.domain.signing import signed_address
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer
 from mailbot.services.compose import Sender, queue_letter
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
-from mailbot.store.models import Case, Deadline, MailMessage
+from mailbot.store.models import Case, Deadline, MailMessage, Restriction
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,10 @@ class CaseworkConfig:
 
 class Casework:
     def __init__(self, config: CaseworkConfig, renderer: LetterRenderer, calendar: WorkingCalendar,
-                 procedures: dict[str, Procedure], directory: DirectoryFiles) -> None:
+                 procedures: dict[str, Procedure], directory: DirectoryFiles,
+                 signposts: tuple[Signpost, ...] = ()) -> None:
         self.config = config
+        self.signposts = signposts
         self.renderer = renderer
         self.calendar = calendar
         self.procedures = procedures
@@ -126,7 +130,12 @@ class Casework:
         if letter:
             letters.append(letter)
         if not procedure.closes_on_open_as:
-            letters += self.notify_staff(session, case, mail, now, headline="New complaint")
+            notes = [f"{case.complainant} is under a restriction on {ref} ({mode}). The procedure says new "
+                     f"complaints are treated on their merits; reply #merge {ref} if this is the same matter."
+                     for ref, mode in self.restrictions_elsewhere(session, case)]
+            if notes:
+                repo.add_event(session, case, now, "restricted_elsewhere", notes=notes)
+            letters += self.notify_staff(session, case, mail, now, headline="New complaint", notes=notes)
             terms = categories.safeguarding_concern(mail.subject, mail.text)
             if terms:
                 letters += self.safeguarding_alert(session, case, mail, now,
@@ -142,6 +151,10 @@ class Casework:
             repo.add_event(session, case, now, "unverified_staff_mail", sender=mail.from_addr,
                            reason="staff From without the signed case address or trusted authentication")
         case.updated_at = to_db(now)
+        restriction = self.active_restriction(session, case)
+        if restriction is not None and not verdict.claimed_staff and \
+                self.complainant_of(mail) == restriction.complainant:
+            return self._under_restriction(session, restriction, case, mail, message, now)
         notes: list[str] = []
         if case.status == "resolved":
             notes.append(self._escalation_request(session, case, mail, now))
@@ -189,7 +202,49 @@ class Casework:
     def _on_staff(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
                   case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
         assert case is not None
-        repo.add_event(session, case, now, "staff_message", sender=mail.from_addr, rules=list(verdict.rules))
+        from mailbot.services.staffdesk import StaffDesk
+
+        repo.add_event(session, case, now, "staff_message", actor=mail.from_addr, rules=list(verdict.rules))
+        return StaffDesk(self).handle(session, case, mail, message, verdict.staff_roles, now)
+
+    # ---- restrictions ------------------------------------------------------------------------
+
+    def active_restriction(self, session: Session, case: Case) -> Restriction | None:
+        return session.exec(select(Restriction).where(Restriction.case_id == case.id,
+                                                      Restriction.state == "restricted")).first()
+
+    def restrictions_elsewhere(self, session: Session, case: Case) -> list[tuple[str, str]]:
+        rows = session.exec(select(Case.ref, Restriction.mode).join(Restriction, col(Restriction.case_id) == col(Case.id))
+                            .where(Restriction.complainant == case.complainant, Restriction.state == "restricted",
+                                   Case.id != case.id)).all()
+        return [(ref, mode or "") for ref, mode in rows]
+
+    def _under_restriction(self, session: Session, restriction: Restriction, case: Case, mail: InboundMail,
+                           message: MailMessage, now: datetime) -> list[MailMessage]:
+        """Read and kept, never dropped; answered at most once a day in acknowledge-only mode, never in silent."""
+        last = from_db(restriction.last_acknowledged_at)
+        today = self.calendar.local(now).date()
+        action = inbound_action(restriction.mode or "", self.calendar.local(last).date() if last else None, today,
+                                f"{mail.subject}\n{mail.text}")
+        if action == "notify":
+            message.kind = "follow_up"
+            repo.add_event(session, case, now, "restricted_mail_challenge", message_id=mail.message_id)
+            return self.notify_staff(session, case, mail, now, headline="A challenge to the restriction",
+                                     notes=["The complainant is restricted on this case, but this message looks like "
+                                            "a challenge to the decision, so it is passed to you as usual."])
+        if action == "acknowledge":
+            message.kind = "restricted_acknowledged"
+            restriction.last_acknowledged_at = to_db(now)
+            repo.add_event(session, case, now, "restricted_mail_acknowledged", message_id=mail.message_id)
+            thread = self.complainant_thread(session, case)
+            letter = queue_letter(session, self.renderer, self.config.sender, case=case, template="acknowledge-only",
+                                  to=[case.complainant], context=self.letter_context(session, case), now=now,
+                                  automatic=True, in_reply_to=mail.message_id if mail.has_message_id else None,
+                                  references=thread)
+            return [letter] if letter else []
+        message.kind = "restricted_filed"
+        repo.add_event(session, case, now, "restricted_mail_filed", message_id=mail.message_id,
+                       mode=restriction.mode)
         return []
 
     # ---- procedure steps ---------------------------------------------------------------------
@@ -224,7 +279,7 @@ class Casework:
         return queue_letter(session, self.renderer, self.config.sender, case=case,
                             template=procedure.letters["escalate"], to=[case.complainant],
                             context=self.letter_context(session, case), now=now, automatic=False,
-                            references=self.thread_ids(session, case))
+                            references=self.complainant_thread(session, case))
 
     def _set_stage_deadlines(self, session: Session, case: Case, procedure: Procedure, stage: int,
                              started_at: datetime) -> None:
@@ -270,13 +325,56 @@ class Casework:
         letter = self.staff_letter(
             session, case, "staff-notification", now, cc=list(self.config.complaints_team_cc),
             attachments=[(a.filename, a.content_type, a.payload) for a in mail.attachments],
-            headline=headline, claimed_staff=claimed_staff, notes=[n for n in (notes or []) if n],
-            sender=mail.from_addr, sender_display=f"{mail.from_name} <{mail.from_addr}>" if mail.from_name
-            else mail.from_addr, complainant=case.complainant, assignee=case.assignee, category=case.category,
-            attachment_names=[a.filename for a in mail.attachments],
-            message_text=mail.text.strip() or "(no text)", command_reference=COMMAND_REFERENCE,
+            **self.notification_context(case, mail, headline=headline, claimed_staff=claimed_staff, notes=notes),
         )
         return [letter] if letter else []
+
+    def notification_context(self, case: Case, mail: InboundMail | None, *, headline: str,
+                             claimed_staff: bool = False, notes: list[str] | None = None) -> dict[str, object]:
+        return {
+            "headline": headline, "claimed_staff": claimed_staff, "notes": [n for n in (notes or []) if n],
+            "sender": mail.from_addr if mail else "",
+            "sender_display": (f"{mail.from_name} <{mail.from_addr}>" if mail.from_name else mail.from_addr)
+            if mail else "",
+            "complainant": case.complainant, "assignee": case.assignee, "category": case.category,
+            "attachment_names": [a.filename for a in mail.attachments] if mail else [],
+            "message_text": (mail.text.strip() if mail else "") or "(no text)",
+            "command_reference": self.command_reference,
+        }
+
+    @property
+    def command_reference(self) -> str:
+        return COMMAND_REFERENCE
+
+    def last_complainant_message(self, session: Session, case: Case) -> InboundMail | None:
+        row = session.exec(select(MailMessage).where(MailMessage.case_id == case.id, MailMessage.direction == "in",
+                                                     MailMessage.from_addr == case.complainant)
+                           .order_by(col(MailMessage.id).desc())).first()
+        return parse_mail(row.raw) if row else None
+
+    def complainant_thread(self, session: Session, case: Case) -> list[str]:
+        """Message ids the complainant has seen, oldest first: their mail and our letters to them."""
+        rows = session.exec(select(MailMessage.message_id).where(
+            MailMessage.case_id == case.id,
+            ((MailMessage.direction == "in") & (MailMessage.from_addr == case.complainant))
+            | ((MailMessage.direction == "out") & (MailMessage.to_addrs == case.complainant)),
+        ).order_by(col(MailMessage.id))).all()
+        return list(rows)
+
+    def open_deadlines(self, session: Session, case: Case) -> list[Deadline]:
+        return list(session.exec(select(Deadline).where(Deadline.case_id == case.id, Deadline.superseded == False,  # noqa: E712
+                                                        col(Deadline.met_at).is_(None))).all())
+
+    def meet(self, session: Session, case: Case, names: tuple[str, ...], now: datetime) -> list[str]:
+        """Mark the named deadlines met (the first time only); returns which were."""
+        met = []
+        for row in self.open_deadlines(session, case):
+            if row.name in names:
+                row.met_at = to_db(now)
+                met.append(row.name)
+        if met:
+            repo.add_event(session, case, now, "deadlines_met", deadlines=met)
+        return met
 
     def safeguarding_alert(self, session: Session, case: Case, mail: InboundMail | None, now: datetime,
                            reason: str) -> list[MailMessage]:

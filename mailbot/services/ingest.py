@@ -97,6 +97,11 @@ class Ingestor:
             return IngestOutcome(mail.message_id, "duplicate", "duplicate", None, ())
         now = self.clock()
         case = repo.case_by_ref(session, verdict.ref) if verdict.ref else None
+        # Mail for a merged case belongs to the case it was merged into (and its restriction, if any).
+        seen: set[str] = set()
+        while case is not None and case.status == "merged" and case.merged_into and case.ref not in seen:
+            seen.add(case.ref)
+            case = repo.case_by_ref(session, case.merged_into)
         if verdict.action == "new_case":
             case = self.casework.open_case(session, mail, arrival.received_at, now)
         message = self._record(session, mail, arrival, verdict, case)

@@ -1,4 +1,4 @@
-"""Scheduled work as plain functions of the clock: deadline reminders and overdue alerts (more to come).
+"""Scheduled work as plain functions of the clock: deadline reminders, overdue alerts, restriction reviews and expiry.
 
 Each job is idempotent (it records what it sent on the row it acted on, in the same transaction
 as the letter), so running it twice, or after a restart, never sends anything twice;
@@ -15,8 +15,10 @@ from sqlmodel import Session, col, select
 
 from mailbot.domain.directory import manager_of
 from mailbot.services.casework import OPEN_STATUSES, Casework
+from mailbot.services.compose import queue_letter
+from mailbot.store import repo
 from mailbot.store.db import from_db, session as new_session, to_db
-from mailbot.store.models import Case, Deadline
+from mailbot.store.models import Case, Deadline, Restriction
 
 
 class Jobs:
@@ -29,7 +31,64 @@ class Jobs:
         """Run everything due at ``now``; returns how many letters were queued."""
         with new_session(self.engine) as session:
             queued = self.chase_deadlines(session, now)
+            queued += self.restriction_reviews(session, now)
+            queued += self.restriction_expiry(session, now)
             session.commit()
+        return queued
+
+    def restriction_reviews(self, session: Session, now: datetime) -> int:
+        """Six months into a restriction, while the case is still being investigated, the CEO reviews it."""
+        rows = session.exec(
+            select(Restriction, Case).join(Case, col(Case.id) == col(Restriction.case_id))
+            .where(Restriction.state == "restricted", col(Restriction.reviewed_at).is_(None),
+                   col(Restriction.review_at) <= to_db(now), col(Case.status).in_(OPEN_STATUSES))
+        ).all()
+        ceos = [m.email for m in self.casework.directory.get().with_role("ceo")]
+        queued = 0
+        for restriction, case in rows:
+            restriction.reviewed_at = to_db(now)
+            started = from_db(restriction.started_at)
+            repo.add_event(session, case, now, "restriction_review_due", to=",".join(ceos))
+            letter = self.casework.staff_letter(
+                session, case, "restriction-staff-note", now, to=ceos or None,
+                headline="Six-month review of a restriction is due",
+                detail=(f"The restriction ({restriction.mode}) on {case.complainant} began on "
+                        f"{self.casework.calendar.format_date(started) if started else 'an unknown date'} and the "
+                        f"complaint is still being investigated. The procedure asks you to review it now and decide "
+                        f"whether it continues. Reply #lift reason to end it; otherwise it continues"
+                        + (f" until {self.casework.calendar.format_date(from_db(restriction.ends_at))}."  # type: ignore[arg-type]
+                           if restriction.ends_at else "."))
+            )
+            queued += letter is not None
+        return queued
+
+    def restriction_expiry(self, session: Session, now: datetime) -> int:
+        """At the end of its term a restriction lifts by itself, with a letter to the person and a note to staff."""
+        rows = session.exec(
+            select(Restriction, Case).join(Case, col(Case.id) == col(Restriction.case_id))
+            .where(Restriction.state == "restricted", col(Restriction.ends_at).is_not(None),
+                   col(Restriction.ends_at) <= to_db(now))
+        ).all()
+        queued = 0
+        for restriction, case in rows:
+            ended = from_db(restriction.ends_at)
+            assert ended is not None
+            restriction.state, restriction.ended_at, restriction.ended_by = "expired", to_db(ended), "term ended"
+            repo.add_event(session, case, now, "restriction_expired")
+            ended_text = self.casework.calendar.format_date(ended)
+            thread = self.casework.complainant_thread(session, case)
+            letters = [
+                queue_letter(session, self.casework.renderer, self.casework.config.sender, case=case,
+                             template="restriction-expired", to=[case.complainant],
+                             context=self.casework.letter_context(session, case, ended=ended_text), now=now,
+                             automatic=False, references=thread, in_reply_to=thread[-1] if thread else None),
+                self.casework.staff_letter(session, case, "restriction-staff-note", now,
+                                           headline="A restriction has ended",
+                                           detail=f"The restriction on {case.complainant} ended on {ended_text} at the "
+                                                  f"end of its term; their mail on this case is handled as usual again, "
+                                                  f"and they have been told."),
+            ]
+            queued += sum(letter is not None for letter in letters)
         return queued
 
     def reminder_time(self, due: datetime) -> datetime:

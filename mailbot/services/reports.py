@@ -9,7 +9,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from mailbot.store.db import from_db
-from mailbot.store.models import Case, Deadline, Event, MailMessage
+from mailbot.store.models import Case, Deadline, Event, MailMessage, MentorAction, Restriction
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -35,8 +35,30 @@ def case_summary(session: Session, case: Case, message_count: int | None = None)
         "category": case.category,
         "deadlines": {d.name: iso(d.due_at) for d in deadlines},
         "outcome": case.outcome,
+        "merged_into": case.merged_into,
+        "restriction": restriction_summary(session, case),
         "updated_at": iso(case.updated_at),
         "closed_at": iso(case.closed_at),
+    }
+
+
+def restriction_summary(session: Session, case: Case) -> dict[str, object] | None:
+    row = session.exec(select(Restriction).where(Restriction.case_id == case.id)).first()
+    if row is None:
+        return None
+    return {
+        "state": row.state,
+        "mode": row.mode,
+        "options": json.loads(row.options),
+        "since": iso(row.started_at),
+        "until": iso(row.ends_at),
+        "review_at": iso(row.review_at),
+        "decided_by": row.decided_by,
+        "warned_at": iso(row.warned_at),
+        "warned_by": row.warned_by,
+        "reason": row.reason,
+        "exceptional": row.exceptional,
+        "ended_at": iso(row.ended_at),
     }
 
 
@@ -64,6 +86,11 @@ def case_detail(session: Session, case: Case) -> dict[str, object]:
                if m.direction == "out" else {}),
         }
         for m in messages
+    ]
+    out["mentor_actions"] = [
+        {"mentor": a.mentor_email, "action": a.action, "reason": a.reason, "by": a.by, "at": iso(a.at)}
+        for a in session.exec(select(MentorAction).where(MentorAction.case_id == case.id)
+                              .order_by(col(MentorAction.id))).all()
     ]
     events = session.exec(select(Event).where(Event.case_id == case.id).order_by(col(Event.id))).all()
     out["events"] = [

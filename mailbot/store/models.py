@@ -153,3 +153,15 @@ class DigestRun(SQLModel, table=True):
     message_id: str | None = None
 
     __table_args__ = (UniqueConstraint("recipient", "day", name="uq_digest_recipient_day"),)
+
+
+class MentorAction(SQLModel, table=True):
+    """What the mentee procedure's mentor-behaviour steps did to a mentor, on which case, and why."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    mentor_email: str = Field(index=True)
+    action: str  # informal-warning, formal-warning, suspend
+    reason: str = ""
+    by: str
+    at: datetime

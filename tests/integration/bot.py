@@ -166,3 +166,19 @@ def new_bot(root: Path, dovecot: DovecotServer, sink: SmtpSink) -> Bot:
     for name in ("staff.toml", "participants.csv"):
         shutil.copy(REPO / "data" / name, data / name)
     return Bot(root=root, dovecot=dovecot, sink=sink)
+
+
+def staff_reply(notification, frm: str, body: str, quote: bool = True, to: str | None = None,
+                subject: str | None = None) -> bytes:
+    """What a member of staff's mail client sends when they answer a notification: to its Reply-To,
+    threaded, with the notification quoted below (as Gmail/Outlook do)."""
+    original = notification.message
+    quoted = ""
+    if quote:
+        old = original.get_body(preferencelist=("plain",)).get_content()
+        quoted = f"\n\nOn Mon, 16 Nov 2026 at 10:05, One Million Mentors <complaints@1mm.org.uk> wrote:\n" + \
+            "\n".join("> " + line for line in old.splitlines())
+    return make_mail(
+        frm=frm, to=to or original["Reply-To"], subject=subject or f"Re: {original['Subject']}",
+        body=body + quoted, In_Reply_To=original["Message-ID"], References=original["Message-ID"],
+    )

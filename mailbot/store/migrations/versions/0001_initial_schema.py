@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 19:06:44.833173
+Create Date: 2026-11-22 19:08:42.872099
 """
 from alembic import op
 import sqlalchemy as sa
@@ -101,6 +101,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_event_case_id'), ['case_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_event_type'), ['type'], unique=False)
 
+    op.create_table('mentoraction',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=False),
+    sa.Column('mentor_email', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('action', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('by', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('mentoraction', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_mentoraction_case_id'), ['case_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_mentoraction_mentor_email'), ['mentor_email'], unique=False)
+
     op.create_table('message',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('case_id', sa.Integer(), nullable=True),
@@ -178,6 +193,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_message_cap')
 
     op.drop_table('message')
+    with op.batch_alter_table('mentoraction', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_mentoraction_mentor_email'))
+        batch_op.drop_index(batch_op.f('ix_mentoraction_case_id'))
+
+    op.drop_table('mentoraction')
     with op.batch_alter_table('event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_event_type'))
         batch_op.drop_index(batch_op.f('ix_event_case_id'))
