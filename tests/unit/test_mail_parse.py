@@ -321,3 +321,153 @@ def test_unparseable_date_is_none() -> None:
 def test_header_safe(value: str, expected: str) -> None:
     assert header_safe(value) == expected
     assert "\r" not in header_safe(value) and "\n" not in header_safe(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# mail-parser as the primary parser of multipart bodies, with the standard library around it
+
+
+def multipart(*parts: bytes, headers: bytes = b"From: a@example.org\nSubject: s\nMessage-ID: <mp@x>\n") -> bytes:
+    body = b"".join(b"--B\n" + part + b"\n" for part in parts)
+    return headers + b'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="B"\n\n' + body + b"--B--\n"
+
+
+ALTERNATIVE = multipart(
+    b"Content-Type: text/plain; charset=utf-8\n\nPlain words.",
+    b"Content-Type: text/html; charset=utf-8\n\n<p>HTML words.</p>",
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "uses_mailparser"),
+    [
+        (PLAIN, False),  # One part: nothing for mail-parser to resolve, and it is slower and lossier here.
+        (HTML_ONLY, False),
+        (ALTERNATIVE, True),
+        (MULTIPART, True),
+    ],
+)
+def test_multipart_messages_go_through_mailparser(raw: bytes, uses_mailparser: bool, monkeypatch) -> None:
+    import mailparser
+
+    seen = []
+
+    class Recording(mailparser.MailParser):
+        def parse(self):
+            result = super().parse()
+            seen.append((list(self.text_plain), list(self.text_html)))
+            return result
+
+    monkeypatch.setattr(mailparser, "MailParser", Recording)
+    mail = parse_mail(raw)
+    assert bool(seen) is uses_mailparser
+    if uses_mailparser:
+        plain, html = seen[0]
+        assert mail.text == "\n\n".join(text.strip() for text in plain)
+        assert mail.html == "\n".join(html)
+
+
+def test_attachment_stranded_in_the_epilogue_is_recovered_by_mailparser() -> None:
+    # The inner part re-uses the outer boundary, so the standard library puts the file in the
+    # epilogue; mail-parser reads it back from there.
+    raw = (
+        b"From: a@example.org\nSubject: s\nContent-Type: multipart/mixed; boundary=\"X\"\n\n"
+        b"--X\nContent-Type: multipart/alternative; boundary=\"X\"\n\n\n"
+        b"--X\nContent-Type: text/plain\n\nThe complaint.\n\n"
+        b"--X--\n\n\n"
+        b"--X\nContent-Type: application/pdf; name=\"evidence.pdf\"\nContent-Disposition: attachment\n"
+        b"Content-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n\n"
+        b"--X--\n"
+    )
+    mail = parse_mail(raw)
+    assert mail.text == "The complaint."
+    assert [(a.filename, a.content_type, a.payload) for a in mail.attachments] == [
+        ("evidence.pdf", "application/pdf", b"%PDF-1.4\n")
+    ]
+    assert "StartBoundaryNotFoundDefect" in mail.defects
+
+
+# mail-parser 4.8 raises AttributeError in find_between: a truncated message (no closing
+# boundary, so no epilogue) with an inner part whose boundary is wrong.
+TRIPS_FIND_BETWEEN = b"""From: a@example.org
+Subject: truncated
+Message-ID: <t@x>
+Content-Type: multipart/mixed; boundary="OUT"
+
+--OUT
+Content-Type: text/plain
+
+Outer text.
+--OUT
+Content-Type: multipart/alternative; boundary="DECLARED"
+
+--ACTUAL
+Content-Type: text/plain
+
+inner
+"""
+
+
+def test_message_that_breaks_mailparser_is_read_by_the_standard_library() -> None:
+    mail = parse_mail(TRIPS_FIND_BETWEEN)
+    assert (mail.from_addr, mail.subject, mail.text) == ("a@example.org", "truncated", "Outer text.")
+    assert not any(defect.startswith("parser failed") for defect in mail.defects)
+
+
+def test_mailparser_failure_falls_back_to_the_standard_library(monkeypatch) -> None:
+    import mailparser
+
+    expected = parse_mail(MULTIPART)
+
+    def broken(message):
+        raise AttributeError("'NoneType' object has no attribute 'index'")
+
+    monkeypatch.setattr(mailparser, "MailParser", broken)
+    mail = parse_mail(MULTIPART)
+    assert (mail.text, mail.html, mail.attachments) == (expected.text, expected.html, expected.attachments)
+    assert "mail-parser failed (AttributeError); standard library used" in mail.defects
+
+
+@pytest.mark.parametrize(
+    ("part", "text"),
+    [
+        # mail-parser decodes these lossily; the standard library's decoding is kept.
+        (b"Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\n\x93Quoted\x94 \x96 dash",
+         "\u201cQuoted\u201d \u2013 dash"),  # Windows-1252 labelled Latin-1: C1 controls in mail-parser.
+        (b"Content-Type: text/plain; charset=iso-2022-jp\nContent-Transfer-Encoding: 7bit\n\n\x1b$B$9$_$^$;$s!#\x1b(B",
+         "\u3059\u307f\u307e\u305b\u3093\u3002"),  # mail-parser leaves 7-bit ISO-2022-JP undecoded.
+        (b"Content-Type: text/plain\n\nCaf\xe9 undeclared", "Caf\xe9 undeclared"),  # mail-parser: U+FFFD.
+        (b"Content-Type: text/plain; charset=utf-8\n\nCaf\xc3\xa9 fine", "Caf\xe9 fine"),  # mail-parser's own.
+    ],
+)
+def test_lossy_mailparser_text_is_not_used(part: bytes, text: str) -> None:
+    assert parse_mail(multipart(part)).text == text
+
+
+@pytest.mark.parametrize(
+    ("parts", "attachments"),
+    [
+        ((b"Content-Type: text/plain\n\nSigned words.",
+          b"Content-Type: application/pgp-signature; name=\"signature.asc\"\n"
+          b"Content-Disposition: attachment; filename=\"signature.asc\"\n\n-----BEGIN PGP SIGNATURE-----"),
+         []),
+        ((b"Content-Type: text/plain\n\nWords.",
+          b"Content-Type: text/plain; name=\"notes.txt\"\n"
+          b"Content-Disposition: inline; filename=\"notes.txt\"\n\nMore words."),
+         []),  # Named inline text is body; mail-parser lists it as a file as well.
+        ((b"Content-Type: text/plain\n\nWords.",
+          b"Content-Type: image/png\nContent-ID: <img1@x>\nContent-Transfer-Encoding: base64\n\niVBORw0K"),
+         [("attachment.png", "image/png", b"\x89PNG\r\n")]),  # Not named after its Content-ID.
+    ],
+)
+def test_attachment_policy_applies_to_mailparser_results(parts: tuple[bytes, ...], attachments: list) -> None:
+    mail = parse_mail(multipart(*parts))
+    assert [(a.filename, a.content_type, a.payload) for a in mail.attachments] == attachments
+
+
+def test_mailparser_defects_are_recorded_after_our_own() -> None:
+    headers = b"From: a@example.org\nSubject: s\nDate: 99 Foo 2026\n"
+    raw = multipart(b"Content-Type: text/plain\n\nWords.", headers=headers)
+    defects = parse_mail(raw).defects
+    assert "DateHeaderDefect" in defects
+    assert defects.index("no Message-ID") < defects.index("DateHeaderDefect")
