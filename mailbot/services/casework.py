@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from mailbot.domain import categories
 from mailbot.domain.chain import Verdict
 from mailbot.domain.directory import DirectoryFiles, assigned_contact, choose_procedure
-from mailbot.domain.mail import InboundMail, parse_mail
+from mailbot.domain.mail import InboundMail, header_safe, parse_mail
 from mailbot.domain.procedures import Procedure, stage_deadlines
 from mailbot.domain.rules import is_own_address
 from mailbot.domain.commands import COMMAND_REFERENCE
@@ -87,7 +87,8 @@ class Casework:
         name = mail.from_name if complainant == mail.from_addr else ""
         case = Case(
             ref=ref, year=year, seq=seq, status="open", stage=1, procedure=procedure_key,
-            complainant=complainant, complainant_name=name, subject=mail.subject[:500], category=category,
+            complainant=complainant, complainant_name=header_safe(name), subject=header_safe(mail.subject)[:500],
+            category=category,
             assignee=assigned_contact(directory, complainant),
             opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
         )
@@ -419,6 +420,7 @@ class Casework:
             "ref": case.ref,
             "case_subject": case.subject or "(no subject)",
             "complainant_name": case.complainant_name,
+            "complainant": case.complainant,
             "greeting": f"Dear {case.complainant_name}" if case.complainant_name else "Hello",
             "procedure": procedure.key,
             "procedure_title": procedure.title,

@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import Callable, Iterable
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy import update
+from sqlmodel import Session, col, select
 
 from mailbot.domain.chain import RouteConfig, Verdict, route
 from mailbot.domain.directory import DirectoryFiles
@@ -39,7 +41,10 @@ class StoreRouteLookup(repo.StoreLookup):
         return repo.inbound_seen(self.session, message_id)
 
     def is_our_message(self, message_id: str) -> bool:
-        return repo.outbound_by_message_id(self.session, message_id) is not None
+        # Only whether the letter exists: the id, not the whole row with its raw bytes.
+        return self.session.exec(
+            select(MailMessage.id).where(MailMessage.direction == "out", MailMessage.message_id == message_id)
+        ).first() is not None
 
     def staff_roles(self, address: str) -> frozenset[str] | None:
         member = self.directory.get().staff_member(address)
@@ -83,12 +88,35 @@ class Ingestor:
 
     def ingest(self, arrival: Arrival, cursor: CursorPosition | None = None) -> IngestOutcome:
         mail = parse_mail(arrival.raw)
+        try:
+            with new_session(self.engine) as session:
+                outcome = self._process(session, mail, arrival)
+                if cursor is not None and arrival.uid is not None:
+                    self._advance_cursor(session, cursor, arrival.uid)
+                session.commit()
+            return outcome
+        except OperationalError:
+            raise  # the database itself is unwell: stop here and retry this message later
+        except Exception as exc:  # noqa: BLE001  (one bad message must not stop the mailbox)
+            log.exception("could not process message %s", mail.message_id)
+            return self._keep_failed(mail, arrival, cursor, exc)
+
+    def _keep_failed(self, mail: InboundMail, arrival: Arrival, cursor: CursorPosition | None,
+                     exc: Exception) -> IngestOutcome:
+        """Keep a message the pipeline could not handle, move past it, and leave it where staff will see it."""
         with new_session(self.engine) as session:
-            outcome = self._process(session, mail, arrival)
+            if not repo.inbound_seen(session, mail.message_id):
+                error = f"{type(exc).__name__}: {exc}"[:1000]
+                session.add(MailMessage(direction="in", message_id=mail.message_id, subject=mail.subject,
+                                        from_addr=mail.from_addr, to_addrs=",".join(mail.to), kind="processing_error",
+                                        at=to_db(arrival.received_at), raw=arrival.raw, uid=arrival.uid,
+                                        detail=json.dumps({"error": error})))
+                repo.add_event(session, None, self.clock(), "processing_error", message_id=mail.message_id,
+                               sender=mail.from_addr, error=error)
             if cursor is not None and arrival.uid is not None:
                 self._advance_cursor(session, cursor, arrival.uid)
             session.commit()
-        return outcome
+        return IngestOutcome(mail.message_id, "error", "processing_error", None, ())
 
     def _process(self, session: Session, mail: InboundMail, arrival: Arrival) -> IngestOutcome:
         lookup = StoreRouteLookup(session, self.directory)
@@ -136,6 +164,17 @@ class Ingestor:
 
     @staticmethod
     def _advance_cursor(session: Session, position: CursorPosition, uid: int) -> None:
+        # The common case in one statement: the cursor exists, with this UIDVALIDITY, behind this UID.
+        moved = session.execute(
+            update(MailboxCursor)
+            .where(col(MailboxCursor.mailbox) == position.mailbox,
+                   col(MailboxCursor.uidvalidity) == position.uidvalidity,
+                   col(MailboxCursor.last_uid) < uid)
+            .values(last_uid=uid)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount == 1:
+            return
         cur = repo.cursor_for(session, position.mailbox)
         if cur.uidvalidity != position.uidvalidity:
             cur.uidvalidity = position.uidvalidity

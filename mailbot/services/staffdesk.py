@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Callable
 
 from sqlmodel import Session, col, select
 
@@ -40,6 +41,9 @@ class Reply:
 
     done: list[str] = field(default_factory=list)
     letters: list[MailMessage] = field(default_factory=list)
+    # Letters written after every command has run, so one reply's commands read as one decision
+    # (e.g. "#restrict ..." followed by "#letters-only" gives one letter naming both).
+    after: list[Callable[[], MailMessage | None]] = field(default_factory=list)
 
     def add(self, letter: MailMessage | None) -> None:
         if letter is not None:
@@ -101,6 +105,8 @@ class StaffDesk:
             handler(session, case, command, body, staff, now, reply, mail)
             repo.add_event(session, case, now, "command", actor=staff, command=command.name,
                            args={k: str(v) for k, v in command.args.items()})
+        for write in reply.after:
+            reply.add(write())
         case.updated_at = to_db(now)
         return reply
 
@@ -275,7 +281,7 @@ class StaffDesk:
         for row in self.cw.open_deadlines(session, case):
             row.superseded = True
         repo.add_event(session, case, now, "merged", actor=staff, into=target.ref)
-        repo.add_event(session, target, now, "case_merged_in", actor=staff, case=case.ref)
+        repo.add_event(session, target, now, "case_merged_in", actor=staff, merged=case.ref)
         reply.done.append(f"Merged this case into {target.ref}; its mail now goes there"
                           + (" and falls under the restriction on it." if self.cw.active_restriction(session, target)
                              else "."))
@@ -415,7 +421,7 @@ class StaffDesk:
         row.consulted = "senior management"
         session.flush()
         until = self.cw.calendar.format_date(from_db(row.ends_at)) if row.ends_at else None  # type: ignore[arg-type]
-        reply.add(self.complainant_letter(
+        reply.after.append(lambda: self.complainant_letter(
             session, case, template, now, reason=reason, mode=mode, months=months, until=until,
             options=[contact_option(o) for o in json.loads(row.options)],
             review=self.cw.calendar.format_date(from_db(row.review_at)),  # type: ignore[arg-type]

@@ -98,6 +98,27 @@ class Bot:
     def append(self, raw: bytes, internaldate: datetime | None = None, folder: str = "INBOX") -> int:
         return self.dovecot.append(raw, folder=folder, internaldate=internaldate)
 
+    def deliver(self, raw: bytes, received: datetime) -> None:
+        """Drop a message into the mailbox as a local MTA would, with any arrival time (even a future one,
+        which IMAP APPEND refuses); Dovecot reports the file's time as the INTERNALDATE."""
+        maildir = self.dovecot.maildir()
+        if not (maildir / "new").is_dir():
+            # Let Dovecot create the mailbox itself, with its own owner and index files.
+            imap = self.dovecot.client()
+            try:
+                imap.select_folder("INBOX")
+            finally:
+                imap.logout()
+        name = f"{time.time_ns()}.test.{len(raw)}"
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(raw)
+        tmp.chmod(0o644)
+        stamp = received.timestamp()
+        os.utime(tmp, (stamp, stamp))
+        owner = maildir.stat()
+        os.chown(tmp, owner.st_uid, owner.st_gid)
+        os.rename(tmp, maildir / "new" / name)
+
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([sys.executable, "-m", "mailbot", *args], env=self.env(), cwd=self.root,
                                 capture_output=True, text=True, timeout=timeout)

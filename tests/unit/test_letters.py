@@ -1,0 +1,88 @@
+"""Every letter renders, for every procedure, with nothing left blank and nothing unescaped."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+
+from mailbot.domain.procedures import load_procedures, load_signposts
+from mailbot.domain.workdays import WorkingCalendar
+from mailbot.letters import LetterRenderer, build_message
+from mailbot.preview import sample_context
+
+REPO = Path(__file__).resolve().parents[2]
+PROCEDURES = load_procedures(REPO / "data" / "procedures.toml")
+SIGNPOSTS = load_signposts(REPO / "data" / "procedures.toml")
+RENDERER = LetterRenderer(REPO / "templates")
+LETTERS = [name for name in RENDERER.names() if name != "digest"]
+# Letters written to the complainant must carry the reference in the subject, so replies thread.
+TO_STAFF = {"deadline-reminder", "deadline-overdue", "staff-notification", "safeguarding-alert",
+            "unreadable-alert", "command-result", "mentor-suspension-alert", "restriction-staff-note"}
+
+
+def test_the_letters_the_procedures_name_all_exist() -> None:
+    for procedure in PROCEDURES.values():
+        for transition, letter in procedure.letters.items():
+            assert letter in RENDERER.names(), f"{procedure.key}.{transition} names a missing letter {letter}"
+
+
+# A one-stage procedure (staff: redirected to the grievance procedure) never escalates.
+COMBINATIONS = [(p, n) for p in sorted(PROCEDURES) for n in LETTERS
+                if not (n == "escalation" and PROCEDURES[p].last_stage == 1)]
+
+
+@pytest.mark.parametrize("procedure, name", COMBINATIONS)
+def test_every_letter_renders_for_every_procedure(procedure: str, name: str) -> None:
+    proc = PROCEDURES[procedure]
+    stage = 2 if name == "escalation" else 1
+    context = sample_context(proc, WorkingCalendar(), SIGNPOSTS, org_name="One Million Mentors",
+                             address="complaints@1mm.org.uk", stage=stage, letter=name)
+    letter = RENDERER.render(name, context)
+    assert letter.subject and letter.text.strip() and "<html" in letter.html
+    if name not in TO_STAFF:
+        assert letter.subject.startswith("[1MM-2026-0042]") or "[1MM-2026-0042]" in letter.subject
+    # Text from mail is escaped in HTML: the sample subject and message contain markup.
+    assert "<about volunteering>" not in letter.html and "<b>Nobody called.</b>" not in letter.html
+    msg = build_message(letter, template=name, from_name="One Million Mentors", from_addr="complaints@1mm.org.uk",
+                        to=["jane.doe@example.com"], message_id="x.mailbot@1mm.org.uk")
+    assert msg["X-Mailbot-Letter"] == name
+
+
+def test_the_outcome_letter_signposts_by_category() -> None:
+    proc = PROCEDURES["external"]
+    base = sample_context(proc, WorkingCalendar(), SIGNPOSTS, org_name="1MM", address="c@1mm.org.uk")
+    from mailbot.domain.procedures import signposting
+    from datetime import datetime, timezone
+
+    at = datetime(2026, 11, 17, 12, 0, tzinfo=timezone.utc)
+    cases = {
+        "service": ("0845 300 0218", ("ico.org.uk", "0300 999 3407")),
+        "data_protection": ("www.ico.org.uk", ("0300 999 3407",)),
+        "fundraising": ("Tuesday 12 January 2027", ("ico.org.uk",)),
+    }
+    for category, (present, absent) in cases.items():
+        context = {**base, "signposts": signposting(SIGNPOSTS, category, at, WorkingCalendar())}
+        text = RENDERER.render("outcome", context).text
+        assert present in text and "charitycommission.gov.uk" in text
+        for missing in absent:
+            assert missing not in text
+
+
+def test_limited_disclosure_says_only_that_action_was_taken() -> None:
+    context = sample_context(PROCEDURES["mentee"], WorkingCalendar(), SIGNPOSTS, org_name="1MM", address="c@x.org")
+    text = RENDERER.render("outcome", {**context, "outcome": "limited-disclosure"}).text
+    assert "investigation has been carried out and appropriate action taken" in text
+
+
+def test_header_injection_from_a_complaint_subject_is_impossible() -> None:
+    context = sample_context(PROCEDURES["external"], WorkingCalendar(), SIGNPOSTS, org_name="1MM", address="c@x.org")
+    evil = {**context, "case_subject": "Hi\r\nBcc: victim@example.com\r\nX-Evil: 1"}
+    letter = RENDERER.render("staff-notification", evil)
+    msg = build_message(letter, template="staff-notification", from_name="Evil\r\nBcc: a@b.c",
+                        from_addr="complaints@1mm.org.uk", to=["x@example.com"], message_id="y.mailbot@x.org")
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    assert parsed["Bcc"] is None and parsed["X-Evil"] is None
+    assert parsed["To"] == "x@example.com" and "\n" not in parsed["Subject"]
