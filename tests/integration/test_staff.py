@@ -182,3 +182,46 @@ def test_a_vague_reply_to_a_resolved_case_waits_for_staff_and_stay_declines(bot:
     bot.once(now=T0 + timedelta(days=2, hours=1))
     assert bot.case_json("1MM-2026-0001")["status"] == "resolved"
     assert "nothing more to review" in plain(bot.letters("escalation-declined")[0])
+
+
+def test_a_staff_reply_keeps_its_attachments(bot: Bot) -> None:
+    note = open_case(bot)
+    raw = staff_reply(note, PRIYA, "Please see the attached timetable.")
+    import email as email_lib
+    import email.policy
+
+    msg = email_lib.message_from_bytes(raw, policy=email.policy.default)
+    msg.add_attachment(b"%PDF-1.4 timetable", maintype="application", subtype="pdf", filename="timetable.pdf")
+    bot.append(msg.as_bytes())
+    bot.once(now=T0 + timedelta(hours=1))
+    relayed = bot.letters("staff-reply")[0].message
+    names = [part.get_filename() for part in relayed.iter_attachments()]
+    assert names == ["timetable.pdf"]
+
+
+def test_mentor_warnings_and_suspension_follow_the_mentee_procedure(bot: Bot) -> None:
+    bot.append(make_mail(frm="amira.khan@example.org", subject="My mentor", body="He keeps missing sessions."),
+               internaldate=T0)
+    bot.once(now=T0)
+    note = bot.letters("staff-notification")[0]
+    tom = "Tom Okafor <tom.okafor@1mm.org.uk>"
+    bot.append(staff_reply(note, tom, "#informal-warning"))
+    bot.once(now=T0 + timedelta(hours=1))
+    assert "name the mentor" in plain(bot.letters("command-result")[-1])
+
+    bot.append(staff_reply(note, tom, "#informal-warning daniel.price@example.com"))
+    bot.once(now=T0 + timedelta(hours=2))
+    meeting = bot.letters("mentor-meeting")
+    assert len(meeting) == 1 and meeting[0].rcpt_tos == ["daniel.price@example.com"]
+    assert "right to be accompanied" in plain(meeting[0])
+
+    bot.append(staff_reply(note, tom, "#suspend he took money from the mentee"))
+    bot.once(now=T0 + timedelta(hours=3))
+    alert = bot.letters("mentor-suspension-alert")
+    assert len(alert) == 1
+    assert sorted(alert[0].rcpt_tos) == ["hannah.reid@1mm.org.uk", "jo.mensah@1mm.org.uk"]
+    suspension = plain(bot.letters("mentor-suspension")[0])
+    assert "Monday 30 November 2026" in suspension and "accompanied" in suspension
+    case = bot.case_json("1MM-2026-0001")
+    assert [a["action"] for a in case["mentor_actions"]] == ["informal-warning", "suspend"]
+    assert case["deadlines"]["suspension_decision"].startswith("2026-11-30")
