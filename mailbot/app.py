@@ -26,6 +26,7 @@ from mailbot.mail.smtp import SmtpTransport
 from mailbot.services.casework import Casework, CaseworkConfig
 from mailbot.services.compose import Sender
 from mailbot.services.delivery import Deliverer, DeliveryReport, Transport
+from mailbot.services.digest import Digest
 from mailbot.services.ingest import Arrival, CursorPosition, Ingestor, read_cursor
 from mailbot.services.jobs import Jobs
 from mailbot.settings import ConfigError, Settings
@@ -72,7 +73,9 @@ class App(MailboxHooks):
                                  self.renderer, self.calendar, self.procedures, self.directory, self.signposts)
         self.ingestor = Ingestor(self.engine, self.route_config, self.casework, self.directory, self.clock)
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock)
-        self.jobs = Jobs(self.engine, self.casework, self.clock)
+        self.digest = Digest(self.engine, self.casework, settings.digest_time, self.clock,
+                             persistent_threshold=settings.persistent_threshold)
+        self.jobs = Jobs(self.engine, self.casework, self.clock, digest=self.digest)
         self._poke: Callable[[], None] = lambda: None
 
     # ---- wiring helpers ----------------------------------------------------------------------

@@ -109,12 +109,18 @@ def preview_letters(settings: Settings, folder: Path) -> int:
 
 
 def digest(settings: Settings, now: datetime | None, to: str | None, preview: Path | None) -> int:
+    from mailbot.services.digest import DigestError
+
     app = App(settings, now=now)
-    if preview is not None:
-        app.digest.preview(app.clock(), to, preview)
-        print(f"wrote the digest preview to {preview}")
-        return 0
-    queued = app.digest.send_now(app.clock(), to)
+    try:
+        if preview is not None:
+            app.digest.preview(app.clock(), to, preview)
+            print(f"wrote the digest preview to {preview}")
+            return 0
+        queued = app.digest.send_now(app.clock(), to)
+    except DigestError as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return 1
     report = app.deliver()
     print(f"digest: queued {queued}, sent {report.sent}, deferred {report.deferred}, failed {report.failed}")
     return 0

@@ -16,16 +16,19 @@ from sqlmodel import Session, col, select
 from mailbot.domain.directory import manager_of
 from mailbot.services.casework import OPEN_STATUSES, Casework
 from mailbot.services.compose import queue_letter
+from mailbot.services.digest import Digest
 from mailbot.store import repo
 from mailbot.store.db import from_db, session as new_session, to_db
 from mailbot.store.models import Case, Deadline, Restriction
 
 
 class Jobs:
-    def __init__(self, engine: Engine, casework: Casework, clock: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, casework: Casework, clock: Callable[[], datetime],
+                 digest: Digest | None = None) -> None:
         self.engine = engine
         self.casework = casework
         self.clock = clock
+        self.digest = digest
 
     def run_due(self, now: datetime) -> int:
         """Run everything due at ``now``; returns how many letters were queued."""
@@ -34,6 +37,9 @@ class Jobs:
             queued += self.restriction_reviews(session, now)
             queued += self.restriction_expiry(session, now)
             session.commit()
+        if self.digest is not None:
+            # The digest commits per recipient, after the deadline work, so it reports what just happened.
+            queued += self.digest.run_due(now)
         return queued
 
     def restriction_reviews(self, session: Session, now: datetime) -> int:

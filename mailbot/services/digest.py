@@ -1,0 +1,645 @@
+"""The managers' daily digest: what is late, due, new, escalated and filed, in one letter a working morning.
+
+Each recipient gets at most one scheduled digest a day. The DigestRun row (unique per recipient and
+day) is inserted in the same transaction as the letter, so restarts, catch-up runs and two processes
+racing each other still send it once: the loser's insert fails and its letter is rolled back with it.
+
+Who sees what comes from data/staff.toml: regional managers see their region's cases, the head of
+delivery, the SMT and the CEO see every case, and the safeguarding lead sees safeguarding cases.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import quote
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from mailbot.domain.categories import SAFEGUARDING
+from mailbot.domain.directory import Directory, StaffMember
+from mailbot.domain.workdays import format_time
+from mailbot.services.casework import OPEN_STATUSES, Casework
+from mailbot.services.compose import queue_letter
+from mailbot.store.db import from_db, session as new_session, to_db
+from mailbot.store.models import Case, Deadline, DigestRun, Event, MailboxCursor, MailMessage, Restriction
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "digest"
+# Roles that receive a digest, most senior first: the order decides whose digest a bare preview shows.
+SENIORITY = ("ceo", "head_of_delivery", "smt", "safeguarding_lead", "regional_manager")
+ALL_CASES_ROLES = frozenset({"ceo", "head_of_delivery", "smt"})
+FILED_KINDS = ("restricted_filed", "restricted_acknowledged")
+PROBLEM_DELIVERY = ("failed", "undelivered")
+FIGURES_DAYS = 30
+PERSISTENT_DAYS = 7
+RESOLUTION_WORKING_DAYS = 14
+# A mailbox that has not fetched for this long while the bot should be running needs a look.
+STALE_FETCH = timedelta(hours=1)
+ON_TIME_DEADLINES = (("first_response", "First responses on time"), ("full_response", "Full responses on time"))
+
+
+class DigestError(Exception):
+    """A by-hand digest that cannot be sent as asked (for example to someone who gets no digest)."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str
+    roles: frozenset[str]
+    region: str
+
+    @property
+    def sees_all(self) -> bool:
+        return bool(self.roles & ALL_CASES_ROLES)
+
+    @property
+    def scope_label(self) -> str:
+        if self.sees_all:
+            return "every case"
+        parts = []
+        if "regional_manager" in self.roles:
+            parts.append(f"cases in {self.region}" if self.region else "cases in your region")
+        if "safeguarding_lead" in self.roles:
+            parts.append("safeguarding cases")
+        return " and ".join(parts)
+
+    def sees(self, region: str, safeguarding: bool) -> bool:
+        if self.sees_all:
+            return True
+        if "safeguarding_lead" in self.roles and safeguarding:
+            return True
+        return ("regional_manager" in self.roles and bool(self.region) and bool(region)
+                and region.strip().lower() == self.region.strip().lower())
+
+
+def digest_recipients(directory: Directory) -> list[Recipient]:
+    """Everyone with a digest role, most senior first (then in file order)."""
+    def rank(member: StaffMember) -> int:
+        return min(SENIORITY.index(r) for r in member.roles if r in SENIORITY)
+
+    members = [m for m in directory.staff if m.roles & set(SENIORITY)]
+    members.sort(key=rank)
+    return [Recipient(m.email, m.name, m.roles, m.region) for m in members]
+
+
+class Digest:
+    def __init__(self, engine: Engine, casework: Casework, digest_time: time, clock: Callable[[], datetime],
+                 persistent_threshold: int = 10) -> None:
+        self.engine = engine
+        self.casework = casework
+        self.digest_time = digest_time
+        self.clock = clock
+        self.persistent_threshold = persistent_threshold
+
+    @property
+    def calendar(self):  # type: ignore[no-untyped-def]
+        return self.casework.calendar
+
+    # ---- when, and to whom -------------------------------------------------------------------
+
+    def is_due(self, now: datetime) -> bool:
+        """A working day, at or after the digest time, in the organisation's time zone."""
+        local = self.calendar.local(now)
+        return self.calendar.is_working_day(local.date()) and local.time() >= self.digest_time
+
+    def run_due(self, now: datetime) -> int:
+        """The scheduled digest: each recipient's, once on a working day from the digest time on.
+
+        A bot that was down at the digest time sends on its first run later that day (the catch-up);
+        a day missed entirely is not sent late, as the next day's digest covers everything since.
+        """
+        if not self.is_due(now):
+            return 0
+        day = self.calendar.local(now).date()
+        queued = 0
+        for recipient in digest_recipients(self.casework.directory.get()):
+            try:
+                queued += self._send(recipient, now, day, record=True, once=True)
+            except Exception:  # noqa: BLE001  (one recipient's failure must not stop the others' digests)
+                log.exception("digest for %s failed; it is retried on the next run", recipient.email)
+        return queued
+
+    def send_now(self, now: datetime, to: str | None) -> int:
+        """A digest by hand (``mailbot digest``), whatever the time of day, to one recipient or all of them.
+
+        Sent on a working day at or after the digest time, it is that day's digest and is recorded,
+        so the scheduler does not send a second one; earlier, or on a day off, it is an extra that
+        leaves the scheduled digest alone. Asked for again after today's has gone, it is sent again.
+        """
+        chosen = self._choose(to, all_if_none=True)
+        day = self.calendar.local(now).date()
+        record = self.is_due(now)
+        return sum(self._send(r, now, day, record=record, once=False) for r in chosen)
+
+    def preview(self, now: datetime, to: str | None, path: Path) -> None:
+        """The HTML part of one recipient's digest (the most senior if none is named), written to ``path``."""
+        recipient = self._choose(to, all_if_none=False)[0]
+        with new_session(self.engine) as session:
+            context = self.context(session, recipient, now)
+        sender = self.casework.config.sender
+        letter = self.casework.renderer.render(TEMPLATE, {"org_name": sender.org_name, "address": sender.address,
+                                                          **context})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(letter.html, encoding="utf-8")
+
+    def _choose(self, to: str | None, all_if_none: bool) -> list[Recipient]:
+        everyone = digest_recipients(self.casework.directory.get())
+        if not everyone:
+            raise DigestError("nobody in data/staff.toml has a digest role "
+                              f"({', '.join(SENIORITY)})")
+        if to is None:
+            return everyone if all_if_none else everyone[:1]
+        wanted = to.strip().lower()
+        for recipient in everyone:
+            if recipient.email == wanted:
+                return [recipient]
+        raise DigestError(f"{to} gets no digest: the digest goes to staff with one of the roles "
+                          f"{', '.join(SENIORITY)} in data/staff.toml ({', '.join(r.email for r in everyone)})")
+
+    def _send(self, recipient: Recipient, now: datetime, day: date, *, record: bool, once: bool) -> int:
+        """Queue one digest. ``once``: skip it if today's is recorded; ``record``: record it as today's."""
+        with new_session(self.engine) as session:
+            if record and self._recorded(session, recipient, day):
+                if once:
+                    return 0
+                record = False
+            context = self.context(session, recipient, now)
+            run = None
+            if record:
+                # Inserted (and flushed) before the letter so that a second process loses at once.
+                run = DigestRun(recipient=recipient.email, day=day.isoformat(), sent_at=to_db(now))
+                session.add(run)
+                try:
+                    session.flush()
+                except IntegrityError:
+                    session.rollback()
+                    if once:
+                        return 0
+                    run = None
+            team = self.casework.directory.get().first_with_role("complaints_team")
+            letter = queue_letter(
+                session, self.casework.renderer, self.casework.config.sender, case=None, template=TEMPLATE,
+                to=[recipient.email], context=context, now=now, automatic=False, auto_submitted="auto-generated",
+                # A reply to the digest itself reaches a person, not the bot (which would open a case on it).
+                reply_to=team.email if team and team.email != recipient.email else None,
+            )
+            if run is not None and letter is not None:
+                run.message_id = letter.message_id
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return 0
+        return 1 if letter is not None else 0
+
+    @staticmethod
+    def _recorded(session: Session, recipient: Recipient, day: date) -> bool:
+        return session.exec(select(DigestRun.id).where(DigestRun.recipient == recipient.email,
+                                                       DigestRun.day == day.isoformat())).first() is not None
+
+    def last_digest_at(self, session: Session, recipient: Recipient, now: datetime) -> datetime | None:
+        sent = session.exec(select(DigestRun.sent_at).where(DigestRun.recipient == recipient.email,
+                                                            col(DigestRun.sent_at) < to_db(now))
+                            .order_by(col(DigestRun.sent_at).desc())).first()
+        return from_db(sent)
+
+    # ---- what goes in it ---------------------------------------------------------------------
+
+    def context(self, session: Session, recipient: Recipient, now: datetime) -> dict[str, Any]:
+        """Everything the digest templates show, for one recipient at one instant."""
+        cal = self.calendar
+        directory = self.casework.directory.get()
+        previous = self.last_digest_at(session, recipient, now)
+        since = previous or now - timedelta(hours=24)
+        view = _CaseView(session, self, recipient, directory)
+        today = cal.local(now).date()
+        next_day = cal.next_working_day(today)
+
+        overdue, due_today, due_next = self._deadlines(session, view, now, today, next_day)
+        new_cases = [view.item(c, opened=cal.format_datetime(from_db(c.opened_at)))  # type: ignore[arg-type]
+                     for c in view.cases_sorted() if since <= from_db(c.opened_at) <= now]  # type: ignore[operator]
+        escalations = self._escalations(session, view, since, now)
+        outcomes = self._outcomes(session, view, since, now)
+        filed = self._filed(session, view, since, now)
+        reviews = self._reviews(session, view, now, next_day)
+        persistent = self._persistent(session, view, now)
+        problems = self._delivery_problems(session, view, since, now)
+        mailboxes = self._mailboxes(session, since, now)
+        mailbox_problems = [m for m in mailboxes if m["problem"]] if recipient.sees_all else []
+        needs = {
+            "overdue": len(overdue), "due": len(due_today) + len(due_next), "new": len(new_cases),
+            "escalations": len(escalations), "outcomes": len(outcomes),
+            "restrictions": len(filed) + len(reviews) + len(persistent), "delivery": len(problems),
+            "mailbox": len(mailbox_problems),
+        }
+        return {
+            "day": cal.format_date(today),
+            # Without the year: a subject longer than a header line is folded, which some readers show badly.
+            "short_day": cal.format_date(today).rsplit(" ", 1)[0],
+            "recipient_name": recipient.name,
+            "recipient_email": recipient.email,
+            "scope": recipient.scope_label,
+            "since": f"{format_time(cal.local(since).time())} on {cal.format_date(since)}",
+            "since_previous": previous is not None,
+            "nothing": not any(needs.values()),
+            "counts": needs,
+            "overdue": overdue,
+            "due_today": due_today,
+            "due_next": due_next,
+            "next_day": cal.format_date(next_day),
+            "new_cases": new_cases,
+            "escalations": escalations,
+            "outcomes": outcomes,
+            "filed": filed,
+            "reviews": reviews,
+            "persistent": persistent,
+            "persistent_threshold": self.persistent_threshold,
+            "persistent_days": PERSISTENT_DAYS,
+            "delivery_problems": problems,
+            "mailboxes": mailboxes,
+            "mailbox_problems": mailbox_problems,
+            "figures": self._figures(session, view, now),
+        }
+
+    def _deadlines(self, session: Session, view: _CaseView, now: datetime, today: date,
+                   next_day: date) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        cal = self.calendar
+        rows = session.exec(
+            select(Deadline).where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
+                                   col(Deadline.case_id).in_(view.open_ids()))
+            .order_by(col(Deadline.due_at), col(Deadline.id))
+        ).all()
+        overdue, due_today, due_next = [], [], []
+        for row in rows:
+            due = from_db(row.due_at)
+            assert due is not None
+            case = view.cases[row.case_id]
+            item = view.item(case, deadline=_label(row.name), stage=view.stage_label(case, row.stage),
+                             due=cal.format_datetime(due))
+            if due <= now:
+                overdue.append({**item, "overdue_by": self.overdue_by(due, now)})
+            elif cal.local(due).date() <= today:
+                due_today.append(item)
+            elif cal.local(due).date() <= next_day:
+                due_next.append(item)
+        return overdue, due_today, due_next
+
+    def overdue_by(self, due: datetime, now: datetime) -> str:
+        hours = int((now - due).total_seconds() // 3600)
+        if hours < 1:
+            return "less than an hour"
+        if hours < 24:
+            return f"{hours} hour{'s' if hours != 1 else ''}"
+        days = hours // 24
+        text = f"{days} day{'s' if days != 1 else ''}"
+        working = self.calendar.working_days_between(due, now)
+        if working != days:
+            text += f" ({working} working day{'s' if working != 1 else ''})"
+        return text
+
+    def _escalations(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
+        out = []
+        for event in view.events(session, ("escalated",), since, now):
+            case = view.cases[event.case_id]  # type: ignore[index]
+            detail = _detail(event)
+            stage = int(detail.get("stage") or case.stage)
+            procedure = self.casework.procedures.get(case.procedure)
+            reviewer = ""
+            if procedure is not None and any(s.number == stage for s in procedure.stages):
+                reviewer = procedure.stage(stage).reviewer_label
+            out.append(view.item(case, stage=view.stage_label(case, stage), reviewer=reviewer,
+                                 reason=str(detail.get("reason") or ""),
+                                 at=self.calendar.format_datetime(from_db(event.at))))
+        return out
+
+    def _outcomes(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
+        rows = session.exec(
+            select(MailMessage).where(MailMessage.direction == "out", col(MailMessage.kind).in_(view.outcome_kinds),
+                                      col(MailMessage.case_id).in_(view.ids()), MailMessage.at >= to_db(since),
+                                      MailMessage.at <= to_db(now))
+            .order_by(col(MailMessage.at), col(MailMessage.id))
+        ).all()
+        return [view.item(view.cases[m.case_id], stage=view.stage_label(view.cases[m.case_id]),  # type: ignore[index]
+                          outcome=view.cases[m.case_id].outcome or "", delivery=m.delivery or "",  # type: ignore[index]
+                          at=self.calendar.format_datetime(from_db(m.at)))  # type: ignore[arg-type]
+                for m in rows]
+
+    def _filed(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
+        rows = session.exec(
+            select(MailMessage.case_id, MailMessage.kind).where(
+                MailMessage.direction == "in", col(MailMessage.kind).in_(FILED_KINDS),
+                col(MailMessage.case_id).in_(view.ids()), MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))
+        ).all()
+        counts: dict[int, Counter[str]] = defaultdict(Counter)
+        for case_id, kind in rows:
+            counts[case_id][kind] += 1
+        return [view.item(view.cases[case_id], filed=c["restricted_filed"], acknowledged=c["restricted_acknowledged"])
+                for case_id, c in sorted(counts.items(), key=lambda kv: view.sort_key(view.cases[kv[0]]))]
+
+    def _reviews(self, session: Session, view: _CaseView, now: datetime, next_day: date) -> list[dict]:
+        rows = session.exec(
+            select(Restriction).where(Restriction.state == "restricted", col(Restriction.review_at).is_not(None),
+                                      col(Restriction.case_id).in_(view.ids()))
+            .order_by(col(Restriction.review_at))
+        ).all()
+        out = []
+        for row in rows:
+            review_at = from_db(row.review_at)
+            reviewed = from_db(row.reviewed_at)
+            assert review_at is not None
+            if reviewed is not None and reviewed >= review_at:
+                continue
+            if self.calendar.local(review_at).date() > next_day:
+                continue
+            out.append(view.item(view.cases[row.case_id], review=self.calendar.format_date(review_at),
+                                 late=review_at <= now, mode=row.mode or ""))
+        return out
+
+    def _persistent(self, session: Session, view: _CaseView, now: datetime) -> list[dict]:
+        """Cases with more than the threshold of the complainant's messages in a week: a suggestion only."""
+        week = now - timedelta(days=PERSISTENT_DAYS)
+        rows = session.exec(
+            select(MailMessage.case_id, MailMessage.from_addr).where(
+                MailMessage.direction == "in", col(MailMessage.case_id).in_(view.ids()),
+                MailMessage.at >= to_db(week), MailMessage.at <= to_db(now))
+        ).all()
+        counts: Counter[int] = Counter()
+        for case_id, sender in rows:
+            if sender.lower() == view.cases[case_id].complainant.lower():  # type: ignore[index]
+                counts[case_id] += 1  # type: ignore[index]
+        flagged = [cid for cid, n in counts.items() if n > self.persistent_threshold]
+        if not flagged:
+            return []
+        managed = set(session.exec(select(Restriction.case_id).where(
+            col(Restriction.case_id).in_(flagged), col(Restriction.state).in_(("warned", "restricted")))).all())
+        return [view.item(view.cases[cid], messages=counts[cid])
+                for cid in sorted(flagged, key=lambda c: (-counts[c], view.sort_key(view.cases[c])))
+                if cid not in managed]
+
+    def _delivery_problems(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
+        """Letters refused (failed) or bounced (undelivered) since the last digest.
+
+        A failure is dated by its event, as a letter can fail a day after it was written; the events
+        name the bounced message or the letter's template and recipients.
+        """
+        events = session.exec(select(Event).where(col(Event.type).in_(("letter_failed", "letter_undelivered")),
+                                                  Event.at >= to_db(since), Event.at <= to_db(now))).all()
+        bounced_ids, failed_keys = set(), set()
+        for event in events:
+            detail = _detail(event)
+            if event.type == "letter_undelivered":
+                bounced_ids.add(str(detail.get("message_id", "")))
+            else:
+                failed_keys.add((event.case_id, str(detail.get("template", "")), str(detail.get("to", ""))))
+        rows = session.exec(
+            select(MailMessage).where(MailMessage.direction == "out", col(MailMessage.delivery).in_(PROBLEM_DELIVERY),
+                                      MailMessage.at >= to_db(since - timedelta(days=FIGURES_DAYS)),
+                                      MailMessage.at <= to_db(now))
+            .order_by(col(MailMessage.at), col(MailMessage.id))
+        ).all()
+        out = []
+        for row in rows:
+            recent = (from_db(row.at) >= since or row.message_id in bounced_ids  # type: ignore[operator]
+                      or (row.case_id, row.kind, row.to_addrs) in failed_keys)
+            if not recent:
+                continue
+            if row.case_id is None:
+                if not view.recipient.sees_all:
+                    continue
+                item: dict[str, Any] = {"ref": "", "subject": row.subject, "mailto": "", "reply_address": ""}
+            elif row.case_id in view.cases:
+                item = view.item(view.cases[row.case_id])
+            else:
+                continue
+            out.append({**item, "letter": row.kind, "to": row.to_addrs,
+                        "state": "bounced" if row.delivery == "undelivered" else "refused",
+                        "error": _strip_prefix(row.last_error or "", "bounced: ")[:200],
+                        "written": self.calendar.format_datetime(from_db(row.at))})  # type: ignore[arg-type]
+        return out
+
+    def _mailboxes(self, session: Session, since: datetime, now: datetime) -> list[dict]:
+        cal = self.calendar
+        out = []
+        for cur in session.exec(select(MailboxCursor).order_by(col(MailboxCursor.mailbox))).all():
+            success, error_at = from_db(cur.last_success_at), from_db(cur.last_error_at)
+            problem = ""
+            if success is None:
+                problem = "no successful fetch yet"
+            elif error_at is not None and error_at > success:
+                problem = "the last fetch failed"
+            elif now - success > STALE_FETCH:
+                problem = f"no fetch for {_duration((now - success).total_seconds())}"
+            if not problem and cur.auth_failures and error_at is not None and error_at >= since:
+                problem = "authentication failed since the last digest"
+            out.append({
+                "mailbox": cur.mailbox,
+                "last_success": cal.format_datetime(success) if success else "never",
+                "errors": cur.error_count,
+                "auth_failures": cur.auth_failures,
+                "last_error": (cur.last_error or "")[:200],
+                "last_error_at": cal.format_datetime(error_at) if error_at else "",
+                "problem": problem,
+            })
+        return out
+
+    # ---- the last 30 days --------------------------------------------------------------------
+
+    def _figures(self, session: Session, view: _CaseView, now: datetime) -> dict[str, Any]:
+        window = now - timedelta(days=FIGURES_DAYS)
+        ids = view.ids()
+        ack = self._ack_times(session, view, ids, window, now)
+        rates = []
+        for name, label in ON_TIME_DEADLINES:
+            rows = session.exec(select(Deadline).where(
+                Deadline.name == name, Deadline.superseded == False,  # noqa: E712
+                col(Deadline.case_id).in_(ids), Deadline.due_at >= to_db(window), Deadline.due_at <= to_db(now))).all()
+            met = sum(1 for d in rows if d.met_at is not None and from_db(d.met_at) <= from_db(d.due_at))  # type: ignore[operator]
+            rates.append(_rate(label, met, len(rows), "none due"))
+        within, resolved = self._resolved_within(session, view, ids, window, now)
+        rates.append(_rate(f"Resolved within {RESOLUTION_WORKING_DAYS} working days", within, resolved, "none resolved"))
+        open_cases = [view.cases[i] for i in view.open_ids()]
+        by_stage = Counter(c.stage for c in open_cases)
+        by_category = Counter(c.category for c in open_cases)
+        return {
+            "days": FIGURES_DAYS,
+            "ack": ack,
+            "rates": rates,
+            "open_total": len(open_cases),
+            "by_stage": _bars([(f"Stage {n}", by_stage[n]) for n in sorted(by_stage)]),
+            "by_category": _bars(sorted(by_category.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+
+    def _ack_times(self, session: Session, view: _CaseView, ids: list[int], window: datetime,
+                   now: datetime) -> dict[str, Any]:
+        arrivals = session.exec(select(MailMessage.case_id, MailMessage.at).where(
+            MailMessage.direction == "in", MailMessage.kind == "new_case", col(MailMessage.case_id).in_(ids),
+            MailMessage.at >= to_db(window), MailMessage.at <= to_db(now))).all()
+        acks: dict[int, datetime] = {}
+        for case_id, sent_at in session.exec(select(MailMessage.case_id, MailMessage.sent_at).where(
+                MailMessage.direction == "out", col(MailMessage.kind).in_(view.open_kinds),
+                col(MailMessage.case_id).in_(ids), col(MailMessage.sent_at).is_not(None))).all():
+            sent = from_db(sent_at)
+            if case_id not in acks or sent < acks[case_id]:  # type: ignore[operator]
+                acks[case_id] = sent  # type: ignore[index,assignment]
+        seconds = [max(0.0, (acks[cid] - from_db(at)).total_seconds())  # type: ignore[operator]
+                   for cid, at in arrivals if cid in acks]
+        return {
+            "count": len(seconds),
+            "waiting": sum(1 for cid, _ in arrivals if cid not in acks),
+            "median": _duration(statistics.median(seconds)) if seconds else "",
+            "worst": _duration(max(seconds)) if seconds else "",
+        }
+
+    def _resolved_within(self, session: Session, view: _CaseView, ids: list[int], window: datetime,
+                         now: datetime) -> tuple[int, int]:
+        """Stage 1 resolutions in the window (the first outcome letter) and how many took 14 working days or less."""
+        first: dict[int, datetime] = {}
+        for case_id, at in session.exec(select(MailMessage.case_id, MailMessage.at).where(
+                MailMessage.direction == "out", col(MailMessage.kind).in_(view.outcome_kinds),
+                col(MailMessage.case_id).in_(ids))).all():
+            when = from_db(at)
+            if case_id not in first or when < first[case_id]:  # type: ignore[operator]
+                first[case_id] = when  # type: ignore[index,assignment]
+        for case in view.cases.values():
+            closed = from_db(case.closed_at)
+            if case.id not in first and case.status == "resolved" and closed is not None:
+                first[case.id] = closed  # type: ignore[index]
+        done = {cid: when for cid, when in first.items() if window <= when <= now}
+        within = sum(1 for cid, when in done.items()
+                     if self.calendar.working_days_between(from_db(view.cases[cid].opened_at), when)  # type: ignore[arg-type]
+                     <= RESOLUTION_WORKING_DAYS)
+        return within, len(done)
+
+
+class _CaseView:
+    """The cases one recipient may see, with the helpers that turn a case into a digest line."""
+
+    def __init__(self, session: Session, digest: Digest, recipient: Recipient, directory: Directory) -> None:
+        self.digest = digest
+        self.recipient = recipient
+        self.directory = directory
+        procedures = digest.casework.procedures
+        self.outcome_kinds = sorted({p.letters.get("resolve", "outcome") for p in procedures.values()} | {"outcome"})
+        self.open_kinds = sorted({p.letters.get("open", "acknowledgement") for p in procedures.values()})
+        alerted = set(session.exec(select(Event.case_id).where(Event.type == "safeguarding_alert")).all())
+        self.cases: dict[int, Case] = {}
+        for case in session.exec(select(Case)).all():
+            safeguarding = case.category == SAFEGUARDING or case.id in alerted
+            if recipient.sees(self.region_of(case), safeguarding):
+                self.cases[case.id] = case  # type: ignore[index]
+
+    def region_of(self, case: Case) -> str:
+        """The complainant's region from the participant directory, else the assignee's."""
+        person = self.directory.participant(case.complainant)
+        if person and person.region:
+            return person.region
+        staff = self.directory.staff_member(case.assignee) if case.assignee else None
+        return staff.region if staff else ""
+
+    def ids(self) -> list[int]:
+        return list(self.cases)
+
+    def open_ids(self) -> list[int]:
+        return [cid for cid, case in self.cases.items() if case.status in OPEN_STATUSES]
+
+    @staticmethod
+    def sort_key(case: Case) -> tuple[int, int]:
+        return (case.year, case.seq)
+
+    def cases_sorted(self) -> list[Case]:
+        return sorted(self.cases.values(), key=self.sort_key)
+
+    def events(self, session: Session, types: Iterable[str], since: datetime, now: datetime) -> list[Event]:
+        return list(session.exec(select(Event).where(
+            col(Event.type).in_(tuple(types)), col(Event.case_id).in_(self.ids()), Event.at >= to_db(since),
+            Event.at <= to_db(now)).order_by(col(Event.at), col(Event.id))).all())
+
+    def stage_label(self, case: Case, stage: int | None = None) -> str:
+        number = stage or case.stage
+        procedure = self.digest.casework.procedures.get(case.procedure)
+        if procedure is not None and any(s.number == number for s in procedure.stages):
+            return procedure.stage(number).label
+        return f"Stage {number}"
+
+    def holder(self, case: Case) -> str:
+        if not case.assignee:
+            return "nobody assigned"
+        member = self.directory.staff_member(case.assignee)
+        return member.name if member else case.assignee
+
+    def item(self, case: Case, **extra: Any) -> dict[str, Any]:
+        reply = self.digest.casework.reply_address(case)
+        return {
+            "ref": case.ref,
+            "subject": case.subject or "(no subject)",
+            "complainant": case.complainant,
+            "holder": self.holder(case),
+            "category": case.category,
+            "procedure": case.procedure,
+            "reply_address": reply,
+            "mailto": f"mailto:{reply}?subject={quote(f'[{case.ref}]')}",
+            **extra,
+        }
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _detail(event: Event) -> dict[str, Any]:
+    try:
+        value = json.loads(event.detail) if event.detail else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _strip_prefix(text: str, prefix: str) -> str:
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} seconds" if seconds < 10 else f"{round(seconds)} seconds"
+    if seconds < 3600:
+        minutes = round(seconds / 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    if seconds < 48 * 3600:
+        hours = round(seconds / 3600, 1)
+        return f"{hours:g} hour{'s' if hours != 1 else ''}"
+    days = round(seconds / 86400)
+    return f"{days} days"
+
+
+def _rate(label: str, met: int, total: int, empty: str) -> dict[str, Any]:
+    pct = round(100 * met / total) if total else None
+    return {"label": label, "met": met, "total": total, "pct": pct, "empty": empty,
+            "width": max(1, pct) if pct else 0, "colour": _rate_colour(pct)}
+
+
+def _rate_colour(pct: int | None) -> str:
+    if pct is None:
+        return "#b1b4b6"
+    if pct >= 90:
+        return "#00703c"
+    if pct >= 70:
+        return "#f47738"
+    return "#d4351c"
+
+
+def _bars(rows: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Rows for a CSS bar chart: each bar's width is its share of the biggest (at least 2% when not zero)."""
+    top = max((n for _, n in rows), default=0)
+    return [{"label": label, "count": n, "width": max(2, round(100 * n / top)) if n and top else 0}
+            for label, n in rows]
