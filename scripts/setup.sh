@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian machine for mailbot: Dovecot for the tests, and .venv with the bot and its test tools.
+# Set up a fresh Debian machine for mailbot: Dovecot and PostgreSQL for the tests, and .venv with the bot and its test tools.
 # Idempotent and quiet when there is nothing to do, because scripts/test.sh (and so CI) runs it every time.
 # Run as root, or as a user with sudo (only the apt steps need it).
 set -euo pipefail
@@ -40,6 +40,15 @@ if ! have_dovecot; then
     # left as an open IMAP service on a developer's machine. One that was there before is left alone.
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
         "${SUDO[@]}" systemctl disable --now dovecot.service >&2 2>/dev/null || true
+    fi
+fi
+
+# --- PostgreSQL: the production database option is tested against a throwaway server too -----------
+have_postgres() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+if ! have_postgres; then
+    apt_install postgresql
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        "${SUDO[@]}" systemctl disable --now postgresql.service >&2 2>/dev/null || true
     fi
 fi
 

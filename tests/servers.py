@@ -596,3 +596,63 @@ def _main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+# ------------------------------------------------------------------------------------------------
+# PostgreSQL
+# ------------------------------------------------------------------------------------------------
+
+
+def postgres_bindir() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL on 127.0.0.1 in `root`, run as the `postgres` user (initdb refuses root)."""
+
+    host = HOST
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = Path(root)
+        self.port = port if port is not None else free_port()
+        self.datadir = self.root / "pgdata"
+        self.bindir = postgres_bindir()
+
+    def _as_postgres(self, *args: str) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+
+    def start(self) -> None:
+        if self.bindir is None:
+            raise FileNotFoundError("PostgreSQL is not installed: run scripts/setup.sh")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        if os.geteuid() == 0:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        subprocess.run(self._as_postgres(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+                                         "--auth=trust", "-E", "UTF8"),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        options = f"-c listen_addresses={self.host} -p {self.port} -k {self.root} -c fsync=off"
+        subprocess.run(self._as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options,
+                                         "-l", str(self.root / "pg.log"), "-w", "start"),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop(self) -> None:
+        if self.bindir is not None and self.datadir.exists():
+            subprocess.run(self._as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
+                                             "-w", "stop"),
+                           check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/postgres"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -42,7 +42,8 @@ def case_by_ref(session: Session, ref: str) -> Case | None:
 
 def allocate_ref(session: Session, year: int) -> tuple[int, str]:
     """The next per-year sequence number and its reference, inside the caller's transaction."""
-    seq_row = session.get(RefSequence, year)
+    # FOR UPDATE serialises two processes allocating at once on PostgreSQL; SQLite serialises writers anyway.
+    seq_row = session.exec(select(RefSequence).where(RefSequence.year == year).with_for_update()).first()
     if seq_row is None:
         seq_row = RefSequence(year=year, last_seq=0)
         session.add(seq_row)
