@@ -20,11 +20,19 @@ def print_json(value: object) -> None:
 
 
 def run(settings: Settings, once: bool, now: datetime | None) -> int:
+    from imapclient.exceptions import IMAPClientError
+
     app = App(settings, now=now)
     if not once:
         app.run_forever()
         return 0
-    result = app.run_once()
+    try:
+        result = app.run_once()
+    except (IMAPClientError, OSError) as exc:
+        # Recorded as the mailbox's health too (the digest shows it); here it is one line, not a traceback.
+        print(f"mailbot: could not read the mailbox at {settings.imap_host}:{settings.imap_port_effective}: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     print(f"fetched {result['fetched']} message(s); scheduled work queued {result['jobs']} letter(s); "
           f"sent {result['sent']}, deferred {result['deferred']}, failed {result['failed']}")
     return 0

@@ -15,6 +15,10 @@ fi
 
 log() { echo "setup: $*" >&2; }
 
+# --runtime: only what running the bot needs (the venv); the test servers are for scripts/test.sh.
+runtime_only=no
+[ "${1:-}" = "--runtime" ] && runtime_only=yes
+
 apt_updated=no
 apt_install() {
     if [ "${#SUDO[@]}" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
@@ -33,7 +37,7 @@ apt_install() {
 
 # --- Dovecot: the tests run their own throwaway instances of it (tests/servers.py) ---------------
 have_dovecot() { PATH="$PATH:/usr/sbin:/sbin" command -v dovecot >/dev/null 2>&1; }
-if ! have_dovecot; then
+if [ "$runtime_only" = no ] && ! have_dovecot; then
     apt_install dovecot-imapd
     # The package starts a system-wide Dovecot on systemd hosts. The tests never use it (each runs its own
     # server on a free port), so a Dovecot we installed only for them is stopped and disabled rather than
@@ -45,7 +49,7 @@ fi
 
 # --- PostgreSQL: the production database option is tested against a throwaway server too -----------
 have_postgres() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
-if ! have_postgres; then
+if [ "$runtime_only" = no ] && ! have_postgres; then
     apt_install postgresql
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
         "${SUDO[@]}" systemctl disable --now postgresql.service >&2 2>/dev/null || true
