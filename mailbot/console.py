@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+
+from sqlmodel import Session
 
 from mailbot.app import App
 from mailbot.services import reports
@@ -38,10 +42,20 @@ def run(settings: Settings, once: bool, now: datetime | None) -> int:
     return 0
 
 
-def cases(settings: Settings, as_json: bool) -> int:
+@contextmanager
+def _store(settings: Settings) -> Iterator[Session]:
+    """A session on the database, migrated first, for the read-only commands."""
     engine = make_engine(settings.database_url_effective)
     upgrade(engine)
-    with session(engine) as s:
+    try:
+        with session(engine) as s:
+            yield s
+    finally:
+        engine.dispose()
+
+
+def cases(settings: Settings, as_json: bool) -> int:
+    with _store(settings) as s:
         rows = reports.all_cases(s)
     if as_json:
         print_json(rows)
@@ -55,9 +69,7 @@ def cases(settings: Settings, as_json: bool) -> int:
 
 
 def case(settings: Settings, ref: str, as_json: bool) -> int:
-    engine = make_engine(settings.database_url_effective)
-    upgrade(engine)
-    with session(engine) as s:
+    with _store(settings) as s:
         found = repo.case_by_ref(s, ref)
         if found is None:
             print(f"mailbot: no case {ref.upper()}", file=sys.stderr)
@@ -83,9 +95,7 @@ def case(settings: Settings, ref: str, as_json: bool) -> int:
 
 
 def unfiled(settings: Settings, as_json: bool) -> int:
-    engine = make_engine(settings.database_url_effective)
-    upgrade(engine)
-    with session(engine) as s:
+    with _store(settings) as s:
         rows = reports.unfiled_messages(s)
     if as_json:
         print_json(rows)
