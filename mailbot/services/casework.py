@@ -16,13 +16,12 @@ from sqlmodel import Session, col, select
 
 from mailbot.domain import categories
 from mailbot.domain.chain import Verdict
+from mailbot.domain.commands import COMMAND_REFERENCE
 from mailbot.domain.directory import DirectoryFiles, assigned_contact, choose_procedure
 from mailbot.domain.mail import InboundMail, header_safe, parse_mail
-from mailbot.domain.procedures import Procedure, stage_deadlines
-from mailbot.domain.rules import is_own_address
-from mailbot.domain.commands import COMMAND_REFERENCE
-from mailbot.domain.procedures import Signpost
+from mailbot.domain.procedures import Procedure, Signpost, stage_deadlines
 from mailbot.domain.quotes import extract_new_text
+from mailbot.domain.rules import is_own_address
 from mailbot.domain.restrictions import inbound_action
 from mailbot.domain.signing import signed_address
 from mailbot.domain.workdays import WorkingCalendar
@@ -158,7 +157,7 @@ class Casework:
             return self._under_restriction(session, restriction, case, mail, message, now)
         notes: list[str] = []
         if case.status == "resolved":
-            notes.append(self._escalation_request(session, case, mail, now))
+            notes.append(self._escalation_request(session, case, mail, received_at, now))
         elif case.status in ("closed", "redirected", "merged"):
             notes.append(f"This case is {case.status}; the message reopened nothing. Reply #reopen to reopen it.")
         letters = self.notify_staff(session, case, mail, now, headline="New message from the complainant",
@@ -250,7 +249,8 @@ class Casework:
 
     # ---- procedure steps ---------------------------------------------------------------------
 
-    def _escalation_request(self, session: Session, case: Case, mail: InboundMail, now: datetime) -> str:
+    def _escalation_request(self, session: Session, case: Case, mail: InboundMail, received_at: datetime,
+                            now: datetime) -> str:
         """A complainant's reply to a resolved case; returns a note for the staff notification."""
         text = f"{mail.subject}\n{extract_new_text(mail.text, mail.html)}".lower()
         procedure = self.procedures[case.procedure]
@@ -258,7 +258,7 @@ class Casework:
             repo.add_event(session, case, now, "filed_after_last_stage", message_id=mail.message_id)
             return "The case has been through every stage of the procedure; the message is filed on it."
         if any(phrase in text for phrase in ESCALATION_PHRASES):
-            self.escalate(session, case, now, reason="the complainant asked for a review")
+            self.escalate(session, case, now, reason="the complainant asked for a review", started_at=received_at)
             return (f"The complainant asked plainly for a review, so the case was escalated to stage {case.stage} "
                     f"and they have been told who reviews it and by when.")
         case.status = "awaiting_staff"
@@ -267,15 +267,19 @@ class Casework:
         return ("This is a reply to a resolved case. Reply #escalate to pass it to the next stage, "
                 "or #stay with your explanation to decline.")
 
-    def escalate(self, session: Session, case: Case, now: datetime, reason: str) -> MailMessage | None:
+    def escalate(self, session: Session, case: Case, now: datetime, reason: str,
+                 started_at: datetime | None = None) -> MailMessage | None:
+        """The next stage, its clock starting when the complainant asked (or now, when staff escalate)."""
         procedure = self.procedures[case.procedure]
         if case.stage >= procedure.last_stage:
             return None
+        start = started_at or now
         case.stage += 1
         case.status = "open"
-        case.stage_started_at = to_db(now)
+        case.closed_at = None
+        case.stage_started_at = to_db(start)
         case.updated_at = to_db(now)
-        self._set_stage_deadlines(session, case, procedure, case.stage, now)
+        self._set_stage_deadlines(session, case, procedure, case.stage, start)
         repo.add_event(session, case, now, "escalated", stage=case.stage, reason=reason)
         return queue_letter(session, self.renderer, self.config.sender, case=case,
                             template=procedure.letters["escalate"], to=[case.complainant],

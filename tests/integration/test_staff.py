@@ -158,9 +158,10 @@ def test_a_reply_to_a_resolved_case_asking_plainly_escalates_it(bot: Bot) -> Non
     note = open_case(bot)
     bot.append(staff_reply(note, PRIYA, "#resolve not-upheld\nWe found no fault."))
     bot.once(now=T0 + timedelta(days=1))
+    asked = datetime(2026, 11, 18, 9, 0, tzinfo=timezone.utc)
     bot.append(make_mail(subject="Re: [1MM-2026-0001] The outcome of your complaint",
-                         body="I am not satisfied with this and want it escalated."))
-    bot.once(now=datetime(2026, 11, 18, 9, 0, tzinfo=timezone.utc))
+                         body="I am not satisfied with this and want it escalated."), internaldate=asked)
+    bot.once(now=asked + timedelta(hours=3))
     case = bot.case_json("1MM-2026-0001")
     assert case["stage"] == 2 and case["status"] == "open"
     # 7 working days from Wednesday 18 November: Friday 27 November.
