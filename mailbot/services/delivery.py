@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
 from sqlalchemy.engine import Engine
+from sqlalchemy import select as sa_select
+from sqlalchemy import update
 from sqlmodel import col, func, select
 
 from mailbot.store import repo
@@ -21,6 +23,9 @@ from mailbot.store.db import from_db, to_db
 from mailbot.store.models import Case, MailMessage
 
 log = logging.getLogger(__name__)
+
+# Letters read from the outbox at a time.
+OUTBOX_PAGE = 200
 
 # Waits between attempts after a temporary failure; after the last, the letter is given up on.
 RETRY_DELAYS = (
@@ -73,20 +78,55 @@ class Deliverer:
         self.concurrency = concurrency
 
     async def deliver_due(self) -> DeliveryReport:
-        """Send every letter that is due now; returns what happened."""
+        """Send every letter that is due now; returns what happened.
+
+        One set of workers (each with its own kept-open connection) serves the whole pass, fed from the
+        outbox in id order a page at a time, so a large backlog neither reconnects every page nor waits
+        for a page's slowest letter before starting the next.
+        """
         report = DeliveryReport()
+        jobs = self._due_jobs(after=0)
+        if not jobs:
+            return report
+        queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        want_more = asyncio.Event()
+        workers = [asyncio.create_task(self._worker(queue, report, want_more))
+                   for _ in range(min(self.concurrency, len(jobs)))]
+        producer = asyncio.create_task(self._feed(queue, jobs, len(workers), want_more))
+        tasks = [producer, *workers]
+        try:
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        if pending:
+            # Something failed: queue nothing more, let the other workers finish the letter in hand, then stop.
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+            while not queue.empty():
+                queue.get_nowait()
+            for _ in workers:
+                queue.put_nowait(None)
+            await asyncio.gather(*workers, return_exceptions=True)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return report
+
+    async def _feed(self, queue: asyncio.Queue[_Job | None], jobs: list[_Job], workers: int,
+                    want_more: asyncio.Event) -> None:
+        """Queue a page; when the workers are nearly through it, read the next (ids after the last queued)."""
         while True:
-            jobs = self._due_jobs()
-            if not jobs:
-                return report
-            queue: asyncio.Queue[_Job] = asyncio.Queue()
             for job in jobs:
                 queue.put_nowait(job)
-            workers = [asyncio.create_task(self._worker(queue, report))
-                       for _ in range(min(self.concurrency, len(jobs)))]
-            await asyncio.gather(*workers)
-            if len(jobs) < 200:
-                return report
+            if len(jobs) < OUTBOX_PAGE:
+                break
+            want_more.clear()
+            await want_more.wait()
+            jobs = self._due_jobs(after=jobs[-1].id)
+        for _ in range(workers):
+            queue.put_nowait(None)
 
     def next_due_at(self) -> datetime | None:
         """When the earliest deferred letter becomes due, for the daemon's sleep."""
@@ -95,16 +135,29 @@ class Deliverer:
                 MailMessage.direction == "out", MailMessage.delivery == "pending")).one()
         return from_db(value)
 
-    def _due_jobs(self) -> list[_Job]:
-        with new_session(self.engine) as session:
-            rows = repo.due_outbox(session, self.clock())
-            return [_Job(r.id, r.raw, r.from_addr, r.to_addrs.split(","), r.attempts) for r in rows if r.id]
+    def _due_jobs(self, after: int) -> list[_Job]:
+        """The next page of due letters with an id above ``after``: only the columns sending needs."""
+        # The same conditions as repo.due_outbox, without loading whole ORM rows.
+        now = to_db(self.clock())
+        query = (
+            sa_select(MailMessage.id, MailMessage.raw, MailMessage.from_addr, MailMessage.to_addrs,
+                      MailMessage.attempts)
+            .where(MailMessage.direction == "out", MailMessage.delivery == "pending", col(MailMessage.id) > after,
+                   (col(MailMessage.next_attempt_at).is_(None)) | (col(MailMessage.next_attempt_at) <= now))
+            .order_by(col(MailMessage.id))
+            .limit(OUTBOX_PAGE)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [_Job(r.id, r.raw, r.from_addr, r.to_addrs.split(","), r.attempts) for r in rows if r.id]
 
-    async def _worker(self, queue: asyncio.Queue[_Job], report: DeliveryReport) -> None:
+    async def _worker(self, queue: asyncio.Queue[_Job | None], report: DeliveryReport,
+                      want_more: asyncio.Event) -> None:
         transport = self.transport_factory()
         try:
-            while not queue.empty():
-                job = queue.get_nowait()
+            while (job := await queue.get()) is not None:
+                if queue.qsize() <= self.concurrency:
+                    want_more.set()
                 try:
                     note = await transport.send(job.raw, job.mail_from, job.recipients)
                 except TemporaryFailure as exc:
@@ -120,15 +173,13 @@ class Deliverer:
             await transport.close()
 
     def _sent(self, job: _Job, report: DeliveryReport, note: str | None) -> None:
+        # One UPDATE in its own transaction, committed before the next letter is touched.
         now = self.clock()
-        with new_session(self.engine) as session:
-            row = session.get(MailMessage, job.id)
-            if row is not None:
-                row.delivery = "sent"
-                row.sent_at = to_db(now)
-                row.attempts = job.attempts + 1
-                row.last_error = note
-                session.commit()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(MailMessage).where(col(MailMessage.id) == job.id)
+                .values(delivery="sent", sent_at=to_db(now), attempts=job.attempts + 1, last_error=note)
+            )
         report.sent += 1
 
     def _deferred(self, job: _Job, error: str, report: DeliveryReport) -> None:

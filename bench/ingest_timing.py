@@ -1,0 +1,123 @@
+"""Where one complaint's ingest time goes, in-process and without a profiler's overhead.
+
+    .venv/bin/python bench/ingest_timing.py [--count 500] [--profile OUT]
+
+Runs the real Ingestor on a throwaway SQLite database (no IMAP, no SMTP) and times each step of
+each message with perf_counter by wrapping the functions the ingest path calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import collections
+import inspect
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.run import complaint  # noqa: E402
+from sqlalchemy import event  # noqa: E402
+
+from mailbot import letters as letters_mod  # noqa: E402
+from mailbot.app import App  # noqa: E402
+from mailbot.services import casework as casework_mod  # noqa: E402
+from mailbot.services import compose as compose_mod  # noqa: E402
+from mailbot.services import ingest as ingest_mod  # noqa: E402
+from mailbot.services.ingest import Arrival, CursorPosition  # noqa: E402
+from mailbot.settings import load_settings  # noqa: E402
+
+TIMES: collections.Counter[str] = collections.Counter()
+
+# (what owns the function, given the app; its name; the label printed). Indented labels are inside the one above.
+STEPS = [
+    (lambda app: ingest_mod, "parse_mail", "parse_mail"),
+    (lambda app: ingest_mod, "route", "route (the chain, with its queries)"),
+    (lambda app: app.casework, "open_case", "casework.open_case"),
+    (lambda app: ingest_mod.Ingestor, "_record", "record the inbound row"),
+    (lambda app: app.casework, "handle", "casework.handle (letters etc.)"),
+    (lambda app: app.casework, "letter_context", "  letter_context"),
+    (lambda app: casework_mod, "queue_letter", "  queue_letter"),
+    (lambda app: compose_mod.repo, "automatic_letters_since", "    the auto-reply cap query"),
+    (lambda app: compose_mod.LetterRenderer, "render", "    render (jinja)"),
+    (lambda app: compose_mod, "build_message", "    build_message (EmailMessage)"),
+    (lambda app: letters_mod.EmailMessage, "as_bytes", "    EmailMessage.as_bytes"),
+    (lambda app: ingest_mod.Ingestor, "_advance_cursor", "advance the cursor"),
+    (lambda app: ingest_mod.Session, "commit", "session.commit"),
+    (lambda app: ingest_mod.Session, "flush", "(session.flush, wherever called)"),
+]
+
+
+def timed(owner: object, name: str, label: str) -> None:
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            TIMES[label] += time.perf_counter() - began
+
+    is_static = isinstance(inspect.getattr_static(owner, name), staticmethod)
+    setattr(owner, name, staticmethod(wrapper) if is_static else wrapper)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--profile", type=Path)
+    parser.add_argument("--quiet", action="store_true", help="no per-step timing (no wrapper overhead)")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="mailbot-ingest-"))
+    try:
+        data = root / "data"
+        data.mkdir()
+        for name in ("staff.toml", "participants.csv"):
+            shutil.copy(REPO / "data" / name, data / name)
+        settings = load_settings(data_dir=str(data), templates_dir=str(REPO / "templates"), secret="bench",
+                                 smtp_host="127.0.0.1", smtp_port="2", smtp_security="none")
+        app = App(settings)
+        steps = [] if args.quiet else STEPS
+        for owner, name, label in steps:
+            timed(owner(app), name, label)
+        statements: collections.Counter[str] = collections.Counter()
+
+        @event.listens_for(app.engine, "before_cursor_execute")
+        def _count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            statements[statement.split(None, 1)[0].upper()] += 1
+
+        raws = [complaint(i, "timing")[0] for i in range(args.count)]
+        position = CursorPosition("bench@localhost/INBOX", 1)
+        arrivals = [Arrival(raw, datetime.now(timezone.utc), uid=i + 1) for i, raw in enumerate(raws)]
+        profiler = cProfile.Profile() if args.profile else None
+        began = time.perf_counter()
+        cpu_began = time.process_time()
+        if profiler:
+            profiler.enable()
+        app.ingestor.ingest_batch(arrivals, position)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(str(args.profile))
+        total = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
+        print(f"{args.count} complaints in {total:.2f} s: {total / args.count * 1000:.2f} ms each "
+              f"(CPU {cpu / args.count * 1000:.2f} ms each)")
+        print("  SQL statements per complaint: " + ", ".join(
+            f"{verb} {n / args.count:.1f}" for verb, n in statements.most_common()))
+        for label, seconds in TIMES.items():
+            print(f"  {label:34s} {seconds / args.count * 1000:7.3f} ms/msg")
+        app.engine.dispose()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
