@@ -16,11 +16,20 @@ from typing import Callable
 
 from mailbot.domain.chain import RouteConfig
 from mailbot.domain.directory import DirectoryError, DirectoryFiles
-from mailbot.domain.procedures import ProcedureFileError, load_procedures, load_signposts
+from mailbot.domain.procedures import (
+    ProcedureFileError,
+    load_procedures,
+    load_signposts,
+)
 from mailbot.domain.workdays import WorkingCalendar, parse_closures
 from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer
 from mailbot.mail.imap import ImapConfig, ImapIntake, MailboxHooks
-from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
+from mailbot.mail.local import (
+    LocalListener,
+    arrival_from_file,
+    mark_processed,
+    pending_files,
+)
 from mailbot.mail.maildir import MaildirTransport
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.services.casework import Casework, CaseworkConfig

@@ -10,7 +10,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mailbot.domain.commands import COMMAND_REFERENCE
-from mailbot.domain.procedures import Procedure, load_procedures, load_signposts, signposting, stage_deadlines
+from mailbot.domain.procedures import (
+    Procedure,
+    load_procedures,
+    load_signposts,
+    signposting,
+    stage_deadlines,
+)
 from mailbot.domain.restrictions import contact_option
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer, build_message, new_message_id

@@ -21,8 +21,8 @@ from mailbot.domain.directory import DirectoryFiles, assigned_contact, choose_pr
 from mailbot.domain.mail import InboundMail, header_safe, parse_mail
 from mailbot.domain.procedures import Procedure, Signpost, stage_deadlines
 from mailbot.domain.quotes import extract_new_text
-from mailbot.domain.rules import is_own_address
 from mailbot.domain.restrictions import inbound_action
+from mailbot.domain.rules import is_own_address
 from mailbot.domain.signing import signed_address
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer

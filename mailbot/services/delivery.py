@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
-from sqlalchemy.engine import Engine
 from sqlalchemy import select as sa_select
 from sqlalchemy import update
+from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
 from mailbot.store import repo
-from mailbot.store.db import session as new_session
 from mailbot.store.db import from_db, to_db
+from mailbot.store.db import session as new_session
 from mailbot.store.models import Case, MailMessage
 
 log = logging.getLogger(__name__)

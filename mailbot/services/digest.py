@@ -29,8 +29,17 @@ from mailbot.domain.directory import Directory, StaffMember
 from mailbot.domain.workdays import format_time
 from mailbot.services.casework import OPEN_STATUSES, Casework
 from mailbot.services.compose import queue_letter
-from mailbot.store.db import from_db, session as new_session, to_db
-from mailbot.store.models import Case, Deadline, DigestRun, Event, MailboxCursor, MailMessage, Restriction
+from mailbot.store.db import from_db, to_db
+from mailbot.store.db import session as new_session
+from mailbot.store.models import (
+    Case,
+    Deadline,
+    DigestRun,
+    Event,
+    MailboxCursor,
+    MailMessage,
+    Restriction,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from mailbot.domain.chain import RouteConfig, Verdict, route

@@ -18,7 +18,8 @@ from mailbot.services.casework import OPEN_STATUSES, Casework
 from mailbot.services.compose import queue_letter
 from mailbot.services.digest import Digest
 from mailbot.store import repo
-from mailbot.store.db import from_db, session as new_session, to_db
+from mailbot.store.db import from_db, to_db
+from mailbot.store.db import session as new_session
 from mailbot.store.models import Case, Deadline, Restriction
 
 

@@ -9,7 +9,14 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from mailbot.store.db import from_db
-from mailbot.store.models import Case, Deadline, Event, MailMessage, MentorAction, Restriction
+from mailbot.store.models import (
+    Case,
+    Deadline,
+    Event,
+    MailMessage,
+    MentorAction,
+    Restriction,
+)
 
 
 def iso(dt: datetime | None) -> str | None:

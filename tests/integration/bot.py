@@ -197,7 +197,7 @@ def staff_reply(notification, frm: str, body: str, quote: bool = True, to: str |
     quoted = ""
     if quote:
         old = original.get_body(preferencelist=("plain",)).get_content()
-        quoted = f"\n\nOn Mon, 16 Nov 2026 at 10:05, One Million Mentors <complaints@1mm.org.uk> wrote:\n" + \
+        quoted = "\n\nOn Mon, 16 Nov 2026 at 10:05, One Million Mentors <complaints@1mm.org.uk> wrote:\n" + \
             "\n".join("> " + line for line in old.splitlines())
     return make_mail(
         frm=frm, to=to or original["Reply-To"], subject=subject or f"Re: {original['Subject']}",
