@@ -119,11 +119,12 @@ class Casework:
             case.status = procedure.closes_on_open_as
             case.closed_at = to_db(now)
             repo.add_event(session, case, now, "case_closed", reason=f"closed as {case.status} by the procedure")
-        else:
-            self._set_stage_deadlines(session, case, procedure, 1, received_at)
+        deadlines = {} if procedure.closes_on_open_as else \
+            self._set_stage_deadlines(session, case, procedure, 1, received_at, fresh=True)
         letter = queue_letter(
             session, self.renderer, self.config.sender, case=case, template=procedure.letters["open"],
-            to=[case.complainant], context=self.letter_context(session, case), now=now, automatic=True,
+            to=[case.complainant], context=self.letter_context(session, case, deadlines=deadlines), now=now,
+            automatic=True,
             in_reply_to=mail.message_id if mail.has_message_id else None,
             references=list(mail.references) + ([mail.message_id] if mail.has_message_id else []),
         )
@@ -135,7 +136,8 @@ class Casework:
                      for ref, mode in self.restrictions_elsewhere(session, case)]
             if notes:
                 repo.add_event(session, case, now, "restricted_elsewhere", notes=notes)
-            letters += self.notify_staff(session, case, mail, now, headline="New complaint", notes=notes)
+            letters += self.notify_staff(session, case, mail, now, headline="New complaint", notes=notes,
+                                         deadlines=deadlines)
             terms = categories.safeguarding_concern(mail.subject, mail.text)
             if terms:
                 letters += self.safeguarding_alert(session, case, mail, now,
@@ -214,10 +216,16 @@ class Casework:
                                                       Restriction.state == "restricted")).first()
 
     def restrictions_elsewhere(self, session: Session, case: Case) -> list[tuple[str, str]]:
-        rows = session.exec(select(Case.ref, Restriction.mode).join(Restriction, col(Restriction.case_id) == col(Case.id))
-                            .where(Restriction.complainant == case.complainant, Restriction.state == "restricted",
-                                   Case.id != case.id)).all()
-        return [(ref, mode or "") for ref, mode in rows]
+        """The person's restrictions on their other cases (almost always none, so ask the small table first)."""
+        rows = session.exec(select(Restriction.case_id, Restriction.mode).where(
+            Restriction.complainant == case.complainant, Restriction.state == "restricted",
+            Restriction.case_id != case.id)).all()
+        found = []
+        for case_id, mode in rows:
+            other = session.get(Case, case_id)
+            if other is not None:
+                found.append((other.ref, mode or ""))
+        return found
 
     def _under_restriction(self, session: Session, restriction: Restriction, case: Case, mail: InboundMail,
                            message: MailMessage, now: datetime) -> list[MailMessage]:
@@ -287,14 +295,15 @@ class Casework:
                             references=self.complainant_thread(session, case))
 
     def _set_stage_deadlines(self, session: Session, case: Case, procedure: Procedure, stage: int,
-                             started_at: datetime) -> None:
-        for old in session.exec(select(Deadline).where(Deadline.case_id == case.id,
-                                                       Deadline.superseded == False)).all():  # noqa: E712
-            if old.met_at is None:
+                             started_at: datetime, fresh: bool = False) -> dict[str, datetime]:
+        """The stage's deadlines replace any unmet earlier ones (a new case has none to look for)."""
+        if not fresh:
+            for old in self.open_deadlines(session, case):
                 old.superseded = True
-        for name, due in stage_deadlines(procedure, stage, started_at, self.calendar).items():
-            session.add(Deadline(case_id=case.id, stage=stage, name=name, due_at=to_db(due)))
-        session.flush()
+        due = stage_deadlines(procedure, stage, started_at, self.calendar)
+        session.add_all([Deadline(case_id=case.id, stage=stage, name=name, due_at=to_db(at))
+                         for name, at in due.items()])
+        return due
 
     # ---- staff-facing mail --------------------------------------------------------------------
 
@@ -310,7 +319,8 @@ class Casework:
 
     def staff_letter(self, session: Session, case: Case, template: str, now: datetime, *,
                      to: list[str] | None = None, cc: list[str] | None = None,
-                     attachments: list[tuple[str, str, bytes]] | None = None, **extra: object) -> MailMessage | None:
+                     attachments: list[tuple[str, str, bytes]] | None = None,
+                     deadlines: dict[str, datetime] | None = None, **extra: object) -> MailMessage | None:
         """A letter to staff about a case, answerable in the thread through the signed reply address."""
         recipients = to if to is not None else self.staff_recipients(case)
         if not recipients:
@@ -318,17 +328,19 @@ class Casework:
                            reason="nobody to send it to: no assignee and no complaints_team in data/staff.toml")
             return None
         copy = [a for a in (cc or []) if a not in recipients]
-        context = self.letter_context(session, case, reply_address=self.reply_address(case), **extra)
+        context = self.letter_context(session, case, deadlines=deadlines, reply_address=self.reply_address(case),
+                                      **extra)
         return queue_letter(session, self.renderer, self.config.sender, case=case, template=template,
                             to=recipients, cc=copy, context=context, now=now, automatic=False,
                             reply_to=self.reply_address(case), auto_submitted="auto-generated",
                             references=self.thread_ids(session, case)[:1], attachments=attachments)
 
     def notify_staff(self, session: Session, case: Case, mail: InboundMail, now: datetime, *, headline: str,
-                     claimed_staff: bool = False, notes: list[str] | None = None) -> list[MailMessage]:
+                     claimed_staff: bool = False, notes: list[str] | None = None,
+                     deadlines: dict[str, datetime] | None = None) -> list[MailMessage]:
         """The assignee's copy of a complainant's message, answerable in the thread."""
         letter = self.staff_letter(
-            session, case, "staff-notification", now, cc=list(self.config.complaints_team_cc),
+            session, case, "staff-notification", now, cc=list(self.config.complaints_team_cc), deadlines=deadlines,
             attachments=[(a.filename, a.content_type, a.payload) for a in mail.attachments],
             **self.notification_context(case, mail, headline=headline, claimed_staff=claimed_staff, notes=notes),
         )
@@ -414,10 +426,13 @@ class Casework:
                 phrases[name] = f"the end of {self.calendar.format_date(due)}"
         return phrases
 
-    def letter_context(self, session: Session, case: Case, **extra: object) -> dict[str, object]:
+    def letter_context(self, session: Session, case: Case, deadlines: dict[str, datetime] | None = None,
+                       **extra: object) -> dict[str, object]:
+        """What every letter about a case may say; ``deadlines`` saves a query when the caller just set them."""
         procedure = self.procedures[case.procedure]
         stage = procedure.stage(case.stage)
-        deadlines = self.active_deadlines(session, case)
+        if deadlines is None:
+            deadlines = self.active_deadlines(session, case)
         opened = from_db(case.opened_at)
         assert opened is not None
         return {
