@@ -75,10 +75,6 @@ def new_message_id(domain: str) -> str:
     return f"{secrets.token_hex(12)}{MAILBOT_ID_TAG}{domain}"
 
 
-def is_mailbot_message_id(message_id: str, domain: str) -> bool:
-    return message_id.lower().endswith(f"{MAILBOT_ID_TAG}{domain}".lower())
-
-
 def _header(value: str) -> str | Header:
     """Plain ASCII stays as it is; anything else is RFC 2047 encoded, except a leading ASCII run
     (the "[1MM-2026-0042] " of a subject), which stays readable for servers that match on it."""

@@ -20,7 +20,3 @@ class MaildirTransport:
 
     async def close(self) -> None:
         return None
-
-
-def inbound_maildir(path: Path) -> mailbox.Maildir:
-    return mailbox.Maildir(str(path), create=True)

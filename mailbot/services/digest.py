@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from mailbot.domain.categories import SAFEGUARDING
 from mailbot.domain.directory import Directory, StaffMember
+from mailbot.domain.restrictions import persistent_suggestion
 from mailbot.domain.workdays import format_time
 from mailbot.services.casework import OPEN_STATUSES, Casework
 from mailbot.services.compose import queue_letter
@@ -387,7 +388,7 @@ class Digest:
         for case_id, sender in rows:
             if sender.lower() == view.cases[case_id].complainant.lower():  # type: ignore[index]
                 counts[case_id] += 1  # type: ignore[index]
-        flagged = [cid for cid, n in counts.items() if n > self.persistent_threshold]
+        flagged = [cid for cid, n in counts.items() if persistent_suggestion(n, self.persistent_threshold)]
         if not flagged:
             return []
         managed = set(session.exec(select(Restriction.case_id).where(

@@ -257,3 +257,12 @@ def test_wrong_credentials_are_one_line(bot: Bot) -> None:
     bot.extra["MAILBOT_IMAP_PASSWORD"] = "wrong"
     result = bot.cli("run", "--once", check=False)
     assert result.returncode == 1 and "could not read the mailbox" in result.stderr
+
+
+def test_a_broken_directory_stops_start_up_with_the_file_and_line(bot: Bot) -> None:
+    (bot.data_dir / "participants.csv").write_text(
+        "email,name,role,status,region,coordinator_email\nx@example.org,X,volunteer,current,London,\n")
+    result = bot.cli("run", "--once", check=False)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "participants.csv, line 2" in line and "role must be mentee or mentor" in line

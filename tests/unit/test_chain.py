@@ -1,0 +1,107 @@
+"""The routing chain and threading rules, table-driven over a dict-backed store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from mailbot.domain.chain import RouteConfig, authenticated_sender, route
+from mailbot.domain.mail import parse_mail
+from mailbot.domain.signing import signed_address
+
+SECRET = b"unit-test-secret"
+CFG = RouteConfig(address="complaints@1mm.org.uk", own_addresses=frozenset({"complaints@1mm.org.uk"}),
+                  message_id_suffix=".mailbot@1mm.org.uk", secret=SECRET, trusted_authserv_id="mx.1mm.org.uk")
+
+
+@dataclass
+class FakeStore:
+    cases: set[str] = field(default_factory=lambda: {"1MM-2026-0001", "1MM-2026-0002"})
+    messages: dict[str, str] = field(default_factory=lambda: {"ack-1.mailbot@1mm.org.uk": "1MM-2026-0001",
+                                                              "complaint-1@example.com": "1MM-2026-0001"})
+    inbound: set[str] = field(default_factory=lambda: {"complaint-1@example.com"})
+    outbound: set[str] = field(default_factory=lambda: {"ack-1.mailbot@1mm.org.uk"})
+    staff: dict[str, frozenset[str]] = field(default_factory=lambda: {"priya@1mm.org.uk": frozenset({"complaints_team"})})
+
+    def case_exists(self, ref: str) -> bool:
+        return ref in self.cases
+
+    def case_for_message_ids(self, ids: tuple[str, ...]) -> str | None:
+        return next((self.messages[i] for i in reversed(ids) if i in self.messages), None)
+
+    def is_duplicate(self, message_id: str) -> bool:
+        return message_id in self.inbound
+
+    def is_our_message(self, message_id: str) -> bool:
+        return message_id in self.outbound
+
+    def staff_roles(self, address: str) -> frozenset[str] | None:
+        return self.staff.get(address)
+
+
+def mail(headers: str, body: str = "Hello") -> bytes:
+    return (headers.strip() + "\r\n\r\n" + body).encode()
+
+
+SIGNED_1 = signed_address("1MM-2026-0001", SECRET, "complaints@1mm.org.uk")
+SIGNED_2 = signed_address("1MM-2026-0002", SECRET, "complaints@1mm.org.uk")
+
+
+@pytest.mark.parametrize(
+    "raw, action, ref, rule",
+    [
+        (mail("From: a@example.com\nMessage-ID: <complaint-1@example.com>\nSubject: x"), "duplicate", None, None),
+        (mail("From: a@example.com\nMessage-ID: <n1@example.com>\nSubject: New"), "new_case", None, None),
+        (mail("From: a@example.com\nMessage-ID: <n2@example.com>\nSubject: RE: AW: [1mm-2026-0002] x"),
+         "follow_up", "1MM-2026-0002", "subject-ref"),
+        # A reference to a case that does not exist opens a new case rather than going nowhere.
+        (mail("From: a@example.com\nMessage-ID: <n3@example.com>\nSubject: [1MM-2026-0999] x"), "new_case", None, None),
+        (mail("From: a@example.com\nMessage-ID: <n4@example.com>\nSubject: x\nIn-Reply-To: <ack-1.mailbot@1mm.org.uk>"),
+         "follow_up", "1MM-2026-0001", "in-reply-to"),
+        (mail("From: a@example.com\nMessage-ID: <n5@example.com>\nSubject: x\n"
+              "References: <unknown@x> <complaint-1@example.com>"), "follow_up", "1MM-2026-0001", "references"),
+        (mail("From: a@example.com\nTo: complaints+1mm-2026-0002@1mm.org.uk\nMessage-ID: <n6@example.com>\nSubject: x"),
+         "follow_up", "1MM-2026-0002", "plus-address"),
+        (mail("From: a@example.com\nTo: complaints@1mm.org.uk\nDelivered-To: complaints+1MM-2026-0001@1mm.org.uk\n"
+              "Message-ID: <n7@example.com>\nSubject: x"), "follow_up", "1MM-2026-0001", "plus-address"),
+        (mail(f"From: priya@1mm.org.uk\nTo: {SIGNED_1}\nMessage-ID: <s1@1mm.org.uk>\nSubject: Re: [1MM-2026-0001] x"),
+         "staff", "1MM-2026-0001", "subject-ref"),
+        # Another case's signature does not make a staff reply on this case.
+        (mail(f"From: priya@1mm.org.uk\nTo: {SIGNED_2}\nMessage-ID: <s2@1mm.org.uk>\nSubject: Re: [1MM-2026-0001] x"),
+         "follow_up", "1MM-2026-0001", "subject-ref"),
+        (mail("From: priya@1mm.org.uk\nMessage-ID: <s3@1mm.org.uk>\nSubject: Re: [1MM-2026-0001] x\n"
+              "Authentication-Results: mx.1mm.org.uk; dkim=pass header.d=1mm.org.uk"), "staff", "1MM-2026-0001",
+         "subject-ref"),
+        (mail("From: someone@example.com\nMessage-ID: <o1@x>\nSubject: Automatic reply: x\nAuto-Submitted: auto-replied\n"
+              "In-Reply-To: <ack-1.mailbot@1mm.org.uk>"), "automated", "1MM-2026-0001", "in-reply-to"),
+        (b"\x00\x01\x02", "unreadable", None, None),
+    ],
+)
+def test_routing(raw: bytes, action: str, ref: str | None, rule: str | None) -> None:
+    verdict = route(parse_mail(raw), FakeStore(), CFG)
+    assert verdict.action == action
+    assert verdict.ref == ref
+    if rule:
+        assert verdict.thread is not None and verdict.thread.rule == rule
+
+
+def test_a_staff_from_without_proof_is_flagged_not_obeyed() -> None:
+    raw = mail("From: priya@1mm.org.uk\nMessage-ID: <f1@x>\nSubject: Re: [1MM-2026-0001] x")
+    verdict = route(parse_mail(raw), FakeStore(), CFG)
+    assert verdict.action == "follow_up" and verdict.claimed_staff
+
+
+@pytest.mark.parametrize(
+    "header, trusted",
+    [
+        ("mx.1mm.org.uk; dkim=pass header.d=1mm.org.uk", True),
+        ("mx.1mm.org.uk; dmarc=pass header.from=1mm.org.uk", True),
+        ("mx.1mm.org.uk; dkim=fail header.d=1mm.org.uk", False),
+        ("mx.1mm.org.uk; dkim=pass header.d=evil.example", False),
+        ("evil.example; dkim=pass header.d=1mm.org.uk", False),  # someone else's server vouching
+    ],
+)
+def test_authentication_results_only_from_our_server(header: str, trusted: bool) -> None:
+    parsed = parse_mail(mail(f"From: priya@1mm.org.uk\nAuthentication-Results: {header}\nSubject: x"))
+    assert authenticated_sender(parsed, "mx.1mm.org.uk") is trusted
