@@ -186,11 +186,13 @@ class App(MailboxHooks):
         wake = asyncio.Event()
         stopping = asyncio.Event()
         stop = threading.Event()
+        local_wake = threading.Event()
         self._poke = lambda: loop.call_soon_threadsafe(wake.set)
 
         def request_stop() -> None:
             log.info("stopping")
             stop.set()
+            local_wake.set()
             stopping.set()
             wake.set()
 
@@ -200,7 +202,6 @@ class App(MailboxHooks):
         threads: list[threading.Thread] = []
         listener: LocalListener | None = None
         if self.settings.local_mode:
-            local_wake = threading.Event()
             listener = LocalListener(self.settings.data_dir / "maildir", self.settings.local_smtp_host,
                                      self.settings.local_smtp_port, local_wake.set)
             threads.append(threading.Thread(target=self._local_loop, args=(stop, local_wake), name="local-intake",
@@ -209,14 +210,19 @@ class App(MailboxHooks):
             intake = ImapIntake(self.imap_config(), self)
             threads.append(threading.Thread(target=intake.run, args=(stop,), name="imap-intake", daemon=True))
 
+        if listener:
+            try:
+                listener.start()
+            except OSError as exc:
+                # Another program (or another mailbot) has the port: say so in one line, as for bad settings.
+                raise ConfigError(f"MAILBOT_LOCAL_SMTP_PORT: cannot listen on {self.settings.local_smtp_host}:"
+                                  f"{self.settings.local_smtp_port}: {exc.strerror or exc}") from None
+            log.info("local mode: send complaints to %s by SMTP on %s:%s", self.settings.address,
+                     self.settings.local_smtp_host, self.settings.local_smtp_port)
         scheduler = BackgroundScheduler(timezone=self.settings.timezone)
         scheduler.add_job(self._scheduled, "interval", minutes=1, id="due-work", next_run_time=datetime.now(
             timezone.utc), max_instances=1, coalesce=True)
         scheduler.start()
-        if listener:
-            listener.start()
-            log.info("local mode: send complaints to %s by SMTP on %s:%s", self.settings.address,
-                     self.settings.local_smtp_host, self.settings.local_smtp_port)
         for thread in threads:
             thread.start()
         try:

@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Alembic narrates every start at INFO; only its warnings are news to an operator.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # aiosmtpd logs every SMTP command of the local listener at INFO; that is debugging detail.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         return _dispatch(args)
     except ConfigError as exc:

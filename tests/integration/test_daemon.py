@@ -70,3 +70,17 @@ def test_demo_plays_the_samples_and_explains_what_happened(bot: Bot) -> None:
     assert "opened case 1MM-2026-0001" in out
     assert "automated mail: filed, never answered" in out
     assert "X-Mailbot-Letter: acknowledgement" in out
+
+
+def test_local_mode_says_in_one_line_when_its_port_is_taken(bot: Bot) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        bot.extra.update({"MAILBOT_IMAP_HOST": "", "MAILBOT_LOCAL_SMTP_PORT": str(port)})
+        result = bot.cli("run", check=False, timeout=30)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mailbot: configuration error: MAILBOT_LOCAL_SMTP_PORT") and "in use" in last
