@@ -174,12 +174,19 @@ class ImapIntake:
                 self._failed(exc, auth=False)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception as exc:  # noqa: BLE001  (e.g. the database is unwell: keep the thread alive, retry)
+                log.exception("intake from %s failed; retrying", self.config.mailbox)
+                self._failed(exc, auth=False)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
         self.disconnect()
 
     def _failed(self, exc: BaseException, auth: bool) -> None:
         log.warning("IMAP %s: %s: %s", self.config.mailbox, type(exc).__name__, exc)
         try:
             self.hooks.fetch_failed(self.config.mailbox, f"{type(exc).__name__}: {exc}", auth)
+        except Exception:  # noqa: BLE001  (recording the failure must not end intake)
+            log.exception("could not record the failure of %s", self.config.mailbox)
         finally:
             if self.client is not None:
                 _quietly_close(self.client)

@@ -32,6 +32,17 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            # The sqlite3 module otherwise begins a transaction only at the first write, so a
+            # SAVEPOINT ... RELEASE commits on its own, and a transaction that read first cannot
+            # become a writer once another connection has written (it fails with "database is
+            # locked" at once instead of waiting). We begin every transaction ourselves (below).
+            dbapi_conn.isolation_level = None
+
+        # BEGIN IMMEDIATE takes the writer's lock up front, waiting (busy_timeout) for the current
+        # writer: the intake thread, the scheduler and the outbox worker then simply take turns.
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
