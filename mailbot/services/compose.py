@@ -8,7 +8,7 @@ from email.utils import parseaddr
 
 from sqlmodel import Session
 
-from mailbot.letters import LetterRenderer, build_message, new_message_id
+from mailbot.letters import LetterRenderer, letter_bytes, new_message_id
 from mailbot.store import repo
 from mailbot.store.db import to_db
 from mailbot.store.models import Case, MailMessage
@@ -61,7 +61,7 @@ def queue_letter(
     full_context = {"org_name": sender.org_name, "address": sender.address, **context}
     letter = renderer.render(template, full_context)
     message_id = new_message_id(sender.domain)
-    msg = build_message(
+    raw = letter_bytes(
         letter,
         template=template,
         from_name=from_name or sender.org_name,
@@ -87,7 +87,7 @@ def queue_letter(
         to_addrs=",".join(envelope),
         kind=template,
         at=to_db(now),
-        raw=msg.as_bytes(),
+        raw=raw,
         delivery="pending",
         automatic=automatic,
     )
