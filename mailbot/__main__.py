@@ -2,4 +2,6 @@ import sys
 
 from mailbot.cli import main
 
-sys.exit(main())
+# Guarded: the delivery process of `run --once` is spawned and imports this module too.
+if __name__ == "__main__":
+    sys.exit(main())
