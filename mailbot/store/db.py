@@ -95,16 +95,25 @@ class WriteGate:
 
 
 class ProcessWriteGate(WriteGate):
+    # The gate only makes turns fair; SQLite's locking keeps the data correct without it. So if the
+    # delivery process died holding or wanting the turn, intake goes on without the gate after a while.
+    GIVE_UP = 5.0
+
     def __init__(self, context: Any) -> None:  # a multiprocessing context (spawn)
         self._lock = context.Lock()
         self._waiting = context.Value("i", 0)
 
     @contextmanager
     def intake(self) -> Iterator[None]:
-        while self._waiting.value:
+        deadline = time.monotonic() + self.GIVE_UP
+        while self._waiting.value and time.monotonic() < deadline:
             time.sleep(0.0002)
-        with self._lock:
+        acquired = self._lock.acquire(timeout=self.GIVE_UP)
+        try:
             yield
+        finally:
+            if acquired:
+                self._lock.release()
 
     @asynccontextmanager
     async def delivery(self) -> AsyncIterator[None]:
