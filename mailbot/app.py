@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from mailbot.delivery_process import DeliveryProcess, transport_factory
 from mailbot.domain.chain import RouteConfig
 from mailbot.domain.directory import DirectoryError, DirectoryFiles
 from mailbot.domain.procedures import (
@@ -31,6 +30,8 @@ from mailbot.mail.local import (
     mark_processed,
     pending_files,
 )
+from mailbot.mail.maildir import MaildirTransport
+from mailbot.mail.smtp import SmtpTransport
 from mailbot.services.casework import Casework, CaseworkConfig
 from mailbot.services.compose import Sender
 from mailbot.services.delivery import Deliverer, DeliveryReport, Transport
@@ -39,15 +40,12 @@ from mailbot.services.ingest import Arrival, CursorPosition, Ingestor, read_curs
 from mailbot.services.jobs import Jobs
 from mailbot.settings import ConfigError, Settings
 from mailbot.store import repo
-from mailbot.store.db import WriteGate, make_engine, session, to_db, upgrade
+from mailbot.store.db import make_engine, session, to_db, upgrade
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_MAILBOX = "local/maildir"
-# `run --once` delivers in a second process while intake runs when at least this many messages wait;
-# below it, starting that process (~0.5 s of imports) costs more than it saves.
-BACKGROUND_DELIVERY_BACKLOG = 200
 
 
 class App(MailboxHooks):
@@ -88,10 +86,6 @@ class App(MailboxHooks):
                              persistent_threshold=settings.persistent_threshold)
         self.jobs = Jobs(self.engine, self.casework, self.clock, digest=self.digest)
         self._poke: Callable[[], None] = lambda: None
-        # Set by run_once: deliver in a second process once a large enough backlog is found.
-        self._background_allowed = False
-        self._background: DeliveryProcess | None = None
-        self.write_gate = WriteGate()
 
     # ---- wiring helpers ----------------------------------------------------------------------
 
@@ -104,7 +98,12 @@ class App(MailboxHooks):
         return path if path.exists() else REPO_ROOT / "data" / name
 
     def transport_factory(self) -> Callable[[], Transport]:
-        return transport_factory(self.settings)
+        s = self.settings
+        if s.smtp_host:
+            host, port, security = s.smtp_host, s.smtp_port_effective, s.smtp_security
+            return lambda: SmtpTransport(host, port, security, s.smtp_user, s.smtp_password)
+        sent = s.data_dir / "sent"
+        return lambda: MaildirTransport(sent)
 
     def imap_config(self) -> ImapConfig:
         s = self.settings
@@ -118,24 +117,18 @@ class App(MailboxHooks):
     def read_cursor(self, mailbox: str) -> tuple[int, int]:
         return read_cursor(self.engine, mailbox)
 
-    def backlog(self, mailbox: str, count: int) -> None:
-        if self._background_allowed and self._background is None and count >= BACKGROUND_DELIVERY_BACKLOG:
-            self._background = DeliveryProcess(self.settings, self.fixed_now)
-            self.write_gate = self.ingestor.gate = self._background.gate
-            log.info("%d messages waiting in %s: delivering in a second process meanwhile", count, mailbox)
-
     def ingest(self, arrivals: list[Arrival], position: CursorPosition) -> None:
         self.ingestor.ingest_batch(arrivals, position)
         self._poke()
 
     def fetch_succeeded(self, mailbox: str) -> None:
-        with self.write_gate.intake(), session(self.engine) as s:
+        with session(self.engine) as s:
             cur = repo.cursor_for(s, mailbox)
             cur.last_success_at = to_db(self.clock())
             s.commit()
 
     def fetch_failed(self, mailbox: str, error: str, auth: bool) -> None:
-        with self.write_gate.intake(), session(self.engine) as s:
+        with session(self.engine) as s:
             cur = repo.cursor_for(s, mailbox)
             cur.last_error = error[:1000]
             cur.last_error_at = to_db(self.clock())
@@ -175,31 +168,11 @@ class App(MailboxHooks):
         return asyncio.run(self.deliverer.deliver_due())
 
     def run_once(self) -> dict[str, object]:
-        self._background_allowed = True
-        try:
-            fetched = self.intake_once()
-        finally:
-            self._background_allowed = False
-            report = self._finish_background()
-        # The scheduled work runs alone (its transactions are not paced for a second writer), and this
-        # process delivers its letters and anything the delivery process did not get to (or all of it,
-        # when there was none or it failed).
+        fetched = self.intake_once()
         jobs = self.jobs.run_due(self.clock())
-        report.add(self.deliver())
+        report = self.deliver()
         return {"fetched": fetched, "jobs": jobs, "sent": report.sent, "deferred": report.deferred,
                 "failed": report.failed}
-
-    def _finish_background(self) -> DeliveryReport:
-        if self._background is None:
-            return DeliveryReport()
-        background, self._background = self._background, None
-        report = background.finish()
-        self.write_gate = self.ingestor.gate = WriteGate()
-        if report is None:
-            return DeliveryReport()
-        log.info("delivered %d letters alongside intake; slowest from the server's 250 to marked sent: %.1f ms",
-                 report.sent, report.slowest_mark_sent * 1000)
-        return report
 
     # ---- the daemon --------------------------------------------------------------------------
 

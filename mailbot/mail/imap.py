@@ -53,9 +53,6 @@ class MailboxHooks:
     def read_cursor(self, mailbox: str) -> tuple[int, int]:
         raise NotImplementedError
 
-    def backlog(self, mailbox: str, count: int) -> None:
-        """How many new messages a fetch found, before it takes them in."""
-
     def ingest(self, arrivals: list[Arrival], position: CursorPosition) -> None:
         raise NotImplementedError
 
@@ -126,7 +123,6 @@ class ImapIntake:
         # "N:*" always matches the highest UID, even when it is below N, so filter again.
         uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
         position = CursorPosition(cfg.mailbox, uidvalidity)
-        self.hooks.backlog(cfg.mailbox, len(uids))
         fetched = 0
         for start in range(0, len(uids), FETCH_CHUNK):
             chunk = uids[start:start + FETCH_CHUNK]

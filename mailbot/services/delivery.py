@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
@@ -20,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
 from mailbot.store import repo
-from mailbot.store.db import WriteGate, from_db, to_db
+from mailbot.store.db import from_db, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import Case, MailMessage
 
@@ -60,16 +58,6 @@ class DeliveryReport:
     deferred: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
-    # The longest time from a server's 250 to the commit that marked the letter sent: the window in
-    # which a crash would send it twice.
-    slowest_mark_sent: float = 0.0
-
-    def add(self, other: DeliveryReport) -> None:
-        self.sent += other.sent
-        self.deferred += other.deferred
-        self.failed += other.failed
-        self.errors += other.errors
-        self.slowest_mark_sent = max(self.slowest_mark_sent, other.slowest_mark_sent)
 
 
 @dataclass(frozen=True)
@@ -88,8 +76,6 @@ class Deliverer:
         self.transport_factory = transport_factory
         self.clock = clock
         self.concurrency = concurrency
-        # Replaced in the delivery process of `run --once`, which shares SQLite's writer slot with intake.
-        self.gate: WriteGate = WriteGate()
 
     async def deliver_due(self) -> DeliveryReport:
         """Send every letter that is due now; returns what happened.
@@ -175,28 +161,18 @@ class Deliverer:
                 try:
                     note = await transport.send(job.raw, job.mail_from, job.recipients)
                 except TemporaryFailure as exc:
-                    mark = partial(self._deferred, job, str(exc), report)
+                    self._deferred(job, str(exc), report)
                 except PermanentFailure as exc:
-                    mark = partial(self._failed, job, str(exc), report)
+                    self._failed(job, str(exc), report)
                 except Exception as exc:  # noqa: BLE001  (an unknown error must never lose a letter)
                     log.exception("unexpected error sending letter %s", job.id)
-                    mark = partial(self._deferred, job, f"{type(exc).__name__}: {exc}", report)
+                    self._deferred(job, f"{type(exc).__name__}: {exc}", report)
                 else:
-                    mark = partial(self._sent, job, report, note, accepted=time.monotonic())
-                await self._record(mark)
+                    self._sent(job, report, note)
         finally:
             await transport.close()
 
-    async def _record(self, mark: Callable[[], None]) -> None:
-        """Run one mark (its own transaction) at this process's turn at the database (WriteGate).
-
-        Waiting for the turn does not block the event loop, so other workers' letters go on meanwhile;
-        this worker's next letter waits, so it has at most one letter between a 250 and its commit.
-        """
-        async with self.gate.delivery():
-            mark()
-
-    def _sent(self, job: _Job, report: DeliveryReport, note: str | None, accepted: float) -> None:
+    def _sent(self, job: _Job, report: DeliveryReport, note: str | None) -> None:
         # One UPDATE in its own transaction, committed before the next letter is touched.
         now = self.clock()
         with self.engine.begin() as conn:
@@ -205,7 +181,6 @@ class Deliverer:
                 .values(delivery="sent", sent_at=to_db(now), attempts=job.attempts + 1, last_error=note)
             )
         report.sent += 1
-        report.slowest_mark_sent = max(report.slowest_mark_sent, time.monotonic() - accepted)
 
     def _deferred(self, job: _Job, error: str, report: DeliveryReport) -> None:
         now = self.clock()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable
@@ -25,16 +24,11 @@ from mailbot.domain.directory import DirectoryFiles
 from mailbot.domain.mail import InboundMail, parse_mail
 from mailbot.services.casework import Casework
 from mailbot.store import repo
-from mailbot.store.db import WriteGate, begin_write, to_db
 from mailbot.store.db import session as new_session
+from mailbot.store.db import to_db
 from mailbot.store.models import Case, MailboxCursor, MailMessage
 
 log = logging.getLogger(__name__)
-
-# How long one intake transaction may take in new messages before it commits (seconds). Long enough
-# that a backlog pays for few commits, short enough that a letter the delivery process has just
-# sent waits only this long to be marked sent (see store.db.WriteGate).
-TRANSACTION_BUDGET = 0.005
 
 
 class StoreRouteLookup(repo.StoreLookup):
@@ -88,58 +82,36 @@ class Ingestor:
         self.casework = casework
         self.directory = directory
         self.clock = clock
-        # Replaced by `run --once` when a second process delivers while this one takes mail in.
-        self.gate: WriteGate = WriteGate()
 
     def ingest_batch(self, arrivals: Iterable[Arrival], cursor: CursorPosition | None = None) -> list[IngestOutcome]:
-        """Process arrivals in order, in transactions of about TRANSACTION_BUDGET each.
+        """Process arrivals in order in one transaction, with the cursor moved to the last of them.
 
-        Each transaction holds whole messages, with the cursor moved to the last of them, so a crash
-        keeps every message with its letters and cursor, or none. Each message runs in its own
-        savepoint, so one that the pipeline cannot handle is rolled back alone and kept as a
-        processing error. Several messages a commit saves commits on a backlog; the time limit keeps
-        the database's writer slot free often enough for the delivery process (see WriteGate).
+        Each message runs in its own savepoint, so one that the pipeline cannot handle is rolled back
+        alone and kept as a processing error; the batch, its letters and the cursor commit together.
+        Batching matters for a backlog: one commit and one cursor write per fetch, not per message.
         """
-        pending = list(arrivals)
         outcomes: list[IngestOutcome] = []
-        while pending:
-            with self.gate.intake():
-                done = self._ingest_some(pending, cursor, outcomes)
-            del pending[:done]
-        return outcomes
-
-    def _ingest_some(self, arrivals: list[Arrival], cursor: CursorPosition | None,
-                     outcomes: list[IngestOutcome]) -> int:
-        """One transaction: messages from the front of ``arrivals`` until the time budget is spent."""
         last_uid: int | None = None
-        done = 0
         with new_session(self.engine) as session:
-            begin_write(session)
-            began = time.monotonic()
-            while done < len(arrivals) and (done == 0 or time.monotonic() - began < TRANSACTION_BUDGET):
-                arrival = arrivals[done]
-                outcomes.append(self._ingest_one(session, arrival))
-                done += 1
+            for arrival in arrivals:
+                mail = parse_mail(arrival.raw)
+                savepoint = session.begin_nested()
+                try:
+                    outcome = self._process(session, mail, arrival)
+                    savepoint.commit()
+                except OperationalError:
+                    raise  # the database itself is unwell: the whole batch is retried later
+                except Exception as exc:  # noqa: BLE001  (one bad message must not stop the mailbox)
+                    log.exception("could not process message %s", mail.message_id)
+                    savepoint.rollback()
+                    outcome = self._keep_failed(session, mail, arrival, exc)
+                outcomes.append(outcome)
                 if arrival.uid is not None:
                     last_uid = max(last_uid or 0, arrival.uid)
             if cursor is not None and last_uid is not None:
                 self._advance_cursor(session, cursor, last_uid)
             session.commit()
-        return done
-
-    def _ingest_one(self, session: Session, arrival: Arrival) -> IngestOutcome:
-        mail = parse_mail(arrival.raw)
-        savepoint = session.begin_nested()
-        try:
-            outcome = self._process(session, mail, arrival)
-            savepoint.commit()
-        except OperationalError:
-            raise  # the database itself is unwell: the whole batch is retried later
-        except Exception as exc:  # noqa: BLE001  (one bad message must not stop the mailbox)
-            log.exception("could not process message %s", mail.message_id)
-            savepoint.rollback()
-            outcome = self._keep_failed(session, mail, arrival, exc)
-        return outcome
+        return outcomes
 
     def ingest(self, arrival: Arrival, cursor: CursorPosition | None = None) -> IngestOutcome:
         return self.ingest_batch([arrival], cursor)[0]

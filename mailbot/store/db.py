@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -58,77 +54,6 @@ def upgrade(engine: Engine) -> None:
 
 def session(engine: Engine) -> Session:
     return Session(engine, expire_on_commit=False)
-
-
-def begin_write(s: Session) -> None:
-    """Start the session's transaction as a writer now, on SQLite (BEGIN IMMEDIATE; elsewhere nothing).
-
-    The sqlite3 driver begins a transaction only at the first INSERT/UPDATE, so without this a
-    transaction that reads first (a) has each SAVEPOINT ... RELEASE commit on its own, and (b) fails
-    at once with "database is locked" if another process wrote between its first read and its first
-    write (a stale snapshot cannot be upgraded; SQLite does not wait for that case).
-    """
-    connection = s.connection()
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-class WriteGate:
-    """Takes turns at SQLite's one writer slot between two processes of one `run --once`.
-
-    SQLite's own wait for a locked database sleeps in steps of up to 100 ms and is not fair: intake,
-    committing and beginning again at once, could keep the delivery process from marking a letter
-    sent for a long time, which would widen the window in which a crash sends that letter twice.
-    So delivery says it is waiting, and intake lets it in before starting its next transaction: a
-    letter waits for at most one intake transaction (ingest.TRANSACTION_BUDGET). Delivery waits for
-    its turn without blocking its event loop. The base class is the no-op gate for everything else
-    (one process, or PostgreSQL's row locks).
-    """
-
-    @contextmanager
-    def intake(self) -> Iterator[None]:
-        yield
-
-    @asynccontextmanager
-    async def delivery(self) -> AsyncIterator[None]:
-        yield
-
-
-class ProcessWriteGate(WriteGate):
-    # The gate only makes turns fair; SQLite's locking keeps the data correct without it. So if the
-    # delivery process died holding or wanting the turn, intake goes on without the gate after a while.
-    GIVE_UP = 5.0
-
-    def __init__(self, context: Any) -> None:  # a multiprocessing context (spawn)
-        self._lock = context.Lock()
-        self._waiting = context.Value("i", 0)
-
-    @contextmanager
-    def intake(self) -> Iterator[None]:
-        deadline = time.monotonic() + self.GIVE_UP
-        while self._waiting.value and time.monotonic() < deadline:
-            time.sleep(0.0002)
-        acquired = self._lock.acquire(timeout=self.GIVE_UP)
-        try:
-            yield
-        finally:
-            if acquired:
-                self._lock.release()
-
-    @asynccontextmanager
-    async def delivery(self) -> AsyncIterator[None]:
-        with self._waiting.get_lock():
-            self._waiting.value += 1
-        try:
-            while not self._lock.acquire(block=False):
-                await asyncio.sleep(0.0005)
-        finally:
-            with self._waiting.get_lock():
-                self._waiting.value -= 1
-        try:
-            yield
-        finally:
-            self._lock.release()
 
 
 def to_db(dt: datetime | None) -> datetime | None:
