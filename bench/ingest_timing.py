@@ -26,7 +26,6 @@ if str(REPO) not in sys.path:
 from bench.run import complaint  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
-from mailbot import letters as letters_mod  # noqa: E402
 from mailbot.app import App  # noqa: E402
 from mailbot.services import casework as casework_mod  # noqa: E402
 from mailbot.services import compose as compose_mod  # noqa: E402
@@ -47,8 +46,7 @@ STEPS = [
     (lambda app: casework_mod, "queue_letter", "  queue_letter"),
     (lambda app: compose_mod.repo, "automatic_letters_since", "    the auto-reply cap query"),
     (lambda app: compose_mod.LetterRenderer, "render", "    render (jinja)"),
-    (lambda app: compose_mod, "build_message", "    build_message (compat32)  "),
-    (lambda app: letters_mod.Message, "as_bytes", "    Message.as_bytes"),
+    (lambda app: compose_mod, "letter_bytes", "    letter_bytes (MIME)"),
     (lambda app: ingest_mod.Ingestor, "_advance_cursor", "advance the cursor"),
     (lambda app: ingest_mod.Session, "commit", "session.commit"),
     (lambda app: ingest_mod.Session, "flush", "(session.flush, wherever called)"),

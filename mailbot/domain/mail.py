@@ -138,8 +138,12 @@ def header_safe(value: str) -> str:
     Line breaks become spaces rather than vanishing so words stay apart, which is what stops
     a complainant's subject such as ``"x\\r\\nBcc: ..."`` from turning into a header of its own.
     """
+    value = str(value)
+    if value.isascii() and value.isprintable():
+        # The common case, with no control characters to look at (it runs for every header of every letter).
+        return " ".join(value.split())
     cleaned = []
-    for character in str(value):
+    for character in value:
         category = unicodedata.category(character)
         if character in "\r\n\t" or category in ("Zl", "Zp") or character == "\x85":
             cleaned.append(" ")

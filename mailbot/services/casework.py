@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from mailbot.domain import categories
@@ -301,8 +302,10 @@ class Casework:
             for old in self.open_deadlines(session, case):
                 old.superseded = True
         due = stage_deadlines(procedure, stage, started_at, self.calendar)
-        session.add_all([Deadline(case_id=case.id, stage=stage, name=name, due_at=to_db(at))
-                         for name, at in due.items()])
+        if due:
+            # Plain INSERTs: nothing reads these rows back as objects in the transaction that writes them.
+            session.connection().execute(insert(Deadline.__table__), [
+                {"case_id": case.id, "stage": stage, "name": name, "due_at": to_db(at)} for name, at in due.items()])
         return due
 
     # ---- staff-facing mail --------------------------------------------------------------------

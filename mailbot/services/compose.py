@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
 
+from sqlalchemy import insert
 from sqlmodel import Session
 
-from mailbot.letters import LetterRenderer, build_message, new_message_id
+from mailbot.letters import LetterRenderer, letter_bytes, new_message_id
 from mailbot.store import repo
 from mailbot.store.db import to_db
 from mailbot.store.models import Case, MailMessage
@@ -61,7 +62,7 @@ def queue_letter(
     full_context = {"org_name": sender.org_name, "address": sender.address, **context}
     letter = renderer.render(template, full_context)
     message_id = new_message_id(sender.domain)
-    msg = build_message(
+    raw = letter_bytes(
         letter,
         template=template,
         from_name=from_name or sender.org_name,
@@ -78,22 +79,20 @@ def queue_letter(
         extra_headers={"X-Mailbot-Case": case.ref} if case else None,
     )
     envelope = recipients + [a for a in (_bare(c) for c in (cc or [])) if a and a not in recipients]
-    row = MailMessage(
-        case_id=case.id if case else None,
-        direction="out",
-        message_id=message_id,
-        subject=letter.subject,
-        from_addr=sender.address,
-        to_addrs=",".join(envelope),
-        kind=template,
-        at=to_db(now),
-        raw=msg.as_bytes(),
-        delivery="pending",
-        automatic=automatic,
-    )
-    session.add(row)
+    if case is not None and case.id is None:
+        session.flush()
+    values = {
+        "case_id": case.id if case else None, "direction": "out", "message_id": message_id,
+        "subject": letter.subject, "from_addr": sender.address, "to_addrs": ",".join(envelope), "kind": template,
+        "at": to_db(now), "raw": raw, "delivery": "pending", "automatic": automatic,
+    }
+    # A plain INSERT: the outbox row is write-only in this transaction, and the ORM's unit of work for
+    # it (and the autoflush it forced on the next query) cost more than building the letter.
+    row_id = session.connection().execute(
+        insert(MailMessage.__table__).returning(MailMessage.__table__.c.id), values).scalar_one()
     repo.add_event(session, case, now, "letter_queued", template=template, to=",".join(envelope), message_id=message_id)
-    return row
+    # The letter as queued, for the caller; not attached to the session (nothing here changes it later).
+    return MailMessage(id=row_id, **values)
 
 
 def _bare(address: str) -> str:

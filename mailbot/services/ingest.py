@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable
 
+from sqlalchemy import select as sa_select
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -42,8 +43,8 @@ class StoreRouteLookup(repo.StoreLookup):
 
     def is_our_message(self, message_id: str) -> bool:
         # Only whether the letter exists: the id, not the whole row with its raw bytes.
-        return self.session.exec(
-            select(MailMessage.id).where(MailMessage.direction == "out", MailMessage.message_id == message_id)
+        return self.session.connection().execute(
+            sa_select(MailMessage.id).where(MailMessage.direction == "out", MailMessage.message_id == message_id)
         ).first() is not None
 
     def staff_roles(self, address: str) -> frozenset[str] | None:
@@ -174,13 +175,13 @@ class Ingestor:
     @staticmethod
     def _advance_cursor(session: Session, position: CursorPosition, uid: int) -> None:
         # The common case in one statement: the cursor exists, with this UIDVALIDITY, behind this UID.
-        moved = session.execute(
+        # On the connection: the ORM's UPDATE path costs several times the statement.
+        moved = session.connection().execute(
             update(MailboxCursor)
             .where(col(MailboxCursor.mailbox) == position.mailbox,
                    col(MailboxCursor.uidvalidity) == position.uidvalidity,
                    col(MailboxCursor.last_uid) < uid)
             .values(last_uid=uid)
-            .execution_options(synchronize_session=False)
         )
         if moved.rowcount == 1:
             return

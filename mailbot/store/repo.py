@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert
+from sqlalchemy import func, insert, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mailbot.store.db import to_db
@@ -42,14 +43,16 @@ def case_by_ref(session: Session, ref: str) -> Case | None:
 
 def allocate_ref(session: Session, year: int) -> tuple[int, str]:
     """The next per-year sequence number and its reference, inside the caller's transaction."""
-    # FOR UPDATE serialises two processes allocating at once on PostgreSQL; SQLite serialises writers anyway.
-    seq_row = session.exec(select(RefSequence).where(RefSequence.year == year).with_for_update()).first()
-    if seq_row is None:
-        seq_row = RefSequence(year=year, last_seq=0)
-        session.add(seq_row)
-    seq_row.last_seq += 1
-    session.flush()
-    return seq_row.last_seq, f"1MM-{year}-{seq_row.last_seq:04d}"
+    # One UPDATE ... RETURNING: its row lock serialises two processes allocating at once on PostgreSQL
+    # (as SELECT ... FOR UPDATE did); SQLite serialises writers anyway.
+    table = RefSequence.__table__
+    connection = session.connection()
+    seq = connection.execute(update(table).where(table.c.year == year).values(last_seq=table.c.last_seq + 1)
+                             .returning(table.c.last_seq)).scalar()
+    if seq is None:
+        seq = 1
+        connection.execute(insert(table), {"year": year, "last_seq": seq})
+    return seq, f"1MM-{year}-{seq:04d}"
 
 
 def add_event(session: Session, case: Case | None, at: datetime, type_: str, actor: str = "", **detail: object) -> None:
@@ -60,15 +63,19 @@ def add_event(session: Session, case: Case | None, at: datetime, type_: str, act
     """
     if case is not None and case.id is None:
         session.flush()
-    session.execute(insert(Event).values(
-        case_id=case.id if case else None, at=to_db(at), type=type_, actor=actor,
-        detail=json.dumps(detail, default=str, sort_keys=True) if detail else "",
-    ))
+    # On the session's connection, not session.execute: the ORM's bulk-insert path and its autoflush
+    # cost more than the INSERT itself, and nothing pending needs flushing for an event.
+    session.connection().execute(insert(Event.__table__), {
+        "case_id": case.id if case else None, "at": to_db(at), "type": type_, "actor": actor,
+        "detail": json.dumps(detail, default=str, sort_keys=True) if detail else "",
+    })
 
 
 def inbound_seen(session: Session, message_id: str) -> bool:
-    return session.exec(
-        select(MailMessage.id).where(MailMessage.direction == "in", MailMessage.message_id == message_id)
+    # Straight on the connection (no autoflush, no ORM result): asked for every message, and inbound
+    # rows are flushed as soon as they are added.
+    return session.connection().execute(
+        sa_select(MailMessage.id).where(MailMessage.direction == "in", MailMessage.message_id == message_id)
     ).first() is not None
 
 
@@ -79,14 +86,15 @@ def outbound_by_message_id(session: Session, message_id: str) -> MailMessage | N
 
 
 def automatic_letters_since(session: Session, address: str, since: datetime) -> int:
-    return session.exec(
-        select(func.count(MailMessage.id)).where(
+    # On the connection: outbox letters are plain INSERTs (compose.queue_letter), so there is nothing to flush.
+    return session.connection().execute(
+        sa_select(func.count(MailMessage.id)).where(
             MailMessage.direction == "out",
             MailMessage.automatic == True,  # noqa: E712  (SQL expression)
             MailMessage.to_addrs == address,
             MailMessage.at >= to_db(since),
         )
-    ).one()
+    ).scalar_one()
 
 
 def cursor_for(session: Session, mailbox: str) -> MailboxCursor:

@@ -86,3 +86,25 @@ def test_header_injection_from_a_complaint_subject_is_impossible() -> None:
     parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
     assert parsed["Bcc"] is None and parsed["X-Evil"] is None
     assert parsed["To"] == "x@example.com" and "\n" not in parsed["Subject"]
+
+
+def test_letter_bytes_are_standard_mime_with_crlf_and_encoded_headers() -> None:
+    from mailbot.letters import RenderedLetter, letter_bytes
+
+    letter = RenderedLetter(subject="[1MM-2026-0042] Re: Ça ne va pas, je suis très mécontent",
+                            text="Dear Zoë,\n\nLine one \nA long line " + "x" * 100 + "\n=end\n.\n",
+                            html="<p>Dear Zoë</p>\n")
+    raw = letter_bytes(letter, template="acknowledgement", from_name="One Million Méntors",
+                       from_addr="complaints@1mm.org.uk", to=["jane@example.com"], message_id="m.mailbot@1mm.org.uk",
+                       attachments=[("rapport é.pdf", "application/pdf", b"%PDF-1.4" * 50)])
+    assert b"\n" not in raw.replace(b"\r\n", b"") and raw.isascii()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998  # RFC 5322's hard limit
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/mixed" and parsed["MIME-Version"] == "1.0"
+    assert parsed["Subject"] == letter.subject and parsed["From"] == "One Million Méntors <complaints@1mm.org.uk>"
+    alternative, attachment = parsed.get_payload()
+    plain, html = alternative.get_payload()
+    assert alternative.get_content_type() == "multipart/alternative"
+    assert plain.get_content().replace("\r\n", "\n") == letter.text
+    assert html.get_content().replace("\r\n", "\n") == letter.html
+    assert attachment.get_filename() == "rapport é.pdf" and attachment.get_content() == b"%PDF-1.4" * 50
