@@ -635,10 +635,19 @@ class PostgresServer:
         subprocess.run(self._as_postgres(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
                                          "--auth=trust", "-E", "UTF8"),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        options = f"-c listen_addresses={self.host} -p {self.port} -k {self.root} -c fsync=off"
-        subprocess.run(self._as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options,
-                                         "-l", str(self.root / "pg.log"), "-w", "start"),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # A port that was free a moment ago can be taken by the time the server binds it; try another once.
+        for attempt in range(2):
+            options = f"-c listen_addresses={self.host} -p {self.port} -k {self.root} -c fsync=off"
+            started = subprocess.run(
+                self._as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options,
+                                  "-l", str(self.root / "pg.log"), "-w", "-t", "60", "start"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if started.returncode == 0:
+                return
+            self.stop()
+            if attempt == 0:
+                self.port = free_port()
+        raise RuntimeError(f"PostgreSQL did not start:\n{_tail(self.root / 'pg.log')}")
 
     def stop(self) -> None:
         if self.bindir is not None and self.datadir.exists():
