@@ -19,6 +19,7 @@ from email.mime.base import MIMEBase
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -83,29 +84,10 @@ def _header(value: str) -> str | Header:
     return header
 
 
-def build_message(
-    letter: RenderedLetter,
-    *,
-    template: str,
-    from_name: str,
-    from_addr: str,
-    to: list[str],
-    message_id: str,
-    cc: list[str] | None = None,
-    reply_to: str | None = None,
-    in_reply_to: str | None = None,
-    references: list[str] | None = None,
-    auto_submitted: str | None = "auto-replied",
-    extra_headers: dict[str, str] | None = None,
-    attachments: list[tuple[str, str, bytes]] | None = None,
-    date: datetime | None = None,
-) -> Message:
-    """The letter as an email.message.Message (previews and tests); the outbox stores letter_bytes."""
-    raw = letter_bytes(letter, template=template, from_name=from_name, from_addr=from_addr, to=to,
-                       message_id=message_id, cc=cc, reply_to=reply_to, in_reply_to=in_reply_to,
-                       references=references, auto_submitted=auto_submitted, extra_headers=extra_headers,
-                       attachments=attachments, date=date)
-    return message_from_bytes(raw, policy=WIRE)
+def build_message(letter: RenderedLetter, **headers: Any) -> Message:
+    """The letter as an email.message.Message, for previews and tests; it takes letter_bytes's keywords.
+    The outbox stores letter_bytes itself."""
+    return message_from_bytes(letter_bytes(letter, **headers), policy=WIRE)
 
 
 def letter_bytes(
