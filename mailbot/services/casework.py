@@ -190,6 +190,11 @@ class Casework:
                        case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
         repo.add_event(session, case, now, "unreadable_mail", message_id=mail.message_id, sender=mail.from_addr,
                        defects=list(mail.defects[:5]))
+        return self.alert_unreadable(session, case, mail, list(mail.defects[:5]) or ["unknown"], now)
+
+    def alert_unreadable(self, session: Session, case: Case | None, mail: InboundMail, problems: list[str],
+                         now: datetime) -> list[MailMessage]:
+        """Tell staff about mail the bot could not read or could not process, so a person deals with it."""
         recipients = self.staff_recipients(case) if case else [
             m.email for m in self.directory.get().with_role("complaints_team")[:1]]
         if not recipients:
@@ -198,7 +203,7 @@ class Casework:
             session, self.renderer, self.config.sender, case=case, template="unreadable-alert", to=recipients,
             cc=list(self.config.complaints_team_cc), now=now, automatic=False, auto_submitted="auto-generated",
             context={"ref": case.ref if case else None, "sender": mail.from_addr, "subject": mail.subject,
-                     "message_id": mail.message_id, "defects": list(mail.defects[:5]) or ["unknown"]},
+                     "message_id": mail.message_id, "defects": problems},
         )
         return [letter] if letter else []
 

@@ -126,6 +126,14 @@ class Ingestor:
                                     detail=json.dumps({"error": error})))
             repo.add_event(session, None, self.clock(), "processing_error", message_id=mail.message_id,
                            sender=mail.from_addr, error=error)
+            # Staff hear of it as of unreadable mail; if even that letter fails, the record above stays.
+            alert = session.begin_nested()
+            try:
+                self.casework.alert_unreadable(session, None, mail, [f"the bot failed on it: {error}"], self.clock())
+                alert.commit()
+            except Exception:  # noqa: BLE001
+                log.exception("could not alert staff about message %s", mail.message_id)
+                alert.rollback()
         return IngestOutcome(mail.message_id, "error", "processing_error", None, ())
 
     def _process(self, session: Session, mail: InboundMail, arrival: Arrival) -> IngestOutcome:

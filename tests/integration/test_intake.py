@@ -266,3 +266,25 @@ def test_a_broken_directory_stops_start_up_with_the_file_and_line(bot: Bot) -> N
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert "participants.csv, line 2" in line and "role must be mentee or mentor" in line
+
+
+def test_a_message_the_bot_fails_on_is_kept_skipped_and_shown_to_staff(bot: Bot, tmp_path) -> None:
+    import shutil
+
+    from tests.integration.bot import REPO
+
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    # A template edit gone wrong: the acknowledgement names a variable that does not exist.
+    (templates / "letters" / "acknowledgement.txt").write_text("Subject: [{{ ref }}] {{ no_such_thing }}\n\nHi\n")
+    bot.extra["MAILBOT_TEMPLATES_DIR"] = str(templates)
+    bot.append(make_mail(subject="First"))
+    bot.append(make_mail(frm="follow@example.org", subject="Re: something", Auto_Submitted="auto-replied"))
+    bot.once()
+    unfiled = bot.cli("unfiled", "--json").stdout
+    assert "processing_error" in unfiled and "First" in unfiled
+    alerts = bot.letters("unreadable-alert")
+    assert len(alerts) == 1 and "no_such_thing" in alerts[0].message.get_body(("plain",)).get_content()
+    assert bot.cases_json() == []  # the failed message's half-made case was rolled back with it
+    bot.once()  # the cursor moved past it: nothing is retried or sent again
+    assert len(bot.letters("unreadable-alert")) == 1
