@@ -341,7 +341,8 @@ class Casework:
         return queue_letter(session, self.renderer, self.config.sender, case=case, template=template,
                             to=recipients, cc=copy, context=context, now=now, automatic=False,
                             reply_to=self.reply_address(case), auto_submitted="auto-generated",
-                            references=self.thread_ids(session, case)[:1], attachments=attachments)
+                            references=[r for r in [self.first_message_id(session, case)] if r],
+                            attachments=attachments)
 
     def notify_staff(self, session: Session, case: Case, mail: InboundMail, now: datetime, *, headline: str,
                      claimed_staff: bool = False, notes: list[str] | None = None,
@@ -459,8 +460,7 @@ class Casework:
             **extra,
         }
 
-    def thread_ids(self, session: Session, case: Case) -> list[str]:
-        """Message ids of the complainant's conversation, oldest first, for In-Reply-To/References."""
-        rows = session.exec(select(MailMessage.message_id).where(MailMessage.case_id == case.id)
-                            .order_by(col(MailMessage.id))).all()
-        return list(rows)
+    def first_message_id(self, session: Session, case: Case) -> str | None:
+        """The case's first message (the complaint), which staff mail references to stay in the case's thread."""
+        return session.exec(select(MailMessage.message_id).where(MailMessage.case_id == case.id)
+                            .order_by(col(MailMessage.id)).limit(1)).first()
