@@ -18,6 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -49,6 +51,8 @@ def main() -> int:
             now = datetime.now(timezone.utc)
             app.ingestor.ingest_batch(Arrival(complaint(i, "deliv")[0], now) for i in range(args.letters // 2))
             profiler = cProfile.Profile() if args.profile else None
+            sink_process = psutil.Process(sink.pid)
+            sink_before = sum(sink_process.cpu_times()[:2])
             before = resource.getrusage(resource.RUSAGE_SELF)
             began = time.perf_counter()
             if profiler:
@@ -60,10 +64,12 @@ def main() -> int:
             wall = time.perf_counter() - began
             after = resource.getrusage(resource.RUSAGE_SELF)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            sink_cpu = sum(sink_process.cpu_times()[:2]) - sink_before
             arrived = sink.count()
             app.engine.dispose()
         print(f"sent {report.sent} (sink has {arrived}) in {wall:.2f} s: {report.sent / wall:.0f} letters/s, "
-              f"CPU {cpu:.2f} s ({cpu / max(report.sent, 1) * 1000:.2f} ms/letter), concurrency {args.concurrency}")
+              f"CPU {cpu:.2f} s ({cpu / max(report.sent, 1) * 1000:.2f} ms/letter), sink CPU {sink_cpu:.2f} s "
+              f"({sink_cpu / max(report.sent, 1) * 1000:.2f} ms/letter), concurrency {args.concurrency}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

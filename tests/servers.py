@@ -447,6 +447,11 @@ class SmtpSink:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The sink process's id (benchmarks read its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
     def __enter__(self) -> Self:
         self.start()
         return self

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
+from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col, func, select
 
 from mailbot.store import repo
@@ -32,6 +32,15 @@ RETRY_DELAYS = (
     timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), timedelta(minutes=30),
     timedelta(hours=1), timedelta(hours=2), timedelta(hours=4), timedelta(hours=8), timedelta(hours=16),
     timedelta(hours=24),
+)
+
+
+_OUTBOX = MailMessage.__table__  # type: ignore[attr-defined]
+
+# Built once: constructing an UPDATE and its cache key cost more than running it, once per letter.
+_MARK_SENT = (
+    update(_OUTBOX).where(_OUTBOX.c.id == bindparam("letter_id"))
+    .values(delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"), last_error=bindparam("note"))
 )
 
 
@@ -76,6 +85,8 @@ class Deliverer:
         self.transport_factory = transport_factory
         self.clock = clock
         self.concurrency = concurrency
+        # The pass's own connection for marking letters sent (no pool round trip per letter).
+        self._conn: Connection | None = None
 
     async def deliver_due(self) -> DeliveryReport:
         """Send every letter that is due now; returns what happened.
@@ -88,6 +99,14 @@ class Deliverer:
         jobs = self._due_jobs(after=0)
         if not jobs:
             return report
+        with self.engine.connect() as conn:
+            self._conn = conn
+            try:
+                return await self._deliver(jobs, report)
+            finally:
+                self._conn = None
+
+    async def _deliver(self, jobs: list[_Job], report: DeliveryReport) -> DeliveryReport:
         queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         want_more = asyncio.Event()
         workers = [asyncio.create_task(self._worker(queue, report, want_more))
@@ -174,12 +193,13 @@ class Deliverer:
 
     def _sent(self, job: _Job, report: DeliveryReport, note: str | None) -> None:
         # One UPDATE in its own transaction, committed before the next letter is touched.
-        now = self.clock()
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(MailMessage).where(col(MailMessage.id) == job.id)
-                .values(delivery="sent", sent_at=to_db(now), attempts=job.attempts + 1, last_error=note)
-            )
+        params = {"letter_id": job.id, "sent_when": to_db(self.clock()), "tries": job.attempts + 1, "note": note}
+        if self._conn is None:
+            with self.engine.begin() as conn:
+                conn.execute(_MARK_SENT, params)
+        else:
+            with self._conn.begin():
+                self._conn.execute(_MARK_SENT, params)
         report.sent += 1
 
     def _deferred(self, job: _Job, error: str, report: DeliveryReport) -> None:
