@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mailbot.domain import categories
@@ -27,7 +28,7 @@ from mailbot.domain.rules import is_own_address
 from mailbot.domain.signing import signed_address
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer
-from mailbot.services.compose import Sender, queue_letter
+from mailbot.services.compose import QueuedLetter, Sender, queue_letter
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
 from mailbot.store.models import Case, Deadline, MailMessage, Restriction
@@ -39,6 +40,22 @@ ESCALATION_PHRASES = (
     "escalate", "not satisfied", "unsatisfied", "dissatisfied", "not happy", "unhappy with", "appeal",
     "take this further", "review my complaint", "not resolved", "next stage",
 )
+
+
+_CASES = Case.__table__  # type: ignore[attr-defined]
+_MESSAGES = MailMessage.__table__  # type: ignore[attr-defined]
+_RESTRICTIONS = Restriction.__table__  # type: ignore[attr-defined]
+_INSERT_DEADLINES = insert(Deadline.__table__)  # type: ignore[attr-defined]
+# Asked for every new case and every letter to staff: built once (see store.repo).
+_RESTRICTED_ELSEWHERE = (
+    sa_select(_CASES.c.ref, _RESTRICTIONS.c.mode)
+    .join(_CASES, _CASES.c.id == _RESTRICTIONS.c.case_id)
+    .where(_RESTRICTIONS.c.complainant == bindparam("complainant"), _RESTRICTIONS.c.state == "restricted",
+           _RESTRICTIONS.c.case_id != bindparam("case_id"))
+    .order_by(_RESTRICTIONS.c.id)
+)
+_FIRST_MESSAGE_ID = (sa_select(_MESSAGES.c.message_id).where(_MESSAGES.c.case_id == bindparam("case_id"))
+                     .order_by(_MESSAGES.c.id).limit(1))
 
 
 # Statuses in which the procedure's clocks run.
@@ -101,7 +118,7 @@ class Casework:
     # ---- dispatch ----------------------------------------------------------------------------
 
     def handle(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
-               case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+               case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         handler = {
             "new_case": self._on_new_case,
             "follow_up": self._on_follow_up,
@@ -112,10 +129,10 @@ class Casework:
         return handler(session, verdict, mail, message, case, received_at, now)
 
     def _on_new_case(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
-                     case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+                     case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         assert case is not None
         procedure = self.procedures[case.procedure]
-        letters: list[MailMessage] = []
+        letters: list[QueuedLetter] = []
         if procedure.closes_on_open_as:
             case.status = procedure.closes_on_open_as
             case.closed_at = to_db(now)
@@ -146,7 +163,7 @@ class Casework:
         return [x for x in letters if x is not None]
 
     def _on_follow_up(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
-                      case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+                      case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         assert case is not None
         repo.add_event(session, case, now, "message_received", message_id=mail.message_id, sender=mail.from_addr,
                        thread_rule=verdict.thread.rule if verdict.thread else "")
@@ -168,7 +185,7 @@ class Casework:
         return letters
 
     def _on_automated(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
-                      case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+                      case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         auto = verdict.automated
         if auto and auto.bounced_message_ids:
             for mid in auto.bounced_message_ids:
@@ -187,13 +204,13 @@ class Casework:
         return []
 
     def _on_unreadable(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
-                       case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+                       case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         repo.add_event(session, case, now, "unreadable_mail", message_id=mail.message_id, sender=mail.from_addr,
                        defects=list(mail.defects[:5]))
         return self.alert_unreadable(session, case, mail, list(mail.defects[:5]) or ["unknown"], now)
 
     def alert_unreadable(self, session: Session, case: Case | None, mail: InboundMail, problems: list[str],
-                         now: datetime) -> list[MailMessage]:
+                         now: datetime) -> list[QueuedLetter]:
         """Tell staff about mail the bot could not read or could not process, so a person deals with it."""
         recipients = self.staff_recipients(case) if case else [
             m.email for m in self.directory.get().with_role("complaints_team")[:1]]
@@ -208,7 +225,7 @@ class Casework:
         return [letter] if letter else []
 
     def _on_staff(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
-                  case: Case | None, received_at: datetime, now: datetime) -> list[MailMessage]:
+                  case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         assert case is not None
         from mailbot.services.staffdesk import StaffDesk
 
@@ -222,19 +239,14 @@ class Casework:
                                                       Restriction.state == "restricted")).first()
 
     def restrictions_elsewhere(self, session: Session, case: Case) -> list[tuple[str, str]]:
-        """The person's restrictions on their other cases (almost always none, so ask the small table first)."""
-        rows = session.exec(select(Restriction.case_id, Restriction.mode).where(
-            Restriction.complainant == case.complainant, Restriction.state == "restricted",
-            Restriction.case_id != case.id)).all()
-        found = []
-        for case_id, mode in rows:
-            other = session.get(Case, case_id)
-            if other is not None:
-                found.append((other.ref, mode or ""))
-        return found
+        """The person's restrictions on their other cases (almost always none)."""
+        session.flush()  # restrictions are ORM rows: a pending one must count
+        rows = session.connection().execute(_RESTRICTED_ELSEWHERE,
+                                            {"complainant": case.complainant, "case_id": case.id}).all()
+        return [(ref, mode or "") for ref, mode in rows]
 
     def _under_restriction(self, session: Session, restriction: Restriction, case: Case, mail: InboundMail,
-                           message: MailMessage, now: datetime) -> list[MailMessage]:
+                           message: MailMessage, now: datetime) -> list[QueuedLetter]:
         """Read and kept, never dropped; answered at most once a day in acknowledge-only mode, never in silent."""
         last = from_db(restriction.last_acknowledged_at)
         today = self.calendar.local(now).date()
@@ -282,7 +294,7 @@ class Casework:
                 "or #stay with your explanation to decline.")
 
     def escalate(self, session: Session, case: Case, now: datetime, reason: str,
-                 started_at: datetime | None = None) -> MailMessage | None:
+                 started_at: datetime | None = None) -> QueuedLetter | None:
         """The next stage, its clock starting when the complainant asked (or now, when staff escalate)."""
         procedure = self.procedures[case.procedure]
         if case.stage >= procedure.last_stage:
@@ -309,7 +321,7 @@ class Casework:
         due = stage_deadlines(procedure, stage, started_at, self.calendar)
         if due:
             # Plain INSERTs: nothing reads these rows back as objects in the transaction that writes them.
-            session.connection().execute(insert(Deadline.__table__), [
+            session.connection().execute(_INSERT_DEADLINES, [
                 {"case_id": case.id, "stage": stage, "name": name, "due_at": to_db(at)} for name, at in due.items()])
         return due
 
@@ -328,7 +340,7 @@ class Casework:
     def staff_letter(self, session: Session, case: Case, template: str, now: datetime, *,
                      to: list[str] | None = None, cc: list[str] | None = None,
                      attachments: list[tuple[str, str, bytes]] | None = None,
-                     deadlines: dict[str, datetime] | None = None, **extra: object) -> MailMessage | None:
+                     deadlines: dict[str, datetime] | None = None, **extra: object) -> QueuedLetter | None:
         """A letter to staff about a case, answerable in the thread through the signed reply address."""
         recipients = to if to is not None else self.staff_recipients(case)
         if not recipients:
@@ -346,7 +358,7 @@ class Casework:
 
     def notify_staff(self, session: Session, case: Case, mail: InboundMail, now: datetime, *, headline: str,
                      claimed_staff: bool = False, notes: list[str] | None = None,
-                     deadlines: dict[str, datetime] | None = None) -> list[MailMessage]:
+                     deadlines: dict[str, datetime] | None = None) -> list[QueuedLetter]:
         """The assignee's copy of a complainant's message, answerable in the thread."""
         letter = self.staff_letter(
             session, case, "staff-notification", now, cc=list(self.config.complaints_team_cc), deadlines=deadlines,
@@ -403,7 +415,7 @@ class Casework:
         return met
 
     def safeguarding_alert(self, session: Session, case: Case, mail: InboundMail | None, now: datetime,
-                           reason: str) -> list[MailMessage]:
+                           reason: str) -> list[QueuedLetter]:
         leads = [m.email for m in self.directory.get().with_role("safeguarding_lead")]
         if not leads:
             repo.add_event(session, case, now, "letter_skipped", template="safeguarding-alert",
@@ -462,5 +474,5 @@ class Casework:
 
     def first_message_id(self, session: Session, case: Case) -> str | None:
         """The case's first message (the complaint), which staff mail references to stay in the case's thread."""
-        return session.exec(select(MailMessage.message_id).where(MailMessage.case_id == case.id)
-                            .order_by(col(MailMessage.id)).limit(1)).first()
+        session.flush()  # the inbound row may be pending
+        return session.connection().execute(_FIRST_MESSAGE_ID, {"case_id": case.id}).scalar()

@@ -15,6 +15,28 @@ from mailbot.store.db import to_db
 from mailbot.store.models import Case, MailMessage
 
 
+_OUTBOX = MailMessage.__table__  # type: ignore[attr-defined]
+_QUEUE = insert(_OUTBOX).returning(_OUTBOX.c.id)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedLetter:
+    """A letter as it went into the outbox (the row's columns that callers read)."""
+
+    id: int
+    case_id: int | None
+    message_id: str
+    subject: str
+    from_addr: str
+    to_addrs: str
+    kind: str
+    at: datetime
+    raw: bytes
+    automatic: bool
+    direction: str = "out"
+    delivery: str = "pending"
+
+
 @dataclass(frozen=True)
 class Sender:
     """Who letters come from and how they are addressed."""
@@ -43,7 +65,7 @@ def queue_letter(
     attachments: list[tuple[str, str, bytes]] | None = None,
     auto_submitted: str | None = "auto-replied",
     from_name: str | None = None,
-) -> MailMessage | None:
+) -> QueuedLetter | None:
     """Render a letter and add it to the outbox in the caller's transaction.
 
     Automatic letters (acknowledgements and the like) respect the per-address cap that stops
@@ -88,11 +110,10 @@ def queue_letter(
     }
     # A plain INSERT: the outbox row is write-only in this transaction, and the ORM's unit of work for
     # it (and the autoflush it forced on the next query) cost more than building the letter.
-    row_id = session.connection().execute(
-        insert(MailMessage.__table__).returning(MailMessage.__table__.c.id), values).scalar_one()
+    row_id = session.connection().execute(_QUEUE, values).scalar_one()
     repo.add_event(session, case, now, "letter_queued", template=template, to=",".join(envelope), message_id=message_id)
-    # The letter as queued, for the caller; not attached to the session (nothing here changes it later).
-    return MailMessage(id=row_id, **values)
+    # The letter as queued, for the caller: a plain record, not an ORM row (nothing changes it later).
+    return QueuedLetter(id=row_id, **values)
 
 
 def _bare(address: str) -> str:

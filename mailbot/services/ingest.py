@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable
 
-from sqlalchemy import select as sa_select
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
@@ -30,6 +29,15 @@ from mailbot.store.models import Case, MailboxCursor, MailMessage
 
 log = logging.getLogger(__name__)
 
+_CURSORS = MailboxCursor.__table__  # type: ignore[attr-defined]
+# The common case in one statement, built once: the cursor exists, with this UIDVALIDITY, behind this UID.
+_MOVE_CURSOR = (
+    update(_CURSORS)
+    .where(_CURSORS.c.mailbox == bindparam("box"), _CURSORS.c.uidvalidity == bindparam("validity"),
+           _CURSORS.c.last_uid < bindparam("uid"))
+    .values(last_uid=bindparam("uid"))
+)
+
 
 class StoreRouteLookup(repo.StoreLookup):
     """The chain's view of the store and the staff directory."""
@@ -43,9 +51,7 @@ class StoreRouteLookup(repo.StoreLookup):
 
     def is_our_message(self, message_id: str) -> bool:
         # Only whether the letter exists: the id, not the whole row with its raw bytes.
-        return self.session.connection().execute(
-            sa_select(MailMessage.id).where(MailMessage.direction == "out", MailMessage.message_id == message_id)
-        ).first() is not None
+        return repo.message_seen(self.session, "out", message_id)
 
     def staff_roles(self, address: str) -> frozenset[str] | None:
         member = self.directory.get().staff_member(address)
@@ -182,15 +188,9 @@ class Ingestor:
 
     @staticmethod
     def _advance_cursor(session: Session, position: CursorPosition, uid: int) -> None:
-        # The common case in one statement: the cursor exists, with this UIDVALIDITY, behind this UID.
         # On the connection: the ORM's UPDATE path costs several times the statement.
         moved = session.connection().execute(
-            update(MailboxCursor)
-            .where(col(MailboxCursor.mailbox) == position.mailbox,
-                   col(MailboxCursor.uidvalidity) == position.uidvalidity,
-                   col(MailboxCursor.last_uid) < uid)
-            .values(last_uid=uid)
-        )
+            _MOVE_CURSOR, {"box": position.mailbox, "validity": position.uidvalidity, "uid": uid})
         if moved.rowcount == 1:
             return
         cur = repo.cursor_for(session, position.mailbox)

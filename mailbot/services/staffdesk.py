@@ -19,7 +19,7 @@ from mailbot.domain.procedures import signposting
 from mailbot.domain.quotes import extract_new_text
 from mailbot.domain.restrictions import add_months, contact_option
 from mailbot.services.casework import OPEN_STATUSES, Casework
-from mailbot.services.compose import queue_letter
+from mailbot.services.compose import QueuedLetter, queue_letter
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
 from mailbot.store.models import Case, Deadline, MailMessage, MentorAction, Restriction
@@ -40,12 +40,12 @@ class Reply:
     """What a staff reply did, for the confirmation and the audit trail."""
 
     done: list[str] = field(default_factory=list)
-    letters: list[MailMessage] = field(default_factory=list)
+    letters: list[QueuedLetter] = field(default_factory=list)
     # Letters written after every command has run, so one reply's commands read as one decision
     # (e.g. "#restrict ..." followed by "#letters-only" gives one letter naming both).
-    after: list[Callable[[], MailMessage | None]] = field(default_factory=list)
+    after: list[Callable[[], QueuedLetter | None]] = field(default_factory=list)
 
-    def add(self, letter: MailMessage | None) -> None:
+    def add(self, letter: QueuedLetter | None) -> None:
         if letter is not None:
             self.letters.append(letter)
 
@@ -57,7 +57,7 @@ class StaffDesk:
     # ---- entry point -------------------------------------------------------------------------
 
     def handle(self, session: Session, case: Case, mail: InboundMail, message: MailMessage, roles: frozenset[str],
-               now: datetime) -> list[MailMessage]:
+               now: datetime) -> list[QueuedLetter]:
         text = extract_new_text(mail.text, mail.html)
         parsed = parse_commands(text)
         staff = mail.from_addr
@@ -117,7 +117,7 @@ class StaffDesk:
         return member.name if member else email
 
     def relay(self, session: Session, case: Case, mail: InboundMail, body: str, staff: str,
-              now: datetime) -> MailMessage | None:
+              now: datetime) -> QueuedLetter | None:
         name = self.staff_name(staff)
         return self.complainant_letter(
             session, case, "staff-reply", now, from_name=f"{name}, {self.cw.config.sender.org_name}",
@@ -128,7 +128,7 @@ class StaffDesk:
     def complainant_letter(self, session: Session, case: Case, template: str, now: datetime, *,
                            from_name: str | None = None,
                            attachments: list[tuple[str, str, bytes]] | None = None,
-                           **extra: object) -> MailMessage | None:
+                           **extra: object) -> QueuedLetter | None:
         """A letter to the complainant, threaded into their own conversation."""
         thread = self.cw.complainant_thread(session, case)
         return queue_letter(session, self.cw.renderer, self.cw.config.sender, case=case, template=template,
@@ -137,7 +137,7 @@ class StaffDesk:
                             auto_submitted=None, from_name=from_name, attachments=attachments)
 
     def _confirm(self, session: Session, case: Case, staff: str, done: list[str], now: datetime,
-                 problems: list[str] | None = None) -> list[MailMessage]:
+                 problems: list[str] | None = None) -> list[QueuedLetter]:
         letter = self.cw.staff_letter(session, case, "command-result", now, to=[staff], done=done,
                                       problems=problems or [], command_reference=self.cw.command_reference)
         return [letter] if letter else []

@@ -5,12 +5,38 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mailbot.store.db import to_db
 from mailbot.store.models import Case, Event, MailboxCursor, MailMessage, RefSequence
+
+# The statements every message runs, built once. Building a statement and its cache key costs
+# SQLAlchemy several times what executing it does (~120 us against ~25 us on SQLite), and these
+# run a dozen times per message; values arrive as bind parameters.
+_MESSAGES = MailMessage.__table__  # type: ignore[attr-defined]
+_CASES = Case.__table__  # type: ignore[attr-defined]
+_SEQUENCES = RefSequence.__table__  # type: ignore[attr-defined]
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+
+_CASE_ID_BY_REF = sa_select(_CASES.c.id).where(_CASES.c.ref == bindparam("ref")).limit(1)
+_CASE_BY_REF = select(Case).where(col(Case.ref) == bindparam("ref"))
+_REF_OF_MESSAGE = (sa_select(_CASES.c.ref).join(_MESSAGES, _MESSAGES.c.case_id == _CASES.c.id)
+                   .where(_MESSAGES.c.message_id == bindparam("message_id")).limit(1))
+_MESSAGE_SEEN = (sa_select(_MESSAGES.c.id)
+                 .where(_MESSAGES.c.direction == bindparam("direction"), _MESSAGES.c.message_id == bindparam("message_id"))
+                 .limit(1))
+_NEXT_SEQ = (update(_SEQUENCES).where(_SEQUENCES.c.year == bindparam("seq_year"))
+             .values(last_seq=_SEQUENCES.c.last_seq + 1).returning(_SEQUENCES.c.last_seq))
+_FIRST_SEQ = insert(_SEQUENCES)
+_ADD_EVENT = insert(_EVENTS)
+_AUTOMATIC_SINCE = sa_select(func.count(_MESSAGES.c.id)).where(
+    _MESSAGES.c.direction == "out",
+    _MESSAGES.c.automatic == True,  # noqa: E712  (SQL expression)
+    _MESSAGES.c.to_addrs == bindparam("address"),
+    _MESSAGES.c.at >= bindparam("since", type_=_MESSAGES.c.at.type),
+)
 
 
 class StoreLookup:
@@ -20,38 +46,34 @@ class StoreLookup:
         self.session = session
 
     def case_exists(self, ref: str) -> bool:
-        return self.session.exec(select(Case.id).where(Case.ref == ref)).first() is not None
+        return self.session.connection().execute(_CASE_ID_BY_REF, {"ref": ref}).first() is not None
 
     def case_for_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
         if not message_ids:
             return None
         # The newest id is the most specific: a reply's References end with its parent.
+        # On the connection: every message the rows could be is flushed as soon as it is added.
+        connection = self.session.connection()
         for mid in reversed(message_ids[-50:]):
-            row = self.session.exec(
-                select(Case.ref)
-                .join(MailMessage, col(MailMessage.case_id) == col(Case.id))
-                .where(MailMessage.message_id == mid)
-            ).first()
-            if row:
-                return row
+            ref = connection.execute(_REF_OF_MESSAGE, {"message_id": mid}).scalar()
+            if ref:
+                return str(ref)
         return None
 
 
 def case_by_ref(session: Session, ref: str) -> Case | None:
-    return session.exec(select(Case).where(Case.ref == ref.upper())).first()
+    return session.exec(_CASE_BY_REF, params={"ref": ref.upper()}).first()
 
 
 def allocate_ref(session: Session, year: int) -> tuple[int, str]:
     """The next per-year sequence number and its reference, inside the caller's transaction."""
     # One UPDATE ... RETURNING: its row lock serialises two processes allocating at once on PostgreSQL
     # (as SELECT ... FOR UPDATE did); SQLite serialises writers anyway.
-    table = RefSequence.__table__
     connection = session.connection()
-    seq = connection.execute(update(table).where(table.c.year == year).values(last_seq=table.c.last_seq + 1)
-                             .returning(table.c.last_seq)).scalar()
+    seq = connection.execute(_NEXT_SEQ, {"seq_year": year}).scalar()
     if seq is None:
         seq = 1
-        connection.execute(insert(table), {"year": year, "last_seq": seq})
+        connection.execute(_FIRST_SEQ, {"year": year, "last_seq": seq})
     return seq, f"1MM-{year}-{seq:04d}"
 
 
@@ -65,7 +87,7 @@ def add_event(session: Session, case: Case | None, at: datetime, type_: str, act
         session.flush()
     # On the session's connection, not session.execute: the ORM's bulk-insert path and its autoflush
     # cost more than the INSERT itself, and nothing pending needs flushing for an event.
-    session.connection().execute(insert(Event.__table__), {
+    session.connection().execute(_ADD_EVENT, {
         "case_id": case.id if case else None, "at": to_db(at), "type": type_, "actor": actor,
         "detail": json.dumps(detail, default=str, sort_keys=True) if detail else "",
     })
@@ -74,9 +96,13 @@ def add_event(session: Session, case: Case | None, at: datetime, type_: str, act
 def inbound_seen(session: Session, message_id: str) -> bool:
     # Straight on the connection (no autoflush, no ORM result): asked for every message, and inbound
     # rows are flushed as soon as they are added.
+    return message_seen(session, "in", message_id)
+
+
+def message_seen(session: Session, direction: str, message_id: str) -> bool:
+    """Whether a message with this Message-ID is recorded in that direction (``in`` or ``out``)."""
     return session.connection().execute(
-        sa_select(MailMessage.id).where(MailMessage.direction == "in", MailMessage.message_id == message_id)
-    ).first() is not None
+        _MESSAGE_SEEN, {"direction": direction, "message_id": message_id}).first() is not None
 
 
 def outbound_by_message_id(session: Session, message_id: str) -> MailMessage | None:
@@ -87,14 +113,7 @@ def outbound_by_message_id(session: Session, message_id: str) -> MailMessage | N
 
 def automatic_letters_since(session: Session, address: str, since: datetime) -> int:
     # On the connection: outbox letters are plain INSERTs (compose.queue_letter), so there is nothing to flush.
-    return session.connection().execute(
-        sa_select(func.count(MailMessage.id)).where(
-            MailMessage.direction == "out",
-            MailMessage.automatic == True,  # noqa: E712  (SQL expression)
-            MailMessage.to_addrs == address,
-            MailMessage.at >= to_db(since),
-        )
-    ).scalar_one()
+    return session.connection().execute(_AUTOMATIC_SINCE, {"address": address, "since": to_db(since)}).scalar_one()
 
 
 def cursor_for(session: Session, mailbox: str) -> MailboxCursor:
