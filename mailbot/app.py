@@ -86,6 +86,7 @@ class App(MailboxHooks):
                              persistent_threshold=settings.persistent_threshold)
         self.jobs = Jobs(self.engine, self.casework, self.clock, digest=self.digest)
         self._poke: Callable[[], None] = lambda: None
+        self._stop_daemon: Callable[[], None] = lambda: None
 
     # ---- wiring helpers ----------------------------------------------------------------------
 
@@ -196,8 +197,11 @@ class App(MailboxHooks):
             stopping.set()
             wake.set()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, request_stop)
+        # SIGTERM/SIGINT in the process's main thread; ``stop()`` from anywhere (tests, an embedding program).
+        self._stop_daemon = lambda: loop.call_soon_threadsafe(request_stop)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, request_stop)
 
         threads: list[threading.Thread] = []
         listener: LocalListener | None = None
@@ -227,11 +231,15 @@ class App(MailboxHooks):
             thread.start()
         try:
             while not stopping.is_set():
+                # Cleared before the pass, not after: a letter committed while the pass runs (after its
+                # last look at the outbox) pokes ``wake`` and must start the next pass at once.
+                wake.clear()
                 try:
                     await self.deliverer.deliver_due()
                 except Exception:  # noqa: BLE001  (delivery problems are recorded per letter; keep running)
                     log.exception("delivery pass failed")
-                wake.clear()
+                if stopping.is_set():
+                    break
                 timeout = self._until_next_delivery()
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=timeout)
@@ -244,6 +252,10 @@ class App(MailboxHooks):
                 listener.stop()
             for thread in threads:
                 await asyncio.to_thread(thread.join, 35)
+
+    def stop(self) -> None:
+        """Ask a running daemon (``run_forever``) to stop cleanly, as SIGTERM does."""
+        self._stop_daemon()
 
     def _scheduled(self) -> None:
         try:

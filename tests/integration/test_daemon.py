@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
+import threading
 import time
 from email.message import EmailMessage
 
+from sqlalchemy import text
+
+from mailbot.app import App
 from tests.integration.bot import Bot, Daemon, make_mail
 from tests.servers import free_port
 
@@ -84,3 +89,57 @@ def test_local_mode_says_in_one_line_when_its_port_is_taken(bot: Bot) -> None:
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("mailbot: configuration error: MAILBOT_LOCAL_SMTP_PORT") and "in use" in last
+
+
+def test_a_complaint_that_arrives_while_letters_are_being_sent_is_answered_at_once(bot: Bot) -> None:
+    """Its letters are queued after the running delivery pass last looked at the outbox: they start the next pass.
+
+    The first acknowledgement is held at the SMTP edge until the second complaint's letters are committed;
+    the daemon then has every reason to wake again, not to sleep until its 30-second safety timeout.
+    """
+    app = bot.app()
+    smtp = app.deliverer.transport_factory
+    first_send = threading.Event()
+    release = threading.Event()
+
+    class HeldOnce:
+        def __init__(self) -> None:
+            self.inner = smtp()
+
+        async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+            if not first_send.is_set():
+                first_send.set()
+                await asyncio.to_thread(release.wait, 30)
+            return await self.inner.send(raw, mail_from, recipients)
+
+        async def close(self) -> None:
+            await self.inner.close()
+
+    app.deliverer.transport_factory = HeldOnce
+    runner = threading.Thread(target=app.run_forever, name="daemon-under-test", daemon=True)
+    runner.start()
+    try:
+        bot.append(make_mail(subject="First"))
+        assert first_send.wait(10), "the first letter never reached the SMTP edge"
+        bot.append(make_mail(frm="second@example.org", subject="Second"))
+        deadline = time.monotonic() + 10
+        while _outbound_count(app) < 4:  # the second complaint's acknowledgement and staff notification
+            assert time.monotonic() < deadline, "the second complaint was never taken in"
+            time.sleep(0.02)
+        released = time.monotonic()
+        release.set()
+        bot.sink.wait_for(4, timeout=5)
+        assert time.monotonic() - released < 5
+    finally:
+        release.set()
+        app.stop()
+        runner.join(40)
+        app.engine.dispose()
+    assert not runner.is_alive(), "the daemon did not stop"
+    assert len(bot.letters("acknowledgement")) == 2
+
+
+def _outbound_count(app: App) -> int:
+    # A connection per look: this engine begins every transaction as a writer, so holding one would stall intake.
+    with app.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM message WHERE direction = 'out'")).scalar_one())
