@@ -117,7 +117,7 @@ class Casework:
 
     # ---- dispatch ----------------------------------------------------------------------------
 
-    def handle(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+    def handle(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
                case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         handler = {
             "new_case": self._on_new_case,
@@ -128,7 +128,7 @@ class Casework:
         }[verdict.action]
         return handler(session, verdict, mail, message, case, received_at, now)
 
-    def _on_new_case(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+    def _on_new_case(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
                      case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         assert case is not None
         procedure = self.procedures[case.procedure]
@@ -162,7 +162,7 @@ class Casework:
                                                    reason=f"the complaint mentions: {', '.join(terms)}")
         return [x for x in letters if x is not None]
 
-    def _on_follow_up(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+    def _on_follow_up(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
                       case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         assert case is not None
         repo.add_event(session, case, now, "message_received", message_id=mail.message_id, sender=mail.from_addr,
@@ -184,7 +184,7 @@ class Casework:
                                     claimed_staff=verdict.claimed_staff, notes=notes)
         return letters
 
-    def _on_automated(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+    def _on_automated(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
                       case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         auto = verdict.automated
         if auto and auto.bounced_message_ids:
@@ -203,7 +203,7 @@ class Casework:
                        sender=mail.from_addr, reasons=list(verdict.rules))
         return []
 
-    def _on_unreadable(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+    def _on_unreadable(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
                        case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         repo.add_event(session, case, now, "unreadable_mail", message_id=mail.message_id, sender=mail.from_addr,
                        defects=list(mail.defects[:5]))
@@ -224,7 +224,7 @@ class Casework:
         )
         return [letter] if letter else []
 
-    def _on_staff(self, session: Session, verdict: Verdict, mail: InboundMail, message: MailMessage,
+    def _on_staff(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
                   case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
         assert case is not None
         from mailbot.services.staffdesk import StaffDesk
@@ -246,7 +246,7 @@ class Casework:
         return [(ref, mode or "") for ref, mode in rows]
 
     def _under_restriction(self, session: Session, restriction: Restriction, case: Case, mail: InboundMail,
-                           message: MailMessage, now: datetime) -> list[QueuedLetter]:
+                           message: repo.InboundRow, now: datetime) -> list[QueuedLetter]:
         """Read and kept, never dropped; answered at most once a day in acknowledge-only mode, never in silent."""
         last = from_db(restriction.last_acknowledged_at)
         today = self.calendar.local(now).date()

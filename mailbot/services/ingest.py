@@ -158,33 +158,32 @@ class Ingestor:
             case = self.casework.open_case(session, mail, arrival.received_at, now)
         message = self._record(session, mail, arrival, verdict, case)
         letters = self.casework.handle(session, verdict, mail, message, case, arrival.received_at, now)
+        repo.save_inbound(session, message)
         return IngestOutcome(mail.message_id, verdict.action, verdict.kind, case.ref if case else None,
                              tuple(letter.kind for letter in letters))
 
     @staticmethod
     def _record(session: Session, mail: InboundMail, arrival: Arrival, verdict: Verdict,
-                case: Case | None) -> MailMessage:
-        detail = {"rules": list(verdict.rules), "action": verdict.action}
+                case: Case | None) -> repo.InboundRow:
+        detail: dict[str, object] = {"rules": list(verdict.rules), "action": verdict.action}
         if verdict.thread:
             detail["thread_rule"] = verdict.thread.rule
         if not mail.readable:
             detail["defects"] = list(mail.defects)
-        row = MailMessage(
-            case_id=case.id if case else None,
-            direction="in",
-            message_id=mail.message_id,
-            subject=mail.subject,
-            from_addr=mail.from_addr,
-            to_addrs=",".join(mail.to),
-            kind=verdict.kind,
-            at=to_db(arrival.received_at),
-            raw=arrival.raw,
-            uid=arrival.uid,
-            detail=json.dumps(detail),
-        )
-        session.add(row)
-        session.flush()
-        return row
+        if case is not None and case.id is None:
+            session.flush()
+        return repo.record_inbound(session, {
+            "case_id": case.id if case else None,
+            "message_id": mail.message_id,
+            "subject": mail.subject,
+            "from_addr": mail.from_addr,
+            "to_addrs": ",".join(mail.to),
+            "kind": verdict.kind,
+            "at": to_db(arrival.received_at),
+            "raw": arrival.raw,
+            "uid": arrival.uid,
+            "detail": json.dumps(detail),
+        })
 
     @staticmethod
     def _advance_cursor(session: Session, position: CursorPosition, uid: int) -> None:

@@ -56,7 +56,7 @@ class StaffDesk:
 
     # ---- entry point -------------------------------------------------------------------------
 
-    def handle(self, session: Session, case: Case, mail: InboundMail, message: MailMessage, roles: frozenset[str],
+    def handle(self, session: Session, case: Case, mail: InboundMail, message: repo.InboundRow, roles: frozenset[str],
                now: datetime) -> list[QueuedLetter]:
         text = extract_new_text(mail.text, mail.html)
         parsed = parse_commands(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, insert, update
@@ -25,11 +26,15 @@ _CASE_BY_REF = select(Case).where(col(Case.ref) == bindparam("ref"))
 _REF_OF_MESSAGE = (sa_select(_CASES.c.ref).join(_MESSAGES, _MESSAGES.c.case_id == _CASES.c.id)
                    .where(_MESSAGES.c.message_id == bindparam("message_id")).limit(1))
 _MESSAGE_SEEN = (sa_select(_MESSAGES.c.id)
-                 .where(_MESSAGES.c.direction == bindparam("direction"), _MESSAGES.c.message_id == bindparam("message_id"))
+                 .where(_MESSAGES.c.direction == bindparam("direction"),
+                        _MESSAGES.c.message_id == bindparam("message_id"))
                  .limit(1))
 _NEXT_SEQ = (update(_SEQUENCES).where(_SEQUENCES.c.year == bindparam("seq_year"))
              .values(last_seq=_SEQUENCES.c.last_seq + 1).returning(_SEQUENCES.c.last_seq))
 _FIRST_SEQ = insert(_SEQUENCES)
+_INSERT_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
+_SET_INBOUND = (update(_MESSAGES).where(_MESSAGES.c.id == bindparam("row_id"))
+                .values(kind=bindparam("new_kind"), case_id=bindparam("new_case_id")))
 _ADD_EVENT = insert(_EVENTS)
 _AUTOMATIC_SINCE = sa_select(func.count(_MESSAGES.c.id)).where(
     _MESSAGES.c.direction == "out",
@@ -59,6 +64,32 @@ class StoreLookup:
             if ref:
                 return str(ref)
         return None
+
+
+@dataclass
+class InboundRow:
+    """An inbound message's row as the case handlers see it. They may refile it (``kind``) or attach it
+    to a case (``case_id``); ``save_inbound`` writes such changes back."""
+
+    id: int
+    kind: str
+    case_id: int | None
+    recorded_kind: str = ""
+    recorded_case_id: int | None = None
+
+
+def record_inbound(session: Session, values: dict[str, object]) -> InboundRow:
+    """Insert an inbound message (a plain INSERT: the ORM's unit of work cost more than the statement)."""
+    row_id = session.connection().execute(_INSERT_MESSAGE, {**values, "direction": "in"}).scalar_one()
+    kind, case_id = str(values.get("kind", "")), values.get("case_id")
+    return InboundRow(row_id, kind, case_id, kind, case_id)  # type: ignore[arg-type]
+
+
+def save_inbound(session: Session, row: InboundRow) -> None:
+    if (row.kind, row.case_id) != (row.recorded_kind, row.recorded_case_id):
+        session.connection().execute(_SET_INBOUND, {"row_id": row.id, "new_kind": row.kind,
+                                                    "new_case_id": row.case_id})
+        row.recorded_kind, row.recorded_case_id = row.kind, row.case_id
 
 
 def case_by_ref(session: Session, ref: str) -> Case | None:
