@@ -14,8 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from aiosmtpd.controller import Controller
-
 from mailbot.services.ingest import Arrival
 
 log = logging.getLogger(__name__)
@@ -39,6 +37,9 @@ class LocalListener:
     """aiosmtpd on loopback, writing into the inbound Maildir."""
 
     def __init__(self, maildir: Path, host: str, port: int, on_arrival: Callable[[], None]) -> None:
+        # Imported here: only local mode listens, and aiosmtpd is a noticeable share of every start-up.
+        from aiosmtpd.controller import Controller
+
         self.box = mailbox.Maildir(str(maildir), create=True)
         self.controller = Controller(_DropIntoMaildir(self.box, on_arrival), hostname=host, port=port,
                                      decode_data=False, data_size_limit=50 * 1024 * 1024)
