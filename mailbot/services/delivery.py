@@ -10,7 +10,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
@@ -92,26 +92,38 @@ class Deliverer:
         """Send every letter that is due now; returns what happened.
 
         One set of workers (each with its own kept-open connection) serves the whole pass, fed from the
-        outbox in id order a page at a time, so a large backlog neither reconnects every page nor waits
-        for a page's slowest letter before starting the next.
+        outbox a page at a time, so a large backlog neither reconnects every page nor waits for a page's
+        slowest letter before starting the next. Automatic replies (the acknowledgements the procedure
+        promises within minutes) go first, then everything else, each in the order it was queued: after
+        downtime, complainants hear from us before staff get their copies.
         """
         report = DeliveryReport()
-        jobs = self._due_jobs(after=0)
-        if not jobs:
+        firsts = [self._due_jobs(after=0, automatic=True), self._due_jobs(after=0, automatic=False)]
+        waiting = sum(len(page) for page in firsts)
+        if not waiting:
             return report
         with self.engine.connect() as conn:
             self._conn = conn
             try:
-                return await self._deliver(jobs, report)
+                return await self._deliver(self._pages(firsts), min(self.concurrency, waiting), report)
             finally:
                 self._conn = None
 
-    async def _deliver(self, jobs: list[_Job], report: DeliveryReport) -> DeliveryReport:
+    def _pages(self, firsts: list[list[_Job]]) -> Iterator[list[_Job]]:
+        """The outbox page by page: automatic letters, then the others, each by id (read as they are needed)."""
+        for automatic, jobs in zip((True, False), firsts):
+            while jobs:
+                yield jobs
+                if len(jobs) < OUTBOX_PAGE:
+                    break
+                jobs = self._due_jobs(after=jobs[-1].id, automatic=automatic)
+
+    async def _deliver(self, pages: Iterator[list[_Job]], workers_wanted: int,
+                       report: DeliveryReport) -> DeliveryReport:
         queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         want_more = asyncio.Event()
-        workers = [asyncio.create_task(self._worker(queue, report, want_more))
-                   for _ in range(min(self.concurrency, len(jobs)))]
-        producer = asyncio.create_task(self._feed(queue, jobs, len(workers), want_more))
+        workers = [asyncio.create_task(self._worker(queue, report, want_more)) for _ in range(workers_wanted)]
+        producer = asyncio.create_task(self._feed(queue, pages, len(workers), want_more))
         tasks = [producer, *workers]
         try:
             _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -133,17 +145,14 @@ class Deliverer:
                 raise task.exception()  # type: ignore[misc]
         return report
 
-    async def _feed(self, queue: asyncio.Queue[_Job | None], jobs: list[_Job], workers: int,
+    async def _feed(self, queue: asyncio.Queue[_Job | None], pages: Iterator[list[_Job]], workers: int,
                     want_more: asyncio.Event) -> None:
-        """Queue a page; when the workers are nearly through it, read the next (ids after the last queued)."""
-        while True:
-            for job in jobs:
+        """Queue a page; when the workers are nearly through it, read the next."""
+        for page in pages:
+            for job in page:
                 queue.put_nowait(job)
-            if len(jobs) < OUTBOX_PAGE:
-                break
             want_more.clear()
             await want_more.wait()
-            jobs = self._due_jobs(after=jobs[-1].id)
         for _ in range(workers):
             queue.put_nowait(None)
 
@@ -154,14 +163,15 @@ class Deliverer:
                 MailMessage.direction == "out", MailMessage.delivery == "pending")).one()
         return from_db(value)
 
-    def _due_jobs(self, after: int) -> list[_Job]:
-        """The next page of due letters with an id above ``after``: only the columns sending needs."""
+    def _due_jobs(self, after: int, automatic: bool) -> list[_Job]:
+        """The next page of due letters of one kind with an id above ``after``: only the columns sending needs."""
         # The same conditions as repo.due_outbox, without loading whole ORM rows.
         now = to_db(self.clock())
         query = (
             sa_select(MailMessage.id, MailMessage.raw, MailMessage.from_addr, MailMessage.to_addrs,
                       MailMessage.attempts)
             .where(MailMessage.direction == "out", MailMessage.delivery == "pending", col(MailMessage.id) > after,
+                   MailMessage.automatic == automatic,
                    (col(MailMessage.next_attempt_at).is_(None)) | (col(MailMessage.next_attempt_at) <= now))
             .order_by(col(MailMessage.id))
             .limit(OUTBOX_PAGE)

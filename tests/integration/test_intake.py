@@ -199,6 +199,19 @@ def test_a_letter_committed_but_not_sent_before_a_crash_is_sent_once_on_restart(
     assert len(bot.letters("acknowledgement")) == 1
 
 
+def test_after_downtime_complainants_are_acknowledged_before_staff_get_their_copies(bot: Bot) -> None:
+    for n in range(3):
+        bot.append(make_mail(frm=f"waiting{n}@example.org", subject=f"Waiting {n}"))
+    app = bot.app()
+    app.intake_once()  # three complaints taken in while the SMTP side was down: six letters queued
+    app.deliverer.concurrency = 1  # one connection, so the sink sees the outbox's order exactly
+    app.deliver()
+    app.engine.dispose()
+    kinds = [m.message["X-Mailbot-Letter"] for m in bot.sink.messages()]
+    assert kinds == ["acknowledgement"] * 3 + ["staff-notification"] * 3
+    assert [m.rcpt_tos for m in bot.sink.messages()[:3]] == [[f"waiting{n}@example.org"] for n in range(3)]
+
+
 def test_unreadable_mail_is_kept_and_shown_to_staff(bot: Bot) -> None:
     bot.append(b"\x00\x01\x02 garbage \xff\xfe\r\n\r\n\x00")
     bot.once()
