@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_MAILBOX = "local/maildir"
 
+# In the daemon, intake commits at least this often, so the delivery worker (which marks each letter
+# sent in its own transaction right after the server's 250) never waits long for SQLite's writer lock.
+DAEMON_INTAKE_TRANSACTION_SECONDS = 0.05
+
 
 class App(MailboxHooks):
     def __init__(self, settings: Settings, now: datetime | None = None) -> None:
@@ -87,6 +91,8 @@ class App(MailboxHooks):
         self.jobs = Jobs(self.engine, self.casework, self.clock, digest=self.digest)
         self._poke: Callable[[], None] = lambda: None
         self._stop_daemon: Callable[[], None] = lambda: None
+        # Longest intake transaction: unbounded for `run --once` (nothing else writes), short in the daemon.
+        self._intake_transaction_seconds: float | None = None
 
     # ---- wiring helpers ----------------------------------------------------------------------
 
@@ -119,7 +125,7 @@ class App(MailboxHooks):
         return read_cursor(self.engine, mailbox)
 
     def ingest(self, arrivals: list[Arrival], position: CursorPosition) -> None:
-        self.ingestor.ingest_batch(arrivals, position)
+        self.ingestor.ingest_batch(arrivals, position, max_seconds=self._intake_transaction_seconds)
         self._poke()
 
     def fetch_succeeded(self, mailbox: str) -> None:
@@ -159,7 +165,7 @@ class App(MailboxHooks):
         maildir = self.settings.data_dir / "maildir"
         count = 0
         for path in pending_files(maildir):
-            self.ingestor.ingest(arrival_from_file(path))
+            self.ingestor.ingest(arrival_from_file(path))  # one message, one short transaction
             mark_processed(path)
             count += 1
         self.fetch_succeeded(LOCAL_MAILBOX)
@@ -189,6 +195,7 @@ class App(MailboxHooks):
         stop = threading.Event()
         local_wake = threading.Event()
         self._poke = lambda: loop.call_soon_threadsafe(wake.set)
+        self._intake_transaction_seconds = DAEMON_INTAKE_TRANSACTION_SECONDS
 
         def request_stop() -> None:
             log.info("stopping")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable
@@ -89,35 +90,50 @@ class Ingestor:
         self.directory = directory
         self.clock = clock
 
-    def ingest_batch(self, arrivals: Iterable[Arrival], cursor: CursorPosition | None = None) -> list[IngestOutcome]:
+    def ingest_batch(self, arrivals: Iterable[Arrival], cursor: CursorPosition | None = None,
+                     max_seconds: float | None = None) -> list[IngestOutcome]:
         """Process arrivals in order in one transaction, with the cursor moved to the last of them.
 
         Each message runs in its own savepoint, so one that the pipeline cannot handle is rolled back
         alone and kept as a processing error; the batch, its letters and the cursor commit together.
         Batching matters for a backlog: one commit and one cursor write per fetch, not per message.
+
+        With ``max_seconds``, the batch is committed (cursor included) whenever a transaction has run
+        that long and carries on in a new one: the daemon's delivery worker needs the writer's lock to
+        mark a letter sent, and must not wait behind a whole fetch to do it.
         """
         outcomes: list[IngestOutcome] = []
-        last_uid: int | None = None
-        with new_session(self.engine) as session:
-            for arrival in arrivals:
-                mail = parse_mail(arrival.raw)
-                savepoint = session.begin_nested()
-                try:
-                    outcome = self._process(session, mail, arrival)
-                    savepoint.commit()
-                except OperationalError:
-                    raise  # the database itself is unwell: the whole batch is retried later
-                except Exception as exc:  # noqa: BLE001  (one bad message must not stop the mailbox)
-                    log.exception("could not process message %s", mail.message_id)
-                    savepoint.rollback()
-                    outcome = self._keep_failed(session, mail, arrival, exc)
-                outcomes.append(outcome)
-                if arrival.uid is not None:
-                    last_uid = max(last_uid or 0, arrival.uid)
-            if cursor is not None and last_uid is not None:
-                self._advance_cursor(session, cursor, last_uid)
-            session.commit()
+        pending = iter(arrivals)
+        arrival = next(pending, None)
+        while arrival is not None:
+            last_uid: int | None = None
+            started = time.monotonic()
+            with new_session(self.engine) as session:
+                while arrival is not None:
+                    outcomes.append(self._one(session, arrival))
+                    if arrival.uid is not None:
+                        last_uid = max(last_uid or 0, arrival.uid)
+                    arrival = next(pending, None)
+                    if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                        break
+                if cursor is not None and last_uid is not None:
+                    self._advance_cursor(session, cursor, last_uid)
+                session.commit()
         return outcomes
+
+    def _one(self, session: Session, arrival: Arrival) -> IngestOutcome:
+        mail = parse_mail(arrival.raw)
+        savepoint = session.begin_nested()
+        try:
+            outcome = self._process(session, mail, arrival)
+            savepoint.commit()
+        except OperationalError:
+            raise  # the database itself is unwell: this transaction is retried later, from the cursor
+        except Exception as exc:  # noqa: BLE001  (one bad message must not stop the mailbox)
+            log.exception("could not process message %s", mail.message_id)
+            savepoint.rollback()
+            outcome = self._keep_failed(session, mail, arrival, exc)
+        return outcome
 
     def ingest(self, arrival: Arrival, cursor: CursorPosition | None = None) -> IngestOutcome:
         return self.ingest_batch([arrival], cursor)[0]

@@ -6,7 +6,9 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import event
 
+from mailbot.services.ingest import Arrival
 from tests.integration.bot import Bot, make_mail, msgid
 
 # Dovecot ignores an APPEND date in the future, so the tests live in the recent past.
@@ -210,6 +212,25 @@ def test_after_downtime_complainants_are_acknowledged_before_staff_get_their_cop
     kinds = [m.message["X-Mailbot-Letter"] for m in bot.sink.messages()]
     assert kinds == ["acknowledgement"] * 3 + ["staff-notification"] * 3
     assert [m.rcpt_tos for m in bot.sink.messages()[:3]] == [[f"waiting{n}@example.org"] for n in range(3)]
+
+
+def test_a_time_limit_splits_a_fetch_into_short_transactions_and_loses_nothing(bot: Bot) -> None:
+    # The daemon's limit: the outbox worker must not wait behind a whole fetch to mark a letter sent.
+    app = bot.app(MONDAY_10)
+    commits: list[int] = []
+    event.listen(app.engine, "commit", lambda conn: commits.append(1))
+    arrivals = [Arrival(make_mail(frm=f"split{n}@example.org", subject=f"Split {n}"), MONDAY_10, uid=n + 1)
+                for n in range(3)]
+    outcomes = app.ingestor.ingest_batch(arrivals, max_seconds=0)
+    assert [o.action for o in outcomes] == ["new_case"] * 3
+    assert len(commits) == 3  # one transaction per message with a zero limit
+    commits.clear()
+    more = [Arrival(make_mail(frm=f"whole{n}@example.org", subject=f"Whole {n}"), MONDAY_10, uid=n + 4)
+            for n in range(3)]
+    assert len(app.ingestor.ingest_batch(more)) == 3
+    assert len(commits) == 1  # without a limit, the fetch is one transaction
+    app.engine.dispose()
+    assert len(bot.cases_json()) == 6
 
 
 def test_unreadable_mail_is_kept_and_shown_to_staff(bot: Bot) -> None:
