@@ -198,6 +198,19 @@ finally:
 """
 
 
+def reference_loop_s() -> float:
+    """CPU seconds for a fixed pure-Python loop: how fast this (shared) machine is right now.
+
+    The same work's CPU time has been seen to vary by a third from minute to minute here; this
+    number, taken just before the backlog run, says which kind of minute it was.
+    """
+    began = time.process_time()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return round(time.process_time() - began, 2)
+
+
 def fill_maildir(dovecot: DovecotServer, count: int) -> float:
     """Write `count` complaints straight into the Maildir's new/ (as an MTA's local delivery would)."""
     started = time.monotonic()
@@ -257,6 +270,7 @@ def bench_backlog(root: Path, count: int, profile: Path | None) -> dict[str, obj
         peak = [0]
         done = threading.Event()
         load_before = round(os.getloadavg()[0], 2)
+        reference_s = reference_loop_s()
         sink_process = psutil.Process(sink.pid)
         sink_cpu_before = sum(sink_process.cpu_times()[:2])
         with open(log_path, "wb") as log:
@@ -289,6 +303,7 @@ def bench_backlog(root: Path, count: int, profile: Path | None) -> dict[str, obj
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "sink_cpu_s": round(sink_cpu, 2),
         "load_before": load_before,
+        "reference_loop_s": reference_s,
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB, for this child alone (wait4)
         "peak_rss_sampled_mb": round(peak[0] / 2**20, 1),
         "output": log_path.read_text().strip()[-500:],
@@ -335,6 +350,8 @@ def table(results: dict[str, object]) -> str:
     if isinstance(back, dict):
         lines.append(f"\n1-minute load average before the backlog run: {back['load_before']} (other work on the machine "
                      "skews every number; compare CPU time)")
+        lines.append(f"reference loop just before it: {back['reference_loop_s']} s of CPU (0.28-0.39 s seen here; "
+                     "lower is a faster minute, and the machine's speed moves that much)")
     lines.append(f"\n{m['date']} on {m['host']}: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB, "
                  f"Python {m['python']}")
     return "\n".join(lines)
