@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections.abc import Iterator
@@ -23,10 +24,22 @@ def print_json(value: object) -> None:
     sys.stdout.write("\n")
 
 
+def settle_memory() -> None:
+    """Tell the cyclic garbage collector that everything built at start-up (modules, the ORM's
+    mappings, templates, the directory) stays for the life of the process.
+
+    The collector otherwise walks all of it again on every full collection; taking a backlog in,
+    that was about a tenth of the CPU time. Objects created afterwards are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def run(settings: Settings, once: bool, now: datetime | None) -> int:
     from imapclient.exceptions import IMAPClientError
 
     app = App(settings, now=now)
+    settle_memory()
     if not once:
         app.run_forever()
         return 0
