@@ -136,12 +136,16 @@ class Bot:
 
         return json.loads(self.cli("cases", "--json").stdout)
 
-    def letters(self, template: str | None = None, to: str | None = None) -> list:
+    def letters(self, template: str | None = None, to: str | None = None, case: str | None = None) -> list:
+        """Letters at the sink in arrival order; letters sent in one pass over several connections may
+        arrive in any order among themselves, so pick by ``case`` rather than by position there."""
         out = []
         for m in self.sink.messages():
             if template and m.message["X-Mailbot-Letter"] != template:
                 continue
             if to and to.lower() not in [r.lower() for r in m.rcpt_tos]:
+                continue
+            if case and m.message["X-Mailbot-Case"] != case:
                 continue
             out.append(m)
         return out

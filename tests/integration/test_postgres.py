@@ -17,7 +17,7 @@ def test_the_bot_runs_on_postgresql(bot: Bot, postgres: PostgresServer) -> None:
     bot.once(now=T0 + timedelta(seconds=1))
     bot.once(now=T0 + timedelta(seconds=2))
     assert len(bot.letters("acknowledgement")) == 2
-    note = bot.letters("staff-notification")[0]
+    [note] = bot.letters("staff-notification", case="1MM-2026-0001")
     bot.append(staff_reply(note, "Priya Shah <priya.shah@1mm.org.uk>", "#resolve upheld\nSorted."))
     bot.once(now=T0 + timedelta(hours=1))
     cases = bot.cases_json()
