@@ -201,7 +201,7 @@ finally:
 def reference_loop_s() -> float:
     """CPU seconds for a fixed pure-Python loop: how fast this (shared) machine is right now.
 
-    The same work's CPU time has been seen to vary by a third from minute to minute here; this
+    The same work's CPU time has been seen to vary by half from one minute to the next here; this
     number, taken just before the backlog run, says which kind of minute it was.
     """
     began = time.process_time()
