@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from mailbot.domain.chain import RouteConfig, Verdict, route
 from mailbot.domain.directory import DirectoryFiles

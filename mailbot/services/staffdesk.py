@@ -56,8 +56,8 @@ class StaffDesk:
 
     # ---- entry point -------------------------------------------------------------------------
 
-    def handle(self, session: Session, case: Case, mail: InboundMail, message: repo.InboundRow, roles: frozenset[str],
-               now: datetime) -> list[QueuedLetter]:
+    def handle(self, session: Session, case: Case, mail: InboundMail, message: repo.InboundRow,
+               roles: frozenset[str], now: datetime) -> list[QueuedLetter]:
         text = extract_new_text(mail.text, mail.html)
         parsed = parse_commands(text)
         staff = mail.from_addr
