@@ -120,7 +120,29 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> 
             proc.wait()
 
 
-class DovecotServer:
+class _ServerProcess:
+    """What the throwaway servers share: one child process, whether it runs, its id, and ``with`` starting it."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's id (benchmarks read its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+
+class DovecotServer(_ServerProcess):
     """A private Dovecot IMAP server on 127.0.0.1, with its config, sockets, state, log and mail under `root`.
 
     Use as a context manager or call start()/stop(). restart() keeps the port and the mail, so a test can
@@ -208,18 +230,6 @@ class DovecotServer:
         """Stop, then start again on the same port with the same mail."""
         self.stop(graceful)
         self.start()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
     def __exit__(
         self,
@@ -383,7 +393,7 @@ class SinkMessage:
     path: Path
 
 
-class SmtpSink:
+class SmtpSink(_ServerProcess):
     """An SMTP server in a separate process that accepts everything and stores it as numbered .eml files.
 
     It runs in its own process because the bot under test runs in the test process, and an in-process
@@ -442,19 +452,6 @@ class SmtpSink:
         _terminate(self._proc)
         self._proc = None
         _wait_port_free(self.host, self.port, STOP_TIMEOUT)
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The sink process's id (benchmarks read its CPU time)."""
-        return self._proc.pid if self._proc is not None else None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
     def __exit__(
         self,
