@@ -31,7 +31,16 @@ from mailbot.letters import LetterRenderer
 from mailbot.services.compose import QueuedLetter, Sender, queue_letter
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
-from mailbot.store.models import Case, Deadline, MailMessage, Restriction
+from mailbot.store.models import (
+    CASE_TABLE,
+    DEADLINE_TABLE,
+    MESSAGE_TABLE,
+    RESTRICTION_TABLE,
+    Case,
+    Deadline,
+    MailMessage,
+    Restriction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +51,17 @@ ESCALATION_PHRASES = (
 )
 
 
-_CASES = Case.__table__  # type: ignore[attr-defined]
-_MESSAGES = MailMessage.__table__  # type: ignore[attr-defined]
-_RESTRICTIONS = Restriction.__table__  # type: ignore[attr-defined]
-_INSERT_DEADLINES = insert(Deadline.__table__)  # type: ignore[attr-defined]
+_INSERT_DEADLINES = insert(DEADLINE_TABLE)
 # Asked for every new case and every letter to staff: built once (see store.repo).
 _RESTRICTED_ELSEWHERE = (
-    sa_select(_CASES.c.ref, _RESTRICTIONS.c.mode)
-    .join(_CASES, _CASES.c.id == _RESTRICTIONS.c.case_id)
-    .where(_RESTRICTIONS.c.complainant == bindparam("complainant"), _RESTRICTIONS.c.state == "restricted",
-           _RESTRICTIONS.c.case_id != bindparam("case_id"))
-    .order_by(_RESTRICTIONS.c.id)
+    sa_select(CASE_TABLE.c.ref, RESTRICTION_TABLE.c.mode)
+    .join(CASE_TABLE, CASE_TABLE.c.id == RESTRICTION_TABLE.c.case_id)
+    .where(RESTRICTION_TABLE.c.complainant == bindparam("complainant"), RESTRICTION_TABLE.c.state == "restricted",
+           RESTRICTION_TABLE.c.case_id != bindparam("case_id"))
+    .order_by(RESTRICTION_TABLE.c.id)
 )
-_FIRST_MESSAGE_ID = (sa_select(_MESSAGES.c.message_id).where(_MESSAGES.c.case_id == bindparam("case_id"))
-                     .order_by(_MESSAGES.c.id).limit(1))
+_FIRST_MESSAGE_ID = (sa_select(MESSAGE_TABLE.c.message_id).where(MESSAGE_TABLE.c.case_id == bindparam("case_id"))
+                     .order_by(MESSAGE_TABLE.c.id).limit(1))
 
 
 # Statuses in which the procedure's clocks run.

@@ -7,17 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
 
-from sqlalchemy import insert
 from sqlmodel import Session
 
 from mailbot.letters import LetterRenderer, letter_bytes, new_message_id
 from mailbot.store import repo
 from mailbot.store.db import to_db
-from mailbot.store.models import Case, MailMessage
-
-
-_OUTBOX = MailMessage.__table__  # type: ignore[attr-defined]
-_QUEUE = insert(_OUTBOX).returning(_OUTBOX.c.id)
+from mailbot.store.models import Case
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +104,7 @@ def queue_letter(
         "subject": letter.subject, "from_addr": sender.address, "to_addrs": ",".join(envelope), "kind": template,
         "at": to_db(now), "raw": raw, "delivery": "pending", "automatic": automatic,
     }
-    # A plain INSERT: the outbox row is write-only in this transaction, and the ORM's unit of work for
-    # it (and the autoflush it forced on the next query) cost more than building the letter.
-    row_id = session.connection().execute(_QUEUE, values).scalar_one()
+    row_id = repo.insert_message(session, values)
     repo.add_event(session, case, now, "letter_queued", template=template, to=",".join(envelope), message_id=message_id)
     # The letter as queued, for the caller: a plain record, not an ORM row (nothing changes it later).
     return QueuedLetter(id=row_id, **values)

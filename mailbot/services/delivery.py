@@ -20,7 +20,7 @@ from sqlmodel import col, func, select
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
 from mailbot.store.db import session as new_session
-from mailbot.store.models import Case, MailMessage
+from mailbot.store.models import MESSAGE_TABLE, Case, MailMessage
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,9 @@ RETRY_DELAYS = (
 )
 
 
-_OUTBOX = MailMessage.__table__  # type: ignore[attr-defined]
-
 # Built once: constructing an UPDATE and its cache key cost more than running it, once per letter.
 _MARK_SENT = (
-    update(_OUTBOX).where(_OUTBOX.c.id == bindparam("letter_id"))
+    update(MESSAGE_TABLE).where(MESSAGE_TABLE.c.id == bindparam("letter_id"))
     .values(delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"), last_error=bindparam("note"))
 )
 

@@ -26,16 +26,15 @@ from mailbot.services.casework import Casework
 from mailbot.store import repo
 from mailbot.store.db import session as new_session
 from mailbot.store.db import to_db
-from mailbot.store.models import Case, MailboxCursor, MailMessage
+from mailbot.store.models import CURSOR_TABLE, Case, MailboxCursor, MailMessage
 
 log = logging.getLogger(__name__)
 
-_CURSORS = MailboxCursor.__table__  # type: ignore[attr-defined]
 # The common case in one statement, built once: the cursor exists, with this UIDVALIDITY, behind this UID.
 _MOVE_CURSOR = (
-    update(_CURSORS)
-    .where(_CURSORS.c.mailbox == bindparam("box"), _CURSORS.c.uidvalidity == bindparam("validity"),
-           _CURSORS.c.last_uid < bindparam("uid"))
+    update(CURSOR_TABLE)
+    .where(CURSOR_TABLE.c.mailbox == bindparam("box"), CURSOR_TABLE.c.uidvalidity == bindparam("validity"),
+           CURSOR_TABLE.c.last_uid < bindparam("uid"))
     .values(last_uid=bindparam("uid"))
 )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -165,3 +165,13 @@ class MentorAction(SQLModel, table=True):
     reason: str = ""
     by: str
     at: datetime
+
+
+# The tables themselves, for the prebuilt Core statements on the hot paths (intake, the outbox).
+CASE_TABLE: Table = Case.__table__  # type: ignore[attr-defined]
+MESSAGE_TABLE: Table = MailMessage.__table__  # type: ignore[attr-defined]
+EVENT_TABLE: Table = Event.__table__  # type: ignore[attr-defined]
+CURSOR_TABLE: Table = MailboxCursor.__table__  # type: ignore[attr-defined]
+SEQUENCE_TABLE: Table = RefSequence.__table__  # type: ignore[attr-defined]
+DEADLINE_TABLE: Table = Deadline.__table__  # type: ignore[attr-defined]
+RESTRICTION_TABLE: Table = Restriction.__table__  # type: ignore[attr-defined]

@@ -11,36 +11,39 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mailbot.store.db import to_db
-from mailbot.store.models import Case, Event, MailboxCursor, MailMessage, RefSequence
+from mailbot.store.models import (
+    CASE_TABLE,
+    EVENT_TABLE,
+    MESSAGE_TABLE,
+    SEQUENCE_TABLE,
+    Case,
+    MailboxCursor,
+    MailMessage,
+)
 
 # The statements every message runs, built once. Building a statement and its cache key costs
 # SQLAlchemy several times what executing it does (~120 us against ~25 us on SQLite), and these
 # run a dozen times per message; values arrive as bind parameters.
-_MESSAGES = MailMessage.__table__  # type: ignore[attr-defined]
-_CASES = Case.__table__  # type: ignore[attr-defined]
-_SEQUENCES = RefSequence.__table__  # type: ignore[attr-defined]
-_EVENTS = Event.__table__  # type: ignore[attr-defined]
-
-_CASE_ID_BY_REF = sa_select(_CASES.c.id).where(_CASES.c.ref == bindparam("ref")).limit(1)
+_CASE_ID_BY_REF = sa_select(CASE_TABLE.c.id).where(CASE_TABLE.c.ref == bindparam("ref")).limit(1)
 _CASE_BY_REF = select(Case).where(col(Case.ref) == bindparam("ref"))
-_REF_OF_MESSAGE = (sa_select(_CASES.c.ref).join(_MESSAGES, _MESSAGES.c.case_id == _CASES.c.id)
-                   .where(_MESSAGES.c.message_id == bindparam("message_id")).limit(1))
-_MESSAGE_SEEN = (sa_select(_MESSAGES.c.id)
-                 .where(_MESSAGES.c.direction == bindparam("direction"),
-                        _MESSAGES.c.message_id == bindparam("message_id"))
+_REF_OF_MESSAGE = (sa_select(CASE_TABLE.c.ref).join(MESSAGE_TABLE, MESSAGE_TABLE.c.case_id == CASE_TABLE.c.id)
+                   .where(MESSAGE_TABLE.c.message_id == bindparam("message_id")).limit(1))
+_MESSAGE_SEEN = (sa_select(MESSAGE_TABLE.c.id)
+                 .where(MESSAGE_TABLE.c.direction == bindparam("direction"),
+                        MESSAGE_TABLE.c.message_id == bindparam("message_id"))
                  .limit(1))
-_NEXT_SEQ = (update(_SEQUENCES).where(_SEQUENCES.c.year == bindparam("seq_year"))
-             .values(last_seq=_SEQUENCES.c.last_seq + 1).returning(_SEQUENCES.c.last_seq))
-_FIRST_SEQ = insert(_SEQUENCES)
-_INSERT_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
-_SET_INBOUND = (update(_MESSAGES).where(_MESSAGES.c.id == bindparam("row_id"))
+_NEXT_SEQ = (update(SEQUENCE_TABLE).where(SEQUENCE_TABLE.c.year == bindparam("seq_year"))
+             .values(last_seq=SEQUENCE_TABLE.c.last_seq + 1).returning(SEQUENCE_TABLE.c.last_seq))
+_FIRST_SEQ = insert(SEQUENCE_TABLE)
+_INSERT_MESSAGE = insert(MESSAGE_TABLE).returning(MESSAGE_TABLE.c.id)
+_SET_INBOUND = (update(MESSAGE_TABLE).where(MESSAGE_TABLE.c.id == bindparam("row_id"))
                 .values(kind=bindparam("new_kind"), case_id=bindparam("new_case_id")))
-_ADD_EVENT = insert(_EVENTS)
-_AUTOMATIC_SINCE = sa_select(func.count(_MESSAGES.c.id)).where(
-    _MESSAGES.c.direction == "out",
-    _MESSAGES.c.automatic == True,  # noqa: E712  (SQL expression)
-    _MESSAGES.c.to_addrs == bindparam("address"),
-    _MESSAGES.c.at >= bindparam("since", type_=_MESSAGES.c.at.type),
+_ADD_EVENT = insert(EVENT_TABLE)
+_AUTOMATIC_SINCE = sa_select(func.count(MESSAGE_TABLE.c.id)).where(
+    MESSAGE_TABLE.c.direction == "out",
+    MESSAGE_TABLE.c.automatic == True,  # noqa: E712  (SQL expression)
+    MESSAGE_TABLE.c.to_addrs == bindparam("address"),
+    MESSAGE_TABLE.c.at >= bindparam("since", type_=MESSAGE_TABLE.c.at.type),
 )
 
 
@@ -78,9 +81,19 @@ class InboundRow:
     recorded_case_id: int | None = None
 
 
+def insert_message(session: Session, values: dict[str, object]) -> int:
+    """Insert a message row, inbound or outbound, and return its id.
+
+    A plain INSERT on the session's connection: these rows are not read back as ORM objects in the
+    transaction that writes them, and the unit of work (with the autoflush it forced on the next
+    query) cost more than the statement.
+    """
+    return int(session.connection().execute(_INSERT_MESSAGE, values).scalar_one())
+
+
 def record_inbound(session: Session, values: dict[str, object]) -> InboundRow:
-    """Insert an inbound message (a plain INSERT: the ORM's unit of work cost more than the statement)."""
-    row_id = session.connection().execute(_INSERT_MESSAGE, {**values, "direction": "in"}).scalar_one()
+    """Insert an inbound message; the handlers see it as an InboundRow."""
+    row_id = insert_message(session, {**values, "direction": "in"})
     kind, case_id = str(values.get("kind", "")), values.get("case_id")
     return InboundRow(row_id, kind, case_id, kind, case_id)  # type: ignore[arg-type]
 
