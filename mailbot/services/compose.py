@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parseaddr
 
 from sqlmodel import Session
 
+from mailbot.domain.mail import bare_address
 from mailbot.letters import LetterRenderer, letter_bytes, new_message_id
 from mailbot.store import repo
 from mailbot.store.db import to_db
@@ -67,7 +66,7 @@ def queue_letter(
     Automatic letters (acknowledgements and the like) respect the per-address cap that stops
     mail loops; a capped letter is not queued, and the case records why. Returns the outbox row.
     """
-    recipients = [a for a in (_bare(t) for t in to) if a]
+    recipients = [a for a in (bare_address(t) for t in to) if a]
     if not recipients:
         repo.add_event(session, case, now, "letter_skipped", template=template, reason="no recipient address")
         return None
@@ -96,7 +95,7 @@ def queue_letter(
         date=now,
         extra_headers={"X-Mailbot-Case": case.ref} if case else None,
     )
-    envelope = recipients + [a for a in (_bare(c) for c in (cc or [])) if a and a not in recipients]
+    envelope = recipients + [a for a in (bare_address(c) for c in (cc or [])) if a and a not in recipients]
     if case is not None and case.id is None:
         session.flush()
     values = {
@@ -108,15 +107,3 @@ def queue_letter(
     repo.add_event(session, case, now, "letter_queued", template=template, to=",".join(envelope), message_id=message_id)
     # The letter as queued, for the caller: a plain record, not an ORM row (nothing changes it later).
     return QueuedLetter(id=row_id, **values)
-
-
-# A plain local@domain with nothing to parse (no display name, comment, quoting or list): what the
-# store keeps for complainants and staff, so nearly every recipient. The full parser costs ~60 us.
-_PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:@\"]+@[^\s<>()\[\]\\,;:@\"]+")
-
-
-def _bare(address: str) -> str:
-    address = address.strip()
-    if _PLAIN_ADDRESS.fullmatch(address):
-        return address.lower()
-    return parseaddr(address)[1].strip().lower()

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import random
+from email.utils import parseaddr
 
 import pytest
 
-from mailbot.domain.mail import InboundMail, extract_message_ids, header_safe, html_to_text, parse_mail
+from mailbot.domain.mail import (
+    InboundMail,
+    bare_address,
+    extract_message_ids,
+    header_safe,
+    html_to_text,
+    parse_mail,
+)
 
 
 def message(headers: str, body: str = "Hello.\n") -> bytes:
@@ -471,3 +479,21 @@ def test_mailparser_defects_are_recorded_after_our_own() -> None:
     defects = parse_mail(raw).defects
     assert "DateHeaderDefect" in defects
     assert defects.index("no Message-ID") < defects.index("DateHeaderDefect")
+
+
+@pytest.mark.parametrize("written, envelope", [
+    ("a@b.example", "a@b.example"),
+    ("A.B+x@Example.ORG", "a.b+x@example.org"),
+    ("  x@y.example ", "x@y.example"),
+    ("Name <a@b.example>", "a@b.example"),
+    ("<a@b.example>", "a@b.example"),
+    ('"quoted local"@b.example', '"quoted local"@b.example'),
+    ("(comment) a@b.example", "a@b.example"),
+    ("a@b.example, d@e.example", "a@b.example"),
+    ("a@b@c", ""),
+    ("", ""),
+    ("a@[192.0.2.1]", "a@[192.0.2.1]"),
+])
+def test_a_letter_goes_to_the_bare_address_however_it_was_written(written: str, envelope: str) -> None:
+    # The quick path for plain addresses must agree with the full parser, which the others go through.
+    assert bare_address(written) == envelope == parseaddr(written)[1].strip().lower()
