@@ -47,9 +47,9 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_MAILBOX = "local/maildir"
 
-# In the daemon, intake commits at least this often, so the delivery worker (which marks each letter
-# sent in its own transaction right after the server's 250) never waits long for SQLite's writer lock.
-DAEMON_INTAKE_TRANSACTION_SECONDS = 0.05
+# Intake commits at least this often, so the delivery worker, sending while intake runs (it marks each
+# letter sent right after the server's 250, and reads the outbox), never waits long for SQLite's writer lock.
+INTAKE_TRANSACTION_SECONDS = 0.05
 
 
 class App(MailboxHooks):
@@ -89,10 +89,9 @@ class App(MailboxHooks):
         self.digest = Digest(self.engine, self.casework, settings.digest_time, self.clock,
                              persistent_threshold=settings.persistent_threshold)
         self.jobs = Jobs(self.engine, self.casework, self.clock, digest=self.digest)
+        # Wakes the delivery worker when intake has committed letters (set while one runs).
         self._poke: Callable[[], None] = lambda: None
         self._stop_daemon: Callable[[], None] = lambda: None
-        # Longest intake transaction: unbounded for `run --once` (nothing else writes), short in the daemon.
-        self._intake_transaction_seconds: float | None = None
 
     # ---- wiring helpers ----------------------------------------------------------------------
 
@@ -125,8 +124,8 @@ class App(MailboxHooks):
         return read_cursor(self.engine, mailbox)
 
     def ingest(self, arrivals: list[Arrival], position: CursorPosition) -> None:
-        self.ingestor.ingest_batch(arrivals, position, max_seconds=self._intake_transaction_seconds)
-        self._poke()
+        self.ingestor.ingest_batch(arrivals, position, max_seconds=INTAKE_TRANSACTION_SECONDS,
+                                   on_commit=self._poke)
 
     def fetch_succeeded(self, mailbox: str) -> None:
         with session(self.engine) as s:
@@ -167,6 +166,7 @@ class App(MailboxHooks):
         for path in pending_files(maildir):
             self.ingestor.ingest(arrival_from_file(path))  # one message, one short transaction
             mark_processed(path)
+            self._poke()
             count += 1
         self.fetch_succeeded(LOCAL_MAILBOX)
         return count
@@ -175,11 +175,43 @@ class App(MailboxHooks):
         return asyncio.run(self.deliverer.deliver_due())
 
     def run_once(self) -> dict[str, object]:
-        fetched = self.intake_once()
-        jobs = self.jobs.run_due(self.clock())
-        report = self.deliver()
-        return {"fetched": fetched, "jobs": jobs, "sent": report.sent, "deferred": report.deferred,
-                "failed": report.failed}
+        return asyncio.run(self._run_once())
+
+    async def _run_once(self) -> dict[str, object]:
+        """Take in the mailbox, then run the due scheduled work, in a thread, while the outbox is delivered.
+
+        Letters go out as intake commits them (it pokes the delivery loop after each transaction), so a
+        backlog's acknowledgements do not wait for the whole mailbox to be read, and the SMTP server works
+        while intake does. When the thread is done, one last pass sends whatever it queued since.
+        """
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        self._poke = lambda: loop.call_soon_threadsafe(wake.set)
+
+        def take_in() -> tuple[int, int]:
+            fetched = self.intake_once()
+            return fetched, self.jobs.run_due(self.clock())
+
+        totals = DeliveryReport()
+        intake = asyncio.ensure_future(asyncio.to_thread(take_in))
+        try:
+            while not intake.done():
+                wake.clear()
+                totals.add(await self.deliverer.deliver_due())
+                woken = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({intake, woken}, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+        finally:
+            # Never leave the thread behind (a failed pass still waits for intake to finish its transaction).
+            await asyncio.wait({intake})
+            self._poke = lambda: None
+        try:
+            fetched, jobs = intake.result()
+        finally:
+            # Whatever intake committed goes out, even when it failed part-way (the error is raised after).
+            totals.add(await self.deliverer.deliver_due())
+        return {"fetched": fetched, "jobs": jobs, "sent": totals.sent, "deferred": totals.deferred,
+                "failed": totals.failed}
 
     # ---- the daemon --------------------------------------------------------------------------
 
@@ -195,7 +227,6 @@ class App(MailboxHooks):
         stop = threading.Event()
         local_wake = threading.Event()
         self._poke = lambda: loop.call_soon_threadsafe(wake.set)
-        self._intake_transaction_seconds = DAEMON_INTAKE_TRANSACTION_SECONDS
 
         def request_stop() -> None:
             log.info("stopping")

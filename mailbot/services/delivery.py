@@ -1,13 +1,17 @@
 """The outbox worker: sends due letters, retries temporary failures, records permanent ones.
 
-Each letter is marked sent in its own short transaction straight after the server's 250, so the
-only window in which a crash can send a letter twice is between that reply and that commit.
+Each letter is marked sent straight after the server's 250: the mark goes to a thread of its own that
+commits it (with any others that arrived meanwhile) as soon as the database's writer lock is free, so
+the only window in which a crash can send a letter twice is between that reply and that commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Iterator, Protocol
@@ -66,6 +70,13 @@ class DeliveryReport:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def add(self, other: DeliveryReport) -> None:
+        """Count another pass's letters in with these."""
+        self.sent += other.sent
+        self.deferred += other.deferred
+        self.failed += other.failed
+        self.errors += other.errors
+
 
 @dataclass(frozen=True)
 class _Job:
@@ -83,8 +94,7 @@ class Deliverer:
         self.transport_factory = transport_factory
         self.clock = clock
         self.concurrency = concurrency
-        # The pass's own connection for marking letters sent (no pool round trip per letter).
-        self._conn: Connection | None = None
+        self._marks: _SentMarks | None = None
 
     async def deliver_due(self) -> DeliveryReport:
         """Send every letter that is due now; returns what happened.
@@ -96,16 +106,18 @@ class Deliverer:
         downtime, complainants hear from us before staff get their copies.
         """
         report = DeliveryReport()
-        firsts = [self._due_jobs(after=0, automatic=True), self._due_jobs(after=0, automatic=False)]
+        # Outbox reads happen in a thread: on SQLite they queue for the writer's lock like writes do.
+        firsts = await asyncio.to_thread(self._first_pages)
         waiting = sum(len(page) for page in firsts)
         if not waiting:
             return report
-        with self.engine.connect() as conn:
-            self._conn = conn
-            try:
-                return await self._deliver(self._pages(firsts), min(self.concurrency, waiting), report)
-            finally:
-                self._conn = None
+        marks = _SentMarks(self.engine)
+        self._marks = marks
+        try:
+            return await self._deliver(self._pages(firsts), min(self.concurrency, waiting), report)
+        finally:
+            self._marks = None
+            await asyncio.to_thread(marks.close)
 
     def _pages(self, firsts: list[list[_Job]]) -> Iterator[list[_Job]]:
         """The outbox page by page: automatic letters, then the others, each by id (read as they are needed)."""
@@ -146,7 +158,7 @@ class Deliverer:
     async def _feed(self, queue: asyncio.Queue[_Job | None], pages: Iterator[list[_Job]], workers: int,
                     want_more: asyncio.Event) -> None:
         """Queue a page; when the workers are nearly through it, read the next."""
-        for page in pages:
+        while page := await asyncio.to_thread(next, pages, None):
             for job in page:
                 queue.put_nowait(job)
             want_more.clear()
@@ -161,7 +173,14 @@ class Deliverer:
                 MailMessage.direction == "out", MailMessage.delivery == "pending")).one()
         return from_db(value)
 
-    def _due_jobs(self, after: int, automatic: bool) -> list[_Job]:
+    def _first_pages(self) -> list[list[_Job]]:
+        """The first page of automatic letters and of the others, read together (one snapshot: a letter
+        committed between two reads could otherwise send a staff copy ahead of its acknowledgement)."""
+        with self.engine.connect() as conn:
+            return [self._due_jobs(after=0, automatic=True, conn=conn),
+                    self._due_jobs(after=0, automatic=False, conn=conn)]
+
+    def _due_jobs(self, after: int, automatic: bool, conn: Connection | None = None) -> list[_Job]:
         """The next page of due letters of one kind with an id above ``after``: only the columns sending needs."""
         # The same conditions as repo.due_outbox, without loading whole ORM rows.
         now = to_db(self.clock())
@@ -174,7 +193,10 @@ class Deliverer:
             .order_by(col(MailMessage.id))
             .limit(OUTBOX_PAGE)
         )
-        with self.engine.connect() as conn:
+        if conn is None:
+            with self.engine.connect() as own:
+                rows = own.execute(query).all()
+        else:
             rows = conn.execute(query).all()
         return [_Job(r.id, r.raw, r.from_addr, r.to_addrs.split(","), r.attempts) for r in rows if r.id]
 
@@ -202,12 +224,11 @@ class Deliverer:
     def _sent(self, job: _Job, report: DeliveryReport, note: str | None) -> None:
         # One UPDATE in its own transaction, committed before the next letter is touched.
         params = {"letter_id": job.id, "sent_when": to_db(self.clock()), "tries": job.attempts + 1, "note": note}
-        if self._conn is None:
+        if self._marks is None:
             with self.engine.begin() as conn:
                 conn.execute(_MARK_SENT, params)
         else:
-            with self._conn.begin():
-                self._conn.execute(_MARK_SENT, params)
+            self._marks.put(params)
         report.sent += 1
 
     def _deferred(self, job: _Job, error: str, report: DeliveryReport) -> None:
@@ -243,3 +264,63 @@ class Deliverer:
                 session.commit()
         report.failed += 1
         report.errors.append(error)
+
+
+
+class _SentMarks:
+    """Commits one pass's "sent" marks from a thread of its own.
+
+    A mark is queued the moment the server answers 250 and committed as soon as the writer's lock is
+    free, together with any marks that arrived meanwhile. The event loop never waits for that lock (on
+    SQLite, intake holds it for up to ~50 ms at a time), so the other workers keep sending. A failed
+    commit is retried, keeping the marks, until it succeeds; ``close`` returns once every mark is
+    committed, so the next pass never sees a letter that went out as still pending.
+    """
+
+    RETRY_SECONDS = (0.05, 0.2, 1.0, 5.0, 30.0)
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.queue: queue.SimpleQueue[dict[str, object] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="sent-marks", daemon=True)
+        self.thread.start()
+
+    def put(self, params: dict[str, object]) -> None:
+        self.queue.put(params)
+
+    def close(self) -> None:
+        """Wait until every mark queued so far is committed."""
+        self.queue.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[dict[str, object]]) -> None:
+        failures = 0
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(_MARK_SENT, batch)
+                return
+            except Exception:  # noqa: BLE001  (the letters went out: the marks must not be dropped)
+                delay = self.RETRY_SECONDS[min(failures, len(self.RETRY_SECONDS) - 1)]
+                failures += 1
+                log.exception("could not mark %d sent letter(s) as sent (attempt %d); retrying in %s s",
+                              len(batch), failures, delay)
+                time.sleep(delay)

@@ -90,7 +90,8 @@ class Ingestor:
         self.clock = clock
 
     def ingest_batch(self, arrivals: Iterable[Arrival], cursor: CursorPosition | None = None,
-                     max_seconds: float | None = None) -> list[IngestOutcome]:
+                     max_seconds: float | None = None,
+                     on_commit: Callable[[], None] | None = None) -> list[IngestOutcome]:
         """Process arrivals in order in one transaction, with the cursor moved to the last of them.
 
         Each message runs in its own savepoint, so one that the pipeline cannot handle is rolled back
@@ -98,8 +99,9 @@ class Ingestor:
         Batching matters for a backlog: one commit and one cursor write per fetch, not per message.
 
         With ``max_seconds``, the batch is committed (cursor included) whenever a transaction has run
-        that long and carries on in a new one: the daemon's delivery worker needs the writer's lock to
-        mark a letter sent, and must not wait behind a whole fetch to do it.
+        that long and carries on in a new one: the delivery worker, sending while intake runs, needs the
+        writer's lock to mark a letter sent and to read the outbox, and must not wait behind a whole fetch.
+        ``on_commit`` is called after each commit (to wake that worker: there are letters to send).
         """
         outcomes: list[IngestOutcome] = []
         pending = iter(arrivals)
@@ -118,6 +120,8 @@ class Ingestor:
                 if cursor is not None and last_uid is not None:
                     self._advance_cursor(session, cursor, last_uid)
                 session.commit()
+            if on_commit is not None:
+                on_commit()
         return outcomes
 
     def _one(self, session: Session, arrival: Arrival) -> IngestOutcome:

@@ -60,10 +60,11 @@ def test_local_mode_takes_mail_over_smtp_and_writes_letters_to_a_maildir(bot: Bo
                 time.sleep(0.1)
         sent = bot.data_dir / "sent" / "new"
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(list(sent.glob("*"))) < 1:
+        while time.monotonic() < deadline and len(list(sent.glob("*"))) < 2:
             time.sleep(0.05)
         letters = [p.read_bytes() for p in sent.glob("*")]
         assert any(b"X-Mailbot-Letter: acknowledgement" in raw and b"1MM-" in raw for raw in letters)
+        assert any(b"X-Mailbot-Letter: staff-notification" in raw for raw in letters)
     finally:
         assert daemon.stop() == 0
     assert [c["subject"] for c in bot.cases_json()] == ["Local complaint"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import event
 
+from mailbot.services.delivery import DeliveryReport, Transport
 from mailbot.services.ingest import Arrival
 from tests.integration.bot import Bot, make_mail, msgid
 
@@ -214,8 +217,84 @@ def test_after_downtime_complainants_are_acknowledged_before_staff_get_their_cop
     assert [m.rcpt_tos for m in bot.sink.messages()[:3]] == [[f"waiting{n}@example.org"] for n in range(3)]
 
 
+def test_letters_keep_going_out_while_another_writer_holds_the_database(bot: Bot) -> None:
+    # On SQLite, intake holds the writer's lock while it takes mail in; marking a letter sent must not
+    # stop the other letters meanwhile, and the pass must not end before its letters are marked sent.
+    for n in range(12):
+        bot.append(make_mail(frm=f"busy{n}@example.org", subject=f"Busy {n}"))
+    app = bot.app()
+    app.intake_once()  # 24 letters queued, more than the 8 connections can carry at once
+    writer = sqlite3.connect(app.settings.database_url_effective.split("///", 1)[1], isolation_level=None,
+                             check_same_thread=False)
+    held = threading.Event()
+
+    class TakesTheLockFirst:
+        """The first letter handed to the server finds the database busy with another writer."""
+
+        def __init__(self, inner: Transport) -> None:
+            self.inner = inner
+
+        async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+            if not held.is_set():
+                writer.execute("BEGIN IMMEDIATE")
+                held.set()
+            return await self.inner.send(raw, mail_from, recipients)
+
+        async def close(self) -> None:
+            await self.inner.close()
+
+    smtp = app.deliverer.transport_factory
+    app.deliverer.transport_factory = lambda: TakesTheLockFirst(smtp())
+    reports: list[DeliveryReport] = []
+    passing = threading.Thread(target=lambda: reports.append(app.deliver()))
+    passing.start()
+    try:
+        bot.sink.wait_for(24, timeout=15)  # every letter reached the server while the lock was held
+        assert held.is_set() and passing.is_alive()  # and the pass waits to record them
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    passing.join(timeout=30)
+    assert [r.sent for r in reports] == [24]
+    assert app.deliver().sent == 0  # every letter was marked sent: none goes twice
+    app.engine.dispose()
+    assert bot.sink.count() == 24
+
+
+def test_run_once_sends_letters_while_it_is_still_taking_mail_in(bot: Bot) -> None:
+    bot.append(make_mail(frm="early@example.org", subject="Early"))
+    app = bot.app()
+    scheduled = app.jobs.run_due
+
+    def scheduled_work_once_the_acknowledgement_is_out(now: datetime) -> int:
+        # Runs in intake's thread after the mailbox: a run that only delivers at the end never gets here.
+        assert bot.sink.wait_for(1, timeout=15)[0].message["X-Mailbot-Letter"] == "acknowledgement"
+        return scheduled(now)
+
+    app.jobs.run_due = scheduled_work_once_the_acknowledgement_is_out  # type: ignore[method-assign]
+    result = app.run_once()
+    app.engine.dispose()
+    assert (result["fetched"], result["sent"]) == (1, 2)
+
+
+def test_run_once_sends_what_was_taken_in_even_when_a_later_step_fails(bot: Bot) -> None:
+    bot.append(make_mail(frm="first@example.org", subject="Before the failure"))
+    app = bot.app()
+
+    def broken(now: datetime) -> int:
+        raise RuntimeError("scheduled work failed")
+
+    app.jobs.run_due = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="scheduled work failed"):
+        app.run_once()
+    assert app.deliver().sent == 0  # nothing left behind in the outbox
+    app.engine.dispose()
+    assert sorted(m.message["X-Mailbot-Letter"] for m in bot.sink.messages()) == [
+        "acknowledgement", "staff-notification"]
+
+
 def test_a_time_limit_splits_a_fetch_into_short_transactions_and_loses_nothing(bot: Bot) -> None:
-    # The daemon's limit: the outbox worker must not wait behind a whole fetch to mark a letter sent.
+    # Intake's limit: the outbox worker, sending meanwhile, must not wait behind a whole fetch.
     app = bot.app(MONDAY_10)
     commits: list[int] = []
     event.listen(app.engine, "commit", lambda conn: commits.append(1))
