@@ -409,6 +409,7 @@ class SmtpSink(_ServerProcess):
         self.port = port if port is not None else free_port()
         self.dir = self.root / "messages"
         self.control_path = self.root / "control.json"
+        self.recipients_path = self.root / "recipients.json"
         self.log_path = self.root / "sink.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready_path = self.root / "ready"
@@ -517,8 +518,19 @@ class SmtpSink(_ServerProcess):
         tmp.write_text(json.dumps(control))
         tmp.replace(self.control_path)
 
+    def refuse_recipients(self, codes: dict[str, int]) -> None:
+        """Answer RCPT TO for these addresses with their code (4xx or 5xx) until accept(); others are taken."""
+        if not all(400 <= code <= 599 for code in codes.values()):
+            raise ValueError(f"a refusal needs a 4xx or 5xx code, not {codes}")
+        rules = {address.lower(): f"{code} {'mailbox busy' if code < 500 else 'no such mailbox'}"
+                 for address, code in codes.items()}
+        tmp = self.recipients_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rules))
+        tmp.replace(self.recipients_path)
+
     def accept(self) -> None:
         self.control_path.unlink(missing_ok=True)
+        self.recipients_path.unlink(missing_ok=True)
 
 
 def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path) -> None:
@@ -547,7 +559,20 @@ def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path)
         refused[rule["id"]] = done + 1
         return f"{rule['code']} {rule['text']}"
 
+    recipients_rules = control.with_name("recipients.json")
+
     class Handler:
+        async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                              rcpt_options: list[str]) -> str:
+            try:
+                rules = json.loads(recipients_rules.read_text())
+            except (FileNotFoundError, ValueError):
+                rules = {}
+            if address.lower() in rules:
+                return rules[address.lower()]
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
         async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
             received_at = time.time()
             answer = refusal()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 
 import aiosmtplib
 
 from mailbot.services.delivery import PermanentFailure, TemporaryFailure
+
+# An address that is plainly safe on an SMTP command line as it stands: ASCII atoms and dots, no spaces,
+# quotes, brackets, commas or angle brackets. Every letter's sender and nearly every recipient is one;
+# anything else goes through aiosmtplib's ``sendmail``, which parses and checks each address.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 
 
 class SmtpTransport:
@@ -26,6 +32,11 @@ class SmtpTransport:
             tls_context=ssl.create_default_context() if self.security != "none" else None,
         )
         await client.connect()
+        if client.is_ehlo_or_helo_needed:
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
         if self.user:
             await client.login(self.user, self.password or "")
         self._client = client
@@ -34,7 +45,13 @@ class SmtpTransport:
     async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
         try:
             client = await self._connect()
-            errors, _response = await client.sendmail(mail_from, recipients, raw)
+            if all(_PLAIN_ADDRESS.fullmatch(address) for address in (mail_from, *recipients)):
+                errors = await self._transaction(client, raw, mail_from, recipients)
+            else:
+                # International addresses need the server's SMTPUTF8; without it aiosmtplib refuses them.
+                international = not all(address.isascii() for address in (mail_from, *recipients))
+                options = ["SMTPUTF8"] if international and client.supports_extension("smtputf8") else []
+                errors, _response = await client.sendmail(mail_from, recipients, raw, mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             message = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
@@ -47,6 +64,9 @@ class SmtpTransport:
             if 500 <= exc.code < 600:
                 raise PermanentFailure(f"{exc.code} {exc.message}") from None
             raise TemporaryFailure(f"{exc.code} {exc.message}") from None
+        except ValueError as exc:
+            # aiosmtplib refuses an address that cannot go on an SMTP command line safely; retrying won't help.
+            raise PermanentFailure(f"unsendable address: {exc}") from None
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             await self._drop()
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
@@ -54,6 +74,25 @@ class SmtpTransport:
             # Some recipients were refused while others accepted: the letter went out, note who missed it.
             return "partly refused: " + "; ".join(f"{addr}: {resp.code} {resp.message}" for addr, resp in errors.items())
         return None
+
+    @staticmethod
+    async def _transaction(client: aiosmtplib.SMTP, raw: bytes, mail_from: str,
+                           recipients: list[str]) -> dict[str, aiosmtplib.SMTPResponse]:
+        """MAIL, RCPT and DATA for plain addresses, as ``sendmail`` does them, without parsing each address
+        twice more (a quarter of the CPU a letter costs); failures raise the same exceptions."""
+        options = [b"SIZE=%d" % len(raw)] if client.supports_extension("size") else []
+        response = await client.execute_command(b"MAIL", b"FROM:<" + mail_from.encode("ascii") + b">", *options)
+        if response.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(response.code, response.message, mail_from)
+        refused = []
+        for address in recipients:
+            response = await client.execute_command(b"RCPT", b"TO:<" + address.encode("ascii") + b">")
+            if response.code not in (250, 251):
+                refused.append(aiosmtplib.SMTPRecipientRefused(response.code, response.message, address))
+        if len(refused) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(refused)
+        await client.data(raw)
+        return {r.recipient: aiosmtplib.SMTPResponse(r.code, r.message) for r in refused}
 
     async def _reset(self) -> None:
         """After a refusal the session may be mid-transaction; RSET it, or start afresh."""
