@@ -19,10 +19,10 @@ from typing import Callable, Iterator, Protocol
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import col, func, select
+from sqlmodel import col, func
 
 from mailbot.store import repo
-from mailbot.store.db import from_db, to_db
+from mailbot.store.db import from_db, reading, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import MESSAGE_TABLE, Case, MailMessage
 
@@ -106,7 +106,7 @@ class Deliverer:
         downtime, complainants hear from us before staff get their copies.
         """
         report = DeliveryReport()
-        # Outbox reads happen in a thread: on SQLite they queue for the writer's lock like writes do.
+        # Outbox reads happen in a thread, so the loop never waits on the database.
         firsts = await asyncio.to_thread(self._first_pages)
         waiting = sum(len(page) for page in firsts)
         if not waiting:
@@ -168,15 +168,15 @@ class Deliverer:
 
     def next_due_at(self) -> datetime | None:
         """When the earliest deferred letter becomes due, for the daemon's sleep."""
-        with new_session(self.engine) as session:
-            value = session.exec(select(func.min(col(MailMessage.next_attempt_at))).where(
-                MailMessage.direction == "out", MailMessage.delivery == "pending")).one()
+        with reading(self.engine) as conn:
+            value = conn.execute(sa_select(func.min(col(MailMessage.next_attempt_at))).where(
+                MailMessage.direction == "out", MailMessage.delivery == "pending")).scalar()
         return from_db(value)
 
     def _first_pages(self) -> list[list[_Job]]:
         """The first page of automatic letters and of the others, read together (one snapshot: a letter
         committed between two reads could otherwise send a staff copy ahead of its acknowledgement)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [self._due_jobs(after=0, automatic=True, conn=conn),
                     self._due_jobs(after=0, automatic=False, conn=conn)]
 
@@ -194,7 +194,7 @@ class Deliverer:
             .limit(OUTBOX_PAGE)
         )
         if conn is None:
-            with self.engine.connect() as own:
+            with reading(self.engine) as own:
                 rows = own.execute(query).all()
         else:
             rows = conn.execute(query).all()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
@@ -45,13 +47,85 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
 
         # BEGIN IMMEDIATE takes the writer's lock up front, waiting (busy_timeout) for the current
-        # writer: the intake thread, the scheduler and the outbox worker then simply take turns.
+        # writer. Inside this process the writers also queue for their turn first (WriterTurns), since
+        # SQLite's busy handler polls and a writer that commits and begins again would keep one waiting
+        # for seconds. A connection marked read-only (``reading``) begins a plain deferred transaction:
+        # in WAL mode it reads the last commit without waiting for anyone.
+        turns = _TURNS[engine] = WriterTurns()
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+                return
+            conn.info[_TURN] = turns.take()
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _sqlite_end(conn):  # type: ignore[no-untyped-def]
+            if _TURN in conn.info:
+                turns.give_back(conn.info.pop(_TURN))
+
+        @event.listens_for(engine.pool, "checkin")
+        def _sqlite_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+            if _TURN in record.info:  # a transaction that ended without commit or rollback
+                turns.give_back(record.info.pop(_TURN))
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+READ_ONLY = "mailbot_read_only"
+_TURN = "mailbot_writer_turn"
+_TURNS: weakref.WeakKeyDictionary[Engine, WriterTurns] = weakref.WeakKeyDictionary()
+
+
+def writer_turns(engine: Engine) -> WriterTurns | None:
+    """The queue of this process's writers on a SQLite engine (None on other databases)."""
+    return _TURNS.get(engine)
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only: on SQLite it never waits for the writer (use it as a context manager)."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
+
+
+class WriterTurns:
+    """Writers of one process take SQLite's single writer slot in the order they asked for it.
+
+    Intake commits every ~50 ms and begins its next transaction at once; left to SQLite's busy handler
+    (which sleeps and polls), the outbox worker's "sent" marks could wait seconds for a gap. Here each
+    writer draws a ticket and waits for its number, so a waiting writer goes next. One that waits longer
+    than ``patience`` (a turn never given back) takes its turn anyway, and SQLite's own lock decides.
+    """
+
+    def __init__(self, patience: float = 30.0) -> None:
+        self._changed = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        self.patience = patience
+
+    def take(self) -> int:
+        """Wait for this writer's turn; returns the ticket to give back."""
+        with self._changed:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            if not self._changed.wait_for(lambda: self._serving >= ticket, self.patience):
+                self._serving = ticket  # the turns before ours are taken as over
+            return ticket
+
+    @property
+    def waiting(self) -> int:
+        """Writers waiting for their turn."""
+        with self._changed:
+            return max(0, self._next_ticket - self._serving - 1)
+
+    def give_back(self, ticket: int) -> None:
+        with self._changed:
+            if ticket == self._serving:  # a turn given back after it was skipped changes nothing
+                self._serving += 1
+                self._changed.notify_all()
 
 
 def alembic_config(url: str) -> Config:

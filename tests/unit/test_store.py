@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from mailbot.store.db import make_engine, session, upgrade
+from mailbot.store.db import WriterTurns, make_engine, reading, session, upgrade, writer_turns
 from mailbot.store.models import RefSequence
 
 NOW = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
@@ -76,3 +79,67 @@ def test_two_writers_take_turns_instead_of_failing(tmp_path: Path) -> None:
     assert errors == []
     with session(engine) as s:
         assert s.get(RefSequence, 2026).last_seq == 200
+
+
+def test_writers_of_one_process_get_the_database_in_the_order_they_asked(tmp_path: Path) -> None:
+    # Intake begins its next transaction the moment it commits; a writer that asked meanwhile (the
+    # outbox marking a letter sent) must go next, not wait for a gap that SQLite's polling may never see.
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    order: list[str] = []
+    first = session(engine)
+    first.add(RefSequence(year=2026, last_seq=0))
+    first.flush()  # the writer's turn is held from here to the commit
+
+    def write(name: str, year: int) -> None:
+        with session(engine) as s:
+            s.add(RefSequence(year=year, last_seq=0))
+            s.flush()
+            order.append(name)
+            s.commit()
+
+    waiting = threading.Thread(target=write, args=("waited", 2027))
+    waiting.start()
+    deadline = time.monotonic() + 5
+    while not _someone_waits(engine) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    first.commit()
+    first.close()
+    write("asked later", 2028)  # asks after the waiting writer, so goes after it
+    waiting.join()
+    assert order == ["waited", "asked later"]
+
+
+def _someone_waits(engine: Engine) -> bool:
+    turns = writer_turns(engine)
+    assert turns is not None
+    return turns.waiting > 0
+
+
+def test_a_writers_turn_never_given_back_is_taken_after_the_patience_runs_out() -> None:
+    turns = WriterTurns(patience=0.2)
+    lost = turns.take()  # a writer that never gives its turn back
+    late = turns.take()  # waits out the patience, then goes
+    nxt = threading.Thread(target=lambda: order.append(turns.take()))
+    order: list[int] = []
+    nxt.start()
+    turns.give_back(lost)  # a turn given back after it was skipped frees nothing
+    nxt.join(0.02)
+    assert nxt.is_alive() and order == []
+    turns.give_back(late)
+    nxt.join(1)
+    assert order == [late + 1]
+
+
+def test_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    with session(engine) as s:
+        s.add(RefSequence(year=2026, last_seq=1))
+        s.commit()
+    with session(engine) as writer:
+        writer.get(RefSequence, 2026).last_seq = 2  # type: ignore[union-attr]
+        writer.flush()  # holds SQLite's writer lock
+        with reading(engine) as conn:
+            assert conn.execute(text("SELECT last_seq FROM refsequence")).scalar() == 1  # the last commit
+        writer.commit()
