@@ -31,6 +31,7 @@ from mailbot.letters import LetterRenderer
 from mailbot.services.compose import QueuedLetter, Sender, queue_letter
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
+from mailbot.store.prebuilt import Prebuilt
 from mailbot.store.models import (
     CASE_TABLE,
     DEADLINE_TABLE,
@@ -51,17 +52,17 @@ ESCALATION_PHRASES = (
 )
 
 
-_INSERT_DEADLINES = insert(DEADLINE_TABLE)
+_INSERT_DEADLINES = Prebuilt(insert(DEADLINE_TABLE))
 # Asked for every new case and every letter to staff: built once (see store.repo).
-_RESTRICTED_ELSEWHERE = (
+_RESTRICTED_ELSEWHERE = Prebuilt(
     sa_select(CASE_TABLE.c.ref, RESTRICTION_TABLE.c.mode)
     .join(CASE_TABLE, CASE_TABLE.c.id == RESTRICTION_TABLE.c.case_id)
     .where(RESTRICTION_TABLE.c.complainant == bindparam("complainant"), RESTRICTION_TABLE.c.state == "restricted",
            RESTRICTION_TABLE.c.case_id != bindparam("case_id"))
     .order_by(RESTRICTION_TABLE.c.id)
 )
-_FIRST_MESSAGE_ID = (sa_select(MESSAGE_TABLE.c.message_id).where(MESSAGE_TABLE.c.case_id == bindparam("case_id"))
-                     .order_by(MESSAGE_TABLE.c.id).limit(1))
+_FIRST_MESSAGE_ID = Prebuilt(sa_select(MESSAGE_TABLE.c.message_id).where(MESSAGE_TABLE.c.case_id == bindparam("case_id"))
+                             .order_by(MESSAGE_TABLE.c.id).limit(1))
 
 
 # Statuses in which the procedure's clocks run.
@@ -247,8 +248,7 @@ class Casework:
     def restrictions_elsewhere(self, session: Session, case: Case) -> list[tuple[str, str]]:
         """The person's restrictions on their other cases (almost always none)."""
         session.flush()  # restrictions are ORM rows: a pending one must count
-        rows = session.connection().execute(_RESTRICTED_ELSEWHERE,
-                                            {"complainant": case.complainant, "case_id": case.id}).all()
+        rows = _RESTRICTED_ELSEWHERE.rows(session.connection(), {"complainant": case.complainant, "case_id": case.id})
         return [(ref, mode or "") for ref, mode in rows]
 
     def _under_restriction(self, session: Session, restriction: Restriction, case: Case, mail: InboundMail,
@@ -327,7 +327,7 @@ class Casework:
         due = stage_deadlines(procedure, stage, started_at, self.calendar)
         if due:
             # Plain INSERTs: nothing reads these rows back as objects in the transaction that writes them.
-            session.connection().execute(_INSERT_DEADLINES, [
+            _INSERT_DEADLINES.run_many(session.connection(), [
                 {"case_id": case.id, "stage": stage, "name": name, "due_at": to_db(at)} for name, at in due.items()])
         return due
 
@@ -481,4 +481,4 @@ class Casework:
     def first_message_id(self, session: Session, case: Case) -> str | None:
         """The case's first message (the complaint), which staff mail references to stay in the case's thread."""
         session.flush()  # the inbound row may be pending
-        return session.connection().execute(_FIRST_MESSAGE_ID, {"case_id": case.id}).scalar()
+        return _FIRST_MESSAGE_ID.scalar(session.connection(), {"case_id": case.id})

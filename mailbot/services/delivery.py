@@ -25,6 +25,7 @@ from mailbot.store import repo
 from mailbot.store.db import from_db, reading, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import MESSAGE_TABLE, Case, MailMessage
+from mailbot.store.prebuilt import Prebuilt
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ RETRY_DELAYS = (
 
 
 # Built once: constructing an UPDATE and its cache key cost more than running it, once per letter.
-_MARK_SENT = (
+_MARK_SENT = Prebuilt(
     update(MESSAGE_TABLE).where(MESSAGE_TABLE.c.id == bindparam("letter_id"))
     .values(delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"), last_error=bindparam("note"))
 )
@@ -226,7 +227,7 @@ class Deliverer:
         params = {"letter_id": job.id, "sent_when": to_db(self.clock()), "tries": job.attempts + 1, "note": note}
         if self._marks is None:
             with self.engine.begin() as conn:
-                conn.execute(_MARK_SENT, params)
+                _MARK_SENT.run(conn, params)
         else:
             self._marks.put(params)
         report.sent += 1
@@ -316,7 +317,7 @@ class _SentMarks:
         while True:
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(_MARK_SENT, batch)
+                    _MARK_SENT.run_many(conn, batch)
                 return
             except Exception:  # noqa: BLE001  (the letters went out: the marks must not be dropped)
                 delay = self.RETRY_SECONDS[min(failures, len(self.RETRY_SECONDS) - 1)]

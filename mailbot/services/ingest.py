@@ -27,11 +27,12 @@ from mailbot.store import repo
 from mailbot.store.db import session as new_session
 from mailbot.store.db import to_db
 from mailbot.store.models import CURSOR_TABLE, Case, MailboxCursor, MailMessage
+from mailbot.store.prebuilt import Prebuilt
 
 log = logging.getLogger(__name__)
 
 # The common case in one statement, built once: the cursor exists, with this UIDVALIDITY, behind this UID.
-_MOVE_CURSOR = (
+_MOVE_CURSOR = Prebuilt(
     update(CURSOR_TABLE)
     .where(CURSOR_TABLE.c.mailbox == bindparam("box"), CURSOR_TABLE.c.uidvalidity == bindparam("validity"),
            CURSOR_TABLE.c.last_uid < bindparam("uid"))
@@ -207,9 +208,9 @@ class Ingestor:
     @staticmethod
     def _advance_cursor(session: Session, position: CursorPosition, uid: int) -> None:
         # On the connection: the ORM's UPDATE path costs several times the statement.
-        moved = session.connection().execute(
-            _MOVE_CURSOR, {"box": position.mailbox, "validity": position.uidvalidity, "uid": uid})
-        if moved.rowcount == 1:
+        moved = _MOVE_CURSOR.run(session.connection(),
+                                 {"box": position.mailbox, "validity": position.uidvalidity, "uid": uid})
+        if moved == 1:
             return
         cur = repo.cursor_for(session, position.mailbox)
         if cur.uidvalidity != position.uidvalidity:
