@@ -109,15 +109,13 @@ class Casework:
         seq, ref = repo.allocate_ref(session, year)
         category = categories.guess_category(mail.subject, mail.text)
         name = mail.from_name if complainant == mail.from_addr else ""
-        case = Case(
-            ref=ref, year=year, seq=seq, status="open", stage=1, procedure=procedure_key,
+        case = repo.insert_case(
+            session, ref=ref, year=year, seq=seq, status="open", stage=1, procedure=procedure_key,
             complainant=complainant, complainant_name=header_safe(name), subject=header_safe(mail.subject)[:500],
             category=category,
             assignee=assigned_contact(directory, complainant),
             opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
         )
-        session.add(case)
-        session.flush()
         repo.add_event(session, case, now, "case_opened", procedure=procedure_key, complainant=complainant,
                        assignee=case.assignee, category=category, message_id=mail.message_id)
         return case
