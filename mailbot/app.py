@@ -32,9 +32,11 @@ from mailbot.mail.local import (
 )
 from mailbot.mail.maildir import MaildirTransport
 from mailbot.mail.smtp import SmtpTransport
+from mailbot.mail.smtp_process import SmtpProcess
 from mailbot.services.casework import Casework, CaseworkConfig
 from mailbot.services.compose import Sender
-from mailbot.services.delivery import Deliverer, DeliveryReport, Transport
+from mailbot.services.delivery import Deliverer, DeliveryReport
+from mailbot.services.transport import Transport
 from mailbot.services.digest import Digest
 from mailbot.services.ingest import Arrival, CursorPosition, Ingestor, read_cursor
 from mailbot.services.jobs import Jobs
@@ -194,24 +196,48 @@ class App(MailboxHooks):
 
         totals = DeliveryReport()
         intake = asyncio.ensure_future(asyncio.to_thread(take_in))
+        smtp = await self._smtp_process()
         try:
-            while not intake.done():
-                wake.clear()
+            try:
+                while not intake.done():
+                    wake.clear()
+                    totals.add(await self.deliverer.deliver_due())
+                    woken = asyncio.ensure_future(wake.wait())
+                    await asyncio.wait({intake, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+            finally:
+                # Never leave the thread behind (a failed pass still waits for intake to finish its transaction).
+                await asyncio.wait({intake})
+                self._poke = lambda: None
+            try:
+                fetched, jobs = intake.result()
+            finally:
+                # Whatever intake committed goes out, even when it failed part-way (the error is raised after).
                 totals.add(await self.deliverer.deliver_due())
-                woken = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({intake, woken}, return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
         finally:
-            # Never leave the thread behind (a failed pass still waits for intake to finish its transaction).
-            await asyncio.wait({intake})
-            self._poke = lambda: None
-        try:
-            fetched, jobs = intake.result()
-        finally:
-            # Whatever intake committed goes out, even when it failed part-way (the error is raised after).
-            totals.add(await self.deliverer.deliver_due())
+            if smtp is not None:
+                self.deliverer.transport_factory = self.transport_factory()
+                self.deliverer.concurrency = smtp.connections
+                await smtp.stop()
         return {"fetched": fetched, "jobs": jobs, "sent": totals.sent, "deferred": totals.deferred,
                 "failed": totals.failed}
+
+    async def _smtp_process(self) -> SmtpProcess | None:
+        """For `run --once` with an SMTP server: deliver through a child process (see mail.smtp_process),
+        twice as many letters in flight as it has connections, so it always has the next one in hand."""
+        s = self.settings
+        if not s.smtp_host:
+            return None
+        smtp = SmtpProcess(s.smtp_host, s.smtp_port_effective, s.smtp_security, s.smtp_user, s.smtp_password,
+                           connections=self.deliverer.concurrency)
+        try:
+            await smtp.start()
+        except OSError as exc:  # no child process here: deliver from this one, as the daemon does
+            log.warning("could not start the SMTP worker process (%s); delivering in-process", exc)
+            return None
+        self.deliverer.transport_factory = lambda: smtp
+        self.deliverer.concurrency = 2 * smtp.connections
+        return smtp
 
     # ---- the daemon --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import ssl
 
 import aiosmtplib
 
-from mailbot.services.delivery import PermanentFailure, TemporaryFailure
+from mailbot.services.transport import PermanentFailure, TemporaryFailure
 
 # An address that is plainly safe on an SMTP command line as it stands: ASCII atoms and dots, no spaces,
 # quotes, brackets, commas or angle brackets. Every letter's sender and nearly every recipient is one;

@@ -14,13 +14,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator
 
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col, func
 
+from mailbot.services.transport import PermanentFailure, TemporaryFailure, Transport
 from mailbot.store import repo
 from mailbot.store.db import from_db, reading, to_db
 from mailbot.store.db import session as new_session
@@ -45,23 +46,6 @@ _MARK_SENT = Prebuilt(
     update(MESSAGE_TABLE).where(MESSAGE_TABLE.c.id == bindparam("letter_id"))
     .values(delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"), last_error=bindparam("note"))
 )
-
-
-class TemporaryFailure(Exception):
-    """Try again later (4xx, connection refused, timeout)."""
-
-
-class PermanentFailure(Exception):
-    """The server refused the letter for good (5xx)."""
-
-
-class Transport(Protocol):
-    """Sends one message. Implementations own their connections; ``close`` releases them."""
-
-    async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
-        """Returns None, or a note when some recipients were refused but the letter went out."""
-
-    async def close(self) -> None: ...
 
 
 @dataclass

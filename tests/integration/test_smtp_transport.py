@@ -3,37 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+from typing import Callable
 
 import pytest
 
 from mailbot.mail.smtp import SmtpTransport
-from mailbot.services.delivery import PermanentFailure, TemporaryFailure
+from mailbot.mail.smtp_process import SmtpProcess
+from mailbot.services.transport import PermanentFailure, TemporaryFailure
 from tests.integration.bot import make_mail
 from tests.servers import SmtpSink
 
 SENDER = "complaints@1mm.org.uk"
+Sender = Callable[[SmtpSink, list[tuple[str, list[str]]]], list[str | None | Exception]]
 
 
-def send_all(sink: SmtpSink, letters: list[tuple[str, list[str]]]) -> list[str | None | Exception]:
-    """Send each (sender, recipients) letter over one kept-open connection; what each send gave."""
+@pytest.fixture(params=["in-process", "child process"])
+def send_all(request: pytest.FixtureRequest, smtp_sink: SmtpSink) -> Callable[..., list[str | None | Exception]]:
+    """Send each (sender, recipients) letter, one after another; what each send gave. Both transports:
+    the daemon's own connections and `run --once`'s child process must answer alike."""
 
-    async def run() -> list[str | None | Exception]:
-        transport = SmtpTransport(sink.host, sink.port, "none")
-        results: list[str | None | Exception] = []
-        try:
-            for n, (sender, recipients) in enumerate(letters):
-                try:
-                    results.append(await transport.send(make_mail(subject=f"Letter {n}"), sender, recipients))
-                except (PermanentFailure, TemporaryFailure) as exc:
-                    results.append(exc)
-        finally:
-            await transport.close()
-        return results
+    def send(sink: SmtpSink, letters: list[tuple[str, list[str]]]) -> list[str | None | Exception]:
+        async def run() -> list[str | None | Exception]:
+            if request.param == "in-process":
+                transport: SmtpTransport | SmtpProcess = SmtpTransport(sink.host, sink.port, "none")
+            else:
+                transport = SmtpProcess(sink.host, sink.port, "none", connections=2)
+            results: list[str | None | Exception] = []
+            try:
+                for n, (sender, recipients) in enumerate(letters):
+                    try:
+                        results.append(await transport.send(make_mail(subject=f"Letter {n}"), sender, recipients))
+                    except (PermanentFailure, TemporaryFailure) as exc:
+                        results.append(exc)
+            finally:
+                await transport.close()
+                if isinstance(transport, SmtpProcess):
+                    await transport.stop()
+            return results
 
-    return asyncio.run(run())
+        return asyncio.run(run())
+
+    return send
 
 
-def test_letters_arrive_with_their_envelope(smtp_sink: SmtpSink) -> None:
+def test_letters_arrive_with_their_envelope(smtp_sink: SmtpSink, send_all: Sender) -> None:
     results = send_all(smtp_sink, [(SENDER, ["jane@example.org"]), (SENDER, ["a@example.org", "b@example.net"])])
     assert results == [None, None]
     arrived = smtp_sink.wait_for(2)
@@ -42,7 +57,7 @@ def test_letters_arrive_with_their_envelope(smtp_sink: SmtpSink) -> None:
     assert [m.message["Subject"] for m in arrived] == ["Letter 0", "Letter 1"]
 
 
-def test_a_refused_recipient_is_noted_and_the_others_still_get_the_letter(smtp_sink: SmtpSink) -> None:
+def test_a_refused_recipient_is_noted_and_the_others_still_get_the_letter(smtp_sink: SmtpSink, send_all: Sender) -> None:
     smtp_sink.refuse_recipients({"gone@example.org": 550})
     [note] = send_all(smtp_sink, [(SENDER, ["gone@example.org", "here@example.org"])])
     assert isinstance(note, str) and note.startswith("partly refused: gone@example.org: 550")
@@ -51,7 +66,7 @@ def test_a_refused_recipient_is_noted_and_the_others_still_get_the_letter(smtp_s
 
 @pytest.mark.parametrize("code, failure", [(550, PermanentFailure), (450, TemporaryFailure)])
 def test_a_letter_whose_every_recipient_is_refused_fails_and_the_connection_goes_on(
-        smtp_sink: SmtpSink, code: int, failure: type[Exception]) -> None:
+        smtp_sink: SmtpSink, send_all: Sender, code: int, failure: type[Exception]) -> None:
     smtp_sink.refuse_recipients({"gone@example.org": code})
     refused, after = send_all(smtp_sink, [(SENDER, ["gone@example.org"]), (SENDER, ["here@example.org"])])
     assert isinstance(refused, failure) and f"gone@example.org: {code}" in str(refused)
@@ -59,20 +74,51 @@ def test_a_letter_whose_every_recipient_is_refused_fails_and_the_connection_goes
     assert [m.rcpt_tos for m in smtp_sink.wait_for(1)] == [["here@example.org"]]
 
 
-def test_unusual_but_valid_addresses_are_sent_as_written(smtp_sink: SmtpSink) -> None:
+def test_unusual_but_valid_addresses_are_sent_as_written(smtp_sink: SmtpSink, send_all: Sender) -> None:
     quoted, international = '"jane doe"@example.org', "zoë@example.org"
     assert send_all(smtp_sink, [(SENDER, [quoted]), (SENDER, [international])]) == [None, None]
     assert [m.rcpt_tos for m in smtp_sink.wait_for(2)] == [[quoted], [international]]
 
 
 @pytest.mark.parametrize("address", ["x@example.org> NOTIFY=NEVER", "x@example.org\r\nRCPT TO:<y@example.org>"])
-def test_extra_smtp_text_after_an_address_never_reaches_the_command_line(smtp_sink: SmtpSink, address: str) -> None:
+def test_extra_smtp_text_after_an_address_never_reaches_the_command_line(
+        smtp_sink: SmtpSink, send_all: Sender, address: str) -> None:
     # aiosmtplib keeps the address itself and drops the rest; nothing rides along to the server.
     assert send_all(smtp_sink, [(SENDER, [address])]) == [None]
     assert [m.rcpt_tos for m in smtp_sink.wait_for(1)] == [["x@example.org"]]
 
 
-def test_an_address_that_cannot_go_on_a_command_line_is_refused_for_good_and_never_sent(smtp_sink: SmtpSink) -> None:
+def test_an_address_that_cannot_go_on_a_command_line_is_refused_for_good_and_never_sent(smtp_sink: SmtpSink, send_all: Sender) -> None:
     [result] = send_all(smtp_sink, [(SENDER, ["x y@example.org"])])
     assert isinstance(result, PermanentFailure) and "unsendable address" in str(result)
     assert smtp_sink.messages() == []
+
+
+def test_a_worker_process_that_dies_fails_its_letters_for_a_retry_and_the_next_letter_starts_a_new_one(
+        smtp_sink: SmtpSink) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # takes the connection, never greets: the letters stay in hand
+
+    async def run() -> tuple[list[object], str | None]:
+        smtp = SmtpProcess("127.0.0.1", silent.getsockname()[1], "none", connections=2)
+        await smtp.start()
+        try:
+            in_hand = [asyncio.create_task(smtp.send(make_mail(subject=f"In hand {n}"), SENDER, ["a@example.org"]))
+                       for n in range(3)]
+            await asyncio.sleep(0.3)
+            assert smtp._proc is not None and not any(task.done() for task in in_hand)
+            smtp._proc.send_signal(signal.SIGKILL)
+            outcomes = await asyncio.gather(*in_hand, return_exceptions=True)
+            smtp.config["port"] = smtp_sink.port  # the next child talks to a server that answers
+            after = await smtp.send(make_mail(subject="After"), SENDER, ["b@example.org"])
+        finally:
+            await smtp.stop()
+        return outcomes, after
+
+    try:
+        outcomes, after = asyncio.run(run())
+    finally:
+        silent.close()
+    assert [str(o) for o in outcomes] == ["the SMTP worker process stopped before the server answered"] * 3
+    assert all(isinstance(o, TemporaryFailure) for o in outcomes)  # retried later, as after a dropped connection
+    assert after is None
+    assert [m.message["Subject"] for m in smtp_sink.wait_for(1)] == ["After"]

@@ -1,0 +1,176 @@
+"""SMTP delivery from a child process, for `run --once` on a backlog.
+
+The bot's intake and its delivery share one interpreter lock, so while a backlog is taken in, the
+SMTP protocol work (aiosmtplib's parsing and writing, a few hundred microseconds a letter) competes
+with intake for one core. This transport hands each letter to a child process that runs the ordinary
+``SmtpTransport`` over its own connections, so that work runs on the other core. The parent keeps
+everything that touches the database: it reads the outbox, and it records each letter as sent (or
+deferred, or failed) when the child reports the server's answer, exactly as with ``SmtpTransport``.
+
+Frames on the child's stdin and stdout: a 4-byte length and a JSON header, then a 4-byte length and
+the letter's bytes (requests only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import sys
+from typing import Any
+
+from mailbot.services.transport import PermanentFailure, TemporaryFailure
+
+_LENGTH = struct.Struct(">I")
+
+
+def _frame(header: dict[str, Any], body: bytes = b"") -> bytes:
+    head = json.dumps(header).encode()
+    return _LENGTH.pack(len(head)) + head + _LENGTH.pack(len(body)) + body
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes] | None:
+    try:
+        head = await reader.readexactly(_LENGTH.unpack(await reader.readexactly(4))[0])
+        body = await reader.readexactly(_LENGTH.unpack(await reader.readexactly(4))[0])
+    except asyncio.IncompleteReadError:
+        return None
+    return json.loads(head), body
+
+
+class SmtpProcess:
+    """The parent's side: one child process with ``connections`` SMTP connections, many letters in flight.
+
+    It is the ``Transport`` of every delivery worker at once (``close`` is theirs and does nothing);
+    ``stop`` ends the child after the letters in hand. A child that dies fails its letters in hand as
+    temporary failures (retried later, like a dropped connection) and is started afresh for the next.
+    """
+
+    def __init__(self, host: str, port: int, security: str, user: str | None = None, password: str | None = None,
+                 connections: int = 8) -> None:
+        self.connections = connections
+        self.config = {"host": host, "port": port, "security": security, "user": user, "password": password,
+                       "connections": connections}
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next = 0
+        self._reader_task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None and self._reader_task is not None \
+            and not self._reader_task.done()
+
+    async def start(self) -> None:
+        """Start the child (the settings, password included, go on its stdin, not its command line)."""
+        async with self._starting:
+            if self.running:
+                return
+            await self._reap()
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mailbot.mail.smtp_process", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE)
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(_frame(self.config))
+            self._reader_task = asyncio.create_task(self._read_answers(self._proc))
+
+    async def _read_answers(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while (frame := await _read_frame(proc.stdout)) is not None:
+            header, _ = frame
+            future = self._pending.pop(header["id"], None)
+            if future is not None and not future.done():
+                future.set_result(header)
+        # The child is gone: nothing in hand will be answered.
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(TemporaryFailure("the SMTP worker process stopped before the server answered"))
+
+    async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+        if not self.running:
+            await self.start()
+        assert self._proc is not None and self._proc.stdin is not None
+        self._next += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[self._next] = future
+        try:
+            self._proc.stdin.write(_frame({"id": self._next, "from": mail_from, "to": recipients}, raw))
+            await self._proc.stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:  # the pipe closed under us
+            self._pending.pop(self._next, None)
+            raise TemporaryFailure(f"the SMTP worker process stopped: {exc}") from None
+        answer = await future
+        if "permanent" in answer:
+            raise PermanentFailure(answer["permanent"])
+        if "temporary" in answer:
+            raise TemporaryFailure(answer["temporary"])
+        return answer.get("note")
+
+    async def close(self) -> None:
+        """A delivery worker is done with it; the child keeps serving the others until ``stop``."""
+
+    async def stop(self) -> None:
+        """Let the child finish the letters in hand, say QUIT, and exit."""
+        if self._proc is not None and self._proc.stdin is not None and self._proc.returncode is None:
+            self._proc.stdin.close()
+        await self._reap()
+
+    async def _reap(self) -> None:
+        if self._proc is not None:
+            await self._proc.wait()
+        if self._reader_task is not None:
+            await self._reader_task
+        self._proc, self._reader_task = None, None
+
+
+# ---- the child ------------------------------------------------------------------------------------
+
+
+async def _child() -> None:
+    from mailbot.mail.smtp import SmtpTransport
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    w_transport, w_protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
+    writer = asyncio.StreamWriter(w_transport, w_protocol, reader, loop)
+    first = await _read_frame(reader)
+    if first is None:
+        return
+    config = first[0]
+    free: asyncio.Queue[SmtpTransport] = asyncio.Queue()
+    transports = [SmtpTransport(config["host"], config["port"], config["security"], config["user"],
+                                config["password"]) for _ in range(int(config["connections"]))]
+    for transport in transports:
+        free.put_nowait(transport)
+
+    async def one(header: dict[str, Any], raw: bytes) -> None:
+        transport = await free.get()
+        answer: dict[str, Any] = {"id": header["id"]}
+        try:
+            answer["note"] = await transport.send(raw, header["from"], header["to"])
+        except PermanentFailure as exc:
+            answer["permanent"] = str(exc)
+        except TemporaryFailure as exc:
+            answer["temporary"] = str(exc)
+        except Exception as exc:  # noqa: BLE001  (reported to the parent, which retries later)
+            answer["temporary"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            free.put_nowait(transport)
+        writer.write(_frame(answer))
+
+    tasks: set[asyncio.Task[None]] = set()
+    while (frame := await _read_frame(reader)) is not None:
+        task = asyncio.create_task(one(*frame))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    await writer.drain()
+    for transport in transports:
+        await transport.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(_child())
