@@ -32,7 +32,7 @@ from mailbot.mail.local import (
 )
 from mailbot.mail.maildir import MaildirTransport
 from mailbot.mail.smtp import SmtpTransport
-from mailbot.mail.smtp_process import SmtpProcess
+from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.casework import Casework, CaseworkConfig
 from mailbot.services.compose import Sender
 from mailbot.services.delivery import Deliverer, DeliveryReport
@@ -232,7 +232,7 @@ class App(MailboxHooks):
                            connections=self.deliverer.concurrency)
         try:
             await smtp.start()
-        except OSError as exc:  # no child process here: deliver from this one, as the daemon does
+        except (OSError, WorkerUnavailable) as exc:  # no child process here: deliver from this one, as the daemon does
             log.warning("could not start the SMTP worker process (%s); delivering in-process", exc)
             return None
         self.deliverer.transport_factory = lambda: smtp

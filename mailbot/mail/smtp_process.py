@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
 import sys
+from pathlib import Path
 from typing import Any
 
 from mailbot.services.transport import PermanentFailure, TemporaryFailure
 
 _LENGTH = struct.Struct(">I")
+# How long the child may take to start and say it is ready.
+START_TIMEOUT = 15.0
+
+
+class WorkerUnavailable(Exception):
+    """The child process could not be started."""
 
 
 def _frame(header: dict[str, Any], body: bytes = b"") -> bytes:
@@ -47,7 +55,8 @@ class SmtpProcess:
     """
 
     def __init__(self, host: str, port: int, security: str, user: str | None = None, password: str | None = None,
-                 connections: int = 8) -> None:
+                 connections: int = 8, python: str = sys.executable) -> None:
+        self.python = python
         self.connections = connections
         self.config = {"host": host, "port": port, "security": security, "user": user, "password": password,
                        "connections": connections}
@@ -68,12 +77,25 @@ class SmtpProcess:
             if self.running:
                 return
             await self._reap()
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mailbot.mail.smtp_process", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE)
-            assert self._proc.stdin is not None
-            self._proc.stdin.write(_frame(self.config))
-            self._reader_task = asyncio.create_task(self._read_answers(self._proc))
+            # The child imports this very copy of mailbot, however the parent found it.
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).resolve().parents[2]), *filter(None, [os.environ.get("PYTHONPATH")])])}
+            proc = await asyncio.create_subprocess_exec(
+                self.python, "-m", "mailbot.mail.smtp_process", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, env=env)
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(_frame(self.config))
+            try:
+                ready = await asyncio.wait_for(_read_frame(proc.stdout), START_TIMEOUT)
+            except asyncio.TimeoutError:
+                ready = None
+            if ready is None or not ready[0].get("ready"):
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+                raise WorkerUnavailable(f"the SMTP worker process did not start (exit code {proc.returncode})")
+            self._proc = proc
+            self._reader_task = asyncio.create_task(self._read_answers(proc))
 
     async def _read_answers(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -90,7 +112,10 @@ class SmtpProcess:
 
     async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
         if not self.running:
-            await self.start()
+            try:
+                await self.start()
+            except (OSError, WorkerUnavailable) as exc:
+                raise TemporaryFailure(str(exc)) from None
         assert self._proc is not None and self._proc.stdin is not None
         self._next += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -145,6 +170,7 @@ async def _child() -> None:
                                 config["password"]) for _ in range(int(config["connections"]))]
     for transport in transports:
         free.put_nowait(transport)
+    writer.write(_frame({"ready": True}))
 
     async def one(header: dict[str, Any], raw: bytes) -> None:
         transport = await free.get()

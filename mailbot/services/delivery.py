@@ -207,7 +207,8 @@ class Deliverer:
             await transport.close()
 
     def _sent(self, job: _Job, report: DeliveryReport, note: str | None) -> None:
-        # One UPDATE in its own transaction, committed before the next letter is touched.
+        # During a pass the mark goes to the marks thread (committed there at once, or with the next batch);
+        # outside one, it is its own transaction here.
         params = {"letter_id": job.id, "sent_when": to_db(self.clock()), "tries": job.attempts + 1, "note": note}
         if self._marks is None:
             with self.engine.begin() as conn:

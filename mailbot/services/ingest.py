@@ -103,6 +103,7 @@ class Ingestor:
         that long and carries on in a new one: the delivery worker, sending while intake runs, needs the
         writer's lock to mark a letter sent and to read the outbox, and must not wait behind a whole fetch.
         ``on_commit`` is called after each commit (to wake that worker: there are letters to send).
+        Intake uses a limit of 50 ms (app.INTAKE_TRANSACTION_SECONDS); without one, a fetch is one transaction.
         """
         outcomes: list[IngestOutcome] = []
         pending = iter(arrivals)

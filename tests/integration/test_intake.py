@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event
 
+from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport
 from mailbot.services.transport import Transport
 from mailbot.services.ingest import Arrival
@@ -277,6 +278,17 @@ def test_run_once_sends_letters_while_it_is_still_taking_mail_in(bot: Bot) -> No
     result = app.run_once()
     app.engine.dispose()
     assert (result["fetched"], result["sent"]) == (1, 2)
+
+
+def test_run_once_delivers_in_process_when_its_smtp_worker_cannot_start(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def cannot_start(self: SmtpProcess) -> None:
+        raise WorkerUnavailable("the SMTP worker process did not start (exit code 1)")
+
+    monkeypatch.setattr(SmtpProcess, "start", cannot_start)
+    bot.append(make_mail(frm="fallback@example.org", subject="Still answered"))
+    assert bot.once()["sent"] == 2
+    assert [m.rcpt_tos for m in bot.letters("acknowledgement")] == [["fallback@example.org"]]
 
 
 def test_run_once_sends_what_was_taken_in_even_when_a_later_step_fails(bot: Bot) -> None:

@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from mailbot.mail.smtp import SmtpTransport
-from mailbot.mail.smtp_process import SmtpProcess
+from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.transport import PermanentFailure, TemporaryFailure
 from tests.integration.bot import make_mail
 from tests.servers import SmtpSink
@@ -122,3 +122,20 @@ def test_a_worker_process_that_dies_fails_its_letters_for_a_retry_and_the_next_l
     assert all(isinstance(o, TemporaryFailure) for o in outcomes)  # retried later, as after a dropped connection
     assert after is None
     assert [m.message["Subject"] for m in smtp_sink.wait_for(1)] == ["After"]
+
+
+def test_a_worker_process_that_cannot_start_says_so_and_its_letters_wait_for_a_retry(smtp_sink: SmtpSink) -> None:
+    async def run() -> Exception | None:
+        smtp = SmtpProcess(smtp_sink.host, smtp_sink.port, "none", python="/bin/false")
+        with pytest.raises(WorkerUnavailable, match="did not start"):
+            await smtp.start()
+        try:
+            await smtp.send(make_mail(), SENDER, ["a@example.org"])
+        except TemporaryFailure as exc:
+            return exc
+        finally:
+            await smtp.stop()
+        return None
+
+    assert "did not start" in str(asyncio.run(run()))
+    assert smtp_sink.messages() == []

@@ -84,8 +84,7 @@ def test_two_writers_take_turns_instead_of_failing(tmp_path: Path) -> None:
 def test_writers_of_one_process_get_the_database_in_the_order_they_asked(tmp_path: Path) -> None:
     # Intake begins its next transaction the moment it commits; a writer that asked meanwhile (the
     # outbox marking a letter sent) must go next, not wait for a gap that SQLite's polling may never see.
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    upgrade(engine)
+    engine = _migrated(tmp_path)
     order: list[str] = []
     first = session(engine)
     first.add(RefSequence(year=2026, last_seq=0))
@@ -110,6 +109,12 @@ def test_writers_of_one_process_get_the_database_in_the_order_they_asked(tmp_pat
     assert order == ["waited", "asked later"]
 
 
+def _migrated(tmp_path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    return engine
+
+
 def _someone_waits(engine: Engine) -> bool:
     turns = writer_turns(engine)
     assert turns is not None
@@ -132,8 +137,7 @@ def test_a_writers_turn_never_given_back_is_taken_after_the_patience_runs_out() 
 
 
 def test_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    upgrade(engine)
+    engine = _migrated(tmp_path)
     with session(engine) as s:
         s.add(RefSequence(year=2026, last_seq=1))
         s.commit()
