@@ -236,10 +236,17 @@ def fill_maildir(dovecot: DovecotServer, count: int) -> float:
 
 
 def _track_rss(pid: int, peak: list[int], done: threading.Event) -> None:
+    """Peak of the sum of resident sets of mailbot and its children (the SMTP worker of `run --once`)."""
     try:
         proc = psutil.Process(pid)
         while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
+            total = proc.memory_info().rss
+            for child in proc.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            peak[0] = max(peak[0], total)
             done.wait(0.02)
     except psutil.NoSuchProcess:
         pass
@@ -304,7 +311,9 @@ def bench_backlog(root: Path, count: int, profile: Path | None) -> dict[str, obj
         "sink_cpu_s": round(sink_cpu, 2),
         "load_before": load_before,
         "reference_loop_s": reference_s,
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB, for this child alone (wait4)
+        # Linux: KiB; for wait4 the largest of mailbot and its reaped SMTP worker, not their sum.
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        # mailbot and its SMTP worker together, sampled every 20 ms: the one the target is judged on.
         "peak_rss_sampled_mb": round(peak[0] / 2**20, 1),
         "output": log_path.read_text().strip()[-500:],
     }
@@ -335,11 +344,12 @@ def table(results: dict[str, object]) -> str:
              "", ""),
             ("backlog acks per second", f"{back['acks_per_s']:.0f}/s", f">= {TARGET_ACKS_PER_S:.0f}/s",
              ok(back["acks_per_s"] >= TARGET_ACKS_PER_S)),
-            ("backlog CPU time of mailbot (user+sys)", f"{back['cpu_s']:.2f} s", "", ""),
+            ("backlog CPU time of mailbot and its SMTP worker", f"{back['cpu_s']:.2f} s", "", ""),
             ("backlog CPU time of the SMTP sink", f"{back['sink_cpu_s']:.2f} s", "", ""),
             ("backlog first / last ack after start", f"{back['first_ack_s']} s / {back['last_ack_s']} s", "", ""),
-            ("backlog peak RSS of mailbot", f"{back['peak_rss_mb']:.0f} MB", f"< {TARGET_RSS_MB:.0f} MB",
-             ok(back["peak_rss_mb"] < TARGET_RSS_MB)),
+            ("backlog peak RSS, mailbot + SMTP worker", f"{back['peak_rss_sampled_mb']:.0f} MB",
+             f"< {TARGET_RSS_MB:.0f} MB", ok(back["peak_rss_sampled_mb"] < TARGET_RSS_MB)),
+            ("backlog peak RSS, largest single process", f"{back['peak_rss_mb']:.0f} MB", "", ""),
         ]
     widths = [max(len(r[i]) for r in rows + [("measure", "value", "target", "")]) for i in range(4)]
     lines = []
