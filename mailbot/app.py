@@ -196,9 +196,10 @@ class App(MailboxHooks):
 
         totals = DeliveryReport()
         intake = asyncio.ensure_future(asyncio.to_thread(take_in))
-        smtp = await self._smtp_process()
+        smtp: SmtpProcess | None = None
         try:
             try:
+                smtp = await self._smtp_process()
                 while not intake.done():
                     wake.clear()
                     totals.add(await self.deliverer.deliver_due())

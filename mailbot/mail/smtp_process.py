@@ -192,7 +192,14 @@ async def _child() -> None:
         task = asyncio.create_task(one(*frame))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    await asyncio.gather(*tasks)
+    if tasks:
+        # The parent stops us only when every letter it handed over is answered, so letters still in hand
+        # mean it went away (a crash). Finishing them now would send letters nobody will mark as sent: drop
+        # them as the crash would have, and the server discards any transaction left unfinished.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return
     await writer.drain()
     for transport in transports:
         await transport.close()

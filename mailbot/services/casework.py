@@ -31,7 +31,6 @@ from mailbot.letters import LetterRenderer
 from mailbot.services.compose import QueuedLetter, Sender, queue_letter
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
-from mailbot.store.prebuilt import Prebuilt
 from mailbot.store.models import (
     CASE_TABLE,
     DEADLINE_TABLE,
@@ -42,6 +41,7 @@ from mailbot.store.models import (
     MailMessage,
     Restriction,
 )
+from mailbot.store.prebuilt import Prebuilt
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ _RESTRICTED_ELSEWHERE = Prebuilt(
            RESTRICTION_TABLE.c.case_id != bindparam("case_id"))
     .order_by(RESTRICTION_TABLE.c.id)
 )
-_FIRST_MESSAGE_ID = Prebuilt(sa_select(MESSAGE_TABLE.c.message_id).where(MESSAGE_TABLE.c.case_id == bindparam("case_id"))
-                             .order_by(MESSAGE_TABLE.c.id).limit(1))
+_FIRST_MESSAGE_ID = Prebuilt(
+    sa_select(MESSAGE_TABLE.c.message_id).where(MESSAGE_TABLE.c.case_id == bindparam("case_id"))
+    .order_by(MESSAGE_TABLE.c.id).limit(1))
 
 
 # Statuses in which the procedure's clocks run.

@@ -252,7 +252,6 @@ class Deliverer:
         report.errors.append(error)
 
 
-
 class _SentMarks:
     """Commits one pass's "sent" marks from a thread of its own.
 

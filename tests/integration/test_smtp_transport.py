@@ -57,7 +57,8 @@ def test_letters_arrive_with_their_envelope(smtp_sink: SmtpSink, send_all: Sende
     assert [m.message["Subject"] for m in arrived] == ["Letter 0", "Letter 1"]
 
 
-def test_a_refused_recipient_is_noted_and_the_others_still_get_the_letter(smtp_sink: SmtpSink, send_all: Sender) -> None:
+def test_a_refused_recipient_is_noted_and_the_others_still_get_the_letter(
+        smtp_sink: SmtpSink, send_all: Sender) -> None:
     smtp_sink.refuse_recipients({"gone@example.org": 550})
     [note] = send_all(smtp_sink, [(SENDER, ["gone@example.org", "here@example.org"])])
     assert isinstance(note, str) and note.startswith("partly refused: gone@example.org: 550")
@@ -88,7 +89,8 @@ def test_extra_smtp_text_after_an_address_never_reaches_the_command_line(
     assert [m.rcpt_tos for m in smtp_sink.wait_for(1)] == [["x@example.org"]]
 
 
-def test_an_address_that_cannot_go_on_a_command_line_is_refused_for_good_and_never_sent(smtp_sink: SmtpSink, send_all: Sender) -> None:
+def test_an_address_that_cannot_go_on_a_command_line_is_refused_for_good_and_never_sent(
+        smtp_sink: SmtpSink, send_all: Sender) -> None:
     [result] = send_all(smtp_sink, [(SENDER, ["x y@example.org"])])
     assert isinstance(result, PermanentFailure) and "unsendable address" in str(result)
     assert smtp_sink.messages() == []
@@ -139,3 +141,27 @@ def test_a_worker_process_that_cannot_start_says_so_and_its_letters_wait_for_a_r
 
     assert "did not start" in str(asyncio.run(run()))
     assert smtp_sink.messages() == []
+
+
+def test_a_worker_process_whose_parent_goes_away_drops_the_letters_in_hand_at_once() -> None:
+    # Finishing them would send letters that nobody is left to mark as sent (they would go again on restart).
+    silent = socket.create_server(("127.0.0.1", 0))  # the letters stay in hand: the server never greets
+
+    async def run() -> int | None:
+        smtp = SmtpProcess("127.0.0.1", silent.getsockname()[1], "none", connections=2)
+        await smtp.start()
+        proc = smtp._proc
+        assert proc is not None and proc.stdin is not None
+        in_hand = [asyncio.create_task(smtp.send(make_mail(), SENDER, ["a@example.org"])) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        proc.stdin.close()  # what the child sees when its parent dies
+        try:
+            return await asyncio.wait_for(proc.wait(), timeout=5)  # not after the 30 s SMTP timeout
+        finally:
+            await asyncio.gather(*in_hand, return_exceptions=True)
+            await smtp.stop()
+
+    try:
+        assert asyncio.run(run()) == 0
+    finally:
+        silent.close()
