@@ -8,7 +8,8 @@ everything that touches the database: it reads the outbox, and it records each l
 deferred, or failed) when the child reports the server's answer, exactly as with ``SmtpTransport``.
 
 Frames on the child's stdin and stdout: a 4-byte length and a JSON header, then a 4-byte length and
-the letter's bytes (requests only).
+a body (the letter's bytes in a request, empty otherwise). The first frame to the child carries the
+settings, the first from it says it is ready; after that each request gets one answer, by id.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class SmtpProcess:
     """The parent's side: one child process with ``connections`` SMTP connections, many letters in flight.
 
     It is the ``Transport`` of every delivery worker at once (``close`` is theirs and does nothing);
-    ``stop`` ends the child after the letters in hand. A child that dies fails its letters in hand as
-    temporary failures (retried later, like a dropped connection) and is started afresh for the next.
+    ``stop``, called once every letter is answered, lets the child say QUIT and exit. A child that dies
+    fails its letters in hand as temporary failures (retried later, like a dropped connection) and is
+    started afresh for the next.
     """
 
     def __init__(self, host: str, port: int, security: str, user: str | None = None, password: str | None = None,
@@ -118,13 +120,14 @@ class SmtpProcess:
                 raise TemporaryFailure(str(exc)) from None
         assert self._proc is not None and self._proc.stdin is not None
         self._next += 1
+        request = self._next
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[self._next] = future
+        self._pending[request] = future
         try:
-            self._proc.stdin.write(_frame({"id": self._next, "from": mail_from, "to": recipients}, raw))
+            self._proc.stdin.write(_frame({"id": request, "from": mail_from, "to": recipients}, raw))
             await self._proc.stdin.drain()
         except (ConnectionError, RuntimeError) as exc:  # the pipe closed under us
-            self._pending.pop(self._next, None)
+            self._pending.pop(request, None)
             raise TemporaryFailure(f"the SMTP worker process stopped: {exc}") from None
         answer = await future
         if "permanent" in answer:
