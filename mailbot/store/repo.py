@@ -12,7 +12,6 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailbot.store.db import to_db
-from mailbot.store.prebuilt import Prebuilt
 from mailbot.store.models import (
     CASE_TABLE,
     EVENT_TABLE,
@@ -22,6 +21,7 @@ from mailbot.store.models import (
     MailboxCursor,
     MailMessage,
 )
+from mailbot.store.prebuilt import Prebuilt
 
 # The statements every message runs, built once. Building a statement and its cache key costs
 # SQLAlchemy several times what executing it does (~120 us against ~25 us on SQLite), and these
