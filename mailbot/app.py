@@ -12,7 +12,7 @@ import signal
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from mailbot.domain.chain import RouteConfig
 from mailbot.domain.directory import DirectoryError, DirectoryFiles
@@ -197,12 +197,16 @@ class App(MailboxHooks):
         totals = DeliveryReport()
         intake = asyncio.ensure_future(asyncio.to_thread(take_in))
         smtp: SmtpProcess | None = None
+        through: dict[str, Any] = {}  # how each pass sends: the deliverer's own transport, or the SMTP child
         try:
             try:
                 smtp = await self._smtp_process()
+                if smtp is not None:
+                    # Twice as many letters in flight as it has connections, so it always has the next in hand.
+                    through = {"transport_factory": lambda: smtp, "concurrency": 2 * smtp.connections}
                 while not intake.done():
                     wake.clear()
-                    totals.add(await self.deliverer.deliver_due())
+                    totals.add(await self.deliverer.deliver_due(**through))
                     woken = asyncio.ensure_future(wake.wait())
                     await asyncio.wait({intake, woken}, return_when=asyncio.FIRST_COMPLETED)
                     woken.cancel()
@@ -214,18 +218,16 @@ class App(MailboxHooks):
                 fetched, jobs = intake.result()
             finally:
                 # Whatever intake committed goes out, even when it failed part-way (the error is raised after).
-                totals.add(await self.deliverer.deliver_due())
+                totals.add(await self.deliverer.deliver_due(**through))
         finally:
             if smtp is not None:
-                self.deliverer.transport_factory = self.transport_factory()
-                self.deliverer.concurrency = smtp.connections
                 await smtp.stop()
         return {"fetched": fetched, "jobs": jobs, "sent": totals.sent, "deferred": totals.deferred,
                 "failed": totals.failed}
 
     async def _smtp_process(self) -> SmtpProcess | None:
-        """For `run --once` with an SMTP server: deliver through a child process (see mail.smtp_process),
-        twice as many letters in flight as it has connections, so it always has the next one in hand."""
+        """For `run --once` with an SMTP server: a started child process to deliver through (see
+        mail.smtp_process), or None to deliver in-process."""
         s = self.settings
         if not s.smtp_host:
             return None
@@ -236,8 +238,6 @@ class App(MailboxHooks):
         except (OSError, WorkerUnavailable) as exc:  # no child process here: deliver from this one, as the daemon does
             log.warning("could not start the SMTP worker process (%s); delivering in-process", exc)
             return None
-        self.deliverer.transport_factory = lambda: smtp
-        self.deliverer.concurrency = 2 * smtp.connections
         return smtp
 
     # ---- the daemon --------------------------------------------------------------------------

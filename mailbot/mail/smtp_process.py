@@ -140,7 +140,8 @@ class SmtpProcess:
         """A delivery worker is done with it; the child keeps serving the others until ``stop``."""
 
     async def stop(self) -> None:
-        """Let the child finish the letters in hand, say QUIT, and exit."""
+        """End the child: it says QUIT on its connections and exits (call it once every letter is answered;
+        letters still in hand would be dropped, as after a crash)."""
         if self._proc is not None and self._proc.stdin is not None and self._proc.returncode is None:
             self._proc.stdin.close()
         await self._reap()

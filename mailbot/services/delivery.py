@@ -79,9 +79,9 @@ class Deliverer:
         self.transport_factory = transport_factory
         self.clock = clock
         self.concurrency = concurrency
-        self._marks: _SentMarks | None = None
 
-    async def deliver_due(self) -> DeliveryReport:
+    async def deliver_due(self, transport_factory: Callable[[], Transport] | None = None,
+                          concurrency: int | None = None) -> DeliveryReport:
         """Send every letter that is due now; returns what happened.
 
         One set of workers (each with its own kept-open connection) serves the whole pass, fed from the
@@ -89,6 +89,9 @@ class Deliverer:
         slowest letter before starting the next. Automatic replies (the acknowledgements the procedure
         promises within minutes) go first, then everything else, each in the order it was queued: after
         downtime, complainants hear from us before staff get their copies.
+
+        ``transport_factory`` and ``concurrency`` replace the deliverer's own for this pass (`run --once`
+        sends through its SMTP child process this way).
         """
         report = DeliveryReport()
         # Outbox reads happen in a thread, so the loop never waits on the database.
@@ -96,12 +99,12 @@ class Deliverer:
         waiting = sum(len(page) for page in firsts)
         if not waiting:
             return report
+        workers = min(concurrency or self.concurrency, waiting)
         marks = _SentMarks(self.engine)
-        self._marks = marks
         try:
-            return await self._deliver(self._pages(firsts), min(self.concurrency, waiting), report)
+            return await self._deliver(self._pages(firsts), workers, transport_factory or self.transport_factory,
+                                       marks, report)
         finally:
-            self._marks = None
             await asyncio.to_thread(marks.close)
 
     def _pages(self, firsts: list[list[_Job]]) -> Iterator[list[_Job]]:
@@ -114,10 +117,13 @@ class Deliverer:
                 jobs = self._due_jobs(after=jobs[-1].id, automatic=automatic)
 
     async def _deliver(self, pages: Iterator[list[_Job]], workers_wanted: int,
+                       transport_factory: Callable[[], Transport], marks: _SentMarks,
                        report: DeliveryReport) -> DeliveryReport:
         queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         want_more = asyncio.Event()
-        workers = [asyncio.create_task(self._worker(queue, report, want_more)) for _ in range(workers_wanted)]
+        workers = [asyncio.create_task(self._worker(queue, transport_factory(), marks, report, want_more,
+                                                    refill_below=workers_wanted))
+                   for _ in range(workers_wanted)]
         producer = asyncio.create_task(self._feed(queue, pages, len(workers), want_more))
         tasks = [producer, *workers]
         try:
@@ -185,12 +191,11 @@ class Deliverer:
             rows = conn.execute(query).all()
         return [_Job(r.id, r.raw, r.from_addr, r.to_addrs.split(","), r.attempts) for r in rows if r.id]
 
-    async def _worker(self, queue: asyncio.Queue[_Job | None], report: DeliveryReport,
-                      want_more: asyncio.Event) -> None:
-        transport = self.transport_factory()
+    async def _worker(self, queue: asyncio.Queue[_Job | None], transport: Transport, marks: _SentMarks,
+                      report: DeliveryReport, want_more: asyncio.Event, refill_below: int) -> None:
         try:
             while (job := await queue.get()) is not None:
-                if queue.qsize() <= self.concurrency:
+                if queue.qsize() <= refill_below:
                     want_more.set()
                 try:
                     note = await transport.send(job.raw, job.mail_from, job.recipients)
@@ -202,20 +207,12 @@ class Deliverer:
                     log.exception("unexpected error sending letter %s", job.id)
                     self._deferred(job, f"{type(exc).__name__}: {exc}", report)
                 else:
-                    self._sent(job, report, note)
+                    # Committed by the marks thread, at once or with the next batch (see _SentMarks).
+                    marks.put({"letter_id": job.id, "sent_when": to_db(self.clock()), "tries": job.attempts + 1,
+                               "note": note})
+                    report.sent += 1
         finally:
             await transport.close()
-
-    def _sent(self, job: _Job, report: DeliveryReport, note: str | None) -> None:
-        # During a pass the mark goes to the marks thread (committed there at once, or with the next batch);
-        # outside one, it is its own transaction here.
-        params = {"letter_id": job.id, "sent_when": to_db(self.clock()), "tries": job.attempts + 1, "note": note}
-        if self._marks is None:
-            with self.engine.begin() as conn:
-                _MARK_SENT.run(conn, params)
-        else:
-            self._marks.put(params)
-        report.sent += 1
 
     def _deferred(self, job: _Job, error: str, report: DeliveryReport) -> None:
         now = self.clock()
