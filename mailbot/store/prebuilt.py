@@ -35,6 +35,10 @@ class _Plan:
             out.append(process(value) if process is not None and value is not None else value)
         return out
 
+    def execute(self, connection: Connection, params: Params) -> Any:
+        """Run on the connection's sqlite3 connection, inside its transaction; returns the sqlite3 cursor."""
+        return connection.connection.driver_connection.execute(self.sql, self.values(params))
+
 
 class Prebuilt:
     def __init__(self, statement: Executable) -> None:
@@ -48,14 +52,14 @@ class Prebuilt:
         plan = self._plan_for(connection, params)
         if plan is None:
             return [tuple(row) for row in connection.execute(self.statement, dict(params)).all()]
-        return connection.connection.driver_connection.execute(plan.sql, plan.values(params)).fetchall()
+        return plan.execute(connection, params).fetchall()
 
     def scalar(self, connection: Connection, params: Params) -> Any:
         """The first column of the first row, or None when there is no row."""
         plan = self._plan_for(connection, params)
         if plan is None:
             return connection.execute(self.statement, dict(params)).scalar()
-        rows = connection.connection.driver_connection.execute(plan.sql, plan.values(params)).fetchall()
+        rows = plan.execute(connection, params).fetchall()
         return rows[0][0] if rows else None
 
     def run(self, connection: Connection, params: Params) -> int:
@@ -63,7 +67,7 @@ class Prebuilt:
         plan = self._plan_for(connection, params)
         if plan is None:
             return connection.execute(self.statement, dict(params)).rowcount
-        return connection.connection.driver_connection.execute(plan.sql, plan.values(params)).rowcount
+        return plan.execute(connection, params).rowcount
 
     def run_many(self, connection: Connection, many: Sequence[Params]) -> None:
         """Run it once per parameter set (all with the same keys), in one driver call."""
