@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     closures: str = ""
     complaints_team_cc: str | None = None
     trusted_authserv_id: str | None = None
-    digest_time: time = time(8, 0)
+    # "off" sends no scheduled digest from this instance (`mailbot digest` by hand still works).
+    digest_time: time | None = time(8, 0)
     persistent_threshold: int = Field(default=10, ge=1)
 
     @field_validator("address")
@@ -74,6 +75,13 @@ class Settings(BaseSettings):
         local, _, domain = value.partition("@")
         if not local or not domain or "+" in local:
             raise ValueError("must be a plain address like complaints@1mm.org.uk")
+        return value
+
+    @field_validator("digest_time", mode="before")
+    @classmethod
+    def _digest_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("off", "none", "never"):
+            return None
         return value
 
     @field_validator("timezone")

@@ -104,7 +104,7 @@ def digest_recipients(directory: Directory) -> list[Recipient]:
 
 
 class Digest:
-    def __init__(self, engine: Engine, casework: Casework, digest_time: time, clock: Callable[[], datetime],
+    def __init__(self, engine: Engine, casework: Casework, digest_time: time | None, clock: Callable[[], datetime],
                  persistent_threshold: int = 10) -> None:
         self.engine = engine
         self.casework = casework
@@ -120,6 +120,8 @@ class Digest:
 
     def is_due(self, now: datetime) -> bool:
         """A working day, at or after the digest time, in the organisation's time zone."""
+        if self.digest_time is None:
+            return False
         local = self.calendar.local(now)
         return self.calendar.is_working_day(local.date()) and local.time() >= self.digest_time
 

@@ -17,6 +17,7 @@ def text_of(message) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_digest_by_hand_preview_then_send_then_once_a_day_on_schedule(bot: Bot) -> None:
+    bot.extra["MAILBOT_DIGEST_TIME"] = "08:00"
     # A London mentee complains early on Monday, before the digest time: no digest yet.
     bot.append(make_mail(frm="Amira Khan <amira.khan@example.org>", subject="My mentor <never> came"),
                internaldate=MONDAY_7)
@@ -52,3 +53,11 @@ def test_digest_by_hand_preview_then_send_then_once_a_day_on_schedule(bot: Bot) 
     bot.once(now=datetime(2026, 11, 17, 8, 5, tzinfo=timezone.utc))
     assert len(bot.letters("digest")) == 10
     assert len(bot.letters("digest", to="hannah.reid@1mm.org.uk")) == 2
+
+
+def test_digest_time_off_sends_no_scheduled_digest(bot: Bot) -> None:
+    assert bot.env()["MAILBOT_DIGEST_TIME"] == "off"
+    bot.append(make_mail(subject="A complaint"), internaldate=MONDAY_7)
+    bot.once(now=MONDAY_7 + timedelta(hours=3))  # well after 08:00 on a working day
+    assert bot.letters("digest") == []
+    assert len(bot.letters("acknowledgement")) == 1
