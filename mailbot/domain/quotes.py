@@ -10,6 +10,7 @@ mail is kept whole, bullet lists are never mistaken for signatures, and text is 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from html.parser import HTMLParser
 
@@ -57,6 +58,13 @@ _FORWARD_MARKER = re.compile(
     r"|Message transféré)\s*-{2,}|Begin forwarded message:)",
     re.IGNORECASE,
 )
+# The header lines of a quoted or forwarded message, in the languages Outlook and Gmail write them.
+_MESSAGE_HEADER_LINE = re.compile(
+    r"^[* ]*(?:From|Sent|Date|To|Cc|Subject|Von|Gesendet|An|Betreff|Datum|De|Envoyé|À|Objet|Para|Asunto"
+    r"|Enviado|Da|Inviato|A|Oggetto|Van|Verzonden|Aan|Onderwerp|Od|Wysłano|Do|Temat|От|Отправлено|Кому|Тема"
+    r"|Oddi wrth|Anfonwyd|At|Pwnc)\s?:",
+    re.IGNORECASE,
+)
 # Outlook's "________________________________" line and mailing-list footers: all below is not the reply.
 _LONG_RULE = re.compile(r"^\s*_{30,}\s*$")
 # Some clients glue the attribution onto the last line of the reply ("bla--- On ... wrote:").
@@ -78,13 +86,98 @@ def extract_new_text(text: str, html: str | None = None) -> str:
     """Only what the sender wrote this time: no quoted history, no signature.
 
     The HTML part is used only when the plain-text part is empty. When everything looks quoted the
-    original text is returned stripped, so a real reply is never reduced to nothing.
+    answer is empty: a reply with nothing new says nothing, and the caller decides what that means
+    (a staff reply with nothing new relays nothing; falling back to the whole text once relayed a
+    quoted staff notification to a complainant).
     """
     source = text if text and text.strip() else html_to_text(html or "")
     if not source.strip():
         return ""
-    new_text = strip_signature(remove_quoted_history(source))
-    return new_text if new_text else source.strip()
+    return strip_signature(remove_quoted_history(source))
+
+
+# A line counts as ours on its own when it is a line of one of our letters, or a piece of one (a client
+# that re-wraps a quote cuts our lines into pieces), at least this long; a shorter one ("Thanks"), or the
+# header and attribution a client writes around a quote, only beside a line already known to be ours.
+_FRAGMENT_MIN = 20
+_QUOTE_PREFIX = re.compile(r"^(?:\s*>)+")
+
+
+_NOT_A_WORD_CHARACTER = re.compile(r"[\W_]+")
+
+
+def _normalised(line: str) -> str:
+    """A line as any client's rendering leaves it comparable: only its letters, digits and a leading "#".
+
+    Quote prefixes, Outlook's *bold*, a table cell's spacing, a colon dropped by an HTML rendering, case:
+    none of it survives, so our words are recognised however the reply's client laid them out.
+    """
+    line = _QUOTE_PREFIX.sub("", line).strip()
+    hash_sign = "#" if line.startswith("#") else ""
+    return hash_sign + _NOT_A_WORD_CHARACTER.sub("", line).lower()
+
+
+def without_text_of(text: str, letters: Iterable[str]) -> str:
+    """The text less every line that came from one of ``letters`` (the bot's own staff-only mail).
+
+    Quote stripping guesses at a client's quoting; this does not guess. Whatever the client did to the
+    quote (no ">" at all, an answer typed between quoted lines, a forward, a re-wrap), a line that is
+    ours is recognised by its words, and what is left is only what the sender wrote. A command line
+    ("#resolve upheld") counts as ours only beside other lines of ours: our command reference and our
+    confirmations contain the very words a member of staff types.
+    """
+    whole_lines: set[str] = set()
+    blobs: list[str] = []
+    for letter in letters:
+        normal = [_normalised(line) for line in letter.replace("\r\n", "\n").split("\n")]
+        whole_lines.update(line for line in normal if line)
+        blobs.append("".join(line.lstrip("#") for line in normal if line))
+    if not blobs:
+        return text
+    lines = text.replace("\r\n", "\n").split("\n")
+    normal = [_normalised(line) for line in lines]
+
+    def piece_of_ours(n: str) -> bool:
+        return any(n.lstrip("#") in blob for blob in blobs)
+
+    ours = [len(n) >= _FRAGMENT_MIN and not n.startswith("#") and (n in whole_lines or piece_of_ours(n))
+            for n in normal]
+    changed = True
+    while changed:
+        changed = False
+        for index, n in enumerate(normal):
+            if ours[index] or not n:
+                continue
+            if (piece_of_ours(n) or _wraps_a_quote(lines[index])) and _beside_ours(normal, ours, index):
+                ours[index] = changed = True
+    kept = [line for line, mine in zip(lines, ours) if not mine]
+    return strip_signature(_trim_separators("\n".join(_collapse_blank_runs(kept))).strip())
+
+
+def _wraps_a_quote(line: str) -> bool:
+    """The lines a client writes around a quote or a forward: its header block and attribution."""
+    line = _QUOTE_PREFIX.sub("", line).strip()
+    return bool(_FORWARD_MARKER.match(line) or _MESSAGE_HEADER_LINE.match(line) or _ATTRIBUTION.match(line)
+                or _ANDROID_ATTRIBUTION.match(line) or _SEPARATOR_LINE.match(line) or _LONG_RULE.match(line))
+
+
+def _beside_ours(normal: list[str], ours: list[bool], index: int) -> bool:
+    for step in (-1, 1):
+        other = index + step
+        while 0 <= other < len(normal) and not normal[other]:
+            other += step
+        if 0 <= other < len(normal) and ours[other]:
+            return True
+    return False
+
+
+def _collapse_blank_runs(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if not line.strip() and (not out or not out[-1].strip()):
+            continue
+        out.append(line)
+    return out
 
 
 def remove_quoted_history(text: str) -> str:
@@ -113,12 +206,19 @@ def _without_quoted_lines(lines: list[str]) -> list[str]:
 
 
 def _is_quoted(lines: list[str], index: int) -> bool:
-    """A ">" line, or a line wrapped out of the quote (a long link) with quoted lines right above and below."""
+    """A ">" line, or a long link wrapped out of the quote with quoted lines right above and below.
+
+    Only a single word (a link, an address) counts as wrapped: words typed between two quoted lines
+    are an inline answer, the most important line of such a reply.
+    """
     if _QUOTED_LINE.match(lines[index]):
         return True
+    line = lines[index].strip()
+    if not line or len(line.split()) > 1:
+        return False
     above = lines[index - 1] if index > 0 else ""
     below = lines[index + 1] if index + 1 < len(lines) else ""
-    return bool(lines[index].strip() and _QUOTED_LINE.match(above) and _QUOTED_LINE.match(below))
+    return bool(_QUOTED_LINE.match(above) and _QUOTED_LINE.match(below))
 
 
 def strip_signature(text: str) -> str:
@@ -255,8 +355,9 @@ class _VisibleText(HTMLParser):
     _HIDDEN = {"style", "script", "head", "title"}
     _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "divrplyfwdmsg", "olk_src_body_section")
 
-    def __init__(self) -> None:
+    def __init__(self, keep_quotes: bool = False) -> None:
         super().__init__(convert_charrefs=True)
+        self.keep_quotes = keep_quotes
         self.parts: list[str] = []
         self._hidden_open: list[str] = []
         self.stopped = False
@@ -265,13 +366,15 @@ class _VisibleText(HTMLParser):
         if self.stopped:
             return
         marker = " ".join(value or "" for name, value in attrs if name in ("class", "id")).lower()
-        if any(name in marker for name in self._QUOTE_CLASSES):
+        if not self.keep_quotes and any(name in marker for name in self._QUOTE_CLASSES):
             # Everything from the client's quote container on is history.
             self.stopped = True
             return
         if tag in self._BLOCKS:
             self.parts.append("\n")
-        if tag == "blockquote" or tag in self._HIDDEN:
+        elif tag in ("td", "th"):
+            self.parts.append(" ")
+        if (tag == "blockquote" and not self.keep_quotes) or tag in self._HIDDEN:
             self._hidden_open.append(tag)
 
     def handle_endtag(self, tag: str) -> None:
@@ -287,9 +390,9 @@ class _VisibleText(HTMLParser):
             self.parts.append(data)
 
 
-def html_to_text(html: str) -> str:
-    """Plain text of an HTML body with blockquoted history left out."""
-    reader = _VisibleText()
+def html_to_text(html: str, keep_quotes: bool = False) -> str:
+    """Plain text of an HTML body with blockquoted history left out (kept with ``keep_quotes``)."""
+    reader = _VisibleText(keep_quotes)
     reader.feed(html)
     reader.close()
     text = "".join(reader.parts).replace("\xa0", " ")

@@ -22,7 +22,7 @@ from mailbot.domain.commands import COMMAND_REFERENCE
 from mailbot.domain.directory import DirectoryFiles, assigned_contact, choose_procedure
 from mailbot.domain.mail import InboundMail, header_safe, parse_mail
 from mailbot.domain.procedures import Procedure, Signpost, stage_deadlines
-from mailbot.domain.quotes import extract_new_text
+from mailbot.domain.quotes import extract_new_text, html_to_text
 from mailbot.domain.restrictions import inbound_action
 from mailbot.domain.rules import is_own_address
 from mailbot.domain.signing import signed_address
@@ -403,6 +403,20 @@ class Casework:
             | ((MailMessage.direction == "out") & (MailMessage.to_addrs == case.complainant)),
         ).order_by(col(MailMessage.id))).all()
         return list(rows)
+
+    def staff_only_texts(self, session: Session, case: Case) -> list[str]:
+        """The words of every staff-only letter on the case, as its text and its HTML part read.
+
+        A staff reply quotes one of these; nothing in them may reach the complainant, however the
+        staff member's client quoted, wrapped or forwarded it.
+        """
+        texts: list[str] = []
+        for raw in repo.letters_not_to(session, case.id or 0, case.complainant):
+            letter = parse_mail(raw)
+            texts.append(f"{letter.subject}\n{letter.text}")
+            if letter.html:
+                texts.append(html_to_text(letter.html, keep_quotes=True))
+        return texts
 
     def open_deadlines(self, session: Session, case: Case) -> list[Deadline]:
         return list(session.exec(select(Deadline).where(Deadline.case_id == case.id, Deadline.superseded == False,  # noqa: E712

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from mailbot.domain.commands import Command, check_permission, parse_commands
 from mailbot.domain.mail import InboundMail
 from mailbot.domain.procedures import signposting
-from mailbot.domain.quotes import extract_new_text
+from mailbot.domain.quotes import extract_new_text, without_text_of
 from mailbot.domain.restrictions import add_months, contact_option
 from mailbot.services.casework import OPEN_STATUSES, Casework
 from mailbot.services.compose import QueuedLetter, queue_letter
@@ -29,6 +29,12 @@ WORDS_GO_IN_A_LETTER = frozenset({"resolve", "stay"})
 # Commands that need the staff member's words under them.
 NEEDS_TEXT = {"full": "your full response", "resolve": "the outcome letter's text", "stay": "your explanation"}
 CLOSED_STATUSES = ("resolved", "closed", "redirected", "merged")
+
+
+def is_our_letter(payload: bytes) -> bool:
+    """An attached message that is one of the bot's own letters (a notification forwarded as an attachment)."""
+    head = payload[:65536].lower()
+    return b"\nx-mailbot-letter:" in head or head.startswith(b"x-mailbot-letter:")
 
 
 class Refusal(Exception):
@@ -58,9 +64,13 @@ class StaffDesk:
 
     def handle(self, session: Session, case: Case, mail: InboundMail, message: repo.InboundRow,
                roles: frozenset[str], now: datetime) -> list[QueuedLetter]:
-        text = extract_new_text(mail.text, mail.html)
+        # Only the staff member's own words: whatever their client did to the quote, no line of a
+        # staff-only letter (the notification they answer above all) goes on to the complainant.
+        text = without_text_of(extract_new_text(mail.text, mail.html), self.cw.staff_only_texts(session, case))
         parsed = parse_commands(text)
         staff = mail.from_addr
+        if not parsed.commands and not parsed.errors and not parsed.body.strip():
+            return self._nothing_new(session, case, mail, staff, now)
         problems = [f"{e.line}\n  {e.message}" for e in parsed.errors]
         for command in parsed.commands:
             refusal = check_permission(command, roles)
@@ -122,7 +132,8 @@ class StaffDesk:
         return self.complainant_letter(
             session, case, "staff-reply", now, from_name=f"{name}, {self.cw.config.sender.org_name}",
             staff_text=body.strip(), staff_name=name,
-            attachments=[(a.filename, a.content_type, a.payload) for a in mail.attachments],
+            attachments=[(a.filename, a.content_type, a.payload) for a in mail.attachments
+                         if not is_our_letter(a.payload)],
         )
 
     def complainant_letter(self, session: Session, case: Case, template: str, now: datetime, *,
@@ -137,10 +148,22 @@ class StaffDesk:
                             auto_submitted=None, from_name=from_name, attachments=attachments)
 
     def _confirm(self, session: Session, case: Case, staff: str, done: list[str], now: datetime,
-                 problems: list[str] | None = None) -> list[QueuedLetter]:
+                 problems: list[str] | None = None, nothing_new: bool = False) -> list[QueuedLetter]:
         letter = self.cw.staff_letter(session, case, "command-result", now, to=[staff], done=done,
-                                      problems=problems or [], command_reference=self.cw.command_reference)
+                                      problems=problems or [], command_reference=self.cw.command_reference,
+                                      nothing_new=nothing_new)
         return [letter] if letter else []
+
+    def _nothing_new(self, session: Session, case: Case, mail: InboundMail, staff: str,
+                     now: datetime) -> list[QueuedLetter]:
+        """A reply with no words of its own: nothing goes to the complainant, and the sender hears why."""
+        reason = "your reply had no text of its own above the quoted message"
+        if mail.attachments:
+            reason += f", so its {len(mail.attachments)} attachment(s) were not sent either"
+        repo.add_event(session, case, now, "staff_reply_not_relayed", actor=staff, message_id=mail.message_id,
+                       reason=reason)
+        return self._confirm(session, case, staff, [], now, problems=[reason[0].upper() + reason[1:] + "."],
+                             nothing_new=True)
 
     # ---- case commands -----------------------------------------------------------------------
 

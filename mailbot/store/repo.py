@@ -174,6 +174,16 @@ def outbound_by_message_id(session: Session, message_id: str) -> MailMessage | N
     ).first()
 
 
+def letters_not_to(session: Session, case_id: int, complainant: str) -> list[bytes]:
+    """The raw bytes of every letter on a case that did not go to the complainant: staff-only mail."""
+    rows = session.connection().execute(
+        sa_select(MESSAGE_TABLE.c.to_addrs, MESSAGE_TABLE.c.raw)
+        .where(MESSAGE_TABLE.c.case_id == case_id, MESSAGE_TABLE.c.direction == "out")
+        .order_by(MESSAGE_TABLE.c.id))
+    return [bytes(raw or b"") for to_addrs, raw in rows
+            if complainant.lower() not in (to_addrs or "").lower().split(",")]
+
+
 def automatic_letters_since(session: Session, address: str, since: datetime) -> int:
     # On the connection: outbox letters are plain INSERTs (compose.queue_letter), so there is nothing to flush.
     return int(_AUTOMATIC_SINCE.scalar(session.connection(), {"address": address, "since": to_db(since)}) or 0)

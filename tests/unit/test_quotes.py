@@ -173,8 +173,11 @@ def test_quoted_history_is_removed_for_common_clients(client: str, text: str, ex
             "Fix it -- please.\n\nThanks",
             "Fix it -- please.\n\nThanks",
         ),
-        ("everything quoted: original returned", "> only a quote\n> nothing new", "> only a quote\n> nothing new"),
-        ("only a device signature: original returned", "Sent from my iPhone", "Sent from my iPhone"),
+        # Nothing new is nothing: the caller says so; it never passes the quote on as if it were new.
+        ("everything quoted: nothing new", "> only a quote\n> nothing new", ""),
+        ("only a device signature: nothing new", "Sent from my iPhone", ""),
+        ("an answer typed between quoted lines is kept", "> Did he call?\nNo, never.\n> When?", "No, never."),
+        ("a link wrapped out of the quote is quote", "> see\nhttps://example.org/a/very/long/link\n> ok", ""),
         ("blank", "  \n ", ""),
     ],
 )
@@ -345,3 +348,47 @@ def test_email_reply_parser_corpus_score_stays_at_measured_level() -> None:
             failed.append(name)
     assert len(ERP_CHECKS) - len(failed) >= ERP_MIN_PASSED, failed
 
+
+
+# ---- without_text_of: the lines of our own staff-only letters never pass for the sender's words -------------
+
+NOTIFICATION = """New complaint on 1MM-2026-0001 (External Complaints Procedure, Stage 1).
+
+From: Jane Doe <jane@example.com>
+Complainant: jane@example.com
+Assigned to: priya.shah@1mm.org.uk
+Category: service
+
+----- The complainant wrote -----
+Thanks
+----------------------------------
+
+Reply to this email to answer the complainant: your reply (without the quoted history) is sent to them.
+Commands go on the first lines of your reply:
+#note  - keep this reply as an internal note; nothing is sent
+#resolve upheld|partly-upheld|not-upheld  - close the case with an outcome"""
+
+
+@pytest.mark.parametrize(
+    "case, reply, expected",
+    [
+        ("nothing of ours", "I will call you today.\n\nThanks\nPriya", "I will call you today.\n\nThanks\nPriya"),
+        ("our lines pasted below", f"I will call you today.\n\n{NOTIFICATION}", "I will call you today."),
+        ("only our lines", NOTIFICATION, ""),
+        ("a command typed by staff stays", "#resolve upheld\nWe are sorry.", "#resolve upheld\nWe are sorry."),
+        ("our command reference goes", "Done.\n\nCommands go on the first lines of your reply:\n#note  - keep this "
+         "reply as an internal note; nothing is sent", "Done."),
+        ("a short word of ours stays on its own", "Thanks", "Thanks"),
+        ("a short line beside ours goes", "OK.\n\nAssigned to: priya.shah@1mm.org.uk\nCategory: service", "OK."),
+        ("rendered from HTML cells", "Fine.\n\nAssigned topriya.shah@1mm.org.uk\n\nCategoryservice", "Fine."),
+        ("a forward's header block goes", "See below.\n\n---------- Forwarded message ---------\nFrom: One Million "
+         "Mentors <complaints@1mm.org.uk>\nDate: Mon, 16 Nov 2026\nTo: <priya@1mm.org.uk>\n\n" + NOTIFICATION,
+         "See below."),
+        ("re-wrapped pieces go", "Yes.\n\nReply to this email to answer the complainant: your\nreply (without the "
+         "quoted history) is sent to them.", "Yes."),
+    ],
+)
+def test_without_text_of_our_letters(case: str, reply: str, expected: str) -> None:
+    from mailbot.domain.quotes import without_text_of
+
+    assert without_text_of(reply, [NOTIFICATION]) == expected
