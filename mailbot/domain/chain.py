@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+import authres
+
 from mailbot.domain.mail import InboundMail
 from mailbot.domain.rules import AutomatedVerdict, classify_automated
 from mailbot.domain.signing import verify_signature
@@ -119,28 +121,39 @@ def route(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict:
 
 
 def authenticated_sender(mail: InboundMail, trusted_authserv_id: str | None) -> bool:
-    """True when our own receiving server vouches (dkim or dmarc pass) for the sender's domain.
+    """True when our own receiving server vouches for the sender's domain (RFC 8601).
 
-    Only Authentication-Results headers whose authserv-id is ours count: anyone can write one.
+    Anyone can write an Authentication-Results header naming our server, above or below the one our
+    server prepends (RFC 8601 section 5), so headers with another authserv-id are ignored and every
+    header with ours must vouch: dmarc=pass for the From domain, or dkim=pass for it with no DMARC
+    verdict. One with our id that says anything else (dmarc=fail, none, or that does not parse) wins,
+    so a forged "pass" beside our server's "fail" confers nothing.
     """
     if not trusted_authserv_id or "@" not in mail.from_addr:
         return False
-    domain = mail.from_addr.rsplit("@", 1)[1]
-    for value in mail.headers.get("authentication-results", ()):
-        parts = [p.strip() for p in value.split(";")]
-        authserv = parts[0].split()[0].lower() if parts and parts[0] else ""
-        if authserv != trusted_authserv_id.lower():
-            continue
-        for result in parts[1:]:
-            tokens = result.lower().split()
-            if not tokens:
-                continue
-            method, _, outcome = tokens[0].partition("=")
-            props = dict(t.split("=", 1) for t in tokens[1:] if "=" in t)
-            if outcome != "pass":
-                continue
-            if method == "dkim" and props.get("header.d") == domain:
-                return True
-            if method == "dmarc" and props.get("header.from") == domain:
-                return True
-    return False
+    domain = mail.from_addr.rsplit("@", 1)[1].lower()
+    ours = [value for value in mail.headers.get("authentication-results", ())
+            if _authserv_id(value) == trusted_authserv_id.lower()]
+    return bool(ours) and all(_vouches_for(value, domain) for value in ours)
+
+
+def _authserv_id(value: str) -> str:
+    return value.split(";", 1)[0].strip().split(" ", 1)[0].lower()
+
+
+def _vouches_for(value: str, domain: str) -> bool:
+    try:
+        header = authres.AuthenticationResultsHeader.parse_value(" ".join(value.split()))
+    except Exception:  # noqa: BLE001  (a header that does not parse vouches for nobody)
+        return False
+    dkim_pass, dmarc = False, set()
+    for result in header.results:
+        method, outcome = str(result.method).lower(), str(result.result).lower()
+        props = {f"{p.type}.{p.name}".lower(): str(p.value).lower() for p in result.properties}
+        if method == "dmarc":
+            dmarc.add(outcome if props.get("header.from") == domain else "other-domain")
+        elif method == "dkim" and outcome == "pass" and props.get("header.d") == domain:
+            dkim_pass = True
+    if dmarc:
+        return dmarc == {"pass"}
+    return dkim_pass

@@ -154,6 +154,21 @@ def test_an_authenticated_staff_reply_without_the_signed_address_is_trusted(bot:
     assert case["status"] == "closed" and case["outcome"] == "not-a-complaint"
 
 
+def test_a_forged_authentication_results_above_or_below_ours_is_not_obeyed(bot: Bot) -> None:
+    bot.extra["MAILBOT_TRUSTED_AUTHSERV_ID"] = "mx.1mm.org.uk"
+    open_case(bot)
+    ours = "mx.1mm.org.uk; spf=fail smtp.mailfrom=1mm.org.uk; dkim=none; dmarc=fail header.from=1mm.org.uk"
+    forged = "mx.1mm.org.uk; dkim=pass header.d=1mm.org.uk; dmarc=pass header.from=1mm.org.uk"
+    for order in ((ours, forged), (forged, ours)):
+        raw = make_mail(frm=PRIYA, subject="Re: [1MM-2026-0001] x", body="#not-a-complaint")
+        headers = "".join(f"Authentication-Results: {value}\r\n" for value in order).encode()
+        bot.append(headers + raw)
+        bot.once(now=T0 + timedelta(hours=1))
+        case = bot.case_json("1MM-2026-0001")
+        assert case["status"] == "open" and case["outcome"] is None
+        assert any(e["type"] == "unverified_staff_mail" for e in case["events"])
+
+
 def test_a_reply_to_a_resolved_case_asking_plainly_escalates_it(bot: Bot) -> None:
     note = open_case(bot)
     bot.append(staff_reply(note, PRIYA, "#resolve not-upheld\nWe found no fault."))

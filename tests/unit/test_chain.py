@@ -100,8 +100,33 @@ def test_a_staff_from_without_proof_is_flagged_not_obeyed() -> None:
         ("mx.1mm.org.uk; dkim=fail header.d=1mm.org.uk", False),
         ("mx.1mm.org.uk; dkim=pass header.d=evil.example", False),
         ("evil.example; dkim=pass header.d=1mm.org.uk", False),  # someone else's server vouching
+        ("mx.1mm.org.uk; dkim=pass header.d=1mm.org.uk; dmarc=fail header.from=1mm.org.uk", False),
+        ("mx.1mm.org.uk 1; dkim=pass (good signature) header.d=1mm.org.uk header.i=@1mm.org.uk", True),
+        ("MX.1mm.org.uk; DMARC=pass (p=reject) header.from=1MM.org.uk", True),
+        ("mx.1mm.org.uk; none", False),
+        ("mx.1mm.org.uk; dkim=pass header.d=1mm.org.uk;;; garbage ((", False),
     ],
 )
 def test_authentication_results_only_from_our_server(header: str, trusted: bool) -> None:
     parsed = parse_mail(mail(f"From: priya@1mm.org.uk\nAuthentication-Results: {header}\nSubject: x"))
+    assert authenticated_sender(parsed, "mx.1mm.org.uk") is trusted
+
+
+OURS_FAIL = "mx.1mm.org.uk; spf=fail smtp.mailfrom=1mm.org.uk; dkim=none; dmarc=fail header.from=1mm.org.uk"
+FORGED = "mx.1mm.org.uk; dkim=pass header.d=1mm.org.uk; dmarc=pass header.from=1mm.org.uk"
+
+
+@pytest.mark.parametrize(
+    "headers, trusted",
+    [
+        ((OURS_FAIL, FORGED), False),  # the forger's header below ours
+        ((FORGED, OURS_FAIL), False),  # the forger's header above ours
+        ((FORGED.replace("mx.", "mx2."), OURS_FAIL), False),  # someone else's on top, ours failing below
+        (("evil.example; dkim=pass header.d=1mm.org.uk", FORGED), True),  # another server's header is ignored
+        ((FORGED, FORGED), True),
+    ],
+)
+def test_a_forged_authentication_results_beside_ours_confers_nothing(headers: tuple[str, str], trusted: bool) -> None:
+    lines = "".join(f"Authentication-Results: {h}\n" for h in headers)
+    parsed = parse_mail(mail(f"{lines}From: priya@1mm.org.uk\nSubject: x"))
     assert authenticated_sender(parsed, "mx.1mm.org.uk") is trusted
