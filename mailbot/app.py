@@ -84,7 +84,8 @@ class App(MailboxHooks):
             secret=self.secret, trusted_authserv_id=settings.trusted_authserv_id,
         )
         team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
-        self.casework = Casework(CaseworkConfig(self.sender, own, settings.timezone, self.secret, team_cc),
+        self.casework = Casework(CaseworkConfig(self.sender, own, settings.timezone, self.secret, team_cc,
+                                                settings.form_sender_set),
                                  self.renderer, self.calendar, self.procedures, self.directory, self.signposts)
         self.ingestor = Ingestor(self.engine, self.route_config, self.casework, self.directory, self.clock)
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock)

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     closures: str = ""
     complaints_team_cc: str | None = None
     trusted_authserv_id: str | None = None
+    # Web-form senders (comma-separated addresses): one carries many real complainants in Reply-To.
+    form_senders: str = ""
     # "off" sends no scheduled digest from this instance (`mailbot digest` by hand still works).
     digest_time: time | None = time(8, 0)
     persistent_threshold: int = Field(default=10, ge=1)
@@ -96,6 +98,10 @@ class Settings(BaseSettings):
     @property
     def domain(self) -> str:
         return self.address.split("@", 1)[1]
+
+    @property
+    def form_sender_set(self) -> frozenset[str]:
+        return frozenset(a.strip().lower() for a in self.form_senders.split(",") if a.strip())
 
     @property
     def local_mode(self) -> bool:

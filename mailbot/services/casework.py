@@ -77,6 +77,7 @@ class CaseworkConfig:
     timezone: str
     secret: bytes
     complaints_team_cc: tuple[str, ...] = ()
+    form_senders: frozenset[str] = frozenset()
 
 
 class Casework:
@@ -93,12 +94,34 @@ class Casework:
 
     # ---- opening -----------------------------------------------------------------------------
 
+    def is_ours(self, address: str) -> bool:
+        """One of our own addresses, any address at our domain, or a member of staff's."""
+        address = address.lower()
+        return (is_own_address(address, self.config.own_addresses)
+                or address.rpartition("@")[2] == self.config.sender.domain
+                or self.directory.get().staff_member(address) is not None)
+
     def complainant_of(self, mail: InboundMail) -> str:
-        """The Reply-To address when it is not ours, else From."""
+        """The Reply-To address when it is not ours, else From.
+
+        Web forms put the person in Reply-To, and a forged From is no harder than a forged Reply-To,
+        so Reply-To is believed; but it never makes one of our own people, or our own domain, the
+        complainant: an outsider could otherwise open a case in the CEO's name and hear nothing.
+        """
         for addr in mail.reply_to:
-            if addr and not is_own_address(addr, self.config.own_addresses):
+            if addr and not self.is_ours(addr):
                 return addr
         return mail.from_addr
+
+    def cap_sender(self, mail: InboundMail) -> str | None:
+        """The From address counted against the cap on automatic letters, or None when exempt.
+
+        A form sender carries many real complainants, and our own staff are never a robot loop.
+        """
+        sender = mail.from_addr.lower()
+        if not sender or sender in self.config.form_senders or self.is_ours(sender):
+            return None
+        return sender
 
     def open_case(self, session: Session, mail: InboundMail, received_at: datetime, now: datetime) -> Case:
         complainant = self.complainant_of(mail)
@@ -113,12 +136,14 @@ class Casework:
         case = repo.insert_case(
             session, ref=ref, year=year, seq=seq, status="open", stage=1, procedure=procedure_key,
             complainant=complainant, complainant_name=header_safe(name), subject=header_safe(mail.subject)[:500],
+            from_addr=mail.from_addr, reply_to=",".join(mail.reply_to)[:500] or None,
             category=category,
             assignee=assigned_contact(directory, complainant),
             opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
         )
         repo.add_event(session, case, now, "case_opened", procedure=procedure_key, complainant=complainant,
-                       assignee=case.assignee, category=category, message_id=mail.message_id)
+                       assignee=case.assignee, category=category, message_id=mail.message_id,
+                       from_addr=mail.from_addr, reply_to=list(mail.reply_to))
         return case
 
     # ---- dispatch ----------------------------------------------------------------------------
@@ -148,7 +173,7 @@ class Casework:
         letter = queue_letter(
             session, self.renderer, self.config.sender, case=case, template=procedure.letters["open"],
             to=[case.complainant], context=self.letter_context(session, case, deadlines=deadlines), now=now,
-            automatic=True,
+            automatic=True, trigger_from=self.cap_sender(mail),
             in_reply_to=mail.message_id if mail.has_message_id else None,
             references=list(mail.references) + ([mail.message_id] if mail.has_message_id else []),
         )
@@ -157,7 +182,7 @@ class Casework:
         if not procedure.closes_on_open_as:
             notes = [f"{case.complainant} is under a restriction on {ref} ({mode}). The procedure says new "
                      f"complaints are treated on their merits; reply #merge {ref} if this is the same matter."
-                     for ref, mode in self.restrictions_elsewhere(session, case)]
+                     for ref, mode in self.restrictions_elsewhere(session, case, mail)]
             if notes:
                 repo.add_event(session, case, now, "restricted_elsewhere", notes=notes)
             letters += self.notify_staff(session, case, mail, now, headline="New complaint", notes=notes,
@@ -178,8 +203,9 @@ class Casework:
                            reason="staff From without the signed case address or trusted authentication")
         case.updated_at = to_db(now)
         restriction = self.active_restriction(session, case)
+        # A restriction follows the person, by From or by Reply-To: adding a Reply-To does not escape it.
         if restriction is not None and not verdict.claimed_staff and \
-                self.complainant_of(mail) == restriction.complainant:
+                restriction.complainant in (mail.from_addr, *mail.reply_to):
             return self._under_restriction(session, restriction, case, mail, message, now)
         notes: list[str] = []
         if case.status == "resolved":
@@ -244,11 +270,18 @@ class Casework:
         return session.exec(select(Restriction).where(Restriction.case_id == case.id,
                                                       Restriction.state == "restricted")).first()
 
-    def restrictions_elsewhere(self, session: Session, case: Case) -> list[tuple[str, str]]:
-        """The person's restrictions on their other cases (almost always none)."""
+    def restrictions_elsewhere(self, session: Session, case: Case,
+                               mail: InboundMail | None = None) -> list[tuple[str, str]]:
+        """The person's restrictions on their other cases (almost always none), by either of their addresses."""
         session.flush()  # restrictions are ORM rows: a pending one must count
-        rows = _RESTRICTED_ELSEWHERE.rows(session.connection(), {"complainant": case.complainant, "case_id": case.id})
-        return [(ref, mode or "") for ref, mode in rows]
+        people = dict.fromkeys([case.complainant, *((mail.from_addr, *mail.reply_to) if mail else ())])
+        found: dict[str, str] = {}
+        for person in people:
+            if not person:
+                continue
+            rows = _RESTRICTED_ELSEWHERE.rows(session.connection(), {"complainant": person, "case_id": case.id})
+            found.update((ref, mode or "") for ref, mode in rows if ref not in found)
+        return list(found.items())
 
     def _under_restriction(self, session: Session, restriction: Restriction, case: Case, mail: InboundMail,
                            message: repo.InboundRow, now: datetime) -> list[QueuedLetter]:
@@ -270,7 +303,8 @@ class Casework:
             thread = self.complainant_thread(session, case)
             letter = queue_letter(session, self.renderer, self.config.sender, case=case, template="acknowledge-only",
                                   to=[case.complainant], context=self.letter_context(session, case), now=now,
-                                  automatic=True, in_reply_to=mail.message_id if mail.has_message_id else None,
+                                  automatic=True, trigger_from=self.cap_sender(mail),
+                                  in_reply_to=mail.message_id if mail.has_message_id else None,
                                   references=thread)
             return [letter] if letter else []
         message.kind = "restricted_filed"

@@ -30,6 +30,7 @@ class QueuedLetter:
     automatic: bool
     direction: str = "out"
     delivery: str = "pending"
+    trigger_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,14 @@ def queue_letter(
     attachments: list[tuple[str, str, bytes]] | None = None,
     auto_submitted: str | None = "auto-replied",
     from_name: str | None = None,
+    trigger_from: str | None = None,
 ) -> QueuedLetter | None:
     """Render a letter and add it to the outbox in the caller's transaction.
 
     Automatic letters (acknowledgements and the like) respect the per-address cap that stops
-    mail loops; a capped letter is not queued, and the case records why. Returns the outbox row.
+    mail loops: to one recipient, and in answer to one From (``trigger_from``; None for a sender the
+    caller exempts), at most the cap in 24 hours. A capped letter is not queued, and the case records
+    why. Returns the outbox row.
     """
     recipients = [a for a in (bare_address(t) for t in to) if a]
     if not recipients:
@@ -75,6 +79,13 @@ def queue_letter(
         if sent >= sender.auto_reply_cap:
             repo.add_event(session, case, now, "auto_reply_capped", template=template, to=recipients[0],
                            reason=f"{sent} automatic letters to this address in the last 24 hours")
+            return None
+        caused = repo.automatic_letters_caused_by(session, trigger_from, repo.cap_window(now)) if trigger_from else 0
+        if caused >= sender.auto_reply_cap:
+            repo.add_event(session, case, now, "auto_reply_capped", template=template, to=recipients[0],
+                           sender=trigger_from,
+                           reason=f"{caused} automatic letters in answer to mail from {trigger_from} in the last "
+                                  f"24 hours")
             return None
     full_context = {"org_name": sender.org_name, "address": sender.address, **context}
     letter = renderer.render(template, full_context)
@@ -102,6 +113,7 @@ def queue_letter(
         "case_id": case.id if case else None, "direction": "out", "message_id": message_id,
         "subject": letter.subject, "from_addr": sender.address, "to_addrs": ",".join(envelope), "kind": template,
         "at": to_db(now), "raw": raw, "delivery": "pending", "automatic": automatic,
+        "trigger_from": trigger_from if automatic else None,
     }
     row_id = repo.insert_message(session, values)
     repo.add_event(session, case, now, "letter_queued", template=template, to=",".join(envelope), message_id=message_id)

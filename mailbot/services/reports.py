@@ -35,6 +35,8 @@ def case_summary(session: Session, case: Case, message_count: int | None = None)
         "stage": case.stage,
         "procedure": case.procedure,
         "complainant": case.complainant,
+        "from_addr": case.from_addr,
+        "reply_to": case.reply_to,
         "subject": case.subject,
         "opened_at": iso(case.opened_at),
         "message_count": message_count,

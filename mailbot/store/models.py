@@ -21,6 +21,9 @@ class Case(SQLModel, table=True):
     stage: int = 1
     procedure: str = "external"
     complainant: str = Field(index=True)
+    # The opening message's From and Reply-To, as written (the complainant is one of them).
+    from_addr: str | None = None
+    reply_to: str | None = None
     complainant_name: str = ""
     subject: str = ""
     category: str = "service"
@@ -61,6 +64,9 @@ class MailMessage(SQLModel, table=True):
     last_error: str | None = None
     # Whether this outbound letter counts against the per-address cap on automatic letters.
     automatic: bool = False
+    # Automatic letters: the From of the message that caused it, for the per-sender cap (a robot that
+    # changes its Reply-To on every message still has one From).
+    trigger_from: str | None = None
     # Inbound: the IMAP UID it came from, for tracing.
     uid: int | None = None
     detail: str | None = Field(default=None, sa_column=Column(Text))
@@ -69,6 +75,7 @@ class MailMessage(SQLModel, table=True):
         UniqueConstraint("direction", "message_id", name="uq_message_direction_id"),
         Index("ix_message_outbox", "delivery", "next_attempt_at"),
         Index("ix_message_cap", "to_addrs", "automatic", "at"),
+        Index("ix_message_cap_from", "trigger_from", "automatic", "at"),
     )
 
 

@@ -52,6 +52,11 @@ _AUTOMATIC_SINCE = Prebuilt(sa_select(func.count(MESSAGE_TABLE.c.id)).where(
     MESSAGE_TABLE.c.to_addrs == bindparam("address"),
     MESSAGE_TABLE.c.at >= bindparam("since", type_=MESSAGE_TABLE.c.at.type),
 ))
+_AUTOMATIC_CAUSED_SINCE = Prebuilt(sa_select(func.count(MESSAGE_TABLE.c.id)).where(
+    MESSAGE_TABLE.c.trigger_from == bindparam("sender"),
+    MESSAGE_TABLE.c.automatic == True,  # noqa: E712  (SQL expression)
+    MESSAGE_TABLE.c.at >= bindparam("since", type_=MESSAGE_TABLE.c.at.type),
+))
 
 
 class StoreLookup:
@@ -187,6 +192,11 @@ def letters_not_to(session: Session, case_id: int, complainant: str) -> list[byt
 def automatic_letters_since(session: Session, address: str, since: datetime) -> int:
     # On the connection: outbox letters are plain INSERTs (compose.queue_letter), so there is nothing to flush.
     return int(_AUTOMATIC_SINCE.scalar(session.connection(), {"address": address, "since": to_db(since)}) or 0)
+
+
+def automatic_letters_caused_by(session: Session, sender: str, since: datetime) -> int:
+    """Automatic letters queued in answer to mail from this From address since then."""
+    return int(_AUTOMATIC_CAUSED_SINCE.scalar(session.connection(), {"sender": sender, "since": to_db(since)}) or 0)
 
 
 def cursor_for(session: Session, mailbox: str) -> MailboxCursor:
