@@ -44,7 +44,7 @@ def main() -> int:
             data.mkdir()
             for name in ("staff.toml", "participants.csv"):
                 shutil.copy(REPO / "data" / name, data / name)
-            settings = load_settings(data_dir=str(data), templates_dir=str(REPO / "templates"), secret="bench",
+            settings = load_settings(data_dir=str(data), templates_dir=str(REPO / "templates"), secret="bench-secret-of-at-least-thirty-two-bytes",
                                      smtp_host=sink.host, smtp_port=str(sink.port), smtp_security="none")
             app = App(settings)
             app.deliverer.concurrency = args.concurrency

@@ -79,7 +79,7 @@ def main() -> int:
         data.mkdir()
         for name in ("staff.toml", "participants.csv"):
             shutil.copy(REPO / "data" / name, data / name)
-        settings = load_settings(data_dir=str(data), templates_dir=str(REPO / "templates"), secret="bench",
+        settings = load_settings(data_dir=str(data), templates_dir=str(REPO / "templates"), secret="bench-secret-of-at-least-thirty-two-bytes",
                                  smtp_host="127.0.0.1", smtp_port="2", smtp_security="none")
         app = App(settings)
         steps = [] if args.quiet else STEPS

@@ -22,6 +22,7 @@ from mailbot.domain.procedures import (
     load_signposts,
 )
 from mailbot.domain.workdays import WorkingCalendar, parse_closures
+from mailbot.files import make_private_dir
 from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer
 from mailbot.mail.imap import ImapConfig, ImapIntake, MailboxHooks
 from mailbot.mail.local import (
@@ -76,6 +77,7 @@ class App(MailboxHooks):
             self.directory.load()
         except DirectoryError as exc:
             raise ConfigError(str(exc)) from None
+        make_private_dir(settings.data_dir)
         self.secret = settings.secret_bytes()
         own = frozenset({settings.address})
         self.sender = Sender(settings.org_name, settings.address, settings.domain, settings.auto_reply_cap)

@@ -15,9 +15,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailbot.files import write_private_file
+
 
 class ConfigError(Exception):
     """A misconfiguration, explained in one line."""
+
+
+# A signing key shorter than this is refused: HMAC keys want at least the hash's 32 bytes.
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -128,22 +134,35 @@ class Settings(BaseSettings):
         return self.domain
 
     def secret_bytes(self) -> bytes:
-        """The signing key: the configured one, else one generated once and kept under the data dir."""
+        """The signing key: the configured one, else one generated once and kept under the data dir.
+
+        The key file is written whole or not at all (a temporary file, created 0600, synced, renamed),
+        so a crash never leaves an empty key that would make every signature fail. A key shorter than
+        MIN_SECRET_BYTES stops start-up with one line, since signatures under it can be guessed.
+        """
         if self.secret:
             return self.secret.encode()
         key_file = self.data_dir / "secret.key"
         if key_file.exists():
-            return key_file.read_text().strip().encode()
+            key = key_file.read_bytes().strip()
+            if len(key) < MIN_SECRET_BYTES:
+                raise ConfigError(f"{key_file} holds {len(key)} bytes, fewer than {MIN_SECRET_BYTES}: restore it "
+                                  f"from a backup, or delete it to make a new one (every signed reply address "
+                                  f"already sent then stops working)")
+            return key
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32)
-        key_file.write_text(key + "\n")
-        key_file.chmod(0o600)
-        return key.encode()
+        key = secrets.token_hex(32).encode()
+        write_private_file(key_file, key + b"\n")
+        return key
 
     def check(self) -> None:
         """Cross-field checks that pydantic cannot express on one field."""
         if self.imap_host and not (self.imap_user and self.imap_password):
             raise ConfigError("MAILBOT_IMAP_USER and MAILBOT_IMAP_PASSWORD must be set with MAILBOT_IMAP_HOST")
+        if self.secret and len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"MAILBOT_SECRET: must be at least {MIN_SECRET_BYTES} bytes (got "
+                              f"{len(self.secret.encode())}); make one with: python3 -c 'import secrets; "
+                              f"print(secrets.token_hex(32))'")
         if self.smtp_user and not self.smtp_password:
             raise ConfigError("MAILBOT_SMTP_PASSWORD must be set with MAILBOT_SMTP_USER")
         if self.office_closes <= self.office_opens:

@@ -13,6 +13,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
+from mailbot.files import make_private_sqlite
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -25,9 +27,9 @@ SCHEMA_HEAD = "0002"
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs to be safe under concurrent use."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = url.split("///", 1)[-1].split("?", 1)[0]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            make_private_sqlite(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         # WAL lets the outbox worker and the scheduler read while intake writes; NORMAL

@@ -21,7 +21,7 @@ from mailbot.settings import Settings, load_settings
 from tests.servers import DovecotServer, SmtpSink
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "test-secret-for-signing"
+SECRET = "test-secret-for-signing-at-least-32-bytes"
 
 
 def make_mail(
