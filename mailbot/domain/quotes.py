@@ -21,32 +21,49 @@ _LIBRARY_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "cs"
 
 _QUOTED_LINE = re.compile(r"^\s*>")
 
-# Verbs that end an attribution line ("... wrote:") in the languages the library does not cover, or in
-# word orders it does not expect ("Op ... schreef Name <a@b>:", "---- John wrote ----").
+# Verbs of an attribution line ("... wrote:") in the languages complainants write in, including word
+# orders the library does not expect ("Op ... schreef Name <a@b>:", "W dniu ... Name pisze:",
+# "Ar ..., ysgrifennodd Name <a@b>:", "---- John wrote ----").
 _ATTRIBUTION_VERBS = (
-    r"wrote|sent|schrieb|schreef|skrev|napisał|napisała|napisal|написал|написала|a écrit|escribió"
-    r"|ha scritto|geschreven|đã viết|kirjoitti|írta|yazdı|escreveu"
+    r"wrote|writes|sent|schrieb|schreibt|schreef|skrev|napisał|napisała|napisal|pisze|написал|написала|пишет"
+    r"|написав|написала|пише|a écrit|escribió|escribio|ha scritto|scrisse|geschreven|đã viết|kirjoitti|írta"
+    r"|yazdı|escreveu|ysgrifennodd"
 )
 _ATTRIBUTION = re.compile(
-    rf"^.{{0,200}}?\b(?:{_ATTRIBUTION_VERBS})\b(?:\s*:?|\s.{{0,120}}[>)]\s*:)\s*-*\s*$",
+    rf"^.{{0,200}}?\b(?:{_ATTRIBUTION_VERBS})\b(?:\s*:?|\s.{{0,120}}[>)\]]\s*:)\s*-*\s*$",
     re.IGNORECASE,
 )
 # The words an attribution starts with; the window never starts mid-paragraph, so the sender's own
 # text above the header is not swallowed into it.
 _ATTRIBUTION_OPENER = re.compile(
-    r"^(?:(?:On|Le|Am|Op|El|Il|Den|På|W dniu|Dnia|Vào|Em|Dne|Sent from)\b|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\w*,"
-    r"|\d|-{2,})",
+    r"^(?:(?:On|Le|Am|Op|El|Il giorno|Il|Den|På|W dniu|Dnia|Vào|Em|Dne|Ar|Quoting|Zitat von|Citando|Cytuję"
+    r"|Sent from)\b|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\w*,|(?:пн|вт|ср|чт|пт|сб|нд|вс)\b|\d|-{2,}|\*\s)",
     re.IGNORECASE,
 )
+# "Name <a@b> wrote:", "Jane Doe <jane@example.com> schrieb am 3. März 2026:": no opener, but an address.
+_NAMED_ATTRIBUTION = re.compile(
+    rf"^.{{0,80}}<?[\w.+-]+@[\w.-]+>?.{{0,80}}\b(?:{_ATTRIBUTION_VERBS})\b.{{0,80}}:\s*$", re.IGNORECASE)
+_ADDRESS_ABOVE_QUOTE = re.compile(r"^.{0,100}<?[\w.+-]+@[\w.-]+>?.{0,60}:\s*$")
 # Gmail in some locales writes only "2014-10-17 11:28 GMT+03:00 Name <address>:" above the quote.
 _DATE_AND_ADDRESS = re.compile(
     r"^(?:\d{1,4}[-./]\d{1,2}[-./]\d{1,4}\b.{0,120}<?[\w.+-]+@[\w.-]+>?"
     r"|.{0,80}\d{1,2}:\d{2}.{0,80}<[\w.+-]+@[\w.-]+>)\s*:?\s*$",
 )
+# "-----Original Message-----" in the languages the library does not know.
+_ORIGINAL_MESSAGE = re.compile(
+    r"^\s*-{2,}\s*(?:original message|ursprüngliche nachricht|originalnachricht|message d'origine"
+    r"|message original|mensaje original|messaggio originale|oorspronkelijk bericht|origineel bericht"
+    r"|mensagem original|oryginalna wiadomość|wiadomość oryginalna|исходное сообщение|оригинальное сообщение"
+    r"|пересланное сообщение|вихідне повідомлення|оригінальне повідомлення|neges wreiddiol|neges wreiddiol)"
+    r"\s*-{2,}\s*$",
+    re.IGNORECASE,
+)
 # Outlook's header block, even when an HTML conversion leaves blank lines between its lines.
-_OUTLOOK_FROM = re.compile(r"^[* ]*(?:From|Von|De|От|Fra|Från|Od|Van|Da)\s?:", re.IGNORECASE)
+_OUTLOOK_FROM = re.compile(
+    r"^[* ]*(?:From|Von|De|От|Від|Fra|Från|Od|Van|Da|Oddi wrth)\s?:", re.IGNORECASE)
 _OUTLOOK_SENT = re.compile(
-    r"^[* ]*(?:Sent|Date|Gesendet|Datum|Envoyé|Отправлено|Дата|Sendt|Skickat|Wysłano|Verzonden|Inviato|Enviado)\s?:",
+    r"^[* ]*(?:Sent|Date|Gesendet|Datum|Envoyé|Отправлено|Дата|Надіслано|Sendt|Skickat|Wysłano|Verzonden"
+    r"|Inviato|Enviado|Enviada em|Data|Anfonwyd|Dyddiad)\s?:",
     re.IGNORECASE,
 )
 _OUTLOOK_BLOCK_LINES = 8
@@ -72,8 +89,12 @@ _GLUED_ATTRIBUTION = re.compile(r"-{3,}\s*(?=On\s.*\bwrote:\s*$)")
 _SEPARATOR_LINE = re.compile(r"^\s*[-_=*]{2,}\s*$")
 _SIGNATURE_DELIMITER = re.compile(r"^--\s*$")
 _DEVICE_SIGNATURE = re.compile(
-    r"^\s*(?:Sent from (?:my )?\S+(?: \S+){0,3}|Sent with \S+.*|Get Outlook for \S+.*"
-    r"|Sent from Yahoo Mail.*|Sent from Outlook.*|Envoyé de mon \S+.*|Von meinem \S+ gesendet.*)\s*$",
+    r"^\s*(?:Sent from (?:my )?\S+(?: \S+){0,3}|Sent with \S+.*|Sent via .{0,60}|Get Outlook for \S+.*"
+    r"|Outlook for (?:Android|iOS).*|Sent from Yahoo Mail.*|Sent from Outlook.*|Sent from Mail for Windows.*"
+    r"|Envoyé (?:de|depuis) mon \S+.*|Von meinem \S+ gesendet.*|Gesendet von (?:meinem )?\S+.*"
+    r"|Enviado desde mi \S+.*|Enviado (?:do|a partir do) meu \S+.*|Inviato da(?:l mio)? \S+.*"
+    r"|Verzonden (?:met|vanaf) mijn \S+.*|Verstuurd vanaf mijn \S+.*|Wysłane z (?:mojego )?\S+.*"
+    r"|Отправлено с (?:моего )?\S+.*|Надіслано з (?:мого )?\S+.*|Anfonwyd o fy \S+.*)\s*$",
     re.IGNORECASE,
 )
 # A signature after "-- " is a few lines; a longer tail is more likely real text after a divider.
@@ -260,7 +281,7 @@ def _first_header(lines: list[str]) -> tuple[int, int] | None:
     """Line span [start, end) of the first reply header outside quoted lines, if any."""
     # Quoted lines are blanked so a header quoted inside older history is never the cut point.
     scan = ["" if _QUOTED_LINE.match(line) else line.strip() for line in lines]
-    found = [span for span in (_library_header(scan), _extra_header(scan)) if span is not None]
+    found = [span for span in (_library_header(scan), _extra_header(scan, lines)) if span is not None]
     return min(found) if found else None
 
 
@@ -283,9 +304,9 @@ def _library_header(scan: list[str]) -> tuple[int, int] | None:
     return None
 
 
-def _extra_header(scan: list[str]) -> tuple[int, int] | None:
+def _extra_header(scan: list[str], lines: list[str]) -> tuple[int, int] | None:
     for start, line in enumerate(scan):
-        if _LONG_RULE.match(line):
+        if _LONG_RULE.match(line) or _ORIGINAL_MESSAGE.match(line):
             return start, start + 1
         if _OUTLOOK_FROM.match(line):
             following = [later for later in scan[start + 1 : start + _OUTLOOK_BLOCK_LINES] if later]
@@ -295,6 +316,12 @@ def _extra_header(scan: list[str]) -> tuple[int, int] | None:
             span = _attribution_span(scan, start)
             if span is not None:
                 return span
+        if _NAMED_ATTRIBUTION.match(line):
+            return start, start + 1
+        # Any other client's line naming an address and ending in ":" right above a ">" quote
+        # (mutt's "* Name <a@b> [date]:", Horde's "Quoting Name <a@b>:").
+        if _ADDRESS_ABOVE_QUOTE.match(line) and _starts_with_quote(lines[start + 1:]):
+            return start, start + 1
     return None
 
 

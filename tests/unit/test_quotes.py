@@ -392,3 +392,84 @@ def test_without_text_of_our_letters(case: str, reply: str, expected: str) -> No
     from mailbot.domain.quotes import without_text_of
 
     assert without_text_of(reply, [NOTIFICATION]) == expected
+
+
+# ---- replies in the languages 1MM's complainants write in: attribution, Outlook block, phone signature ---------
+
+QUOTE = "> Dear Jane,\n> Could you tell us the date of the session?\n"
+OUTLOOK_BODY = "\nDear Jane,\nCould you tell us the date of the session?\n"
+NEW = "Die Sitzung war am 4. März."
+
+
+@pytest.mark.parametrize(
+    "case, reply",
+    [
+        ("german gmail", f"{NEW}\n\nAm Di., 3. März 2026 um 10:15 Uhr schrieb Complaints <complaints@1mm.org.uk>:\n{QUOTE}"),
+        ("german outlook", f"{NEW}\n\nVon: Complaints <complaints@1mm.org.uk>\nGesendet: Dienstag, 3. März 2026 10:15\n"
+                           f"An: Jane <jane@example.com>\nBetreff: [1MM-2026-0042] Ihre Beschwerde\n{OUTLOOK_BODY}"),
+        ("german original message", f"{NEW}\n\n-----Ursprüngliche Nachricht-----\nVon: Complaints\n{OUTLOOK_BODY}"),
+        ("polish gmail", f"{NEW}\n\nwt., 3 mar 2026 o 10:15 Complaints <complaints@1mm.org.uk> napisał(a):\n{QUOTE}"),
+        ("polish thunderbird", f"{NEW}\n\nW dniu 3.03.2026 o 10:15, Complaints pisze:\n{QUOTE}"),
+        ("polish outlook", f"{NEW}\n\nOd: Complaints <complaints@1mm.org.uk>\nWysłano: wtorek, 3 marca 2026 10:15\n"
+                           f"Do: Jane\nTemat: Skarga\n{OUTLOOK_BODY}"),
+        ("russian gmail", f"{NEW}\n\nвт, 3 мар. 2026 г. в 10:15, Complaints <complaints@1mm.org.uk>:\n{QUOTE}"),
+        ("russian mail.ru", f"{NEW}\n\n3 марта 2026 г., в 10:15, Complaints <complaints@1mm.org.uk> написал:\n{QUOTE}"),
+        ("russian outlook", f"{NEW}\n\nОт: Complaints <complaints@1mm.org.uk>\nОтправлено: 3 марта 2026 г. 10:15\n"
+                            f"Кому: Jane\nТема: Жалоба\n{OUTLOOK_BODY}"),
+        ("russian original message", f"{NEW}\n\n-------- Исходное сообщение --------\nОт: Complaints\n{OUTLOOK_BODY}"),
+        ("ukrainian gmail", f"{NEW}\n\nвт, 3 бер. 2026 о 10:15 Complaints <complaints@1mm.org.uk> пише:\n{QUOTE}"),
+        ("ukrainian outlook", f"{NEW}\n\nВід: Complaints <complaints@1mm.org.uk>\nНадіслано: 3 березня 2026 р. 10:15\n"
+                              f"Кому: Jane\nТема: Скарга\n{OUTLOOK_BODY}"),
+        ("spanish gmail", f"{NEW}\n\nEl mar, 3 mar 2026 a las 10:15, Complaints (<complaints@1mm.org.uk>) escribió:\n{QUOTE}"),
+        ("spanish outlook", f"{NEW}\n\nDe: Complaints <complaints@1mm.org.uk>\nEnviado: martes, 3 de marzo de 2026 10:15\n"
+                            f"Para: Jane\nAsunto: Queja\n{OUTLOOK_BODY}"),
+        ("spanish original", f"{NEW}\n\n-----Mensaje original-----\nDe: Complaints\n{OUTLOOK_BODY}"),
+        ("french gmail", f"{NEW}\n\nLe mar. 3 mars 2026 à 10:15, Complaints <complaints@1mm.org.uk> a écrit :\n{QUOTE}"),
+        ("french outlook", f"{NEW}\n\nDe : Complaints <complaints@1mm.org.uk>\nEnvoyé : mardi 3 mars 2026 10:15\n"
+                           f"À : Jane\nObjet : Plainte\n{OUTLOOK_BODY}"),
+        ("dutch gmail", f"{NEW}\n\nOp di 3 mrt 2026 om 10:15 schreef Complaints <complaints@1mm.org.uk>:\n{QUOTE}"),
+        ("dutch outlook", f"{NEW}\n\nVan: Complaints <complaints@1mm.org.uk>\nVerzonden: dinsdag 3 maart 2026 10:15\n"
+                          f"Aan: Jane\nOnderwerp: Klacht\n{OUTLOOK_BODY}"),
+        ("italian gmail", f"{NEW}\n\nIl giorno mar 3 mar 2026 alle ore 10:15 Complaints <complaints@1mm.org.uk> ha "
+                          f"scritto:\n{QUOTE}"),
+        ("italian outlook", f"{NEW}\n\nDa: Complaints <complaints@1mm.org.uk>\nInviato: martedì 3 marzo 2026 10:15\n"
+                            f"A: Jane\nOggetto: Reclamo\n{OUTLOOK_BODY}"),
+        ("portuguese gmail", f"{NEW}\n\nEm ter., 3 de mar. de 2026 às 10:15, Complaints <complaints@1mm.org.uk> "
+                             f"escreveu:\n{QUOTE}"),
+        ("portuguese outlook", f"{NEW}\n\nDe: Complaints <complaints@1mm.org.uk>\nEnviada em: terça-feira, 3 de março "
+                               f"de 2026 10:15\nPara: Jane\nAssunto: Reclamação\n{OUTLOOK_BODY}"),
+        ("welsh gmail", f"{NEW}\n\nAr Maw, 3 Maw 2026 am 10:15, ysgrifennodd Complaints <complaints@1mm.org.uk>:\n{QUOTE}"),
+        ("welsh outlook", f"{NEW}\n\nOddi wrth: Complaints <complaints@1mm.org.uk>\nAnfonwyd: 3 Mawrth 2026 10:15\n"
+                          f"At: Jane\nPwnc: Cwyn\n{OUTLOOK_BODY}"),
+        ("name and address only", f"{NEW}\n\nComplaints <complaints@1mm.org.uk> wrote:\n{QUOTE}"),
+        ("mutt", f"{NEW}\n\n* Complaints <complaints@1mm.org.uk> [2026-03-03 10:15]:\n{QUOTE}"),
+        ("horde", f"{NEW}\n\nQuoting Complaints <complaints@1mm.org.uk>:\n\n{QUOTE}"),
+        ("iphone", f"{NEW}\n\nSent from my iPhone\n\n> On 3 Mar 2026, at 10:15, Complaints wrote:\n{QUOTE}"),
+        ("outlook for android", f"{NEW}\n\nGet Outlook for Android<https://aka.ms/AAb9ysg>"),
+        ("outlook for android, bare", f"{NEW}\n\nOutlook for Android"),
+        ("french iphone", f"{NEW}\n\nEnvoyé de mon iPhone"),
+        ("spanish iphone", f"{NEW}\n\nEnviado desde mi iPhone"),
+        ("italian iphone", f"{NEW}\n\nInviato da iPhone"),
+        ("dutch iphone", f"{NEW}\n\nVerstuurd vanaf mijn iPhone"),
+        ("polish phone", f"{NEW}\n\nWysłane z mojego Galaxy"),
+        ("russian iphone", f"{NEW}\n\nОтправлено с iPhone"),
+        ("ukrainian iphone", f"{NEW}\n\nНадіслано з iPhone"),
+        ("welsh iphone", f"{NEW}\n\nAnfonwyd o fy iPhone"),
+        ("samsung", f"{NEW}\n\nSent via the Samsung Galaxy S23, an AT&T 5G smartphone"),
+    ],
+)
+def test_replies_in_other_languages_keep_only_the_new_text(case: str, reply: str) -> None:
+    assert extract_new_text(reply) == NEW
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My mentor wrote: you are not welcome here. That is why I am complaining.",
+        "Am Montag hat mein Mentor mich angeschrieben und war sehr unhöflich.",
+        "Le coordinateur a écrit : « nous ne pouvons rien faire ». Je ne suis pas d'accord.",
+        "He sent me this: jane@example.com is not allowed here.",
+    ],
+)
+def test_a_complainants_own_sentences_that_look_like_attributions_are_kept(text: str) -> None:
+    assert extract_new_text(text) == text
