@@ -74,11 +74,17 @@ def classify_automated(
 # ---------------------------------------------------------------------------------------------
 # Facts: what the rules look at, each worked out at most once per message.
 
+# Local parts no person writes from: mail systems, list servers and no-reply senders, in the spellings
+# MTAs and list software use (post_master, MAILER-DAEMON, owner-list, list-request, list-bounces, ...).
 _ROBOT_LOCAL_PARTS = re.compile(
-    r"^(mailer-daemon|mailer_daemon|mdaemon|postmaster|ndr|no[-_.]?reply|do[-_.]?not[-_.]?reply|bounces?)([+\-=.].*)?$"
+    r"^(?:mailer[-_.]?daemon|mail[-_.]?daemon|mdaemon|post[-_.]?master|postoffice|ndr|no[-_.]?reply|noreply"
+    r"|do[-_.]?not[-_.]?reply|dont[-_.]?reply|bounces?|bounce[-_.+].*|mail[-_.]?delivery[-_.]?(?:system|subsystem)?"
+    r"|listserv|listproc|majordomo|majordom|sympa|mailman|fml|ezmlm|lyris|smartlist"
+    r"|owner[-_.].+|.+[-_.]request|.+[-_.]bounces?|.+[-_.]errors?|.+[-_.]admin-?bounce.*)"
+    r"(?:[+\-=.].*)?$"
 )
 # Only the delivery system itself uses these as the envelope sender (Return-Path).
-_MAIL_SYSTEM_LOCAL_PARTS = re.compile(r"^(mailer-daemon|mailer_daemon|postmaster)$")
+_MAIL_SYSTEM_LOCAL_PARTS = re.compile(r"^(?:mailer[-_.]?daemon|post[-_.]?master)$")
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|returned mail|returned to sender|delivery (status notification|failure|failed|has failed|problem"
     r"|notification)|mail delivery (failed|failure|system|warning)|failure notice|user unknown|rejected mail"
@@ -273,6 +279,25 @@ def _robot_bounce(facts: _Facts) -> str | None:
     return None
 
 
+def _feedback_report(facts: _Facts) -> str | None:
+    """ARF abuse and feedback reports (RFC 5965) and Hotmail's own: mail about mail, never a complaint to us."""
+    if facts.report_type == "feedback-report":
+        return "multipart/report; report-type=feedback-report"
+    if "message/feedback-report" in facts.mail.part_types:
+        return "message/feedback-report part"
+    for name in ("x-hmxmroriginalrecipient", "x-arf", "x-feedback-id-report"):
+        if facts.mail.header(name) is not None:
+            return name
+    return None
+
+
+def _any_report(facts: _Facts) -> str | None:
+    # RFC 6522: multipart/report is only ever a machine's report about other mail, whatever its type.
+    if facts.mail.content_type == "multipart/report":
+        return f"multipart/report; report-type={facts.report_type or '?'}"
+    return None
+
+
 def _read_receipt(facts: _Facts) -> str | None:
     if facts.report_type == "disposition-notification":
         return "multipart/report; report-type=disposition-notification"
@@ -309,10 +334,30 @@ def _precedence(wanted: frozenset[str]) -> Callable[[_Facts], str | None]:
     return test
 
 
+# RFC 2369/2919 list headers, and what fml, Majordomo, Sympa, Mailman, ezmlm, Google Groups and LISTSERV
+# put on list mail and on their error mail.
+_LIST_HEADERS = (
+    "list-id", "list-unsubscribe", "list-post", "list-subscribe", "list-help", "list-owner", "list-archive",
+    "x-mailman-version", "x-mlserver", "x-ml-name", "x-ml-count", "x-ml-info", "mailing-list", "x-mailing-list",
+    "x-list", "x-listname", "x-list-administrivia", "x-sympa-to", "x-loop-detect", "x-google-group-id",
+    "x-listserver", "x-ezmlm-version", "x-lyris-message-id", "x-beenthere",
+)
+
+
 def _list_headers(facts: _Facts) -> str | None:
-    for name in ("list-id", "list-unsubscribe", "list-post", "x-mailman-version"):
+    for name in _LIST_HEADERS:
         if facts.mail.header(name) is not None:
             return name
+    return None
+
+
+def _robot_sender_header(facts: _Facts) -> str | None:
+    # Majordomo and Mailman 2 send their errors with a list-server Sender (owner-list@, list-bounces@).
+    for value in facts.mail.headers.get("sender", ()):
+        address = value.rsplit("<", 1)[-1].strip().strip(">").lower()
+        local = address.rpartition("@")[0] or address
+        if local and _ROBOT_LOCAL_PARTS.match(local):
+            return f"sender: {address}"
     return None
 
 
@@ -339,7 +384,9 @@ RULES: tuple[Rule, ...] = (
     Rule("bounce from mail system", "bounce", _robot_bounce),
     # After the bounce rules: mail systems stamp X-Loop on their bounces too.
     Rule("loop header", "loop", _loop_header),
+    Rule("feedback report", "delivery_report", _feedback_report),
     Rule("read receipt", "delivery_report", _read_receipt),
+    Rule("multipart/report", "delivery_report", _any_report),
     Rule("auto-submitted", "auto_reply", _auto_submitted),
     Rule("auto-reply header", "auto_reply", _auto_reply_headers),
     Rule("out-of-office subject", "auto_reply", _out_of_office_subject),
@@ -347,5 +394,6 @@ RULES: tuple[Rule, ...] = (
     Rule("mailing-list header", "list", _list_headers),
     Rule("precedence", "bulk", _precedence(frozenset({"bulk", "junk"}))),
     Rule("robot sender", "robot_sender", _robot_sender),
+    Rule("list-server sender", "robot_sender", _robot_sender_header),
     Rule("null return path", "robot_sender", _null_return_path),
 )

@@ -232,3 +232,102 @@ def test_every_rule_kind_is_a_documented_kind() -> None:
 @pytest.mark.parametrize("raw", [b"", b"\x00\xff" * 50, b"Content-Type: multipart/report; report-type=delivery-status\n\n--"])
 def test_garbage_is_classified_without_raising(raw: bytes) -> None:
     assert isinstance(classify(raw), AutomatedVerdict)
+
+
+# ---- Issue 11.11: reports, robot local parts and list servers the first wave had not met ---------------------
+
+ARF = b"""From: Yahoo! Mail AntiSpam Feedback <feedback@arf.mail.yahoo.com>
+To: complaints@1mm.org.uk
+Subject: FW: Your complaint
+Message-ID: <arf1@yahoo.com>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="A"
+
+--A
+Content-Type: text/plain
+
+This is an email abuse report for an email message received from IP 192.0.2.1.
+--A
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: Yahoo!-Mail-Feedback/1.0
+Version: 1
+--A--
+"""
+
+BARE_FEEDBACK_PART = b"""From: Abuse Desk <reports@example.net>
+To: complaints@1mm.org.uk
+Subject: Abuse report
+Message-ID: <arf2@example.net>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="A"
+
+--A
+Content-Type: text/plain
+
+A report.
+--A
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+--A--
+"""
+
+OTHER_REPORT = b"""From: Some MTA <reports@example.net>
+To: complaints@1mm.org.uk
+Subject: Report
+Message-ID: <rep@example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=some-new-report; boundary="A"
+
+--A
+Content-Type: text/plain
+
+Machine report.
+--A--
+"""
+
+
+@pytest.mark.parametrize(
+    "case, raw",
+    [
+        ("ARF feedback report", ARF),
+        ("a message/feedback-report part", BARE_FEEDBACK_PART),
+        ("any multipart/report", OTHER_REPORT),
+        ("Hotmail abuse report", mail("X-HmXmrOriginalRecipient: <jane@hotmail.com>", sender="staff@hotmail.com")),
+        ("post_master", mail(sender="post_master@example.jp")),
+        ("Post-Master", mail(sender="Post-Master@example.de")),
+        ("mail-daemon", mail(sender="mail-daemon@example.com")),
+        ("majordomo owner", mail(sender="owner-parents@lists.example.org")),
+        ("mailman -bounces", mail(sender="parents-bounces@lists.example.org")),
+        ("list -request", mail(sender="parents-request@lists.example.org")),
+        ("sympa", mail(sender="sympa@lists.example.org")),
+        ("listserv", mail(sender="LISTSERV@lists.example.edu")),
+        ("fml error mail", mail("X-MLServer: fml [fml 4.0.3 release (20011202/4.0.3)]\nX-ML-Name: parents\n"
+                                "X-ML-Count: 1234", sender="parents@ml.example.jp")),
+        ("Mailing-List (Google Groups, ezmlm)", mail("Mailing-list: list parents@googlegroups.com; contact "
+                                                      "parents+owners@googlegroups.com", sender="x@example.com")),
+        ("List-Subscribe only", mail("List-Subscribe: <mailto:parents-join@lists.example.org>")),
+        ("List-Help only", mail("List-Help: <mailto:parents-request@lists.example.org?subject=help>")),
+        ("list-server Sender", mail("Sender: owner-parents@lists.example.org")),
+        ("bounce-tagged sender", mail(sender="bounce-12345-abc@mailer.example.com")),
+    ],
+)
+def test_machines_the_first_wave_missed_are_never_answered(case: str, raw: bytes) -> None:
+    verdict = classify(raw)
+    assert verdict.automated, f"{case}: {verdict}"
+
+
+@pytest.mark.parametrize(
+    "sender, extra",
+    [
+        ("Jane Doe <jane@example.org>", "Sender: Jane Doe <jane@example.org>"),
+        ("Business Owner <business-owner@example.co.uk>", ""),
+        ("Master Chef <master.chef@example.com>", ""),
+        ("Postman Pat <pat.postman@example.com>", ""),
+        ("Ian Request <ian.requester@example.com>", ""),
+    ],
+)
+def test_people_whose_addresses_look_a_little_like_robots_are_answered(sender: str, extra: str) -> None:
+    assert not classify(mail(extra, sender=sender)).automated
