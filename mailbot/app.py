@@ -24,7 +24,7 @@ from mailbot.domain.procedures import (
 from mailbot.domain.workdays import WorkingCalendar, parse_closures
 from mailbot.files import make_private_dir
 from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer
-from mailbot.mail.imap import ImapConfig, ImapIntake, MailboxHooks
+from mailbot.mail.imap import FirstRunError, ImapConfig, ImapIntake, MailboxHooks
 from mailbot.mail.local import (
     LocalListener,
     arrival_from_file,
@@ -128,9 +128,29 @@ class App(MailboxHooks):
     def read_cursor(self, mailbox: str) -> tuple[int, int]:
         return read_cursor(self.engine, mailbox)
 
-    def ingest(self, arrivals: list[Arrival], position: CursorPosition) -> None:
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None) -> None:
+        if skip_to is not None:
+            self.ingestor.skip_existing(position, skip_to)
+            return
         self.ingestor.ingest_batch(arrivals, position, max_seconds=INTAKE_TRANSACTION_SECONDS,
                                    on_commit=self._poke)
+
+    def first_run(self, mailbox: str, waiting: int) -> bool:
+        """Whether to process mail found in a mailbox this database has never read (False: skip it).
+
+        A new database facing a full mailbox (one deleted or replaced by mistake, say) would otherwise
+        acknowledge every complainant again under references starting over at 0001, so it asks.
+        """
+        choice = self.settings.first_run
+        if choice is not None:
+            return choice == "process-existing"
+        if repo.has_read_mail(self.engine):
+            return True  # an existing database meeting a new folder: Message-IDs keep it from repeating
+        raise FirstRunError(
+            f"MAILBOT_FIRST_RUN: the mailbox {mailbox} already holds {waiting} message(s) and this database "
+            f"({self.settings.database_url_effective.split('@')[-1]}) has never read it; set "
+            f"MAILBOT_FIRST_RUN=process-existing to answer them all, or skip-existing to answer only mail that "
+            f"arrives from now on (restore the database from a backup instead if it was lost)")
 
     def fetch_succeeded(self, mailbox: str) -> None:
         with session(self.engine) as s:
@@ -158,6 +178,8 @@ class App(MailboxHooks):
         try:
             intake.connect()
             return intake.fetch_new()
+        except FirstRunError as exc:
+            raise ConfigError(str(exc)) from None
         except Exception as exc:
             self.fetch_failed(intake.config.mailbox, f"{type(exc).__name__}: {exc}",
                               auth=type(exc).__name__ == "LoginError")
@@ -272,6 +294,7 @@ class App(MailboxHooks):
                 loop.add_signal_handler(sig, request_stop)
 
         threads: list[threading.Thread] = []
+        fatal: list[ConfigError] = []  # what stopped the daemon that the operator must fix
         listener: LocalListener | None = None
         if self.settings.local_mode:
             listener = LocalListener(self.settings.data_dir / "maildir", self.settings.local_smtp_host,
@@ -280,7 +303,16 @@ class App(MailboxHooks):
                                             daemon=True))
         else:
             intake = ImapIntake(self.imap_config(), self)
-            threads.append(threading.Thread(target=intake.run, args=(stop,), name="imap-intake", daemon=True))
+
+            def read_mailbox() -> None:
+                try:
+                    intake.run(stop)
+                except FirstRunError as exc:
+                    log.error("%s", exc)
+                    fatal.append(ConfigError(str(exc)))
+                    loop.call_soon_threadsafe(request_stop)
+
+            threads.append(threading.Thread(target=read_mailbox, name="imap-intake", daemon=True))
 
         if listener:
             try:
@@ -320,6 +352,8 @@ class App(MailboxHooks):
                 listener.stop()
             for thread in threads:
                 await asyncio.to_thread(thread.join, 35)
+        if fatal:
+            raise fatal[0]
 
     def stop(self) -> None:
         """Ask a running daemon (``run_forever``) to stop cleanly, as SIGTERM does."""

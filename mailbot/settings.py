@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     imap_security: Literal["ssl", "starttls", "none"] = "ssl"
     imap_folder: str = "INBOX"
     imap_processed_folder: str | None = None
+    # What a new database does with mail already in the mailbox: unset stops start-up and asks.
+    first_run: Literal["process-existing", "skip-existing"] | None = None
     # How often to poll when IDLE is missing or as a safety net beside it, in seconds.
     imap_poll_interval: float = Field(default=60.0, gt=0)
     # Servers drop an IDLE after 30 minutes (RFC 2177); we renew well before that.
@@ -91,6 +93,11 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.strip().lower() in ("off", "none", "never"):
             return None
         return value
+
+    @field_validator("first_run", "imap_processed_folder", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("timezone")
     @classmethod

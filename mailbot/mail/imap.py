@@ -53,7 +53,7 @@ class MailboxHooks:
     def read_cursor(self, mailbox: str) -> tuple[int, int]:
         raise NotImplementedError
 
-    def ingest(self, arrivals: list[Arrival], position: CursorPosition) -> None:
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None) -> None:
         raise NotImplementedError
 
     def fetch_succeeded(self, mailbox: str) -> None:
@@ -61,6 +61,15 @@ class MailboxHooks:
 
     def fetch_failed(self, mailbox: str, error: str, auth: bool) -> None:
         raise NotImplementedError
+
+    def first_run(self, mailbox: str, waiting: int) -> bool:
+        """Called when the mailbox has never been read and holds mail: True to process it, False to skip
+        it (the cursor moves past it); raising stops intake (see FirstRunError)."""
+        raise NotImplementedError
+
+
+class FirstRunError(Exception):
+    """A new database facing a mailbox that already holds mail, with nobody having said what to do."""
 
 
 class ImapIntake:
@@ -123,6 +132,15 @@ class ImapIntake:
         # "N:*" always matches the highest UID, even when it is below N, so filter again.
         uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
         position = CursorPosition(cfg.mailbox, uidvalidity)
+        if not known_validity and not uids:
+            # A mailbox read for the first time and found empty: remember that it has been read, so mail
+            # arriving later is simply new mail.
+            self.hooks.ingest([], position, skip_to=0)
+        elif not known_validity and not self.hooks.first_run(cfg.mailbox, len(uids)):
+            # Skip what is there: the cursor moves past it and only mail arriving later is answered.
+            self.hooks.ingest([], position, skip_to=uids[-1])
+            log.info("first run: skipped %d message(s) already in %s", len(uids), cfg.mailbox)
+            uids = []
         fetched = 0
         for start in range(0, len(uids), FETCH_CHUNK):
             chunk = uids[start:start + FETCH_CHUNK]
@@ -166,6 +184,8 @@ class ImapIntake:
                     on_fetched(count)
                 backoff = BACKOFF_START
                 self._wait_for_mail(stop)
+            except FirstRunError:
+                raise  # nothing a retry can fix: the operator has to choose
             except LoginError as exc:
                 self._failed(exc, auth=True)
                 # Wrong credentials rarely fix themselves quickly; do not hammer the server.

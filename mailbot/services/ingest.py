@@ -126,6 +126,16 @@ class Ingestor:
                 on_commit()
         return outcomes
 
+    def skip_existing(self, cursor: CursorPosition, last_uid: int) -> None:
+        """The cursor of a mailbox read for the first time, moved past what is there (nothing, or mail a
+        first run was told to skip, which the audit trail records)."""
+        with new_session(self.engine) as session:
+            self._advance_cursor(session, cursor, last_uid)
+            if last_uid:
+                repo.add_event(session, None, self.clock(), "first_run_skipped", mailbox=cursor.mailbox,
+                               uidvalidity=cursor.uidvalidity, up_to_uid=last_uid)
+            session.commit()
+
     def _one(self, session: Session, arrival: Arrival) -> IngestOutcome:
         mail = parse_mail(arrival.raw)
         savepoint = session.begin_nested()

@@ -199,6 +199,17 @@ def automatic_letters_caused_by(session: Session, sender: str, since: datetime) 
     return int(_AUTOMATIC_CAUSED_SINCE.scalar(session.connection(), {"sender": sender, "since": to_db(since)}) or 0)
 
 
+def has_read_mail(engine) -> bool:  # type: ignore[no-untyped-def]
+    """Whether this database has ever read a mailbox or recorded a message (an existing database)."""
+    from mailbot.store.db import reading
+
+    with reading(engine) as conn:
+        cursor = conn.execute(sa_select(func.count()).select_from(MailboxCursor.__table__)  # type: ignore[attr-defined]
+                              .where(MailboxCursor.uidvalidity != 0)).scalar()
+        message = conn.execute(sa_select(MESSAGE_TABLE.c.id).where(MESSAGE_TABLE.c.direction == "in").limit(1)).first()
+    return bool(cursor) or message is not None
+
+
 def cursor_for(session: Session, mailbox: str) -> MailboxCursor:
     cur = session.exec(select(MailboxCursor).where(MailboxCursor.mailbox == mailbox)).first()
     if cur is None:
