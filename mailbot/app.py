@@ -128,12 +128,13 @@ class App(MailboxHooks):
     def read_cursor(self, mailbox: str) -> tuple[int, int]:
         return read_cursor(self.engine, mailbox)
 
-    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None) -> None:
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None,
+               committed: Callable[[list[int]], None] | None = None) -> None:
         if skip_to is not None:
             self.ingestor.skip_existing(position, skip_to)
             return
         self.ingestor.ingest_batch(arrivals, position, max_seconds=INTAKE_TRANSACTION_SECONDS,
-                                   on_commit=self._poke)
+                                   on_commit=self._poke, on_committed=committed)
 
     def first_run(self, mailbox: str, waiting: int) -> bool:
         """Whether to process mail found in a mailbox this database has never read (False: skip it).

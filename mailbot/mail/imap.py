@@ -53,7 +53,9 @@ class MailboxHooks:
     def read_cursor(self, mailbox: str) -> tuple[int, int]:
         raise NotImplementedError
 
-    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None) -> None:
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None,
+               committed: Callable[[list[int]], None] | None = None) -> None:
+        """Process arrivals; ``committed`` is called with the UIDs of each transaction once it commits."""
         raise NotImplementedError
 
     def fetch_succeeded(self, mailbox: str) -> None:
@@ -132,6 +134,12 @@ class ImapIntake:
         # "N:*" always matches the highest UID, even when it is below N, so filter again.
         uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
         position = CursorPosition(cfg.mailbox, uidvalidity)
+        if cfg.processed_folder and known_validity == uidvalidity and last_uid:
+            # Mail at or below the cursor is processed: a stop between a commit and the move left it here.
+            stranded = [u for u in client.search(["UID", f"1:{last_uid}"]) if u <= last_uid]
+            if stranded:
+                log.info("moving %d processed message(s) left in %s", len(stranded), cfg.mailbox)
+                self._move_processed(stranded)
         if not known_validity and not uids:
             # A mailbox read for the first time and found empty: remember that it has been read, so mail
             # arriving later is simply new mail.
@@ -153,14 +161,16 @@ class ImapIntake:
                 arrivals.append(Arrival(raw=bytes(data[b"BODY[]"]), received_at=_aware(data.get(b"INTERNALDATE")),
                                         uid=uid))
             del response
-            self.hooks.ingest(arrivals, position)
+            # Each transaction's messages are moved as soon as it commits, not at the end of the chunk.
+            moved = self._move_processed if cfg.processed_folder else None
+            self.hooks.ingest(arrivals, position, committed=moved)
             fetched += len(arrivals)
-            if cfg.processed_folder and arrivals:
-                self._move_processed([a.uid for a in arrivals if a.uid is not None])
         self.hooks.fetch_succeeded(cfg.mailbox)
         return fetched
 
     def _move_processed(self, uids: list[int]) -> None:
+        if not uids:
+            return
         client = self.client
         assert client is not None and self.config.processed_folder
         if client.has_capability("MOVE"):

@@ -92,7 +92,8 @@ class Ingestor:
 
     def ingest_batch(self, arrivals: Iterable[Arrival], cursor: CursorPosition | None = None,
                      max_seconds: float | None = None,
-                     on_commit: Callable[[], None] | None = None) -> list[IngestOutcome]:
+                     on_commit: Callable[[], None] | None = None,
+                     on_committed: Callable[[list[int]], None] | None = None) -> list[IngestOutcome]:
         """Process arrivals in order in one transaction, with the cursor moved to the last of them.
 
         Each message runs in its own savepoint, so one that the pipeline cannot handle is rolled back
@@ -104,18 +105,21 @@ class Ingestor:
         writer's lock to mark a letter sent and to read the outbox, and must not wait behind a whole fetch.
         ``on_commit`` is called after each commit (to wake that worker: there are letters to send).
         Intake uses a limit of 50 ms (app.INTAKE_TRANSACTION_SECONDS); without one, a fetch is one transaction.
+        ``on_committed`` gets the UIDs each commit made processed (to move them to the processed folder).
         """
         outcomes: list[IngestOutcome] = []
         pending = iter(arrivals)
         arrival = next(pending, None)
         while arrival is not None:
             last_uid: int | None = None
+            uids: list[int] = []
             started = time.monotonic()
             with new_session(self.engine) as session:
                 while arrival is not None:
                     outcomes.append(self._one(session, arrival))
                     if arrival.uid is not None:
                         last_uid = max(last_uid or 0, arrival.uid)
+                        uids.append(arrival.uid)
                     arrival = next(pending, None)
                     if max_seconds is not None and time.monotonic() - started >= max_seconds:
                         break
@@ -124,6 +128,8 @@ class Ingestor:
                 session.commit()
             if on_commit is not None:
                 on_commit()
+            if on_committed is not None and uids:
+                on_committed(uids)
         return outcomes
 
     def skip_existing(self, cursor: CursorPosition, last_uid: int) -> None:

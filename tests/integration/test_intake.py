@@ -415,3 +415,42 @@ def test_a_message_the_bot_fails_on_is_kept_skipped_and_shown_to_staff(bot: Bot,
     assert bot.cases_json() == []  # the failed message's half-made case was rolled back with it
     bot.once()  # the cursor moved past it: nothing is retried or sent again
     assert len(bot.letters("unreadable-alert")) == 1
+
+
+def test_processed_mail_left_in_the_inbox_by_a_stop_is_moved_on_the_next_start(bot: Bot) -> None:
+    """A kill between a transaction's commit and the move left its messages in INBOX for good."""
+    from sqlalchemy import create_engine, text
+
+    bot.extra["MAILBOT_IMAP_PROCESSED_FOLDER"] = "Processed"
+    bot.append(make_mail(subject="First"))
+    bot.once()
+    # The state a kill leaves: a message processed and its cursor committed, but still in INBOX.
+    uid = bot.append(make_mail(subject="Processed but not moved"))
+    raw = bot.dovecot.client()
+    try:
+        raw.select_folder("INBOX")
+        fetched = raw.fetch([uid], ["BODY.PEEK[]", "INTERNALDATE"])[uid]
+    finally:
+        raw.logout()
+    from mailbot.services.ingest import Arrival, CursorPosition
+
+    app = bot.app()
+    try:
+        cursor = app.imap_config().mailbox
+        validity = app.read_cursor(cursor)[0]
+        app.ingestor.ingest_batch([Arrival(bytes(fetched[b"BODY[]"]), datetime.now(timezone.utc), uid)],
+                                  CursorPosition(cursor, validity))
+    finally:
+        app.engine.dispose()
+    bot.once()
+    imap = bot.dovecot.client()
+    try:
+        assert imap.select_folder("INBOX")[b"EXISTS"] == 0
+        assert imap.select_folder("Processed")[b"EXISTS"] == 2
+    finally:
+        imap.logout()
+    assert len(bot.letters("acknowledgement")) == 2  # each once: the stranded one was not processed again
+    engine = create_engine(f"sqlite:///{bot.data_dir / 'mailbot.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM message WHERE direction='in'")).scalar() == 2
+    engine.dispose()
