@@ -43,7 +43,7 @@ from mailbot.services.ingest import Arrival, CursorPosition, Ingestor, read_curs
 from mailbot.services.jobs import Jobs
 from mailbot.settings import ConfigError, Settings
 from mailbot.store import repo
-from mailbot.store.db import make_engine, session, to_db, upgrade
+from mailbot.store.db import open_database, session, to_db
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ class App(MailboxHooks):
     def __init__(self, settings: Settings, now: datetime | None = None) -> None:
         self.settings = settings
         self.fixed_now = now
-        self.engine = make_engine(settings.database_url_effective)
-        upgrade(self.engine)
+        self.engine = open_database(settings.database_url_effective)
         self.renderer = LetterRenderer(settings.templates_dir)
         try:
             closures = parse_closures(settings.closures)

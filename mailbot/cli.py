@@ -11,6 +11,7 @@ from typing import Sequence
 from zoneinfo import ZoneInfo
 
 from mailbot.settings import ConfigError, load_settings
+from mailbot.store.faults import DatabaseUnusable
 
 
 def _parse_now(value: str) -> datetime:
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit statuses, one table for every command (README, "Exit statuses").
+EXIT_DONE, EXIT_FAILED, EXIT_CONFIG, EXIT_UNUSABLE = 0, 1, 2, 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -71,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except ConfigError as exc:
         print(f"mailbot: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except DatabaseUnusable as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
 
 
 def _dispatch(args: argparse.Namespace) -> int:

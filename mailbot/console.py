@@ -16,7 +16,8 @@ from mailbot.app import App
 from mailbot.services import reports
 from mailbot.settings import Settings
 from mailbot.store import repo
-from mailbot.store.db import make_engine, session, upgrade
+from mailbot.store.db import open_database, session
+from mailbot.store.faults import DatabaseUnusable
 
 
 def print_json(value: object) -> None:
@@ -36,9 +37,9 @@ def settle_memory() -> None:
 
 
 def run(settings: Settings, once: bool, now: datetime | None) -> int:
-    from imapclient.exceptions import IMAPClientError
+    from imapclient.exceptions import IMAPClientError, LoginError
 
-    app = App(settings, now=now)
+    app = App(settings, now=now) if once else _app_when_the_database_works(settings)
     settle_memory()
     if not once:
         app.run_forever()
@@ -49,17 +50,36 @@ def run(settings: Settings, once: bool, now: datetime | None) -> int:
         # Recorded as the mailbox's health too (the digest shows it); here it is one line, not a traceback.
         print(f"mailbot: could not read the mailbox at {settings.imap_host}:{settings.imap_port_effective}: "
               f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        # Refused credentials are configuration; a server that cannot be reached is a server that cannot be used.
+        return 2 if isinstance(exc, LoginError) else 3
     print(f"fetched {result['fetched']} message(s); scheduled work queued {result['jobs']} letter(s); "
           f"sent {result['sent']}, deferred {result['deferred']}, failed {result['failed']}")
     return 0
 
 
+def _app_when_the_database_works(settings: Settings, first_wait: float = 2.0, longest_wait: float = 60.0) -> App:
+    """The daemon's start: a database that is locked, down or out of disk is waited for (and the log says
+    so at each try); one that waiting cannot mend stops start-up in one line."""
+    import logging
+    import time
+
+    log = logging.getLogger("mailbot.start")
+    wait = first_wait
+    while True:
+        try:
+            return App(settings)
+        except DatabaseUnusable as exc:
+            if not exc.retryable:
+                raise
+            log.warning("%s; trying again in %.0f s", exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, longest_wait)
+
+
 @contextmanager
 def _store(settings: Settings) -> Iterator[Session]:
     """A session on the database, migrated first, for the read-only commands."""
-    engine = make_engine(settings.database_url_effective)
-    upgrade(engine)
+    engine = open_database(settings.database_url_effective)
     try:
         with session(engine) as s:
             yield s
@@ -119,8 +139,7 @@ def unfiled(settings: Settings, as_json: bool) -> int:
 
 
 def db_upgrade(settings: Settings) -> int:
-    engine = make_engine(settings.database_url_effective)
-    upgrade(engine)
+    engine = open_database(settings.database_url_effective)
     print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
     return 0
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
 from mailbot.files import make_private_sqlite
+from mailbot.store.faults import describe
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -76,6 +77,20 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def open_database(url: str) -> Engine:
+    """An engine on a database that works and is at the newest schema, or DatabaseUnusable in one line."""
+    import sqlite3
+
+    try:
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        upgrade(engine)
+    except (DBAPIError, sqlite3.Error, OSError) as exc:
+        raise describe(exc, url) from None
+    return engine
 
 
 READ_ONLY = "mailbot_read_only"

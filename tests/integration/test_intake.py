@@ -376,14 +376,14 @@ def test_a_misconfiguration_stops_start_up_with_one_line(bot: Bot, name: str, va
 def test_an_unreachable_imap_server_is_one_line_and_recorded(bot: Bot) -> None:
     bot.dovecot.stop(graceful=False)
     result = bot.cli("run", "--once", check=False)
-    assert result.returncode == 1
+    assert result.returncode == 3  # a server that cannot be used (README, Exit statuses)
     assert result.stderr.strip().splitlines()[-1].startswith("mailbot: could not read the mailbox at 127.0.0.1")
 
 
 def test_wrong_credentials_are_one_line(bot: Bot) -> None:
     bot.extra["MAILBOT_IMAP_PASSWORD"] = "wrong"
     result = bot.cli("run", "--once", check=False)
-    assert result.returncode == 1 and "could not read the mailbox" in result.stderr
+    assert result.returncode == 2 and "could not read the mailbox" in result.stderr  # configuration
 
 
 def test_a_broken_directory_stops_start_up_with_the_file_and_line(bot: Bot) -> None:
