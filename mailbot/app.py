@@ -86,7 +86,7 @@ class App(MailboxHooks):
         )
         team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
         self.casework = Casework(CaseworkConfig(self.sender, own, settings.timezone, self.secret, team_cc,
-                                                settings.form_sender_set),
+                                                settings.form_sender_set, settings.notification_attachments_bytes),
                                  self.renderer, self.calendar, self.procedures, self.directory, self.signposts)
         self.ingestor = Ingestor(self.engine, self.route_config, self.casework, self.directory, self.clock)
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock)

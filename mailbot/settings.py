@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailbot.domain.attachments import parse_size
 from mailbot.files import write_private_file
 
 
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
     closures: str = ""
     complaints_team_cc: str | None = None
     trusted_authserv_id: str | None = None
+    # The most a staff notification carries in attachments: bytes, or with a K or M suffix.
+    notification_attachments_max: str = "10M"
+    # clamd's socket (a path, or host:port): attachments it flags are never sent to staff. Unset: no scan.
+    clamd_socket: str | None = None
     # Web-form senders (comma-separated addresses): one carries many real complainants in Reply-To.
     form_senders: str = ""
     # "off" sends no scheduled digest from this instance (`mailbot digest` by hand still works).
@@ -94,7 +99,13 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("first_run", "imap_processed_folder", mode="before")
+    @field_validator("notification_attachments_max")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("first_run", "imap_processed_folder", "clamd_socket", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -111,6 +122,10 @@ class Settings(BaseSettings):
     @property
     def domain(self) -> str:
         return self.address.split("@", 1)[1]
+
+    @property
+    def notification_attachments_bytes(self) -> int:
+        return parse_size(self.notification_attachments_max)
 
     @property
     def form_sender_set(self) -> frozenset[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, insert
@@ -17,10 +18,11 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mailbot.domain import categories
+from mailbot.domain.attachments import AttachmentNote, choose_for_staff
 from mailbot.domain.chain import Verdict
 from mailbot.domain.commands import COMMAND_REFERENCE
 from mailbot.domain.directory import DirectoryFiles, assigned_contact, choose_procedure
-from mailbot.domain.mail import InboundMail, header_safe, parse_mail
+from mailbot.domain.mail import Attachment, InboundMail, header_safe, parse_mail
 from mailbot.domain.procedures import Procedure, Signpost, stage_deadlines
 from mailbot.domain.quotes import extract_new_text, html_to_text
 from mailbot.domain.restrictions import inbound_action
@@ -78,13 +80,18 @@ class CaseworkConfig:
     secret: bytes
     complaints_team_cc: tuple[str, ...] = ()
     form_senders: frozenset[str] = frozenset()
+    # The most a staff notification carries in attachments, in bytes (the rest are listed).
+    notification_attachments_max: int = 10 * 1024 * 1024
 
 
 class Casework:
     def __init__(self, config: CaseworkConfig, renderer: LetterRenderer, calendar: WorkingCalendar,
                  procedures: dict[str, Procedure], directory: DirectoryFiles,
-                 signposts: tuple[Signpost, ...] = ()) -> None:
+                 signposts: tuple[Signpost, ...] = (),
+                 scan: Callable[[tuple[Attachment, ...]], frozenset[str]] | None = None) -> None:
         self.config = config
+        # A virus scanner (clamd): the filenames it flags are never attached to staff mail.
+        self.scan = scan
         self.signposts = signposts
         self.renderer = renderer
         self.calendar = calendar
@@ -399,12 +406,23 @@ class Casework:
                      claimed_staff: bool = False, notes: list[str] | None = None,
                      deadlines: dict[str, datetime] | None = None) -> list[QueuedLetter]:
         """The assignee's copy of a complainant's message, answerable in the thread."""
+        chosen = self.attachments_for_staff(mail)
         letter = self.staff_letter(
             session, case, "staff-notification", now, cc=list(self.config.complaints_team_cc), deadlines=deadlines,
-            attachments=[(a.filename, a.content_type, a.payload) for a in mail.attachments],
+            attachments=[(a.filename, a.content_type, a.payload)
+                         for a, note in zip(mail.attachments, chosen) if note.attached],
             **self.notification_context(case, mail, headline=headline, claimed_staff=claimed_staff, notes=notes),
+            attachments_listed=chosen,
         )
         return [letter] if letter else []
+
+    def attachments_for_staff(self, mail: InboundMail) -> list[AttachmentNote]:
+        """Each attachment of the message, attached to the staff copy or listed with the reason it is not."""
+        if not mail.attachments:
+            return []
+        flagged = self.scan(mail.attachments) if self.scan is not None else frozenset()
+        return choose_for_staff([(a.filename, a.content_type, len(a.payload)) for a in mail.attachments],
+                                self.config.notification_attachments_max, flagged)
 
     def notification_context(self, case: Case, mail: InboundMail | None, *, headline: str,
                              claimed_staff: bool = False, notes: list[str] | None = None) -> dict[str, object]:

@@ -1,0 +1,67 @@
+"""Issue 11.10: large and odd mail still reaches staff in a form they can receive and safely open."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from tests.integration.bot import Bot
+
+T0 = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
+
+
+def plain(letter) -> str:  # type: ignore[no-untyped-def]
+    return letter.message.get_body(preferencelist=("plain",)).get_content()
+
+
+def complaint_with(files: list[tuple[str, str, bytes]]) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "Jane <jane@example.com>", "complaints@1mm.org.uk", "Evidence attached"
+    msg["Message-ID"] = make_msgid(domain="example.com")
+    msg.set_content("Please see the attached evidence.")
+    for name, content_type, data in files:
+        maintype, subtype = content_type.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return msg.as_bytes()
+
+
+def test_attachments_over_the_limit_and_risky_files_are_listed_not_attached(bot: Bot) -> None:
+    bot.extra["MAILBOT_NOTIFICATION_ATTACHMENTS_MAX"] = "1M"
+    files = [("statement.pdf", "application/pdf", b"%PDF-1.4\n" + os.urandom(300_000)),
+             ("video.mov", "video/quicktime", os.urandom(2_000_000)),
+             ("photo.jpg", "image/jpeg", os.urandom(400_000)),
+             ("setup.exe", "application/octet-stream", b"MZ" + os.urandom(1000)),
+             ("budget.xlsm", "application/octet-stream", os.urandom(2000))]
+    bot.append(complaint_with(files), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    (note,) = bot.letters("staff-notification")
+    attached = sorted(part.get_filename() for part in note.message.iter_attachments())
+    assert attached == ["photo.jpg", "statement.pdf"]
+    text = plain(note)
+    assert "video.mov (1.9 MB): not attached, over the 1.0 MB attachments limit" in text
+    assert "setup.exe" in text and "budget.xlsm" in text and "program, script or macro" in text
+    assert "kept on the case" in text
+    assert len(note.raw) < 1.6 * 1024 * 1024  # the whole notification stays deliverable
+    # The files are kept: the complainant's message is on the case whole.
+    messages = bot.case_json("1MM-2026-0001")["messages"]
+    assert [m["direction"] for m in messages].count("in") == 1
+
+
+def test_a_nul_byte_does_not_hide_the_complaint_from_staff(bot: Bot) -> None:
+    raw = (b"From: Jane <jane@example.com>\r\nTo: complaints@1mm.org.uk\r\nSubject: My mentor\r\n"
+           b"Message-ID: <nul-1@example.com>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+           b"My mentor missed every session.\x00 Nobody replied to me.\r\n")
+    # Local mode keeps the bytes as they came (Dovecot itself turns a NUL into 0x80 on APPEND and FETCH).
+    bot.extra["MAILBOT_IMAP_HOST"] = ""
+    new = bot.data_dir / "maildir" / "new"
+    new.mkdir(parents=True)
+    for sub in ("cur", "tmp"):
+        (new.parent / sub).mkdir()
+    (new / "1.nul.eml").write_bytes(raw)
+    bot.once(now=T0 + timedelta(seconds=1))
+    (note,) = bot.letters("staff-notification")
+    text = plain(note)
+    assert "My mentor missed every session" in text and "Nobody replied to me." in text
+    assert len(bot.letters("acknowledgement")) == 1
