@@ -23,7 +23,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from mailbot.domain.mail import header_safe
+from mailbot.domain.mail import header_safe, wire_address
 
 MAILBOT_ID_TAG = ".mailbot@"
 # Letters go on the wire with CRLF line ends; bodies as quoted-printable UTF-8, readable in the raw.
@@ -117,11 +117,11 @@ def letter_bytes(
     """
     headers: list[tuple[str, str | Header]] = [("MIME-Version", "1.0")]
     headers.append(("From", formataddr((header_safe(from_name), from_addr), charset="utf-8")))
-    headers.append(("To", ", ".join(header_safe(a) for a in to)))
+    headers.append(("To", _addresses(to)))
     if cc:
-        headers.append(("Cc", ", ".join(header_safe(a) for a in cc)))
+        headers.append(("Cc", _addresses(cc)))
     if reply_to:
-        headers.append(("Reply-To", header_safe(reply_to)))
+        headers.append(("Reply-To", _addresses([reply_to])))
     headers.append(("Subject", _header(header_safe(letter.subject))))
     headers.append(("Date", format_datetime(date or datetime.now(timezone.utc))))
     headers.append(("Message-ID", f"<{message_id}>"))
@@ -154,8 +154,20 @@ def letter_bytes(
 _Part = tuple[str, bytes]
 
 
+class _Utf8Addresses(str):
+    """Address-list header text that must go out as UTF-8 (RFC 6532), never as RFC 2047 encoded-words."""
+
+
+def _addresses(addresses: list[str]) -> str:
+    value = ", ".join(wire_address(header_safe(a)) for a in addresses)
+    return value if value.isascii() else _Utf8Addresses(value)
+
+
 def _header_line(name: str, value: str | Header) -> bytes:
     """One header line; the common short ASCII one directly, anything else folded/encoded as compat32 does."""
+    if isinstance(value, _Utf8Addresses):
+        # Folded only at the commas between addresses, so no address is ever split or encoded.
+        return f"{name}: {value.replace(', ', ',' + chr(13) + chr(10) + ' ')}\r\n".encode("utf-8")
     if isinstance(value, str) and value.isascii() and len(name) + len(value) < 76:
         return f"{name}: {value}\r\n".encode("ascii")
     return WIRE.fold_binary(name, value)

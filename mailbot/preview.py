@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mailbot.domain.attachments import choose_for_staff
 from mailbot.domain.commands import COMMAND_REFERENCE
 from mailbot.domain.procedures import (
     Procedure,
@@ -53,7 +54,9 @@ def sample_context(procedure: Procedure, calendar: WorkingCalendar, signposts: t
         "headline": "New complaint", "claimed_staff": letter == "staff-notification",
         "notes": ["This is a sample note."], "sender": "jane.doe@example.com",
         "sender_display": "Jane Doe <jane.doe@example.com>", "assignee": "priya.shah@1mm.org.uk",
-        "category": "service", "attachment_names": ["letter.pdf"],
+        "category": "service", "attachment_names": ["letter.pdf", "video.mov"],
+        "attachments_listed": choose_for_staff([("letter.pdf", "application/pdf", 120_000),
+                                                ("video.mov", "video/quicktime", 31_000_000)], 10 * 1024 * 1024),
         "message_text": "I applied in September and was promised a call back. <b>Nobody called.</b>",
         "command_reference": COMMAND_REFERENCE, "reply_address": "complaints+1mm-2026-0042.sample@1mm.org.uk",
         "deadline_name": "full_response", "deadline_label": "full response",
@@ -65,7 +68,7 @@ def sample_context(procedure: Procedure, calendar: WorkingCalendar, signposts: t
         "months": 6, "until": "Monday 14 June 2027", "review": "Monday 14 June 2027",
         "options": [contact_option({"kind": "letters_only"})], "ended": "Monday 14 June 2027",
         "detail": "A sample note for staff.", "done": ["Assigned the case to Priya Shah."],
-        "problems": [], "sections": [], "figures": {},
+        "problems": [], "sections": [], "figures": {}, "nothing_new": False,
     }
 
 

@@ -145,6 +145,22 @@ def bare_address(address: str) -> str:
     return email.utils.parseaddr(address)[1].strip().lower()
 
 
+def wire_address(address: str) -> str:
+    """An address as it goes on the wire: its domain in IDNA (xn--) form, so only a non-ASCII local part
+    still needs SMTPUTF8 and an RFC 6532 header. Never RFC 2047: encoded-words are forbidden inside an
+    address. An address that IDNA cannot encode is left as it is."""
+    if address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return address
+    return f"{local}@{ascii_domain}"
+
+
 def header_safe(value: str) -> str:
     """Make text safe to copy into an outgoing header: one line, no control characters.
 

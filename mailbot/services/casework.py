@@ -411,8 +411,8 @@ class Casework:
             session, case, "staff-notification", now, cc=list(self.config.complaints_team_cc), deadlines=deadlines,
             attachments=[(a.filename, a.content_type, a.payload)
                          for a, note in zip(mail.attachments, chosen) if note.attached],
-            **self.notification_context(case, mail, headline=headline, claimed_staff=claimed_staff, notes=notes),
-            attachments_listed=chosen,
+            **{**self.notification_context(case, mail, headline=headline, claimed_staff=claimed_staff, notes=notes),
+               "attachments_listed": chosen},
         )
         return [letter] if letter else []
 
@@ -433,6 +433,7 @@ class Casework:
             if mail else "",
             "complainant": case.complainant, "assignee": case.assignee, "category": case.category,
             "attachment_names": [a.filename for a in mail.attachments] if mail else [],
+            "attachments_listed": self.attachments_for_staff(mail) if mail else [],
             "message_text": (mail.text.strip() if mail else "") or "(no text)",
             "command_reference": self.command_reference,
         }

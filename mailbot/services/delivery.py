@@ -21,6 +21,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col, func
 
+from mailbot.domain.mail import wire_address
 from mailbot.services.transport import PermanentFailure, TemporaryFailure, Transport
 from mailbot.store import repo
 from mailbot.store.db import from_db, reading, to_db
@@ -189,7 +190,8 @@ class Deliverer:
                 rows = own.execute(query).all()
         else:
             rows = conn.execute(query).all()
-        return [_Job(r.id, r.raw, r.from_addr, r.to_addrs.split(","), r.attempts) for r in rows if r.id]
+        return [_Job(r.id, r.raw, r.from_addr, [wire_address(a) for a in r.to_addrs.split(",")], r.attempts)
+                for r in rows if r.id]
 
     async def _worker(self, queue: asyncio.Queue[_Job | None], transport: Transport, marks: _SentMarks,
                       report: DeliveryReport, want_more: asyncio.Event, refill_below: int) -> None:

@@ -65,3 +65,20 @@ def test_a_nul_byte_does_not_hide_the_complaint_from_staff(bot: Bot) -> None:
     text = plain(note)
     assert "My mentor missed every session" in text and "Nobody replied to me." in text
     assert len(bot.letters("acknowledgement")) == 1
+
+
+def test_non_ascii_addresses_get_idna_domains_and_utf8_headers_never_encoded_words(bot: Bot) -> None:
+    for n, sender in enumerate(("Jane <jane@bücher.de>", "Zoë <zoë@example.com>")):
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = sender, "complaints@1mm.org.uk", f"Complaint {n}"
+        msg["Message-ID"] = make_msgid(domain="example.com")
+        msg.set_content("Nobody called me back.")
+        bot.append(msg.as_bytes(policy=msg.policy.clone(utf8=True)), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    acks = {tuple(a.rcpt_tos): a for a in bot.letters("acknowledgement")}
+    assert set(acks) == {("jane@xn--bcher-kva.de",), ("zoë@example.com",)}
+    for ack in acks.values():
+        to_line = next(line for line in ack.raw.split(b"\r\n") if line.startswith(b"To:"))
+        assert b"=?" not in to_line
+    assert b"To: jane@xn--bcher-kva.de" in acks[("jane@xn--bcher-kva.de",)].raw
+    assert "To: zoë@example.com".encode() in acks[("zoë@example.com",)].raw

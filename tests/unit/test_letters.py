@@ -108,3 +108,17 @@ def test_letter_bytes_are_standard_mime_with_crlf_and_encoded_headers() -> None:
     assert plain.get_content().replace("\r\n", "\n") == letter.text
     assert html.get_content().replace("\r\n", "\n") == letter.html
     assert attachment.get_filename() == "rapport é.pdf" and attachment.get_content() == b"%PDF-1.4" * 50
+
+
+def test_non_ascii_addresses_are_never_rfc2047_encoded() -> None:
+    """RFC 2047 forbids encoded-words inside an address: IDNA for the domain, RFC 6532 UTF-8 for the rest."""
+    from mailbot.letters import RenderedLetter, letter_bytes
+
+    raw = letter_bytes(RenderedLetter("Subject", "text", "<p>text</p>"), template="acknowledgement",
+                       from_name="One Million Mentors", from_addr="complaints@1mm.org.uk",
+                       to=["zoë@exämple.com"], cc=["jane@bücher.de"], reply_to="complaints@1mm.org.uk",
+                       message_id="x@1mm.org.uk")
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"=?" not in head.split(b"\r\nSubject:")[0] or b"=?utf-8?" not in head
+    assert "To: zoë@xn--exmple-cua.com".encode() in head
+    assert b"Cc: jane@xn--bcher-kva.de" in head
