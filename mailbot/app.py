@@ -44,6 +44,7 @@ from mailbot.services.jobs import Jobs
 from mailbot.settings import ConfigError, Settings
 from mailbot.store import repo
 from mailbot.store.db import open_database, session, to_db
+from mailbot.store.sent_journal import SentJournal
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ class App(MailboxHooks):
                                                 settings.form_sender_set, settings.notification_attachments_bytes),
                                  self.renderer, self.calendar, self.procedures, self.directory, self.signposts)
         self.ingestor = Ingestor(self.engine, self.route_config, self.casework, self.directory, self.clock)
-        self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock)
+        self.journal_path = settings.data_dir / "sent.journal"
+        self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,
+                                   journal=SentJournal(self.journal_path))
         self.digest = Digest(self.engine, self.casework, settings.digest_time, self.clock,
                              persistent_threshold=settings.persistent_threshold)
         self.jobs = Jobs(self.engine, self.casework, self.clock, digest=self.digest)
@@ -251,13 +254,13 @@ class App(MailboxHooks):
                 "failed": totals.failed}
 
     async def _smtp_process(self) -> SmtpProcess | None:
-        """For `run --once` with an SMTP server: a started child process to deliver through (see
-        mail.smtp_process), or None to deliver in-process."""
+        """With an SMTP server: a started child process to deliver through (see mail.smtp_process), or
+        None to deliver in-process (no SMTP server, or no child could be started)."""
         s = self.settings
         if not s.smtp_host:
             return None
         smtp = SmtpProcess(s.smtp_host, s.smtp_port_effective, s.smtp_security, s.smtp_user, s.smtp_password,
-                           connections=self.deliverer.concurrency)
+                           connections=self.deliverer.concurrency, journal=self.journal_path)
         try:
             await smtp.start()
         except (OSError, WorkerUnavailable) as exc:  # no child process here: deliver from this one, as the daemon does
@@ -329,13 +332,18 @@ class App(MailboxHooks):
         scheduler.start()
         for thread in threads:
             thread.start()
+        # Letters go through an SMTP child process here too: it reads each 250 on a core and an interpreter
+        # of its own and journals it at once (store.sent_journal), so a kill repeats a letter only in that
+        # instant; in this process the 250 could wait ~10 ms behind intake for the interpreter lock.
+        smtp = await self._smtp_process()
+        through: dict[str, Any] = {"transport_factory": lambda: smtp} if smtp is not None else {}
         try:
             while not stopping.is_set():
                 # Cleared before the pass, not after: a letter committed while the pass runs (after its
                 # last look at the outbox) pokes ``wake`` and must start the next pass at once.
                 wake.clear()
                 try:
-                    await self.deliverer.deliver_due()
+                    await self.deliverer.deliver_due(**through)
                 except Exception:  # noqa: BLE001  (delivery problems are recorded per letter; keep running)
                     log.exception("delivery pass failed")
                 if stopping.is_set():
@@ -347,6 +355,8 @@ class App(MailboxHooks):
                     pass
         finally:
             stop.set()
+            if smtp is not None:
+                await smtp.stop()
             scheduler.shutdown(wait=False)
             if listener:
                 listener.stop()

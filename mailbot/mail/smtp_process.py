@@ -19,6 +19,7 @@ import json
 import os
 import struct
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,15 @@ class SmtpProcess:
     started afresh for the next.
     """
 
+    # The child journals each 250 itself (store.sent_journal), so the deliverer does not.
+    journals_sent = True
+
     def __init__(self, host: str, port: int, security: str, user: str | None = None, password: str | None = None,
-                 connections: int = 8, python: str = sys.executable) -> None:
+                 connections: int = 8, python: str = sys.executable, journal: Path | None = None) -> None:
         self.python = python
         self.connections = connections
         self.config = {"host": host, "port": port, "security": security, "user": user, "password": password,
-                       "connections": connections}
+                       "connections": connections, "journal": str(journal) if journal else None}
         self._proc: asyncio.subprocess.Process | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next = 0
@@ -112,7 +116,9 @@ class SmtpProcess:
             if not future.done():
                 future.set_exception(TemporaryFailure("the SMTP worker process stopped before the server answered"))
 
-    async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+    async def send(self, raw: bytes, mail_from: str, recipients: list[str],
+                   mark: tuple[int, int] | None = None) -> str | None:
+        """``mark`` (letter id, tries) is what the child journals when the server says 250."""
         if not self.running:
             try:
                 await self.start()
@@ -124,7 +130,7 @@ class SmtpProcess:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request] = future
         try:
-            self._proc.stdin.write(_frame({"id": request, "from": mail_from, "to": recipients}, raw))
+            self._proc.stdin.write(_frame({"id": request, "from": mail_from, "to": recipients, "mark": mark}, raw))
             await self._proc.stdin.drain()
         except (ConnectionError, RuntimeError) as exc:  # the pipe closed under us
             self._pending.pop(request, None)
@@ -159,6 +165,7 @@ class SmtpProcess:
 
 async def _child() -> None:
     from mailbot.mail.smtp import SmtpTransport
+    from mailbot.store.sent_journal import SentJournal
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**26)
@@ -174,13 +181,22 @@ async def _child() -> None:
                                 config["password"]) for _ in range(int(config["connections"]))]
     for transport in transports:
         free.put_nowait(transport)
+    journal = SentJournal(Path(config["journal"])) if config.get("journal") else None
     writer.write(_frame({"ready": True}))
+
+    sending: set[asyncio.Task[None]] = set()
 
     async def one(header: dict[str, Any], raw: bytes) -> None:
         transport = await free.get()
+        task = asyncio.current_task()
+        assert task is not None
+        sending.add(task)
         answer: dict[str, Any] = {"id": header["id"]}
         try:
             answer["note"] = await transport.send(raw, header["from"], header["to"])
+            if journal is not None and header.get("mark"):
+                letter_id, tries = header["mark"]
+                journal.record(letter_id, datetime.now(timezone.utc), tries, answer["note"])
         except PermanentFailure as exc:
             answer["permanent"] = str(exc)
         except TemporaryFailure as exc:
@@ -198,15 +214,27 @@ async def _child() -> None:
         task.add_done_callback(tasks.discard)
     if tasks:
         # The parent stops us only when every letter it handed over is answered, so letters still in hand
-        # mean it went away (a crash). Finishing them now would send letters nobody will mark as sent: drop
-        # them as the crash would have, and the server discards any transaction left unfinished.
-        for task in tasks:
+        # mean it went away (a crash). A letter not yet begun is dropped: it is still pending, and the next
+        # start sends it. A letter already on its way is finished and, with a journal, its 250 recorded, so
+        # the next start does not send it again; cutting it off would not unsend it (a server that has the
+        # whole message may deliver it anyway) but would lose our record of it.
+        waiting = [task for task in tasks if task not in sending]
+        for task in waiting:
             task.cancel()
+        in_hand = [task for task in tasks if task in sending]
+        if journal is None:
+            for task in in_hand:
+                task.cancel()
+        await asyncio.wait(in_hand or [asyncio.sleep(0)], timeout=60)
         await asyncio.gather(*tasks, return_exceptions=True)
+        if journal is not None:
+            journal.close()
         return
     await writer.drain()
     for transport in transports:
         await transport.close()
+    if journal is not None:
+        journal.close()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from mailbot.store.db import from_db, reading, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import MESSAGE_TABLE, Case, MailMessage
 from mailbot.store.prebuilt import Prebuilt
+from mailbot.store.sent_journal import SentJournal
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,13 @@ class _Job:
 
 class Deliverer:
     def __init__(self, engine: Engine, transport_factory: Callable[[], Transport], clock: Callable[[], datetime],
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8, journal: SentJournal | None = None) -> None:
         self.engine = engine
         self.transport_factory = transport_factory
         self.clock = clock
         self.concurrency = concurrency
+        # Each 250 is synced here first (store.sent_journal), so a crash never loses the fact that a letter went.
+        self.journal = journal
 
     async def deliver_due(self, transport_factory: Callable[[], Transport] | None = None,
                           concurrency: int | None = None) -> DeliveryReport:
@@ -95,6 +98,10 @@ class Deliverer:
         sends through its SMTP child process this way).
         """
         report = DeliveryReport()
+        if self.journal is not None:
+            # Marks a stopped bot synced but never committed: those letters are sent, not due.
+            await asyncio.to_thread(self.journal.fold, self.engine)
+            self.journal.close()
         # Outbox reads happen in a thread, so the loop never waits on the database.
         firsts = await asyncio.to_thread(self._first_pages)
         waiting = sum(len(page) for page in firsts)
@@ -107,6 +114,8 @@ class Deliverer:
                                        marks, report)
         finally:
             await asyncio.to_thread(marks.close)
+            if self.journal is not None:
+                self.journal.close()
 
     def _pages(self, firsts: list[list[_Job]]) -> Iterator[list[_Job]]:
         """The outbox page by page: automatic letters, then the others, each by id (read as they are needed)."""
@@ -199,8 +208,13 @@ class Deliverer:
             while (job := await queue.get()) is not None:
                 if queue.qsize() <= refill_below:
                     want_more.set()
+                journalled_by_transport = getattr(transport, "journals_sent", False)
                 try:
-                    note = await transport.send(job.raw, job.mail_from, job.recipients)
+                    if journalled_by_transport:
+                        note = await transport.send(job.raw, job.mail_from, job.recipients,  # type: ignore[call-arg]
+                                                    mark=(job.id, job.attempts + 1))
+                    else:
+                        note = await transport.send(job.raw, job.mail_from, job.recipients)
                 except TemporaryFailure as exc:
                     self._deferred(job, str(exc), report)
                 except PermanentFailure as exc:
@@ -209,8 +223,11 @@ class Deliverer:
                     log.exception("unexpected error sending letter %s", job.id)
                     self._deferred(job, f"{type(exc).__name__}: {exc}", report)
                 else:
+                    sent_when = to_db(self.clock())
+                    if self.journal is not None and not journalled_by_transport:
+                        self.journal.record(job.id, sent_when, job.attempts + 1, note)
                     # Committed by the marks thread, at once or with the next batch (see _SentMarks).
-                    marks.put({"letter_id": job.id, "sent_when": to_db(self.clock()), "tries": job.attempts + 1,
+                    marks.put({"letter_id": job.id, "sent_when": sent_when, "tries": job.attempts + 1,
                                "note": note})
                     report.sent += 1
         finally:

@@ -117,6 +117,11 @@ def test_a_complaint_that_arrives_while_letters_are_being_sent_is_answered_at_on
             await self.inner.close()
 
     app.deliverer.transport_factory = HeldOnce
+
+    async def in_process() -> None:  # the held transport is this process's, so no SMTP child this time
+        return None
+
+    app._smtp_process = in_process  # type: ignore[method-assign]
     runner = threading.Thread(target=app.run_forever, name="daemon-under-test", daemon=True)
     runner.start()
     try:

@@ -1,0 +1,64 @@
+"""store.sent_journal: a 250 recorded in the journal is never sent again, even if the database never heard of it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import text
+
+from mailbot.store.db import open_database
+from mailbot.store.sent_journal import SentJournal
+
+WHEN = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
+
+
+def outbox(tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine = open_database(f"sqlite:///{tmp_path / 'j.db'}")
+    with engine.begin() as conn:
+        for n in (1, 2, 3):
+            conn.execute(text("INSERT INTO message (id, direction, message_id, subject, from_addr, to_addrs, kind, at, "
+                              "raw, delivery, attempts, automatic) VALUES (:id, 'out', :mid, '', '', 'a@b.c', "
+                              "'acknowledgement', :at, x'00', :state, 0, 1)"),
+                         {"id": n, "mid": f"m{n}", "at": WHEN.replace(tzinfo=None),
+                          "state": "failed" if n == 3 else "pending"})
+    return engine
+
+
+def states(engine) -> dict[int, str]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT id, delivery FROM message")).all())
+
+
+def test_fold_marks_journalled_letters_sent_and_empties_the_journal(tmp_path: Path) -> None:
+    engine = outbox(tmp_path)
+    journal = SentJournal(tmp_path / "sent.journal")
+    journal.record(1, WHEN, 1, None)
+    journal.record(3, WHEN, 1, None)  # already failed in the database: left as it is
+    journal.close()
+    assert SentJournal(tmp_path / "sent.journal").fold(engine) == 1
+    assert states(engine) == {1: "sent", 2: "pending", 3: "failed"}
+    assert (tmp_path / "sent.journal").read_bytes() == b""
+    engine.dispose()
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
+    engine = outbox(tmp_path)
+    path = tmp_path / "sent.journal"
+    journal = SentJournal(path)
+    journal.record(2, WHEN, 1, "partly refused: x")
+    journal.close()
+    with open(path, "ab") as raw:
+        raw.write(b'[1,"2026-11-')  # the process died mid-write
+    entries = SentJournal(path).entries()
+    assert [e["letter_id"] for e in entries] == [2] and entries[0]["note"] == "partly refused: x"
+    SentJournal(path).fold(engine)
+    assert states(engine) == {1: "pending", 2: "sent", 3: "failed"}
+    engine.dispose()
+
+
+def test_the_journal_is_private(tmp_path: Path) -> None:
+    journal = SentJournal(tmp_path / "sent.journal")
+    journal.record(1, WHEN, 1, None)
+    journal.close()
+    assert (tmp_path / "sent.journal").stat().st_mode & 0o777 == 0o600
