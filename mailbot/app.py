@@ -24,6 +24,7 @@ from mailbot.domain.procedures import (
 from mailbot.domain.workdays import WorkingCalendar, parse_closures
 from mailbot.files import make_private_dir
 from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer
+from mailbot.mail.clamd import ClamdScanner
 from mailbot.mail.imap import FirstRunError, ImapConfig, ImapIntake, MailboxHooks
 from mailbot.mail.local import (
     LocalListener,
@@ -88,7 +89,8 @@ class App(MailboxHooks):
         team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
         self.casework = Casework(CaseworkConfig(self.sender, own, settings.timezone, self.secret, team_cc,
                                                 settings.form_sender_set, settings.notification_attachments_bytes),
-                                 self.renderer, self.calendar, self.procedures, self.directory, self.signposts)
+                                 self.renderer, self.calendar, self.procedures, self.directory, self.signposts,
+                                 scan=ClamdScanner(settings.clamd_socket) if settings.clamd_socket else None)
         self.ingestor = Ingestor(self.engine, self.route_config, self.casework, self.directory, self.clock)
         self.journal_path = settings.data_dir / "sent.journal"
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,

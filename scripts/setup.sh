@@ -56,6 +56,18 @@ if [ "$runtime_only" = no ] && ! have_postgres; then
     fi
 fi
 
+# --- ClamAV's clamd: the optional attachment scan is tested against a real one (tests/servers.py) ----
+have_clamd() { PATH="$PATH:/usr/sbin:/sbin" command -v clamd >/dev/null 2>&1; }
+if [ "$runtime_only" = no ] && ! have_clamd; then
+    apt_install clamav-daemon
+    # The tests run their own clamd with a signature file they write; the system's (and freshclam, which
+    # would try to download signatures) is not needed.
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        "${SUDO[@]}" systemctl disable --now clamav-daemon.service clamav-daemon.socket \
+            clamav-freshclam.service >&2 2>/dev/null || true
+    fi
+fi
+
 # --- Python >= 3.11 and its venv module ----------------------------------------------------------
 python_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 PYTHON=""

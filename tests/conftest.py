@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import DovecotServer, PostgresServer, SmtpSink, dovecot_binary, postgres_bindir
+from tests.servers import (
+    ClamdServer,
+    DovecotServer,
+    PostgresServer,
+    SmtpSink,
+    clamd_binary,
+    dovecot_binary,
+    postgres_bindir,
+)
 
 
 @pytest.fixture
@@ -48,6 +56,15 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"no shared folder at {path}")
     return path
+
+
+@pytest.fixture
+def clamd(tmp_path: Path) -> Iterator[ClamdServer]:
+    """A real clamd on a Unix socket, with a signature database the test writes (the EICAR test file's)."""
+    if clamd_binary() is None:
+        pytest.fail("clamd is not installed: run scripts/setup.sh (it installs clamav-daemon)", pytrace=False)
+    with ClamdServer(tmp_path / "clamd") as server:
+        yield server
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ import argparse
 import contextlib
 import email
 import email.policy
+import getpass
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -685,6 +687,63 @@ class PostgresServer:
     @property
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@{self.host}:{self.port}/postgres"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def clamd_binary() -> str | None:
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin:/usr/local/sbin"
+    return shutil.which("clamd", path=path)
+
+
+# The EICAR anti-virus test file, assembled here so that no scanner quarantines this source file.
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+class ClamdServer:
+    """A private clamd in the foreground on a Unix socket under `root`, whose only signature is EICAR's
+    (written here as an MD5 signature: no signature download is needed or possible)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.socket = self.root / "clamd.sock"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = clamd_binary()
+        if binary is None:
+            raise RuntimeError("clamd is not installed")
+        database = self.root / "db"
+        database.mkdir(parents=True, exist_ok=True)
+        (database / "test.hdb").write_text(f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Eicar-Test-Signature\n")
+        config = self.root / "clamd.conf"
+        config.write_text(
+            f"Foreground yes\nLocalSocket {self.socket}\nDatabaseDirectory {database}\nLogFile {self.root}/clamd.log\n"
+            f"TemporaryDirectory {self.root}\nPidFile {self.root}/clamd.pid\nUser {getpass.getuser()}\n")
+        self._proc = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not self.socket.exists():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"clamd did not start:\n{_tail(self.root / 'clamd.log')}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.terminate()
+                try:
+                    self._proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+            self._proc = None
 
     def __enter__(self) -> Self:
         self.start()

@@ -433,7 +433,9 @@ class Casework:
             if mail else "",
             "complainant": case.complainant, "assignee": case.assignee, "category": case.category,
             "attachment_names": [a.filename for a in mail.attachments] if mail else [],
-            "attachments_listed": self.attachments_for_staff(mail) if mail else [],
+            # This copy carries no files (notify_staff replaces the list with what it attaches).
+            "attachments_listed": [AttachmentNote(a.filename, len(a.payload), False, "not attached to this copy")
+                                   for a in mail.attachments] if mail else [],
             "message_text": (mail.text.strip() if mail else "") or "(no text)",
             "command_reference": self.command_reference,
         }

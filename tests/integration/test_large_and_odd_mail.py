@@ -82,3 +82,25 @@ def test_non_ascii_addresses_get_idna_domains_and_utf8_headers_never_encoded_wor
         assert b"=?" not in to_line
     assert b"To: jane@xn--bcher-kva.de" in acks[("jane@xn--bcher-kva.de",)].raw
     assert "To: zoë@example.com".encode() in acks[("zoë@example.com",)].raw
+
+
+def test_clamd_flags_the_eicar_test_file_which_is_listed_not_attached(bot: Bot, clamd) -> None:  # type: ignore[no-untyped-def]
+    from tests.servers import EICAR
+
+    bot.extra["MAILBOT_CLAMD_SOCKET"] = str(clamd.socket)
+    bot.append(complaint_with([("statement.pdf", "application/pdf", b"%PDF-1.4 a clean file"),
+                               ("eicar.txt", "text/plain", EICAR)]), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    (note,) = bot.letters("staff-notification")
+    assert [part.get_filename() for part in note.message.iter_attachments()] == ["statement.pdf"]
+    assert "eicar.txt (68 bytes): not attached, the virus scanner flagged it" in plain(note)
+    assert EICAR not in note.raw
+
+
+def test_an_unreachable_clamd_holds_nothing_up(bot: Bot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bot.extra["MAILBOT_CLAMD_SOCKET"] = str(tmp_path / "no-such.sock")
+    bot.append(complaint_with([("statement.pdf", "application/pdf", b"%PDF-1.4 a clean file")]), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    (note,) = bot.letters("staff-notification")
+    assert [part.get_filename() for part in note.message.iter_attachments()] == ["statement.pdf"]
+    assert len(bot.letters("acknowledgement")) == 1
