@@ -26,8 +26,12 @@ class ClamdScanner:
     def _connect(self) -> socket.socket:
         if self.address.startswith("/") or ":" not in self.address:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
-            sock.connect(self.address)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(self.address)
+            except OSError:
+                sock.close()
+                raise
             return sock
         host, _, port = self.address.rpartition(":")
         return socket.create_connection((host, int(port)), timeout=self.timeout)
