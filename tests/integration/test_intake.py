@@ -146,16 +146,19 @@ def test_fetching_leaves_the_shared_mailbox_flags_alone(bot: Bot) -> None:
         imap.logout()
 
 
+def folder_sizes(bot: Bot, *folders: str) -> list[int]:
+    imap = bot.dovecot.client()
+    try:
+        return [imap.select_folder(folder)[b"EXISTS"] for folder in folders]
+    finally:
+        imap.logout()
+
+
 def test_processed_mail_can_be_moved_to_a_folder(bot: Bot) -> None:
     bot.extra["MAILBOT_IMAP_PROCESSED_FOLDER"] = "Processed"
     bot.append(make_mail())
     bot.once()
-    imap = bot.dovecot.client()
-    try:
-        assert imap.select_folder("INBOX")[b"EXISTS"] == 0
-        assert imap.select_folder("Processed")[b"EXISTS"] == 1
-    finally:
-        imap.logout()
+    assert folder_sizes(bot, "INBOX", "Processed") == [0, 1]
     assert len(bot.letters("acknowledgement")) == 1
 
 
@@ -443,12 +446,7 @@ def test_processed_mail_left_in_the_inbox_by_a_stop_is_moved_on_the_next_start(b
     finally:
         app.engine.dispose()
     bot.once()
-    imap = bot.dovecot.client()
-    try:
-        assert imap.select_folder("INBOX")[b"EXISTS"] == 0
-        assert imap.select_folder("Processed")[b"EXISTS"] == 2
-    finally:
-        imap.logout()
+    assert folder_sizes(bot, "INBOX", "Processed") == [0, 2]
     assert len(bot.letters("acknowledgement")) == 2  # each once: the stranded one was not processed again
     engine = create_engine(f"sqlite:///{bot.data_dir / 'mailbot.db'}")
     with engine.connect() as conn:

@@ -497,3 +497,44 @@ def test_mailparser_defects_are_recorded_after_our_own() -> None:
 def test_a_letter_goes_to_the_bare_address_however_it_was_written(written: str, envelope: str) -> None:
     # The quick path for plain addresses must agree with the full parser, which the others go through.
     assert bare_address(written) == envelope == parseaddr(written)[1].strip().lower()
+
+
+# ---- large messages: long base64 bodies are decoded outside the standard library's parser ------------------
+
+def _big_message(extra_text_part: bytes = b"") -> tuple[bytes, bytes]:
+    import base64 as b64
+    import os
+
+    data = os.urandom(6 * 1024 * 1024)
+    encoded = b64.encodebytes(data).replace(b"\n", b"\r\n")
+    raw = (b"From: Jane <jane@example.com>\r\nTo: complaints@1mm.org.uk\r\nSubject: Evidence\r\n"
+           b"Message-ID: <big-1@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"B\"\r\n"
+           b"\r\n--B\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlease see the video.\r\n" + extra_text_part +
+           b"--B\r\nContent-Type: video/mp4; name=\"v.mp4\"\r\nContent-Disposition: attachment; filename=\"v.mp4\"\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--B--\r\n")
+    return raw, data
+
+
+def test_a_large_attachment_is_decoded_whole() -> None:
+    raw, data = _big_message()
+    mail = parse_mail(raw)
+    assert mail.text == "Please see the video."
+    assert [(a.filename, a.content_type) for a in mail.attachments] == [("v.mp4", "video/mp4")]
+    assert mail.attachments[0].payload == data and mail.raw == raw and not mail.defects
+
+
+def test_base64_lines_in_a_text_part_of_a_large_message_stay_text() -> None:
+    import base64 as b64
+
+    pasted = b64.encodebytes(b"x" * 800_000).replace(b"\n", b"\r\n")  # a person pasting a long block
+    raw, data = _big_message(extra_text_part=pasted)
+    mail = parse_mail(raw)
+    assert mail.text.startswith("Please see the video.") and len(mail.text) > 1_000_000
+    assert mail.attachments[0].payload == data
+
+
+def test_a_token_written_by_the_sender_is_just_text() -> None:
+    raw, data = _big_message(extra_text_part=b"MAILBOTLIFTED0000000000000000X0\r\n")
+    mail = parse_mail(raw)
+    assert "MAILBOTLIFTED0000000000000000X0" in mail.text
+    assert mail.attachments[0].payload == data
