@@ -42,6 +42,7 @@ from mailbot.services.transport import Transport
 from mailbot.services.digest import Digest
 from mailbot.services.ingest import Arrival, CursorPosition, Ingestor, read_cursor
 from mailbot.services.jobs import Jobs
+from mailbot.services.staffdesk import StaffDesk
 from mailbot.settings import ConfigError, Settings
 from mailbot.store import repo
 from mailbot.store.db import open_database, session, to_db
@@ -91,7 +92,8 @@ class App(MailboxHooks):
                                                 settings.form_sender_set, settings.notification_attachments_bytes),
                                  self.renderer, self.calendar, self.procedures, self.directory, self.signposts,
                                  scan=ClamdScanner(settings.clamd_socket) if settings.clamd_socket else None)
-        self.ingestor = Ingestor(self.engine, self.route_config, self.casework, self.directory, self.clock)
+        self.ingestor = Ingestor(self.engine, self.route_config, self.casework, StaffDesk(self.casework),
+                                 self.directory, self.clock)
         self.journal_path = settings.data_dir / "sent.journal"
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,
                                    journal=SentJournal(self.journal_path))

@@ -162,7 +162,6 @@ class Casework:
             "follow_up": self._on_follow_up,
             "automated": self._on_automated,
             "unreadable": self._on_unreadable,
-            "staff": self._on_staff,
         }[verdict.action]
         return handler(session, verdict, mail, message, case, received_at, now)
 
@@ -262,14 +261,6 @@ class Casework:
                      "message_id": mail.message_id, "defects": problems},
         )
         return [letter] if letter else []
-
-    def _on_staff(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
-                  case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
-        assert case is not None
-        from mailbot.services.staffdesk import StaffDesk
-
-        repo.add_event(session, case, now, "staff_message", actor=mail.from_addr, rules=list(verdict.rules))
-        return StaffDesk(self).handle(session, case, mail, message, verdict.staff_roles, now)
 
     # ---- restrictions ------------------------------------------------------------------------
 

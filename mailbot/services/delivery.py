@@ -183,7 +183,7 @@ class Deliverer:
 
     def _due_jobs(self, after: int, automatic: bool, conn: Connection | None = None) -> list[_Job]:
         """The next page of due letters of one kind with an id above ``after``: only the columns sending needs."""
-        # The same conditions as repo.due_outbox, without loading whole ORM rows.
+        # Only the columns sending needs, not whole ORM rows.
         now = to_db(self.clock())
         query = (
             sa_select(MailMessage.id, MailMessage.raw, MailMessage.from_addr, MailMessage.to_addrs,

@@ -23,6 +23,7 @@ from mailbot.domain.chain import RouteConfig, Verdict, route
 from mailbot.domain.directory import DirectoryFiles
 from mailbot.domain.mail import InboundMail, parse_mail
 from mailbot.services.casework import Casework
+from mailbot.services.staffdesk import StaffDesk
 from mailbot.store import repo
 from mailbot.store.db import session as new_session
 from mailbot.store.db import to_db
@@ -82,11 +83,13 @@ class CursorPosition:
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, route_config: RouteConfig, casework: Casework,
+    def __init__(self, engine: Engine, route_config: RouteConfig, casework: Casework, staff_desk: StaffDesk,
                  directory: DirectoryFiles, clock: Callable[[], datetime]) -> None:
         self.engine = engine
         self.route_config = route_config
         self.casework = casework
+        # Staff verdicts go to the staff desk; everything else to the case's own handling.
+        self.staff_desk = staff_desk
         self.directory = directory
         self.clock = clock
 
@@ -194,7 +197,12 @@ class Ingestor:
         if verdict.action == "new_case":
             case = self.casework.open_case(session, mail, arrival.received_at, now)
         message = self._record(session, mail, arrival, verdict, case)
-        letters = self.casework.handle(session, verdict, mail, message, case, arrival.received_at, now)
+        if verdict.action == "staff":
+            assert case is not None
+            repo.add_event(session, case, now, "staff_message", actor=mail.from_addr, rules=list(verdict.rules))
+            letters = self.staff_desk.handle(session, case, mail, message, verdict.staff_roles, now)
+        else:
+            letters = self.casework.handle(session, verdict, mail, message, case, arrival.received_at, now)
         repo.save_inbound(session, message)
         return IngestOutcome(mail.message_id, verdict.action, verdict.kind, case.ref if case else None,
                              tuple(letter.kind for letter in letters))

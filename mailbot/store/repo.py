@@ -219,15 +219,5 @@ def cursor_for(session: Session, mailbox: str) -> MailboxCursor:
     return cur
 
 
-def due_outbox(session: Session, now: datetime, limit: int = 200) -> list[MailMessage]:
-    return list(session.exec(
-        select(MailMessage)
-        .where(MailMessage.direction == "out", MailMessage.delivery == "pending",
-               (col(MailMessage.next_attempt_at).is_(None)) | (col(MailMessage.next_attempt_at) <= to_db(now)))
-        .order_by(col(MailMessage.id))
-        .limit(limit)
-    ).all())
-
-
 def cap_window(now: datetime) -> datetime:
     return now - timedelta(hours=24)
