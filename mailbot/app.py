@@ -38,11 +38,11 @@ from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.casework import Casework, CaseworkConfig
 from mailbot.services.compose import Sender
 from mailbot.services.delivery import Deliverer, DeliveryReport
-from mailbot.services.transport import Transport
 from mailbot.services.digest import Digest
 from mailbot.services.ingest import Arrival, CursorPosition, Ingestor, read_cursor
 from mailbot.services.jobs import Jobs
 from mailbot.services.staffdesk import StaffDesk
+from mailbot.services.transport import Transport
 from mailbot.settings import ConfigError, Settings
 from mailbot.store import repo
 from mailbot.store.db import open_database, session, to_db

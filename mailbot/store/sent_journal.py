@@ -24,7 +24,6 @@ import os
 import threading
 from datetime import datetime
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from tests.integration.bot import Bot, make_mail, staff_reply
+from tests.integration.bot import Bot, make_mail
 
 T0 = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)  # Monday
 
