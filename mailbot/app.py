@@ -97,9 +97,9 @@ class App(MailboxHooks):
         self.journal_path = settings.data_dir / "sent.journal"
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,
                                    journal=SentJournal(self.journal_path))
-        self.digest = Digest(self.engine, self.casework, settings.digest_time, self.clock,
+        self.digest = Digest(self.engine, self.casework, settings.digest_time,
                              persistent_threshold=settings.persistent_threshold)
-        self.jobs = Jobs(self.engine, self.casework, self.clock, digest=self.digest)
+        self.jobs = Jobs(self.engine, self.casework, digest=self.digest)
         # Wakes the delivery worker when intake has committed letters (set while one runs).
         self._poke: Callable[[], None] = lambda: None
         self._stop_daemon: Callable[[], None] = lambda: None
@@ -384,7 +384,7 @@ class App(MailboxHooks):
         due = self.deliverer.next_due_at()
         if due is None:
             return 30.0
-        return max(0.05, min(30.0, (due - datetime.now(timezone.utc)).total_seconds()))
+        return max(0.05, min(30.0, (due - self.clock()).total_seconds()))
 
     def _local_loop(self, stop: threading.Event, local_wake: threading.Event) -> None:
         while not stop.is_set():

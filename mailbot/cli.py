@@ -72,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # aiosmtpd logs every SMTP command of the local listener at INFO; that is debugging detail.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # mail-parser logs a WARNING for every part type it does not turn into text (signatures, delivery
+    # reports): content domain.mail handles itself.
+    logging.getLogger("mailparser").setLevel(logging.ERROR)
     try:
         return _dispatch(args)
     except ConfigError as exc:

@@ -31,7 +31,6 @@ import email
 import email.policy
 import email.utils
 import hashlib
-import logging
 import quopri
 import re
 import unicodedata
@@ -373,13 +372,6 @@ def _safe(getter, default):
     except Exception:
         return default
 
-
-# mail-parser logs a WARNING for every part type it does not turn into text (signatures,
-# delivery reports): content this module handles itself. Quiet it unless the application has
-# configured that logger explicitly.
-_MAILPARSER_LOG = logging.getLogger("mailparser")
-if _MAILPARSER_LOG.level == logging.NOTSET:
-    _MAILPARSER_LOG.setLevel(logging.ERROR)
 
 _ENCODED_WORD_RUN = re.compile(r"(?:=\?[^?\s]+\?[QqBb]\?[^?]*\?=)+")
 

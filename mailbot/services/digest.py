@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 from urllib.parse import quote
 
 from sqlalchemy.engine import Engine
@@ -104,12 +104,11 @@ def digest_recipients(directory: Directory) -> list[Recipient]:
 
 
 class Digest:
-    def __init__(self, engine: Engine, casework: Casework, digest_time: time | None, clock: Callable[[], datetime],
+    def __init__(self, engine: Engine, casework: Casework, digest_time: time | None,
                  persistent_threshold: int = 10) -> None:
         self.engine = engine
         self.casework = casework
         self.digest_time = digest_time
-        self.clock = clock
         self.persistent_threshold = persistent_threshold
 
     @property

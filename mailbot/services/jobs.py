@@ -8,7 +8,6 @@ as the letter), so running it twice, or after a restart, never sends anything tw
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Callable
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -24,11 +23,10 @@ from mailbot.store.models import Case, Deadline, Restriction
 
 
 class Jobs:
-    def __init__(self, engine: Engine, casework: Casework, clock: Callable[[], datetime],
-                 digest: Digest | None = None) -> None:
+    def __init__(self, engine: Engine, casework: Casework, digest: Digest | None = None) -> None:
+        # No clock of its own: every job is given the instant it runs at (``now``), from the one clock.
         self.engine = engine
         self.casework = casework
-        self.clock = clock
         self.digest = digest
 
     def run_due(self, now: datetime) -> int:

@@ -101,7 +101,7 @@ class World:
     data: Path
 
     def digest(self, threshold: int = 10) -> Digest:
-        return Digest(self.engine, self.casework, time(8, 0), lambda: NOW, persistent_threshold=threshold)
+        return Digest(self.engine, self.casework, time(8, 0), persistent_threshold=threshold)
 
     def session(self) -> Session:
         return new_session(self.engine)  # type: ignore[arg-type]
