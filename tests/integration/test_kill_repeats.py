@@ -34,8 +34,10 @@ def test_kills_during_a_backlog_repeat_at_most_one_letter_in_four_kills(bot: Bot
         daemon.proc.kill()
         daemon.proc.wait()
     daemon = Daemon(bot)
+    daemon.log = bot.root / "final-run.log"  # its own log: the killed runs' lines are in the shared one
     daemon.start()
     try:
+        daemon.wait_log("IMAP intake idling", timeout=60)  # up, so the SIGTERM below meets its handler
         deadline = time.monotonic() + 90
         while len({m.message["Message-ID"] for m in bot.sink.messages()}) < expected:
             assert time.monotonic() < deadline, "not every letter arrived"

@@ -243,3 +243,10 @@ def test_command_reference_has_one_line_per_command_with_its_usage() -> None:
     assert len(lines) == len(COMMANDS)
     for line, spec in zip(lines, COMMANDS.values()):
         assert line.startswith(spec.usage)
+
+
+def test_every_command_in_the_grammar_has_exactly_one_handler() -> None:
+    from mailbot.domain.commands import COMMANDS
+    from mailbot.services.staff_commands import HANDLERS
+
+    assert set(HANDLERS) == set(COMMANDS)

@@ -1,0 +1,198 @@
+"""Staff commands that move a case along its procedure: assign, categorise, extend, resolve, escalate, close."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailbot.domain.commands import Command
+from mailbot.domain.procedures import signposting
+from mailbot.services.casework import OPEN_STATUSES
+from mailbot.services.staff_commands.turn import Handler, Refusal, Turn
+from mailbot.store import repo
+from mailbot.store.db import from_db, to_db
+from mailbot.store.models import Case, Deadline
+
+if TYPE_CHECKING:
+    from mailbot.services.staffdesk import StaffDesk
+
+
+def _next_stage_text(desk: StaffDesk, case: Case) -> str:
+    procedure = desk.cw.procedures[case.procedure]
+    if case.stage >= procedure.last_stage:
+        return ""
+    nxt = procedure.stage(case.stage + 1)
+    return f"{nxt.reviewer_label} ({nxt.label})"
+
+
+def note(t: Turn, command: Command) -> None:
+    return None  # handled in _carry_out: it decides whether anything is relayed
+
+
+def full(t: Turn, command: Command) -> None:
+    reply = t.reply
+    reply.done.append("Recorded this reply as the full response.")
+
+
+def assign(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    email = str(command.args["email"])
+    member = t.cw.directory.get().staff_member(email)
+    if member is None:
+        raise Refusal(f"{command.line}\n  {email} is not in the staff directory (data/staff.toml).")
+    previous = case.assignee
+    case.assignee = member.email
+    reply.done.append(f"Assigned the case to {member.name} <{member.email}> (was {previous or 'nobody'}).")
+    last = t.cw.last_complainant_message(session, case)
+    if member.email != staff:
+        reply.add(t.cw.staff_letter(
+            session, case, "staff-notification", now, **t.cw.notification_context(
+                case, last, headline=f"Assigned to you by {t.desk.staff_name(staff)}")))
+
+
+def category(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    previous, case.category = case.category, str(command.args["category"])
+    reply.done.append(f"Changed the category from {previous} to {case.category}.")
+    if case.category == "safeguarding" and previous != "safeguarding":
+        for letter in t.cw.safeguarding_alert(session, case, None, now,
+                                              reason=f"{t.desk.staff_name(staff)} marked it as safeguarding"):
+            reply.add(letter)
+        reply.done.append("Alerted the safeguarding lead.")
+
+
+def safeguarding(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    case.category = "safeguarding"
+    for letter in t.cw.safeguarding_alert(session, case, None, now,
+                                          reason=f"{t.desk.staff_name(staff)} raised a safeguarding concern"):
+        reply.add(letter)
+    reply.done.append("Marked the case as safeguarding and alerted the safeguarding lead.")
+
+
+def extend(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    cal = t.cw.calendar
+    until = command.args["until"]
+    if case.status not in OPEN_STATUSES:
+        raise Refusal(f"{command.line}\n  the case is {case.status}; there is no deadline to extend.")
+    if until <= cal.local(now).date():  # type: ignore[operator]
+        raise Refusal(f"{command.line}\n  the new date must be after today.")
+    if not cal.is_working_day(until):  # type: ignore[arg-type]
+        raise Refusal(f"{command.line}\n  {cal.format_date(until)} is not a working day.")  # type: ignore[arg-type]
+    new_due = cal.close_of_business(until)  # type: ignore[arg-type]
+    moved = []
+    for row in t.cw.open_deadlines(session, case):
+        if row.name == "first_response" or from_db(row.due_at) >= new_due:  # type: ignore[operator]
+            continue
+        row.superseded = True
+        session.add(Deadline(case_id=case.id, stage=row.stage, name=row.name, due_at=to_db(new_due)))
+        moved.append(row.name)
+    if not moved:
+        raise Refusal(f"{command.line}\n  no open deadline falls before {cal.format_date(until)}.")
+    session.flush()
+    reason = str(command.args["reason"])
+    repo.add_event(session, case, now, "deadline_extended", actor=staff, deadlines=moved,
+                   until=new_due.isoformat(), reason=reason)
+    new_date = f"the end of {cal.format_date(until)}"  # type: ignore[arg-type]
+    reply.add(t.desk.complainant_letter(session, case, t.cw.procedures[case.procedure].letters["extend"], now,
+                                        new_date=new_date, reason=reason))
+    reply.done.append(f"Extended {', '.join(n.replace('_', ' ') for n in moved)} to the end of "
+                      f"{cal.format_date(until)} and sent the extension notice.")  # type: ignore[arg-type]
+
+
+def resolve(t: Turn, command: Command) -> None:
+    session, case, body, staff, now, reply = t.session, t.case, t.body, t.staff, t.now, t.reply
+    if case.status not in OPEN_STATUSES:
+        raise Refusal(f"{command.line}\n  the case is {case.status}; reply #reopen first to resolve it again.")
+    outcome = str(command.args["outcome"])
+    case.status = "resolved"
+    case.outcome = outcome
+    case.closed_at = to_db(now)
+    t.cw.meet(session, case, ("first_response", "full_response", "resolution", "stage_response"), now)
+    procedure = t.cw.procedures[case.procedure]
+    signs = signposting(t.cw.signposts, case.category, now, t.cw.calendar)
+    reply.add(t.desk.complainant_letter(
+        session, case, procedure.letters["resolve"], now, from_name=None, outcome=outcome,
+        staff_text=body.strip(), staff_name=t.desk.staff_name(staff), signposts=signs,
+        next_stage=_next_stage_text(t.desk, case),
+    ))
+    repo.add_event(session, case, now, "resolved", actor=staff, outcome=outcome, stage=case.stage)
+    reply.done.append(f"Resolved the case as {outcome} and sent the outcome letter with its signposting.")
+
+
+def escalate(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    procedure = t.cw.procedures[case.procedure]
+    if case.stage >= procedure.last_stage:
+        raise Refusal(f"{command.line}\n  the case is already at the last stage ({procedure.stage(case.stage).label}).")
+    reply.add(t.cw.escalate(session, case, now, reason=f"escalated by {t.desk.staff_name(staff)}"))
+    reply.done.append(f"Escalated the case to {procedure.stage(case.stage).label} and told the complainant.")
+
+
+def stay(t: Turn, command: Command) -> None:
+    session, case, body, staff, now, reply = t.session, t.case, t.body, t.staff, t.now, t.reply
+    if case.status != "awaiting_staff":
+        raise Refusal(f"{command.line}\n  #stay declines an escalation request, and this case has none waiting.")
+    case.status = "resolved"
+    reply.add(t.desk.complainant_letter(session, case, "escalation-declined", now, staff_text=body.strip(),
+                                        staff_name=t.desk.staff_name(staff), next_stage=_next_stage_text(t.desk, case)))
+    repo.add_event(session, case, now, "escalation_declined", actor=staff)
+    reply.done.append("Declined the escalation request and sent your explanation to the complainant.")
+
+
+def reopen(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    if case.status in OPEN_STATUSES:
+        raise Refusal(f"{command.line}\n  the case is already open.")
+    previous = case.status
+    case.status = "open"
+    case.closed_at = None
+    case.merged_into = None
+    repo.add_event(session, case, now, "reopened", actor=staff, was=previous)
+    reply.done.append(f"Reopened the case (it was {previous}).")
+
+
+def merge(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    target = repo.case_by_ref(session, str(command.args["ref"]))
+    if target is None:
+        raise Refusal(f"{command.line}\n  there is no case {command.args['ref']}.")
+    if target.id == case.id:
+        raise Refusal(f"{command.line}\n  a case cannot be merged into itt.desk.")
+    case.status = "merged"
+    case.merged_into = target.ref
+    case.closed_at = to_db(now)
+    for row in t.cw.open_deadlines(session, case):
+        row.superseded = True
+    repo.add_event(session, case, now, "merged", actor=staff, into=target.ref)
+    repo.add_event(session, target, now, "case_merged_in", actor=staff, merged=case.ref)
+    reply.done.append(f"Merged this case into {target.ref}; its mail now goes there"
+                      + (" and falls under the restriction on it." if t.cw.active_restriction(session, target)
+                         else "."))
+
+
+def not_a_complaint(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    case.status = "closed"
+    case.outcome = "not-a-complaint"
+    case.closed_at = to_db(now)
+    for row in t.cw.open_deadlines(session, case):
+        row.superseded = True
+    repo.add_event(session, case, now, "closed", actor=staff, reason="not a complaint")
+    reply.done.append("Closed the case as not a complaint; no outcome letter was sent.")
+
+
+HANDLERS: dict[str, Handler] = {
+    "note": note,
+    "full": full,
+    "assign": assign,
+    "category": category,
+    "safeguarding": safeguarding,
+    "extend": extend,
+    "resolve": resolve,
+    "escalate": escalate,
+    "stay": stay,
+    "reopen": reopen,
+    "merge": merge,
+    "not-a-complaint": not_a_complaint,
+}

@@ -1,0 +1,104 @@
+"""Staff commands about a mentor's behaviour (the mentee procedure): warnings and suspension."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, col, select
+
+from mailbot.domain.commands import Command
+from mailbot.services.compose import queue_letter
+from mailbot.services.staff_commands.turn import Handler, Refusal, Reply, Turn
+from mailbot.store import repo
+from mailbot.store.db import to_db
+from mailbot.store.models import Case, Deadline, MentorAction
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from mailbot.services.staffdesk import StaffDesk
+
+
+def _mentor_for(desk: StaffDesk, session: Session, case: Case, command: Command) -> str:
+    email = command.args.get("email")
+    if not email:
+        known = session.exec(select(MentorAction.mentor_email).where(MentorAction.case_id == case.id)
+                             .order_by(col(MentorAction.id).desc())).first()
+        if not known:
+            raise Refusal(f"{command.line}\n  name the mentor the first time: {command.line.split()[0]} "
+                          f"mentor@example.org")
+        email = known
+    person = desk.cw.directory.get().participant(str(email))
+    if person is None or person.role != "mentor":
+        raise Refusal(f"{command.line}\n  {email} is not a mentor in the participant directory.")
+    return person.email
+
+
+def _mentor_action(desk: StaffDesk, session: Session, case: Case, command: Command, staff: str, now: datetime,
+                   reply: Reply, reason: str = "") -> str:
+    mentor = _mentor_for(desk, session, case, command)
+    session.add(MentorAction(case_id=case.id, mentor_email=mentor, action=command.name, reason=reason, by=staff,
+                             at=to_db(now)))
+    repo.add_event(session, case, now, "mentor_action", actor=staff, action=command.name, mentor=mentor,
+                   reason=reason)
+    return mentor
+
+
+def _mentor_warning(desk: StaffDesk, session: Session, case: Case, command: Command, staff: str, now: datetime,
+                    reply: Reply, what: str) -> None:
+    mentor = _mentor_for(desk, session, case, command)
+    person = desk.cw.directory.get().participant(mentor)
+    earlier = session.exec(select(MentorAction).where(MentorAction.mentor_email == mentor,
+                                                      MentorAction.action == "formal-warning")).all()
+    _mentor_action(desk, session, case, command, staff, now, reply)
+    reply.add(queue_letter(
+        session, desk.cw.renderer, desk.cw.config.sender, case=case, template="mentor-meeting", to=[mentor],
+        context=desk.cw.letter_context(session, case, mentor_name=person.name if person else "",
+                                       warning=what, staff_name=desk.staff_name(staff),
+                                       final=command.name == "formal-warning" and bool(earlier)),
+        now=now, automatic=False, auto_submitted=None, reply_to=None,
+    ))
+    reply.done.append(f"Recorded {what} against the mentor {mentor} and wrote to them about the meeting and "
+                      f"their right to be accompanied.")
+
+
+def informal_warning(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    _mentor_warning(t.desk, session, case, command, staff, now, reply, "an informal warning")
+
+
+def formal_warning(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    _mentor_warning(t.desk, session, case, command, staff, now, reply, "a formal warning")
+
+
+def suspend(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    reason = str(command.args["reason"])
+    mentor = _mentor_action(t.desk, session, case, command, staff, now, reply, reason=reason)
+    person = t.cw.directory.get().participant(mentor)
+    due = t.cw.calendar.deadline(now, 14, "days")
+    session.add(Deadline(case_id=case.id, stage=case.stage, name="suspension_decision", due_at=to_db(due)))
+    directory = t.cw.directory.get()
+    region = person.region if person else None
+    alert_to = [m.email for m in directory.with_role("safeguarding_lead")]
+    alert_to += [m.email for m in directory.with_role("regional_manager", region)] if region else []
+    if alert_to:
+        reply.add(t.cw.staff_letter(session, case, "mentor-suspension-alert", now, to=sorted(set(alert_to)),
+                                    mentor=mentor, reason=reason, decision_by=t.cw.calendar.format_date(due),
+                                    staff_name=t.desk.staff_name(staff)))
+    reply.add(queue_letter(
+        session, t.cw.renderer, t.cw.config.sender, case=case, template="mentor-suspension", to=[mentor],
+        context=t.cw.letter_context(session, case, mentor_name=person.name if person else "", reason=reason,
+                                    decision_by=t.cw.calendar.format_date(due)),
+        now=now, automatic=False, auto_submitted=None,
+    ))
+    reply.done.append(f"Suspended the mentor {mentor}, alerted {', '.join(sorted(set(alert_to))) or 'nobody'}, "
+                      f"and set the decision deadline to {t.cw.calendar.format_date(due)}.")
+
+
+HANDLERS: dict[str, Handler] = {
+    "informal-warning": informal_warning,
+    "formal-warning": formal_warning,
+    "suspend": suspend,
+}
