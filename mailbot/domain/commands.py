@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, time
-from typing import Callable
+from typing import Callable, TypeVar, Union
 
 from mailbot.domain.signing import REF_PATTERN
 
@@ -25,11 +25,99 @@ CONTACT_MODES = ("acknowledge-only", "silent")
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
+# --- what each command carries: one small type per shape of arguments ---------------------------------------
+
+
+@dataclass(frozen=True)
+class NoArgs:
+    pass
+
+
+@dataclass(frozen=True)
+class Reason:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Email:
+    email: str
+
+
+@dataclass(frozen=True)
+class Mentor:
+    email: str | None  # None: the mentor this case already acted on
+
+
+@dataclass(frozen=True)
+class Suspension:
+    email: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Category:
+    category: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: str
+
+
+@dataclass(frozen=True)
+class ContactMode:
+    mode: str
+
+
+@dataclass(frozen=True)
+class Extension:
+    until: date
+    reason: str
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    ref: str
+
+
+@dataclass(frozen=True)
+class RestrictionTerms:
+    mode: str
+    months: int
+    reason: str
+    exceptional: str | None
+
+
+@dataclass(frozen=True)
+class PhoneHours:
+    days: tuple[str, ...]
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class AgreementText:
+    text: str | None
+
+
+Arguments = Union[
+    NoArgs, Reason, Email, Mentor, Suspension, Category, Outcome, ContactMode, Extension, CaseRef, RestrictionTerms,
+    PhoneHours, AgreementText,
+]
+A = TypeVar("A", bound=Arguments)
+
+
 @dataclass(frozen=True)
 class Command:
     name: str  # canonical, e.g. "not-a-complaint"
-    args: dict[str, object]
+    args: Arguments
     line: str  # the line as the member of staff wrote it
+
+    def arguments(self, kind: type[A]) -> A:
+        """The arguments as the type this command's row in ``COMMANDS`` parses to (a mismatch is a bug here)."""
+        if not isinstance(self.args, kind):
+            raise TypeError(f"#{self.name} carries {type(self.args).__name__}, not {kind.__name__}")
+        return self.args
 
 
 @dataclass(frozen=True)
@@ -49,7 +137,7 @@ class _ArgumentError(ValueError):
     """What is wrong with a command's arguments, in words for the member of staff."""
 
 
-ArgumentParser = Callable[[str], dict[str, object]]
+ArgumentParser = Callable[[str], Arguments]
 
 
 @dataclass(frozen=True)
@@ -72,39 +160,51 @@ _RESTRICT = re.compile(
 )
 
 
-def _no_arguments(text: str) -> dict[str, object]:
+def _no_arguments(text: str) -> NoArgs:
     if text:
         raise _ArgumentError(f"it takes nothing after the command, but got '{text}'")
-    return {}
+    return NoArgs()
 
 
-def _reason(text: str) -> dict[str, object]:
+def _reason(text: str) -> Reason:
     if not text:
         raise _ArgumentError("a reason is required")
-    return {"reason": text}
+    return Reason(text)
 
 
-def _email(text: str) -> dict[str, object]:
+def _address(text: str) -> str:
     address = text.strip("<>")
     if not _EMAIL.fullmatch(address):
         raise _ArgumentError(f"it needs one email address, not '{text}'" if text else "an email address is required")
-    return {"email": address.lower()}
+    return address.lower()
 
 
-def _choice(key: str, choices: tuple[str, ...], separator: str) -> ArgumentParser:
+def _email(text: str) -> Email:
+    return Email(_address(text))
+
+
+def _word(text: str, choices: tuple[str, ...], separator: str) -> str:
     """One word from a fixed list; "_" and "-" are interchangeable because people type either."""
-
-    def parse(text: str) -> dict[str, object]:
-        word = text.lower().replace("_", separator).replace("-", separator)
-        if word not in choices:
-            shown = f"'{text}' is not one of" if text else "it needs one of"
-            raise _ArgumentError(f"{shown}: {', '.join(choices)}")
-        return {key: word}
-
-    return parse
+    word = text.lower().replace("_", separator).replace("-", separator)
+    if word not in choices:
+        shown = f"'{text}' is not one of" if text else "it needs one of"
+        raise _ArgumentError(f"{shown}: {', '.join(choices)}")
+    return word
 
 
-def _extend(text: str) -> dict[str, object]:
+def _category(text: str) -> Category:
+    return Category(_word(text, CATEGORIES, "_"))
+
+
+def _outcome(text: str) -> Outcome:
+    return Outcome(_word(text, OUTCOMES, "-"))
+
+
+def _contact_mode(text: str) -> ContactMode:
+    return ContactMode(_word(text, CONTACT_MODES, "-"))
+
+
+def _extend(text: str) -> Extension:
     first, _, rest = text.partition(" ")
     if not first:
         raise _ArgumentError("a new date and a reason are required")
@@ -116,21 +216,21 @@ def _extend(text: str) -> dict[str, object]:
         raise _ArgumentError(f"{first} is not a real date") from None
     if not rest.strip():
         raise _ArgumentError("a reason is required after the date")
-    return {"until": until, "reason": rest.strip()}
+    return Extension(until, rest.strip())
 
 
-def _merge(text: str) -> dict[str, object]:
+def _merge(text: str) -> CaseRef:
     ref = text.strip("[]")
     if not REF_PATTERN.fullmatch(ref):
         raise _ArgumentError(f"it needs a case reference like 1MM-2026-0042, not '{text}'" if text else "a case reference is required")
-    return {"ref": ref.upper()}
+    return CaseRef(ref.upper())
 
 
-def _restrict(text: str) -> dict[str, object]:
+def _restrict(text: str) -> RestrictionTerms:
     match = _RESTRICT.fullmatch(text)
     if match is None:
         raise _ArgumentError("it needs a contact mode, a number of months and a 'because' reason")
-    mode = _choice("mode", CONTACT_MODES, "-")(match["mode"])["mode"]
+    mode = _word(match["mode"], CONTACT_MODES, "-")
     if not match["months"].isdigit() or int(match["months"]) < 1:
         raise _ArgumentError(f"the number of months must be a whole number above 0, not '{match['months']}'")
     if not match["reason"].strip():
@@ -138,15 +238,10 @@ def _restrict(text: str) -> dict[str, object]:
     exceptional = match["exceptional"]
     if exceptional is not None and not exceptional.strip():
         raise _ArgumentError("'exceptional:' must be followed by the exceptional circumstances")
-    return {
-        "mode": mode,
-        "months": int(match["months"]),
-        "reason": match["reason"].strip(),
-        "exceptional": exceptional.strip() if exceptional else None,
-    }
+    return RestrictionTerms(mode, int(match["months"]), match["reason"].strip(), exceptional.strip() if exceptional else None)
 
 
-def _phone(text: str) -> dict[str, object]:
+def _phone(text: str) -> PhoneHours:
     days_text, _, times_text = text.partition(" ")
     if not times_text.strip():
         raise _ArgumentError("it needs days and a time range")
@@ -166,7 +261,7 @@ def _phone(text: str) -> dict[str, object]:
         raise _ArgumentError(f"'{times_text.strip()}' is not a real time range") from None
     if start >= end:
         raise _ArgumentError("the start time must be before the end time")
-    return {"days": tuple(days), "start": start, "end": end}
+    return PhoneHours(tuple(days), start, end)
 
 
 def _is_day_name(word: str) -> bool:
@@ -174,20 +269,20 @@ def _is_day_name(word: str) -> bool:
     return any(name.startswith(word.lower()) and len(word) >= 3 for name in full)
 
 
-def _optional_mentor(text: str) -> dict[str, object]:
+def _optional_mentor(text: str) -> Mentor:
     """An optional mentor address: needed the first time a case acts on a mentor, remembered after."""
-    return _email(text) if text else {"email": None}
+    return Mentor(_address(text) if text else None)
 
 
-def _suspend(text: str) -> dict[str, object]:
+def _suspend(text: str) -> Suspension:
     first, _, rest = text.partition(" ")
     if _EMAIL.fullmatch(first.strip("<>")):
-        return {**_email(first), **_reason(rest.strip())}
-    return {"email": None, **_reason(text)}
+        return Suspension(_address(first), _reason(rest.strip()).reason)
+    return Suspension(None, _reason(text).reason)
 
 
-def _optional_text(text: str) -> dict[str, object]:
-    return {"text": text or None}
+def _optional_text(text: str) -> AgreementText:
+    return AgreementText(text or None)
 
 
 # --- the command table ----------------------------------------------------------------------------------------
@@ -200,11 +295,11 @@ COMMANDS: dict[str, CommandSpec] = {
     "full": CommandSpec("#full", "this reply is the full response", _no_arguments, None),
     "assign": CommandSpec("#assign EMAIL", "make a member of staff the case owner", _email, None),
     "category": CommandSpec(
-        "#category " + "|".join(CATEGORIES), "set the complaint category", _choice("category", CATEGORIES, "_"), None
+        "#category " + "|".join(CATEGORIES), "set the complaint category", _category, None
     ),
     "extend": CommandSpec("#extend YYYY-MM-DD reason...", "move the response deadline, with a reason", _extend, None),
     "resolve": CommandSpec(
-        "#resolve " + "|".join(OUTCOMES), "close the case with an outcome", _choice("outcome", OUTCOMES, "-"), None
+        "#resolve " + "|".join(OUTCOMES), "close the case with an outcome", _outcome, None
     ),
     "escalate": CommandSpec("#escalate", "move the case to the next stage", _no_arguments, None),
     "stay": CommandSpec("#stay", "decline the escalation request; your reply is the explanation", _no_arguments, None),
@@ -234,7 +329,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "agreement": CommandSpec("#agreement [text]", "record an agreement about future contact", _optional_text, _CEO),
     "lift": CommandSpec("#lift reason...", "lift a restriction", _reason, _CEO),
     "terminate": CommandSpec(
-        "#terminate acknowledge-only|silent", "end contact about a closed case", _choice("mode", CONTACT_MODES, "-"), _CEO
+        "#terminate acknowledge-only|silent", "end contact about a closed case", _contact_mode, _CEO
     ),
     "fresh-evidence": CommandSpec("#fresh-evidence", "this message has fresh evidence; handle it normally", _no_arguments, None),
 }

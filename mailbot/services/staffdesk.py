@@ -6,6 +6,7 @@ nothing changes, nothing is relayed, and the sender is told why and how to write
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from sqlmodel import Session
@@ -90,7 +91,7 @@ class StaffDesk:
         for command in commands:
             HANDLERS[command.name](turn, command)
             repo.add_event(session, case, now, "command", actor=staff, command=command.name,
-                           args={k: str(v) for k, v in command.args.items()})
+                           args={k: str(v) for k, v in asdict(command.args).items()})
         for write in reply.after:
             reply.add(write())
         case.updated_at = to_db(now)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailbot.domain.commands import Command
+from mailbot.domain.commands import (
+    CaseRef,
+    Category,
+    Command,
+    Email,
+    Extension,
+    Outcome,
+)
 from mailbot.domain.procedures import signposting
 from mailbot.services.casework import OPEN_STATUSES
 from mailbot.services.staff_commands.turn import Handler, Refusal, Turn
@@ -35,7 +42,7 @@ def full(t: Turn, command: Command) -> None:
 
 def assign(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    email = str(command.args["email"])
+    email = command.arguments(Email).email
     member = t.cw.directory.get().staff_member(email)
     if member is None:
         raise Refusal(f"{command.line}\n  {email} is not in the staff directory (data/staff.toml).")
@@ -51,7 +58,7 @@ def assign(t: Turn, command: Command) -> None:
 
 def category(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    previous, case.category = case.category, str(command.args["category"])
+    previous, case.category = case.category, command.arguments(Category).category
     reply.done.append(f"Changed the category from {previous} to {case.category}.")
     if case.category == "safeguarding" and previous != "safeguarding":
         for letter in t.cw.safeguarding_alert(session, case, None, now,
@@ -72,14 +79,15 @@ def safeguarding(t: Turn, command: Command) -> None:
 def extend(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
     cal = t.cw.calendar
-    until = command.args["until"]
+    args = command.arguments(Extension)
+    until = args.until
     if case.status not in OPEN_STATUSES:
         raise Refusal(f"{command.line}\n  the case is {case.status}; there is no deadline to extend.")
-    if until <= cal.local(now).date():  # type: ignore[operator]
+    if until <= cal.local(now).date():
         raise Refusal(f"{command.line}\n  the new date must be after today.")
-    if not cal.is_working_day(until):  # type: ignore[arg-type]
-        raise Refusal(f"{command.line}\n  {cal.format_date(until)} is not a working day.")  # type: ignore[arg-type]
-    new_due = cal.close_of_business(until)  # type: ignore[arg-type]
+    if not cal.is_working_day(until):
+        raise Refusal(f"{command.line}\n  {cal.format_date(until)} is not a working day.")
+    new_due = cal.close_of_business(until)
     moved = []
     for row in t.cw.open_deadlines(session, case):
         if row.name == "first_response" or from_db(row.due_at) >= new_due:  # type: ignore[operator]
@@ -90,21 +98,21 @@ def extend(t: Turn, command: Command) -> None:
     if not moved:
         raise Refusal(f"{command.line}\n  no open deadline falls before {cal.format_date(until)}.")
     session.flush()
-    reason = str(command.args["reason"])
+    reason = args.reason
     repo.add_event(session, case, now, "deadline_extended", actor=staff, deadlines=moved,
                    until=new_due.isoformat(), reason=reason)
-    new_date = f"the end of {cal.format_date(until)}"  # type: ignore[arg-type]
+    new_date = f"the end of {cal.format_date(until)}"
     reply.add(t.desk.complainant_letter(session, case, t.cw.procedures[case.procedure].letters["extend"], now,
                                         new_date=new_date, reason=reason))
     reply.done.append(f"Extended {', '.join(n.replace('_', ' ') for n in moved)} to the end of "
-                      f"{cal.format_date(until)} and sent the extension notice.")  # type: ignore[arg-type]
+                      f"{cal.format_date(until)} and sent the extension notice.")
 
 
 def resolve(t: Turn, command: Command) -> None:
     session, case, body, staff, now, reply = t.session, t.case, t.body, t.staff, t.now, t.reply
     if case.status not in OPEN_STATUSES:
         raise Refusal(f"{command.line}\n  the case is {case.status}; reply #reopen first to resolve it again.")
-    outcome = str(command.args["outcome"])
+    outcome = command.arguments(Outcome).outcome
     case.status = "resolved"
     case.outcome = outcome
     case.closed_at = to_db(now)
@@ -154,9 +162,10 @@ def reopen(t: Turn, command: Command) -> None:
 
 def merge(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    target = repo.case_by_ref(session, str(command.args["ref"]))
+    ref = command.arguments(CaseRef).ref
+    target = repo.case_by_ref(session, ref)
     if target is None:
-        raise Refusal(f"{command.line}\n  there is no case {command.args['ref']}.")
+        raise Refusal(f"{command.line}\n  there is no case {ref}.")
     if target.id == case.id:
         raise Refusal(f"{command.line}\n  a case cannot be merged into itt.desk.")
     case.status = "merged"

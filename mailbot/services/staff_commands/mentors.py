@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
-from mailbot.domain.commands import Command
+from mailbot.domain.commands import Command, Mentor, Suspension
 from mailbot.services.compose import queue_letter
 from mailbot.services.staff_commands.turn import Handler, Refusal, Reply, Turn
 from mailbot.store import repo
@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
 
 def _mentor_for(desk: StaffDesk, session: Session, case: Case, command: Command) -> str:
-    email = command.args.get("email")
+    args = command.args
+    if not isinstance(args, (Mentor, Suspension)):
+        raise TypeError(f"#{command.name} does not name a mentor")
+    email = args.email
     if not email:
         known = session.exec(select(MentorAction.mentor_email).where(MentorAction.case_id == case.id)
                              .order_by(col(MentorAction.id).desc())).first()
@@ -74,7 +77,7 @@ def formal_warning(t: Turn, command: Command) -> None:
 
 def suspend(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    reason = str(command.args["reason"])
+    reason = command.arguments(Suspension).reason
     mentor = _mentor_action(t.desk, session, case, command, staff, now, reply, reason=reason)
     person = t.cw.directory.get().participant(mentor)
     due = t.cw.calendar.deadline(now, 14, "days")

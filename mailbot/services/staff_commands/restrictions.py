@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
-from mailbot.domain.commands import Command
+from mailbot.domain.commands import (
+    AgreementText,
+    Command,
+    ContactMode,
+    Email,
+    PhoneHours,
+    Reason,
+    RestrictionTerms,
+)
 from mailbot.domain.mail import parse_mail
 from mailbot.domain.restrictions import add_months, contact_option
 from mailbot.services.casework import OPEN_STATUSES
@@ -70,7 +78,7 @@ def warn(t: Turn, command: Command) -> None:
     if row.state == "restricted":
         raise Refusal(f"{command.line}\n  this complainant is already restricted on this case.")
     row.state, row.warned_at, row.warned_by = "warned", to_db(now), staff
-    row.warning_reason = str(command.args["reason"])
+    row.warning_reason = command.arguments(Reason).reason
     reply.add(t.desk.complainant_letter(session, case, "restriction-warning", now, reason=row.warning_reason))
     repo.add_event(session, case, now, "restriction_warned", actor=staff, reason=row.warning_reason)
     reply.done.append("Sent the prior warning to the complainant.")
@@ -79,14 +87,12 @@ def warn(t: Turn, command: Command) -> None:
 def restrict(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
     row = _register(t.desk, session, case)
-    exceptional = command.args.get("exceptional")
-    if row.warned_at is None and not exceptional:
+    args = command.arguments(RestrictionTerms)
+    if row.warned_at is None and not args.exceptional:
         raise Refusal(f"{command.line}\n  the procedure needs a prior warning first (#warn reason), unless the "
                       f"case is exceptional: add 'exceptional: what happened' (severe behaviour or threats).")
-    months = int(command.args["months"])  # type: ignore[call-overload]
-    _impose(t.desk, session, case, row, mode=str(command.args["mode"]), months=months,
-            reason=str(command.args["reason"]), staff=staff, now=now, reply=reply,
-            exceptional=str(exceptional) if exceptional else None, template="restriction-notice")
+    _impose(t.desk, session, case, row, mode=args.mode, months=args.months, reason=args.reason, staff=staff,
+            now=now, reply=reply, exceptional=args.exceptional, template="restriction-notice")
 
 
 def terminate(t: Turn, command: Command) -> None:
@@ -95,14 +101,14 @@ def terminate(t: Turn, command: Command) -> None:
         raise Refusal(f"{command.line}\n  #terminate is for a closed case whose complainant keeps writing; "
                       f"this case is still {case.status}.")
     row = _register(t.desk, session, case)
-    _impose(t.desk, session, case, row, mode=str(command.args["mode"]), months=None,
+    _impose(t.desk, session, case, row, mode=command.arguments(ContactMode).mode, months=None,
             reason="you have continued to write to us about a complaint that is closed", staff=staff,
             now=now, reply=reply, exceptional=None, template="contact-terminated")
 
 
 def named_contact(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    email = str(command.args["email"])
+    email = command.arguments(Email).email
     if t.cw.directory.get().staff_member(email) is None:
         raise Refusal(f"{command.line}\n  {email} is not in the staff directory (data/staff.toml).")
     _set_option(t.desk, session, case, command, staff, now, reply,
@@ -116,16 +122,16 @@ def letters_only(t: Turn, command: Command) -> None:
 
 def phone(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    args = command.args
+    hours = command.arguments(PhoneHours)
     _set_option(t.desk, session, case, command, staff, now, reply,
-                {"kind": "phone", "days": ",".join(args["days"]),  # type: ignore[arg-type]
-                 "start": str(args["start"])[:5], "end": str(args["end"])[:5]})
+                {"kind": "phone", "days": ",".join(hours.days),
+                 "start": str(hours.start)[:5], "end": str(hours.end)[:5]})
 
 
 def agreement(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
     _set_option(t.desk, session, case, command, staff, now, reply,
-                {"kind": "agreement", "text": command.args.get("text") or ""})
+                {"kind": "agreement", "text": command.arguments(AgreementText).text or ""})
 
 
 def lift(t: Turn, command: Command) -> None:
@@ -133,7 +139,7 @@ def lift(t: Turn, command: Command) -> None:
     row = t.cw.active_restriction(session, case)
     if row is None:
         raise Refusal(f"{command.line}\n  there is no restriction on this case to lift.")
-    reason = str(command.args["reason"])
+    reason = command.arguments(Reason).reason
     row.state, row.ended_at, row.ended_by, row.end_reason = "lifted", to_db(now), staff, reason
     reply.add(t.desk.complainant_letter(session, case, "restriction-lifted", now, reason=reason))
     repo.add_event(session, case, now, "restriction_lifted", actor=staff, reason=reason)
