@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from html.parser import HTMLParser
 
 from mailparser_reply.parser import EmailMessage
+
+from mailbot.domain.mail.html import html_to_text
 
 # Every language the library knows: complainants and mentors write from many mail clients and locales.
 _LIBRARY_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "cs", "ja", "ko", "zh")
@@ -111,7 +112,7 @@ def extract_new_text(text: str, html: str | None = None) -> str:
     (a staff reply with nothing new relays nothing; falling back to the whole text once relayed a
     quoted staff notification to a complainant).
     """
-    source = text if text and text.strip() else html_to_text(html or "")
+    source = text if text and text.strip() else html_to_text(html or "", history=False)
     if not source.strip():
         return ""
     return strip_signature(remove_quoted_history(source))
@@ -373,56 +374,3 @@ def _trim_separators(text: str) -> str:
     while lines and (_SEPARATOR_LINE.match(lines[-1]) or not lines[-1].strip()):
         lines.pop()
     return "\n".join(lines)
-
-
-class _VisibleText(HTMLParser):
-    """Text of an HTML reply, skipping blockquotes and the containers clients put quoted history in."""
-
-    _BLOCKS = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "table", "hr", "blockquote"}
-    _HIDDEN = {"style", "script", "head", "title"}
-    _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "divrplyfwdmsg", "olk_src_body_section")
-
-    def __init__(self, keep_quotes: bool = False) -> None:
-        super().__init__(convert_charrefs=True)
-        self.keep_quotes = keep_quotes
-        self.parts: list[str] = []
-        self._hidden_open: list[str] = []
-        self.stopped = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self.stopped:
-            return
-        marker = " ".join(value or "" for name, value in attrs if name in ("class", "id")).lower()
-        if not self.keep_quotes and any(name in marker for name in self._QUOTE_CLASSES):
-            # Everything from the client's quote container on is history.
-            self.stopped = True
-            return
-        if tag in self._BLOCKS:
-            self.parts.append("\n")
-        elif tag in ("td", "th"):
-            self.parts.append(" ")
-        if (tag == "blockquote" and not self.keep_quotes) or tag in self._HIDDEN:
-            self._hidden_open.append(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if self.stopped:
-            return
-        if self._hidden_open and self._hidden_open[-1] == tag:
-            self._hidden_open.pop()
-        if tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.stopped and not self._hidden_open:
-            self.parts.append(data)
-
-
-def html_to_text(html: str, keep_quotes: bool = False) -> str:
-    """Plain text of an HTML body with blockquoted history left out (kept with ``keep_quotes``)."""
-    reader = _VisibleText(keep_quotes)
-    reader.feed(html)
-    reader.close()
-    text = "".join(reader.parts).replace("\xa0", " ")
-    text = re.sub(r"[ \t]+", " ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", text).strip()

@@ -22,9 +22,9 @@ from mailbot.domain.attachments import AttachmentNote, choose_for_staff
 from mailbot.domain.chain import Verdict
 from mailbot.domain.commands import COMMAND_REFERENCE
 from mailbot.domain.directory import DirectoryFiles, assigned_contact, choose_procedure
-from mailbot.domain.mail import Attachment, InboundMail, header_safe, parse_mail
+from mailbot.domain.mail import Attachment, InboundMail, header_safe, html_to_text, parse_mail
 from mailbot.domain.procedures import Procedure, Signpost, stage_deadlines
-from mailbot.domain.quotes import extract_new_text, html_to_text
+from mailbot.domain.quotes import extract_new_text
 from mailbot.domain.restrictions import inbound_action
 from mailbot.domain.rules import is_own_address
 from mailbot.domain.signing import signed_address
@@ -461,7 +461,7 @@ class Casework:
             letter = parse_mail(raw)
             texts.append(f"{letter.subject}\n{letter.text}")
             if letter.html:
-                texts.append(html_to_text(letter.html, keep_quotes=True))
+                texts.append(html_to_text(letter.html))
         return texts
 
     def open_deadlines(self, session: Session, case: Case) -> list[Deadline]:

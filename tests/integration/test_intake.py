@@ -12,8 +12,8 @@ from sqlalchemy import event
 
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport
-from mailbot.services.transport import Transport
 from mailbot.services.ingest import Arrival
+from mailbot.services.transport import Transport
 from tests.integration.bot import Bot, make_mail, msgid
 
 # Dovecot ignores an APPEND date in the future, so the tests live in the recent past.

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mailbot.domain.categories import CATEGORIES, CATEGORY_LABELS, guess_category, safeguarding_concern
+from mailbot.domain.categories import (
+    CATEGORIES,
+    CATEGORY_LABELS,
+    guess_category,
+    safeguarding_concern,
+)
 
 
 @pytest.mark.parametrize(

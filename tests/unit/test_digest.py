@@ -21,8 +21,17 @@ from mailbot.letters import LetterRenderer
 from mailbot.services.casework import Casework, CaseworkConfig
 from mailbot.services.compose import Sender
 from mailbot.services.digest import Digest, DigestError, digest_recipients
-from mailbot.store.db import make_engine, session as new_session, to_db, upgrade
-from mailbot.store.models import Case, Deadline, DigestRun, Event, MailboxCursor, MailMessage, Restriction
+from mailbot.store.db import make_engine, to_db, upgrade
+from mailbot.store.db import session as new_session
+from mailbot.store.models import (
+    Case,
+    Deadline,
+    DigestRun,
+    Event,
+    MailboxCursor,
+    MailMessage,
+    Restriction,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 LONDON = ZoneInfo("Europe/London")

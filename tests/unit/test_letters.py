@@ -54,8 +54,9 @@ def test_every_letter_renders_for_every_procedure(procedure: str, name: str) -> 
 def test_the_outcome_letter_signposts_by_category() -> None:
     proc = PROCEDURES["external"]
     base = sample_context(proc, WorkingCalendar(), SIGNPOSTS, org_name="1MM", address="c@1mm.org.uk")
-    from mailbot.domain.procedures import signposting
     from datetime import datetime, timezone
+
+    from mailbot.domain.procedures import signposting
 
     at = datetime(2026, 11, 17, 12, 0, tzinfo=timezone.utc)
     cases = {

@@ -7,7 +7,13 @@ from pathlib import Path
 from alembic import command
 from alembic.script import ScriptDirectory
 
-from mailbot.store.db import SCHEMA_HEAD, alembic_config, make_engine, schema_version, upgrade
+from mailbot.store.db import (
+    SCHEMA_HEAD,
+    alembic_config,
+    make_engine,
+    schema_version,
+    upgrade,
+)
 
 
 def test_migrations_match_the_models(tmp_path: Path) -> None:

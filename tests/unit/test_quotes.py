@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.domain.quotes import extract_new_text, html_to_text, remove_quoted_history, strip_signature
+from mailbot.domain.mail import html_to_text
+from mailbot.domain.quotes import (
+    extract_new_text,
+    remove_quoted_history,
+    strip_signature,
+)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CORPUS = SHARED / "corpus"
@@ -209,7 +214,7 @@ def test_html_is_used_when_there_is_no_plain_text(html: str, expected: str) -> N
     ],
 )
 def test_html_to_text(html: str, expected: str) -> None:
-    assert html_to_text(html) == expected
+    assert html_to_text(html, history=False) == expected
 
 
 @pytest.mark.parametrize(
@@ -261,7 +266,7 @@ def _talon_outcomes() -> list[tuple[str, bool]]:
         if name.endswith(".eml"):
             got = remove_quoted_history(_first_plain_part(path.read_bytes()))
         else:
-            got = remove_quoted_history(html_to_text(path.read_text(errors="replace")))
+            got = remove_quoted_history(html_to_text(path.read_text(errors="replace"), history=False))
         if "expected_visible_reply" in spec and name.endswith(".eml"):
             passed = _normalised(got) == _normalised(spec["expected_visible_reply"])
         elif "expected_visible_reply" in spec:

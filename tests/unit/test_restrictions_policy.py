@@ -6,7 +6,12 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from mailbot.domain.restrictions import add_months, contact_option, inbound_action, persistent_suggestion
+from mailbot.domain.restrictions import (
+    add_months,
+    contact_option,
+    inbound_action,
+    persistent_suggestion,
+)
 
 
 @pytest.mark.parametrize(

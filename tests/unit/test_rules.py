@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from mailbot.domain.mail import parse_mail
-from mailbot.domain.rules import RULES, AutomatedVerdict, classify_automated, is_own_address
+from mailbot.domain.rules import (
+    RULES,
+    AutomatedVerdict,
+    classify_automated,
+    is_own_address,
+)
 
 OWN = frozenset({"complaints@1mm.org.uk", "staff@1mm.org.uk"})
 SUFFIX = "@mailbot.1mm.org.uk"

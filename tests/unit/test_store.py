@@ -12,7 +12,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from mailbot.store.db import WriterTurns, make_engine, reading, session, upgrade, writer_turns
+from mailbot.store.db import (
+    WriterTurns,
+    make_engine,
+    reading,
+    session,
+    upgrade,
+    writer_turns,
+)
 from mailbot.store.models import RefSequence
 
 NOW = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)

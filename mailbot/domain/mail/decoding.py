@@ -1,0 +1,100 @@
+"""Bytes and header values to text: charset labels as real mail writes them, stray 8-bit bytes, and tidy text."""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+# Charset labels seen in real mail that Python does not know, or knows as a narrower subset.
+_CHARSET_ALIASES = {
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "iso-8859-8-i": "iso-8859-8",
+    "windows-874": "cp874",
+    "x-sjis": "shift_jis",
+    "shift-jis": "shift_jis",
+    "x-mac-roman": "mac_roman",
+    "unicode-1-1-utf-7": "utf-7",
+    "utf8": "utf-8",
+    "us-ascii": "utf-8",  # Undeclared 8-bit text is far more often UTF-8 than anything else.
+    "ascii": "utf-8",
+    "unknown-8bit": "utf-8",
+    "x-unknown": "utf-8",
+    "unknown": "utf-8",
+    "default": "utf-8",
+    "iso-8859-1": "cp1252",  # Windows clients label cp1252 text as Latin-1 (curly quotes).
+    "latin1": "cp1252",
+}
+
+
+LINE_BREAKS = re.compile(r"\r\n?|\n")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def safely(getter, default):
+    try:
+        return getter()
+    except Exception:
+        return default
+
+
+def recover_8bit(value: str, charset_hint: str | None) -> str:
+    """The compat32 parser keeps undeclared 8-bit header bytes as surrogates: decode them."""
+    if value.isascii():
+        return value
+    try:
+        data = value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return value  # Already real Unicode text.
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return decode_bytes(data, charset_hint or "cp1252")
+
+
+def _codec_for(charset: str | None) -> str | None:
+    if not charset:
+        return None
+    label = charset.strip().strip('"').lower()
+    label = _CHARSET_ALIASES.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except (LookupError, ValueError):
+        return None
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode with the declared charset, then UTF-8, then cp1252, never failing."""
+    codec = _codec_for(charset)
+    for candidate in (codec, "utf-8"):
+        if candidate:
+            try:
+                return data.decode(candidate)
+            except (UnicodeDecodeError, LookupError):
+                pass
+    fallback = codec if codec and codec != "utf-8" else "cp1252"
+    return data.decode(fallback, errors="replace")
+
+
+def looks_readable(text: str) -> bool:
+    """True when text is mostly printable characters rather than binary noise."""
+    sample = text[:4000]
+    stripped = "".join(sample.split())
+    if not stripped:
+        return False
+    printable = sum(1 for character in stripped if character.isprintable() and character != "\ufffd")
+    return printable / len(stripped) >= 0.85
+
+
+def tidy_text(text: str) -> str:
+    text = LINE_BREAKS.sub("\n", text)
+    text = _CONTROL_CHARACTERS.sub("", text)
+    lines = [line.rstrip() for line in text.split("\n")]
+    tidy: list[str] = []
+    for line in lines:
+        if line or (tidy and tidy[-1]):
+            tidy.append(line)
+    return "\n".join(tidy).strip("\n")

@@ -1,0 +1,77 @@
+"""The value an inbound message becomes, and the message ids that thread it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class InboundMail:
+    """What the rest of the bot needs to know about one inbound message.
+
+    Addresses are lower-cased bare addresses (``name@example.org``); display names are kept
+    separately. ``headers`` maps lower-cased header names to every value seen, decoded to str.
+    """
+
+    message_id: str  # without angle brackets; synthesised ("<sha256>@mailbot.invalid") when missing
+    has_message_id: bool
+    subject: str
+    from_addr: str
+    from_name: str
+    reply_to: tuple[str, ...]
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    delivered_to: tuple[str, ...]  # Delivered-To and X-Original-To values
+    in_reply_to: tuple[str, ...]  # message ids, no angle brackets
+    references: tuple[str, ...]
+    date: str | None  # ISO-8601 of the Date header when parseable
+    text: str  # best plain-text body (HTML converted to text when no text part)
+    html: str | None
+    attachments: tuple[Attachment, ...]
+    headers: dict[str, tuple[str, ...]] = field(hash=False, compare=False)
+    content_type: str = "text/plain"
+    readable: bool = True
+    defects: tuple[str, ...] = ()
+    # Content types of every MIME part in walk order, so rules can spot delivery reports cheaply.
+    part_types: tuple[str, ...] = ()
+    # The bytes as received; rules re-read them only for rare cases such as bounces.
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+    def header(self, name: str) -> str | None:
+        """First value of a header, or None."""
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+
+SYNTHETIC_ID_DOMAIN = "mailbot.invalid"
+_BRACKETED_ID = re.compile(r"<([^<>]*)>")
+
+
+def synthetic_message_id(raw: bytes) -> str:
+    """A stable id for a message without one, so identical re-deliveries dedupe."""
+    return f"{hashlib.sha256(raw).hexdigest()}@{SYNTHETIC_ID_DOMAIN}"
+
+
+def extract_message_ids(value: str) -> tuple[str, ...]:
+    """Every ``<...>`` message id in a header value, brackets removed, duplicates dropped.
+
+    Folding and stray spaces inside brackets are removed. When a value carries no brackets at
+    all (some clients write bare ids), whitespace-separated tokens that contain ``@`` are used.
+    """
+    found = [re.sub(r"\s+", "", token) for token in _BRACKETED_ID.findall(value)]
+    if not found:
+        found = [token.strip("<>,;") for token in value.split() if "@" in token]
+    unique: dict[str, None] = {}
+    for token in found:
+        if token:
+            unique.setdefault(token, None)
+    return tuple(unique)
