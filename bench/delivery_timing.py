@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.run import complaint  # noqa: E402
-from mailbot.app import App  # noqa: E402
+from mailbot.bootstrap import App  # noqa: E402
 from mailbot.services.ingest import Arrival  # noqa: E402
 from mailbot.settings import load_settings  # noqa: E402
 from tests.servers import SmtpSink  # noqa: E402

@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:
 from bench.run import complaint  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
-from mailbot.app import App  # noqa: E402
+from mailbot.bootstrap import App  # noqa: E402
 from mailbot.services import casework as casework_mod  # noqa: E402
 from mailbot.services import compose as compose_mod  # noqa: E402
 from mailbot.services import ingest as ingest_mod  # noqa: E402

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from mailbot.app import App
+from mailbot import runtime
+from mailbot.bootstrap import App
 from mailbot.services import reports
 from mailbot.settings import Settings
 from mailbot.store import repo
@@ -42,10 +43,10 @@ def run(settings: Settings, once: bool, now: datetime | None) -> int:
     app = App(settings, now=now) if once else _app_when_the_database_works(settings)
     settle_memory()
     if not once:
-        app.run_forever()
+        runtime.Daemon(app).run()
         return 0
     try:
-        result = app.run_once()
+        result = runtime.run_once(app)
     except (IMAPClientError, OSError) as exc:
         # Recorded as the mailbox's health too (the digest shows it); here it is one line, not a traceback.
         print(f"mailbot: could not read the mailbox at {settings.imap_host}:{settings.imap_port_effective}: "
@@ -171,6 +172,6 @@ def digest(settings: Settings, now: datetime | None, to: str | None, preview: Pa
     except DigestError as exc:
         print(f"mailbot: {exc}", file=sys.stderr)
         return 1
-    report = app.deliver()
+    report = runtime.deliver(app)
     print(f"digest: queued {queued}, sent {report.sent}, deferred {report.deferred}, failed {report.failed}")
     return 0

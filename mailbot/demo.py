@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from mailbot.app import REPO_ROOT, App
+from mailbot import runtime
+from mailbot.bootstrap import REPO_ROOT, App
 from mailbot.services.ingest import Arrival
 from mailbot.settings import Settings
 
@@ -62,7 +63,7 @@ def play(settings: Settings) -> int:
             received = _arrival_time(raw)
             app = App(demo_settings, now=received)
             outcome = app.ingestor.ingest(Arrival(raw=raw, received_at=received))
-            app.deliver()
+            runtime.deliver(app)
             app.engine.dispose()
             what = f"opened case {outcome.ref}" if outcome.action == "new_case" else EXPLAIN.get(outcome.action, "")
             on_case = f" (case {outcome.ref})" if outcome.ref and outcome.action != "new_case" else ""

@@ -73,7 +73,7 @@ def sample_context(procedure: Procedure, calendar: WorkingCalendar, signposts: t
 
 
 def write_previews(settings, folder: Path) -> list[Path]:  # type: ignore[no-untyped-def]
-    from mailbot.app import REPO_ROOT
+    from mailbot.bootstrap import REPO_ROOT
 
     data_file = settings.data_dir / "procedures.toml"
     if not data_file.exists():

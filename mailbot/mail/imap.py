@@ -20,7 +20,7 @@ from typing import Callable
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailbot.services.ingest import Arrival, CursorPosition
+from mailbot.services.ingest import Arrival, CursorPosition, FirstRunError, MailboxHooks
 
 log = logging.getLogger(__name__)
 
@@ -54,33 +54,6 @@ class ImapConfig:
     @property
     def mailbox(self) -> str:
         return f"{self.user}@{self.host}/{self.folder}"
-
-
-class MailboxHooks:
-    """What intake calls back into: the cursor, the ingest pipeline and the health record."""
-
-    def read_cursor(self, mailbox: str) -> tuple[int, int]:
-        raise NotImplementedError
-
-    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None,
-               committed: Callable[[list[int]], None] | None = None) -> None:
-        """Process arrivals; ``committed`` is called with the UIDs of each transaction once it commits."""
-        raise NotImplementedError
-
-    def fetch_succeeded(self, mailbox: str) -> None:
-        raise NotImplementedError
-
-    def fetch_failed(self, mailbox: str, error: str, auth: bool) -> None:
-        raise NotImplementedError
-
-    def first_run(self, mailbox: str, waiting: int) -> bool:
-        """Called when the mailbox has never been read and holds mail: True to process it, False to skip
-        it (the cursor moves past it); raising stops intake (see FirstRunError)."""
-        raise NotImplementedError
-
-
-class FirstRunError(Exception):
-    """A new database facing a mailbox that already holds mail, with nobody having said what to do."""
 
 
 class ImapIntake:

@@ -12,12 +12,11 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
-from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from mailbot.domain.chain import RouteConfig, Verdict, route
 from mailbot.domain.directory import DirectoryFiles
@@ -27,19 +26,9 @@ from mailbot.services.staffdesk import StaffDesk
 from mailbot.store import repo
 from mailbot.store.db import session as new_session
 from mailbot.store.db import to_db
-from mailbot.store.models import CURSOR_TABLE, Case, MailboxCursor, MailMessage
-from mailbot.store.prebuilt import Prebuilt
+from mailbot.store.models import Case, MailMessage
 
 log = logging.getLogger(__name__)
-
-# The common case in one statement, built once: the cursor exists, with this UIDVALIDITY, behind this UID.
-_MOVE_CURSOR = Prebuilt(
-    update(CURSOR_TABLE)
-    .where(CURSOR_TABLE.c.mailbox == bindparam("box"), CURSOR_TABLE.c.uidvalidity == bindparam("validity"),
-           CURSOR_TABLE.c.last_uid < bindparam("uid"))
-    .values(last_uid=bindparam("uid"))
-)
-
 
 class StoreRouteLookup(repo.StoreLookup):
     """The chain's view of the store and the staff directory."""
@@ -107,7 +96,7 @@ class Ingestor:
         that long and carries on in a new one: the delivery worker, sending while intake runs, needs the
         writer's lock to mark a letter sent and to read the outbox, and must not wait behind a whole fetch.
         ``on_commit`` is called after each commit (to wake that worker: there are letters to send).
-        Intake uses a limit of 50 ms (app.INTAKE_TRANSACTION_SECONDS); without one, a fetch is one transaction.
+        Intake uses a limit of 50 ms (INTAKE_TRANSACTION_SECONDS); without one, a fetch is one transaction.
         ``on_committed`` gets the UIDs each commit made processed (to move them to the processed folder).
         """
         outcomes: list[IngestOutcome] = []
@@ -232,20 +221,82 @@ class Ingestor:
 
     @staticmethod
     def _advance_cursor(session: Session, position: CursorPosition, uid: int) -> None:
-        # On the connection: the ORM's UPDATE path costs several times the statement.
-        moved = _MOVE_CURSOR.run(session.connection(),
-                                 {"box": position.mailbox, "validity": position.uidvalidity, "uid": uid})
-        if moved == 1:
+        repo.advance_cursor(session, position.mailbox, position.uidvalidity, uid)
+
+
+# --- the mailbox port: what a mailbox adapter (mail.imap) calls, and the bot's side of it -----------------------
+
+# Intake commits at least this often, so the delivery worker, sending while intake runs (it marks each
+# letter sent right after the server's 250, and reads the outbox), never waits long for SQLite's writer lock.
+INTAKE_TRANSACTION_SECONDS = 0.05
+
+
+class FirstRunError(Exception):
+    """A new database facing a mailbox that already holds mail, with nobody having said what to do."""
+
+
+class MailboxHooks(Protocol):
+    """What a mailbox adapter calls back into: the cursor, the ingest pipeline and the health record."""
+
+    def read_cursor(self, mailbox: str) -> tuple[int, int]: ...
+
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None,
+               committed: Callable[[list[int]], None] | None = None) -> None:
+        """Process arrivals; ``committed`` is called with the UIDs of each transaction once it commits."""
+
+    def first_run(self, mailbox: str, waiting: int) -> bool:
+        """Called when the mailbox has never been read and holds mail: True to process it, False to skip
+        it (the cursor moves past it); raising stops intake (see FirstRunError)."""
+
+    def fetch_succeeded(self, mailbox: str) -> None: ...
+
+    def fetch_failed(self, mailbox: str, error: str, auth: bool) -> None: ...
+
+
+class MailboxIntake:
+    """The bot's side of the mailbox port: arrivals into the ingestor, the cursor and health into the store.
+
+    ``first_run_choice`` is MAILBOT_FIRST_RUN ("process-existing", "skip-existing" or None: ask);
+    ``on_commit`` wakes the delivery worker after each commit (there are letters to send).
+    """
+
+    def __init__(self, ingestor: Ingestor, first_run_choice: str | None, database_label: str,
+                 on_commit: Callable[[], None]) -> None:
+        self.ingestor = ingestor
+        self.engine = ingestor.engine
+        self.first_run_choice = first_run_choice
+        self.database_label = database_label
+        self.on_commit = on_commit
+
+    def read_cursor(self, mailbox: str) -> tuple[int, int]:
+        return repo.read_cursor(self.engine, mailbox)
+
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None,
+               committed: Callable[[list[int]], None] | None = None) -> None:
+        if skip_to is not None:
+            self.ingestor.skip_existing(position, skip_to)
             return
-        cur = repo.cursor_for(session, position.mailbox)
-        if cur.uidvalidity != position.uidvalidity:
-            cur.uidvalidity = position.uidvalidity
-            cur.last_uid = 0
-        cur.last_uid = max(cur.last_uid, uid)
+        self.ingestor.ingest_batch(arrivals, position, max_seconds=INTAKE_TRANSACTION_SECONDS,
+                                   on_commit=self.on_commit, on_committed=committed)
 
+    def first_run(self, mailbox: str, waiting: int) -> bool:
+        """Whether to process mail found in a mailbox this database has never read (False: skip it).
 
-def read_cursor(engine: Engine, mailbox: str) -> tuple[int, int]:
-    """(uidvalidity, last_uid) for a mailbox, (0, 0) when it was never read."""
-    with new_session(engine) as session:
-        cur = session.exec(select(MailboxCursor).where(MailboxCursor.mailbox == mailbox)).first()
-        return (cur.uidvalidity, cur.last_uid) if cur else (0, 0)
+        A new database facing a full mailbox (one deleted or replaced by mistake, say) would otherwise
+        acknowledge every complainant again under references starting over at 0001, so it asks.
+        """
+        if self.first_run_choice is not None:
+            return self.first_run_choice == "process-existing"
+        if repo.has_read_mail(self.engine):
+            return True  # an existing database meeting a new folder: Message-IDs keep it from repeating
+        raise FirstRunError(
+            f"MAILBOT_FIRST_RUN: the mailbox {mailbox} already holds {waiting} message(s) and this database "
+            f"({self.database_label}) has never read it; set MAILBOT_FIRST_RUN=process-existing to answer them "
+            f"all, or skip-existing to answer only mail that arrives from now on (restore the database from a "
+            f"backup instead if it was lost)")
+
+    def fetch_succeeded(self, mailbox: str) -> None:
+        repo.record_fetch(self.engine, mailbox, self.ingestor.clock())
+
+    def fetch_failed(self, mailbox: str, error: str, auth: bool) -> None:
+        repo.record_fetch(self.engine, mailbox, self.ingestor.clock(), error=error, auth=auth)

@@ -8,12 +8,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
-from mailbot.store.db import to_db
+from mailbot.store.db import reading, to_db
+from mailbot.store.db import session as new_session
 from mailbot.store.models import (
     CASE_TABLE,
+    CURSOR_TABLE,
     EVENT_TABLE,
     MESSAGE_TABLE,
     SEQUENCE_TABLE,
@@ -199,10 +202,8 @@ def automatic_letters_caused_by(session: Session, sender: str, since: datetime) 
     return int(_AUTOMATIC_CAUSED_SINCE.scalar(session.connection(), {"sender": sender, "since": to_db(since)}) or 0)
 
 
-def has_read_mail(engine) -> bool:  # type: ignore[no-untyped-def]
+def has_read_mail(engine: Engine) -> bool:
     """Whether this database has ever read a mailbox or recorded a message (an existing database)."""
-    from mailbot.store.db import reading
-
     with reading(engine) as conn:
         cursor = conn.execute(sa_select(func.count()).select_from(MailboxCursor.__table__)  # type: ignore[attr-defined]
                               .where(MailboxCursor.uidvalidity != 0)).scalar()
@@ -217,6 +218,49 @@ def cursor_for(session: Session, mailbox: str) -> MailboxCursor:
         session.add(cur)
         session.flush()
     return cur
+
+
+def read_cursor(engine: Engine, mailbox: str) -> tuple[int, int]:
+    """(uidvalidity, last_uid) for a mailbox, (0, 0) when it was never read."""
+    with reading(engine) as conn:
+        row = conn.execute(sa_select(CURSOR_TABLE.c.uidvalidity, CURSOR_TABLE.c.last_uid)
+                           .where(CURSOR_TABLE.c.mailbox == mailbox)).first()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+# The common case in one statement, built once: the cursor exists, with this UIDVALIDITY, behind this UID.
+_MOVE_CURSOR = Prebuilt(
+    update(CURSOR_TABLE)
+    .where(CURSOR_TABLE.c.mailbox == bindparam("box"), CURSOR_TABLE.c.uidvalidity == bindparam("validity"),
+           CURSOR_TABLE.c.last_uid < bindparam("uid"))
+    .values(last_uid=bindparam("uid"))
+)
+
+
+def advance_cursor(session: Session, mailbox: str, uidvalidity: int, uid: int) -> None:
+    """The mailbox's cursor moved up to ``uid`` (started again when the mailbox's UIDVALIDITY changed)."""
+    # On the connection: the ORM's UPDATE path costs several times the statement.
+    if _MOVE_CURSOR.run(session.connection(), {"box": mailbox, "validity": uidvalidity, "uid": uid}) == 1:
+        return
+    cur = cursor_for(session, mailbox)
+    if cur.uidvalidity != uidvalidity:
+        cur.uidvalidity = uidvalidity
+        cur.last_uid = 0
+    cur.last_uid = max(cur.last_uid, uid)
+
+
+def record_fetch(engine: Engine, mailbox: str, now: datetime, error: str | None = None, auth: bool = False) -> None:
+    """The mailbox's health: when it was last read, or what went wrong (the digest and status show it)."""
+    with new_session(engine) as session:
+        cur = cursor_for(session, mailbox)
+        if error is None:
+            cur.last_success_at = to_db(now)
+        else:
+            cur.last_error, cur.last_error_at = error[:1000], to_db(now)
+            cur.error_count += 1
+            if auth:
+                cur.auth_failures += 1
+        session.commit()
 
 
 def cap_window(now: datetime) -> datetime:

@@ -16,7 +16,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from mailbot.app import App
+from mailbot import runtime
+from mailbot.bootstrap import App
 from mailbot.settings import Settings, load_settings
 from tests.servers import DovecotServer, SmtpSink
 
@@ -96,7 +97,7 @@ class Bot:
     def once(self, now: datetime | None = None) -> dict[str, object]:
         app = self.app(now)
         try:
-            return app.run_once()
+            return runtime.run_once(app)
         finally:
             app.engine.dispose()
 

@@ -10,7 +10,8 @@ from email.message import EmailMessage
 
 from sqlalchemy import text
 
-from mailbot.app import App
+from mailbot.bootstrap import App
+from mailbot import runtime
 from tests.integration.bot import Bot, Daemon, make_mail
 from tests.servers import free_port
 
@@ -118,11 +119,8 @@ def test_a_complaint_that_arrives_while_letters_are_being_sent_is_answered_at_on
 
     app.deliverer.transport_factory = HeldOnce
 
-    async def in_process() -> None:  # the held transport is this process's, so no SMTP child this time
-        return None
-
-    app._smtp_process = in_process  # type: ignore[method-assign]
-    runner = threading.Thread(target=app.run_forever, name="daemon-under-test", daemon=True)
+    daemon = runtime.Daemon(app, smtp_child=False)  # the held transport is this process's, so no SMTP child this time
+    runner = threading.Thread(target=daemon.run, name="daemon-under-test", daemon=True)
     runner.start()
     try:
         bot.append(make_mail(subject="First"))
@@ -138,7 +136,7 @@ def test_a_complaint_that_arrives_while_letters_are_being_sent_is_answered_at_on
         assert time.monotonic() - released < 5
     finally:
         release.set()
-        app.stop()
+        daemon.stop()
         runner.join(40)
         app.engine.dispose()
     assert not runner.is_alive(), "the daemon did not stop"

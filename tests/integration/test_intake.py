@@ -10,10 +10,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event
 
+from mailbot import runtime
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport
 from mailbot.services.ingest import Arrival
 from mailbot.services.transport import Transport
+from mailbot.store import repo
 from tests.integration.bot import Bot, make_mail, msgid
 
 # Dovecot ignores an APPEND date in the future, so the tests live in the recent past.
@@ -201,7 +203,7 @@ def test_at_most_five_automatic_letters_to_one_address_a_day(bot: Bot) -> None:
 def test_a_letter_committed_but_not_sent_before_a_crash_is_sent_once_on_restart(bot: Bot) -> None:
     bot.append(make_mail())
     app = bot.app()
-    app.intake_once()  # the crash: intake committed, delivery never ran
+    runtime.intake_once(app)  # the crash: intake committed, delivery never ran
     app.engine.dispose()
     assert bot.sink.messages() == []
     bot.once()
@@ -213,9 +215,9 @@ def test_after_downtime_complainants_are_acknowledged_before_staff_get_their_cop
     for n in range(3):
         bot.append(make_mail(frm=f"waiting{n}@example.org", subject=f"Waiting {n}"))
     app = bot.app()
-    app.intake_once()  # three complaints taken in while the SMTP side was down: six letters queued
+    runtime.intake_once(app)  # three complaints taken in while the SMTP side was down: six letters queued
     app.deliverer.concurrency = 1  # one connection, so the sink sees the outbox's order exactly
-    app.deliver()
+    runtime.deliver(app)
     app.engine.dispose()
     kinds = [m.message["X-Mailbot-Letter"] for m in bot.sink.messages()]
     assert kinds == ["acknowledgement"] * 3 + ["staff-notification"] * 3
@@ -228,7 +230,7 @@ def test_letters_keep_going_out_while_another_writer_holds_the_database(bot: Bot
     for n in range(12):
         bot.append(make_mail(frm=f"busy{n}@example.org", subject=f"Busy {n}"))
     app = bot.app()
-    app.intake_once()  # 24 letters queued, more than the 8 connections can carry at once
+    runtime.intake_once(app)  # 24 letters queued, more than the 8 connections can carry at once
     writer = sqlite3.connect(app.settings.database_url_effective.split("///", 1)[1], isolation_level=None,
                              check_same_thread=False)
     held = threading.Event()
@@ -251,7 +253,7 @@ def test_letters_keep_going_out_while_another_writer_holds_the_database(bot: Bot
     smtp = app.deliverer.transport_factory
     app.deliverer.transport_factory = lambda: TakesTheLockFirst(smtp())
     reports: list[DeliveryReport] = []
-    passing = threading.Thread(target=lambda: reports.append(app.deliver()))
+    passing = threading.Thread(target=lambda: reports.append(runtime.deliver(app)))
     passing.start()
     try:
         bot.sink.wait_for(24, timeout=15)  # every letter reached the server while the lock was held
@@ -261,7 +263,7 @@ def test_letters_keep_going_out_while_another_writer_holds_the_database(bot: Bot
         writer.close()
     passing.join(timeout=30)
     assert [r.sent for r in reports] == [24]
-    assert app.deliver().sent == 0  # every letter was marked sent: none goes twice
+    assert runtime.deliver(app).sent == 0  # every letter was marked sent: none goes twice
     app.engine.dispose()
     assert bot.sink.count() == 24
 
@@ -278,7 +280,7 @@ def test_run_once_sends_letters_while_it_is_still_taking_mail_in(bot: Bot) -> No
         return scheduled(now)
 
     app.jobs.run_due = scheduled_work_once_the_acknowledgement_is_out  # type: ignore[method-assign]
-    result = app.run_once()
+    result = runtime.run_once(app)
     app.engine.dispose()
     assert (result["fetched"], result["sent"]) == (1, 2)
 
@@ -303,8 +305,8 @@ def test_run_once_sends_what_was_taken_in_even_when_a_later_step_fails(bot: Bot)
 
     app.jobs.run_due = broken  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="scheduled work failed"):
-        app.run_once()
-    assert app.deliver().sent == 0  # nothing left behind in the outbox
+        runtime.run_once(app)
+    assert runtime.deliver(app).sent == 0  # nothing left behind in the outbox
     app.engine.dispose()
     assert sorted(m.message["X-Mailbot-Letter"] for m in bot.sink.messages()) == [
         "acknowledgement", "staff-notification"]
@@ -440,7 +442,7 @@ def test_processed_mail_left_in_the_inbox_by_a_stop_is_moved_on_the_next_start(b
     app = bot.app()
     try:
         cursor = app.imap_config().mailbox
-        validity = app.read_cursor(cursor)[0]
+        validity = repo.read_cursor(app.engine, cursor)[0]
         app.ingestor.ingest_batch([Arrival(bytes(fetched[b"BODY[]"]), datetime.now(timezone.utc), uid)],
                                   CursorPosition(cursor, validity))
     finally:

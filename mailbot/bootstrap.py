@@ -1,0 +1,115 @@
+"""The composition root: builds the store, the domain's data, the adapters and the services, and nothing else.
+
+Nothing here decides anything about complaints or runs anything: ``mailbot.runtime`` runs what is built here
+(``--once`` and the daemon), and the services decide.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from mailbot.domain.chain import RouteConfig
+from mailbot.domain.directory import DirectoryError, DirectoryFiles
+from mailbot.domain.procedures import (
+    ProcedureFileError,
+    load_procedures,
+    load_signposts,
+)
+from mailbot.domain.workdays import WorkingCalendar, parse_closures
+from mailbot.files import make_private_dir
+from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer
+from mailbot.mail.clamd import ClamdScanner
+from mailbot.mail.imap import ImapConfig
+from mailbot.mail.maildir import MaildirTransport
+from mailbot.mail.smtp import SmtpTransport
+from mailbot.services.casework import Casework, CaseworkConfig
+from mailbot.services.compose import Sender
+from mailbot.services.delivery import Deliverer
+from mailbot.services.digest import Digest
+from mailbot.services.ingest import Ingestor, MailboxIntake
+from mailbot.services.jobs import Jobs
+from mailbot.services.staffdesk import StaffDesk
+from mailbot.services.transport import Transport
+from mailbot.settings import ConfigError, Settings
+from mailbot.store.db import open_database
+from mailbot.store.sent_journal import SentJournal
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class App:
+    """The object graph of one bot: built once from the settings, then run by ``mailbot.runtime``."""
+
+    def __init__(self, settings: Settings, now: datetime | None = None) -> None:
+        self.settings = settings
+        self.fixed_now = now
+        self.engine = open_database(settings.database_url_effective)
+        self.renderer = LetterRenderer(settings.templates_dir)
+        try:
+            closures = parse_closures(settings.closures)
+        except ValueError as exc:
+            raise ConfigError(f"MAILBOT_CLOSURES: {exc}") from None
+        self.calendar = WorkingCalendar(settings.timezone, closures, settings.office_opens, settings.office_closes)
+        try:
+            self.procedures = load_procedures(self._data_file("procedures.toml"))
+            self.signposts = load_signposts(self._data_file("procedures.toml"))
+        except ProcedureFileError as exc:
+            raise ConfigError(str(exc)) from None
+        self.directory = DirectoryFiles(settings.data_dir)
+        try:
+            self.directory.load()
+        except DirectoryError as exc:
+            raise ConfigError(str(exc)) from None
+        make_private_dir(settings.data_dir)
+        self.secret = settings.secret_bytes()
+        own = frozenset({settings.address})
+        self.sender = Sender(settings.org_name, settings.address, settings.domain, settings.auto_reply_cap)
+        self.route_config = RouteConfig(
+            address=settings.address, own_addresses=own, message_id_suffix=f"{MAILBOT_ID_TAG}{settings.domain}",
+            secret=self.secret, trusted_authserv_id=settings.trusted_authserv_id,
+        )
+        team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
+        self.casework = Casework(CaseworkConfig(self.sender, own, settings.timezone, self.secret, team_cc,
+                                                settings.form_sender_set, settings.notification_attachments_bytes),
+                                 self.renderer, self.calendar, self.procedures, self.directory, self.signposts,
+                                 scan=ClamdScanner(settings.clamd_socket) if settings.clamd_socket else None)
+        self.ingestor = Ingestor(self.engine, self.route_config, self.casework, StaffDesk(self.casework),
+                                 self.directory, self.clock)
+        self.journal_path = settings.data_dir / "sent.journal"
+        self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,
+                                   journal=SentJournal(self.journal_path))
+        self.digest = Digest(self.engine, self.casework, settings.digest_time,
+                             persistent_threshold=settings.persistent_threshold)
+        self.jobs = Jobs(self.engine, self.casework, digest=self.digest)
+
+    # ---- wiring helpers ----------------------------------------------------------------------
+
+    def clock(self) -> datetime:
+        return self.fixed_now or datetime.now(timezone.utc)
+
+    def _data_file(self, name: str) -> Path:
+        """A file from the data dir, falling back to the copy shipped with the code."""
+        path = self.settings.data_dir / name
+        return path if path.exists() else REPO_ROOT / "data" / name
+
+    def transport_factory(self) -> Callable[[], Transport]:
+        s = self.settings
+        if s.smtp_host:
+            host, port, security = s.smtp_host, s.smtp_port_effective, s.smtp_security
+            return lambda: SmtpTransport(host, port, security, s.smtp_user, s.smtp_password)
+        sent = s.data_dir / "sent"
+        return lambda: MaildirTransport(sent)
+
+    def mailbox(self, on_commit: Callable[[], None]) -> MailboxIntake:
+        """The bot's side of the mailbox port; ``on_commit`` wakes whatever delivers the letters."""
+        return MailboxIntake(self.ingestor, self.settings.first_run,
+                             self.settings.database_url_effective.split("@")[-1], on_commit)
+
+    def imap_config(self) -> ImapConfig:
+        s = self.settings
+        assert s.imap_host and s.imap_user and s.imap_password
+        return ImapConfig(host=s.imap_host, port=s.imap_port_effective, user=s.imap_user, password=s.imap_password,
+                          security=s.imap_security, folder=s.imap_folder, processed_folder=s.imap_processed_folder,
+                          poll_interval=s.imap_poll_interval, idle_renew=s.imap_idle_renew)

@@ -1,0 +1,291 @@
+"""Running what ``mailbot.bootstrap`` built: one pass (``mailbot run --once``) or the daemon.
+
+Both runtimes are the same three workers: intake (a thread reading the mailbox into the database), the
+delivery loop (the event loop, sending the outbox through the SMTP child process) and the scheduled work.
+Intake and the scheduler wake the delivery loop with ``wake`` after every commit that may have queued
+letters; the daemon stops when its ``stop`` event is set (SIGTERM, SIGINT, or ``Daemon.stop`` from anywhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from mailbot.bootstrap import App
+from mailbot.mail.imap import ImapIntake
+from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
+from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
+from mailbot.services.delivery import DeliveryReport
+from mailbot.services.ingest import FirstRunError
+from mailbot.settings import ConfigError
+from mailbot.store import repo
+
+log = logging.getLogger(__name__)
+
+LOCAL_MAILBOX = "local/maildir"
+
+Wake = Callable[[], None]
+
+
+def _nobody() -> None:
+    """A wake-up with no delivery loop to wake (intake or delivery run on their own)."""
+
+
+# ---- the parts one pass and the daemon share ------------------------------------------------------------
+
+
+def intake_once(app: App, wake: Wake = _nobody) -> int:
+    """Take in everything waiting in the mailbox now; ``wake`` is called after each commit."""
+    if app.settings.local_mode:
+        return local_intake(app, wake)
+    mailbox = app.mailbox(on_commit=wake)
+    intake = ImapIntake(app.imap_config(), mailbox)
+    try:
+        intake.connect()
+        return intake.fetch_new()
+    except FirstRunError as exc:
+        raise ConfigError(str(exc)) from None
+    except Exception as exc:
+        mailbox.fetch_failed(intake.config.mailbox, f"{type(exc).__name__}: {exc}",
+                             auth=type(exc).__name__ == "LoginError")
+        raise
+    finally:
+        intake.disconnect()
+
+
+def local_intake(app: App, wake: Wake = _nobody) -> int:
+    """Local mode: the files the local SMTP listener left in the Maildir, one message per transaction."""
+    count = 0
+    for path in pending_files(app.settings.data_dir / "maildir"):
+        app.ingestor.ingest(arrival_from_file(path))
+        mark_processed(path)
+        wake()
+        count += 1
+    repo.record_fetch(app.engine, LOCAL_MAILBOX, app.clock())
+    return count
+
+
+def deliver(app: App) -> DeliveryReport:
+    """One delivery pass over the outbox, in this process."""
+    return asyncio.run(app.deliverer.deliver_due())
+
+
+async def _smtp_process(app: App) -> SmtpProcess | None:
+    """With an SMTP server: a started child process to deliver through (see mail.smtp_process), or
+    None to deliver in-process (no SMTP server, or no child could be started)."""
+    s = app.settings
+    if not s.smtp_host:
+        return None
+    smtp = SmtpProcess(s.smtp_host, s.smtp_port_effective, s.smtp_security, s.smtp_user, s.smtp_password,
+                       connections=app.deliverer.concurrency, journal=app.journal_path)
+    try:
+        await smtp.start()
+    except (OSError, WorkerUnavailable) as exc:  # no child process here: deliver from this one
+        log.warning("could not start the SMTP worker process (%s); delivering in-process", exc)
+        return None
+    return smtp
+
+
+# ---- one pass (--once) --------------------------------------------------------------------------------
+
+
+def run_once(app: App) -> dict[str, object]:
+    return asyncio.run(_run_once(app))
+
+
+async def _run_once(app: App) -> dict[str, object]:
+    """Take in the mailbox, then run the due scheduled work, in a thread, while the outbox is delivered.
+
+    Letters go out as intake commits them (it wakes the delivery loop after each transaction), so a
+    backlog's acknowledgements do not wait for the whole mailbox to be read, and the SMTP server works
+    while intake does. When the thread is done, one last pass sends whatever it queued since.
+    """
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(woken.set)
+
+    def take_in() -> tuple[int, int]:
+        fetched = intake_once(app, wake)
+        return fetched, app.jobs.run_due(app.clock())
+
+    totals = DeliveryReport()
+    intake = asyncio.ensure_future(asyncio.to_thread(take_in))
+    smtp: SmtpProcess | None = None
+    through: dict[str, Any] = {}  # how each pass sends: the deliverer's own transport, or the SMTP child
+    try:
+        try:
+            smtp = await _smtp_process(app)
+            if smtp is not None:
+                # Twice as many letters in flight as it has connections, so it always has the next in hand.
+                through = {"transport_factory": lambda: smtp, "concurrency": 2 * smtp.connections}
+            while not intake.done():
+                woken.clear()
+                totals.add(await app.deliverer.deliver_due(**through))
+                waiting = asyncio.ensure_future(woken.wait())
+                await asyncio.wait({intake, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+        finally:
+            # Never leave the thread behind (a failed pass still waits for intake to finish its transaction).
+            await asyncio.wait({intake})
+        try:
+            fetched, jobs = intake.result()
+        finally:
+            # Whatever intake committed goes out, even when it failed part-way (the error is raised after).
+            totals.add(await app.deliverer.deliver_due(**through))
+    finally:
+        if smtp is not None:
+            await smtp.stop()
+    return {"fetched": fetched, "jobs": jobs, "sent": totals.sent, "deferred": totals.deferred,
+            "failed": totals.failed}
+
+
+# ---- the daemon ---------------------------------------------------------------------------------------
+
+
+class Daemon:
+    """The bot running until it is stopped: intake on a thread, scheduled work every minute, and the
+    delivery loop on the event loop, woken by both.
+
+    ``stop`` (a ``threading.Event``, made here when not given) ends it cleanly when set, as SIGTERM does;
+    ``Daemon.stop()`` sets it from any thread. With ``smtp_child=False`` letters go out through the
+    deliverer's own transport in this process, never through an SMTP child.
+    """
+
+    def __init__(self, app: App, stop: threading.Event | None = None, smtp_child: bool = True) -> None:
+        self.app = app
+        self.stopping = stop or threading.Event()
+        self.smtp_child = smtp_child
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken: asyncio.Event | None = None
+
+    def run(self) -> None:
+        asyncio.run(self._run())
+
+    def stop(self) -> None:
+        """Ask the daemon to stop cleanly (from any thread)."""
+        self.stopping.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the delivery loop (from any thread): letters were queued, or it should stop."""
+        loop, woken = self._loop, self._woken
+        if loop is not None and woken is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(woken.set)
+            except RuntimeError:  # the loop closed in between: nothing left to wake
+                pass
+
+    async def _run(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        app, settings = self.app, self.app.settings
+        self._loop, self._woken = asyncio.get_running_loop(), asyncio.Event()
+        local_wake = threading.Event()  # the local listener saved a message
+
+        def on_signal() -> None:
+            log.info("stopping")
+            self.stop()
+            local_wake.set()
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, on_signal)
+
+        threads: list[threading.Thread] = []
+        fatal: list[ConfigError] = []  # what stopped the daemon that the operator must fix
+        listener: LocalListener | None = None
+        if settings.local_mode:
+            listener = LocalListener(settings.data_dir / "maildir", settings.local_smtp_host,
+                                     settings.local_smtp_port, local_wake.set)
+            threads.append(threading.Thread(target=self._local_loop, args=(local_wake,), name="local-intake",
+                                            daemon=True))
+        else:
+            intake = ImapIntake(app.imap_config(), app.mailbox(on_commit=self.wake))
+
+            def read_mailbox() -> None:
+                try:
+                    intake.run(self.stopping)
+                except FirstRunError as exc:
+                    log.error("%s", exc)
+                    fatal.append(ConfigError(str(exc)))
+                    self.stop()
+
+            threads.append(threading.Thread(target=read_mailbox, name="imap-intake", daemon=True))
+
+        if listener:
+            try:
+                listener.start()
+            except OSError as exc:
+                # Another program (or another mailbot) has the port: say so in one line, as for bad settings.
+                raise ConfigError(f"MAILBOT_LOCAL_SMTP_PORT: cannot listen on {settings.local_smtp_host}:"
+                                  f"{settings.local_smtp_port}: {exc.strerror or exc}") from None
+            log.info("local mode: send complaints to %s by SMTP on %s:%s", settings.address,
+                     settings.local_smtp_host, settings.local_smtp_port)
+        scheduler = BackgroundScheduler(timezone=settings.timezone)
+        scheduler.add_job(self._scheduled, "interval", minutes=1, id="due-work", next_run_time=datetime.now(
+            timezone.utc), max_instances=1, coalesce=True)
+        scheduler.start()
+        for thread in threads:
+            thread.start()
+        # Letters go through an SMTP child process here too: it reads each 250 on a core and an interpreter
+        # of its own and journals it at once (store.sent_journal), so a kill repeats a letter only in that
+        # instant; in this process the 250 could wait ~10 ms behind intake for the interpreter lock.
+        smtp = await _smtp_process(app) if self.smtp_child else None
+        through: dict[str, Any] = {"transport_factory": lambda: smtp} if smtp is not None else {}
+        try:
+            while not self.stopping.is_set():
+                # Cleared before the pass, not after: a letter committed while the pass runs (after its
+                # last look at the outbox) wakes the loop and must start the next pass at once.
+                self._woken.clear()
+                try:
+                    await app.deliverer.deliver_due(**through)
+                except Exception:  # noqa: BLE001  (delivery problems are recorded per letter; keep running)
+                    log.exception("delivery pass failed")
+                if self.stopping.is_set():
+                    break
+                try:
+                    await asyncio.wait_for(self._woken.wait(), timeout=self._until_next_delivery())
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self.stopping.set()
+            local_wake.set()
+            if smtp is not None:
+                await smtp.stop()
+            scheduler.shutdown(wait=False)
+            if listener:
+                listener.stop()
+            for thread in threads:
+                await asyncio.to_thread(thread.join, 35)
+            self._loop = self._woken = None
+        if fatal:
+            raise fatal[0]
+
+    def _scheduled(self) -> None:
+        try:
+            if self.app.jobs.run_due(self.app.clock()):
+                self.wake()
+        except Exception:  # noqa: BLE001  (a failed job is retried on the next tick)
+            log.exception("scheduled work failed")
+
+    def _until_next_delivery(self) -> float:
+        due = self.app.deliverer.next_due_at()
+        if due is None:
+            return 30.0
+        return max(0.05, min(30.0, (due - self.app.clock()).total_seconds()))
+
+    def _local_loop(self, local_wake: threading.Event) -> None:
+        while not self.stopping.is_set():
+            try:
+                if local_intake(self.app, self.wake):
+                    self.wake()
+            except Exception:  # noqa: BLE001  (kept in the Maildir; retried on the next wake)
+                log.exception("local intake failed")
+            local_wake.wait(5.0)
+            local_wake.clear()
