@@ -27,8 +27,7 @@ from bench.run import complaint  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
 from mailbot.bootstrap import App  # noqa: E402
-from mailbot.services import casework as casework_mod  # noqa: E402
-from mailbot.services import compose as compose_mod  # noqa: E402
+from mailbot.services import correspondence as correspondence_mod  # noqa: E402
 from mailbot.services import ingest as ingest_mod  # noqa: E402
 from mailbot.services.ingest import Arrival, CursorPosition  # noqa: E402
 from mailbot.settings import load_settings  # noqa: E402
@@ -39,14 +38,14 @@ TIMES: collections.Counter[str] = collections.Counter()
 STEPS = [
     (lambda app: ingest_mod, "parse_mail", "parse_mail"),
     (lambda app: ingest_mod, "route", "route (the chain, with its queries)"),
-    (lambda app: app.casework, "open_case", "casework.open_case"),
+    (lambda app: app.lifecycle, "open_case", "lifecycle.open_case"),
     (lambda app: ingest_mod.Ingestor, "_record", "record the inbound row"),
-    (lambda app: app.casework, "handle", "casework.handle (letters etc.)"),
-    (lambda app: app.casework, "letter_context", "  letter_context"),
-    (lambda app: casework_mod, "queue_letter", "  queue_letter"),
-    (lambda app: compose_mod.repo, "automatic_letters_since", "    the auto-reply cap query"),
-    (lambda app: compose_mod.LetterRenderer, "render", "    render (jinja)"),
-    (lambda app: compose_mod, "letter_bytes", "    letter_bytes (MIME)"),
+    (lambda app: app.lifecycle, "handle", "lifecycle.handle (letters etc.)"),
+    (lambda app: app.letters, "letter_context", "  letter_context"),
+    (lambda app: app.letters, "queue", "  Correspondence.queue"),
+    (lambda app: correspondence_mod.repo, "automatic_letters_since", "    the auto-reply cap query"),
+    (lambda app: correspondence_mod.LetterRenderer, "render", "    render (jinja)"),
+    (lambda app: correspondence_mod, "letter_bytes", "    letter_bytes (MIME)"),
     (lambda app: ingest_mod.Ingestor, "_advance_cursor", "advance the cursor"),
     (lambda app: ingest_mod.Session, "commit", "session.commit"),
     (lambda app: ingest_mod.Session, "flush", "(session.flush, wherever called)"),

@@ -24,12 +24,12 @@ from mailbot.mail.clamd import ClamdScanner
 from mailbot.mail.imap import ImapConfig
 from mailbot.mail.maildir import MaildirTransport
 from mailbot.mail.smtp import SmtpTransport
-from mailbot.services.casework import Casework, CaseworkConfig
-from mailbot.services.compose import Sender
+from mailbot.services.correspondence import Correspondence, Sender
 from mailbot.services.delivery import Deliverer
 from mailbot.services.digest import Digest
 from mailbot.services.ingest import Ingestor, MailboxIntake
 from mailbot.services.jobs import Jobs
+from mailbot.services.lifecycle import Addresses, CaseLifecycle
 from mailbot.services.staffdesk import StaffDesk
 from mailbot.services.transport import Transport
 from mailbot.settings import ConfigError, Settings
@@ -71,18 +71,21 @@ class App:
             secret=self.secret, trusted_authserv_id=settings.trusted_authserv_id,
         )
         team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
-        self.casework = Casework(CaseworkConfig(self.sender, own, settings.timezone, self.secret, team_cc,
-                                                settings.form_sender_set, settings.notification_attachments_bytes),
-                                 self.renderer, self.calendar, self.procedures, self.directory, self.signposts,
-                                 scan=ClamdScanner(settings.clamd_socket) if settings.clamd_socket else None)
-        self.ingestor = Ingestor(self.engine, self.route_config, self.casework, StaffDesk(self.casework),
+        self.letters = Correspondence(
+            self.sender, self.secret, self.renderer, self.calendar, self.procedures, self.directory,
+            complaints_team_cc=team_cc, notification_attachments_max=settings.notification_attachments_bytes,
+            scan=ClamdScanner(settings.clamd_socket) if settings.clamd_socket else None)
+        self.lifecycle = CaseLifecycle(Addresses(own, settings.domain, settings.form_sender_set), self.letters,
+                                       self.calendar, self.procedures, self.directory)
+        self.staff_desk = StaffDesk(self.lifecycle, self.letters, self.directory, self.signposts)
+        self.ingestor = Ingestor(self.engine, self.route_config, self.lifecycle, self.staff_desk, self.letters,
                                  self.directory, self.clock)
         self.journal_path = settings.data_dir / "sent.journal"
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,
                                    journal=SentJournal(self.journal_path))
-        self.digest = Digest(self.engine, self.casework, settings.digest_time,
-                             persistent_threshold=settings.persistent_threshold)
-        self.jobs = Jobs(self.engine, self.casework, digest=self.digest)
+        self.digest = Digest(self.engine, self.letters, self.calendar, self.directory, self.procedures,
+                             settings.digest_time, persistent_threshold=settings.persistent_threshold)
+        self.jobs = Jobs(self.engine, self.letters, self.calendar, self.directory, digest=self.digest)
 
     # ---- wiring helpers ----------------------------------------------------------------------
 

@@ -25,11 +25,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from mailbot.domain.categories import SAFEGUARDING
-from mailbot.domain.directory import Directory, StaffMember
+from mailbot.domain.directory import Directory, DirectoryFiles, StaffMember
+from mailbot.domain.procedures import Procedure
 from mailbot.domain.restrictions import persistent_suggestion
-from mailbot.domain.workdays import format_time
-from mailbot.services.casework import OPEN_STATUSES, Casework
-from mailbot.services.compose import queue_letter
+from mailbot.domain.workdays import WorkingCalendar, format_time
+from mailbot.services.correspondence import Correspondence
+from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.store.db import from_db, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import (
@@ -104,16 +105,15 @@ def digest_recipients(directory: Directory) -> list[Recipient]:
 
 
 class Digest:
-    def __init__(self, engine: Engine, casework: Casework, digest_time: time | None,
-                 persistent_threshold: int = 10) -> None:
+    def __init__(self, engine: Engine, letters: Correspondence, calendar: WorkingCalendar, directory: DirectoryFiles,
+                 procedures: dict[str, Procedure], digest_time: time | None, persistent_threshold: int = 10) -> None:
         self.engine = engine
-        self.casework = casework
+        self.letters = letters
+        self.calendar = calendar
+        self.directory = directory
+        self.procedures = procedures
         self.digest_time = digest_time
         self.persistent_threshold = persistent_threshold
-
-    @property
-    def calendar(self):  # type: ignore[no-untyped-def]
-        return self.casework.calendar
 
     # ---- when, and to whom -------------------------------------------------------------------
 
@@ -134,7 +134,7 @@ class Digest:
             return 0
         day = self.calendar.local(now).date()
         queued = 0
-        for recipient in digest_recipients(self.casework.directory.get()):
+        for recipient in digest_recipients(self.directory.get()):
             try:
                 queued += self._send(recipient, now, day, record=True, once=True)
             except Exception:  # noqa: BLE001  (one recipient's failure must not stop the others' digests)
@@ -158,14 +158,14 @@ class Digest:
         recipient = self._choose(to, all_if_none=False)[0]
         with new_session(self.engine) as session:
             context = self.context(session, recipient, now)
-        sender = self.casework.config.sender
-        letter = self.casework.renderer.render(TEMPLATE, {"org_name": sender.org_name, "address": sender.address,
-                                                          **context})
+        sender = self.letters.sender
+        letter = self.letters.renderer.render(TEMPLATE, {"org_name": sender.org_name, "address": sender.address,
+                                                         **context})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(letter.html, encoding="utf-8")
 
     def _choose(self, to: str | None, all_if_none: bool) -> list[Recipient]:
-        everyone = digest_recipients(self.casework.directory.get())
+        everyone = digest_recipients(self.directory.get())
         if not everyone:
             raise DigestError("nobody in data/staff.toml has a digest role "
                               f"({', '.join(SENIORITY)})")
@@ -198,9 +198,9 @@ class Digest:
                     if once:
                         return 0
                     run = None
-            team = self.casework.directory.get().first_with_role("complaints_team")
-            letter = queue_letter(
-                session, self.casework.renderer, self.casework.config.sender, case=None, template=TEMPLATE,
+            team = self.directory.get().first_with_role("complaints_team")
+            letter = self.letters.queue(
+                session, case=None, template=TEMPLATE,
                 to=[recipient.email], context=context, now=now, automatic=False, auto_submitted="auto-generated",
                 # A reply to the digest itself reaches a person, not the bot (which would open a case on it).
                 reply_to=team.email if team and team.email != recipient.email else None,
@@ -230,7 +230,7 @@ class Digest:
     def context(self, session: Session, recipient: Recipient, now: datetime) -> dict[str, Any]:
         """Everything the digest templates show, for one recipient at one instant."""
         cal = self.calendar
-        directory = self.casework.directory.get()
+        directory = self.directory.get()
         previous = self.last_digest_at(session, recipient, now)
         since = previous or now - timedelta(hours=24)
         view = _CaseView(session, self, recipient, directory)
@@ -325,7 +325,7 @@ class Digest:
             case = view.cases[event.case_id]  # type: ignore[index]
             detail = _detail(event)
             stage = int(detail.get("stage") or case.stage)
-            procedure = self.casework.procedures.get(case.procedure)
+            procedure = self.procedures.get(case.procedure)
             reviewer = ""
             if procedure is not None and any(s.number == stage for s in procedure.stages):
                 reviewer = procedure.stage(stage).reviewer_label
@@ -540,7 +540,7 @@ class _CaseView:
         self.digest = digest
         self.recipient = recipient
         self.directory = directory
-        procedures = digest.casework.procedures
+        procedures = digest.procedures
         self.outcome_kinds = sorted({p.letters.get("resolve", "outcome") for p in procedures.values()} | {"outcome"})
         self.open_kinds = sorted({p.letters.get("open", "acknowledgement") for p in procedures.values()})
         alerted = set(session.exec(select(Event.case_id).where(Event.type == "safeguarding_alert")).all())
@@ -578,7 +578,7 @@ class _CaseView:
 
     def stage_label(self, case: Case, stage: int | None = None) -> str:
         number = stage or case.stage
-        procedure = self.digest.casework.procedures.get(case.procedure)
+        procedure = self.digest.procedures.get(case.procedure)
         if procedure is not None and any(s.number == number for s in procedure.stages):
             return procedure.stage(number).label
         return f"Stage {number}"
@@ -590,7 +590,7 @@ class _CaseView:
         return member.name if member else case.assignee
 
     def item(self, case: Case, **extra: Any) -> dict[str, Any]:
-        reply = self.digest.casework.reply_address(case)
+        reply = self.digest.letters.reply_address(case)
         return {
             "ref": case.ref,
             "subject": case.subject or "(no subject)",

@@ -21,7 +21,8 @@ from sqlmodel import Session
 from mailbot.domain.chain import RouteConfig, Verdict, route
 from mailbot.domain.directory import DirectoryFiles
 from mailbot.domain.mail import InboundMail, parse_mail
-from mailbot.services.casework import Casework
+from mailbot.services.correspondence import Correspondence
+from mailbot.services.lifecycle import CaseLifecycle
 from mailbot.services.staffdesk import StaffDesk
 from mailbot.store import repo
 from mailbot.store.db import session as new_session
@@ -29,6 +30,7 @@ from mailbot.store.db import to_db
 from mailbot.store.models import Case, MailMessage
 
 log = logging.getLogger(__name__)
+
 
 class StoreRouteLookup(repo.StoreLookup):
     """The chain's view of the store and the staff directory."""
@@ -72,13 +74,15 @@ class CursorPosition:
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, route_config: RouteConfig, casework: Casework, staff_desk: StaffDesk,
-                 directory: DirectoryFiles, clock: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, route_config: RouteConfig, lifecycle: CaseLifecycle, staff_desk: StaffDesk,
+                 letters: Correspondence, directory: DirectoryFiles, clock: Callable[[], datetime]) -> None:
         self.engine = engine
         self.route_config = route_config
-        self.casework = casework
-        # Staff verdicts go to the staff desk; everything else to the case's own handling.
+        # Staff verdicts go to the staff desk; everything else to the case's lifecycle.
+        self.lifecycle = lifecycle
         self.staff_desk = staff_desk
+        # For telling staff about mail the pipeline failed on.
+        self.letters = letters
         self.directory = directory
         self.clock = clock
 
@@ -164,7 +168,7 @@ class Ingestor:
             # Staff hear of it as of unreadable mail; if even that letter fails, the record above stays.
             alert = session.begin_nested()
             try:
-                self.casework.alert_unreadable(session, None, mail, [f"the bot failed on it: {error}"], self.clock())
+                self.letters.alert_unreadable(session, None, mail, [f"the bot failed on it: {error}"], self.clock())
                 alert.commit()
             except Exception:  # noqa: BLE001
                 log.exception("could not alert staff about message %s", mail.message_id)
@@ -184,14 +188,14 @@ class Ingestor:
             seen.add(case.ref)
             case = repo.case_by_ref(session, case.merged_into)
         if verdict.action == "new_case":
-            case = self.casework.open_case(session, mail, arrival.received_at, now)
+            case = self.lifecycle.open_case(session, mail, arrival.received_at, now)
         message = self._record(session, mail, arrival, verdict, case)
         if verdict.action == "staff":
             assert case is not None
             repo.add_event(session, case, now, "staff_message", actor=mail.from_addr, rules=list(verdict.rules))
             letters = self.staff_desk.handle(session, case, mail, message, verdict.staff_roles, now)
         else:
-            letters = self.casework.handle(session, verdict, mail, message, case, arrival.received_at, now)
+            letters = self.lifecycle.handle(session, verdict, mail, message, case, arrival.received_at, now)
         repo.save_inbound(session, message)
         return IngestOutcome(mail.message_id, verdict.action, verdict.kind, case.ref if case else None,
                              tuple(letter.kind for letter in letters))

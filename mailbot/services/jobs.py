@@ -12,10 +12,11 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from mailbot.domain.directory import manager_of
-from mailbot.services.casework import OPEN_STATUSES, Casework
-from mailbot.services.compose import queue_letter
+from mailbot.domain.directory import DirectoryFiles, manager_of
+from mailbot.domain.workdays import WorkingCalendar
+from mailbot.services.correspondence import Correspondence
 from mailbot.services.digest import Digest
+from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
 from mailbot.store.db import session as new_session
@@ -23,10 +24,13 @@ from mailbot.store.models import Case, Deadline, Restriction
 
 
 class Jobs:
-    def __init__(self, engine: Engine, casework: Casework, digest: Digest | None = None) -> None:
+    def __init__(self, engine: Engine, letters: Correspondence, calendar: WorkingCalendar, directory: DirectoryFiles,
+                 digest: Digest | None = None) -> None:
         # No clock of its own: every job is given the instant it runs at (``now``), from the one clock.
         self.engine = engine
-        self.casework = casework
+        self.letters = letters
+        self.calendar = calendar
+        self.directory = directory
         self.digest = digest
 
     def run_due(self, now: datetime) -> int:
@@ -48,21 +52,20 @@ class Jobs:
             .where(Restriction.state == "restricted", col(Restriction.reviewed_at).is_(None),
                    col(Restriction.review_at) <= to_db(now), col(Case.status).in_(OPEN_STATUSES))
         ).all()
-        ceos = [m.email for m in self.casework.directory.get().with_role("ceo")]
+        ceos = [m.email for m in self.directory.get().with_role("ceo")]
         queued = 0
         for restriction, case in rows:
             restriction.reviewed_at = to_db(now)
-            started = from_db(restriction.started_at)
+            started, ends = from_db(restriction.started_at), from_db(restriction.ends_at)
             repo.add_event(session, case, now, "restriction_review_due", to=",".join(ceos))
-            letter = self.casework.staff_letter(
+            letter = self.letters.staff_letter(
                 session, case, "restriction-staff-note", now, to=ceos or None,
                 headline="Six-month review of a restriction is due",
                 detail=(f"The restriction ({restriction.mode}) on {case.complainant} began on "
-                        f"{self.casework.calendar.format_date(started) if started else 'an unknown date'} and the "
+                        f"{self.calendar.format_date(started) if started else 'an unknown date'} and the "
                         f"complaint is still being investigated. The procedure asks you to review it now and decide "
                         f"whether it continues. Reply #lift reason to end it; otherwise it continues"
-                        + (f" until {self.casework.calendar.format_date(from_db(restriction.ends_at))}."  # type: ignore[arg-type]
-                           if restriction.ends_at else "."))
+                        + (f" until {self.calendar.format_date(ends)}." if ends else "."))
             )
             queued += letter is not None
         return queued
@@ -80,25 +83,24 @@ class Jobs:
             assert ended is not None
             restriction.state, restriction.ended_at, restriction.ended_by = "expired", to_db(ended), "term ended"
             repo.add_event(session, case, now, "restriction_expired")
-            ended_text = self.casework.calendar.format_date(ended)
-            thread = self.casework.complainant_thread(session, case)
+            ended_text = self.calendar.format_date(ended)
+            thread = self.letters.complainant_thread(session, case)
             letters = [
-                queue_letter(session, self.casework.renderer, self.casework.config.sender, case=case,
-                             template="restriction-expired", to=[case.complainant],
-                             context=self.casework.letter_context(session, case, ended=ended_text), now=now,
-                             automatic=False, references=thread, in_reply_to=thread[-1] if thread else None),
-                self.casework.staff_letter(session, case, "restriction-staff-note", now,
-                                           headline="A restriction has ended",
-                                           detail=f"The restriction on {case.complainant} ended on {ended_text} at the "
-                                                  f"end of its term; their mail on this case is handled as usual again, "
-                                                  f"and they have been told."),
+                self.letters.queue(session, case=case, template="restriction-expired", to=[case.complainant],
+                                   context=self.letters.letter_context(session, case, ended=ended_text), now=now,
+                                   automatic=False, references=thread, in_reply_to=thread[-1] if thread else None),
+                self.letters.staff_letter(session, case, "restriction-staff-note", now,
+                                          headline="A restriction has ended",
+                                          detail=f"The restriction on {case.complainant} ended on {ended_text} at the "
+                                          f"end of its term; their mail on this case is handled as usual again, "
+                                          f"and they have been told."),
             ]
             queued += sum(letter is not None for letter in letters)
         return queued
 
     def reminder_time(self, due: datetime) -> datetime:
         """The same time of day, one working day before the deadline."""
-        cal = self.casework.calendar
+        cal = self.calendar
         local = cal.local(due)
         day_before = cal.previous_working_day(local.date())
         return datetime.combine(day_before, local.time(), tzinfo=cal.zone)
@@ -112,16 +114,16 @@ class Jobs:
             .order_by(col(Deadline.due_at))
         ).all()
         queued = 0
-        directory = self.casework.directory.get()
+        directory = self.directory.get()
         for deadline, case in rows:
             due = from_db(deadline.due_at)
             assert due is not None
             if now >= due:
                 manager = manager_of(directory, case.assignee) if case.assignee else None
-                letter = self.casework.staff_letter(
+                letter = self.letters.staff_letter(
                     session, case, "deadline-overdue", now, cc=[manager.email] if manager else [],
                     deadline_name=deadline.name, deadline_label=deadline.name.replace("_", " "),
-                    due=self.casework.calendar.format_datetime(due),
+                    due=self.calendar.format_datetime(due),
                     overdue_by=_overdue_by(now - due),
                 )
                 deadline.overdue_alerted_at = to_db(now)
@@ -136,10 +138,10 @@ class Jobs:
             if started is not None and remind_at <= started:
                 continue
             if now >= remind_at:
-                letter = self.casework.staff_letter(
+                letter = self.letters.staff_letter(
                     session, case, "deadline-reminder", now, deadline_name=deadline.name,
                     deadline_label=deadline.name.replace("_", " "),
-                    due=self.casework.calendar.format_datetime(due),
+                    due=self.calendar.format_datetime(due),
                 )
                 deadline.reminded_at = to_db(now)
                 queued += letter is not None

@@ -11,11 +11,13 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from mailbot.domain.commands import Command, check_permission, parse_commands
+from mailbot.domain.commands import COMMAND_REFERENCE, Command, check_permission, parse_commands
+from mailbot.domain.directory import DirectoryFiles
 from mailbot.domain.mail import InboundMail
+from mailbot.domain.procedures import Signpost
 from mailbot.domain.quotes import extract_new_text, without_text_of
-from mailbot.services.casework import Casework
-from mailbot.services.compose import QueuedLetter, queue_letter
+from mailbot.services.correspondence import Correspondence, QueuedLetter
+from mailbot.services.lifecycle import CaseLifecycle
 from mailbot.services.staff_commands import HANDLERS, Refusal, Reply, Turn
 from mailbot.store import repo
 from mailbot.store.db import to_db
@@ -34,8 +36,13 @@ def is_our_letter(payload: bytes) -> bool:
 
 
 class StaffDesk:
-    def __init__(self, casework: Casework) -> None:
-        self.cw = casework
+    def __init__(self, lifecycle: CaseLifecycle, letters: Correspondence, directory: DirectoryFiles,
+                 signposts: tuple[Signpost, ...] = ()) -> None:
+        self.lifecycle = lifecycle
+        self.letters = letters
+        self.directory = directory
+        # Where the procedures send people whose matter is not a complaint (#redirect's letter).
+        self.signposts = signposts
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -43,7 +50,7 @@ class StaffDesk:
                roles: frozenset[str], now: datetime) -> list[QueuedLetter]:
         # Only the staff member's own words: whatever their client did to the quote, no line of a
         # staff-only letter (the notification they answer above all) goes on to the complainant.
-        text = without_text_of(extract_new_text(mail.text, mail.html), self.cw.staff_only_texts(session, case))
+        text = without_text_of(extract_new_text(mail.text, mail.html), self.letters.staff_only_texts(session, case))
         parsed = parse_commands(text)
         staff = mail.from_addr
         if not parsed.commands and not parsed.errors and not parsed.body.strip():
@@ -84,9 +91,9 @@ class StaffDesk:
         elif body.strip() and not names & WORDS_GO_IN_A_LETTER:
             reply.add(self.relay(session, case, mail, body, staff, now))
             reply.done.append(f"Sent your reply to {case.complainant}.")
-            self.cw.meet(session, case, ("first_response",), now)
+            self.lifecycle.meet(session, case, ("first_response",), now)
             if "full" in names:
-                self.cw.meet(session, case, ("full_response",), now)
+                self.lifecycle.meet(session, case, ("full_response",), now)
         turn = Turn(self, session, case, staff, now, body, mail, reply)
         for command in commands:
             HANDLERS[command.name](turn, command)
@@ -99,36 +106,21 @@ class StaffDesk:
 
     # ---- letters -----------------------------------------------------------------------------
 
-    def staff_name(self, email: str) -> str:
-        member = self.cw.directory.get().staff_member(email)
-        return member.name if member else email
-
     def relay(self, session: Session, case: Case, mail: InboundMail, body: str, staff: str,
               now: datetime) -> QueuedLetter | None:
-        name = self.staff_name(staff)
-        return self.complainant_letter(
-            session, case, "staff-reply", now, from_name=f"{name}, {self.cw.config.sender.org_name}",
+        name = self.letters.staff_name(staff)
+        return self.letters.complainant_letter(
+            session, case, "staff-reply", now, from_name=f"{name}, {self.letters.sender.org_name}",
             staff_text=body.strip(), staff_name=name,
             attachments=[(a.filename, a.content_type, a.payload) for a in mail.attachments
                          if not is_our_letter(a.payload)],
         )
 
-    def complainant_letter(self, session: Session, case: Case, template: str, now: datetime, *,
-                           from_name: str | None = None,
-                           attachments: list[tuple[str, str, bytes]] | None = None,
-                           **extra: object) -> QueuedLetter | None:
-        """A letter to the complainant, threaded into their own conversation."""
-        thread = self.cw.complainant_thread(session, case)
-        return queue_letter(session, self.cw.renderer, self.cw.config.sender, case=case, template=template,
-                            to=[case.complainant], context=self.cw.letter_context(session, case, **extra), now=now,
-                            automatic=False, in_reply_to=thread[-1] if thread else None, references=thread,
-                            auto_submitted=None, from_name=from_name, attachments=attachments)
-
     def _confirm(self, session: Session, case: Case, staff: str, done: list[str], now: datetime,
                  problems: list[str] | None = None, nothing_new: bool = False) -> list[QueuedLetter]:
-        letter = self.cw.staff_letter(session, case, "command-result", now, to=[staff], done=done,
-                                      problems=problems or [], command_reference=self.cw.command_reference,
-                                      nothing_new=nothing_new)
+        letter = self.letters.staff_letter(session, case, "command-result", now, to=[staff], done=done,
+                                           problems=problems or [], command_reference=COMMAND_REFERENCE,
+                                           nothing_new=nothing_new)
         return [letter] if letter else []
 
     def _nothing_new(self, session: Session, case: Case, mail: InboundMail, staff: str,

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
-from mailbot.store.db import reading, to_db
+from mailbot.store.db import from_db, reading, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import (
     CASE_TABLE,
@@ -20,9 +20,13 @@ from mailbot.store.models import (
     EVENT_TABLE,
     MESSAGE_TABLE,
     SEQUENCE_TABLE,
+    DEADLINE_TABLE,
+    RESTRICTION_TABLE,
     Case,
+    Deadline,
     MailboxCursor,
     MailMessage,
+    Restriction,
 )
 from mailbot.store.prebuilt import Prebuilt
 
@@ -60,6 +64,17 @@ _AUTOMATIC_CAUSED_SINCE = Prebuilt(sa_select(func.count(MESSAGE_TABLE.c.id)).whe
     MESSAGE_TABLE.c.automatic == True,  # noqa: E712  (SQL expression)
     MESSAGE_TABLE.c.at >= bindparam("since", type_=MESSAGE_TABLE.c.at.type),
 ))
+_INSERT_DEADLINES = Prebuilt(insert(DEADLINE_TABLE))
+_RESTRICTED_ELSEWHERE = Prebuilt(
+    sa_select(CASE_TABLE.c.ref, RESTRICTION_TABLE.c.mode)
+    .join(CASE_TABLE, CASE_TABLE.c.id == RESTRICTION_TABLE.c.case_id)
+    .where(RESTRICTION_TABLE.c.complainant == bindparam("complainant"), RESTRICTION_TABLE.c.state == "restricted",
+           RESTRICTION_TABLE.c.case_id != bindparam("case_id"))
+    .order_by(RESTRICTION_TABLE.c.id)
+)
+_FIRST_MESSAGE_ID = Prebuilt(
+    sa_select(MESSAGE_TABLE.c.message_id).where(MESSAGE_TABLE.c.case_id == bindparam("case_id"))
+    .order_by(MESSAGE_TABLE.c.id).limit(1))
 
 
 class StoreLookup:
@@ -149,18 +164,23 @@ def allocate_ref(session: Session, year: int) -> tuple[int, str]:
     return seq, f"1MM-{year}-{seq:04d}"
 
 
+def case_id(session: Session, case: Case | None) -> int | None:
+    """The case's id, flushing it first if it was added as an ORM object and not yet written."""
+    if case is not None and case.id is None:
+        session.flush()
+    return case.id if case else None
+
+
 def add_event(session: Session, case: Case | None, at: datetime, type_: str, actor: str = "", **detail: object) -> None:
     """Append to the audit trail in the caller's transaction.
 
     A plain INSERT rather than an ORM object: events are write-only here, and the unit of work's
     bookkeeping for them was a measurable share of each acknowledgement's time.
     """
-    if case is not None and case.id is None:
-        session.flush()
     # On the session's connection, not session.execute: the ORM's bulk-insert path and its autoflush
     # cost more than the INSERT itself, and nothing pending needs flushing for an event.
     _ADD_EVENT.run(session.connection(), {
-        "case_id": case.id if case else None, "at": to_db(at), "type": type_, "actor": actor,
+        "case_id": case_id(session, case), "at": to_db(at), "type": type_, "actor": actor,
         "detail": json.dumps(detail, default=str, sort_keys=True) if detail else "",
     })
 
@@ -193,7 +213,7 @@ def letters_not_to(session: Session, case_id: int, complainant: str) -> list[byt
 
 
 def automatic_letters_since(session: Session, address: str, since: datetime) -> int:
-    # On the connection: outbox letters are plain INSERTs (compose.queue_letter), so there is nothing to flush.
+    # On the connection: outbox letters are plain INSERTs (Correspondence.queue), so there is nothing to flush.
     return int(_AUTOMATIC_SINCE.scalar(session.connection(), {"address": address, "since": to_db(since)}) or 0)
 
 
@@ -261,6 +281,67 @@ def record_fetch(engine: Engine, mailbox: str, now: datetime, error: str | None 
             if auth:
                 cur.auth_failures += 1
         session.commit()
+
+
+# ---- a case's deadlines, restriction and thread -------------------------------------------------
+
+
+def insert_deadlines(session: Session, case_id: int, stage: int, due: dict[str, datetime]) -> None:
+    """A stage's deadlines as plain INSERTs: nothing reads them back as objects in the transaction that writes them."""
+    _INSERT_DEADLINES.run_many(session.connection(), [
+        {"case_id": case_id, "stage": stage, "name": name, "due_at": to_db(at)} for name, at in due.items()])
+
+
+def open_deadlines(session: Session, case_id: int) -> list[Deadline]:
+    """The case's deadlines still running: neither met nor replaced by a later stage's."""
+    return list(session.exec(select(Deadline).where(Deadline.case_id == case_id, Deadline.superseded == False,  # noqa: E712
+                                                    col(Deadline.met_at).is_(None))).all())
+
+
+def active_deadlines(session: Session, case_id: int) -> dict[str, datetime]:
+    """The current stage's deadlines by name (met or not), as the letters quote them."""
+    rows = session.exec(select(Deadline).where(Deadline.case_id == case_id, Deadline.superseded == False)  # noqa: E712
+                        .order_by(col(Deadline.id))).all()
+    return {row.name: from_db(row.due_at) for row in rows}  # type: ignore[misc]
+
+
+def active_restriction(session: Session, case_id: int) -> Restriction | None:
+    return session.exec(select(Restriction).where(Restriction.case_id == case_id,
+                                                  Restriction.state == "restricted")).first()
+
+
+def restriction_of(session: Session, case_id: int) -> Restriction | None:
+    """The case's restriction record in whatever state (warned, restricted, lifted...), if it has one."""
+    return session.exec(select(Restriction).where(Restriction.case_id == case_id)).first()
+
+
+def restrictions_on_other_cases(session: Session, case_id: int, person: str) -> list[tuple[str, str]]:
+    """(reference, mode) of the person's restrictions in force on cases other than this one."""
+    session.flush()  # restrictions are ORM rows: a pending one must count
+    rows = _RESTRICTED_ELSEWHERE.rows(session.connection(), {"complainant": person, "case_id": case_id})
+    return [(ref, mode or "") for ref, mode in rows]
+
+
+def first_message_id(session: Session, case_id: int) -> str | None:
+    """The case's first message (the complaint), which staff mail references to stay in the case's thread."""
+    session.flush()  # the inbound row may be pending
+    return _FIRST_MESSAGE_ID.scalar(session.connection(), {"case_id": case_id})
+
+
+def complainant_thread(session: Session, case_id: int, complainant: str) -> list[str]:
+    """Message ids the complainant has seen, oldest first: their mail and our letters to them."""
+    return list(session.exec(select(MailMessage.message_id).where(
+        MailMessage.case_id == case_id,
+        ((MailMessage.direction == "in") & (MailMessage.from_addr == complainant))
+        | ((MailMessage.direction == "out") & (MailMessage.to_addrs == complainant)),
+    ).order_by(col(MailMessage.id))).all())
+
+
+def last_raw_from(session: Session, case_id: int, sender: str) -> bytes | None:
+    """The raw bytes of the newest message on the case from this address."""
+    return session.exec(select(MailMessage.raw).where(MailMessage.case_id == case_id, MailMessage.direction == "in",
+                                                      MailMessage.from_addr == sender)
+                        .order_by(col(MailMessage.id).desc())).first()
 
 
 def cap_window(now: datetime) -> datetime:

@@ -18,8 +18,7 @@ from mailbot.domain.procedures import load_procedures
 from mailbot.domain.signing import signed_address
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer
-from mailbot.services.casework import Casework, CaseworkConfig
-from mailbot.services.compose import Sender
+from mailbot.services.correspondence import Correspondence, Sender
 from mailbot.services.digest import Digest, DigestError, digest_recipients
 from mailbot.store.db import make_engine, to_db, upgrade
 from mailbot.store.db import session as new_session
@@ -106,11 +105,12 @@ FRIDAY_DIGEST = at(2026, 11, 20, 8, 0)
 @dataclass
 class World:
     engine: object
-    casework: Casework
+    letters: Correspondence
     data: Path
 
     def digest(self, threshold: int = 10) -> Digest:
-        return Digest(self.engine, self.casework, time(8, 0), persistent_threshold=threshold)
+        return Digest(self.engine, self.letters, self.letters.calendar, self.letters.directory, self.letters.procedures,
+                      time(8, 0), persistent_threshold=threshold)
 
     def session(self) -> Session:
         return new_session(self.engine)  # type: ignore[arg-type]
@@ -136,10 +136,9 @@ def world(tmp_path: Path) -> World:
     engine = make_engine(f"sqlite:///{tmp_path / 'digest.db'}")
     upgrade(engine)
     sender = Sender("One Million Mentors", "complaints@1mm.org.uk", "1mm.org.uk", 5)
-    casework = Casework(CaseworkConfig(sender, frozenset({"complaints@1mm.org.uk"}), "Europe/London", SECRET),
-                        LetterRenderer(REPO / "templates"), WorkingCalendar(),
-                        load_procedures(REPO / "data" / "procedures.toml"), directory)
-    yield World(engine, casework, data)
+    letters = Correspondence(sender, SECRET, LetterRenderer(REPO / "templates"), WorkingCalendar(),
+                             load_procedures(REPO / "data" / "procedures.toml"), directory)
+    yield World(engine, letters, data)
     engine.dispose()
 
 
@@ -269,7 +268,7 @@ def refs(items: list[dict]) -> list[str]:
 
 def context_for(world: World, address: str, now: datetime = NOW, threshold: int = 10) -> dict:
     digest = world.digest(threshold)
-    recipient = next(r for r in digest_recipients(world.casework.directory.get()) if r.email == address)
+    recipient = next(r for r in digest_recipients(world.letters.directory.get()) if r.email == address)
     with world.session() as s:
         return digest.context(s, recipient, now)
 
@@ -454,7 +453,7 @@ def test_a_recipient_with_nothing_to_report_gets_one_line(world: World) -> None:
 
 
 def test_the_recipients_are_the_digest_roles_most_senior_first(world: World) -> None:
-    assert [r.email for r in digest_recipients(world.casework.directory.get())] == EVERYONE
+    assert [r.email for r in digest_recipients(world.letters.directory.get())] == EVERYONE
 
 
 # ---- once a day ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from mailbot.domain.commands import (
     Outcome,
 )
 from mailbot.domain.procedures import signposting
-from mailbot.services.casework import OPEN_STATUSES
+from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.services.staff_commands.turn import Handler, Refusal, Turn
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def _next_stage_text(desk: StaffDesk, case: Case) -> str:
-    procedure = desk.cw.procedures[case.procedure]
+    procedure = desk.lifecycle.procedures[case.procedure]
     if case.stage >= procedure.last_stage:
         return ""
     nxt = procedure.stage(case.stage + 1)
@@ -43,17 +43,17 @@ def full(t: Turn, command: Command) -> None:
 def assign(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
     email = command.arguments(Email).email
-    member = t.cw.directory.get().staff_member(email)
+    member = t.desk.directory.get().staff_member(email)
     if member is None:
         raise Refusal(f"{command.line}\n  {email} is not in the staff directory (data/staff.toml).")
     previous = case.assignee
     case.assignee = member.email
     reply.done.append(f"Assigned the case to {member.name} <{member.email}> (was {previous or 'nobody'}).")
-    last = t.cw.last_complainant_message(session, case)
+    last = t.letters.last_complainant_message(session, case)
     if member.email != staff:
-        reply.add(t.cw.staff_letter(
-            session, case, "staff-notification", now, **t.cw.notification_context(
-                case, last, headline=f"Assigned to you by {t.desk.staff_name(staff)}")))
+        reply.add(t.letters.staff_letter(
+            session, case, "staff-notification", now, **t.letters.notification_context(
+                case, last, headline=f"Assigned to you by {t.letters.staff_name(staff)}")))
 
 
 def category(t: Turn, command: Command) -> None:
@@ -61,8 +61,8 @@ def category(t: Turn, command: Command) -> None:
     previous, case.category = case.category, command.arguments(Category).category
     reply.done.append(f"Changed the category from {previous} to {case.category}.")
     if case.category == "safeguarding" and previous != "safeguarding":
-        for letter in t.cw.safeguarding_alert(session, case, None, now,
-                                              reason=f"{t.desk.staff_name(staff)} marked it as safeguarding"):
+        for letter in t.letters.safeguarding_alert(session, case, None, now,
+                                                   reason=f"{t.letters.staff_name(staff)} marked it as safeguarding"):
             reply.add(letter)
         reply.done.append("Alerted the safeguarding lead.")
 
@@ -70,15 +70,15 @@ def category(t: Turn, command: Command) -> None:
 def safeguarding(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
     case.category = "safeguarding"
-    for letter in t.cw.safeguarding_alert(session, case, None, now,
-                                          reason=f"{t.desk.staff_name(staff)} raised a safeguarding concern"):
+    for letter in t.letters.safeguarding_alert(session, case, None, now,
+                                               reason=f"{t.letters.staff_name(staff)} raised a safeguarding concern"):
         reply.add(letter)
     reply.done.append("Marked the case as safeguarding and alerted the safeguarding lead.")
 
 
 def extend(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    cal = t.cw.calendar
+    cal = t.letters.calendar
     args = command.arguments(Extension)
     until = args.until
     if case.status not in OPEN_STATUSES:
@@ -89,7 +89,7 @@ def extend(t: Turn, command: Command) -> None:
         raise Refusal(f"{command.line}\n  {cal.format_date(until)} is not a working day.")
     new_due = cal.close_of_business(until)
     moved = []
-    for row in t.cw.open_deadlines(session, case):
+    for row in t.lifecycle.open_deadlines(session, case):
         if row.name == "first_response" or from_db(row.due_at) >= new_due:  # type: ignore[operator]
             continue
         row.superseded = True
@@ -102,8 +102,8 @@ def extend(t: Turn, command: Command) -> None:
     repo.add_event(session, case, now, "deadline_extended", actor=staff, deadlines=moved,
                    until=new_due.isoformat(), reason=reason)
     new_date = f"the end of {cal.format_date(until)}"
-    reply.add(t.desk.complainant_letter(session, case, t.cw.procedures[case.procedure].letters["extend"], now,
-                                        new_date=new_date, reason=reason))
+    reply.add(t.letters.complainant_letter(session, case, t.lifecycle.procedures[case.procedure].letters["extend"], now,
+                                           new_date=new_date, reason=reason))
     reply.done.append(f"Extended {', '.join(n.replace('_', ' ') for n in moved)} to the end of "
                       f"{cal.format_date(until)} and sent the extension notice.")
 
@@ -116,12 +116,12 @@ def resolve(t: Turn, command: Command) -> None:
     case.status = "resolved"
     case.outcome = outcome
     case.closed_at = to_db(now)
-    t.cw.meet(session, case, ("first_response", "full_response", "resolution", "stage_response"), now)
-    procedure = t.cw.procedures[case.procedure]
-    signs = signposting(t.cw.signposts, case.category, now, t.cw.calendar)
-    reply.add(t.desk.complainant_letter(
+    t.lifecycle.meet(session, case, ("first_response", "full_response", "resolution", "stage_response"), now)
+    procedure = t.lifecycle.procedures[case.procedure]
+    signs = signposting(t.desk.signposts, case.category, now, t.letters.calendar)
+    reply.add(t.letters.complainant_letter(
         session, case, procedure.letters["resolve"], now, from_name=None, outcome=outcome,
-        staff_text=body.strip(), staff_name=t.desk.staff_name(staff), signposts=signs,
+        staff_text=body.strip(), staff_name=t.letters.staff_name(staff), signposts=signs,
         next_stage=_next_stage_text(t.desk, case),
     ))
     repo.add_event(session, case, now, "resolved", actor=staff, outcome=outcome, stage=case.stage)
@@ -130,10 +130,10 @@ def resolve(t: Turn, command: Command) -> None:
 
 def escalate(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    procedure = t.cw.procedures[case.procedure]
+    procedure = t.lifecycle.procedures[case.procedure]
     if case.stage >= procedure.last_stage:
         raise Refusal(f"{command.line}\n  the case is already at the last stage ({procedure.stage(case.stage).label}).")
-    reply.add(t.cw.escalate(session, case, now, reason=f"escalated by {t.desk.staff_name(staff)}"))
+    reply.add(t.lifecycle.escalate(session, case, now, reason=f"escalated by {t.letters.staff_name(staff)}"))
     reply.done.append(f"Escalated the case to {procedure.stage(case.stage).label} and told the complainant.")
 
 
@@ -142,8 +142,9 @@ def stay(t: Turn, command: Command) -> None:
     if case.status != "awaiting_staff":
         raise Refusal(f"{command.line}\n  #stay declines an escalation request, and this case has none waiting.")
     case.status = "resolved"
-    reply.add(t.desk.complainant_letter(session, case, "escalation-declined", now, staff_text=body.strip(),
-                                        staff_name=t.desk.staff_name(staff), next_stage=_next_stage_text(t.desk, case)))
+    reply.add(t.letters.complainant_letter(session, case, "escalation-declined", now, staff_text=body.strip(),
+                                           staff_name=t.letters.staff_name(staff),
+                                           next_stage=_next_stage_text(t.desk, case)))
     repo.add_event(session, case, now, "escalation_declined", actor=staff)
     reply.done.append("Declined the escalation request and sent your explanation to the complainant.")
 
@@ -171,12 +172,12 @@ def merge(t: Turn, command: Command) -> None:
     case.status = "merged"
     case.merged_into = target.ref
     case.closed_at = to_db(now)
-    for row in t.cw.open_deadlines(session, case):
+    for row in t.lifecycle.open_deadlines(session, case):
         row.superseded = True
     repo.add_event(session, case, now, "merged", actor=staff, into=target.ref)
     repo.add_event(session, target, now, "case_merged_in", actor=staff, merged=case.ref)
     reply.done.append(f"Merged this case into {target.ref}; its mail now goes there"
-                      + (" and falls under the restriction on it." if t.cw.active_restriction(session, target)
+                      + (" and falls under the restriction on it." if t.lifecycle.active_restriction(session, target)
                          else "."))
 
 
@@ -185,7 +186,7 @@ def not_a_complaint(t: Turn, command: Command) -> None:
     case.status = "closed"
     case.outcome = "not-a-complaint"
     case.closed_at = to_db(now)
-    for row in t.cw.open_deadlines(session, case):
+    for row in t.lifecycle.open_deadlines(session, case):
         row.superseded = True
     repo.add_event(session, case, now, "closed", actor=staff, reason="not a complaint")
     reply.done.append("Closed the case as not a complaint; no outcome letter was sent.")

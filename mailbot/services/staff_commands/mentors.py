@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, col, select
 
 from mailbot.domain.commands import Command, Mentor, Suspension
-from mailbot.services.compose import queue_letter
 from mailbot.services.staff_commands.turn import Handler, Refusal, Reply, Turn
 from mailbot.store import repo
 from mailbot.store.db import to_db
@@ -31,7 +30,7 @@ def _mentor_for(desk: StaffDesk, session: Session, case: Case, command: Command)
             raise Refusal(f"{command.line}\n  name the mentor the first time: {command.line.split()[0]} "
                           f"mentor@example.org")
         email = known
-    person = desk.cw.directory.get().participant(str(email))
+    person = desk.directory.get().participant(str(email))
     if person is None or person.role != "mentor":
         raise Refusal(f"{command.line}\n  {email} is not a mentor in the participant directory.")
     return person.email
@@ -50,15 +49,15 @@ def _mentor_action(desk: StaffDesk, session: Session, case: Case, command: Comma
 def _mentor_warning(desk: StaffDesk, session: Session, case: Case, command: Command, staff: str, now: datetime,
                     reply: Reply, what: str) -> None:
     mentor = _mentor_for(desk, session, case, command)
-    person = desk.cw.directory.get().participant(mentor)
+    person = desk.directory.get().participant(mentor)
     earlier = session.exec(select(MentorAction).where(MentorAction.mentor_email == mentor,
                                                       MentorAction.action == "formal-warning")).all()
     _mentor_action(desk, session, case, command, staff, now, reply)
-    reply.add(queue_letter(
-        session, desk.cw.renderer, desk.cw.config.sender, case=case, template="mentor-meeting", to=[mentor],
-        context=desk.cw.letter_context(session, case, mentor_name=person.name if person else "",
-                                       warning=what, staff_name=desk.staff_name(staff),
-                                       final=command.name == "formal-warning" and bool(earlier)),
+    reply.add(desk.letters.queue(
+        session, case=case, template="mentor-meeting", to=[mentor],
+        context=desk.letters.letter_context(session, case, mentor_name=person.name if person else "",
+                                            warning=what, staff_name=desk.letters.staff_name(staff),
+                                            final=command.name == "formal-warning" and bool(earlier)),
         now=now, automatic=False, auto_submitted=None, reply_to=None,
     ))
     reply.done.append(f"Recorded {what} against the mentor {mentor} and wrote to them about the meeting and "
@@ -79,25 +78,25 @@ def suspend(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
     reason = command.arguments(Suspension).reason
     mentor = _mentor_action(t.desk, session, case, command, staff, now, reply, reason=reason)
-    person = t.cw.directory.get().participant(mentor)
-    due = t.cw.calendar.deadline(now, 14, "days")
+    person = t.desk.directory.get().participant(mentor)
+    due = t.letters.calendar.deadline(now, 14, "days")
     session.add(Deadline(case_id=case.id, stage=case.stage, name="suspension_decision", due_at=to_db(due)))
-    directory = t.cw.directory.get()
+    directory = t.desk.directory.get()
     region = person.region if person else None
     alert_to = [m.email for m in directory.with_role("safeguarding_lead")]
     alert_to += [m.email for m in directory.with_role("regional_manager", region)] if region else []
     if alert_to:
-        reply.add(t.cw.staff_letter(session, case, "mentor-suspension-alert", now, to=sorted(set(alert_to)),
-                                    mentor=mentor, reason=reason, decision_by=t.cw.calendar.format_date(due),
-                                    staff_name=t.desk.staff_name(staff)))
-    reply.add(queue_letter(
-        session, t.cw.renderer, t.cw.config.sender, case=case, template="mentor-suspension", to=[mentor],
-        context=t.cw.letter_context(session, case, mentor_name=person.name if person else "", reason=reason,
-                                    decision_by=t.cw.calendar.format_date(due)),
+        reply.add(t.letters.staff_letter(session, case, "mentor-suspension-alert", now, to=sorted(set(alert_to)),
+                                         mentor=mentor, reason=reason, decision_by=t.letters.calendar.format_date(due),
+                                         staff_name=t.letters.staff_name(staff)))
+    reply.add(t.letters.queue(
+        session, case=case, template="mentor-suspension", to=[mentor],
+        context=t.letters.letter_context(session, case, mentor_name=person.name if person else "", reason=reason,
+                                         decision_by=t.letters.calendar.format_date(due)),
         now=now, automatic=False, auto_submitted=None,
     ))
     reply.done.append(f"Suspended the mentor {mentor}, alerted {', '.join(sorted(set(alert_to))) or 'nobody'}, "
-                      f"and set the decision deadline to {t.cw.calendar.format_date(due)}.")
+                      f"and set the decision deadline to {t.letters.calendar.format_date(due)}.")
 
 
 HANDLERS: dict[str, Handler] = {

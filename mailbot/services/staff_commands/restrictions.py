@@ -18,7 +18,7 @@ from mailbot.domain.commands import (
 )
 from mailbot.domain.mail import parse_mail
 from mailbot.domain.restrictions import add_months, contact_option
-from mailbot.services.casework import OPEN_STATUSES
+from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.services.staff_commands.turn import Handler, Refusal, Reply, Turn
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
@@ -47,11 +47,11 @@ def _impose(desk: StaffDesk, session: Session, case: Case, row: Restriction, *, 
     row.reviewed_at = row.ended_at = None
     row.consulted = "senior management"
     session.flush()
-    until = desk.cw.calendar.format_date(from_db(row.ends_at)) if row.ends_at else None  # type: ignore[arg-type]
-    reply.after.append(lambda: desk.complainant_letter(
+    until = desk.letters.calendar.format_date(from_db(row.ends_at)) if row.ends_at else None  # type: ignore[arg-type]
+    reply.after.append(lambda: desk.letters.complainant_letter(
         session, case, template, now, reason=reason, mode=mode, months=months, until=until,
         options=[contact_option(o) for o in json.loads(row.options)],
-        review=desk.cw.calendar.format_date(from_db(row.review_at)),  # type: ignore[arg-type]
+        review=desk.letters.calendar.format_date(from_db(row.review_at)),  # type: ignore[arg-type]
     ))
     repo.add_event(session, case, now, "restriction_imposed", actor=staff, mode=mode, months=months,
                    reason=reason, exceptional=exceptional, until=row.ends_at)
@@ -79,7 +79,7 @@ def warn(t: Turn, command: Command) -> None:
         raise Refusal(f"{command.line}\n  this complainant is already restricted on this case.")
     row.state, row.warned_at, row.warned_by = "warned", to_db(now), staff
     row.warning_reason = command.arguments(Reason).reason
-    reply.add(t.desk.complainant_letter(session, case, "restriction-warning", now, reason=row.warning_reason))
+    reply.add(t.letters.complainant_letter(session, case, "restriction-warning", now, reason=row.warning_reason))
     repo.add_event(session, case, now, "restriction_warned", actor=staff, reason=row.warning_reason)
     reply.done.append("Sent the prior warning to the complainant.")
 
@@ -109,10 +109,10 @@ def terminate(t: Turn, command: Command) -> None:
 def named_contact(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
     email = command.arguments(Email).email
-    if t.cw.directory.get().staff_member(email) is None:
+    if t.desk.directory.get().staff_member(email) is None:
         raise Refusal(f"{command.line}\n  {email} is not in the staff directory (data/staff.toml).")
     _set_option(t.desk, session, case, command, staff, now, reply,
-                {"kind": "named_contact", "email": email, "name": t.desk.staff_name(email)})
+                {"kind": "named_contact", "email": email, "name": t.letters.staff_name(email)})
 
 
 def letters_only(t: Turn, command: Command) -> None:
@@ -136,12 +136,12 @@ def agreement(t: Turn, command: Command) -> None:
 
 def lift(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    row = t.cw.active_restriction(session, case)
+    row = t.lifecycle.active_restriction(session, case)
     if row is None:
         raise Refusal(f"{command.line}\n  there is no restriction on this case to lift.")
     reason = command.arguments(Reason).reason
     row.state, row.ended_at, row.ended_by, row.end_reason = "lifted", to_db(now), staff, reason
-    reply.add(t.desk.complainant_letter(session, case, "restriction-lifted", now, reason=reason))
+    reply.add(t.letters.complainant_letter(session, case, "restriction-lifted", now, reason=reason))
     repo.add_event(session, case, now, "restriction_lifted", actor=staff, reason=reason)
     reply.done.append("Lifted the restriction and wrote to the complainant.")
 
@@ -156,7 +156,7 @@ def fresh_evidence(t: Turn, command: Command) -> None:
         raise Refusal(f"{command.line}\n  there is no filed message on this case to treat as fresh evidence.")
     filed.kind = "fresh_evidence"
     repo.add_event(session, case, now, "fresh_evidence", actor=staff, message_id=filed.message_id)
-    reply.add(t.cw.staff_letter(session, case, "staff-notification", now, **t.cw.notification_context(
+    reply.add(t.letters.staff_letter(session, case, "staff-notification", now, **t.letters.notification_context(
         case, parse_mail(filed.raw), headline="Fresh evidence to handle normally")))
     reply.done.append("Put the latest filed message in front of the assignee for normal handling.")
 

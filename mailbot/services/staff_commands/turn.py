@@ -10,11 +10,12 @@ from sqlmodel import Session
 
 from mailbot.domain.commands import Command
 from mailbot.domain.mail import InboundMail
-from mailbot.services.compose import QueuedLetter
+from mailbot.services.correspondence import QueuedLetter
 from mailbot.store.models import Case
 
 if TYPE_CHECKING:
-    from mailbot.services.casework import Casework
+    from mailbot.services.correspondence import Correspondence
+    from mailbot.services.lifecycle import CaseLifecycle
     from mailbot.services.staffdesk import StaffDesk
 
 
@@ -51,8 +52,12 @@ class Turn:
     reply: Reply
 
     @property
-    def cw(self) -> Casework:
-        return self.desk.cw
+    def lifecycle(self) -> CaseLifecycle:
+        return self.desk.lifecycle
+
+    @property
+    def letters(self) -> Correspondence:
+        return self.desk.letters
 
 
 # Every staff command is one of these, registered by name in staff_commands.HANDLERS.
