@@ -1,52 +1,34 @@
 """The outbox worker: sends due letters, retries temporary failures, records permanent ones.
 
-Each letter is marked sent straight after the server's 250: the mark goes to a thread of its own that
-commits it (with any others that arrived meanwhile) as soon as the database's writer lock is free, so
-the only window in which a crash can send a letter twice is between that reply and that commit.
+Each letter is marked sent straight after the server's 250 (synced to the sent journal first when there
+is one, then committed by ``store.outbox.SentMarks``), so the only window in which a crash can send a
+letter twice is between that reply and that record. The outbox's reads and writes live in ``store.outbox``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
-from sqlalchemy import bindparam, update
-from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Connection, Engine
-from sqlmodel import col, func
+from sqlalchemy.engine import Engine
 
 from mailbot.domain.mail import wire_address
 from mailbot.services.transport import PermanentFailure, TemporaryFailure, Transport
-from mailbot.store import repo
-from mailbot.store.db import from_db, reading, to_db
-from mailbot.store.db import session as new_session
-from mailbot.store.models import MESSAGE_TABLE, Case, MailMessage
-from mailbot.store.prebuilt import Prebuilt
+from mailbot.store import outbox
+from mailbot.store.db import to_db
+from mailbot.store.outbox import OUTBOX_PAGE, DueLetter, SentMarks
 from mailbot.store.sent_journal import SentJournal
 
 log = logging.getLogger(__name__)
-
-# Letters read from the outbox at a time.
-OUTBOX_PAGE = 200
 
 # Waits between attempts after a temporary failure; after the last, the letter is given up on.
 RETRY_DELAYS = (
     timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), timedelta(minutes=30),
     timedelta(hours=1), timedelta(hours=2), timedelta(hours=4), timedelta(hours=8), timedelta(hours=16),
     timedelta(hours=24),
-)
-
-
-# Built once: constructing an UPDATE and its cache key cost more than running it, once per letter.
-_MARK_SENT = Prebuilt(
-    update(MESSAGE_TABLE).where(MESSAGE_TABLE.c.id == bindparam("letter_id"))
-    .values(delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"), last_error=bindparam("note"))
 )
 
 
@@ -72,6 +54,11 @@ class _Job:
     mail_from: str
     recipients: list[str]
     attempts: int
+
+    @classmethod
+    def of(cls, letter: DueLetter) -> _Job:
+        return cls(letter.id, letter.raw, letter.mail_from, [wire_address(a) for a in letter.to_addrs.split(",")],
+                   letter.attempts)
 
 
 class Deliverer:
@@ -108,7 +95,7 @@ class Deliverer:
         if not waiting:
             return report
         workers = min(concurrency or self.concurrency, waiting)
-        marks = _SentMarks(self.engine)
+        marks = SentMarks(self.engine)
         try:
             return await self._deliver(self._pages(firsts), workers, transport_factory or self.transport_factory,
                                        marks, report)
@@ -127,7 +114,7 @@ class Deliverer:
                 jobs = self._due_jobs(after=jobs[-1].id, automatic=automatic)
 
     async def _deliver(self, pages: Iterator[list[_Job]], workers_wanted: int,
-                       transport_factory: Callable[[], Transport], marks: _SentMarks,
+                       transport_factory: Callable[[], Transport], marks: SentMarks,
                        report: DeliveryReport) -> DeliveryReport:
         queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         want_more = asyncio.Event()
@@ -169,40 +156,16 @@ class Deliverer:
 
     def next_due_at(self) -> datetime | None:
         """When the earliest deferred letter becomes due, for the daemon's sleep."""
-        with reading(self.engine) as conn:
-            value = conn.execute(sa_select(func.min(col(MailMessage.next_attempt_at))).where(
-                MailMessage.direction == "out", MailMessage.delivery == "pending")).scalar()
-        return from_db(value)
+        return outbox.next_due_at(self.engine)
 
     def _first_pages(self) -> list[list[_Job]]:
-        """The first page of automatic letters and of the others, read together (one snapshot: a letter
-        committed between two reads could otherwise send a staff copy ahead of its acknowledgement)."""
-        with reading(self.engine) as conn:
-            return [self._due_jobs(after=0, automatic=True, conn=conn),
-                    self._due_jobs(after=0, automatic=False, conn=conn)]
+        return [[_Job.of(letter) for letter in page] for page in outbox.first_pages(self.engine, self.clock())]
 
-    def _due_jobs(self, after: int, automatic: bool, conn: Connection | None = None) -> list[_Job]:
-        """The next page of due letters of one kind with an id above ``after``: only the columns sending needs."""
-        # Only the columns sending needs, not whole ORM rows.
-        now = to_db(self.clock())
-        query = (
-            sa_select(MailMessage.id, MailMessage.raw, MailMessage.from_addr, MailMessage.to_addrs,
-                      MailMessage.attempts)
-            .where(MailMessage.direction == "out", MailMessage.delivery == "pending", col(MailMessage.id) > after,
-                   MailMessage.automatic == automatic,
-                   (col(MailMessage.next_attempt_at).is_(None)) | (col(MailMessage.next_attempt_at) <= now))
-            .order_by(col(MailMessage.id))
-            .limit(OUTBOX_PAGE)
-        )
-        if conn is None:
-            with reading(self.engine) as own:
-                rows = own.execute(query).all()
-        else:
-            rows = conn.execute(query).all()
-        return [_Job(r.id, r.raw, r.from_addr, [wire_address(a) for a in r.to_addrs.split(",")], r.attempts)
-                for r in rows if r.id]
+    def _due_jobs(self, after: int, automatic: bool) -> list[_Job]:
+        page = outbox.due_page(self.engine, self.clock(), after=after, automatic=automatic)
+        return [_Job.of(letter) for letter in page]
 
-    async def _worker(self, queue: asyncio.Queue[_Job | None], transport: Transport, marks: _SentMarks,
+    async def _worker(self, queue: asyncio.Queue[_Job | None], transport: Transport, marks: SentMarks,
                       report: DeliveryReport, want_more: asyncio.Event, refill_below: int) -> None:
         try:
             while (job := await queue.get()) is not None:
@@ -226,9 +189,8 @@ class Deliverer:
                     sent_when = to_db(self.clock())
                     if self.journal is not None and not journalled_by_transport:
                         self.journal.record(job.id, sent_when, job.attempts + 1, note)
-                    # Committed by the marks thread, at once or with the next batch (see _SentMarks).
-                    marks.put({"letter_id": job.id, "sent_when": sent_when, "tries": job.attempts + 1,
-                               "note": note})
+                    # Committed by the marks thread, at once or with the next batch (see SentMarks).
+                    marks.put(job.id, sent_when, job.attempts + 1, note)
                     report.sent += 1
         finally:
             await transport.close()
@@ -239,89 +201,11 @@ class Deliverer:
         if attempts > len(RETRY_DELAYS):
             self._failed(job, f"gave up after {attempts} attempts: {error}", report)
             return
-        with new_session(self.engine) as session:
-            row = session.get(MailMessage, job.id)
-            if row is not None:
-                row.attempts = attempts
-                row.next_attempt_at = to_db(now + RETRY_DELAYS[attempts - 1])
-                row.last_error = error[:1000]
-                case = session.get(Case, row.case_id) if row.case_id else None
-                repo.add_event(session, case, now, "letter_deferred", template=row.kind, attempt=attempts,
-                               error=error[:300], retry_at=(now + RETRY_DELAYS[attempts - 1]).isoformat())
-                session.commit()
+        outbox.record_deferred(self.engine, job.id, attempts, now + RETRY_DELAYS[attempts - 1], error, now)
         report.deferred += 1
         report.errors.append(error)
 
     def _failed(self, job: _Job, error: str, report: DeliveryReport) -> None:
-        now = self.clock()
-        with new_session(self.engine) as session:
-            row = session.get(MailMessage, job.id)
-            if row is not None:
-                row.delivery = "failed"
-                row.attempts = job.attempts + 1
-                row.last_error = error[:1000]
-                case = session.get(Case, row.case_id) if row.case_id else None
-                repo.add_event(session, case, now, "letter_failed", template=row.kind, to=row.to_addrs,
-                               error=error[:300])
-                session.commit()
+        outbox.record_failed(self.engine, job.id, job.attempts + 1, error, self.clock())
         report.failed += 1
         report.errors.append(error)
-
-
-class _SentMarks:
-    """Commits one pass's "sent" marks from a thread of its own.
-
-    A mark is queued the moment the server answers 250 and committed as soon as the writer's lock is
-    free, together with any marks that arrived meanwhile. The event loop never waits for that lock (on
-    SQLite, intake holds it for up to ~50 ms at a time), so the other workers keep sending. A failed
-    commit is retried, keeping the marks, until it succeeds; ``close`` returns once every mark is
-    committed, so the next pass never sees a letter that went out as still pending.
-    """
-
-    RETRY_SECONDS = (0.05, 0.2, 1.0, 5.0, 30.0)
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.queue: queue.SimpleQueue[dict[str, object] | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="sent-marks", daemon=True)
-        self.thread.start()
-
-    def put(self, params: dict[str, object]) -> None:
-        self.queue.put(params)
-
-    def close(self) -> None:
-        """Wait until every mark queued so far is committed."""
-        self.queue.put(None)
-        self.thread.join()
-
-    def _run(self) -> None:
-        closing = False
-        while not closing:
-            first = self.queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while True:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    closing = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-
-    def _commit(self, batch: list[dict[str, object]]) -> None:
-        failures = 0
-        while True:
-            try:
-                with self.engine.begin() as conn:
-                    _MARK_SENT.run_many(conn, batch)
-                return
-            except Exception:  # noqa: BLE001  (the letters went out: the marks must not be dropped)
-                delay = self.RETRY_SECONDS[min(failures, len(self.RETRY_SECONDS) - 1)]
-                failures += 1
-                log.exception("could not mark %d sent letter(s) as sent (attempt %d); retrying in %s s",
-                              len(batch), failures, delay)
-                time.sleep(delay)

@@ -1,0 +1,175 @@
+"""The outbox as delivery sees it: which letters are due, and what became of each attempt.
+
+Letters go into the outbox in the intake or command transaction that decides them
+(``services.correspondence``); the delivery worker (``services.delivery``) reads them from here a
+page at a time and records each answer. A 250 is recorded by ``SentMarks``, from a thread of its own,
+so the event loop never waits for the database's writer lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import col, func
+
+from mailbot.store import repo
+from mailbot.store.db import from_db, reading, to_db
+from mailbot.store.db import session as new_session
+from mailbot.store.models import MESSAGE_TABLE, Case, MailMessage
+from mailbot.store.prebuilt import Prebuilt
+
+log = logging.getLogger(__name__)
+
+# Letters read from the outbox at a time.
+OUTBOX_PAGE = 200
+
+_MARK_SENT = Prebuilt(
+    update(MESSAGE_TABLE).where(MESSAGE_TABLE.c.id == bindparam("letter_id"))
+    .values(delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"), last_error=bindparam("note"))
+)
+
+
+@dataclass(frozen=True)
+class DueLetter:
+    """A letter to send: only the columns sending needs."""
+
+    id: int
+    raw: bytes
+    mail_from: str
+    to_addrs: str
+    attempts: int
+
+
+def due_page(engine: Engine, now: datetime, *, after: int, automatic: bool,
+             conn: Connection | None = None) -> list[DueLetter]:
+    """The next page of due letters of one kind (automatic or not) with an id above ``after``, oldest first."""
+    query = (
+        sa_select(MailMessage.id, MailMessage.raw, MailMessage.from_addr, MailMessage.to_addrs, MailMessage.attempts)
+        .where(MailMessage.direction == "out", MailMessage.delivery == "pending", col(MailMessage.id) > after,
+               MailMessage.automatic == automatic,
+               (col(MailMessage.next_attempt_at).is_(None)) | (col(MailMessage.next_attempt_at) <= to_db(now)))
+        .order_by(col(MailMessage.id))
+        .limit(OUTBOX_PAGE)
+    )
+    if conn is None:
+        with reading(engine) as own:
+            rows = own.execute(query).all()
+    else:
+        rows = conn.execute(query).all()
+    return [DueLetter(r.id, r.raw, r.from_addr, r.to_addrs, r.attempts) for r in rows if r.id]
+
+
+def first_pages(engine: Engine, now: datetime) -> tuple[list[DueLetter], list[DueLetter]]:
+    """The first page of automatic letters and of the others, read in one snapshot (a letter committed
+    between two reads could otherwise send a staff copy ahead of its acknowledgement)."""
+    with reading(engine) as conn:
+        return (due_page(engine, now, after=0, automatic=True, conn=conn),
+                due_page(engine, now, after=0, automatic=False, conn=conn))
+
+
+def next_due_at(engine: Engine) -> datetime | None:
+    """When the earliest deferred letter becomes due, for the daemon's sleep."""
+    with reading(engine) as conn:
+        value = conn.execute(sa_select(func.min(col(MailMessage.next_attempt_at))).where(
+            MailMessage.direction == "out", MailMessage.delivery == "pending")).scalar()
+    return from_db(value)
+
+
+def record_deferred(engine: Engine, letter_id: int, attempts: int, retry_at: datetime, error: str,
+                    now: datetime) -> None:
+    """A temporary failure: the letter waits until ``retry_at``, and the case's trail says why."""
+    with new_session(engine) as session:
+        row = session.get(MailMessage, letter_id)
+        if row is not None:
+            row.attempts = attempts
+            row.next_attempt_at = to_db(retry_at)
+            row.last_error = error[:1000]
+            case = session.get(Case, row.case_id) if row.case_id else None
+            repo.add_event(session, case, now, "letter_deferred", template=row.kind, attempt=attempts,
+                           error=error[:300], retry_at=retry_at.isoformat())
+            session.commit()
+
+
+def record_failed(engine: Engine, letter_id: int, attempts: int, error: str, now: datetime) -> None:
+    """A permanent failure (or the last temporary one): the letter is given up on, and the case's trail says why."""
+    with new_session(engine) as session:
+        row = session.get(MailMessage, letter_id)
+        if row is not None:
+            row.delivery = "failed"
+            row.attempts = attempts
+            row.last_error = error[:1000]
+            case = session.get(Case, row.case_id) if row.case_id else None
+            repo.add_event(session, case, now, "letter_failed", template=row.kind, to=row.to_addrs, error=error[:300])
+            session.commit()
+
+
+def mark_sent(conn: Connection, marks: list[dict[str, object]]) -> None:
+    """Letters the server accepted: each mark has ``letter_id``, ``sent_when``, ``tries`` and ``note``."""
+    _MARK_SENT.run_many(conn, marks)
+
+
+class SentMarks:
+    """Commits one delivery pass's "sent" marks from a thread of its own.
+
+    A mark is queued the moment the server answers 250 and committed as soon as the writer's lock is
+    free, together with any marks that arrived meanwhile. The event loop never waits for that lock (on
+    SQLite, intake holds it for up to ~50 ms at a time), so the other workers keep sending. A failed
+    commit is retried, keeping the marks, until it succeeds; ``close`` returns once every mark is
+    committed, so the next pass never sees a letter that went out as still pending.
+    """
+
+    RETRY_SECONDS = (0.05, 0.2, 1.0, 5.0, 30.0)
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.queue: queue.SimpleQueue[dict[str, object] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="sent-marks", daemon=True)
+        self.thread.start()
+
+    def put(self, letter_id: int, sent_when: datetime, tries: int, note: str | None) -> None:
+        self.queue.put({"letter_id": letter_id, "sent_when": to_db(sent_when), "tries": tries, "note": note})
+
+    def close(self) -> None:
+        """Wait until every mark queued so far is committed."""
+        self.queue.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[dict[str, object]]) -> None:
+        failures = 0
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    mark_sent(conn, batch)
+                return
+            except Exception:  # noqa: BLE001  (the letters went out: the marks must not be dropped)
+                delay = self.RETRY_SECONDS[min(failures, len(self.RETRY_SECONDS) - 1)]
+                failures += 1
+                log.exception("could not mark %d sent letter(s) as sent (attempt %d); retrying in %s s",
+                              len(batch), failures, delay)
+                time.sleep(delay)
