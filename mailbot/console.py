@@ -14,9 +14,8 @@ from sqlmodel import Session
 
 from mailbot import runtime
 from mailbot.bootstrap import App
-from mailbot.services import reports
 from mailbot.settings import Settings
-from mailbot.store import repo
+from mailbot.store import case_views, repo
 from mailbot.store.db import open_database, session
 from mailbot.store.faults import DatabaseUnusable
 
@@ -90,7 +89,7 @@ def _store(settings: Settings) -> Iterator[Session]:
 
 def cases(settings: Settings, as_json: bool) -> int:
     with _store(settings) as s:
-        rows = reports.all_cases(s)
+        rows = case_views.all_cases(s)
     if as_json:
         print_json(rows)
         return 0
@@ -108,7 +107,7 @@ def case(settings: Settings, ref: str, as_json: bool) -> int:
         if found is None:
             print(f"mailbot: no case {ref.upper()}", file=sys.stderr)
             return 1
-        detail = reports.case_detail(s, found)
+        detail = case_views.case_detail(s, found)
     if as_json:
         print_json(detail)
         return 0
@@ -130,7 +129,7 @@ def case(settings: Settings, ref: str, as_json: bool) -> int:
 
 def unfiled(settings: Settings, as_json: bool) -> int:
     with _store(settings) as s:
-        rows = reports.unfiled_messages(s)
+        rows = case_views.unfiled_messages(s)
     if as_json:
         print_json(rows)
         return 0

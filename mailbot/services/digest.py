@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from mailbot.domain.categories import SAFEGUARDING
 from mailbot.domain.directory import Directory, DirectoryFiles, StaffMember
@@ -31,17 +31,10 @@ from mailbot.domain.restrictions import persistent_suggestion
 from mailbot.domain.workdays import WorkingCalendar, format_time
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.lifecycle import OPEN_STATUSES
-from mailbot.store.db import from_db, to_db
+from mailbot.store import digest_reads as reads
+from mailbot.store.db import from_db
 from mailbot.store.db import session as new_session
-from mailbot.store.models import (
-    Case,
-    Deadline,
-    DigestRun,
-    Event,
-    MailboxCursor,
-    MailMessage,
-    Restriction,
-)
+from mailbot.store.models import Case, Event
 
 log = logging.getLogger(__name__)
 
@@ -188,16 +181,10 @@ class Digest:
             context = self.context(session, recipient, now)
             run = None
             if record:
-                # Inserted (and flushed) before the letter so that a second process loses at once.
-                run = DigestRun(recipient=recipient.email, day=day.isoformat(), sent_at=to_db(now))
-                session.add(run)
-                try:
-                    session.flush()
-                except IntegrityError:
-                    session.rollback()
-                    if once:
-                        return 0
-                    run = None
+                # Recorded before the letter so that a second process loses at once.
+                run = reads.claim_digest(session, recipient.email, day, now)
+                if run is None and once:
+                    return 0
             team = self.directory.get().first_with_role("complaints_team")
             letter = self.letters.queue(
                 session, case=None, template=TEMPLATE,
@@ -216,14 +203,10 @@ class Digest:
 
     @staticmethod
     def _recorded(session: Session, recipient: Recipient, day: date) -> bool:
-        return session.exec(select(DigestRun.id).where(DigestRun.recipient == recipient.email,
-                                                       DigestRun.day == day.isoformat())).first() is not None
+        return reads.digest_recorded(session, recipient.email, day)
 
     def last_digest_at(self, session: Session, recipient: Recipient, now: datetime) -> datetime | None:
-        sent = session.exec(select(DigestRun.sent_at).where(DigestRun.recipient == recipient.email,
-                                                            col(DigestRun.sent_at) < to_db(now))
-                            .order_by(col(DigestRun.sent_at).desc())).first()
-        return from_db(sent)
+        return reads.last_digest_at(session, recipient.email, now)
 
     # ---- what goes in it ---------------------------------------------------------------------
 
@@ -286,11 +269,7 @@ class Digest:
     def _deadlines(self, session: Session, view: _CaseView, now: datetime, today: date,
                    next_day: date) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         cal = self.calendar
-        rows = session.exec(
-            select(Deadline).where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
-                                   col(Deadline.case_id).in_(view.open_ids()))
-            .order_by(col(Deadline.due_at), col(Deadline.id))
-        ).all()
+        rows = reads.running_deadlines(session, view.open_ids())
         overdue, due_today, due_next = [], [], []
         for row in rows:
             due = from_db(row.due_at)
@@ -335,23 +314,14 @@ class Digest:
         return out
 
     def _outcomes(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
-        rows = session.exec(
-            select(MailMessage).where(MailMessage.direction == "out", col(MailMessage.kind).in_(view.outcome_kinds),
-                                      col(MailMessage.case_id).in_(view.ids()), MailMessage.at >= to_db(since),
-                                      MailMessage.at <= to_db(now))
-            .order_by(col(MailMessage.at), col(MailMessage.id))
-        ).all()
+        rows = reads.letters_between(session, view.outcome_kinds, view.ids(), since, now)
         return [view.item(view.cases[m.case_id], stage=view.stage_label(view.cases[m.case_id]),  # type: ignore[index]
                           outcome=view.cases[m.case_id].outcome or "", delivery=m.delivery or "",  # type: ignore[index]
                           at=self.calendar.format_datetime(from_db(m.at)))  # type: ignore[arg-type]
                 for m in rows]
 
     def _filed(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
-        rows = session.exec(
-            select(MailMessage.case_id, MailMessage.kind).where(
-                MailMessage.direction == "in", col(MailMessage.kind).in_(FILED_KINDS),
-                col(MailMessage.case_id).in_(view.ids()), MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))
-        ).all()
+        rows = reads.inbound_kinds_between(session, FILED_KINDS, view.ids(), since, now)
         counts: dict[int, Counter[str]] = defaultdict(Counter)
         for case_id, kind in rows:
             counts[case_id][kind] += 1
@@ -359,11 +329,7 @@ class Digest:
                 for case_id, c in sorted(counts.items(), key=lambda kv: view.sort_key(view.cases[kv[0]]))]
 
     def _reviews(self, session: Session, view: _CaseView, now: datetime, next_day: date) -> list[dict]:
-        rows = session.exec(
-            select(Restriction).where(Restriction.state == "restricted", col(Restriction.review_at).is_not(None),
-                                      col(Restriction.case_id).in_(view.ids()))
-            .order_by(col(Restriction.review_at))
-        ).all()
+        rows = reads.restrictions_with_review(session, view.ids())
         out = []
         for row in rows:
             review_at = from_db(row.review_at)
@@ -380,11 +346,7 @@ class Digest:
     def _persistent(self, session: Session, view: _CaseView, now: datetime) -> list[dict]:
         """Cases with more than the threshold of the complainant's messages in a week: a suggestion only."""
         week = now - timedelta(days=PERSISTENT_DAYS)
-        rows = session.exec(
-            select(MailMessage.case_id, MailMessage.from_addr).where(
-                MailMessage.direction == "in", col(MailMessage.case_id).in_(view.ids()),
-                MailMessage.at >= to_db(week), MailMessage.at <= to_db(now))
-        ).all()
+        rows = reads.inbound_senders_between(session, view.ids(), week, now)
         counts: Counter[int] = Counter()
         for case_id, sender in rows:
             if sender.lower() == view.cases[case_id].complainant.lower():  # type: ignore[index]
@@ -392,8 +354,7 @@ class Digest:
         flagged = [cid for cid, n in counts.items() if persistent_suggestion(n, self.persistent_threshold)]
         if not flagged:
             return []
-        managed = set(session.exec(select(Restriction.case_id).where(
-            col(Restriction.case_id).in_(flagged), col(Restriction.state).in_(("warned", "restricted")))).all())
+        managed = reads.cases_under_management(session, flagged)
         return [view.item(view.cases[cid], messages=counts[cid])
                 for cid in sorted(flagged, key=lambda c: (-counts[c], view.sort_key(view.cases[c])))
                 if cid not in managed]
@@ -404,8 +365,7 @@ class Digest:
         A failure is dated by its event, as a letter can fail a day after it was written; the events
         name the bounced message or the letter's template and recipients.
         """
-        events = session.exec(select(Event).where(col(Event.type).in_(("letter_failed", "letter_undelivered")),
-                                                  Event.at >= to_db(since), Event.at <= to_db(now))).all()
+        events = reads.delivery_problem_events(session, since, now)
         bounced_ids, failed_keys = set(), set()
         for event in events:
             detail = _detail(event)
@@ -413,12 +373,7 @@ class Digest:
                 bounced_ids.add(str(detail.get("message_id", "")))
             else:
                 failed_keys.add((event.case_id, str(detail.get("template", "")), str(detail.get("to", ""))))
-        rows = session.exec(
-            select(MailMessage).where(MailMessage.direction == "out", col(MailMessage.delivery).in_(PROBLEM_DELIVERY),
-                                      MailMessage.at >= to_db(since - timedelta(days=FIGURES_DAYS)),
-                                      MailMessage.at <= to_db(now))
-            .order_by(col(MailMessage.at), col(MailMessage.id))
-        ).all()
+        rows = reads.problem_letters(session, PROBLEM_DELIVERY, since - timedelta(days=FIGURES_DAYS), now)
         out = []
         for row in rows:
             recent = (from_db(row.at) >= since or row.message_id in bounced_ids  # type: ignore[operator]
@@ -442,7 +397,7 @@ class Digest:
     def _mailboxes(self, session: Session, since: datetime, now: datetime) -> list[dict]:
         cal = self.calendar
         out = []
-        for cur in session.exec(select(MailboxCursor).order_by(col(MailboxCursor.mailbox))).all():
+        for cur in reads.mailbox_cursors(session):
             success, error_at = from_db(cur.last_success_at), from_db(cur.last_error_at)
             problem = ""
             if success is None:
@@ -472,9 +427,7 @@ class Digest:
         ack = self._ack_times(session, view, ids, window, now)
         rates = []
         for name, label in ON_TIME_DEADLINES:
-            rows = session.exec(select(Deadline).where(
-                Deadline.name == name, Deadline.superseded == False,  # noqa: E712
-                col(Deadline.case_id).in_(ids), Deadline.due_at >= to_db(window), Deadline.due_at <= to_db(now))).all()
+            rows = reads.deadlines_due_between(session, name, ids, window, now)
             met = sum(1 for d in rows if d.met_at is not None and from_db(d.met_at) <= from_db(d.due_at))  # type: ignore[operator]
             rates.append(_rate(label, met, len(rows), "none due"))
         within, resolved = self._resolved_within(session, view, ids, window, now)
@@ -493,13 +446,9 @@ class Digest:
 
     def _ack_times(self, session: Session, view: _CaseView, ids: list[int], window: datetime,
                    now: datetime) -> dict[str, Any]:
-        arrivals = session.exec(select(MailMessage.case_id, MailMessage.at).where(
-            MailMessage.direction == "in", MailMessage.kind == "new_case", col(MailMessage.case_id).in_(ids),
-            MailMessage.at >= to_db(window), MailMessage.at <= to_db(now))).all()
+        arrivals = reads.new_complaints_between(session, ids, window, now)
         acks: dict[int, datetime] = {}
-        for case_id, sent_at in session.exec(select(MailMessage.case_id, MailMessage.sent_at).where(
-                MailMessage.direction == "out", col(MailMessage.kind).in_(view.open_kinds),
-                col(MailMessage.case_id).in_(ids), col(MailMessage.sent_at).is_not(None))).all():
+        for case_id, sent_at in reads.letters_sent(session, view.open_kinds, ids):
             sent = from_db(sent_at)
             if case_id not in acks or sent < acks[case_id]:  # type: ignore[operator]
                 acks[case_id] = sent  # type: ignore[index,assignment]
@@ -516,9 +465,7 @@ class Digest:
                          now: datetime) -> tuple[int, int]:
         """Stage 1 resolutions in the window (the first outcome letter) and how many took 14 working days or less."""
         first: dict[int, datetime] = {}
-        for case_id, at in session.exec(select(MailMessage.case_id, MailMessage.at).where(
-                MailMessage.direction == "out", col(MailMessage.kind).in_(view.outcome_kinds),
-                col(MailMessage.case_id).in_(ids))).all():
+        for case_id, at in reads.letters_written(session, view.outcome_kinds, ids):
             when = from_db(at)
             if case_id not in first or when < first[case_id]:  # type: ignore[operator]
                 first[case_id] = when  # type: ignore[index,assignment]
@@ -543,9 +490,9 @@ class _CaseView:
         procedures = digest.procedures
         self.outcome_kinds = sorted({p.letters.get("resolve", "outcome") for p in procedures.values()} | {"outcome"})
         self.open_kinds = sorted({p.letters.get("open", "acknowledgement") for p in procedures.values()})
-        alerted = set(session.exec(select(Event.case_id).where(Event.type == "safeguarding_alert")).all())
+        alerted = reads.safeguarding_alerted(session)
         self.cases: dict[int, Case] = {}
-        for case in session.exec(select(Case)).all():
+        for case in reads.all_cases(session):
             safeguarding = case.category == SAFEGUARDING or case.id in alerted
             if recipient.sees(self.region_of(case), safeguarding):
                 self.cases[case.id] = case  # type: ignore[index]
@@ -572,9 +519,7 @@ class _CaseView:
         return sorted(self.cases.values(), key=self.sort_key)
 
     def events(self, session: Session, types: Iterable[str], since: datetime, now: datetime) -> list[Event]:
-        return list(session.exec(select(Event).where(
-            col(Event.type).in_(tuple(types)), col(Event.case_id).in_(self.ids()), Event.at >= to_db(since),
-            Event.at <= to_db(now)).order_by(col(Event.at), col(Event.id))).all())
+        return reads.events_between(session, tuple(types), self.ids(), since, now)
 
     def stage_label(self, case: Case, stage: int | None = None) -> str:
         number = stage or case.stage

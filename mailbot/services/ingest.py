@@ -27,7 +27,7 @@ from mailbot.services.staffdesk import StaffDesk
 from mailbot.store import repo
 from mailbot.store.db import session as new_session
 from mailbot.store.db import to_db
-from mailbot.store.models import Case, MailMessage
+from mailbot.store.models import Case
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +159,10 @@ class Ingestor:
         """Keep a message the pipeline could not handle, move past it, and leave it where staff will see it."""
         if not repo.inbound_seen(session, mail.message_id):
             error = f"{type(exc).__name__}: {exc}"[:1000]
-            session.add(MailMessage(direction="in", message_id=mail.message_id, subject=mail.subject,
-                                    from_addr=mail.from_addr, to_addrs=",".join(mail.to), kind="processing_error",
-                                    at=to_db(arrival.received_at), raw=arrival.raw, uid=arrival.uid,
-                                    detail=json.dumps({"error": error})))
+            repo.record_inbound(session, {
+                "message_id": mail.message_id, "subject": mail.subject, "from_addr": mail.from_addr,
+                "to_addrs": ",".join(mail.to), "kind": "processing_error", "at": to_db(arrival.received_at),
+                "raw": arrival.raw, "uid": arrival.uid, "detail": json.dumps({"error": error})})
             repo.add_event(session, None, self.clock(), "processing_error", message_id=mail.message_id,
                            sender=mail.from_addr, error=error)
             # Staff hear of it as of unreadable mail; if even that letter fails, the record above stays.
@@ -189,34 +189,34 @@ class Ingestor:
             case = repo.case_by_ref(session, case.merged_into)
         if verdict.action == "new_case":
             case = self.lifecycle.open_case(session, mail, arrival.received_at, now)
-        message = self._record(session, mail, arrival, verdict, case)
         if verdict.action == "staff":
             assert case is not None
+            self._record(session, mail, arrival, verdict, verdict.kind, case)
             repo.add_event(session, case, now, "staff_message", actor=mail.from_addr, rules=list(verdict.rules))
-            letters = self.staff_desk.handle(session, case, mail, message, verdict.staff_roles, now)
+            letters = self.staff_desk.handle(session, case, mail, verdict.staff_roles, now)
         else:
-            letters = self.lifecycle.handle(session, verdict, mail, message, case, arrival.received_at, now)
-        repo.save_inbound(session, message)
+            # Decided first, so the message's row is written once, as what it is.
+            filing = self.lifecycle.file(session, verdict, mail, case, now)
+            self._record(session, mail, arrival, verdict, filing.kind, filing.case)
+            letters = self.lifecycle.handle(session, verdict, mail, filing, arrival.received_at, now)
         return IngestOutcome(mail.message_id, verdict.action, verdict.kind, case.ref if case else None,
                              tuple(letter.kind for letter in letters))
 
     @staticmethod
-    def _record(session: Session, mail: InboundMail, arrival: Arrival, verdict: Verdict,
-                case: Case | None) -> repo.InboundRow:
+    def _record(session: Session, mail: InboundMail, arrival: Arrival, verdict: Verdict, kind: str,
+                case: Case | None) -> None:
         detail: dict[str, object] = {"rules": list(verdict.rules), "action": verdict.action}
         if verdict.thread:
             detail["thread_rule"] = verdict.thread.rule
         if not mail.readable:
             detail["defects"] = list(mail.defects)
-        if case is not None and case.id is None:
-            session.flush()
-        return repo.record_inbound(session, {
-            "case_id": case.id if case else None,
+        repo.record_inbound(session, {
+            "case_id": repo.case_id(session, case),
             "message_id": mail.message_id,
             "subject": mail.subject,
             "from_addr": mail.from_addr,
             "to_addrs": ",".join(mail.to),
-            "kind": verdict.kind,
+            "kind": kind,
             "at": to_db(arrival.received_at),
             "raw": arrival.raw,
             "uid": arrival.uid,

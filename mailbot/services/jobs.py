@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from mailbot.domain.directory import DirectoryFiles, manager_of
 from mailbot.domain.workdays import WorkingCalendar
@@ -20,7 +20,6 @@ from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
 from mailbot.store.db import session as new_session
-from mailbot.store.models import Case, Deadline, Restriction
 
 
 class Jobs:
@@ -47,11 +46,7 @@ class Jobs:
 
     def restriction_reviews(self, session: Session, now: datetime) -> int:
         """Six months into a restriction, while the case is still being investigated, the CEO reviews it."""
-        rows = session.exec(
-            select(Restriction, Case).join(Case, col(Case.id) == col(Restriction.case_id))
-            .where(Restriction.state == "restricted", col(Restriction.reviewed_at).is_(None),
-                   col(Restriction.review_at) <= to_db(now), col(Case.status).in_(OPEN_STATUSES))
-        ).all()
+        rows = repo.restrictions_due_review(session, now, OPEN_STATUSES)
         ceos = [m.email for m in self.directory.get().with_role("ceo")]
         queued = 0
         for restriction, case in rows:
@@ -72,11 +67,7 @@ class Jobs:
 
     def restriction_expiry(self, session: Session, now: datetime) -> int:
         """At the end of its term a restriction lifts by itself, with a letter to the person and a note to staff."""
-        rows = session.exec(
-            select(Restriction, Case).join(Case, col(Case.id) == col(Restriction.case_id))
-            .where(Restriction.state == "restricted", col(Restriction.ends_at).is_not(None),
-                   col(Restriction.ends_at) <= to_db(now))
-        ).all()
+        rows = repo.restrictions_at_term(session, now)
         queued = 0
         for restriction, case in rows:
             ended = from_db(restriction.ends_at)
@@ -106,13 +97,7 @@ class Jobs:
         return datetime.combine(day_before, local.time(), tzinfo=cal.zone)
 
     def chase_deadlines(self, session: Session, now: datetime) -> int:
-        rows = session.exec(
-            select(Deadline, Case).join(Case, col(Case.id) == col(Deadline.case_id))
-            .where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
-                   col(Case.status).in_(OPEN_STATUSES),
-                   col(Deadline.overdue_alerted_at).is_(None))
-            .order_by(col(Deadline.due_at))
-        ).all()
+        rows = repo.deadlines_to_chase(session, OPEN_STATUSES)
         queued = 0
         directory = self.directory.get()
         for deadline, case in rows:

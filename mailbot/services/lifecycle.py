@@ -37,6 +37,20 @@ ESCALATION_PHRASES = (
 OPEN_STATUSES = ("open", "awaiting_staff")
 
 
+# What a message under a restriction is recorded as, by the restricted-mail rule's answer (domain.restrictions).
+RESTRICTED_KINDS = {"notify": "follow_up", "acknowledge": "restricted_acknowledged", "file": "restricted_filed"}
+
+
+@dataclass(frozen=True)
+class Filing:
+    """What an inbound message is recorded as, decided before its row is written: its kind and its case."""
+
+    kind: str
+    case: Case | None
+    # When a restriction on the case applies to the sender: its rule's answer (notify, acknowledge, file).
+    restricted: str | None = None
+
+
 @dataclass(frozen=True)
 class Addresses:
     """Whose mail is ours, and which senders are web forms carrying many people's complaints."""
@@ -109,20 +123,41 @@ class CaseLifecycle:
                        from_addr=mail.from_addr, reply_to=list(mail.reply_to))
         return case
 
-    # ---- dispatch ----------------------------------------------------------------------------
+    # ---- filing and dispatch ------------------------------------------------------------------
 
-    def handle(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
-               case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
+    def file(self, session: Session, verdict: Verdict, mail: InboundMail, case: Case | None,
+             now: datetime) -> Filing:
+        """What the message is recorded as, before its row is written (then ``handle`` acts on it).
+
+        Mail under a restriction is filed by the restricted-mail rule; a bounce that threads to no case
+        belongs to the case of the letter that bounced.
+        """
+        if verdict.action == "follow_up" and case is not None:
+            restriction = self._restriction_applying(session, case, verdict, mail)
+            if restriction is not None:
+                action = self._restricted_action(restriction, mail, now)
+                return Filing(RESTRICTED_KINDS[action], case, action)
+        if verdict.action == "automated" and case is None and verdict.automated:
+            for mid in verdict.automated.bounced_message_ids:
+                letter = repo.outbound_by_message_id(session, mid)
+                if letter is not None and letter.case_id:
+                    return Filing(verdict.kind, session.get(Case, letter.case_id))
+        return Filing(verdict.kind, case)
+
+    def handle(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
+               received_at: datetime, now: datetime) -> list[QueuedLetter]:
+        """Act on a message recorded as ``filing`` says: the case's events and letters."""
         handler = {
             "new_case": self._on_new_case,
             "follow_up": self._on_follow_up,
             "automated": self._on_automated,
             "unreadable": self._on_unreadable,
         }[verdict.action]
-        return handler(session, verdict, mail, message, case, received_at, now)
+        return handler(session, verdict, mail, filing, received_at, now)
 
-    def _on_new_case(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
-                     case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
+    def _on_new_case(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
+                     received_at: datetime, now: datetime) -> list[QueuedLetter]:
+        case = filing.case
         assert case is not None
         procedure = self.procedures[case.procedure]
         letters: list[QueuedLetter] = []
@@ -155,8 +190,9 @@ class CaseLifecycle:
                                                            reason=f"the complaint mentions: {', '.join(terms)}")
         return [x for x in letters if x is not None]
 
-    def _on_follow_up(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
-                      case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
+    def _on_follow_up(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
+                      received_at: datetime, now: datetime) -> list[QueuedLetter]:
+        case = filing.case
         assert case is not None
         repo.add_event(session, case, now, "message_received", message_id=mail.message_id, sender=mail.from_addr,
                        thread_rule=verdict.thread.rule if verdict.thread else "")
@@ -164,11 +200,8 @@ class CaseLifecycle:
             repo.add_event(session, case, now, "unverified_staff_mail", sender=mail.from_addr,
                            reason="staff From without the signed case address or trusted authentication")
         case.updated_at = to_db(now)
-        restriction = self.active_restriction(session, case)
-        # A restriction follows the person, by From or by Reply-To: adding a Reply-To does not escape it.
-        if restriction is not None and not verdict.claimed_staff and \
-                restriction.complainant in (mail.from_addr, *mail.reply_to):
-            return self._under_restriction(session, restriction, case, mail, message, now)
+        if filing.restricted is not None:
+            return self._under_restriction(session, filing.restricted, case, mail, now)
         notes: list[str] = []
         if case.status == "resolved":
             notes.append(self._escalation_request(session, case, mail, received_at, now))
@@ -178,8 +211,8 @@ class CaseLifecycle:
                                             claimed_staff=verdict.claimed_staff, notes=notes)
         return letters
 
-    def _on_automated(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
-                      case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
+    def _on_automated(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
+                      received_at: datetime, now: datetime) -> list[QueuedLetter]:
         auto = verdict.automated
         if auto and auto.bounced_message_ids:
             for mid in auto.bounced_message_ids:
@@ -190,18 +223,15 @@ class CaseLifecycle:
                     bounced_case = session.get(Case, letter.case_id) if letter.case_id else None
                     repo.add_event(session, bounced_case, now, "letter_undelivered", template=letter.kind,
                                    message_id=mid, failed_recipients=list(auto.failed_recipients))
-                    if case is None and bounced_case is not None:
-                        case = bounced_case
-                        message.case_id = case.id
-        repo.add_event(session, case, now, "automated_mail_filed", kind=verdict.kind, message_id=mail.message_id,
+        repo.add_event(session, filing.case, now, "automated_mail_filed", kind=verdict.kind, message_id=mail.message_id,
                        sender=mail.from_addr, reasons=list(verdict.rules))
         return []
 
-    def _on_unreadable(self, session: Session, verdict: Verdict, mail: InboundMail, message: repo.InboundRow,
-                       case: Case | None, received_at: datetime, now: datetime) -> list[QueuedLetter]:
-        repo.add_event(session, case, now, "unreadable_mail", message_id=mail.message_id, sender=mail.from_addr,
-                       defects=list(mail.defects[:5]))
-        return self.letters.alert_unreadable(session, case, mail, list(mail.defects[:5]) or ["unknown"], now)
+    def _on_unreadable(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
+                       received_at: datetime, now: datetime) -> list[QueuedLetter]:
+        repo.add_event(session, filing.case, now, "unreadable_mail", message_id=mail.message_id,
+                       sender=mail.from_addr, defects=list(mail.defects[:5]))
+        return self.letters.alert_unreadable(session, filing.case, mail, list(mail.defects[:5]) or ["unknown"], now)
 
     # ---- restrictions ------------------------------------------------------------------------
 
@@ -219,22 +249,36 @@ class CaseLifecycle:
                     found.setdefault(ref, mode)
         return list(found.items())
 
-    def _under_restriction(self, session: Session, restriction: Restriction, case: Case, mail: InboundMail,
-                           message: repo.InboundRow, now: datetime) -> list[QueuedLetter]:
-        """Read and kept, never dropped; answered at most once a day in acknowledge-only mode, never in silent."""
+    def _restriction_applying(self, session: Session, case: Case, verdict: Verdict,
+                              mail: InboundMail) -> Restriction | None:
+        """The case's restriction when it covers this message's sender (never staff's own mail).
+
+        A restriction follows the person, by From or by Reply-To: adding a Reply-To does not escape it.
+        """
+        restriction = self.active_restriction(session, case)
+        if restriction is None or verdict.claimed_staff or \
+                restriction.complainant not in (mail.from_addr, *mail.reply_to):
+            return None
+        return restriction
+
+    def _restricted_action(self, restriction: Restriction, mail: InboundMail, now: datetime) -> str:
         last = from_db(restriction.last_acknowledged_at)
         today = self.calendar.local(now).date()
-        action = inbound_action(restriction.mode or "", self.calendar.local(last).date() if last else None, today,
-                                f"{mail.subject}\n{mail.text}")
+        return inbound_action(restriction.mode or "", self.calendar.local(last).date() if last else None, today,
+                              f"{mail.subject}\n{mail.text}")
+
+    def _under_restriction(self, session: Session, action: str, case: Case, mail: InboundMail,
+                           now: datetime) -> list[QueuedLetter]:
+        """Read and kept, never dropped; answered at most once a day in acknowledge-only mode, never in silent."""
+        restriction = self.active_restriction(session, case)
+        assert restriction is not None
         if action == "notify":
-            message.kind = "follow_up"
             repo.add_event(session, case, now, "restricted_mail_challenge", message_id=mail.message_id)
             return self.letters.notify_staff(
                 session, case, mail, now, headline="A challenge to the restriction",
                 notes=["The complainant is restricted on this case, but this message looks like a challenge to the "
                        "decision, so it is passed to you as usual."])
         if action == "acknowledge":
-            message.kind = "restricted_acknowledged"
             restriction.last_acknowledged_at = to_db(now)
             repo.add_event(session, case, now, "restricted_mail_acknowledged", message_id=mail.message_id)
             thread = self.letters.complainant_thread(session, case)
@@ -244,7 +288,6 @@ class CaseLifecycle:
                                         in_reply_to=mail.message_id if mail.has_message_id else None,
                                         references=thread)
             return [letter] if letter else []
-        message.kind = "restricted_filed"
         repo.add_event(session, case, now, "restricted_mail_filed", message_id=mail.message_id,
                        mode=restriction.mode)
         return []

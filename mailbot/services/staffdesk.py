@@ -46,8 +46,8 @@ class StaffDesk:
 
     # ---- entry point -------------------------------------------------------------------------
 
-    def handle(self, session: Session, case: Case, mail: InboundMail, message: repo.InboundRow,
-               roles: frozenset[str], now: datetime) -> list[QueuedLetter]:
+    def handle(self, session: Session, case: Case, mail: InboundMail, roles: frozenset[str],
+               now: datetime) -> list[QueuedLetter]:
         # Only the staff member's own words: whatever their client did to the quote, no line of a
         # staff-only letter (the notification they answer above all) goes on to the complainant.
         text = without_text_of(extract_new_text(mail.text, mail.html), self.letters.staff_only_texts(session, case))

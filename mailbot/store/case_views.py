@@ -1,4 +1,4 @@
-"""Read models: the case as the command line and the digest show it (the --json fields are a public contract)."""
+"""Read models: a case as the command line shows it (the --json fields are a public contract)."""
 
 from __future__ import annotations
 

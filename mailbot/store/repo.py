@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, insert, update
@@ -17,15 +16,16 @@ from mailbot.store.db import session as new_session
 from mailbot.store.models import (
     CASE_TABLE,
     CURSOR_TABLE,
+    DEADLINE_TABLE,
     EVENT_TABLE,
     MESSAGE_TABLE,
-    SEQUENCE_TABLE,
-    DEADLINE_TABLE,
     RESTRICTION_TABLE,
+    SEQUENCE_TABLE,
     Case,
     Deadline,
     MailboxCursor,
     MailMessage,
+    MentorAction,
     Restriction,
 )
 from mailbot.store.prebuilt import Prebuilt
@@ -49,9 +49,6 @@ _NEXT_SEQ = Prebuilt(
 _FIRST_SEQ = Prebuilt(insert(SEQUENCE_TABLE))
 _INSERT_CASE = Prebuilt(insert(CASE_TABLE).returning(CASE_TABLE.c.id))
 _INSERT_MESSAGE = Prebuilt(insert(MESSAGE_TABLE).returning(MESSAGE_TABLE.c.id))
-_SET_INBOUND = Prebuilt(
-    update(MESSAGE_TABLE).where(MESSAGE_TABLE.c.id == bindparam("row_id"))
-    .values(kind=bindparam("new_kind"), case_id=bindparam("new_case_id")))
 _ADD_EVENT = Prebuilt(insert(EVENT_TABLE))
 _AUTOMATIC_SINCE = Prebuilt(sa_select(func.count(MESSAGE_TABLE.c.id)).where(
     MESSAGE_TABLE.c.direction == "out",
@@ -99,18 +96,6 @@ class StoreLookup:
         return None
 
 
-@dataclass
-class InboundRow:
-    """An inbound message's row as the case handlers see it. They may refile it (``kind``) or attach it
-    to a case (``case_id``); ``save_inbound`` writes such changes back."""
-
-    id: int
-    kind: str
-    case_id: int | None
-    recorded_kind: str = ""
-    recorded_case_id: int | None = None
-
-
 def insert_message(session: Session, values: dict[str, object]) -> int:
     """Insert a message row, inbound or outbound, and return its id.
 
@@ -121,17 +106,9 @@ def insert_message(session: Session, values: dict[str, object]) -> int:
     return int(_INSERT_MESSAGE.scalar(session.connection(), values))
 
 
-def record_inbound(session: Session, values: dict[str, object]) -> InboundRow:
-    """Insert an inbound message; the handlers see it as an InboundRow."""
-    row_id = insert_message(session, {**values, "direction": "in"})
-    kind, case_id = str(values.get("kind", "")), values.get("case_id")
-    return InboundRow(row_id, kind, case_id, kind, case_id)  # type: ignore[arg-type]
-
-
-def save_inbound(session: Session, row: InboundRow) -> None:
-    if (row.kind, row.case_id) != (row.recorded_kind, row.recorded_case_id):
-        _SET_INBOUND.run(session.connection(), {"row_id": row.id, "new_kind": row.kind, "new_case_id": row.case_id})
-        row.recorded_kind, row.recorded_case_id = row.kind, row.case_id
+def record_inbound(session: Session, values: dict[str, object]) -> int:
+    """Insert an inbound message, already filed (its kind and case decided); returns its id."""
+    return insert_message(session, {**values, "direction": "in"})
 
 
 def case_by_ref(session: Session, ref: str) -> Case | None:
@@ -342,6 +319,77 @@ def last_raw_from(session: Session, case_id: int, sender: str) -> bytes | None:
     return session.exec(select(MailMessage.raw).where(MailMessage.case_id == case_id, MailMessage.direction == "in",
                                                       MailMessage.from_addr == sender)
                         .order_by(col(MailMessage.id).desc())).first()
+
+
+def add_deadline(session: Session, case_id: int, stage: int, name: str, due: datetime) -> None:
+    session.add(Deadline(case_id=case_id, stage=stage, name=name, due_at=to_db(due)))
+
+
+def restriction_record(session: Session, case: Case) -> Restriction:
+    """The case's restriction record, created (with nothing in force) the first time a command needs it."""
+    row = restriction_of(session, case.id or 0)
+    if row is None:
+        row = Restriction(case_id=case.id, complainant=case.complainant, state="none")
+        session.add(row)
+    return row
+
+
+def latest_restricted_mail(session: Session, case_id: int) -> MailMessage | None:
+    """The newest message on the case that a restriction filed or only acknowledged."""
+    return session.exec(select(MailMessage).where(
+        MailMessage.case_id == case_id, MailMessage.direction == "in",
+        col(MailMessage.kind).in_(("restricted_filed", "restricted_acknowledged")),
+    ).order_by(col(MailMessage.id).desc())).first()
+
+
+def add_mentor_action(session: Session, case_id: int, mentor: str, action: str, reason: str, by: str,
+                      at: datetime) -> None:
+    session.add(MentorAction(case_id=case_id, mentor_email=mentor, action=action, reason=reason, by=by,
+                             at=to_db(at)))
+
+
+def last_mentor_on_case(session: Session, case_id: int) -> str | None:
+    """The mentor the case's last mentor action named."""
+    return session.exec(select(MentorAction.mentor_email).where(MentorAction.case_id == case_id)
+                        .order_by(col(MentorAction.id).desc())).first()
+
+
+def has_formal_warning(session: Session, mentor: str) -> bool:
+    """Whether the mentor has had a formal warning on any case."""
+    return session.exec(select(MentorAction.id).where(MentorAction.mentor_email == mentor,
+                                                      MentorAction.action == "formal-warning")).first() is not None
+
+
+# ---- what the scheduled jobs look for ----------------------------------------------------------
+
+
+def restrictions_due_review(session: Session, now: datetime,
+                            open_statuses: tuple[str, ...]) -> list[tuple[Restriction, Case]]:
+    """Restrictions in force whose six-month review is due and not yet asked for, on cases still open."""
+    return list(session.exec(
+        select(Restriction, Case).join(Case, col(Case.id) == col(Restriction.case_id))
+        .where(Restriction.state == "restricted", col(Restriction.reviewed_at).is_(None),
+               col(Restriction.review_at) <= to_db(now), col(Case.status).in_(open_statuses))
+    ).all())
+
+
+def restrictions_at_term(session: Session, now: datetime) -> list[tuple[Restriction, Case]]:
+    """Restrictions in force whose term has ended."""
+    return list(session.exec(
+        select(Restriction, Case).join(Case, col(Case.id) == col(Restriction.case_id))
+        .where(Restriction.state == "restricted", col(Restriction.ends_at).is_not(None),
+               col(Restriction.ends_at) <= to_db(now))
+    ).all())
+
+
+def deadlines_to_chase(session: Session, open_statuses: tuple[str, ...]) -> list[tuple[Deadline, Case]]:
+    """Running deadlines on open cases not yet alerted as overdue, soonest first."""
+    return list(session.exec(
+        select(Deadline, Case).join(Case, col(Case.id) == col(Deadline.case_id))
+        .where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
+               col(Case.status).in_(open_statuses), col(Deadline.overdue_alerted_at).is_(None))
+        .order_by(col(Deadline.due_at))
+    ).all())
 
 
 def cap_window(now: datetime) -> datetime:

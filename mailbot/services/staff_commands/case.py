@@ -17,7 +17,7 @@ from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.services.staff_commands.turn import Handler, Refusal, Turn
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
-from mailbot.store.models import Case, Deadline
+from mailbot.store.models import Case
 
 if TYPE_CHECKING:
     from mailbot.services.staffdesk import StaffDesk
@@ -93,11 +93,10 @@ def extend(t: Turn, command: Command) -> None:
         if row.name == "first_response" or from_db(row.due_at) >= new_due:  # type: ignore[operator]
             continue
         row.superseded = True
-        session.add(Deadline(case_id=case.id, stage=row.stage, name=row.name, due_at=to_db(new_due)))
+        repo.add_deadline(session, case.id or 0, row.stage, row.name, new_due)
         moved.append(row.name)
     if not moved:
         raise Refusal(f"{command.line}\n  no open deadline falls before {cal.format_date(until)}.")
-    session.flush()
     reason = args.reason
     repo.add_event(session, case, now, "deadline_extended", actor=staff, deadlines=moved,
                    until=new_due.isoformat(), reason=reason)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from mailbot.domain.commands import Command, Mentor, Suspension
 from mailbot.services.staff_commands.turn import Handler, Refusal, Reply, Turn
 from mailbot.store import repo
-from mailbot.store.db import to_db
-from mailbot.store.models import Case, Deadline, MentorAction
+from mailbot.store.models import Case
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -24,8 +23,7 @@ def _mentor_for(desk: StaffDesk, session: Session, case: Case, command: Command)
         raise TypeError(f"#{command.name} does not name a mentor")
     email = args.email
     if not email:
-        known = session.exec(select(MentorAction.mentor_email).where(MentorAction.case_id == case.id)
-                             .order_by(col(MentorAction.id).desc())).first()
+        known = repo.last_mentor_on_case(session, case.id or 0)
         if not known:
             raise Refusal(f"{command.line}\n  name the mentor the first time: {command.line.split()[0]} "
                           f"mentor@example.org")
@@ -39,8 +37,7 @@ def _mentor_for(desk: StaffDesk, session: Session, case: Case, command: Command)
 def _mentor_action(desk: StaffDesk, session: Session, case: Case, command: Command, staff: str, now: datetime,
                    reply: Reply, reason: str = "") -> str:
     mentor = _mentor_for(desk, session, case, command)
-    session.add(MentorAction(case_id=case.id, mentor_email=mentor, action=command.name, reason=reason, by=staff,
-                             at=to_db(now)))
+    repo.add_mentor_action(session, case.id or 0, mentor, command.name, reason, staff, now)
     repo.add_event(session, case, now, "mentor_action", actor=staff, action=command.name, mentor=mentor,
                    reason=reason)
     return mentor
@@ -50,8 +47,7 @@ def _mentor_warning(desk: StaffDesk, session: Session, case: Case, command: Comm
                     reply: Reply, what: str) -> None:
     mentor = _mentor_for(desk, session, case, command)
     person = desk.directory.get().participant(mentor)
-    earlier = session.exec(select(MentorAction).where(MentorAction.mentor_email == mentor,
-                                                      MentorAction.action == "formal-warning")).all()
+    earlier = repo.has_formal_warning(session, mentor)
     _mentor_action(desk, session, case, command, staff, now, reply)
     reply.add(desk.letters.queue(
         session, case=case, template="mentor-meeting", to=[mentor],
@@ -80,7 +76,7 @@ def suspend(t: Turn, command: Command) -> None:
     mentor = _mentor_action(t.desk, session, case, command, staff, now, reply, reason=reason)
     person = t.desk.directory.get().participant(mentor)
     due = t.letters.calendar.deadline(now, 14, "days")
-    session.add(Deadline(case_id=case.id, stage=case.stage, name="suspension_decision", due_at=to_db(due)))
+    repo.add_deadline(session, case.id or 0, case.stage, "suspension_decision", due)
     directory = t.desk.directory.get()
     region = person.region if person else None
     alert_to = [m.email for m in directory.with_role("safeguarding_lead")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from mailbot.domain.commands import (
     AgreementText,
@@ -22,20 +22,12 @@ from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.services.staff_commands.turn import Handler, Refusal, Reply, Turn
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
-from mailbot.store.models import Case, MailMessage, Restriction
+from mailbot.store.models import Case, Restriction
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from mailbot.services.staffdesk import StaffDesk
-
-
-def _register(desk: StaffDesk, session: Session, case: Case) -> Restriction:
-    row = session.exec(select(Restriction).where(Restriction.case_id == case.id)).first()
-    if row is None:
-        row = Restriction(case_id=case.id, complainant=case.complainant, state="none")
-        session.add(row)
-    return row
 
 
 def _impose(desk: StaffDesk, session: Session, case: Case, row: Restriction, *, mode: str, months: int | None,
@@ -46,7 +38,6 @@ def _impose(desk: StaffDesk, session: Session, case: Case, row: Restriction, *, 
     row.review_at = to_db(add_months(now, 6))
     row.reviewed_at = row.ended_at = None
     row.consulted = "senior management"
-    session.flush()
     until = desk.letters.calendar.format_date(from_db(row.ends_at)) if row.ends_at else None  # type: ignore[arg-type]
     reply.after.append(lambda: desk.letters.complainant_letter(
         session, case, template, now, reason=reason, mode=mode, months=months, until=until,
@@ -62,7 +53,7 @@ def _impose(desk: StaffDesk, session: Session, case: Case, row: Restriction, *, 
 
 def _set_option(desk: StaffDesk, session: Session, case: Case, command: Command, staff: str, now: datetime,
                 reply: Reply, option: dict[str, object]) -> None:
-    row = _register(desk, session, case)
+    row = repo.restriction_record(session, case)
     if row.state != "restricted":
         raise Refusal(f"{command.line}\n  record contact options after the restriction (#restrict ...).")
     options = [o for o in json.loads(row.options) if o.get("kind") != option["kind"]]
@@ -74,7 +65,7 @@ def _set_option(desk: StaffDesk, session: Session, case: Case, command: Command,
 
 def warn(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    row = _register(t.desk, session, case)
+    row = repo.restriction_record(session, case)
     if row.state == "restricted":
         raise Refusal(f"{command.line}\n  this complainant is already restricted on this case.")
     row.state, row.warned_at, row.warned_by = "warned", to_db(now), staff
@@ -86,7 +77,7 @@ def warn(t: Turn, command: Command) -> None:
 
 def restrict(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    row = _register(t.desk, session, case)
+    row = repo.restriction_record(session, case)
     args = command.arguments(RestrictionTerms)
     if row.warned_at is None and not args.exceptional:
         raise Refusal(f"{command.line}\n  the procedure needs a prior warning first (#warn reason), unless the "
@@ -100,7 +91,7 @@ def terminate(t: Turn, command: Command) -> None:
     if case.status in OPEN_STATUSES:
         raise Refusal(f"{command.line}\n  #terminate is for a closed case whose complainant keeps writing; "
                       f"this case is still {case.status}.")
-    row = _register(t.desk, session, case)
+    row = repo.restriction_record(session, case)
     _impose(t.desk, session, case, row, mode=command.arguments(ContactMode).mode, months=None,
             reason="you have continued to write to us about a complaint that is closed", staff=staff,
             now=now, reply=reply, exceptional=None, template="contact-terminated")
@@ -148,10 +139,7 @@ def lift(t: Turn, command: Command) -> None:
 
 def fresh_evidence(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
-    filed = session.exec(select(MailMessage).where(
-        MailMessage.case_id == case.id, MailMessage.direction == "in",
-        col(MailMessage.kind).in_(("restricted_filed", "restricted_acknowledged")),
-    ).order_by(col(MailMessage.id).desc())).first()
+    filed = repo.latest_restricted_mail(session, case.id or 0)
     if filed is None:
         raise Refusal(f"{command.line}\n  there is no filed message on this case to treat as fresh evidence.")
     filed.kind = "fresh_evidence"
