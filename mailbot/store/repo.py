@@ -30,10 +30,8 @@ from mailbot.store.models import (
 )
 from mailbot.store.prebuilt import Prebuilt
 
-# The statements every message runs, built once. Building a statement and its cache key costs
-# SQLAlchemy several times what executing it does (~120 us against ~25 us on SQLite), and these
-# run a dozen times per message; values arrive as bind parameters. On SQLite they run straight on
-# the driver (store.prebuilt), which saves most of the remaining ~20 us each.
+# The statements every message runs, built once, with values as bind parameters (why, and what it
+# saves: store.prebuilt's docstring and bench/README.md).
 _CASE_ID_BY_REF = Prebuilt(sa_select(CASE_TABLE.c.id).where(CASE_TABLE.c.ref == bindparam("ref")).limit(1))
 _CASE_BY_REF = select(Case).where(col(Case.ref) == bindparam("ref"))
 _REF_OF_MESSAGE = Prebuilt(
