@@ -10,13 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from mailbot.data_files import DirectoryFiles, load_procedures, load_signposts
 from mailbot.domain.chain import RouteConfig
-from mailbot.domain.directory import DirectoryError, DirectoryFiles
-from mailbot.domain.procedures import (
-    ProcedureFileError,
-    load_procedures,
-    load_signposts,
-)
+from mailbot.domain.directory import DirectoryError
+from mailbot.domain.procedures import ProcedureFileError
 from mailbot.domain.workdays import WorkingCalendar, parse_closures
 from mailbot.files import make_private_dir
 from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer

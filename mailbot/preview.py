@@ -9,12 +9,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mailbot.data_files import load_procedures, load_signposts
 from mailbot.domain.attachments import choose_for_staff
 from mailbot.domain.commands import COMMAND_REFERENCE
 from mailbot.domain.procedures import (
     Procedure,
-    load_procedures,
-    load_signposts,
     signposting,
     stage_deadlines,
 )

@@ -10,7 +10,7 @@ import csv
 import io
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol
 
 STAFF_ROLES = frozenset(
     {"complaints_team", "coordinator", "regional_manager", "head_of_delivery", "smt", "ceo", "safeguarding_lead"}
@@ -137,45 +137,10 @@ def parse_participants(text: str, source: str = "participants.csv") -> tuple[Par
     return tuple(people)
 
 
-class DirectoryFiles:
-    """Reads the two files and re-reads them when they change on disk (checked by modification time)."""
+class DirectorySource(Protocol):
+    """Where the services get the directory from: the current one, as of now (``data_files.DirectoryFiles``)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.staff_path = data_dir / "staff.toml"
-        self.participants_path = data_dir / "participants.csv"
-        self._stamp: tuple[float, float] | None = None
-        self._directory = Directory()
-
-    def _current_stamp(self) -> tuple[float, float]:
-        def mtime(p: Path) -> float:
-            return p.stat().st_mtime_ns if p.exists() else -1.0
-
-        return (mtime(self.staff_path), mtime(self.participants_path))
-
-    def load(self) -> Directory:
-        """The directory, re-read if a file changed. Raises DirectoryError on a bad file."""
-        stamp = self._current_stamp()
-        if stamp != self._stamp:
-            staff = parse_staff(self._read(self.staff_path), str(self.staff_path)) if self.staff_path.exists() else ()
-            people = (parse_participants(self._read(self.participants_path), str(self.participants_path))
-                      if self.participants_path.exists() else ())
-            self._directory = Directory(staff, people)
-            self._stamp = stamp
-        return self._directory
-
-    def get(self) -> Directory:
-        """Like load(), but a bad edit while running keeps the last good directory instead of stopping intake."""
-        try:
-            return self.load()
-        except DirectoryError:
-            return self._directory
-
-    @staticmethod
-    def _read(path: Path) -> str:
-        try:
-            return path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise DirectoryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    def get(self) -> Directory: ...
 
 
 def choose_procedure(directory: Directory, email: str) -> str:

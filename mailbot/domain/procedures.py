@@ -2,6 +2,7 @@
 
 Nothing here knows one procedure from another; a new stage or a changed promise is an edit to the
 TOML file, which is checked strictly on loading so a typo stops the bot at start-up, not mid-case.
+The file is read by ``mailbot.data_files``; this module parses its text.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from mailbot.domain.categories import CATEGORIES
@@ -111,9 +111,10 @@ def signposting(
     ]
 
 
-def load_procedures(path: Path) -> dict[str, Procedure]:
-    """Every procedure in the file by key; raises ProcedureFileError on anything it cannot trust."""
-    document = _read(path)
+def parse_procedures(text: str, source: str) -> dict[str, Procedure]:
+    """Every procedure in the file's text by key; raises ProcedureFileError (naming ``source``) on anything it
+    cannot trust."""
+    document = _parse(text, source)
     try:
         table = _table(document, "procedures", "[procedures]")
         for key in REQUIRED_PROCEDURES:
@@ -122,34 +123,29 @@ def load_procedures(path: Path) -> dict[str, Procedure]:
                 raise _Invalid(f"procedures.{key}: missing (every complaint is routed to one of {routed})")
         return {key: _procedure(key, _table(table, key, f"procedures.{key}")) for key in table}
     except _Invalid as problem:
-        raise ProcedureFileError(f"{path}: {problem}") from None
+        raise ProcedureFileError(f"{source}: {problem}") from None
 
 
-def load_signposts(path: Path) -> tuple[Signpost, ...]:
+def parse_signposts(text: str, source: str) -> tuple[Signpost, ...]:
     """The regulators an outcome letter points to, from the file's [signposting] table."""
-    document = _read(path)
+    document = _parse(text, source)
     try:
         table = _table(document, "signposting", "[signposting]")
         return tuple(_signpost(key, _table(table, key, f"signposting.{key}")) for key in table)
     except _Invalid as problem:
-        raise ProcedureFileError(f"{path}: {problem}") from None
+        raise ProcedureFileError(f"{source}: {problem}") from None
 
 
 class _Invalid(Exception):
     """A problem found while checking the document; load_* adds the file name."""
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _parse(text: str, source: str) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except OSError as exc:
-        raise ProcedureFileError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ProcedureFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already says "(at line N, column M)".
-        raise ProcedureFileError(f"{path}: not valid TOML: {exc}") from None
+        raise ProcedureFileError(f"{source}: not valid TOML: {exc}") from None
 
 
 def _procedure(key: str, table: dict[str, Any]) -> Procedure:

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from mailbot.domain.attachments import AttachmentNote, choose_for_staff
 from mailbot.domain.commands import COMMAND_REFERENCE
-from mailbot.domain.directory import DirectoryFiles
+from mailbot.domain.directory import DirectorySource
 from mailbot.domain.mail import Attachment, InboundMail, bare_address, html_to_text, parse_mail
 from mailbot.domain.procedures import Procedure
 from mailbot.domain.signing import signed_address
@@ -61,7 +61,7 @@ class Correspondence:
     """Writes the letters about cases: to complainants in their own thread, to staff through the signed address."""
 
     def __init__(self, sender: Sender, secret: bytes, renderer: LetterRenderer, calendar: WorkingCalendar,
-                 procedures: dict[str, Procedure], directory: DirectoryFiles, *,
+                 procedures: dict[str, Procedure], directory: DirectorySource, *,
                  complaints_team_cc: tuple[str, ...] = (),
                  notification_attachments_max: int = 10 * 1024 * 1024,
                  scan: Callable[[tuple[Attachment, ...]], frozenset[str]] | None = None) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from mailbot.domain.categories import SAFEGUARDING
-from mailbot.domain.directory import Directory, DirectoryFiles, StaffMember
+from mailbot.domain.directory import Directory, DirectorySource, StaffMember
 from mailbot.domain.procedures import Procedure
 from mailbot.domain.restrictions import persistent_suggestion
 from mailbot.domain.workdays import WorkingCalendar, format_time
@@ -98,7 +98,7 @@ def digest_recipients(directory: Directory) -> list[Recipient]:
 
 
 class Digest:
-    def __init__(self, engine: Engine, letters: Correspondence, calendar: WorkingCalendar, directory: DirectoryFiles,
+    def __init__(self, engine: Engine, letters: Correspondence, calendar: WorkingCalendar, directory: DirectorySource,
                  procedures: dict[str, Procedure], digest_time: time | None, persistent_threshold: int = 10) -> None:
         self.engine = engine
         self.letters = letters

@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from mailbot.domain.chain import RouteConfig, Verdict, route
-from mailbot.domain.directory import DirectoryFiles
+from mailbot.domain.directory import DirectorySource
 from mailbot.domain.mail import InboundMail, parse_mail
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.lifecycle import CaseLifecycle
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class StoreRouteLookup(repo.StoreLookup):
     """The chain's view of the store and the staff directory."""
 
-    def __init__(self, session: Session, directory: DirectoryFiles) -> None:
+    def __init__(self, session: Session, directory: DirectorySource) -> None:
         super().__init__(session)
         self.directory = directory
 
@@ -75,7 +75,7 @@ class CursorPosition:
 
 class Ingestor:
     def __init__(self, engine: Engine, route_config: RouteConfig, lifecycle: CaseLifecycle, staff_desk: StaffDesk,
-                 letters: Correspondence, directory: DirectoryFiles, clock: Callable[[], datetime]) -> None:
+                 letters: Correspondence, directory: DirectorySource, clock: Callable[[], datetime]) -> None:
         self.engine = engine
         self.route_config = route_config
         # Staff verdicts go to the staff desk; everything else to the case's lifecycle.

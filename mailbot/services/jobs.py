@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from mailbot.domain.directory import DirectoryFiles, manager_of
+from mailbot.domain.directory import DirectorySource, manager_of
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.digest import Digest
@@ -23,7 +23,7 @@ from mailbot.store.db import session as new_session
 
 
 class Jobs:
-    def __init__(self, engine: Engine, letters: Correspondence, calendar: WorkingCalendar, directory: DirectoryFiles,
+    def __init__(self, engine: Engine, letters: Correspondence, calendar: WorkingCalendar, directory: DirectorySource,
                  digest: Digest | None = None) -> None:
         # No clock of its own: every job is given the instant it runs at (``now``), from the one clock.
         self.engine = engine

@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from mailbot.domain import categories
 from mailbot.domain.chain import Verdict
-from mailbot.domain.directory import DirectoryFiles, assigned_contact, choose_procedure
+from mailbot.domain.directory import DirectorySource, assigned_contact, choose_procedure
 from mailbot.domain.mail import InboundMail, header_safe
 from mailbot.domain.procedures import Procedure, stage_deadlines
 from mailbot.domain.quotes import extract_new_text
@@ -62,7 +62,7 @@ class Addresses:
 
 class CaseLifecycle:
     def __init__(self, addresses: Addresses, letters: Correspondence, calendar: WorkingCalendar,
-                 procedures: dict[str, Procedure], directory: DirectoryFiles) -> None:
+                 procedures: dict[str, Procedure], directory: DirectorySource) -> None:
         self.addresses = addresses
         self.letters = letters
         self.calendar = calendar

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from mailbot.domain.commands import COMMAND_REFERENCE, Command, check_permission, parse_commands
-from mailbot.domain.directory import DirectoryFiles
+from mailbot.domain.directory import DirectorySource
 from mailbot.domain.mail import InboundMail
 from mailbot.domain.procedures import Signpost
 from mailbot.domain.quotes import extract_new_text, without_text_of
@@ -36,7 +36,7 @@ def is_our_letter(payload: bytes) -> bool:
 
 
 class StaffDesk:
-    def __init__(self, lifecycle: CaseLifecycle, letters: Correspondence, directory: DirectoryFiles,
+    def __init__(self, lifecycle: CaseLifecycle, letters: Correspondence, directory: DirectorySource,
                  signposts: tuple[Signpost, ...] = ()) -> None:
         self.lifecycle = lifecycle
         self.letters = letters

@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import Session, col, select
 
-from mailbot.domain.directory import DirectoryFiles
-from mailbot.domain.procedures import load_procedures
+from mailbot.data_files import DirectoryFiles, load_procedures
 from mailbot.domain.signing import signed_address
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer

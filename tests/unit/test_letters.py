@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.domain.procedures import load_procedures, load_signposts
+from mailbot.data_files import load_procedures, load_signposts
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer, build_message
 from mailbot.preview import sample_context

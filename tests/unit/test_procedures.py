@@ -9,10 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from mailbot.data_files import load_procedures, load_signposts
 from mailbot.domain.procedures import (
     ProcedureFileError,
-    load_procedures,
-    load_signposts,
     signposting,
     stage_deadlines,
 )

@@ -1,0 +1,73 @@
+"""The charity's own files under the data directory, read from disk: the staff and participant directories
+(re-read when they change) and the procedures. The domain parses their text (``domain.directory``,
+``domain.procedures``); this module only finds, reads and decodes them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mailbot.domain.directory import Directory, DirectoryError, parse_participants, parse_staff
+from mailbot.domain.procedures import Procedure, ProcedureFileError, Signpost, parse_procedures, parse_signposts
+
+
+class DirectoryFiles:
+    """Reads the two files and re-reads them when they change on disk (checked by modification time)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.staff_path = data_dir / "staff.toml"
+        self.participants_path = data_dir / "participants.csv"
+        self._stamp: tuple[float, float] | None = None
+        self._directory = Directory()
+
+    def _current_stamp(self) -> tuple[float, float]:
+        def mtime(p: Path) -> float:
+            return p.stat().st_mtime_ns if p.exists() else -1.0
+
+        return (mtime(self.staff_path), mtime(self.participants_path))
+
+    def load(self) -> Directory:
+        """The directory, re-read if a file changed. Raises DirectoryError on a bad file."""
+        stamp = self._current_stamp()
+        if stamp != self._stamp:
+            staff = parse_staff(self._read(self.staff_path), str(self.staff_path)) if self.staff_path.exists() else ()
+            people = (parse_participants(self._read(self.participants_path), str(self.participants_path))
+                      if self.participants_path.exists() else ())
+            self._directory = Directory(staff, people)
+            self._stamp = stamp
+        return self._directory
+
+    def get(self) -> Directory:
+        """Like load(), but a bad edit while running keeps the last good directory instead of stopping intake."""
+        try:
+            return self.load()
+        except DirectoryError:
+            return self._directory
+
+    @staticmethod
+    def _read(path: Path) -> str:
+        try:
+            return path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DirectoryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _procedures_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProcedureFileError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProcedureFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def load_procedures(path: Path) -> dict[str, Procedure]:
+    """Every procedure in the file by key; raises ProcedureFileError on anything it cannot trust."""
+    return parse_procedures(_procedures_text(path), str(path))
+
+
+def load_signposts(path: Path) -> tuple[Signpost, ...]:
+    """The regulators an outcome letter points to, from the file's [signposting] table."""
+    return parse_signposts(_procedures_text(path), str(path))
