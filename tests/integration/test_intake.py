@@ -17,6 +17,7 @@ from mailbot.services.ingest import Arrival
 from mailbot.services.transport import Transport
 from mailbot.store import repo
 from tests.integration.bot import Bot, make_mail, msgid
+from tests.samples import dsn_bounce
 
 # Dovecot ignores an APPEND date in the future, so the tests live in the recent past.
 MONDAY_10 = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
@@ -100,17 +101,7 @@ def test_automated_mail_is_filed_never_answered(bot: Bot) -> None:
                          Precedence="bulk")
     noreply = make_mail(frm="no-reply@shop.example.com", subject="Your order")
     ours = make_mail(frm="complaints@1mm.org.uk", subject="Loop?")
-    bounce = (
-        "From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\n"
-        "To: complaints@1mm.org.uk\r\nSubject: Undelivered Mail Returned to Sender\r\n"
-        "Message-ID: <bounce-1@mx.example.com>\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\n"
-        "Final-Recipient: rfc822; jane@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
-        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{ack_id}>\r\n"
-        "From: complaints@1mm.org.uk\r\nTo: jane@example.com\r\nSubject: [1MM-2026-0001] x\r\n\r\n--B--\r\n"
-    ).encode()
+    bounce = dsn_bounce(ack_id, "jane@example.com", "1MM-2026-0001")
     for raw in (ooo, listmail, noreply, ours, bounce):
         bot.append(raw)
     bot.once()

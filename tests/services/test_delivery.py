@@ -1,0 +1,139 @@
+"""Delivery, table-driven, through a fake Transport: what each answer from the mail server does to a letter.
+
+The letters are real (a complaint's acknowledgement and the staff copy, queued by the real services);
+only the SMTP server is replaced. tests/integration/test_smtp_transport.py covers the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+from sqlmodel import col, select
+
+from mailbot.services.delivery import RETRY_DELAYS, Deliverer, DeliveryReport
+from mailbot.services.transport import PermanentFailure, TemporaryFailure
+from mailbot.store.db import from_db
+from mailbot.store.db import session as new_session
+from mailbot.store.models import MailMessage
+from tests.services.conftest import World, mail
+
+JANE = "jane@example.com"
+PRIYA = "priya.shah@1mm.org.uk"
+
+
+@dataclass
+class FakeTransport:
+    """Answers each letter by its first recipient: "ok", a note (partly refused), or an exception to raise."""
+
+    answers: dict[str, object] = field(default_factory=dict)
+    sent: list[list[str]] = field(default_factory=list)
+    closed: int = 0
+
+    async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+        answer = self.answers.get(recipients[0], "ok")
+        if isinstance(answer, Exception):
+            raise answer
+        self.sent.append(recipients)
+        return None if answer == "ok" else str(answer)
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+def deliver(world: World, transport: FakeTransport) -> DeliveryReport:
+    deliverer = Deliverer(world.app.engine, lambda: transport, world.app.clock, concurrency=1)
+    return asyncio.run(deliverer.deliver_due())
+
+
+def letter_to(world: World, address: str) -> MailMessage:
+    with new_session(world.app.engine) as s:
+        row = s.exec(select(MailMessage).where(MailMessage.direction == "out", MailMessage.to_addrs == address)
+                     .order_by(col(MailMessage.id))).first()
+        assert row is not None
+        s.expunge(row)
+        return row
+
+
+@dataclass(frozen=True)
+class Answer:
+    name: str
+    answer: object  # what the server does with the acknowledgement to Jane
+    delivery: str  # the letter afterwards
+    attempts: int
+    retry_after_seconds: float | None  # when a deferred letter is tried again
+    error: str  # words of the recorded error ("" for none)
+    event: str  # the case's trail
+    counts: tuple[int, int, int]  # the pass's report: sent, deferred, failed (the staff copy is always sent)
+
+
+ANSWERS = [
+    Answer("accepted", "ok", "sent", 1, None, "", "", (2, 0, 0)),
+    Answer("accepted with some recipients refused", "partly refused: 550 x@example.com", "sent", 1, None,
+           "partly refused", "", (2, 0, 0)),
+    Answer("a temporary failure waits and tries again", TemporaryFailure("451 try later"), "pending", 1,
+           RETRY_DELAYS[0].total_seconds(), "451 try later", "letter_deferred", (1, 1, 0)),
+    Answer("a permanent failure is recorded and not retried", PermanentFailure("550 no such user"), "failed", 1,
+           None, "550 no such user", "letter_failed", (1, 0, 1)),
+    Answer("an unexpected error never loses the letter", RuntimeError("socket went away"), "pending", 1,
+           RETRY_DELAYS[0].total_seconds(), "RuntimeError: socket went away", "letter_deferred", (1, 1, 0)),
+]
+
+
+@pytest.mark.parametrize("row", ANSWERS, ids=[a.name for a in ANSWERS])
+def test_server_answer(world: World, row: Answer) -> None:
+    ref = world.receive(mail(frm=f"Jane Doe <{JANE}>")).ref
+    report = deliver(world, FakeTransport({JANE: row.answer}))
+    assert (report.sent, report.deferred, report.failed) == row.counts
+    letter = letter_to(world, JANE)
+    assert (letter.delivery, letter.attempts) == (row.delivery, row.attempts)
+    assert row.error in (letter.last_error or "")
+    assert bool(letter.last_error) == bool(row.error)
+    next_try = from_db(letter.next_attempt_at)
+    if row.retry_after_seconds is None:
+        assert next_try is None
+    else:
+        assert next_try is not None and (next_try - world.now).total_seconds() == row.retry_after_seconds
+    if row.event:
+        assert row.event in world.events(ref)
+    assert letter_to(world, PRIYA).delivery == "sent"
+
+
+def test_acknowledgements_go_before_staff_copies(world: World) -> None:
+    for n in range(3):
+        world.receive(mail(frm=f"person{n}@example.com"))
+    transport = FakeTransport()
+    deliver(world, transport)
+    assert transport.sent == [["person0@example.com"], ["person1@example.com"], ["person2@example.com"],
+                              [PRIYA], [PRIYA], [PRIYA]]
+    assert transport.closed == 1
+
+
+def test_a_deferred_letter_waits_for_its_time(world: World) -> None:
+    world.receive(mail(frm=JANE))
+    deliver(world, FakeTransport({JANE: TemporaryFailure("451")}))
+    waiting = FakeTransport()
+    world.advance(seconds=RETRY_DELAYS[0].total_seconds() - 1)
+    assert deliver(world, waiting).sent == 0 and waiting.sent == []
+    world.advance(seconds=1)
+    assert deliver(world, waiting).sent == 1 and waiting.sent == [[JANE]]
+    assert (letter_to(world, JANE).delivery, letter_to(world, JANE).attempts) == ("sent", 2)
+
+
+def test_the_last_temporary_failure_gives_up(world: World) -> None:
+    world.receive(mail(frm=JANE))
+    for delay in RETRY_DELAYS:
+        deliver(world, FakeTransport({JANE: TemporaryFailure("451 still busy")}))
+        world.advance(seconds=delay.total_seconds())
+    report = deliver(world, FakeTransport({JANE: TemporaryFailure("451 still busy")}))
+    assert report.failed == 1
+    letter = letter_to(world, JANE)
+    assert letter.delivery == "failed" and letter.attempts == len(RETRY_DELAYS) + 1
+    assert (letter.last_error or "").startswith(f"gave up after {len(RETRY_DELAYS) + 1} attempts")
+
+
+def test_nothing_due_sends_nothing(world: World) -> None:
+    transport = FakeTransport()
+    assert deliver(world, transport) == DeliveryReport()
+    assert transport.sent == [] and transport.closed == 0

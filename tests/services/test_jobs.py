@@ -1,0 +1,61 @@
+"""Scheduled work, table-driven: which reminders and overdue alerts a case's deadlines bring, and when.
+
+One complaint arrives on Monday 16 November 2026 at 10:00 under the external procedure (first response
+due at 17:30 on Tuesday, full response at 17:30 on Wednesday, resolution at 17:30 on Friday 4 December).
+The jobs run at each moment of the timeline in turn; each row says what that run queued. Running again
+at the same moment queues nothing: a reminder or alert goes once. (The digest has its own tests.)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from tests.services.conftest import World, mail
+
+PRIYA = "priya.shah@1mm.org.uk"  # the case owner (complaints team)
+SAM = "sam.carter@1mm.org.uk"  # her manager, copied when a deadline is missed
+
+
+def at(day: int, hour: int, minute: int = 0, month: int = 11) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=timezone.utc)  # GMT: London time in November
+
+
+TIMELINE = [
+    (at(16, 17, 29), []),
+    (at(16, 17, 30), [("deadline-reminder", PRIYA, "first response")]),
+    (at(16, 17, 30), []),
+    (at(17, 17, 29), []),
+    (at(17, 17, 30), [("deadline-overdue", f"{PRIYA},{SAM}", "first response"),
+                      ("deadline-reminder", PRIYA, "full response")]),
+    (at(18, 17, 30), [("deadline-overdue", f"{PRIYA},{SAM}", "full response")]),
+    (at(18, 23, 0), []),
+    (at(2, 17, 30, month=12), []),
+    (at(3, 17, 30, month=12), [("deadline-reminder", PRIYA, "resolution")]),
+    (at(4, 17, 30, month=12), [("deadline-overdue", f"{PRIYA},{SAM}", "resolution")]),
+    (at(7, 9, 0, month=12), []),
+]
+
+
+def test_deadline_timeline(world: World) -> None:
+    world.receive(mail())
+    world.take_letters()
+    seen = []
+    for when, expected in TIMELINE:
+        world.app.fixed_now = when
+        world.app.jobs.run_due(when)
+        letters = [letter for letter in world.take_letters() if letter.kind != "digest"]
+        seen.append((when, [(letter.kind, letter.to) for letter in letters]))
+        assert [(kind, to) for kind, to, _ in expected] == seen[-1][1], f"at {when}"
+        for letter, (_, _, deadline) in zip(letters, expected):
+            assert deadline in letter.subject
+
+
+def test_a_met_deadline_is_not_chased(world: World) -> None:
+    ref = world.receive(mail()).ref
+    assert ref is not None
+    world.staff_reply(ref, "#full\nHere is our full response: the session moves to Thursday.")
+    world.take_letters()
+    for when in (at(16, 17, 30), at(17, 17, 30), at(18, 17, 30)):
+        world.app.fixed_now = when
+        world.app.jobs.run_due(when)
+    assert [letter.kind for letter in world.take_letters() if letter.kind != "digest"] == []

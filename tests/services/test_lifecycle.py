@@ -1,0 +1,143 @@
+"""The case lifecycle, table-driven: what each kind of message does to a case and who hears of it.
+
+Each story runs its earlier steps, then the step under test, and checks what that step queued (letter
+and recipient), what the message was filed as, and where the case stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from tests.samples import dsn_bounce
+from tests.services.conftest import World, mail
+
+Step = Callable[[World, str], object]
+JANE = "jane@example.com"
+PRIYA = "priya.shah@1mm.org.uk"  # the complaints team (assigned when nobody else is)
+
+
+def ack_id(world: World, ref: str) -> str:
+    return next(letter.message_id for letter in world.outbox()
+                if letter.kind == "acknowledgement" and letter.subject.startswith(f"[{ref}]"))
+
+
+def reply(body: str, frm: str = f"Jane Doe <{JANE}>", **headers: str) -> Step:
+    """The complainant answering our acknowledgement in their mail client."""
+    def step(world: World, ref: str) -> object:
+        return world.receive(mail(frm=frm, subject=f"Re: [{ref}] We have received your complaint", body=body,
+                                  In_Reply_To=f"<{ack_id(world, ref)}>", date=world.now, **headers))
+    return step
+
+
+def staff(body: str, frm: str = PRIYA) -> Step:
+    def step(world: World, ref: str) -> object:
+        return world.staff_reply(ref, body, frm=frm)
+    return step
+
+
+def bounce_of_acknowledgement(world: World, ref: str) -> object:
+    return world.receive(dsn_bounce(ack_id(world, ref), JANE, ref))
+
+
+def next_day(world: World, ref: str) -> object:
+    world.advance(days=1)
+    return None
+
+
+@dataclass(frozen=True)
+class Story:
+    name: str
+    complaint: dict[str, str]  # the message that opens the case
+    before: tuple[Step, ...]  # what happens on the case before the step under test
+    step: Step | None  # the step under test (None: the complaint itself)
+    letters: tuple[tuple[str, str], ...]  # (template, recipient) of each letter the step queued, in order
+    filed_as: str  # what the last message on the case was recorded as
+    status: str
+    stage: int = 1
+    procedure: str = "external"
+
+
+RESOLVED = staff("#resolve not-upheld\nWe looked into this carefully and found the service was as promised.")
+# The procedure's order: a senior manager's warning first, then the CEO's decision.
+RESTRICTED = (staff("#warn the same points every day after the outcome", frm="sam.carter@1mm.org.uk"),
+              staff("#restrict acknowledge-only for 3 months because the same points, daily, after the warning",
+                    frm="alex.morgan@1mm.org.uk"))
+
+STORIES = [
+    Story("a complaint from someone outside", {}, (), None,
+          (("acknowledgement", JANE), ("staff-notification", PRIYA)), "new_case", "open"),
+    Story("a mentee's complaint goes to their coordinator under the mentee procedure",
+          {"frm": "Amira Khan <amira.khan@example.org>"}, (), None,
+          (("acknowledgement", "amira.khan@example.org"), ("staff-notification", "tom.okafor@1mm.org.uk")),
+          "new_case", "open", procedure="mentee"),
+    Story("safeguarding words alert the safeguarding lead at once",
+          {"body": "My mentor made me feel unsafe and I want to report abuse."}, (), None,
+          (("acknowledgement", JANE), ("staff-notification", PRIYA), ("safeguarding-alert", "jo.mensah@1mm.org.uk")),
+          "new_case", "open"),
+    Story("a member of staff's own grievance is redirected, not opened as a complaint",
+          {"frm": "Tom Okafor <tom.okafor@1mm.org.uk>", "subject": "My manager"}, (), None,
+          (("staff-redirect", "tom.okafor@1mm.org.uk"),), "new_case", "redirected", procedure="staff"),
+    Story("the complainant's reply reaches the case owner", {}, (), reply("Here is the date it happened."),
+          (("staff-notification", PRIYA),), "follow_up", "open"),
+    Story("an out-of-office answer to our acknowledgement is filed, not answered", {}, (),
+          reply("I am away until Monday.", Auto_Submitted="auto-replied"), (), "auto_reply", "open"),
+    Story("a bounce of our acknowledgement is filed on the case", {}, (), bounce_of_acknowledgement,
+          (), "bounce", "open"),
+    Story("a plain request for review of an outcome escalates it", {}, (RESOLVED,),
+          reply("I am not satisfied with this outcome."),
+          (("escalation", JANE), ("staff-notification", PRIYA)), "follow_up", "open", stage=2),
+    Story("any other reply to an outcome waits for staff to decide", {}, (RESOLVED,),
+          reply("Thank you for looking into it."), (("staff-notification", PRIYA),), "follow_up", "awaiting_staff"),
+    Story("a restricted complainant's mail is acknowledged once a day", {}, RESTRICTED,
+          reply("Again, the same points."), (("acknowledge-only", JANE),), "restricted_acknowledged", "open"),
+    Story("and filed without an answer the second time that day", {}, (*RESTRICTED, reply("Again.")),
+          reply("And again."), (), "restricted_filed", "open"),
+    Story("and acknowledged again the next working day", {}, (*RESTRICTED, reply("Again."), next_day),
+          reply("And again."), (("acknowledge-only", JANE),), "restricted_acknowledged", "open"),
+    Story("a challenge to the restriction reaches the case owner", {}, (*RESTRICTED, reply("Again.")),
+          reply("I want to challenge the restriction decision."),
+          (("staff-notification", PRIYA),), "follow_up", "open"),
+    Story("mail from a staff address without the signed reply address is never obeyed", {}, (),
+          reply("#resolve upheld\nDone.", frm=f"Priya Shah <{PRIYA}>"),
+          (("staff-notification", PRIYA),), "follow_up", "open"),
+]
+
+
+@pytest.mark.parametrize("story", STORIES, ids=[s.name for s in STORIES])
+def test_story(world: World, story: Story) -> None:
+    opened = world.receive(mail(date=world.now, **story.complaint))
+    ref = opened.ref  # type: ignore[attr-defined]
+    assert ref is not None
+    for step in story.before:
+        step(world, ref)
+    world.take_letters()
+    if story.step is None:
+        letters = world.outbox()
+    else:
+        story.step(world, ref)
+        letters = world.take_letters()
+    assert [(letter.kind, letter.to) for letter in letters] == list(story.letters)
+    assert world.inbound_kinds(ref)[-1] == story.filed_as
+    case = world.case(ref)
+    assert (case.status, case.stage, case.procedure) == (story.status, story.stage, story.procedure)
+
+
+def test_a_bounce_marks_the_letter_undelivered(world: World) -> None:
+    ref = world.receive(mail()).ref
+    assert ref is not None
+    bounce_of_acknowledgement(world, ref)
+    assert [letter.delivery for letter in world.outbox() if letter.kind == "acknowledgement"] == ["undelivered"]
+    assert "letter_undelivered" in world.events(ref)
+
+
+def test_the_deadlines_the_acknowledgement_promises_are_working_days(world: World) -> None:
+    """Received Monday 16 November 2026 under the external procedure: a first reply in 1 working day, a full
+    response in 2, resolution in 14 (the weekends skipped)."""
+    world.receive(mail())
+    ack = next(letter for letter in world.outbox() if letter.kind == "acknowledgement")
+    assert "reply to you by the end of Tuesday 17 November 2026" in ack.text
+    assert "full response by the end of Wednesday 18 November 2026" in ack.text
+    assert "resolve your complaint by the end of Friday 4 December 2026" in ack.text
