@@ -167,7 +167,7 @@ def merge(t: Turn, command: Command) -> None:
     if target is None:
         raise Refusal(f"{command.line}\n  there is no case {ref}.")
     if target.id == case.id:
-        raise Refusal(f"{command.line}\n  a case cannot be merged into itt.desk.")
+        raise Refusal(f"{command.line}\n  a case cannot be merged into itself.")
     case.status = "merged"
     case.merged_into = target.ref
     case.closed_at = to_db(now)
