@@ -91,15 +91,13 @@ class WorkingCalendar:
         return d
 
     def counting_start(self, received: datetime) -> date:
-        """The working day the procedure's clock starts on.
+        """The day the procedure's clock starts on: the UK date the message arrived, whatever the hour.
 
-        Mail that arrives on a working day before close of business counts from that day (even at 07:00);
-        anything at or after close, or on a non-working day, counts from the next working day.
+        "A response by the end of the following working day" read as a complainant reads it: a complaint
+        sent on Friday evening or on Saturday is answered by the end of Monday, one sent on Monday at 18:00
+        by the end of Tuesday. "N working days" counts the same way, from the day of arrival.
         """
-        arrived = self.local(received)
-        if self.is_working_day(arrived.date()) and arrived.time() < self.closes:
-            return arrived.date()
-        return self.next_working_day(arrived.date())
+        return self.local(received).date()
 
     def close_of_business(self, d: date) -> datetime:
         return datetime.combine(d, self.closes, tzinfo=self.zone)
@@ -128,7 +126,9 @@ class WorkingCalendar:
             return self.close_of_business(self.add_working_days(self.counting_start(received), amount))
         if unit == HOURS:
             # Add in UTC: adding to a zoneinfo datetime is wall-clock arithmetic, an hour out across a clock change.
-            return (self.local(received).astimezone(UTC) + timedelta(hours=amount)).astimezone(self.zone)
+            due = (self.local(received).astimezone(UTC) + timedelta(hours=amount)).astimezone(self.zone)
+            # Down to the half hour, as a person writes a time ("by 10am", not "by 10:02am"): never later.
+            return due.replace(minute=due.minute - due.minute % 30, second=0, microsecond=0)
         if unit == DAYS:
             due = self.local(received).date() + timedelta(days=amount)
             return datetime.combine(due, time(23, 59, 59), tzinfo=self.zone)

@@ -94,25 +94,15 @@ def test_add_working_days(day: date, n: int, expected: date) -> None:
     [
         (CALENDAR, at(2026, 12, 14, 10), date(2026, 12, 14)),  # Monday morning counts from Monday
         (CALENDAR, at(2026, 12, 14, 7), date(2026, 12, 14)),  # before opening still counts from that day
-        (CALENDAR, at(2026, 12, 14, 17, 29, 59), date(2026, 12, 14)),
-        (CALENDAR, at(2026, 12, 14, 17, 30), date(2026, 12, 15)),  # exactly at close is after hours
-        (CALENDAR, at(2026, 12, 14, 17, 30, 1), date(2026, 12, 15)),
-        (CALENDAR, at(2026, 12, 14, 20), date(2026, 12, 15)),  # Monday 20:00 counts from Tuesday
-        (CALENDAR, at(2026, 12, 18, 18), date(2026, 12, 21)),  # late Friday counts from Monday
-        (CALENDAR, at(2026, 12, 19, 11), date(2026, 12, 21)),  # Saturday counts from Monday
-        (CALENDAR, at(2026, 12, 20, 23, 59), date(2026, 12, 21)),
-        (CALENDAR, at(2026, 4, 2, 18), date(2026, 4, 7)),  # Thursday evening before Easter
-        (CALENDAR, at(2026, 4, 3, 10), date(2026, 4, 7)),  # Good Friday itself
-        (CALENDAR, at(2026, 12, 24, 18), date(2026, 12, 29)),
-        (CALENDAR, at(2026, 12, 31, 18), date(2027, 1, 4)),
-        (CALENDAR, at(2027, 12, 24, 18), date(2027, 12, 29)),
-        (CHRISTMAS_SHUTDOWN, at(2026, 12, 23, 18), date(2027, 1, 4)),
-        (CHRISTMAS_SHUTDOWN, at(2026, 12, 24, 10), date(2027, 1, 4)),
-        # 16:45 UTC in June is 17:45 BST: after close in London.
-        (CALENDAR, datetime(2026, 6, 15, 16, 45, tzinfo=UTC), date(2026, 6, 16)),
-        # 17:15 UTC in January is 17:15 GMT: before close.
-        (CALENDAR, datetime(2026, 1, 12, 17, 15, tzinfo=UTC), date(2026, 1, 12)),
-        # 23:30 UTC on Sunday 31 May is 00:30 BST on Monday 1 June.
+        (CALENDAR, at(2026, 12, 14, 17, 30), date(2026, 12, 14)),  # after close: still the day it arrived
+        (CALENDAR, at(2026, 12, 14, 20), date(2026, 12, 14)),
+        (CALENDAR, at(2026, 12, 18, 18), date(2026, 12, 18)),  # Friday evening counts from Friday
+        (CALENDAR, at(2026, 12, 19, 11), date(2026, 12, 19)),  # Saturday from Saturday (next working day: Monday)
+        (CALENDAR, at(2026, 4, 3, 10), date(2026, 4, 3)),  # Good Friday itself
+        (CHRISTMAS_SHUTDOWN, at(2026, 12, 24, 10), date(2026, 12, 24)),
+        # 16:45 UTC in June is 17:45 BST on the same day.
+        (CALENDAR, datetime(2026, 6, 15, 16, 45, tzinfo=UTC), date(2026, 6, 15)),
+        # 23:30 UTC on Sunday 31 May is 00:30 BST on Monday 1 June: the UK date is what counts.
         (CALENDAR, datetime(2026, 5, 31, 23, 30, tzinfo=UTC), date(2026, 6, 1)),
     ],
 )
@@ -124,10 +114,13 @@ def test_counting_start(calendar: WorkingCalendar, received: datetime, expected:
     ("received", "amount", "expected"),
     [
         (at(2026, 12, 14, 10), 1, at(2026, 12, 15, 17, 30)),  # end of the next working day
-        (at(2026, 12, 14, 20), 1, at(2026, 12, 16, 17, 30)),  # after hours: Wednesday
+        (at(2026, 12, 14, 20), 1, at(2026, 12, 15, 17, 30)),  # after hours: still the following working day
+        (at(2026, 12, 19, 11), 1, at(2026, 12, 21, 17, 30)),  # Saturday: the end of Monday
+        (at(2026, 4, 2, 18), 1, at(2026, 4, 7, 17, 30)),  # Thursday evening before Easter: the Tuesday after
+        (at(2026, 12, 24, 18), 1, at(2026, 12, 29, 17, 30)),  # Christmas Eve: Tuesday 29th (Boxing Day moved)
         (at(2026, 12, 14, 10), 0, at(2026, 12, 14, 17, 30)),
         (at(2026, 12, 18, 16), 1, at(2026, 12, 21, 17, 30)),
-        (at(2026, 12, 18, 18), 1, at(2026, 12, 22, 17, 30)),
+        (at(2026, 12, 18, 18), 1, at(2026, 12, 21, 17, 30)),  # Friday 18:00: the end of Monday
         (at(2026, 12, 18, 16), 14, at(2027, 1, 12, 17, 30)),
         (at(2026, 4, 2, 10), 2, at(2026, 4, 8, 17, 30)),  # Thursday, then Tuesday and Wednesday after Easter
         # Across the spring clock change: close of business is 17:30 BST, 16:30 UTC.
@@ -152,10 +145,25 @@ def test_working_day_deadlines_are_close_of_business(received: datetime, amount:
 )
 def test_hours_deadlines_are_exact_elapsed_time(received: datetime, hours: int, expected_local: datetime) -> None:
     due = CALENDAR.deadline(received, hours, "hours")
-    assert due.astimezone(UTC) - received.astimezone(UTC) == timedelta(hours=hours)
+    assert due.astimezone(UTC) - received.astimezone(UTC) == timedelta(hours=hours)  # on the half hour: exact
     # Compare wall clock and offset: an aware == would call 01:30 BST and 01:30 GMT the same if fold were lost.
     assert due.replace(tzinfo=None) == expected_local.replace(tzinfo=None)
     assert due.utcoffset() == expected_local.utcoffset()
+
+
+@pytest.mark.parametrize(
+    ("received", "expected_local"),
+    [
+        (at(2026, 12, 14, 10, 2), at(2026, 12, 15, 10)),  # "by 10am", not "by 10:02am"
+        (at(2026, 12, 14, 10, 29, 59), at(2026, 12, 15, 10)),
+        (at(2026, 12, 14, 10, 30), at(2026, 12, 15, 10, 30)),
+        (at(2026, 12, 14, 10, 59), at(2026, 12, 15, 10, 30)),
+    ],
+)
+def test_hours_deadlines_round_down_to_the_half_hour(received: datetime, expected_local: datetime) -> None:
+    due = CALENDAR.deadline(received, 24, "hours")
+    assert due == expected_local and due <= received + timedelta(hours=24)
+    assert CALENDAR.format_datetime(due) in ("10am on Tuesday 15 December 2026", "10:30am on Tuesday 15 December 2026")
 
 
 @pytest.mark.parametrize(
@@ -177,8 +185,8 @@ def test_calendar_day_deadlines_end_at_local_midnight(received: datetime, days: 
         (at(2026, 12, 14, 10), at(2026, 12, 14, 15), 0),
         (at(2026, 12, 14, 10), at(2026, 12, 15, 17, 30), 1),  # exactly at close is still that day
         (at(2026, 12, 14, 10), at(2026, 12, 15, 17, 31), 2),
-        (at(2026, 12, 14, 20), at(2026, 12, 15, 9), 0),  # after-hours mail answered next morning
-        (at(2026, 12, 18, 18), at(2026, 12, 21, 12), 0),
+        (at(2026, 12, 14, 20), at(2026, 12, 15, 9), 1),  # after-hours mail answered next morning: 1 day
+        (at(2026, 12, 18, 18), at(2026, 12, 21, 12), 1),  # Friday evening answered on Monday: 1 day
         (at(2026, 12, 18, 16), at(2027, 1, 12, 12), 14),
         (at(2026, 12, 18, 16), at(2026, 12, 19, 12), 1),  # a Saturday reply counts as the next working day
         (at(2026, 12, 14, 10), at(2026, 12, 10, 10), 0),  # an end before the start is never negative
