@@ -66,12 +66,14 @@ class App:
         self.route_config = RouteConfig(
             address=settings.address, own_addresses=own, message_id_suffix=f"{MAILBOT_ID_TAG}{settings.domain}",
             secret=self.secret, trusted_authserv_id=settings.trusted_authserv_id,
+            form_senders=settings.form_sender_set,
         )
         team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
         self.letters = Correspondence(
             self.sender, self.secret, self.renderer, self.calendar, self.procedures, self.directory,
             complaints_team_cc=team_cc, notification_attachments_max=settings.notification_attachments_bytes,
-            scan=ClamdScanner(settings.clamd_socket) if settings.clamd_socket else None)
+            scan=ClamdScanner(settings.clamd_socket) if settings.clamd_socket else None,
+            ceo_address=settings.ceo_address)
         self.lifecycle = CaseLifecycle(Addresses(own, settings.domain, settings.form_sender_set), self.letters,
                                        self.calendar, self.procedures, self.directory)
         self.staff_desk = StaffDesk(self.lifecycle, self.letters, self.directory, self.signposts)

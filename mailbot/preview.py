@@ -13,6 +13,7 @@ from mailbot.data_files import load_procedures, load_signposts
 from mailbot.domain.attachments import choose_for_staff
 from mailbot.domain.commands import COMMAND_REFERENCE
 from mailbot.domain.procedures import (
+    CEO_DIRECT,
     Procedure,
     signposting,
     stage_deadlines,
@@ -24,7 +25,7 @@ from mailbot.letters import LetterRenderer, build_message, new_message_id
 # A Monday morning complaint, so every promise has an ordinary date.
 SAMPLE_RECEIVED = datetime(2026, 12, 14, 10, 15, tzinfo=timezone.utc)
 # Letters that only make sense once a later stage is reached use that stage's context.
-LATER_STAGE_LETTERS = frozenset({"escalation"})
+LATER_STAGE_LETTERS = frozenset({"escalation", "escalation-review"})
 
 
 def sample_context(procedure: Procedure, calendar: WorkingCalendar, signposts: tuple, *, org_name: str,
@@ -43,11 +44,19 @@ def sample_context(procedure: Procedure, calendar: WorkingCalendar, signposts: t
         "procedure_title": procedure.title, "stage": stage, "stage_label": procedure.stage(stage).label,
         "reviewer": procedure.stage(stage).reviewer_label, "received": calendar.format_date(started),
         "deadlines": phrases,
-        "staff_text": "Dear Jane,\n\nThank you for your patience. We have looked into what happened & why.\n\n"
+        "staff_greeting": "Dear Jane,", "staff_signed": False,
+        "staff_text": "Thank you for your patience. We have looked into what happened & why.\n\n"
                       "We are sorry: your call back was missed because of a rota error.",
         "staff_name": "Priya Shah", "outcome": "partly-upheld",
         "signposts": signposting(signposts, "fundraising", started, calendar),
         "next_stage": f"{nxt.reviewer_label} ({nxt.label})" if nxt else "",
+        "next_stage_direct": bool(nxt and nxt.entry == CEO_DIRECT), "next_stage_promise": "within 7 working days",
+        "ceo_address": "ceo@1mm.org.uk", "has_request": True, "formal": True, "upheld": True,
+        "needed": "a first response to the complainant (reply to this email) by 5:30pm on Tuesday 15 December 2026",
+        "history": [{"when": "10:15am on Monday 14 December 2026", "what": "from jane.doe@example.com: Complaint",
+                     "text": "I applied in September and was promised a call back."},
+                    {"when": "4:00pm on Tuesday 15 December 2026", "what": "internal note",
+                     "text": "Called the coordinator <on leave>."}],
         "new_date": f"the end of {calendar.format_date(calendar.add_working_days(started.date(), 10))}",
         "reason": "we are waiting to speak to the coordinator, who is on leave",
         "headline": "New complaint", "claimed_staff": letter == "staff-notification",

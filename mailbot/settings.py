@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # "off" sends no scheduled digest from this instance (`mailbot digest` by hand still works).
     digest_time: time | None = time(8, 0)
     persistent_threshold: int = Field(default=10, ge=1)
+    # The address letters publish for writing to the Chief Executive directly (the procedures' last stage).
+    # Unset: the email of the member of staff with the ceo role in data/staff.toml.
+    ceo_address: str | None = None
 
     @field_validator("address")
     @classmethod
@@ -90,6 +93,19 @@ class Settings(BaseSettings):
         local, _, domain = value.partition("@")
         if not local or not domain or "+" in local:
             raise ValueError("must be a plain address like complaints@1mm.org.uk")
+        return value
+
+    @field_validator("ceo_address", mode="before")
+    @classmethod
+    def _plain_or_unset(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip().lower()
+        if not value:
+            return None
+        local, _, domain = value.partition("@")
+        if not local or not domain or "." not in domain or any(c in value for c in " <>,;"):
+            raise ValueError("must be a plain address like ceo@1mm.org.uk")
         return value
 
     @field_validator("digest_time", mode="before")

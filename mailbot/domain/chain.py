@@ -12,8 +12,9 @@ from typing import Callable, Protocol
 
 import authres
 
+from mailbot.domain.commands import on_behalf_line, parse_on_behalf
 from mailbot.domain.mail import InboundMail
-from mailbot.domain.rules import AutomatedVerdict, classify_automated
+from mailbot.domain.rules import AutomatedVerdict, classify_automated, is_own_address, is_robot_address
 from mailbot.domain.signing import verify_signature
 from mailbot.domain.threads import CaseLookup, ThreadMatch, match_case
 
@@ -33,11 +34,13 @@ class RouteConfig:
     message_id_suffix: str  # ".mailbot@1mm.org.uk"
     secret: bytes
     trusted_authserv_id: str | None = None
+    # Web-form senders trusted outright (MAILBOT_FORM_SENDERS): never filed as robots or auto-replies.
+    form_senders: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class Verdict:
-    # duplicate, automated, unreadable, staff, follow_up, new_case
+    # duplicate, automated, unreadable, staff, follow_up, new_case, on_behalf
     action: str
     # What the message is recorded as: new_case, follow_up, staff_reply, bounce, auto_reply, ...
     kind: str
@@ -66,7 +69,7 @@ def _automated(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verd
     auto = classify_automated(mail, own_addresses=cfg.own_addresses, own_message_id_suffix=cfg.message_id_suffix)
     if not auto.automated and mail.has_message_id and lookup.is_our_message(mail.message_id):
         auto = AutomatedVerdict("own_mail", ("message-id is one of our letters",))
-    if not auto.automated:
+    if not auto.automated or is_form_mail(mail, auto, cfg):
         return None
     thread = match_case(mail, lookup, cfg.address)
     if thread is None and auto.bounced_message_ids:
@@ -74,6 +77,31 @@ def _automated(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verd
         if ref:
             thread = ThreadMatch(ref, "bounced-message")
     return Verdict("automated", auto.kind, rules=auto.reasons, thread=thread, automated=auto)
+
+
+# What a form sender may look like and still be a person's complaint: a no-reply From, or (for a sender named
+# in MAILBOT_FORM_SENDERS) the headers a form service adds. Bounces, loops and our own mail never are.
+_FORM_MAY_LOOK_LIKE = frozenset({"robot_sender"})
+_TRUSTED_FORM_MAY_LOOK_LIKE = frozenset({"robot_sender", "auto_reply", "bulk", "list"})
+
+
+def is_form_mail(mail: InboundMail, auto: AutomatedVerdict, cfg: RouteConfig) -> bool:
+    """A web form's message carrying one person's complaint, though its From looks like a robot's.
+
+    Forms mail the complaints address from noreply@... with the person in Reply-To. Such mail is a
+    complaint when the only sign of a robot is the no-reply From (no Auto-Submitted, list or bulk
+    headers), it is addressed to us, and Reply-To names exactly one address that is neither ours nor a
+    robot's. A sender in MAILBOT_FORM_SENDERS is trusted outright: its auto-generated headers are ignored.
+    """
+    human = [a for a in mail.reply_to if a and not is_own_address(a, cfg.own_addresses)
+             and a.rpartition("@")[2] != cfg.address.rpartition("@")[2] and not is_robot_address(a)]
+    if len(human) != 1 or len(set(mail.reply_to)) != 1:
+        return False
+    if mail.from_addr.lower() in cfg.form_senders:
+        return auto.kind in _TRUSTED_FORM_MAY_LOOK_LIKE
+    addressed_to_us = any(is_own_address(a, cfg.own_addresses) for a in (*mail.to, *mail.cc, *mail.delivered_to))
+    only_robot_from = all(reason.startswith("robot sender") for reason in auto.reasons)
+    return auto.kind in _FORM_MAY_LOOK_LIKE and only_robot_from and addressed_to_us
 
 
 def _unreadable(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
@@ -98,6 +126,27 @@ def _threaded(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdi
                    claimed_staff=True)
 
 
+def _on_behalf(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
+    """A member of staff logging a complaint made by phone, post or in person (``#on-behalf-of``).
+
+    Obeyed only when our own server vouches for the sender (there is no case, so no signed address yet):
+    a forged one could otherwise open cases, and send acknowledgements, in anyone's name. Unverified, it
+    is kept and the complaints team told, never opened and never answered.
+    """
+    roles = lookup.staff_roles(mail.from_addr)
+    if roles is None or on_behalf_line(mail.text) is None:
+        return None
+    if not authenticated_sender(mail, cfg.trusted_authserv_id):
+        return Verdict("unreadable", "unverified_command", rules=(
+            "#on-behalf-of from a staff address without trusted authentication (MAILBOT_TRUSTED_AUTHSERV_ID): "
+            "not obeyed",))
+    try:
+        parse_on_behalf(on_behalf_line(mail.text) or "")
+    except ValueError as problem:
+        return Verdict("unreadable", "unverified_command", rules=(f"#on-behalf-of could not be read: {problem}",))
+    return Verdict("on_behalf", "on_behalf", rules=("on-behalf-of", "authentication-results"), staff_roles=roles)
+
+
 def _new_case(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
     return Verdict("new_case", "new_case", rules=("no-thread",))
 
@@ -107,6 +156,7 @@ CHAIN: tuple[tuple[str, Rule], ...] = (
     ("automated", _automated),
     ("unreadable", _unreadable),
     ("threaded", _threaded),
+    ("on-behalf-of", _on_behalf),
     ("new-case", _new_case),
 )
 

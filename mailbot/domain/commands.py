@@ -19,7 +19,9 @@ STAFF_ROLES = frozenset(
     {"complaints_team", "coordinator", "regional_manager", "head_of_delivery", "smt", "ceo", "safeguarding_lead"}
 )
 CATEGORIES = ("fundraising", "data_protection", "safeguarding", "mentor_behaviour", "service")
-OUTCOMES = ("upheld", "partly-upheld", "not-upheld", "limited-disclosure")
+# outside-remit: "it may fall outside of our responsibilities" (both procedures, Closing a complaint).
+SUSPENSION_DECISIONS = ("upheld", "not-upheld")
+OUTCOMES = ("upheld", "partly-upheld", "not-upheld", "limited-disclosure", "outside-remit")
 # How a restricted or terminated complainant's mail is handled: acknowledged, or placed on file unanswered.
 CONTACT_MODES = ("acknowledge-only", "silent")
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -55,6 +57,12 @@ class Suspension:
 
 
 @dataclass(frozen=True)
+class SuspensionDecision:
+    upheld: bool  # upheld: the mentor is excluded from the programme; not upheld: the suspension ends
+    reason: str
+
+
+@dataclass(frozen=True)
 class Category:
     category: str
 
@@ -62,6 +70,11 @@ class Category:
 @dataclass(frozen=True)
 class Outcome:
     outcome: str
+
+
+@dataclass(frozen=True)
+class NotAComplaint:
+    spam: bool  # spam gets no letter; anything else a short one saying what happens instead
 
 
 @dataclass(frozen=True)
@@ -101,8 +114,8 @@ class AgreementText:
 
 
 Arguments = Union[
-    NoArgs, Reason, Email, Mentor, Suspension, Category, Outcome, ContactMode, Extension, CaseRef, RestrictionTerms,
-    PhoneHours, AgreementText,
+    NoArgs, Reason, Email, Mentor, Suspension, SuspensionDecision, Category, Outcome, NotAComplaint, ContactMode,
+    Extension, CaseRef, RestrictionTerms, PhoneHours, AgreementText,
 ]
 A = TypeVar("A", bound=Arguments)
 
@@ -200,6 +213,12 @@ def _outcome(text: str) -> Outcome:
     return Outcome(_word(text, OUTCOMES, "-"))
 
 
+def _not_a_complaint(text: str) -> NotAComplaint:
+    if text and text.lower() != "spam":
+        raise _ArgumentError(f"'{text}' is not 'spam' (write #not-a-complaint alone for a genuine enquiry)")
+    return NotAComplaint(bool(text))
+
+
 def _contact_mode(text: str) -> ContactMode:
     return ContactMode(_word(text, CONTACT_MODES, "-"))
 
@@ -281,13 +300,67 @@ def _suspend(text: str) -> Suspension:
     return Suspension(None, _reason(text).reason)
 
 
+def _suspension_decision(text: str) -> SuspensionDecision:
+    first, _, rest = text.partition(" ")
+    word = _word(first, SUSPENSION_DECISIONS, "-")
+    return SuspensionDecision(word == "upheld", rest.strip())
+
+
 def _optional_text(text: str) -> AgreementText:
     return AgreementText(text or None)
+
+
+# --- a complaint logged by staff for someone who phoned, wrote or came in ----------------------------------
+
+CHANNELS = ("phone", "post", "in-person")
+ON_BEHALF = "#on-behalf-of"
+_ON_BEHALF_ADDRESS = re.compile(r"<\s*([^<>\s]+@[^<>\s]+)\s*>|(?<![\w.+-])([\w.+'-]+@[\w-]+(?:\.[\w-]+)+)")
+
+
+@dataclass(frozen=True)
+class OnBehalf:
+    name: str
+    email: str
+    channel: str  # one of CHANNELS
+
+
+def on_behalf_line(text: str) -> str | None:
+    """The first line of a message when it is an #on-behalf-of line (case and spacing as people type them)."""
+    first = next((line.strip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()), "")
+    return first if first.lower().replace("_", "-").startswith(ON_BEHALF) else None
+
+
+def complaint_text_on_behalf(text: str) -> str:
+    """The complaint as the member of staff recorded it: everything below the #on-behalf-of line."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    for index, line in enumerate(lines):
+        if line.strip():
+            return "\n".join(lines[index + 1:]).strip()
+    return ""
+
+
+def parse_on_behalf(line: str) -> OnBehalf:
+    """``#on-behalf-of Name <email> [phone|post|in-person]``; ValueError saying what is wrong otherwise."""
+    rest = line.strip()[len(ON_BEHALF):].strip()
+    words = rest.split()
+    channel = "phone"
+    if words and words[-1].lower().replace("_", "-") in CHANNELS:
+        channel = words[-1].lower().replace("_", "-")
+        rest = rest[: rest.lower().rfind(words[-1].lower())].strip()
+    found = _ON_BEHALF_ADDRESS.search(rest)
+    if found is None:
+        raise ValueError(f"{ON_BEHALF} needs the person's email address: {ON_BEHALF} Name <email> "
+                         f"[{'|'.join(CHANNELS)}]")
+    email = (found.group(1) or found.group(2)).strip().lower()
+    name = (rest[: found.start()] + rest[found.end():]).strip().strip(",").strip().strip('"')
+    return OnBehalf(" ".join(name.split())[:200], email, channel)
 
 
 # --- the command table ----------------------------------------------------------------------------------------
 
 _SENIOR = frozenset({"smt", "ceo"})
+# The mentee procedure: "the Regional Manager, the Senior Management Team ... will investigate".
+_MENTOR_DECIDERS = frozenset({"regional_manager", "head_of_delivery", "smt", "ceo"})
 _CEO = frozenset({"ceo"})
 
 COMMANDS: dict[str, CommandSpec] = {
@@ -306,15 +379,32 @@ COMMANDS: dict[str, CommandSpec] = {
     "reopen": CommandSpec("#reopen", "reopen a closed case", _no_arguments, None),
     "merge": CommandSpec("#merge REF", "merge this case into another case", _merge, None),
     "safeguarding": CommandSpec("#safeguarding", "treat as a safeguarding concern", _no_arguments, None),
-    "not-a-complaint": CommandSpec("#not-a-complaint", "close as not a complaint", _no_arguments, None),
+    "not-a-complaint": CommandSpec(
+        "#not-a-complaint [spam]", "close as not a complaint: your words tell them what happens instead (spam: "
+        "no letter)", _not_a_complaint, None
+    ),
+    "mentor-meeting": CommandSpec(
+        "#mentor-meeting [MENTOR-EMAIL]", "invite the mentor to a formal meeting about their behaviour",
+        _optional_mentor, None
+    ),
     "informal-warning": CommandSpec(
-        "#informal-warning [MENTOR-EMAIL]", "record an informal warning to the mentor", _optional_mentor, None
+        "#informal-warning [MENTOR-EMAIL]", "after the meeting: record an informal warning, with the steps agreed",
+        _optional_mentor, None
     ),
     "formal-warning": CommandSpec(
-        "#formal-warning [MENTOR-EMAIL]", "record a formal warning to the mentor", _optional_mentor, None
+        "#formal-warning [MENTOR-EMAIL]", "record a formal warning (another one means leaving the programme)",
+        _optional_mentor, None
+    ),
+    "mentor-excluded": CommandSpec(
+        "#mentor-excluded [MENTOR-EMAIL] reason...", "the mentor leaves or is excluded from the programme",
+        _suspend, _MENTOR_DECIDERS
     ),
     "suspend": CommandSpec(
         "#suspend [MENTOR-EMAIL] reason...", "suspend the mentor (theft, bullying, violence)", _suspend, None
+    ),
+    "suspension-decision": CommandSpec(
+        "#suspension-decision upheld|not-upheld [reason...]",
+        "decide a suspension within 14 days (upheld: the mentor is excluded)", _suspension_decision, _MENTOR_DECIDERS
     ),
     "warn": CommandSpec("#warn reason...", "warn the complainant of possible restrictions", _reason, _SENIOR),
     "restrict": CommandSpec(
@@ -337,6 +427,24 @@ COMMANDS: dict[str, CommandSpec] = {
 ROLES_ALLOWED: dict[str, frozenset[str] | None] = {name: spec.roles for name, spec in COMMANDS.items()}
 
 COMMAND_REFERENCE: str = "\n".join(f"{spec.usage}  - {spec.summary}" for spec in COMMANDS.values())
+
+# The commands a staff notification shows, by the case's status: the few that fit what the case needs now.
+COMMANDS_BY_STATUS: dict[str, tuple[str, ...]] = {
+    "open": ("note", "full", "resolve", "extend", "assign", "safeguarding", "not-a-complaint"),
+    "awaiting_staff": ("escalate", "stay", "note", "assign"),
+    "resolved": ("escalate", "reopen", "note"),
+}
+_CLOSED_COMMANDS = ("reopen", "note")
+
+
+def command_reference_for(status: str) -> str:
+    """A few lines: the commands that fit a case in this status, then the names of the others."""
+    shown = COMMANDS_BY_STATUS.get(status, _CLOSED_COMMANDS)
+    lines = [f"{COMMANDS[name].usage}  - {COMMANDS[name].summary}" for name in shown]
+    others = [f"#{name}" for name in COMMANDS if name not in shown]
+    lines.append(f"Also: {' '.join(others)} (a command that cannot be carried out is answered with them all)")
+    return "\n".join(lines)
+
 
 # A command line: "#" and a word; one space after "#" is tolerated for known commands only, so that a
 # "# Heading" in the reply is not mistaken for a mistyped command.

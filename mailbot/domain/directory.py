@@ -191,3 +191,64 @@ def manager_of(directory: Directory, email: str) -> StaffMember | None:
         if candidate and candidate.email != email:
             return candidate
     return None
+
+
+# Roles that are a team: the first member listed takes the case and the others are copied.
+TEAM_ROLES = frozenset({"smt", "complaints_team"})
+
+
+@dataclass(frozen=True)
+class Reviewers:
+    """Who takes a case at a new stage, and who is copied on the notice."""
+
+    assignee: str | None  # None: nobody suitable (the complaints team gets it, and is told why)
+    copied: tuple[str, ...] = ()
+    passed_over: tuple[str, ...] = ()  # members of the role left out because the complaint is about them
+
+
+def stage_reviewers(directory: Directory, reviewer_role: str, current_assignee: str | None,
+                    about: frozenset[str]) -> Reviewers:
+    """The reviewer the procedure names for a stage (``reviewer_role``), from the staff directory.
+
+    ``assigned_contact`` keeps the case's own contact. For any other role the first member listed with
+    it takes the case (for a team, the others are copied); nobody the complaint is ``about`` (their
+    addresses) is ever chosen. The previous assignee is copied, unless the complaint is about them.
+    """
+    if reviewer_role == "assigned_contact":
+        return Reviewers(current_assignee)
+    members = directory.with_role(reviewer_role)
+    eligible = [m.email for m in members if m.email not in about]
+    passed_over = tuple(m.email for m in members if m.email in about)
+    assignee = eligible[0] if eligible else None
+    copied = eligible[1:] if reviewer_role in TEAM_ROLES else []
+    if current_assignee and current_assignee not in about and current_assignee != assignee:
+        copied.append(current_assignee)
+    return Reviewers(assignee, tuple(dict.fromkeys(copied)), passed_over)
+
+
+def staff_named_in(directory: Directory, text: str) -> frozenset[str]:
+    """Members of staff a complaint is about: named by address, by full name, or by title and surname."""
+    lowered = " ".join(text.lower().split())
+    found = set()
+    for member in directory.staff:
+        names = [member.email.lower()]
+        parts = member.name.split()
+        if len(parts) >= 2:
+            names.append(" ".join(parts).lower())
+            names += [f"{title} {parts[-1].lower()}" for title in ("mr", "mrs", "ms", "miss", "mx", "dr")]
+        if any(_mentions(lowered, name) for name in names):
+            found.add(member.email)
+    return frozenset(found)
+
+
+def _mentions(text: str, name: str) -> bool:
+    """``name`` in ``text`` as whole words (so "Tom Okafor" is not found in "Tom Okaforth")."""
+    start = text.find(name)
+    while start != -1:
+        end = start + len(name)
+        before = text[start - 1] if start else " "
+        after = text[end] if end < len(text) else " "
+        if not (before.isalnum() or before in "._") and not (after.isalnum() or after == "_"):
+            return True
+        start = text.find(name, start + 1)
+    return False

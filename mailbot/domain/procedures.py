@@ -25,6 +25,18 @@ TRANSITIONS = ("open", "extend", "escalate", "resolve")
 # The router (directory.choose_procedure) sends every complaint to one of these, so each must exist.
 REQUIRED_PROCEDURES = ("external", "mentee", "mentor", "staff")
 APPLIES_TO_ALL = "all"
+REPLY, CEO_DIRECT = "reply", "ceo_direct"
+# Statuses in which the procedure's clocks run.
+OPEN_STATUSES = ("open", "awaiting_staff")
+# What each deadline asks of the case's owner, as a staff notification says it.
+DEADLINE_NEEDS = {
+    "first_response": "a first response to the complainant (reply to this email)",
+    "full_response": "a full response (reply with #full)",
+    "resolution": "the outcome (#resolve)",
+    "stage_response": "the review's outcome (#resolve)",
+    "suspension_decision": "the decision on the mentor's suspension",
+}
+ENTRIES = (REPLY, CEO_DIRECT)
 
 
 class ProcedureFileError(Exception):
@@ -46,6 +58,9 @@ class Stage:
     reviewer_role: str  # one of REVIEWER_ROLES
     reviewer_label: str  # for letters: "the Senior Management Team"
     deadlines: tuple[DeadlineSpec, ...]
+    # How a complainant reaches this stage: REPLY (they answer the outcome and are escalated) or
+    # CEO_DIRECT (they write to the Chief Executive directly, at the address the letters give).
+    entry: str = "reply"
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,27 @@ class Signpost:
     website: str
     applies_to: str  # APPLIES_TO_ALL or a category
     notify_within_weeks: int | None = None
+
+
+def next_stage_offered(procedure: Procedure, number: int) -> Stage | None:
+    """The stage a complainant not satisfied at stage ``number`` may go on to, or None when there is none.
+
+    A Chief Executive's outcome is the last word inside the charity: the next stage is not offered after
+    it when that stage is the Chief Executive again (the external procedure's review by the CEO, then
+    "contact the CEO directly"); the regulators' signposting remains.
+    """
+    if number >= procedure.last_stage:
+        return None
+    current, following = procedure.stage(number), procedure.stage(number + 1)
+    if current.reviewer_role == following.reviewer_role == "ceo":
+        return None
+    return following
+
+
+def promise(spec: DeadlineSpec) -> str:
+    """A deadline as the procedures word it: "within 7 working days", "within 14 days", "within 24 hours"."""
+    unit = {"working_days": "working day", "days": "day", "hours": "hour"}.get(spec.unit, spec.unit)
+    return f"within {spec.amount} {unit}{'s' if spec.amount != 1 else ''}"
 
 
 def stage_deadlines(
@@ -178,7 +214,7 @@ def _procedure(key: str, table: dict[str, Any]) -> Procedure:
 def _stage(table: Any, where: str) -> Stage:
     if not isinstance(table, dict):
         raise _Invalid(f"{where}: must be a table")
-    _only(table, {"number", "label", "reviewer_role", "reviewer_label", "deadlines"}, where)
+    _only(table, {"number", "label", "reviewer_role", "reviewer_label", "deadlines", "entry"}, where)
     number = _integer(table, "number", where, minimum=1)
     role = _text(table, "reviewer_role", where)
     if role not in REVIEWER_ROLES:
@@ -192,7 +228,11 @@ def _stage(table: Any, where: str) -> Stage:
     names = [d.name for d in deadlines]
     if len(set(names)) != len(names):
         raise _Invalid(f"{where}.deadlines: a deadline name is used twice in {names}")
-    return Stage(number, _text(table, "label", where), role, _text(table, "reviewer_label", where), deadlines)
+    entry = table.get("entry", REPLY)
+    if entry not in ENTRIES:
+        raise _Invalid(f"{where}.entry: must be one of {', '.join(ENTRIES)}, not {entry!r}")
+    return Stage(number, _text(table, "label", where), role, _text(table, "reviewer_label", where), deadlines,
+                 entry)
 
 
 def _deadline(table: Any, where: str, expected_counts_from: str) -> DeadlineSpec:

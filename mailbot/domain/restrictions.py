@@ -42,7 +42,7 @@ def contact_option(option: dict[str, object]) -> str:
     """One contact option, in the words a letter to the complainant uses."""
     kind = option.get("kind")
     if kind == "letters_only":
-        return "please contact us in writing only (by letter or email), not by telephone or in person"
+        return "please contact us by letter only, not by email, telephone or in person"
     if kind == "named_contact":
         return f"please contact us only through {option.get('name') or option.get('email')}, who will handle your contact"
     if kind == "phone":

@@ -46,6 +46,12 @@ def is_own_address(addr: str, own_addresses: frozenset[str]) -> bool:
     return f"{local.split('+', 1)[0]}@{domain}" in own_addresses
 
 
+def is_robot_address(address: str) -> bool:
+    """An address no person writes from (noreply@, mailer-daemon@, list-bounces@ ...)."""
+    local = address.lower().rpartition("@")[0]
+    return bool(local) and bool(_ROBOT_LOCAL_PARTS.match(local))
+
+
 def classify_automated(
     mail: InboundMail, *, own_addresses: frozenset[str], own_message_id_suffix: str
 ) -> AutomatedVerdict:

@@ -16,11 +16,20 @@ from typing import Callable
 from sqlmodel import Session
 
 from mailbot.domain.attachments import AttachmentNote, choose_for_staff
-from mailbot.domain.commands import COMMAND_REFERENCE
-from mailbot.domain.directory import DirectorySource
+from mailbot.domain.commands import command_reference_for
+from mailbot.domain.directory import DirectorySource, Reviewers
 from mailbot.domain.mail import Attachment, InboundMail, bare_address, html_to_text, parse_mail
-from mailbot.domain.procedures import Procedure
+from mailbot.domain.procedures import (
+    CEO_DIRECT,
+    DEADLINE_NEEDS,
+    OPEN_STATUSES,
+    Procedure,
+    next_stage_offered,
+    promise,
+)
+from mailbot.domain.quotes import extract_new_text
 from mailbot.domain.signing import signed_address
+from mailbot.domain.staff_words import staff_words
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer, letter_bytes, new_message_id
 from mailbot.store import repo
@@ -64,7 +73,8 @@ class Correspondence:
                  procedures: dict[str, Procedure], directory: DirectorySource, *,
                  complaints_team_cc: tuple[str, ...] = (),
                  notification_attachments_max: int = 10 * 1024 * 1024,
-                 scan: Callable[[tuple[Attachment, ...]], frozenset[str]] | None = None) -> None:
+                 scan: Callable[[tuple[Attachment, ...]], frozenset[str]] | None = None,
+                 ceo_address: str | None = None) -> None:
         self.sender = sender
         self.secret = secret
         self.renderer = renderer
@@ -76,6 +86,9 @@ class Correspondence:
         self.notification_attachments_max = notification_attachments_max
         # A virus scanner (clamd): the filenames it flags are never attached to staff mail.
         self.scan = scan
+        # The address letters give for writing to the Chief Executive directly (MAILBOT_CEO_ADDRESS); by
+        # default the email of the member of staff with the ceo role.
+        self.ceo_address = ceo_address
 
     def queue(
         self,
@@ -184,6 +197,14 @@ class Correspondence:
         member = self.directory.get().staff_member(email)
         return member.name if member else email
 
+    def staff_words(self, body: str, staff: str) -> dict[str, object]:
+        """A member of staff's words for a letter to the complainant: the letter adds a greeting only when they
+        wrote none, and their name only when they did not sign (``domain.staff_words``)."""
+        name = self.staff_name(staff)
+        words = staff_words(body, name)
+        return {"staff_greeting": words.greeting, "staff_text": words.body, "staff_signed": words.signed,
+                "staff_name": name}
+
     def reply_address(self, case: Case) -> str:
         return signed_address(case.ref, self.secret, self.sender.address)
 
@@ -198,6 +219,8 @@ class Correspondence:
                            reason="nobody to send it to: no assignee and no complaints_team in data/staff.toml")
             return None
         copy = [a for a in (cc or []) if a not in recipients]
+        if template in LEADS_WITH_WHAT_IS_NEEDED:
+            extra.setdefault("needed", self.needed(session, case, deadlines))
         context = self.letter_context(session, case, deadlines=deadlines, reply_address=self.reply_address(case),
                                       **extra)
         first = repo.first_message_id(session, case.id or 0)
@@ -240,8 +263,26 @@ class Correspondence:
             "attachments_listed": [AttachmentNote(a.filename, len(a.payload), False, "not attached to this copy")
                                    for a in mail.attachments] if mail else [],
             "message_text": (mail.text.strip() if mail else "") or "(no text)",
-            "command_reference": COMMAND_REFERENCE,
+            "command_reference": command_reference_for(case.status),
         }
+
+    def needed(self, session: Session, case: Case, deadlines: dict[str, datetime] | None = None) -> str:
+        """What the case needs from its owner now, and by when: the first line of a staff notification.
+
+        ``deadlines``: the ones just set (a new case or stage), which saves reading them back."""
+        if case.status == "awaiting_staff":
+            return ("your decision on the complainant's reply to the outcome: #escalate to pass it to the next "
+                    "stage, or #stay with your answer")
+        if case.status not in OPEN_STATUSES:
+            return ""
+        if deadlines is None:
+            deadlines = {row.name: from_db(row.due_at) for row in repo.open_deadlines(session, case.id or 0)
+                         if row.due_at is not None}  # type: ignore[misc]
+        if not deadlines:
+            return "a reply to the complainant"
+        name, when = min(deadlines.items(), key=lambda item: item[1])
+        what = DEADLINE_NEEDS.get(name, name.replace("_", " "))
+        return f"{what} by {self.calendar.format_datetime(when)}"
 
     def safeguarding_alert(self, session: Session, case: Case, mail: InboundMail | None, now: datetime,
                            reason: str) -> list[QueuedLetter]:
@@ -255,6 +296,48 @@ class Correspondence:
                                    complainant=case.complainant, assignee=case.assignee,
                                    message_text=(mail.text.strip() if mail else "") or "(no text)")
         return [letter] if letter else []
+
+    def escalation_notice(self, session: Session, case: Case, request: InboundMail | None, now: datetime, *,
+                          reviewers: Reviewers, reason: str,
+                          deadlines: dict[str, datetime]) -> QueuedLetter | None:
+        """The new stage's reviewer hears at once, with the whole case: who asked, why, by when, and its history."""
+        stage = self.procedures[case.procedure].stage(case.stage)
+        notes = []
+        if reviewers.passed_over:
+            names = ", ".join(self.staff_name(e) for e in reviewers.passed_over)
+            notes.append(f"The complaint is about {names}, so the case was not given to them and they are not "
+                         f"copied.")
+        if reviewers.assignee is None and stage.reviewer_role != "assigned_contact":
+            notes.append(f"Nobody in data/staff.toml can review this stage (the {stage.reviewer_role} role): "
+                         f"the complaints team has the case until someone is assigned with #assign.")
+        context = self.notification_context(case, request, headline=f"Escalated to {stage.label}", notes=notes)
+        context.update(reason=reason, has_request=request is not None, history=self.case_history(session, case))
+        return self.staff_letter(session, case, "escalation-review", now,
+                                 cc=[*reviewers.copied, *self.complaints_team_cc], deadlines=deadlines, **context)
+
+    def case_history(self, session: Session, case: Case) -> list[dict[str, str]]:
+        """The conversation with the complainant and the internal notes, oldest first, for a new reviewer.
+
+        Staff copies of the complainant's mail are left out (the mail itself is there), and so are staff
+        replies as they arrived (the letters they became are there, without the commands).
+        """
+        items: list[tuple[datetime, str, str]] = []
+        for row in repo.case_messages(session, case.id or 0):
+            at = from_db(row.at)
+            assert at is not None
+            if row.direction == "in" and row.kind != "staff_reply":
+                mail = parse_mail(row.raw)
+                text = extract_new_text(mail.text, mail.html) or mail.text
+                items.append((at, f"from {mail.from_addr}: {mail.subject}", text))
+            elif row.direction == "out" and case.complainant in (row.to_addrs or "").split(","):
+                letter = parse_mail(row.raw)
+                text = (f"(our standard {row.kind} letter)" if row.kind in STANDARD_LETTERS else letter.text)
+                items.append((at, f"our letter to {case.complainant} ({row.kind}): {letter.subject}", text))
+        for at, _, detail in repo.case_events(session, case.id or 0, ("internal_note",)):
+            items.append((at, "internal note", str(detail.get("text", ""))))
+        items.sort(key=lambda item: item[0])
+        return [{"when": self.calendar.format_datetime(at), "what": what, "text": _excerpt(text)}
+                for at, what, text in items]
 
     def alert_unreadable(self, session: Session, case: Case | None, mail: InboundMail, problems: list[str],
                          now: datetime) -> list[QueuedLetter]:
@@ -293,6 +376,24 @@ class Correspondence:
 
     # ---- letter context ----------------------------------------------------------------------
 
+    def next_stage_context(self, case: Case) -> dict[str, object]:
+        """What an outcome (or an answer to a reply) says about the next stage, if the procedure offers one:
+        who reviews it, how to reach it (a reply, or writing to the CEO directly) and by when they answer."""
+        following = next_stage_offered(self.procedures[case.procedure], case.stage)
+        if following is None:
+            return {"next_stage": "", "next_stage_direct": False, "next_stage_promise": ""}
+        spec = next((d for d in following.deadlines if d.name == "stage_response"), None)
+        return {"next_stage": following.reviewer_label,
+                "next_stage_direct": following.entry == CEO_DIRECT,
+                "next_stage_promise": promise(spec) if spec else ""}
+
+    def ceo_address_now(self) -> str:
+        """MAILBOT_CEO_ADDRESS, else the email of the staff member with the ceo role (the directory may change)."""
+        if self.ceo_address:
+            return self.ceo_address
+        ceo = self.directory.get().first_with_role("ceo")
+        return ceo.email if ceo else self.sender.address
+
     def deadline_phrases(self, case: Case, deadlines: dict[str, datetime]) -> dict[str, str]:
         """'the end of Tuesday 24 November 2026', or an exact time for hour-based promises."""
         procedure = self.procedures[case.procedure]
@@ -328,5 +429,21 @@ class Correspondence:
             "reviewer": stage.reviewer_label,
             "received": self.calendar.format_date(opened),
             "deadlines": self.deadline_phrases(case, deadlines),
+            "ceo_address": self.ceo_address_now(),
             **extra,
         }
+
+
+# Staff letters that open with what the case needs from its owner, and by when.
+LEADS_WITH_WHAT_IS_NEEDED = frozenset({"staff-notification", "escalation-review"})
+# Letters whose words are the same for everyone: a reviewer's history names them and leaves the text out.
+STANDARD_LETTERS = frozenset({"acknowledgement", "acknowledge-only", "escalation", "staff-redirect"})
+# How much of each message a reviewer's history shows (the whole case stays in `mailbot case`).
+HISTORY_EXCERPT_CHARS = 3000
+
+
+def _excerpt(text: str) -> str:
+    text = text.strip() or "(no text)"
+    if len(text) <= HISTORY_EXCERPT_CHARS:
+        return text
+    return text[:HISTORY_EXCERPT_CHARS].rstrip() + "\n[... the rest is on the case: mailbot case REF]"

@@ -26,11 +26,10 @@ from sqlmodel import Session
 
 from mailbot.domain.categories import SAFEGUARDING
 from mailbot.domain.directory import Directory, DirectorySource, StaffMember
-from mailbot.domain.procedures import Procedure
+from mailbot.domain.procedures import OPEN_STATUSES, Procedure
 from mailbot.domain.restrictions import persistent_suggestion
 from mailbot.domain.workdays import WorkingCalendar, format_time
 from mailbot.services.correspondence import Correspondence
-from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.store import digest_reads as reads
 from mailbot.store.db import from_db
 from mailbot.store.db import session as new_session

@@ -13,10 +13,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from mailbot.domain.directory import DirectorySource, manager_of
+from mailbot.domain.procedures import OPEN_STATUSES
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.digest import Digest
-from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
 from mailbot.store.db import session as new_session

@@ -8,34 +8,32 @@ for every message the chain did not give to the staff desk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlmodel import Session
 
 from mailbot.domain import categories
 from mailbot.domain.chain import Verdict
-from mailbot.domain.directory import DirectorySource, assigned_contact, choose_procedure
-from mailbot.domain.mail import InboundMail, header_safe
-from mailbot.domain.procedures import Procedure, stage_deadlines
+from mailbot.domain.commands import OnBehalf, complaint_text_on_behalf, on_behalf_line, parse_on_behalf
+from mailbot.domain.directory import (
+    DirectorySource,
+    assigned_contact,
+    choose_procedure,
+    staff_named_in,
+    stage_reviewers,
+)
+from mailbot.domain.mail import InboundMail, header_safe, parse_mail
+from mailbot.domain.procedures import Procedure, next_stage_offered, stage_deadlines
 from mailbot.domain.quotes import extract_new_text
+from mailbot.domain.replies import ESCALATE, THANKS, reply_intent
 from mailbot.domain.restrictions import inbound_action
-from mailbot.domain.rules import is_own_address
+from mailbot.domain.rules import is_own_address, is_robot_address
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.services.correspondence import Correspondence, QueuedLetter
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
 from mailbot.store.models import Case, Deadline, Restriction
-
-# Words that ask plainly for an escalation when a complainant replies to a resolved case.
-ESCALATION_PHRASES = (
-    "escalate", "not satisfied", "unsatisfied", "dissatisfied", "not happy", "unhappy with", "appeal",
-    "take this further", "review my complaint", "not resolved", "next stage",
-)
-
-# Statuses in which the procedure's clocks run.
-OPEN_STATUSES = ("open", "awaiting_staff")
-
 
 # What a message under a restriction is recorded as, by the restricted-mail rule's answer (domain.restrictions).
 RESTRICTED_KINDS = {"notify": "follow_up", "acknowledge": "restricted_acknowledged", "file": "restricted_filed"}
@@ -100,8 +98,16 @@ class CaseLifecycle:
             return None
         return sender
 
-    def open_case(self, session: Session, mail: InboundMail, received_at: datetime, now: datetime) -> Case:
-        complainant = self.complainant_of(mail)
+    def open_case(self, session: Session, mail: InboundMail, received_at: datetime, now: datetime,
+                  on_behalf: OnBehalf | None = None) -> Case:
+        """A new case for the complainant of ``mail``, or for the person a member of staff logged it for."""
+        if on_behalf is not None:
+            complainant, name, channel = on_behalf.email, on_behalf.name, on_behalf.channel
+        else:
+            complainant = self.complainant_of(mail)
+            name = mail.from_name if complainant == mail.from_addr else ""
+            channel = "web" if complainant != mail.from_addr and (
+                is_robot_address(mail.from_addr) or mail.from_addr in self.addresses.form_senders) else "email"
         directory = self.directory.get()
         procedure_key = choose_procedure(directory, complainant)
         if procedure_key not in self.procedures:
@@ -109,7 +115,6 @@ class CaseLifecycle:
         year = self.calendar.local(received_at).year
         seq, ref = repo.allocate_ref(session, year)
         category = categories.guess_category(mail.subject, mail.text)
-        name = mail.from_name if complainant == mail.from_addr else ""
         case = repo.insert_case(
             session, ref=ref, year=year, seq=seq, status="open", stage=1, procedure=procedure_key,
             complainant=complainant, complainant_name=header_safe(name), subject=header_safe(mail.subject)[:500],
@@ -117,11 +122,19 @@ class CaseLifecycle:
             category=category,
             assignee=assigned_contact(directory, complainant),
             opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
+            channel=channel,
         )
         repo.add_event(session, case, now, "case_opened", procedure=procedure_key, complainant=complainant,
                        assignee=case.assignee, category=category, message_id=mail.message_id,
-                       from_addr=mail.from_addr, reply_to=list(mail.reply_to))
+                       from_addr=mail.from_addr, reply_to=list(mail.reply_to), channel=channel,
+                       **({"logged_by": mail.from_addr} if on_behalf else {}))
         return case
+
+    def open_case_on_behalf(self, session: Session, mail: InboundMail, received_at: datetime,
+                            now: datetime) -> Case:
+        """A case for the person a member of staff's ``#on-behalf-of`` names (the chain checked it reads)."""
+        return self.open_case(session, mail, received_at, now,
+                              on_behalf=parse_on_behalf(on_behalf_line(mail.text) or ""))
 
     # ---- filing and dispatch ------------------------------------------------------------------
 
@@ -149,6 +162,7 @@ class CaseLifecycle:
         """Act on a message recorded as ``filing`` says: the case's events and letters."""
         handler = {
             "new_case": self._on_new_case,
+            "on_behalf": self._on_behalf,
             "follow_up": self._on_follow_up,
             "automated": self._on_automated,
             "unreadable": self._on_unreadable,
@@ -190,6 +204,35 @@ class CaseLifecycle:
                                                            reason=f"the complaint mentions: {', '.join(terms)}")
         return [x for x in letters if x is not None]
 
+    def _on_behalf(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
+                   received_at: datetime, now: datetime) -> list[QueuedLetter]:
+        """A complaint a member of staff logged for someone who phoned, wrote or came in: the person is
+        acknowledged like anyone who emailed, the owner notified, and the member of staff told it is done."""
+        case = filing.case
+        assert case is not None
+        procedure = self.procedures[case.procedure]
+        deadlines = self._set_stage_deadlines(session, case, procedure, 1, received_at, fresh=True)
+        text = complaint_text_on_behalf(mail.text)
+        letters = [self.letters.queue(session, case=case, template=procedure.letters["open"], to=[case.complainant],
+                                      context=self.letters.letter_context(session, case, deadlines=deadlines),
+                                      now=now, automatic=True)]
+        logged_by = self.letters.staff_name(mail.from_addr)
+        recorded = replace(mail, text=text, html=None)
+        letters += self.letters.notify_staff(
+            session, case, recorded, now, headline=f"New complaint ({case.channel}), logged by {logged_by}",
+            deadlines=deadlines)
+        if mail.from_addr not in (case.assignee, *self.letters.staff_recipients(case)):
+            letters.append(self.letters.staff_letter(
+                session, case, "command-result", now, to=[mail.from_addr], problems=[], nothing_new=False,
+                done=[f"Opened {case.ref} for {case.complainant_name or case.complainant} <{case.complainant}> "
+                      f"({case.channel}), sent them the acknowledgement with the dates, and passed it to "
+                      f"{self.letters.staff_name(case.assignee) if case.assignee else 'the complaints team'}."]))
+        terms = categories.safeguarding_concern(mail.subject, text)
+        if terms:
+            letters += self.letters.safeguarding_alert(session, case, recorded, now,
+                                                       reason=f"the complaint mentions: {', '.join(terms)}")
+        return [letter for letter in letters if letter is not None]
+
     def _on_follow_up(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
                       received_at: datetime, now: datetime) -> list[QueuedLetter]:
         case = filing.case
@@ -204,7 +247,10 @@ class CaseLifecycle:
             return self._under_restriction(session, filing.restricted, case, mail, now)
         notes: list[str] = []
         if case.status == "resolved":
-            notes.append(self._escalation_request(session, case, mail, received_at, now))
+            note, escalated = self._reply_to_outcome(session, case, mail, received_at, now)
+            if escalated is not None:
+                return escalated  # the reviewer's notice carries the message
+            notes.append(note)
         elif case.status in ("closed", "redirected", "merged"):
             notes.append(f"This case is {case.status}; the message reopened nothing. Reply #reopen to reopen it.")
         letters = self.letters.notify_staff(session, case, mail, now, headline="New message from the complainant",
@@ -229,9 +275,11 @@ class CaseLifecycle:
 
     def _on_unreadable(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
                        received_at: datetime, now: datetime) -> list[QueuedLetter]:
+        # Mail that could not be read, or a staff command that could not be obeyed (the chain says why).
+        problems = list(verdict.rules[:5]) if verdict.kind == "unverified_command" else list(mail.defects[:5])
         repo.add_event(session, filing.case, now, "unreadable_mail", message_id=mail.message_id,
-                       sender=mail.from_addr, defects=list(mail.defects[:5]))
-        return self.letters.alert_unreadable(session, filing.case, mail, list(mail.defects[:5]) or ["unknown"], now)
+                       sender=mail.from_addr, defects=problems)
+        return self.letters.alert_unreadable(session, filing.case, mail, problems or ["unknown"], now)
 
     # ---- restrictions ------------------------------------------------------------------------
 
@@ -294,42 +342,75 @@ class CaseLifecycle:
 
     # ---- procedure steps ---------------------------------------------------------------------
 
-    def _escalation_request(self, session: Session, case: Case, mail: InboundMail, received_at: datetime,
-                            now: datetime) -> str:
-        """A complainant's reply to a resolved case; returns a note for the staff notification."""
-        text = f"{mail.subject}\n{extract_new_text(mail.text, mail.html)}".lower()
+    def _reply_to_outcome(self, session: Session, case: Case, mail: InboundMail, received_at: datetime,
+                          now: datetime) -> tuple[str, list[QueuedLetter] | None]:
+        """A complainant's reply to a resolved case: (a note for staff, the letters when it was escalated).
+
+        The procedures promise that a complainant who is not happy with the resolution is escalated, so a
+        reply that says so in any ordinary way escalates at once (``domain.replies``); a thank-you is
+        filed; anything else waits for staff to decide (#escalate, or #stay with an answer).
+        """
         procedure = self.procedures[case.procedure]
-        if case.stage >= procedure.last_stage:
+        if next_stage_offered(procedure, case.stage) is None:
             repo.add_event(session, case, now, "filed_after_last_stage", message_id=mail.message_id)
-            return "The case has been through every stage of the procedure; the message is filed on it."
-        if any(phrase in text for phrase in ESCALATION_PHRASES):
-            self.escalate(session, case, now, reason="the complainant asked for a review", started_at=received_at)
-            return (f"The complainant asked plainly for a review, so the case was escalated to stage {case.stage} "
-                    f"and they have been told who reviews it and by when.")
+            return ("The case has been through every stage of the procedure open to the complainant; the message "
+                    "is filed on it."), None
+        intent = reply_intent(f"{mail.subject}\n{extract_new_text(mail.text, mail.html)}")
+        if intent == ESCALATE:
+            letters = self.escalate(session, case, now, reason="the complainant said they were not satisfied",
+                                    started_at=received_at, request=mail)
+            return "", letters
+        if intent == THANKS:
+            repo.add_event(session, case, now, "reply_after_outcome", message_id=mail.message_id, intent=intent)
+            return ("A reply to the outcome that reads as thanks, not a request for review: nothing is needed "
+                    "unless you read it otherwise (#escalate passes it to the next stage)."), None
         case.status = "awaiting_staff"
         repo.add_event(session, case, now, "escalation_requested", message_id=mail.message_id,
                        reason="reply to a resolved case; staff to decide whether to escalate")
-        return ("This is a reply to a resolved case. Reply #escalate to pass it to the next stage, "
-                "or #stay with your explanation to decline.")
+        return ("This is a reply to a resolved case that does not say plainly whether they want a review. Reply "
+                "#escalate to pass it to the next stage, or #stay with your answer (for a question or a "
+                "thank-you) to leave the outcome as it is."), None
 
     def escalate(self, session: Session, case: Case, now: datetime, reason: str,
-                 started_at: datetime | None = None) -> QueuedLetter | None:
-        """The next stage, its clock starting when the complainant asked (or now, when staff escalate)."""
+                 started_at: datetime | None = None, request: InboundMail | None = None) -> list[QueuedLetter]:
+        """The next stage: its clock starting when the complainant asked (or now, when staff escalate), the case
+        with the reviewer the procedure names for it, who is sent the whole history at once."""
         procedure = self.procedures[case.procedure]
         if case.stage >= procedure.last_stage:
-            return None
+            return []
         start = started_at or now
+        previous = case.assignee
         case.stage += 1
         case.status = "open"
         case.closed_at = None
         case.stage_started_at = to_db(start)
         case.updated_at = to_db(now)
-        self._set_stage_deadlines(session, case, procedure, case.stage, start)
+        deadlines = self._set_stage_deadlines(session, case, procedure, case.stage, start)
         repo.add_event(session, case, now, "escalated", stage=case.stage, reason=reason)
-        return self.letters.queue(session, case=case,
-                                  template=procedure.letters["escalate"], to=[case.complainant],
-                                  context=self.letters.letter_context(session, case), now=now, automatic=False,
-                                  references=self.letters.complainant_thread(session, case))
+        stage = procedure.stage(case.stage)
+        reviewers = stage_reviewers(self.directory.get(), stage.reviewer_role, previous,
+                                    self.complaint_is_about(session, case))
+        case.assignee = reviewers.assignee
+        repo.add_event(session, case, now, "reviewer_assigned", role=stage.reviewer_role,
+                       assignee=reviewers.assignee or "", copied=list(reviewers.copied), previous=previous or "",
+                       passed_over=list(reviewers.passed_over))
+        letters = [self.letters.queue(session, case=case, template=procedure.letters["escalate"],
+                                      to=[case.complainant], context=self.letters.letter_context(session, case),
+                                      now=now, automatic=False,
+                                      references=self.letters.complainant_thread(session, case))]
+        letters.append(self.letters.escalation_notice(session, case, request, now, reviewers=reviewers,
+                                                      reason=reason, deadlines=deadlines))
+        return [letter for letter in letters if letter is not None]
+
+    def complaint_is_about(self, session: Session, case: Case) -> frozenset[str]:
+        """Staff the complaint names (in anything the complainant wrote on the case), and anyone staff moved
+        the case away from with #assign: never its reviewer at a later stage."""
+        directory = self.directory.get()
+        named: set[str] = set()
+        for raw in repo.inbound_from(session, case.id or 0, case.complainant):
+            mail = parse_mail(raw)
+            named |= staff_named_in(directory, f"{mail.subject}\n{mail.text}")
+        return frozenset(named | repo.assigned_away_from(session, case.id or 0))
 
     def _set_stage_deadlines(self, session: Session, case: Case, procedure: Procedure, stage: int,
                              started_at: datetime, fresh: bool = False) -> dict[str, datetime]:

@@ -19,12 +19,13 @@ from mailbot.domain.quotes import extract_new_text, without_text_of
 from mailbot.services.correspondence import Correspondence, QueuedLetter
 from mailbot.services.lifecycle import CaseLifecycle
 from mailbot.services.staff_commands import HANDLERS, Refusal, Reply, Turn
+from mailbot.services.staff_commands.mentors import MENTOR_COMMANDS
 from mailbot.store import repo
 from mailbot.store.db import to_db
 from mailbot.store.models import Case
 
 # Commands whose letter to the complainant carries the staff member's words, so the words are not relayed twice.
-WORDS_GO_IN_A_LETTER = frozenset({"resolve", "stay"})
+WORDS_GO_IN_A_LETTER = frozenset({"resolve", "stay", "not-a-complaint"}) | MENTOR_COMMANDS
 # Commands that need the staff member's words under them.
 NEEDS_TEXT = {"full": "your full response", "resolve": "the outcome letter's text", "stay": "your explanation"}
 
@@ -111,7 +112,7 @@ class StaffDesk:
         name = self.letters.staff_name(staff)
         return self.letters.complainant_letter(
             session, case, "staff-reply", now, from_name=f"{name}, {self.letters.sender.org_name}",
-            staff_text=body.strip(), staff_name=name,
+            **self.letters.staff_words(body, staff),
             attachments=[(a.filename, a.content_type, a.payload) for a in mail.attachments
                          if not is_our_letter(a.payload)],
         )

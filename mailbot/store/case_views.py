@@ -34,6 +34,7 @@ def case_summary(session: Session, case: Case, message_count: int | None = None)
         "status": case.status,
         "stage": case.stage,
         "procedure": case.procedure,
+        "channel": case.channel,
         "complainant": case.complainant,
         "from_addr": case.from_addr,
         "reply_to": case.reply_to,

@@ -35,6 +35,8 @@ class Case(SQLModel, table=True):
     stage_started_at: datetime
     updated_at: datetime
     closed_at: datetime | None = None
+    # How the complaint reached us: email, web, phone, post or in-person (the last three logged by staff).
+    channel: str = Field(default="email", sa_column_kwargs={"server_default": "email"})
 
     __table_args__ = (UniqueConstraint("year", "seq", name="uq_case_year_seq"),)
 

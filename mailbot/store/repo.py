@@ -23,6 +23,7 @@ from mailbot.store.models import (
     SEQUENCE_TABLE,
     Case,
     Deadline,
+    Event,
     MailboxCursor,
     MailMessage,
     MentorAction,
@@ -346,16 +347,20 @@ def add_mentor_action(session: Session, case_id: int, mentor: str, action: str, 
                              at=to_db(at)))
 
 
-def last_mentor_on_case(session: Session, case_id: int) -> str | None:
-    """The mentor the case's last mentor action named."""
-    return session.exec(select(MentorAction.mentor_email).where(MentorAction.case_id == case_id)
-                        .order_by(col(MentorAction.id).desc())).first()
+def last_mentor_on_case(session: Session, case_id: int, action: str | None = None) -> str | None:
+    """The mentor the case's last mentor action (of this kind, if given) named."""
+    query = select(MentorAction.mentor_email).where(MentorAction.case_id == case_id)
+    if action is not None:
+        query = query.where(MentorAction.action == action)
+    return session.exec(query.order_by(col(MentorAction.id).desc())).first()
 
 
-def has_formal_warning(session: Session, mentor: str) -> bool:
-    """Whether the mentor has had a formal warning on any case."""
-    return session.exec(select(MentorAction.id).where(MentorAction.mentor_email == mentor,
-                                                      MentorAction.action == "formal-warning")).first() is not None
+def mentor_has(session: Session, mentor: str, actions: tuple[str, ...], case_id: int | None = None) -> bool:
+    """Whether any of these actions is recorded against the mentor (on any case, or on this one)."""
+    query = select(MentorAction.id).where(MentorAction.mentor_email == mentor, col(MentorAction.action).in_(actions))
+    if case_id is not None:
+        query = query.where(MentorAction.case_id == case_id)
+    return session.exec(query).first() is not None
 
 
 # ---- what the scheduled jobs look for ----------------------------------------------------------
@@ -388,6 +393,33 @@ def deadlines_to_chase(session: Session, open_statuses: tuple[str, ...]) -> list
                col(Case.status).in_(open_statuses), col(Deadline.overdue_alerted_at).is_(None))
         .order_by(col(Deadline.due_at))
     ).all())
+
+
+def inbound_from(session: Session, case_id: int, sender: str) -> list[bytes]:
+    """The raw bytes of every message on the case from this address, oldest first."""
+    return list(session.exec(select(MailMessage.raw).where(MailMessage.case_id == case_id,
+                                                           MailMessage.direction == "in",
+                                                           MailMessage.from_addr == sender)
+                             .order_by(col(MailMessage.id))).all())
+
+
+def case_messages(session: Session, case_id: int) -> list[MailMessage]:
+    """Every message on the case, in and out, oldest first."""
+    return list(session.exec(select(MailMessage).where(MailMessage.case_id == case_id)
+                             .order_by(col(MailMessage.id))).all())
+
+
+def case_events(session: Session, case_id: int, types: tuple[str, ...]) -> list[tuple[datetime, str, dict]]:
+    """(when, type, detail) of the case's events of these types, oldest first."""
+    rows = session.exec(select(Event).where(Event.case_id == case_id, col(Event.type).in_(types))
+                        .order_by(col(Event.id))).all()
+    return [(from_db(e.at), e.type, json.loads(e.detail) if e.detail else {}) for e in rows]  # type: ignore[misc]
+
+
+def assigned_away_from(session: Session, case_id: int) -> set[str]:
+    """Everyone staff moved the case away from with #assign."""
+    return {str(detail.get("previous")) for _, _, detail in case_events(session, case_id, ("reassigned",))
+            if detail.get("previous")}
 
 
 def cap_window(now: datetime) -> datetime:

@@ -55,12 +55,17 @@ def test_a_member_of_staff_is_pointed_to_the_grievance_procedure(bot: Bot) -> No
         # Friday before Christmas, in office hours: Christmas Day, the Boxing Day substitute and New Year's Day skipped.
         (datetime(2026, 12, 18, 11, 0, tzinfo=UK), "Monday 21 December 2026", "Tuesday 22 December 2026",
          "Tuesday 12 January 2027"),
-        # Late on a Friday: the clock starts on Monday.
-        (datetime(2026, 12, 18, 17, 45, tzinfo=UK), "Tuesday 22 December 2026", "Wednesday 23 December 2026",
-         "Wednesday 13 January 2027"),
+        # Late on a Friday: "the end of the following working day" is the end of Monday, as the complainant reads it.
+        (datetime(2026, 12, 18, 17, 45, tzinfo=UK), "Monday 21 December 2026", "Tuesday 22 December 2026",
+         "Tuesday 12 January 2027"),
+        (datetime(2026, 12, 11, 18, 0, tzinfo=UK), "Monday 14 December 2026", "Tuesday 15 December 2026",
+         "Tuesday 5 January 2027"),
+        # On a Saturday: the end of Monday too.
+        (datetime(2026, 12, 12, 11, 0, tzinfo=UK), "Monday 14 December 2026", "Tuesday 15 December 2026",
+         "Tuesday 5 January 2027"),
         # Maundy Thursday evening (BST): Good Friday and Easter Monday are bank holidays.
-        (datetime(2026, 4, 2, 18, 0, tzinfo=UK), "Wednesday 8 April 2026", "Thursday 9 April 2026",
-         "Monday 27 April 2026"),
+        (datetime(2026, 4, 2, 18, 0, tzinfo=UK), "Tuesday 7 April 2026", "Wednesday 8 April 2026",
+         "Friday 24 April 2026"),
     ],
 )
 def test_external_dates_in_the_letter_and_the_case(bot: Bot, arrival: datetime, first: str, full: str,
@@ -78,9 +83,10 @@ def test_external_dates_in_the_letter_and_the_case(bot: Bot, arrival: datetime, 
 def test_a_mentee_is_promised_a_response_within_24_hours(bot: Bot) -> None:
     arrival = datetime(2026, 11, 27, 16, 40, tzinfo=UK)  # a Friday afternoon
     case = complain(bot, "amira.khan@example.org", arrival)
-    assert datetime.fromisoformat(case["deadlines"]["first_response"]) == arrival + timedelta(hours=24)
+    # 24 hours, written as a person writes a time: down to the half hour, never later than promised.
+    assert datetime.fromisoformat(case["deadlines"]["first_response"]) == arrival + timedelta(hours=23, minutes=50)
     text = plain(bot.letters("acknowledgement")[0])
-    assert "4:40pm on Saturday 28 November 2026" in text
+    assert "4:30pm on Saturday 28 November 2026" in text
     assert "full response by the end of Tuesday 1 December 2026" in text
     assert "Mentee Complaints Procedure" in text
 

@@ -43,7 +43,7 @@ def test_warn_then_restrict_by_the_ceo_writes_the_four_things(bot: Bot) -> None:
     assert "short acknowledgement" in notice  # what action
     assert "until Sunday 16 May 2027" in notice  # how long
     assert "How to challenge this decision" in notice
-    assert "in writing only" in notice  # the contact option chosen
+    assert "by letter only, not by email" in notice  # the contact option chosen, as chosen
     r = bot.case_json("1MM-2026-0001")["restriction"]
     assert r["state"] == "restricted" and r["mode"] == "acknowledge-only"
     assert r["decided_by"] == "alex.morgan@1mm.org.uk" and r["warned_at"] and r["since"] and r["until"]

@@ -73,7 +73,8 @@ def test_resolve_sends_the_outcome_with_signposting_and_confirms(bot: Bot) -> No
     text = plain(outcome[0])
     assert "rota error" in text and "0845 300 0218" in text and "charitycommission.gov.uk" in text
     assert "ico.org.uk" not in text and "Fundraising Regulator" not in text
-    assert "Stage 1 review by the Chief Executive" in text  # what happens if they are unhappy
+    assert "at Stage 1 of our External Complaints Procedure" in text  # the stage the outcome was given at
+    assert "escalated to our Chief Executive, who will respond within 7 working days" in " ".join(text.split())
     assert bot.letters("staff-reply") == []  # the words went in the outcome letter, not twice
     confirm = plain(bot.letters("command-result")[-1])
     assert "Resolved the case as upheld" in confirm
@@ -225,19 +226,47 @@ def test_mentor_warnings_and_suspension_follow_the_mentee_procedure(bot: Bot) ->
     bot.once(now=T0 + timedelta(hours=1))
     assert "name the mentor" in plain(bot.letters("command-result")[-1])
 
+    # A warning follows the formal meeting, never instead of it.
     bot.append(staff_reply(note, tom, "#informal-warning daniel.price@example.com"))
+    bot.once(now=T0 + timedelta(hours=1, minutes=30))
+    assert "invite them first" in " ".join(plain(bot.letters("command-result")[-1]).split())
+
+    bot.append(staff_reply(note, tom, "#mentor-meeting daniel.price@example.com\nWould Thursday at 4pm suit you?"))
     bot.once(now=T0 + timedelta(hours=2))
     meeting = bot.letters("mentor-meeting")
     assert len(meeting) == 1 and meeting[0].rcpt_tos == ["daniel.price@example.com"]
-    assert "right to be accompanied" in plain(meeting[0])
+    text = plain(meeting[0])
+    assert "right to be accompanied" in text and "Thursday at 4pm" in text and "warning" not in text
+    assert bot.letters("staff-reply") == []  # the words went to the mentor, not to the mentee
+
+    bot.append(staff_reply(note, tom, "#informal-warning\nWe agreed you will confirm sessions a day ahead."))
+    bot.once(now=T0 + timedelta(hours=2, minutes=30))
+    warning = plain(bot.letters("mentor-warning")[0])
+    assert "an informal warning" in warning and "confirm sessions a day ahead" in warning
 
     bot.append(staff_reply(note, tom, "#suspend he took money from the mentee"))
     bot.once(now=T0 + timedelta(hours=3))
     alert = bot.letters("mentor-suspension-alert")
     assert len(alert) == 1
-    assert sorted(alert[0].rcpt_tos) == ["hannah.reid@1mm.org.uk", "jo.mensah@1mm.org.uk"]
+    # The Regional Manager, the Senior Management Team and the Safeguarding Lead, as the procedure names them.
+    assert sorted(alert[0].rcpt_tos) == ["alex.morgan@1mm.org.uk", "hannah.reid@1mm.org.uk", "jo.mensah@1mm.org.uk",
+                                         "sam.carter@1mm.org.uk"]
     suspension = plain(bot.letters("mentor-suspension")[0])
     assert "Monday 30 November 2026" in suspension and "accompanied" in suspension
     case = bot.case_json("1MM-2026-0001")
-    assert [a["action"] for a in case["mentor_actions"]] == ["informal-warning", "suspend"]
+    assert [a["action"] for a in case["mentor_actions"]] == ["mentor-meeting", "informal-warning", "suspend"]
     assert case["deadlines"]["suspension_decision"].startswith("2026-11-30")
+
+    # The decision within the 14 days: upheld means exclusion, and the mentee hears as far as may be disclosed.
+    hannah = "Hannah Reid <hannah.reid@1mm.org.uk>"
+    bot.append(staff_reply(note, hannah, "#suspension-decision upheld he admitted taking the money"))
+    bot.once(now=T0 + timedelta(days=5))
+    assert bot.letters("mentor-excluded")[0].rcpt_tos == ["daniel.price@example.com"]
+    told = bot.letters("mentor-decision")
+    assert told[0].rcpt_tos == ["amira.khan@example.org"]
+    told_text = plain(told[0])
+    assert "appropriate action taken" in told_text and "right to be accompanied" in told_text
+    assert "money" not in told_text  # the finding itself is not disclosed
+    case = bot.case_json("1MM-2026-0001")
+    assert "suspension_decision" not in case["deadlines"] or any(
+        e["type"] == "deadlines_met" and "suspension_decision" in e["detail"]["deadlines"] for e in case["events"])

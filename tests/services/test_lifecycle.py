@@ -7,7 +7,7 @@ and recipient), what the message was filed as, and where the case stands.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -16,7 +16,11 @@ from tests.services.conftest import World, mail
 
 Step = Callable[[World, str], object]
 JANE = "jane@example.com"
+AMIRA = "amira.khan@example.org"  # a current mentee; her coordinator is Tom
 PRIYA = "priya.shah@1mm.org.uk"  # the complaints team (assigned when nobody else is)
+TOM = "tom.okafor@1mm.org.uk"  # coordinator
+SAM, JO, ALEX = "sam.carter@1mm.org.uk", "jo.mensah@1mm.org.uk", "alex.morgan@1mm.org.uk"  # SMT, in that order
+CEO = ALEX
 
 
 def ack_id(world: World, ref: str) -> str:
@@ -58,9 +62,11 @@ class Story:
     status: str
     stage: int = 1
     procedure: str = "external"
+    assignee: str | None = None  # checked when set
 
 
 RESOLVED = staff("#resolve not-upheld\nWe looked into this carefully and found the service was as promised.")
+RESOLVED_BY_TOM = staff("#resolve not-upheld\nWe looked into this carefully.", frm=TOM)
 # The procedure's order: a senior manager's warning first, then the CEO's decision.
 RESTRICTED = (staff("#warn the same points every day after the outcome", frm="sam.carter@1mm.org.uk"),
               staff("#restrict acknowledge-only for 3 months because the same points, daily, after the warning",
@@ -80,17 +86,51 @@ STORIES = [
     Story("a member of staff's own grievance is redirected, not opened as a complaint",
           {"frm": "Tom Okafor <tom.okafor@1mm.org.uk>", "subject": "My manager"}, (), None,
           (("staff-redirect", "tom.okafor@1mm.org.uk"),), "new_case", "redirected", procedure="staff"),
+    Story("a web form's mail from noreply@ opens a case for the person in Reply-To",
+          {"frm": "Website <noreply@forms.example.org>", "Reply_To": "Pat Smith <pat@example.com>",
+           "subject": "Contact form: complaint"}, (), None,
+          (("acknowledgement", "pat@example.com"), ("staff-notification", PRIYA)), "new_case", "open"),
     Story("the complainant's reply reaches the case owner", {}, (), reply("Here is the date it happened."),
           (("staff-notification", PRIYA),), "follow_up", "open"),
     Story("an out-of-office answer to our acknowledgement is filed, not answered", {}, (),
           reply("I am away until Monday.", Auto_Submitted="auto-replied"), (), "auto_reply", "open"),
     Story("a bounce of our acknowledgement is filed on the case", {}, (), bounce_of_acknowledgement,
           (), "bounce", "open"),
-    Story("a plain request for review of an outcome escalates it", {}, (RESOLVED,),
-          reply("I am not satisfied with this outcome."),
-          (("escalation", JANE), ("staff-notification", PRIYA)), "follow_up", "open", stage=2),
-    Story("any other reply to an outcome waits for staff to decide", {}, (RESOLVED,),
-          reply("Thank you for looking into it."), (("staff-notification", PRIYA),), "follow_up", "awaiting_staff"),
+    Story("a plain request for review of an outcome escalates it to the CEO, the first handler copied", {},
+          (RESOLVED,), reply("I am not satisfied with this outcome."),
+          (("escalation", JANE), ("escalation-review", f"{CEO},{PRIYA}")), "follow_up", "open", stage=2,
+          assignee=CEO),
+    Story("dissatisfaction in other words escalates too", {}, (RESOLVED,),
+          reply("Frankly this is a whitewash and I do not accept it."),
+          (("escalation", JANE), ("escalation-review", f"{CEO},{PRIYA}")), "follow_up", "open", stage=2,
+          assignee=CEO),
+    Story("a thank-you for the outcome is passed on and changes nothing", {}, (RESOLVED,),
+          reply("Thank you for looking into it."), (("staff-notification", PRIYA),), "follow_up", "resolved"),
+    Story("a question about the outcome waits for staff to decide", {}, (RESOLVED,),
+          reply("When will the new rota start?"), (("staff-notification", PRIYA),), "follow_up", "awaiting_staff"),
+    Story("the CEO's outcome is the last word: a further reply is filed for staff", {},
+          (RESOLVED, reply("I am not satisfied."),
+           staff("#resolve not-upheld\nI have reviewed the complaint and agree with the team.", frm=CEO)),
+          reply("I am still not happy."), (("staff-notification", CEO),), "follow_up", "resolved", stage=2,
+          assignee=CEO),
+    Story("a mentee's escalation goes to the Senior Management Team, the others copied",
+          {"frm": f"Amira Khan <{AMIRA}>"}, (RESOLVED_BY_TOM,), reply("I am not happy with this.", frm=AMIRA),
+          (("escalation", AMIRA), ("escalation-review", f"{SAM},{JO},{ALEX},{TOM}")), "follow_up", "open",
+          stage=2, procedure="mentee", assignee=SAM),
+    Story("a complaint about the coordinator never reaches them at stage 2",
+          {"frm": f"Amira Khan <{AMIRA}>", "body": "My coordinator Tom Okafor keeps cancelling our sessions."},
+          (RESOLVED_BY_TOM,), reply("I am not happy with this.", frm=AMIRA),
+          (("escalation", AMIRA), ("escalation-review", f"{SAM},{JO},{ALEX}")), "follow_up", "open",
+          stage=2, procedure="mentee", assignee=SAM),
+    Story("nor does a complaint naming the first of the Senior Management Team",
+          {"frm": f"Amira Khan <{AMIRA}>", "body": "Mr Carter was rude to me at the launch event."},
+          (RESOLVED_BY_TOM,), reply("I am not happy with this.", frm=AMIRA),
+          (("escalation", AMIRA), ("escalation-review", f"{JO},{ALEX},{TOM}")), "follow_up", "open",
+          stage=2, procedure="mentee", assignee=JO),
+    Story("nor does anyone the case was moved away from", {"frm": f"Amira Khan <{AMIRA}>"},
+          (staff(f"#assign {PRIYA}", frm=TOM), RESOLVED), reply("I am not happy with this.", frm=AMIRA),
+          (("escalation", AMIRA), ("escalation-review", f"{SAM},{JO},{ALEX},{PRIYA}")), "follow_up", "open",
+          stage=2, procedure="mentee", assignee=SAM),
     Story("a restricted complainant's mail is acknowledged once a day", {}, RESTRICTED,
           reply("Again, the same points."), (("acknowledge-only", JANE),), "restricted_acknowledged", "open"),
     Story("and filed without an answer the second time that day", {}, (*RESTRICTED, reply("Again.")),
@@ -123,6 +163,8 @@ def test_story(world: World, story: Story) -> None:
     assert world.inbound_kinds(ref)[-1] == story.filed_as
     case = world.case(ref)
     assert (case.status, case.stage, case.procedure) == (story.status, story.stage, story.procedure)
+    if story.assignee is not None:
+        assert case.assignee == story.assignee
 
 
 def test_a_bounce_marks_the_letter_undelivered(world: World) -> None:
@@ -141,3 +183,36 @@ def test_the_deadlines_the_acknowledgement_promises_are_working_days(world: Worl
     assert "reply to you by the end of Tuesday 17 November 2026" in ack.text
     assert "full response by the end of Wednesday 18 November 2026" in ack.text
     assert "resolve your complaint by the end of Friday 4 December 2026" in ack.text
+
+
+def on_behalf(world: World, line: str, body: str = "She says the coordinator missed three sessions.",
+              authenticated: bool = True) -> object:
+    headers = {"Authentication_Results": "mx.1mm.org.uk; dkim=pass header.d=1mm.org.uk; dmarc=pass "
+                                         "header.from=1mm.org.uk"} if authenticated else {}
+    return world.receive(mail(frm=f"Priya Shah <{PRIYA}>", subject="Phone call from Pat", body=f"{line}\n\n{body}",
+                              date=world.now, **headers))
+
+
+def test_a_complaint_logged_by_phone_opens_a_case_for_the_caller(world: World) -> None:
+    world.app.route_config = replace(world.app.route_config, trusted_authserv_id="mx.1mm.org.uk")
+    world.app.ingestor.route_config = world.app.route_config
+    outcome = on_behalf(world, "#on-behalf-of Pat Smith <pat@example.com> phone")
+    ref = outcome.ref  # type: ignore[attr-defined]
+    case = world.case(ref)
+    assert (case.complainant, case.complainant_name, case.channel, case.procedure) == \
+        ("pat@example.com", "Pat Smith", "phone", "external")
+    letters = world.take_letters()
+    assert [(letter.kind, letter.to) for letter in letters] == [("acknowledgement", "pat@example.com"),
+                                                                ("staff-notification", PRIYA)]
+    assert letters[0].text.startswith("Dear Pat Smith,")
+    assert "missed three sessions" in letters[1].text and "#on-behalf-of" not in letters[1].text
+
+
+def test_an_unverified_on_behalf_opens_nothing_and_is_shown_to_staff(world: World) -> None:
+    world.app.route_config = replace(world.app.route_config, trusted_authserv_id="mx.1mm.org.uk")
+    world.app.ingestor.route_config = world.app.route_config
+    outcome = on_behalf(world, "#on-behalf-of Pat Smith <pat@example.com>", authenticated=False)
+    assert outcome.ref is None  # type: ignore[attr-defined]
+    letters = world.take_letters()
+    assert [(letter.kind, letter.to) for letter in letters] == [("unreadable-alert", PRIYA)]
+    assert "without trusted authentication" in " ".join(letters[0].text.split())

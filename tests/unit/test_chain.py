@@ -130,3 +130,39 @@ def test_a_forged_authentication_results_beside_ours_confers_nothing(headers: tu
     lines = "".join(f"Authentication-Results: {h}\n" for h in headers)
     parsed = parse_mail(mail(f"{lines}From: priya@1mm.org.uk\nSubject: x"))
     assert authenticated_sender(parsed, "mx.1mm.org.uk") is trusted
+
+
+FORM = "From: Website <noreply@forms.example.org>\nTo: complaints@1mm.org.uk\nMessage-ID: <{n}@forms.example.org>\n" \
+       "Subject: Contact form: complaint\n"
+FORM_CFG = RouteConfig(address="complaints@1mm.org.uk", own_addresses=frozenset({"complaints@1mm.org.uk"}),
+                       message_id_suffix=".mailbot@1mm.org.uk", secret=SECRET,
+                       form_senders=frozenset({"forms@trusted.example.org"}))
+
+
+@pytest.mark.parametrize(
+    "headers, action",
+    [
+        # A form's no-reply From with one person in Reply-To, addressed to us: a complaint.
+        (FORM.format(n="f1") + "Reply-To: Pat Smith <pat@example.com>", "new_case"),
+        # No Reply-To, two, our own address or a robot's: still a robot's mail.
+        (FORM.format(n="f2"), "automated"),
+        (FORM.format(n="f3") + "Reply-To: pat@example.com, sam@example.com", "automated"),
+        (FORM.format(n="f4") + "Reply-To: alveena.malik@1mm.org.uk", "automated"),
+        (FORM.format(n="f5") + "Reply-To: no-reply@example.com", "automated"),
+        # Any other sign of automation keeps it filed: an auto-reply or a bulk mailing with a Reply-To.
+        (FORM.format(n="f6") + "Reply-To: pat@example.com\nAuto-Submitted: auto-generated", "automated"),
+        (FORM.format(n="f7") + "Reply-To: pat@example.com\nPrecedence: bulk", "automated"),
+        # Not addressed to us (a newsletter we are copied on blind).
+        (FORM.format(n="f8").replace("To: complaints@1mm.org.uk", "To: news@example.org")
+         + "Reply-To: pat@example.com", "automated"),
+        # A form sender named in MAILBOT_FORM_SENDERS is trusted even with the headers its service adds.
+        ("From: forms@trusted.example.org\nTo: complaints@1mm.org.uk\nMessage-ID: <f9@x>\nSubject: Form\n"
+         "Auto-Submitted: auto-generated\nReply-To: pat@example.com", "new_case"),
+        # ... but never a bounce.
+        ("From: forms@trusted.example.org\nTo: complaints@1mm.org.uk\nMessage-ID: <f10@x>\n"
+         "Subject: Undelivered Mail Returned to Sender\nReply-To: pat@example.com\n"
+         "Content-Type: multipart/report; report-type=delivery-status; boundary=B", "automated"),
+    ],
+)
+def test_form_mail(headers: str, action: str) -> None:
+    assert route(parse_mail(mail(headers)), FakeStore(), FORM_CFG).action == action

@@ -21,11 +21,13 @@ from mailbot.domain.commands import (
     Extension,
     Mentor,
     NoArgs,
+    NotAComplaint,
     Outcome,
     PhoneHours,
     Reason,
     RestrictionTerms,
     Suspension,
+    SuspensionDecision,
     check_permission,
     parse_commands,
 )
@@ -58,14 +60,20 @@ from mailbot.domain.commands import (
         ("#merge 1mm-2026-0007", "merge", CaseRef("1MM-2026-0007")),
         ("#merge [1MM-2026-10007]", "merge", CaseRef("1MM-2026-10007")),
         ("#safeguarding", "safeguarding", NoArgs()),
-        ("#not-a-complaint", "not-a-complaint", NoArgs()),
-        ("#not_a_complaint", "not-a-complaint", NoArgs()),
+        ("#not-a-complaint", "not-a-complaint", NotAComplaint(False)),
+        ("#not_a_complaint", "not-a-complaint", NotAComplaint(False)),
+        ("#not-a-complaint spam", "not-a-complaint", NotAComplaint(True)),
+        ("#resolve outside-remit", "resolve", Outcome("outside-remit")),
         ("#informal-warning", "informal-warning", Mentor(None)),
         ("#informal-warning Dan@Example.com", "informal-warning", Mentor("dan@example.com")),
         ("#formal-warning", "formal-warning", Mentor(None)),
         ("#suspend allegation of bullying at the session", "suspend",
          Suspension(None, "allegation of bullying at the session")),
         ("#suspend dan@example.com theft at the event", "suspend", Suspension("dan@example.com", "theft at the event")),
+        ("#mentor-meeting dan@example.com", "mentor-meeting", Mentor("dan@example.com")),
+        ("#mentor-excluded he left", "mentor-excluded", Suspension(None, "he left")),
+        ("#suspension-decision upheld he admitted it", "suspension-decision", SuspensionDecision(True, "he admitted it")),
+        ("#suspension-decision not_upheld", "suspension-decision", SuspensionDecision(False, "")),
         ("#warn twenty emails a day to coordinators", "warn", Reason("twenty emails a day to coordinators")),
         (
             "#restrict acknowledge-only for 6 months because abusive calls to staff",
@@ -125,7 +133,7 @@ def test_valid_commands(line: str, name: str, args: Arguments) -> None:
         ("#merge", "a case reference is required"),
         ("#merge 2026-0007", "like 1MM-2026-0042"),
         ("#safeguarding yes", "takes nothing"),
-        ("#not-a-complaint really", "takes nothing"),
+        ("#not-a-complaint really", "is not 'spam'"),
         ("#informal-warning x", "needs one email address"),
         ("#formal-warning x", "needs one email address"),
         ("#suspend dan@example.com", "a reason is required"),
@@ -230,8 +238,9 @@ def test_refusal_names_the_roles_needed() -> None:
 
 
 def test_roles_table_matches_the_procedure() -> None:
-    # The CEO decides restrictions and their contact options; SMT or the CEO give the prior warning;
-    # everything else is any staff member.
+    # The CEO decides restrictions and their contact options; SMT or the CEO give the prior warning; the
+    # Regional Manager and the Senior Management Team decide a mentor's suspension or exclusion; everything
+    # else is any staff member.
     restricted = {name: roles for name, roles in ROLES_ALLOWED.items() if roles is not None}
     ceo = frozenset({"ceo"})
     assert restricted == {
@@ -243,6 +252,8 @@ def test_roles_table_matches_the_procedure() -> None:
         "letters-only": ceo,
         "phone": ceo,
         "agreement": ceo,
+        "suspension-decision": frozenset({"regional_manager", "head_of_delivery", "smt", "ceo"}),
+        "mentor-excluded": frozenset({"regional_manager", "head_of_delivery", "smt", "ceo"}),
     }
     assert all(roles <= STAFF_ROLES for roles in restricted.values())
 

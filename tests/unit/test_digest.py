@@ -300,7 +300,7 @@ def test_every_section_for_someone_who_sees_every_case(world: World) -> None:
 
     [esc] = ctx["escalations"]
     assert esc["ref"] == "1MM-2026-0003"
-    assert esc["stage"] == "Stage 1 review by the Chief Executive"
+    assert esc["stage"] == "Stage 1 (escalated to the CEO)"
     assert esc["reviewer"] == "our Chief Executive"
 
     [out] = ctx["outcomes"]

@@ -11,7 +11,7 @@ import pytest
 from mailbot.data_files import load_procedures, load_signposts
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer, build_message
-from mailbot.preview import sample_context
+from mailbot.preview import LATER_STAGE_LETTERS, sample_context
 
 REPO = Path(__file__).resolve().parents[2]
 PROCEDURES = load_procedures(REPO / "data" / "procedures.toml")
@@ -31,13 +31,13 @@ def test_the_letters_the_procedures_name_all_exist() -> None:
 
 # A one-stage procedure (staff: redirected to the grievance procedure) never escalates.
 COMBINATIONS = [(p, n) for p in sorted(PROCEDURES) for n in LETTERS
-                if not (n == "escalation" and PROCEDURES[p].last_stage == 1)]
+                if not (n in LATER_STAGE_LETTERS and PROCEDURES[p].last_stage == 1)]
 
 
 @pytest.mark.parametrize("procedure, name", COMBINATIONS)
 def test_every_letter_renders_for_every_procedure(procedure: str, name: str) -> None:
     proc = PROCEDURES[procedure]
-    stage = 2 if name == "escalation" else 1
+    stage = 2 if name in LATER_STAGE_LETTERS else 1
     context = sample_context(proc, WorkingCalendar(), SIGNPOSTS, org_name="One Million Mentors",
                              address="complaints@1mm.org.uk", stage=stage, letter=name)
     letter = RENDERER.render(name, context)

@@ -11,7 +11,9 @@ import pytest
 
 from mailbot.data_files import load_procedures, load_signposts
 from mailbot.domain.procedures import (
+    CEO_DIRECT,
     ProcedureFileError,
+    next_stage_offered,
     signposting,
     stage_deadlines,
 )
@@ -36,12 +38,12 @@ def cob(y: int, mo: int, d: int) -> datetime:
     ("key", "number", "label", "role", "reviewer"),
     [
         ("external", 1, "Stage 1", "assigned_contact", "the complaints team"),
-        ("external", 2, "Stage 1 review by the Chief Executive", "ceo", "our Chief Executive"),
-        ("external", 3, "Stage 2: the Chief Executive", "ceo", "our Chief Executive"),
+        ("external", 2, "Stage 1 (escalated to the CEO)", "ceo", "our Chief Executive"),
+        ("external", 3, "Stage 2 (contacting the CEO directly)", "ceo", "our Chief Executive"),
         ("mentee", 1, "Stage 1", "assigned_contact", "your 1MM staff contact"),
-        ("mentee", 2, "Stage 2: review by the Senior Management Team", "smt", "the Senior Management Team"),
-        ("mentee", 3, "Stage 3: the Chief Executive", "ceo", "our Chief Executive"),
-        ("mentor", 2, "Stage 2: review by the Senior Management Team", "smt", "the Senior Management Team"),
+        ("mentee", 2, "Stage 2 (review by the Senior Management Team)", "smt", "the Senior Management Team"),
+        ("mentee", 3, "Stage 3 (contacting the CEO directly)", "ceo", "our Chief Executive"),
+        ("mentor", 2, "Stage 2 (review by the Senior Management Team)", "smt", "the Senior Management Team"),
         ("staff", 1, "Redirected to the grievance procedure", "assigned_contact", "the complaints team"),
     ],
 )
@@ -86,10 +88,15 @@ def test_asking_for_a_stage_that_does_not_exist_says_so() -> None:
             "external", 1, at(2026, 12, 14, 10),
             {"first_response": cob(2026, 12, 15), "full_response": cob(2026, 12, 16), "resolution": cob(2027, 1, 6)},
         ),
-        # External, Monday 20:00: the clock starts on Tuesday.
+        # External, Monday 20:00: still Monday's complaint, so the following working day is Tuesday.
         (
             "external", 1, at(2026, 12, 14, 20),
-            {"first_response": cob(2026, 12, 16), "full_response": cob(2026, 12, 17), "resolution": cob(2027, 1, 7)},
+            {"first_response": cob(2026, 12, 15), "full_response": cob(2026, 12, 16), "resolution": cob(2027, 1, 6)},
+        ),
+        # External, Friday 18:00: answered by the end of Monday, as the complainant reads it.
+        (
+            "external", 1, at(2026, 12, 11, 18),
+            {"first_response": cob(2026, 12, 14), "full_response": cob(2026, 12, 15), "resolution": cob(2027, 1, 5)},
         ),
         # External, Friday 16:00 before Christmas: 14 working days skip Dec 25, Dec 28 and Jan 1.
         (
@@ -108,16 +115,16 @@ def test_asking_for_a_stage_that_does_not_exist_says_so() -> None:
         # Mentee, Saturday noon the day before the clocks go forward: 24 elapsed hours is 13:00 BST.
         (
             "mentee", 1, at(2026, 3, 28, 12),
-            {"first_response": at(2026, 3, 29, 13), "full_response": cob(2026, 4, 1), "resolution": cob(2026, 4, 21)},
+            {"first_response": at(2026, 3, 29, 13), "full_response": cob(2026, 3, 31), "resolution": cob(2026, 4, 20)},
         ),
         # Mentee, arriving at 23:30 UTC on Saturday 24 October (00:30 BST on Sunday, the night the clocks go
-        # back): 24 elapsed hours later is 23:30 GMT on Sunday, and the working-day clock starts on Monday.
+        # back): 24 elapsed hours later is 23:30 GMT on Sunday, and working days count from Sunday 25th.
         (
             "mentee", 1, datetime(2026, 10, 24, 23, 30, tzinfo=UTC),
             {
                 "first_response": at(2026, 10, 25, 23, 30),
-                "full_response": cob(2026, 10, 28),
-                "resolution": cob(2026, 11, 13),
+                "full_response": cob(2026, 10, 27),
+                "resolution": cob(2026, 11, 12),
             },
         ),
         # External stage 2 (the CEO's review), escalated on the Thursday before Easter: 7 working days.
@@ -125,7 +132,7 @@ def test_asking_for_a_stage_that_does_not_exist_says_so() -> None:
         # External stage 3 (writing to the CEO): 14 calendar days, holidays included.
         ("external", 3, at(2026, 12, 18, 16), {"stage_response": at(2027, 1, 1, 23, 59, 59)}),
         # Mentee stage 2 (the Senior Management Team), escalated on Christmas Eve evening.
-        ("mentee", 2, at(2026, 12, 24, 18), {"stage_response": cob(2027, 1, 8)}),
+        ("mentee", 2, at(2026, 12, 24, 18), {"stage_response": cob(2027, 1, 7)}),
         ("mentee", 3, at(2027, 3, 25, 9), {"stage_response": at(2027, 4, 8, 23, 59, 59)}),
         # Staff are redirected to the grievance procedure: nothing falls due.
         ("staff", 1, at(2026, 12, 14, 10), {}),
@@ -301,3 +308,26 @@ def test_other_bad_files(tmp_path: Path, content: bytes, loader: Callable[[Path]
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ProcedureFileError, match="cannot read"):
         load_procedures(tmp_path / "nowhere.toml")
+
+
+NEXT_STAGE = [
+    # procedure, stage -> the stage offered next (None: the regulators' signposting only)
+    ("external", 1, 2),  # "Your complaint will be escalated to the CEO"
+    ("external", 2, None),  # the CEO's own review: writing to the CEO directly is not offered again
+    ("external", 3, None),
+    ("mentee", 1, 2),
+    ("mentee", 2, 3),  # the Senior Management Team's outcome offers writing to the CEO directly
+    ("mentee", 3, None),
+    ("staff", 1, None),
+]
+
+
+@pytest.mark.parametrize("key, stage, offered", NEXT_STAGE)
+def test_the_next_stage_offered(key: str, stage: int, offered: int | None) -> None:
+    found = next_stage_offered(PROCEDURES[key], stage)
+    assert (found.number if found else None) == offered
+
+
+def test_the_stages_reached_by_writing_to_the_ceo_say_so() -> None:
+    direct = {(key, s.number) for key, p in PROCEDURES.items() for s in p.stages if s.entry == CEO_DIRECT}
+    assert direct == {("external", 3), ("mentee", 3), ("mentor", 3)}

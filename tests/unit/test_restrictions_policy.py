@@ -49,7 +49,7 @@ def test_what_a_restricted_persons_mail_gets(mode: str, last_ack: date | None, t
 @pytest.mark.parametrize(
     "option, words",
     [
-        ({"kind": "letters_only"}, "in writing only"),
+        ({"kind": "letters_only"}, "by letter only, not by email"),
         ({"kind": "named_contact", "email": "tom@1mm.org.uk", "name": "Tom Okafor"}, "only through Tom Okafor"),
         ({"kind": "phone", "days": "Tue,Thu", "start": "10:00", "end": "12:00"}, "on Tue,Thu between 10:00 and 12:00"),
         ({"kind": "agreement", "text": "one email a week"}, "agreement about your future contact with us: one email"),

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from mailbot.domain.commands import (
     CaseRef,
     Category,
     Command,
     Email,
     Extension,
+    NotAComplaint,
     Outcome,
 )
-from mailbot.domain.procedures import signposting
-from mailbot.services.lifecycle import OPEN_STATUSES
+from mailbot.domain.procedures import OPEN_STATUSES, signposting
 from mailbot.services.staff_commands.turn import Handler, Refusal, Turn
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
-from mailbot.store.models import Case
-
-if TYPE_CHECKING:
-    from mailbot.services.staffdesk import StaffDesk
-
-
-def _next_stage_text(desk: StaffDesk, case: Case) -> str:
-    procedure = desk.lifecycle.procedures[case.procedure]
-    if case.stage >= procedure.last_stage:
-        return ""
-    nxt = procedure.stage(case.stage + 1)
-    return f"{nxt.reviewer_label} ({nxt.label})"
 
 
 def note(t: Turn, command: Command) -> None:
@@ -48,6 +34,7 @@ def assign(t: Turn, command: Command) -> None:
         raise Refusal(f"{command.line}\n  {email} is not in the staff directory (data/staff.toml).")
     previous = case.assignee
     case.assignee = member.email
+    repo.add_event(session, case, now, "reassigned", actor=staff, previous=previous or "", assignee=member.email)
     reply.done.append(f"Assigned the case to {member.name} <{member.email}> (was {previous or 'nobody'}).")
     last = t.letters.last_complainant_message(session, case)
     if member.email != staff:
@@ -59,6 +46,9 @@ def assign(t: Turn, command: Command) -> None:
 def category(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
     previous, case.category = case.category, command.arguments(Category).category
+    if previous == case.category:
+        reply.done.append(f"The category was already {case.category}; nothing changed.")
+        return
     reply.done.append(f"Changed the category from {previous} to {case.category}.")
     if case.category == "safeguarding" and previous != "safeguarding":
         for letter in t.letters.safeguarding_alert(session, case, None, now,
@@ -120,8 +110,8 @@ def resolve(t: Turn, command: Command) -> None:
     signs = signposting(t.desk.signposts, case.category, now, t.letters.calendar)
     reply.add(t.letters.complainant_letter(
         session, case, procedure.letters["resolve"], now, from_name=None, outcome=outcome,
-        staff_text=body.strip(), staff_name=t.letters.staff_name(staff), signposts=signs,
-        next_stage=_next_stage_text(t.desk, case),
+        **t.letters.staff_words(body, staff), signposts=signs,
+        **t.letters.next_stage_context(case),
     ))
     repo.add_event(session, case, now, "resolved", actor=staff, outcome=outcome, stage=case.stage)
     reply.done.append(f"Resolved the case as {outcome} and sent the outcome letter with its signposting.")
@@ -132,8 +122,11 @@ def escalate(t: Turn, command: Command) -> None:
     procedure = t.lifecycle.procedures[case.procedure]
     if case.stage >= procedure.last_stage:
         raise Refusal(f"{command.line}\n  the case is already at the last stage ({procedure.stage(case.stage).label}).")
-    reply.add(t.lifecycle.escalate(session, case, now, reason=f"escalated by {t.letters.staff_name(staff)}"))
-    reply.done.append(f"Escalated the case to {procedure.stage(case.stage).label} and told the complainant.")
+    for letter in t.lifecycle.escalate(session, case, now, reason=f"escalated by {t.letters.staff_name(staff)}"):
+        reply.add(letter)
+    holder = t.letters.staff_name(case.assignee) if case.assignee else "the complaints team"
+    reply.done.append(f"Escalated the case to {procedure.stage(case.stage).label}: {holder} has it now, with the "
+                      f"whole history, and the complainant has been told.")
 
 
 def stay(t: Turn, command: Command) -> None:
@@ -141,9 +134,8 @@ def stay(t: Turn, command: Command) -> None:
     if case.status != "awaiting_staff":
         raise Refusal(f"{command.line}\n  #stay declines an escalation request, and this case has none waiting.")
     case.status = "resolved"
-    reply.add(t.letters.complainant_letter(session, case, "escalation-declined", now, staff_text=body.strip(),
-                                           staff_name=t.letters.staff_name(staff),
-                                           next_stage=_next_stage_text(t.desk, case)))
+    reply.add(t.letters.complainant_letter(session, case, "escalation-declined", now,
+                                           **t.letters.staff_words(body, staff), **t.letters.next_stage_context(case)))
     repo.add_event(session, case, now, "escalation_declined", actor=staff)
     reply.done.append("Declined the escalation request and sent your explanation to the complainant.")
 
@@ -181,14 +173,24 @@ def merge(t: Turn, command: Command) -> None:
 
 
 def not_a_complaint(t: Turn, command: Command) -> None:
-    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    """Closed as not a complaint. Someone who was promised a reply hears what happens instead (the staff
+    member's words, or a kind default); spam hears nothing."""
+    session, case, body, staff, now, reply = t.session, t.case, t.body, t.staff, t.now, t.reply
+    spam = command.arguments(NotAComplaint).spam
     case.status = "closed"
-    case.outcome = "not-a-complaint"
+    case.outcome = "spam" if spam else "not-a-complaint"
     case.closed_at = to_db(now)
     for row in t.lifecycle.open_deadlines(session, case):
         row.superseded = True
-    repo.add_event(session, case, now, "closed", actor=staff, reason="not a complaint")
-    reply.done.append("Closed the case as not a complaint; no outcome letter was sent.")
+    repo.add_event(session, case, now, "closed", actor=staff, reason="spam" if spam else "not a complaint",
+                   **({"note": body.strip()[:4000]} if spam and body.strip() else {}))
+    if spam:
+        reply.done.append("Closed the case as spam; nothing was sent to the sender.")
+        return
+    reply.add(t.letters.complainant_letter(session, case, "not-a-complaint", now, **t.letters.staff_words(body, staff)))
+    reply.done.append("Closed the case as not a complaint and told them what happens instead"
+                      + (" in your words." if body.strip() else " (the standard words: add your own below the "
+                                                                "command next time)."))
 
 
 HANDLERS: dict[str, Handler] = {

@@ -17,8 +17,8 @@ from mailbot.domain.commands import (
     RestrictionTerms,
 )
 from mailbot.domain.mail import parse_mail
+from mailbot.domain.procedures import OPEN_STATUSES
 from mailbot.domain.restrictions import add_months, contact_option
-from mailbot.services.lifecycle import OPEN_STATUSES
 from mailbot.services.staff_commands.turn import Handler, Refusal, Reply, Turn
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
