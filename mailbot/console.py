@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
@@ -111,20 +112,29 @@ def case(settings: Settings, ref: str, as_json: bool) -> int:
     if as_json:
         print_json(detail)
         return 0
+    zone = ZoneInfo(settings.timezone)
     print(f"{detail['ref']}: {detail['subject']}")
-    for key in ("status", "stage", "procedure", "complainant", "assignee", "category", "opened_at"):
+    for key in ("status", "stage", "procedure", "channel", "complainant", "assignee", "category"):
         print(f"  {key:<12} {detail[key]}")
+    print(f"  {'opened_at':<12} {uk_time(detail['opened_at'], zone)}")  # type: ignore[arg-type]
     for name, due in dict(detail["deadlines"]).items():  # type: ignore[call-overload]
-        print(f"  deadline     {name}: {due}")
+        print(f"  deadline     {name}: {uk_time(due, zone)}")
     print("  messages:")
     for m in detail["messages"]:  # type: ignore[attr-defined]
         arrow = "<-" if m["direction"] == "in" else "->"
         extra = f" [{m['delivery']}]" if m["direction"] == "out" else ""
-        print(f"    {m['at']} {arrow} {m['kind']:<20} {m['subject']}{extra}")
+        print(f"    {uk_time(m['at'], zone)} {arrow} {m['kind']:<20} {m['subject']}{extra}")
     print("  events:")
     for e in detail["events"]:  # type: ignore[attr-defined]
-        print(f"    {e['at']} {e['type']} {json.dumps(e['detail']) if e['detail'] else ''}")
+        print(f"    {uk_time(e['at'], zone)} {e['type']} {json.dumps(e['detail']) if e['detail'] else ''}")
     return 0
+
+
+def uk_time(iso: str | None, zone: ZoneInfo) -> str:
+    """An ISO-8601 instant from the --json fields as people in the UK read it: "Tue 17 Nov 2026 17:30 GMT"."""
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso).astimezone(zone).strftime("%a %d %b %Y %H:%M %Z")
 
 
 def unfiled(settings: Settings, as_json: bool) -> int:
@@ -134,7 +144,8 @@ def unfiled(settings: Settings, as_json: bool) -> int:
         print_json(rows)
         return 0
     for row in rows:
-        print(f"{row['at']} {row['kind']:<16} {row['from']:<32} {row['subject']}")
+        print(f"{uk_time(row['at'], ZoneInfo(settings.timezone))} {row['kind']:<16} {row['from']:<32} "
+              f"{row['subject']}")
     return 0
 
 
