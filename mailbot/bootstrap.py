@@ -66,7 +66,7 @@ class App:
         self.route_config = RouteConfig(
             address=settings.address, own_addresses=own, message_id_suffix=f"{MAILBOT_ID_TAG}{settings.domain}",
             secret=self.secret, trusted_authserv_id=settings.trusted_authserv_id,
-            form_senders=settings.form_sender_set,
+            form_senders=settings.form_sender_set, ceo_address=settings.ceo_address,
         )
         team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
         self.letters = Correspondence(
@@ -84,7 +84,7 @@ class App:
                                    journal=SentJournal(self.journal_path))
         self.digest = Digest(self.engine, self.letters, self.calendar, self.directory, self.procedures,
                              settings.digest_time, persistent_threshold=settings.persistent_threshold)
-        self.jobs = Jobs(self.engine, self.letters, self.calendar, self.directory, digest=self.digest)
+        self.jobs = Jobs(self.engine, self.lifecycle, self.letters, self.calendar, self.directory, digest=self.digest)
 
     # ---- wiring helpers ----------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ def sample_context(procedure: Procedure, calendar: WorkingCalendar, signposts: t
         "signposts": signposting(signposts, "fundraising", started, calendar),
         "next_stage": f"{nxt.reviewer_label} ({nxt.label})" if nxt else "",
         "next_stage_direct": bool(nxt and nxt.entry == CEO_DIRECT), "next_stage_promise": "within 7 working days",
-        "ceo_address": "ceo@1mm.org.uk", "has_request": True, "formal": True, "upheld": True,
+        "ceo_address": "ceo@1mm.org.uk", "has_request": True, "formal": True, "upheld": True, "direct_to_ceo": False,
         "needed": "a first response to the complainant (reply to this email) by 5:30pm on Tuesday 15 December 2026",
         "history": [{"when": "10:15am on Monday 14 December 2026", "what": "from jane.doe@example.com: Complaint",
                      "text": "I applied in September and was promised a call back."},

@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 import authres
 
 from mailbot.domain.commands import on_behalf_line, parse_on_behalf
+from mailbot.domain.forwards import forwarded
 from mailbot.domain.mail import InboundMail
 from mailbot.domain.rules import AutomatedVerdict, classify_automated, is_own_address, is_robot_address
 from mailbot.domain.signing import verify_signature
@@ -36,11 +37,13 @@ class RouteConfig:
     trusted_authserv_id: str | None = None
     # Web-form senders trusted outright (MAILBOT_FORM_SENDERS): never filed as robots or auto-replies.
     form_senders: frozenset[str] = frozenset()
+    # The address letters publish for writing to the Chief Executive (MAILBOT_CEO_ADDRESS), when set.
+    ceo_address: str | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    # duplicate, automated, unreadable, staff, follow_up, new_case, on_behalf
+    # duplicate, automated, unreadable, staff, follow_up, new_case, on_behalf, ceo_direct
     action: str
     # What the message is recorded as: new_case, follow_up, staff_reply, bounce, auto_reply, ...
     kind: str
@@ -110,6 +113,39 @@ def _unreadable(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Ver
     return Verdict("unreadable", "unreadable", rules=mail.defects[:5], thread=match_case(mail, lookup, cfg.address))
 
 
+def _is_ceo(address: str, lookup: RouteLookup, cfg: RouteConfig) -> bool:
+    return bool(address) and (address == cfg.ceo_address or "ceo" in (lookup.staff_roles(address) or ()))
+
+
+def _to_the_ceo(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
+    """The procedures' last stage: the complainant writes to the Chief Executive directly.
+
+    Two shapes reach us: the CEO forwards their mail to the complaints address (only with our own server's
+    word for the CEO's address: a forged forward would move cases and write to people), or the complainant
+    writes to the CEO and copies us in. Either threads to its case (by reference, by the forwarded message's
+    ids) or opens one, at that stage. The CEO's own replies through a case's signed address stay staff replies.
+    """
+    if _is_ceo(mail.from_addr, lookup, cfg):
+        thread = match_case(mail, lookup, cfg.address)
+        if thread is not None and verify_signature(thread.ref, thread.signature, cfg.secret):
+            return None
+        original = forwarded(mail)
+        if original is None or _is_ceo(original.sender, lookup, cfg):
+            return None
+        if not authenticated_sender(mail, cfg.trusted_authserv_id):
+            return Verdict("unreadable", "unverified_command", thread=thread, rules=(
+                "a forward from the Chief Executive's address without trusted authentication "
+                "(MAILBOT_TRUSTED_AUTHSERV_ID): not obeyed",))
+        if thread is None and original.message_ids:
+            ref = lookup.case_for_message_ids(original.message_ids)
+            thread = ThreadMatch(ref, "forwarded-message") if ref else None
+        return Verdict("ceo_direct", "ceo_forward", rules=("forwarded by the Chief Executive",), thread=thread)
+    if lookup.staff_roles(mail.from_addr) is None and any(_is_ceo(a, lookup, cfg) for a in (*mail.to, *mail.cc)):
+        return Verdict("ceo_direct", "ceo_direct", rules=("written to the Chief Executive",),
+                       thread=match_case(mail, lookup, cfg.address))
+    return None
+
+
 def _threaded(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:
     thread = match_case(mail, lookup, cfg.address)
     if thread is None:
@@ -155,6 +191,7 @@ CHAIN: tuple[tuple[str, Rule], ...] = (
     ("duplicate", _duplicate),
     ("automated", _automated),
     ("unreadable", _unreadable),
+    ("to-the-ceo", _to_the_ceo),
     ("threaded", _threaded),
     ("on-behalf-of", _on_behalf),
     ("new-case", _new_case),

@@ -189,6 +189,8 @@ class Ingestor:
             case = repo.case_by_ref(session, case.merged_into)
         if verdict.action == "new_case":
             case = self.lifecycle.open_case(session, mail, arrival.received_at, now)
+        elif verdict.action == "ceo_direct" and case is None:
+            case = self.lifecycle.open_case_for_the_ceo(session, mail, arrival.received_at, now)
         elif verdict.action == "on_behalf":
             case = self.lifecycle.open_case_on_behalf(session, mail, arrival.received_at, now)
         if verdict.action == "staff":

@@ -17,16 +17,19 @@ from mailbot.domain.procedures import OPEN_STATUSES
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.digest import Digest
+from mailbot.services.lifecycle import CaseLifecycle
 from mailbot.store import repo
 from mailbot.store.db import from_db, to_db
 from mailbot.store.db import session as new_session
 
 
 class Jobs:
-    def __init__(self, engine: Engine, letters: Correspondence, calendar: WorkingCalendar, directory: DirectorySource,
-                 digest: Digest | None = None) -> None:
+    def __init__(self, engine: Engine, lifecycle: CaseLifecycle, letters: Correspondence, calendar: WorkingCalendar,
+                 directory: DirectorySource, digest: Digest | None = None) -> None:
         # No clock of its own: every job is given the instant it runs at (``now``), from the one clock.
         self.engine = engine
+        # For a case whose owner has left: it moves to the complaints team before anyone is chased.
+        self.lifecycle = lifecycle
         self.letters = letters
         self.calendar = calendar
         self.directory = directory
@@ -101,6 +104,7 @@ class Jobs:
         queued = 0
         directory = self.directory.get()
         for deadline, case in rows:
+            queued += len(self.lifecycle.hand_over_if_gone(session, case, now))
             due = from_db(deadline.due_at)
             assert due is not None
             if now >= due:

@@ -20,11 +20,13 @@ from mailbot.domain.directory import (
     DirectorySource,
     assigned_contact,
     choose_procedure,
+    manager_of,
     staff_named_in,
     stage_reviewers,
 )
+from mailbot.domain.forwards import forwarded
 from mailbot.domain.mail import InboundMail, header_safe, parse_mail
-from mailbot.domain.procedures import Procedure, next_stage_offered, stage_deadlines
+from mailbot.domain.procedures import CEO_DIRECT, OPEN_STATUSES, Procedure, next_stage_offered, stage_deadlines
 from mailbot.domain.quotes import extract_new_text
 from mailbot.domain.replies import ESCALATE, THANKS, reply_intent
 from mailbot.domain.restrictions import inbound_action
@@ -99,7 +101,7 @@ class CaseLifecycle:
         return sender
 
     def open_case(self, session: Session, mail: InboundMail, received_at: datetime, now: datetime,
-                  on_behalf: OnBehalf | None = None) -> Case:
+                  on_behalf: OnBehalf | None = None, never_redirect: bool = False) -> Case:
         """A new case for the complainant of ``mail``, or for the person a member of staff logged it for."""
         if on_behalf is not None:
             complainant, name, channel = on_behalf.email, on_behalf.name, on_behalf.channel
@@ -110,7 +112,8 @@ class CaseLifecycle:
                 is_robot_address(mail.from_addr) or mail.from_addr in self.addresses.form_senders) else "email"
         directory = self.directory.get()
         procedure_key = choose_procedure(directory, complainant)
-        if procedure_key not in self.procedures:
+        redirected = procedure_key in self.procedures and self.procedures[procedure_key].closes_on_open_as
+        if procedure_key not in self.procedures or (never_redirect and redirected):
             procedure_key = "external"
         year = self.calendar.local(received_at).year
         seq, ref = repo.allocate_ref(session, year)
@@ -163,6 +166,7 @@ class CaseLifecycle:
         handler = {
             "new_case": self._on_new_case,
             "on_behalf": self._on_behalf,
+            "ceo_direct": self._on_ceo_direct,
             "follow_up": self._on_follow_up,
             "automated": self._on_automated,
             "unreadable": self._on_unreadable,
@@ -243,9 +247,14 @@ class CaseLifecycle:
             repo.add_event(session, case, now, "unverified_staff_mail", sender=mail.from_addr,
                            reason="staff From without the signed case address or trusted authentication")
         case.updated_at = to_db(now)
+        # An owner who has left: the case moves on, and the new owner learns why from the notification below.
+        owner = case.assignee
+        self.hand_over_if_gone(session, case, now, notify=False)
         if filing.restricted is not None:
             return self._under_restriction(session, filing.restricted, case, mail, now)
         notes: list[str] = []
+        if case.assignee != owner:
+            notes.append(f"This case was with {owner}, who is no longer in data/staff.toml: it is yours now.")
         if case.status == "resolved":
             note, escalated = self._reply_to_outcome(session, case, mail, received_at, now)
             if escalated is not None:
@@ -269,9 +278,50 @@ class CaseLifecycle:
                     bounced_case = session.get(Case, letter.case_id) if letter.case_id else None
                     repo.add_event(session, bounced_case, now, "letter_undelivered", template=letter.kind,
                                    message_id=mid, failed_recipients=list(auto.failed_recipients))
-        repo.add_event(session, filing.case, now, "automated_mail_filed", kind=verdict.kind, message_id=mail.message_id,
-                       sender=mail.from_addr, reasons=list(verdict.rules))
+        repo.add_event(session, filing.case, now, "automated_mail_filed", kind=verdict.kind,
+                       message_id=mail.message_id, sender=mail.from_addr, reasons=list(verdict.rules))
+        case = filing.case
+        if (verdict.kind == "auto_reply" and case is not None and case.status in OPEN_STATUSES
+                and case.assignee and case.assignee == mail.from_addr.lower()):
+            # The owner's out-of-office answered our notification: nobody is reading it, so it moves on.
+            return self.hand_over(session, case, now, why=f"{self.letters.staff_name(case.assignee)} is away "
+                                                          f"(their mail answered automatically: {mail.subject!r})")
         return []
+
+    # ---- an owner who is not there -------------------------------------------------------------
+
+    def hand_over_if_gone(self, session: Session, case: Case, now: datetime,
+                          notify: bool = True) -> list[QueuedLetter]:
+        """A case whose owner is no longer in data/staff.toml goes to the complaints team (who are told)."""
+        if not case.assignee or case.status not in OPEN_STATUSES:
+            return []
+        if self.directory.get().staff_member(case.assignee) is not None:
+            return []
+        return self.hand_over(session, case, now, why=f"{case.assignee} is no longer in data/staff.toml",
+                              notify=notify)
+
+    def hand_over(self, session: Session, case: Case, now: datetime, why: str,
+                  notify: bool = True) -> list[QueuedLetter]:
+        """The case to the complaints team (or, when the absent owner is the team, their manager), so that no case
+        waits on somebody who is not there; the new owner is told why, with the complainant's last message."""
+        absent = case.assignee or ""
+        directory = self.directory.get()
+        candidates = [m.email for m in directory.with_role("complaints_team") if m.email != absent]
+        if not candidates:
+            manager = manager_of(directory, absent)
+            candidates = [manager.email] if manager else []
+        if not candidates:
+            repo.add_event(session, case, now, "handover_impossible", previous=absent, reason=why)
+            return []
+        case.assignee = candidates[0]
+        repo.add_event(session, case, now, "handed_over", previous=absent, assignee=case.assignee, reason=why)
+        if not notify:
+            return []
+        last = self.letters.last_complainant_message(session, case)
+        context = self.letters.notification_context(case, last, headline="Passed to you",
+                                                    notes=[f"This case was with {absent}: {why}."])
+        letter = self.letters.staff_letter(session, case, "staff-notification", now, **context)
+        return [letter] if letter else []
 
     def _on_unreadable(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
                        received_at: datetime, now: datetime) -> list[QueuedLetter]:
@@ -372,15 +422,17 @@ class CaseLifecycle:
                 "thank-you) to leave the outcome as it is."), None
 
     def escalate(self, session: Session, case: Case, now: datetime, reason: str,
-                 started_at: datetime | None = None, request: InboundMail | None = None) -> list[QueuedLetter]:
-        """The next stage: its clock starting when the complainant asked (or now, when staff escalate), the case
-        with the reviewer the procedure names for it, who is sent the whole history at once."""
+                 started_at: datetime | None = None, request: InboundMail | None = None,
+                 to_stage: int | None = None) -> list[QueuedLetter]:
+        """The next stage (or ``to_stage``): its clock starting when the complainant asked (or now, when staff
+        escalate), the case with the reviewer the procedure names for it, who is sent the whole history at once."""
         procedure = self.procedures[case.procedure]
-        if case.stage >= procedure.last_stage:
+        target = to_stage or case.stage + 1
+        if target > procedure.last_stage or target <= case.stage:
             return []
         start = started_at or now
         previous = case.assignee
-        case.stage += 1
+        case.stage = target
         case.status = "open"
         case.closed_at = None
         case.stage_started_at = to_db(start)
@@ -394,13 +446,48 @@ class CaseLifecycle:
         repo.add_event(session, case, now, "reviewer_assigned", role=stage.reviewer_role,
                        assignee=reviewers.assignee or "", copied=list(reviewers.copied), previous=previous or "",
                        passed_over=list(reviewers.passed_over))
+        context = self.letters.letter_context(session, case, direct_to_ceo=stage.entry == CEO_DIRECT)
         letters = [self.letters.queue(session, case=case, template=procedure.letters["escalate"],
-                                      to=[case.complainant], context=self.letters.letter_context(session, case),
-                                      now=now, automatic=False,
+                                      to=[case.complainant], context=context, now=now, automatic=False,
                                       references=self.letters.complainant_thread(session, case))]
         letters.append(self.letters.escalation_notice(session, case, request, now, reviewers=reviewers,
                                                       reason=reason, deadlines=deadlines))
         return [letter for letter in letters if letter is not None]
+
+    def _on_ceo_direct(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
+                       received_at: datetime, now: datetime) -> list[QueuedLetter]:
+        """Written to the Chief Executive directly (forwarded by them, or copied to us): the stage the procedure
+        reaches that way, with its own deadline, however far the case had got."""
+        case = filing.case
+        assert case is not None
+        request = self._as_written_by_the_complainant(mail)
+        procedure = self.procedures[case.procedure]
+        target = next((s.number for s in procedure.stages if s.entry == CEO_DIRECT), None)
+        repo.add_event(session, case, now, "written_to_the_ceo", message_id=mail.message_id, sender=mail.from_addr,
+                       forwarded=verdict.kind == "ceo_forward")
+        # Copied in by someone who is not the complainant (anyone can write a reference in a subject): a
+        # message on the case like any other, not a move to another stage.
+        not_theirs = verdict.kind == "ceo_direct" and case.complainant not in (mail.from_addr, *mail.reply_to)
+        if target is None or case.stage >= target or not_theirs:
+            return self.letters.notify_staff(session, case, request, now, headline="Written to the Chief Executive")
+        return self.escalate(session, case, now, reason="the complainant wrote to the Chief Executive directly",
+                             started_at=received_at, request=request, to_stage=target)
+
+    @staticmethod
+    def _as_written_by_the_complainant(mail: InboundMail) -> InboundMail:
+        """A forward as the complainant wrote it (their address, name and words), for the reviewer's notice."""
+        original = forwarded(mail)
+        if original is None:
+            return mail
+        return replace(mail, from_addr=original.sender, from_name=original.name, text=original.text, html=None,
+                       subject=original.subject or mail.subject, reply_to=())
+
+    def open_case_for_the_ceo(self, session: Session, mail: InboundMail, received_at: datetime,
+                              now: datetime) -> Case:
+        """A case for someone who wrote to the Chief Executive directly with no case to thread to: opened for
+        the complainant (the forwarded message's sender), under their procedure, never a grievance redirect."""
+        return self.open_case(session, self._as_written_by_the_complainant(mail), received_at, now,
+                              never_redirect=True)
 
     def complaint_is_about(self, session: Session, case: Case) -> frozenset[str]:
         """Staff the complaint names (in anything the complainant wrote on the case), and anyone staff moved

@@ -137,3 +137,47 @@ def test_a_friday_evening_complaint_is_promised_monday(bot: Bot) -> None:
     bot.append(make_mail(frm="jane@example.com", subject="Complaint"), internaldate=friday)
     bot.once(now=friday + timedelta(seconds=1))
     assert "reply to you by the end of Monday 23 November 2026" in plain(bot.letters("acknowledgement")[0])
+
+
+def test_mailbot_case_shows_uk_local_times_and_json_keeps_the_offset(bot: Bot) -> None:
+    summer = datetime(2026, 6, 15, 10, 0, tzinfo=UK)  # a Monday in BST
+    bot.append(make_mail(frm="jane@example.com", subject="Complaint"), internaldate=summer)
+    bot.once(now=summer + timedelta(seconds=1))
+    text = bot.cli("case", "1MM-2026-0001").stdout
+    assert "first_response: Tue 16 Jun 2026 17:30 BST" in text
+    assert "opened_at    Mon 15 Jun 2026 10:00 BST" in text
+    as_json = bot.case_json("1MM-2026-0001")
+    assert datetime.fromisoformat(as_json["deadlines"]["first_response"]) == datetime(2026, 6, 16, 17, 30, tzinfo=UK)
+    assert as_json["deadlines"]["first_response"].endswith("+00:00")  # ISO-8601 with its offset
+
+
+def test_a_complaint_the_ceo_forwards_moves_the_case_to_writing_to_the_ceo_directly(bot: Bot) -> None:
+    bot.extra["MAILBOT_TRUSTED_AUTHSERV_ID"] = "mx.1mm.org.uk"
+    bot.append(make_mail(frm="Jane Doe <jane@example.com>", subject="Missed call", body="Nobody called."),
+               internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    ack = bot.letters("acknowledgement")[0].message
+    inner = EmailMessage()
+    inner["From"] = "Jane Doe <jane@example.com>"
+    inner["To"] = CEO
+    inner["Subject"] = "Please help"
+    inner["Message-ID"] = "<jane-to-ceo@example.com>"
+    inner["In-Reply-To"] = ack["Message-ID"]
+    inner.set_content("I am writing to you because nobody has called me back.")
+    outer = EmailMessage()
+    outer["From"] = f"Alex Morgan <{CEO}>"
+    outer["To"] = "complaints@1mm.org.uk"
+    outer["Subject"] = "Fwd: Please help"
+    outer["Message-ID"] = "<ceo-fwd@1mm.org.uk>"
+    outer["Authentication-Results"] = AUTHENTICATED
+    outer.set_content("Please handle this.")
+    outer.add_attachment(inner)
+    bot.append(outer.as_bytes(), internaldate=T0 + timedelta(days=1))
+    bot.once(now=T0 + timedelta(days=1))
+    case = bot.case_json("1MM-2026-0001")
+    assert (case["stage"], case["assignee"]) == (3, CEO)
+    # 14 calendar days from Tuesday 17 November: the end of Tuesday 1 December.
+    assert datetime.fromisoformat(case["deadlines"]["stage_response"]).astimezone(UK).date().isoformat() == "2026-12-01"
+    letter = plain(bot.letters("escalation")[0])
+    assert "Thank you for writing to our Chief Executive" in letter and "Tuesday 1 December 2026" in letter
+    assert "nobody has called me back" in plain(bot.letters("escalation-review")[0])

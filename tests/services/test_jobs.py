@@ -8,6 +8,8 @@ at the same moment queues nothing: a reminder or alert goes once. (The digest ha
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import datetime, timezone
 
 from tests.services.conftest import World, mail
@@ -59,3 +61,20 @@ def test_a_met_deadline_is_not_chased(world: World) -> None:
         world.app.fixed_now = when
         world.app.jobs.run_due(when)
     assert [letter.kind for letter in world.take_letters() if letter.kind != "digest"] == []
+
+
+def test_the_jobs_chase_a_new_owner_when_the_old_one_has_left(world: World) -> None:
+    world.receive(mail(frm="Amira Khan <amira.khan@example.org>"))  # her coordinator, Tom, owns the case
+    world.take_letters()
+    staff = world.app.settings.data_dir / "staff.toml"
+    text = staff.read_text()
+    start = text.index('name = "Tom Okafor"')
+    staff.write_text(text[:text.rindex("[[staff]]", 0, start)] + text[text.index("[[staff]]", start):])
+    os.utime(staff, ns=(time.time_ns(), time.time_ns() + 10**9))
+    when = at(17, 17, 30)
+    world.app.fixed_now = when
+    world.app.jobs.run_due(when)
+    letters = [letter for letter in world.take_letters() if letter.kind != "digest"]
+    assert letters and letters[0].kind == "staff-notification" and letters[0].to == PRIYA
+    assert all("tom.okafor" not in letter.to for letter in letters)
+    assert {letter.kind for letter in letters[1:]} <= {"deadline-reminder", "deadline-overdue"} and letters[1:]

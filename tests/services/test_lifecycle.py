@@ -6,6 +6,8 @@ and recipient), what the message was filed as, and where the case stands.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -216,3 +218,120 @@ def test_an_unverified_on_behalf_opens_nothing_and_is_shown_to_staff(world: Worl
     letters = world.take_letters()
     assert [(letter.kind, letter.to) for letter in letters] == [("unreadable-alert", PRIYA)]
     assert "without trusted authentication" in " ".join(letters[0].text.split())
+
+
+def test_an_out_of_office_from_the_owner_passes_the_case_to_the_complaints_team(world: World) -> None:
+    ref = world.receive(mail(frm=f"Amira Khan <{AMIRA}>")).ref
+    assert ref is not None and world.case(ref).assignee == TOM
+    notification = next(letter for letter in world.take_letters() if letter.kind == "staff-notification")
+    world.receive(mail(frm=f"Tom Okafor <{TOM}>", subject=f"Automatic reply: {notification.subject}",
+                       body="I am on leave until 1 December.", Auto_Submitted="auto-replied",
+                       In_Reply_To=f"<{notification.message_id}>", date=world.now))
+    assert world.case(ref).assignee == PRIYA
+    letters = world.take_letters()
+    assert [(letter.kind, letter.to) for letter in letters] == [("staff-notification", PRIYA)]
+    assert "Tom Okafor is away" in " ".join(letters[0].text.split())
+    assert "handed_over" in world.events(ref)
+
+
+def test_an_out_of_office_from_anyone_else_changes_nothing(world: World) -> None:
+    ref = world.receive(mail(frm=f"Amira Khan <{AMIRA}>")).ref
+    assert ref is not None
+    world.take_letters()
+    world.receive(mail(frm=f"Sam Carter <{SAM}>", subject=f"Automatic reply: [{ref}] x", body="Away.",
+                       Auto_Submitted="auto-replied", date=world.now))
+    assert world.case(ref).assignee == TOM and world.take_letters() == []
+
+
+def test_an_owner_no_longer_in_the_directory_is_replaced_before_anyone_waits_on_them(world: World) -> None:
+    ref = world.receive(mail(frm=f"Amira Khan <{AMIRA}>")).ref
+    assert ref is not None
+    world.take_letters()
+    staff = world.app.settings.data_dir / "staff.toml"
+    text = staff.read_text()
+    start = text.index('name = "Tom Okafor"')
+    staff.write_text(text[:text.rindex("[[staff]]", 0, start)] + text[text.index("[[staff]]", start):])
+    os.utime(staff, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new stamp even on a coarse clock
+    world.receive(mail(frm=AMIRA, subject=f"Re: [{ref}] We have received your complaint", body="Any news?",
+                       date=world.now))
+    assert world.case(ref).assignee == PRIYA
+    letters = world.take_letters()
+    assert [(letter.kind, letter.to) for letter in letters] == [("staff-notification", PRIYA)]
+    assert "no longer in data/staff.toml" in " ".join(letters[0].text.split())
+
+
+AUTHENTICATED = "mx.1mm.org.uk; dkim=pass header.d=1mm.org.uk; dmarc=pass header.from=1mm.org.uk"
+
+
+def trust_our_server(world: World) -> None:
+    world.app.route_config = replace(world.app.route_config, trusted_authserv_id="mx.1mm.org.uk")
+    world.app.ingestor.route_config = world.app.route_config
+
+
+def ceo_forward(world: World, subject: str, sender: str = f"Jane Doe <{JANE}>", authenticated: bool = True) -> object:
+    body = ("Please deal with this.\n\n---------- Forwarded message ---------\n"
+            f"From: {sender}\nDate: Mon, 16 Nov 2026 at 10:00\nSubject: {subject}\nTo: <{CEO}>\n\n"
+            "I am writing to you directly because nobody has put this right.")
+    headers = {"Authentication_Results": AUTHENTICATED} if authenticated else {}
+    return world.receive(mail(frm=f"Alex Morgan <{CEO}>", subject=f"Fwd: {subject}", body=body, date=world.now,
+                              **headers))
+
+
+def test_a_forward_from_the_ceo_opens_the_direct_stage_on_the_case(world: World) -> None:
+    trust_our_server(world)
+    ref = world.receive(mail(frm=f"Jane Doe <{JANE}>")).ref
+    assert ref is not None
+    world.take_letters()
+    ceo_forward(world, f"Re: [{ref}] We have received your complaint")
+    case = world.case(ref)
+    assert (case.stage, case.status, case.assignee) == (3, "open", CEO)
+    letters = world.take_letters()
+    assert [(letter.kind, letter.to) for letter in letters] == [("escalation", JANE),
+                                                                ("escalation-review", f"{CEO},{PRIYA}")]
+    assert "Thank you for writing to our Chief Executive" in letters[0].text
+    assert "Stage 2 (contacting the CEO directly)" in letters[0].text
+    assert "nobody has put this right" in letters[1].text
+
+
+def test_a_forward_from_the_ceo_with_no_case_opens_one_at_that_stage(world: World) -> None:
+    trust_our_server(world)
+    outcome = ceo_forward(world, "A complaint about the gala", sender="Pat Smith <pat@example.com>")
+    case = world.case(outcome.ref)  # type: ignore[attr-defined]
+    assert (case.complainant, case.stage, case.procedure, case.assignee) == ("pat@example.com", 3, "external", CEO)
+    assert [letter.kind for letter in world.take_letters()] == ["escalation", "escalation-review"]
+
+
+def test_a_forward_from_a_staff_member_about_themselves_is_never_a_grievance_redirect(world: World) -> None:
+    trust_our_server(world)
+    outcome = ceo_forward(world, "My grievance", sender=f"Tom Okafor <{TOM}>")
+    case = world.case(outcome.ref)  # type: ignore[attr-defined]
+    assert (case.procedure, case.status, case.stage) == ("external", "open", 3)
+
+
+def test_an_unverified_forward_from_the_ceo_moves_nothing(world: World) -> None:
+    trust_our_server(world)
+    ref = world.receive(mail(frm=f"Jane Doe <{JANE}>")).ref
+    assert ref is not None
+    world.take_letters()
+    ceo_forward(world, f"Re: [{ref}] x", authenticated=False)
+    assert world.case(ref).stage == 1
+    assert [letter.kind for letter in world.take_letters()] == ["unreadable-alert"]
+
+
+def test_a_complainant_who_writes_to_the_ceo_and_copies_us_reaches_the_direct_stage(world: World) -> None:
+    ref = world.receive(mail(frm=f"Jane Doe <{JANE}>")).ref
+    assert ref is not None
+    world.take_letters()
+    world.receive(mail(frm=f"Jane Doe <{JANE}>", to=f"Alex Morgan <{CEO}>", Cc="complaints@1mm.org.uk",
+                       subject=f"[{ref}] Please look at this yourself", body="Nothing has happened.", date=world.now))
+    assert (world.case(ref).stage, world.case(ref).assignee) == (3, CEO)
+
+
+def test_someone_else_copying_the_ceo_on_a_case_moves_nothing(world: World) -> None:
+    ref = world.receive(mail(frm=f"Jane Doe <{JANE}>")).ref
+    assert ref is not None
+    world.take_letters()
+    world.receive(mail(frm="mallory@example.net", to=f"Alex Morgan <{CEO}>", Cc="complaints@1mm.org.uk",
+                       subject=f"[{ref}] Escalate this", body="Move it on.", date=world.now))
+    assert world.case(ref).stage == 1
+    assert [letter.kind for letter in world.take_letters()] == ["staff-notification"]
