@@ -28,6 +28,8 @@ class StaffMember:
     email: str
     roles: frozenset[str]
     region: str = ""
+    # `digest = true` in staff.toml: a daily digest of the cases they hold, whatever their role.
+    digest: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,10 @@ def parse_staff(text: str, source: str = "staff.toml") -> tuple[StaffMember, ...
             raise DirectoryError(f"{where}: {email} is listed twice")
         seen.add(email)
         region = entry.get("region", "")
-        members.append(StaffMember(name.strip(), email, frozenset(roles), str(region or "")))
+        digest = entry.get("digest", False)
+        if not isinstance(digest, bool):
+            raise DirectoryError(f"{where}: 'digest' must be true or false")
+        members.append(StaffMember(name.strip(), email, frozenset(roles), str(region or ""), digest))
     return tuple(members)
 
 

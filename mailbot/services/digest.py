@@ -61,6 +61,8 @@ class Recipient:
     name: str
     roles: frozenset[str]
     region: str
+    # Subscribed with `digest = true`: the cases they hold, on top of whatever their roles show them.
+    own_cases: bool = False
 
     @property
     def sees_all(self) -> bool:
@@ -75,6 +77,8 @@ class Recipient:
             parts.append(f"cases in {self.region}" if self.region else "cases in your region")
         if "safeguarding_lead" in self.roles:
             parts.append("safeguarding cases")
+        if self.own_cases:
+            parts.append("the cases you hold")
         return " and ".join(parts)
 
     def sees(self, region: str, safeguarding: bool) -> bool:
@@ -93,7 +97,8 @@ def digest_recipients(directory: Directory) -> list[Recipient]:
 
     members = [m for m in directory.staff if m.roles & set(SENIORITY)]
     members.sort(key=rank)
-    return [Recipient(m.email, m.name, m.roles, m.region) for m in members]
+    subscribed = [m for m in directory.staff if m.digest and m not in members]
+    return [Recipient(m.email, m.name, m.roles, m.region, own_cases=m.digest) for m in (*members, *subscribed)]
 
 
 class Digest:
@@ -168,7 +173,8 @@ class Digest:
             if recipient.email == wanted:
                 return [recipient]
         raise DigestError(f"{to} gets no digest: the digest goes to staff with one of the roles "
-                          f"{', '.join(SENIORITY)} in data/staff.toml ({', '.join(r.email for r in everyone)})")
+                          f"{', '.join(SENIORITY)}, or with digest = true, in data/staff.toml "
+                          f"({', '.join(r.email for r in everyone)})")
 
     def _send(self, recipient: Recipient, now: datetime, day: date, *, record: bool, once: bool) -> int:
         """Queue one digest. ``once``: skip it if today's is recorded; ``record``: record it as today's."""
@@ -227,6 +233,9 @@ class Digest:
         filed = self._filed(session, view, since, now)
         reviews = self._reviews(session, view, now, next_day)
         persistent = self._persistent(session, view, now)
+        awaiting = self._awaiting(view)
+        workload = self._workload(session, view, now)
+        needs_a_look = self._needs_a_look(session, view, since, now)
         problems = self._delivery_problems(session, view, since, now)
         mailboxes = self._mailboxes(session, since, now)
         mailbox_problems = [m for m in mailboxes if m["problem"]] if recipient.sees_all else []
@@ -234,7 +243,7 @@ class Digest:
             "overdue": len(overdue), "due": len(due_today) + len(due_next), "new": len(new_cases),
             "escalations": len(escalations), "outcomes": len(outcomes),
             "restrictions": len(filed) + len(reviews) + len(persistent), "delivery": len(problems),
-            "mailbox": len(mailbox_problems),
+            "mailbox": len(mailbox_problems), "awaiting": len(awaiting), "needs_a_look": len(needs_a_look),
         }
         return {
             "day": cal.format_date(today),
@@ -257,6 +266,9 @@ class Digest:
             "filed": filed,
             "reviews": reviews,
             "persistent": persistent,
+            "awaiting": awaiting,
+            "workload": workload,
+            "needs_a_look": needs_a_look,
             "persistent_threshold": self.persistent_threshold,
             "persistent_days": PERSISTENT_DAYS,
             "delivery_problems": problems,
@@ -270,6 +282,7 @@ class Digest:
         cal = self.calendar
         rows = reads.running_deadlines(session, view.open_ids())
         overdue, due_today, due_next = [], [], []
+        overdue_by_case: dict[int, dict[str, Any]] = {}
         for row in rows:
             due = from_db(row.due_at)
             assert due is not None
@@ -277,7 +290,13 @@ class Digest:
             item = view.item(case, deadline=_label(row.name), stage=view.stage_label(case, row.stage),
                              due=cal.format_datetime(due))
             if due <= now:
-                overdue.append({**item, "overdue_by": self.overdue_by(due, now)})
+                # A case with several missed deadlines is one line: the earliest, naming the others.
+                earlier = overdue_by_case.get(row.case_id)
+                if earlier is None:
+                    overdue_by_case[row.case_id] = {**item, "overdue_by": self.overdue_by(due, now)}
+                    overdue.append(overdue_by_case[row.case_id])
+                else:
+                    earlier["deadline"] = f"{earlier['deadline']} and {_label(row.name)}"
             elif cal.local(due).date() <= today:
                 due_today.append(item)
             elif cal.local(due).date() <= next_day:
@@ -354,9 +373,50 @@ class Digest:
         if not flagged:
             return []
         managed = reads.cases_under_management(session, flagged)
-        return [view.item(view.cases[cid], messages=counts[cid])
+        # Not while our own response to them is overdue: the messages may be chasing us, with reason.
+        late = {d.case_id for d in reads.running_deadlines(session, flagged)
+                if (due := from_db(d.due_at)) is not None and due <= now}
+        return [view.item(view.cases[cid], messages=counts[cid], case_status=view.cases[cid].status,
+                          stage=view.stage_label(view.cases[cid]))
                 for cid in sorted(flagged, key=lambda c: (-counts[c], view.sort_key(view.cases[c])))
-                if cid not in managed]
+                if cid not in managed and cid not in late]
+
+    def _awaiting(self, view: _CaseView) -> list[dict]:
+        """Cases waiting for a member of staff to decide on a complainant's reply to the outcome."""
+        return [view.item(case, since=self.calendar.format_datetime(from_db(case.updated_at)))  # type: ignore
+                for case in view.cases_sorted() if case.status == "awaiting_staff"]
+
+    def _workload(self, session: Session, view: _CaseView, now: datetime) -> list[dict]:
+        """Open cases by who holds them: how many, how many with a deadline this week, how many overdue."""
+        end_of_week = self.calendar.local(now).date() + timedelta(days=6 - self.calendar.local(now).weekday())
+        due_this_week: set[int] = set()
+        late: set[int] = set()
+        for row in reads.running_deadlines(session, view.open_ids()):
+            due = from_db(row.due_at)
+            assert due is not None
+            if due <= now:
+                late.add(row.case_id)
+            elif self.calendar.local(due).date() <= end_of_week:
+                due_this_week.add(row.case_id)
+        rows: dict[str, dict[str, Any]] = {}
+        for cid in view.open_ids():
+            holder = view.holder(view.cases[cid])
+            row = rows.setdefault(holder, {"holder": holder, "open": 0, "this_week": 0, "overdue": 0})
+            row["open"] += 1
+            row["this_week"] += cid in due_this_week
+            row["overdue"] += cid in late
+        return sorted(rows.values(), key=lambda r: (-r["overdue"], -r["open"], r["holder"]))
+
+    def _needs_a_look(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
+        """Mail filed as automated, on no case, but written to the complaints address itself: a person may be
+        behind it (a form the bot did not recognise, a robot-looking sender with something to say)."""
+        if not view.recipient.sees_all:
+            return []
+        address = self.letters.sender.address
+        return [{"from": m.from_addr, "subject": m.subject or "(no subject)", "kind": (m.kind or "").replace("_", " "),
+                 "at": self.calendar.format_datetime(from_db(m.at))}  # type: ignore[arg-type]
+                for m in reads.unfiled_automated_between(session, since, now)
+                if address in (m.to_addrs or "").lower().split(",")]
 
     def _delivery_problems(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
         """Letters refused (failed) or bounced (undelivered) since the last digest.
@@ -493,7 +553,8 @@ class _CaseView:
         self.cases: dict[int, Case] = {}
         for case in reads.all_cases(session):
             safeguarding = case.category == SAFEGUARDING or case.id in alerted
-            if recipient.sees(self.region_of(case), safeguarding):
+            if recipient.sees(self.region_of(case), safeguarding) or (
+                    recipient.own_cases and case.assignee == recipient.email):
                 self.cases[case.id] = case  # type: ignore[index]
 
     def region_of(self, case: Case) -> str:

@@ -170,5 +170,18 @@ def new_complaints_between(session: Session, case_ids: Collection[int], since: d
         MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))).all()]  # type: ignore[misc]
 
 
+def unfiled_automated_between(session: Session, since: datetime, now: datetime) -> list[MailMessage]:
+    """Inbound mail filed as automated on no case, received in the period, oldest first."""
+    return list(session.exec(
+        select(MailMessage).where(MailMessage.direction == "in", col(MailMessage.case_id).is_(None),
+                                  col(MailMessage.kind).in_(AUTOMATED_KINDS), MailMessage.at >= to_db(since),
+                                  MailMessage.at <= to_db(now))
+        .order_by(col(MailMessage.at), col(MailMessage.id))).all())
+
+
+# What automated mail is filed as (domain.rules' kinds) when a person might still be behind it.
+AUTOMATED_KINDS = ("robot_sender", "auto_reply", "bulk", "list")
+
+
 def mailbox_cursors(session: Session) -> list[MailboxCursor]:
     return list(session.exec(select(MailboxCursor).order_by(col(MailboxCursor.mailbox))).all())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from sqlmodel import Session, col, select
 
 from mailbot.data_files import DirectoryFiles, load_procedures
+from mailbot.domain.directory import DirectoryError
 from mailbot.domain.signing import signed_address
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer
@@ -566,3 +568,82 @@ def test_preview_writes_the_most_senior_recipients_html_and_sends_nothing(world:
     assert world.outbox() == []
     with world.session() as s:
         assert len(s.exec(select(DigestRun)).all()) == len(EVERYONE)  # only the seeded Friday rows
+
+
+# ---- what a manager acts on (issue 13) -------------------------------------------------------------
+
+
+def test_a_case_with_two_overdue_deadlines_is_listed_once(world: World) -> None:
+    with world.session() as s:
+        c = add_case(s, 30, "sam@example.com", at(2026, 11, 16, 9), assignee="priya.shah@1mm.org.uk")
+        add_deadline(s, c, "first_response", at(2026, 11, 17, 17, 30))
+        add_deadline(s, c, "full_response", at(2026, 11, 18, 17, 30))
+        s.commit()
+    overdue = context_for(world, ALEX)["overdue"]
+    assert refs(overdue) == ["1MM-2026-0030"]
+    assert overdue[0]["deadline"] == "first response and full response"
+    assert overdue[0]["overdue_by"].startswith("5 days")
+
+
+def test_cases_waiting_for_a_decision_and_the_workload_by_holder(world: World) -> None:
+    seed(world)
+    with world.session() as s:
+        add_case(s, 31, "lee@example.com", at(2026, 11, 20, 9), assignee="priya.shah@1mm.org.uk",
+                 status="awaiting_staff")
+        s.commit()
+    context = context_for(world, ALEX)
+    assert refs(context["awaiting"]) == ["1MM-2026-0031"]
+    workload = {w["holder"]: (w["open"], w["this_week"], w["overdue"]) for w in context["workload"]}
+    # Tom holds case 1 (first response overdue, full response due today: both counted) and case 7 (no deadline);
+    # Priya holds 3, 5 and 31.
+    assert workload["Tom Okafor"] == (2, 1, 1)
+    assert workload["Priya Shah"][0] == 3 and workload["Priya Shah"][2] == 0
+    assert world.digest().send_now(NOW, ALEX) == 1
+    [msg] = world.digests_to(ALEX)
+    text = msg.get_body(preferencelist=("plain",)).get_content()
+    assert "WAITING FOR YOUR DECISION (1)" in text and "WORKLOAD (open cases)" in text
+
+
+def test_no_persistence_suggestion_while_our_own_response_to_them_is_overdue(world: World) -> None:
+    seed(world)
+    assert refs(context_for(world, ALEX)["persistent"]) == ["1MM-2026-0005"]
+    with world.session() as s:
+        case = s.exec(select(Case).where(Case.ref == "1MM-2026-0005")).one()
+        add_deadline(s, case, "full_response", at(2026, 11, 20, 17, 30))
+        s.commit()
+    assert context_for(world, ALEX)["persistent"] == []
+
+
+def test_automated_mail_written_to_the_complaints_address_needs_a_look(world: World) -> None:
+    with world.session() as s:
+        add_message(s, None, "in", "robot_sender", at(2026, 11, 21, 9), frm="noreply@forms.example.org",
+                    to="complaints@1mm.org.uk", subject="Website form: a complaint")
+        add_message(s, None, "in", "bulk", at(2026, 11, 21, 10), frm="news@example.org",
+                    to="list@example.org", subject="Newsletter")  # not to us: not listed
+        for who in EVERYONE:
+            s.add(DigestRun(recipient=who, day="2026-11-20", sent_at=to_db(FRIDAY_DIGEST)))
+        s.commit()
+    assert [m["subject"] for m in context_for(world, ALEX)["needs_a_look"]] == ["Website form: a complaint"]
+    assert context_for(world, HANNAH)["needs_a_look"] == []  # a regional manager sees her region's cases only
+
+
+def test_a_coordinator_who_subscribes_gets_a_digest_of_the_cases_they_hold(world: World) -> None:
+    seed(world)
+    staff = world.data / "staff.toml"
+    staff.write_text(staff.read_text().replace('roles = ["coordinator"]', 'roles = ["coordinator"]\ndigest = true'))
+    # A newer stamp even on a coarse clock, so the directory is re-read.
+    os.utime(staff, ns=(staff.stat().st_atime_ns, staff.stat().st_mtime_ns + 10**9))
+    tom = "tom.okafor@1mm.org.uk"
+    recipients = digest_recipients(world.letters.directory.get())
+    assert [r.email for r in recipients] == [*EVERYONE, tom]  # after everyone with a digest role
+    context = context_for(world, tom)
+    assert context["scope"] == "the cases you hold"
+    assert {i["ref"] for i in context["overdue"] + context["new_cases"]} == {"1MM-2026-0001", "1MM-2026-0007"}
+    assert context["needs_a_look"] == [] and context["mailbox_problems"] == []
+
+
+def test_digest_in_staff_toml_must_be_true_or_false(world: World) -> None:
+    staff = world.data / "staff.toml"
+    staff.write_text(staff.read_text().replace('roles = ["coordinator"]', 'roles = ["coordinator"]\ndigest = "yes"'))
+    with pytest.raises(DirectoryError, match="'digest' must be true or false"):
+        DirectoryFiles(world.data).load()
