@@ -52,6 +52,8 @@ def sample_context(procedure: Procedure, calendar: WorkingCalendar, signposts: t
         "next_stage": f"{nxt.reviewer_label} ({nxt.label})" if nxt else "",
         "next_stage_direct": bool(nxt and nxt.entry == CEO_DIRECT), "next_stage_promise": "within 7 working days",
         "ceo_address": "ceo@1mm.org.uk", "has_request": True, "formal": True, "upheld": True, "direct_to_ceo": False,
+        "letter_subject": "[1MM-2026-0042] We have received your complaint", "postal_name": "Jane Doe",
+        "postal_address": "12 High Street, Leeds LS1 1AA", "letter_text": "Dear Jane Doe,\n\nThank you.",
         "needed": "a first response to the complainant (reply to this email) by 5:30pm on Tuesday 15 December 2026",
         "history": [{"when": "10:15am on Monday 14 December 2026", "what": "from jane.doe@example.com: Complaint",
                      "text": "I applied in September and was promised a call back."},

@@ -317,11 +317,17 @@ ON_BEHALF = "#on-behalf-of"
 _ON_BEHALF_ADDRESS = re.compile(r"<\s*([^<>\s]+@[^<>\s]+)\s*>|(?<![\w.+-])([\w.+'-]+@[\w-]+(?:\.[\w-]+)+)")
 
 
+# Who has no email address: the case's complainant is a placeholder at this reserved domain (RFC 2606), so
+# no letter can ever be sent to it; their letters go to staff to post (``Correspondence.queue``).
+POSTAL_DOMAIN = "post.invalid"
+
+
 @dataclass(frozen=True)
 class OnBehalf:
     name: str
-    email: str
+    email: str  # "" when they gave a postal address instead
     channel: str  # one of CHANNELS
+    postal_address: str = ""
 
 
 def on_behalf_line(text: str) -> str | None:
@@ -349,8 +355,13 @@ def parse_on_behalf(line: str) -> OnBehalf:
         rest = rest[: rest.lower().rfind(words[-1].lower())].strip()
     found = _ON_BEHALF_ADDRESS.search(rest)
     if found is None:
-        raise ValueError(f"{ON_BEHALF} needs the person's email address: {ON_BEHALF} Name <email> "
-                         f"[{'|'.join(CHANNELS)}]")
+        # No email: a name and a postal address, "Pat Smith, 12 High Street, Leeds LS1 1AA".
+        name, _, postal = rest.partition(",")
+        if not name.strip() or not postal.strip():
+            raise ValueError(f"{ON_BEHALF} needs the person's email address, or their name and postal address: "
+                             f"{ON_BEHALF} Name <email> [{'|'.join(CHANNELS)}], or {ON_BEHALF} Name, postal "
+                             f"address [{'|'.join(CHANNELS)}]")
+        return OnBehalf(" ".join(name.split())[:200], "", channel, " ".join(postal.split())[:500])
     email = (found.group(1) or found.group(2)).strip().lower()
     name = (rest[: found.start()] + rest[found.end():]).strip().strip(",").strip().strip('"')
     return OnBehalf(" ".join(name.split())[:200], email, channel)

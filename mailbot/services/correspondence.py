@@ -16,7 +16,7 @@ from typing import Callable
 from sqlmodel import Session
 
 from mailbot.domain.attachments import AttachmentNote, choose_for_staff
-from mailbot.domain.commands import command_reference_for
+from mailbot.domain.commands import POSTAL_DOMAIN, command_reference_for
 from mailbot.domain.directory import DirectorySource, Reviewers
 from mailbot.domain.mail import Attachment, InboundMail, bare_address, html_to_text, parse_mail
 from mailbot.domain.procedures import (
@@ -154,18 +154,33 @@ class Correspondence:
             extra_headers={"X-Mailbot-Case": case.ref} if case else None,
         )
         envelope = recipients + [a for a in (bare_address(c) for c in (cc or [])) if a and a not in recipients]
+        by_post = any(a.endswith("@" + POSTAL_DOMAIN) for a in envelope)
         values = {
             "case_id": repo.case_id(session, case), "direction": "out", "message_id": message_id,
             "subject": letter.subject, "from_addr": self.sender.address, "to_addrs": ",".join(envelope),
             "kind": template,
-            "at": to_db(now), "raw": raw, "delivery": "pending", "automatic": automatic,
+            "at": to_db(now), "raw": raw, "delivery": "by_post" if by_post else "pending", "automatic": automatic,
             "trigger_from": trigger_from if automatic else None,
         }
         row_id = repo.insert_message(session, values)
         repo.add_event(session, case, now, "letter_queued", template=template, to=",".join(envelope),
                        message_id=message_id)
+        if by_post and case is not None:
+            self._to_post(session, case, template, letter.subject, letter.text, now)
         # The letter as queued, for the caller: a plain record, not an ORM row (nothing changes it later).
         return QueuedLetter(id=row_id, **values)
+
+    def _to_post(self, session: Session, case: Case, template: str, subject: str, text: str, now: datetime) -> None:
+        """A letter for someone with no email address: kept on the case (never sent), and given to the member of
+        staff who logged the complaint (copied to its owner) to print and post, attached as text."""
+        logged_by = case.from_addr if case.from_addr and self.directory.get().staff_member(case.from_addr) else None
+        owners = self.staff_recipients(case)
+        to = [logged_by] if logged_by else owners
+        self.staff_letter(session, case, "post-this-letter", now, to=to, cc=[a for a in owners if a not in to],
+                          attachments=[(f"{case.ref}-{template}.txt", "text/plain", text.encode("utf-8"))],
+                          letter_subject=subject, postal_name=case.complainant_name,
+                          postal_address=case.postal_address or "(no postal address on the case)",
+                          letter_text=text)
 
     # ---- to the complainant ------------------------------------------------------------------
 

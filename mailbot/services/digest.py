@@ -253,6 +253,8 @@ class Digest:
             "recipient_email": recipient.email,
             "scope": recipient.scope_label,
             "since": f"{format_time(cal.local(since).time())} on {cal.format_date(since)}",
+            # Every time in the digest is UK time; the zone says which of GMT and BST it is today.
+            "zone": cal.local(now).tzname() or "UK time",
             "since_previous": previous is not None,
             "nothing": not any(needs.values()),
             "counts": needs,

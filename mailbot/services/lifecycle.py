@@ -15,7 +15,13 @@ from sqlmodel import Session
 
 from mailbot.domain import categories
 from mailbot.domain.chain import Verdict
-from mailbot.domain.commands import OnBehalf, complaint_text_on_behalf, on_behalf_line, parse_on_behalf
+from mailbot.domain.commands import (
+    POSTAL_DOMAIN,
+    OnBehalf,
+    complaint_text_on_behalf,
+    on_behalf_line,
+    parse_on_behalf,
+)
 from mailbot.domain.directory import (
     DirectorySource,
     assigned_contact,
@@ -117,6 +123,8 @@ class CaseLifecycle:
             procedure_key = "external"
         year = self.calendar.local(received_at).year
         seq, ref = repo.allocate_ref(session, year)
+        if on_behalf is not None and not complainant:
+            complainant = f"post+{ref.lower()}@{POSTAL_DOMAIN}"  # never deliverable: letters go to staff to post
         category = categories.guess_category(mail.subject, mail.text)
         case = repo.insert_case(
             session, ref=ref, year=year, seq=seq, status="open", stage=1, procedure=procedure_key,
@@ -125,7 +133,7 @@ class CaseLifecycle:
             category=category,
             assignee=assigned_contact(directory, complainant),
             opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
-            channel=channel,
+            channel=channel, postal_address=(on_behalf.postal_address or None) if on_behalf else None,
         )
         repo.add_event(session, case, now, "case_opened", procedure=procedure_key, complainant=complainant,
                        assignee=case.assignee, category=category, message_id=mail.message_id,

@@ -35,6 +35,7 @@ def case_summary(session: Session, case: Case, message_count: int | None = None)
         "stage": case.stage,
         "procedure": case.procedure,
         "channel": case.channel,
+        "postal_address": case.postal_address,
         "complainant": case.complainant,
         "from_addr": case.from_addr,
         "reply_to": case.reply_to,

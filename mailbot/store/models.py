@@ -37,6 +37,8 @@ class Case(SQLModel, table=True):
     closed_at: datetime | None = None
     # How the complaint reached us: email, web, phone, post or in-person (the last three logged by staff).
     channel: str = Field(default="email", sa_column_kwargs={"server_default": "email"})
+    # For someone with no email address (logged by staff): where their letters are posted.
+    postal_address: str | None = None
 
     __table_args__ = (UniqueConstraint("year", "seq", name="uq_case_year_seq"),)
 

@@ -181,3 +181,19 @@ def test_a_complaint_the_ceo_forwards_moves_the_case_to_writing_to_the_ceo_direc
     letter = plain(bot.letters("escalation")[0])
     assert "Thank you for writing to our Chief Executive" in letter and "Tuesday 1 December 2026" in letter
     assert "nobody has called me back" in plain(bot.letters("escalation-review")[0])
+
+
+def test_a_complaint_by_post_sends_nothing_to_anyone_outside_and_asks_staff_to_post_the_letters(bot: Bot) -> None:
+    bot.extra["MAILBOT_TRUSTED_AUTHSERV_ID"] = "mx.1mm.org.uk"
+    bot.append(make_mail(frm=PRIYA, subject="A letter came", Authentication_Results=AUTHENTICATED,
+                         body="#on-behalf-of Pat Smith, 12 High Street, Leeds LS1 1AA post\n\nThe venue was locked."),
+               internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    case = bot.case_json("1MM-2026-0001")
+    assert (case["channel"], case["postal_address"]) == ("post", "12 High Street, Leeds LS1 1AA")
+    everyone = [address for letter in bot.letters() for address in letter.rcpt_tos]
+    assert all(address.endswith("@1mm.org.uk") for address in everyone)  # nothing left the charity
+    post = bot.letters("post-this-letter")
+    assert len(post) == 1 and post[0].rcpt_tos == ["priya.shah@1mm.org.uk"]
+    assert [part.get_filename() for part in post[0].message.iter_attachments()] == \
+        ["1MM-2026-0001-acknowledgement.txt"]

@@ -110,6 +110,11 @@ STORIES = [
           reply("Thank you for looking into it."), (("staff-notification", PRIYA),), "follow_up", "resolved"),
     Story("a question about the outcome waits for staff to decide", {}, (RESOLVED,),
           reply("When will the new rota start?"), (("staff-notification", PRIYA),), "follow_up", "awaiting_staff"),
+    Story("after #stay answers a question, a plain 'not happy' is escalated", {},
+          (RESOLVED, reply("When will the new rota start?"), staff("#stay\nThe new rota starts on Monday.")),
+          reply("I'm still not happy about any of this."),
+          (("escalation", JANE), ("escalation-review", f"{CEO},{PRIYA}")), "follow_up", "open", stage=2,
+          assignee=CEO),
     Story("the CEO's outcome is the last word: a further reply is filed for staff", {},
           (RESOLVED, reply("I am not satisfied."),
            staff("#resolve not-upheld\nI have reviewed the complaint and agree with the team.", frm=CEO)),
@@ -335,3 +340,26 @@ def test_someone_else_copying_the_ceo_on_a_case_moves_nothing(world: World) -> N
                        subject=f"[{ref}] Escalate this", body="Move it on.", date=world.now))
     assert world.case(ref).stage == 1
     assert [letter.kind for letter in world.take_letters()] == ["staff-notification"]
+
+
+def test_a_complaint_by_post_with_no_email_has_its_letters_posted_by_staff(world: World) -> None:
+    trust_our_server(world)
+    outcome = on_behalf(world, "#on-behalf-of Pat Smith, 12 High Street, Leeds LS1 1AA post",
+                        body="Pat wrote to us: the venue was locked.")
+    ref = outcome.ref  # type: ignore[attr-defined]
+    case = world.case(ref)
+    assert (case.channel, case.postal_address, case.complainant_name) == ("post", "12 High Street, Leeds LS1 1AA",
+                                                                          "Pat Smith")
+    letters = world.take_letters()
+    kinds = [(letter.kind, letter.to, letter.delivery) for letter in letters]
+    assert ("acknowledgement", case.complainant, "by_post") in kinds
+    post = next(letter for letter in letters if letter.kind == "post-this-letter")
+    assert post.to == PRIYA and "12 High Street, Leeds LS1 1AA" in post.text
+    assert "Dear Pat Smith" in post.text and "reply to you by the end of" in " ".join(post.text.split())
+    # Nothing is ever due to be sent to the placeholder address.
+    assert all(letter.delivery != "pending" for letter in letters if letter.to == case.complainant)
+    world.staff_reply(ref, "Dear Pat,\n\nWe have spoken to the venue.\n\nPriya")
+    later = world.take_letters()
+    assert [(letter.kind, letter.delivery) for letter in later if letter.to == case.complainant] == \
+        [("staff-reply", "by_post")]
+    assert any(letter.kind == "post-this-letter" and "spoken to the venue" in letter.text for letter in later)

@@ -22,6 +22,7 @@ from mailbot.domain.commands import (
     Mentor,
     NoArgs,
     NotAComplaint,
+    OnBehalf,
     Outcome,
     PhoneHours,
     Reason,
@@ -30,6 +31,7 @@ from mailbot.domain.commands import (
     SuspensionDecision,
     check_permission,
     parse_commands,
+    parse_on_behalf,
 )
 
 
@@ -270,3 +272,24 @@ def test_every_command_in_the_grammar_has_exactly_one_handler() -> None:
     from mailbot.services.staff_commands import HANDLERS
 
     assert set(HANDLERS) == set(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("#on-behalf-of Pat Smith <pat@example.com>", OnBehalf("Pat Smith", "pat@example.com", "phone")),
+        ("#on-behalf-of Pat Smith <PAT@Example.com> in-person", OnBehalf("Pat Smith", "pat@example.com", "in-person")),
+        ("#On-Behalf-Of pat@example.com post", OnBehalf("", "pat@example.com", "post")),
+        ('#on-behalf-of "Smith, Pat" <pat@example.com>', OnBehalf("Smith, Pat", "pat@example.com", "phone")),
+        ("#on-behalf-of Pat Smith, 12 High Street, Leeds LS1 1AA post",
+         OnBehalf("Pat Smith", "", "post", "12 High Street, Leeds LS1 1AA")),
+    ],
+)
+def test_on_behalf_of(line: str, expected: OnBehalf) -> None:
+    assert parse_on_behalf(line) == expected
+
+
+@pytest.mark.parametrize("line", ["#on-behalf-of", "#on-behalf-of Pat Smith", "#on-behalf-of Pat Smith phone"])
+def test_on_behalf_of_without_an_address_says_how_to_write_it(line: str) -> None:
+    with pytest.raises(ValueError, match="needs the person's email address, or their name and postal address"):
+        parse_on_behalf(line)

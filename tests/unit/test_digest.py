@@ -602,6 +602,7 @@ def test_cases_waiting_for_a_decision_and_the_workload_by_holder(world: World) -
     [msg] = world.digests_to(ALEX)
     text = msg.get_body(preferencelist=("plain",)).get_content()
     assert "WAITING FOR YOUR DECISION (1)" in text and "WORKLOAD (open cases)" in text
+    assert "times are UK time, GMT" in text  # November: the digest says which UK time it shows
 
 
 def test_no_persistence_suggestion_while_our_own_response_to_them_is_overdue(world: World) -> None:

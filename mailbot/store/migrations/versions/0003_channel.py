@@ -1,4 +1,5 @@
-"""channel: how each complaint reached us (email, web, phone, post, in-person)
+"""channel: how each complaint reached us (email, web, phone, post, in-person); postal_address for those
+who have no email, whose letters staff post
 
 Revision ID: 0003
 Revises: 0002
@@ -18,8 +19,10 @@ def upgrade() -> None:
     with op.batch_alter_table('case') as batch:
         batch.add_column(sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(), nullable=False,
                                    server_default='email'))
+        batch.add_column(sa.Column('postal_address', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('case') as batch:
+        batch.drop_column('postal_address')
         batch.drop_column('channel')
