@@ -156,7 +156,8 @@ class CaseLifecycle:
         Mail under a restriction is filed by the restricted-mail rule; a bounce that threads to no case
         belongs to the case of the letter that bounced.
         """
-        if verdict.action == "follow_up" and case is not None:
+        if verdict.action in ("follow_up", "ceo_direct") and case is not None:
+            # Copying the CEO in does not escape a restriction: it follows the person.
             restriction = self._restriction_applying(session, case, verdict, mail)
             if restriction is not None:
                 action = self._restricted_action(restriction, mail, now)
@@ -236,8 +237,9 @@ class CaseLifecycle:
         if mail.from_addr not in (case.assignee, *self.letters.staff_recipients(case)):
             letters.append(self.letters.staff_letter(
                 session, case, "command-result", now, to=[mail.from_addr], problems=[], nothing_new=False,
-                done=[f"Opened {case.ref} for {case.complainant_name or case.complainant} <{case.complainant}> "
-                      f"({case.channel}), sent them the acknowledgement with the dates, and passed it to "
+                done=[f"Opened {case.ref} for {_person(case)} ({case.channel}), "
+                      f"{'gave you' if case.postal_address else 'sent them'} the acknowledgement with the dates"
+                      f"{' to post' if case.postal_address else ''}, and passed it to "
                       f"{self.letters.staff_name(case.assignee) if case.assignee else 'the complaints team'}."]))
         terms = categories.safeguarding_concern(mail.subject, text)
         if terms:
@@ -290,8 +292,10 @@ class CaseLifecycle:
                        message_id=mail.message_id, sender=mail.from_addr, reasons=list(verdict.rules))
         case = filing.case
         if (verdict.kind == "auto_reply" and case is not None and case.status in OPEN_STATUSES
-                and case.assignee and case.assignee == mail.from_addr.lower()):
-            # The owner's out-of-office answered our notification: nobody is reading it, so it moves on.
+                and case.assignee and case.assignee == mail.from_addr.lower()
+                and repo.letter_to_among(session, (*mail.in_reply_to, *mail.references), case.assignee)):
+            # The owner's out-of-office answered our notification: nobody is reading it, so it moves on. It must
+            # name a letter we sent the owner (a Message-ID only their mailbox has): a From is easily forged.
             return self.hand_over(session, case, now, why=f"{self.letters.staff_name(case.assignee)} is away "
                                                           f"(their mail answered automatically: {mail.subject!r})")
         return []
@@ -468,6 +472,8 @@ class CaseLifecycle:
         reaches that way, with its own deadline, however far the case had got."""
         case = filing.case
         assert case is not None
+        if filing.restricted is not None:
+            return self._under_restriction(session, filing.restricted, case, mail, now)
         request = self._as_written_by_the_complainant(mail)
         procedure = self.procedures[case.procedure]
         target = next((s.number for s in procedure.stages if s.entry == CEO_DIRECT), None)
@@ -531,3 +537,10 @@ class CaseLifecycle:
         if met:
             repo.add_event(session, case, now, "deadlines_met", deadlines=met)
         return met
+
+
+def _person(case: Case) -> str:
+    """Whom a case is for, as a confirmation to staff names them: by email, or by name and postal address."""
+    if case.postal_address:
+        return f"{case.complainant_name}, {case.postal_address}"
+    return f"{case.complainant_name} <{case.complainant}>" if case.complainant_name else case.complainant

@@ -422,5 +422,14 @@ def assigned_away_from(session: Session, case_id: int) -> set[str]:
             if detail.get("previous")}
 
 
+def letter_to_among(session: Session, message_ids: tuple[str, ...], address: str) -> bool:
+    """Whether one of these message ids is a letter we sent to this address."""
+    if not message_ids:
+        return False
+    rows = session.exec(select(MailMessage.to_addrs).where(MailMessage.direction == "out",
+                                                           col(MailMessage.message_id).in_(message_ids[-50:]))).all()
+    return any(address in (to or "").lower().split(",") for to in rows)
+
+
 def cap_window(now: datetime) -> datetime:
     return now - timedelta(hours=24)

@@ -363,3 +363,26 @@ def test_a_complaint_by_post_with_no_email_has_its_letters_posted_by_staff(world
     assert [(letter.kind, letter.delivery) for letter in later if letter.to == case.complainant] == \
         [("staff-reply", "by_post")]
     assert any(letter.kind == "post-this-letter" and "spoken to the venue" in letter.text for letter in later)
+
+
+def test_copying_the_ceo_in_does_not_escape_a_restriction(world: World) -> None:
+    ref = world.receive(mail(frm=f"Jane Doe <{JANE}>")).ref
+    assert ref is not None
+    for step in RESTRICTED:
+        step(world, ref)
+    world.take_letters()
+    world.receive(mail(frm=f"Jane Doe <{JANE}>", to=f"Alex Morgan <{CEO}>", Cc="complaints@1mm.org.uk",
+                       subject=f"[{ref}] Again", body="The same points again.", date=world.now))
+    assert world.case(ref).stage == 1
+    assert [(letter.kind, letter.to) for letter in world.take_letters()] == [("acknowledge-only", JANE)]
+    assert world.inbound_kinds(ref)[-1] == "restricted_acknowledged"
+
+
+def test_an_out_of_office_that_names_no_letter_we_sent_the_owner_moves_nothing(world: World) -> None:
+    """A From is easily forged: the auto-reply must answer a letter we sent the owner (its Message-ID)."""
+    ref = world.receive(mail(frm=f"Amira Khan <{AMIRA}>")).ref
+    assert ref is not None
+    ack = next(letter for letter in world.take_letters() if letter.kind == "acknowledgement")
+    world.receive(mail(frm=f"Tom Okafor <{TOM}>", subject=f"Automatic reply: [{ref}] x", body="Away.",
+                       Auto_Submitted="auto-replied", In_Reply_To=f"<{ack.message_id}>", date=world.now))
+    assert world.case(ref).assignee == TOM and world.take_letters() == []
