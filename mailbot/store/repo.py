@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
@@ -45,7 +47,6 @@ _MESSAGE_SEEN = Prebuilt(
 _NEXT_SEQ = Prebuilt(
     update(SEQUENCE_TABLE).where(SEQUENCE_TABLE.c.year == bindparam("seq_year"))
     .values(last_seq=SEQUENCE_TABLE.c.last_seq + 1).returning(SEQUENCE_TABLE.c.last_seq))
-_FIRST_SEQ = Prebuilt(insert(SEQUENCE_TABLE))
 _INSERT_CASE = Prebuilt(insert(CASE_TABLE).returning(CASE_TABLE.c.id))
 _INSERT_MESSAGE = Prebuilt(insert(MESSAGE_TABLE).returning(MESSAGE_TABLE.c.id))
 _ADD_EVENT = Prebuilt(insert(EVENT_TABLE))
@@ -135,9 +136,17 @@ def allocate_ref(session: Session, year: int) -> tuple[int, str]:
     connection = session.connection()
     seq = _NEXT_SEQ.scalar(connection, {"seq_year": year})
     if seq is None:
-        seq = 1
-        _FIRST_SEQ.run(connection, {"year": year, "last_seq": seq})
+        # The year's first case. Two processes can both get here: the row is inserted only if absent (the
+        # second waits for the first's row, then inserts nothing), and the UPDATE then numbers them in turn.
+        connection.execute(_year_row(connection.dialect.name), {"year": year, "last_seq": 0})
+        seq = _NEXT_SEQ.scalar(connection, {"seq_year": year})
     return seq, f"1MM-{year}-{seq:04d}"
+
+
+def _year_row(dialect: str):  # type: ignore[no-untyped-def]
+    """INSERT of a year's sequence row that does nothing when another transaction inserted it first."""
+    dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return dialect_insert(SEQUENCE_TABLE).on_conflict_do_nothing(index_elements=[SEQUENCE_TABLE.c.year])
 
 
 def case_id(session: Session, case: Case | None) -> int | None:

@@ -24,3 +24,54 @@ def test_the_bot_runs_on_postgresql(bot: Bot, postgres: PostgresServer) -> None:
     assert [c["ref"] for c in cases] == ["1MM-2026-0001", "1MM-2026-0002"]
     assert bot.case_json("1MM-2026-0001")["status"] == "resolved"
     assert bot.cli("db", "upgrade").returncode == 0
+
+
+def test_two_processes_taking_the_years_first_reference_at_once_both_get_one(postgres: PostgresServer,
+                                                                             monkeypatch) -> None:
+    """Both find no sequence row for the year; before the fix the second INSERT failed on the first's row,
+    and its message was kept as a processing error instead of opening a case."""
+    import threading
+
+    from sqlmodel import Session
+
+    from mailbot.store import repo
+    from mailbot.store.db import make_engine, upgrade
+
+    engine = make_engine(postgres.url)
+    upgrade(engine)
+    both_looked = threading.Barrier(2, timeout=10)
+    real = repo._NEXT_SEQ
+
+    class BothMissTheRow:
+        """The first UPDATE of each transaction finds no row, and neither goes on until both have looked."""
+
+        def __init__(self) -> None:
+            self.looked: set[int] = set()
+
+        def scalar(self, connection, params):  # type: ignore[no-untyped-def]
+            found = real.scalar(connection, params)
+            if threading.get_ident() not in self.looked:
+                self.looked.add(threading.get_ident())
+                both_looked.wait()
+            return found
+
+    monkeypatch.setattr(repo, "_NEXT_SEQ", BothMissTheRow())
+    refs: list[str] = []
+    errors: list[BaseException] = []
+
+    def allocate() -> None:
+        try:
+            with Session(engine) as session:
+                refs.append(repo.allocate_ref(session, 2027)[1])
+                session.commit()
+        except BaseException as exc:  # noqa: BLE001  (the test reports it)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=allocate) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    engine.dispose()
+    assert errors == []
+    assert sorted(refs) == ["1MM-2027-0001", "1MM-2027-0002"]
