@@ -100,7 +100,8 @@ class App:
         s = self.settings
         if s.smtp_host:
             host, port, security = s.smtp_host, s.smtp_port_effective, s.smtp_security
-            return lambda: SmtpTransport(host, port, security, s.smtp_user, s.smtp_password)
+            user, token = s.smtp_user_effective, s.token_source()
+            return lambda: SmtpTransport(host, port, security, user, s.smtp_password, token=token)
         sent = s.data_dir / "sent"
         return lambda: MaildirTransport(sent)
 
@@ -110,8 +111,13 @@ class App:
                              self.settings.database_url_effective.split("@")[-1], on_commit)
 
     def imap_config(self) -> ImapConfig:
-        s = self.settings
-        assert s.imap_host and s.imap_user and s.imap_password
-        return ImapConfig(host=s.imap_host, port=s.imap_port_effective, user=s.imap_user, password=s.imap_password,
-                          security=s.imap_security, folder=s.imap_folder, processed_folder=s.imap_processed_folder,
-                          poll_interval=s.imap_poll_interval, idle_renew=s.imap_idle_renew)
+        return imap_config(self.settings)
+
+
+def imap_config(s: Settings) -> ImapConfig:
+    """How to reach and sign in to the mailbox, from the settings."""
+    assert s.imap_host and s.imap_user
+    return ImapConfig(host=s.imap_host, port=s.imap_port_effective, user=s.imap_user,
+                      password=s.imap_password or "", security=s.imap_security, folder=s.imap_folder,
+                      processed_folder=s.imap_processed_folder, poll_interval=s.imap_poll_interval,
+                      idle_renew=s.imap_idle_renew, token=s.token_source())

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--to", metavar="EMAIL", help="only this recipient")
     digest.add_argument("--preview", metavar="FILE.html", type=Path, help="write the HTML instead of sending")
 
+    auth = sub.add_parser("auth", help="check the sign-in to the mailbox and the SMTP server")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True)
+    auth_sub.add_parser("test", help="sign in to IMAP and SMTP as the bot would, and say what worked")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply schema migrations")
@@ -108,6 +111,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return console.unfiled(settings, as_json=args.json)
     if args.command == "db":
         return console.db_upgrade(settings)
+    if args.command == "auth":
+        return console.auth_test(settings)
     if args.command == "letters":
         return console.preview_letters(settings, args.preview)
     if args.command == "digest":

@@ -185,3 +185,30 @@ def digest(settings: Settings, now: datetime | None, to: str | None, preview: Pa
     report = runtime.deliver(app)
     print(f"digest: queued {queued}, sent {report.sent}, deferred {report.deferred}, failed {report.failed}")
     return 0
+
+
+def auth_test(settings: Settings) -> int:
+    """Sign in to the mailbox and the SMTP server exactly as the bot does, and say plainly what happened.
+
+    Exit 0 when every configured server accepted the sign-in, 1 when one refused or could not be reached.
+    Nothing is fetched and nothing is sent; no password or token is printed.
+    """
+    from mailbot.mail.auth_check import check_imap, check_smtp
+
+    method = "an OAuth2 token from MAILBOT_OAUTH_TOKEN_COMMAND (XOAUTH2)" if settings.auth == "command" \
+        else "the password"
+    results = []
+    if settings.imap_host:
+        results.append(check_imap(settings))
+    else:
+        print("IMAP: not configured (local mode: mail comes in on the embedded SMTP listener)")
+    if settings.smtp_host:
+        results.append(check_smtp(settings))
+    else:
+        print("SMTP: not configured (letters are written to data/sent/)")
+    for ok, line in results:
+        print(line)
+    if results:
+        print(f"Signed in with {method}." if all(ok for ok, _ in results) else
+              f"Sign-in failed; the bot signs in with {method}.")
+    return 0 if all(ok for ok, _ in results) else 1

@@ -80,8 +80,9 @@ async def _smtp_process(app: App) -> SmtpProcess | None:
     s = app.settings
     if not s.smtp_host:
         return None
-    smtp = SmtpProcess(s.smtp_host, s.smtp_port_effective, s.smtp_security, s.smtp_user, s.smtp_password,
-                       connections=app.deliverer.concurrency, journal=app.journal_path)
+    smtp = SmtpProcess(s.smtp_host, s.smtp_port_effective, s.smtp_security, s.smtp_user_effective, s.smtp_password,
+                       connections=app.deliverer.concurrency, journal=app.journal_path,
+                       token_command=s.oauth_token_command if s.auth == "command" else None)
     try:
         await smtp.start()
     except (OSError, WorkerUnavailable) as exc:  # no child process here: deliver from this one

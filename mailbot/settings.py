@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailbot.domain.attachments import parse_size
 from mailbot.files import write_private_file
+from mailbot.mail.oauth import CommandToken
 
 
 class ConfigError(Exception):
@@ -48,6 +49,11 @@ class Settings(BaseSettings):
     imap_poll_interval: float = Field(default=60.0, gt=0)
     # Servers drop an IDLE after 30 minutes (RFC 2177); we renew well before that.
     imap_idle_renew: float = Field(default=600.0, gt=0)
+
+    # How the bot signs in to IMAP and SMTP: a password, or an OAuth2 access token (XOAUTH2) that a command
+    # prints (any provider, or a delegated flow). Microsoft 365 and Google Workspace sign-in are to come.
+    auth: Literal["password", "command"] = "password"
+    oauth_token_command: str | None = None
 
     smtp_host: str | None = None
     smtp_port: int | None = Field(default=None, ge=1, le=65535)
@@ -136,6 +142,17 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def smtp_user_effective(self) -> str | None:
+        """The SMTP sign-in name: MAILBOT_SMTP_USER, or with OAuth2 the mailbox's own (MAILBOT_IMAP_USER)."""
+        return self.smtp_user or (self.imap_user if self.auth != "password" else None)
+
+    def token_source(self) -> Callable[[], str] | None:
+        """Where an OAuth2 access token comes from, or None to sign in with the password."""
+        if self.auth == "command" and self.oauth_token_command:
+            return CommandToken(self.oauth_token_command)
+        return None
+
+    @property
     def domain(self) -> str:
         return self.address.split("@", 1)[1]
 
@@ -195,13 +212,18 @@ class Settings(BaseSettings):
 
     def check(self) -> None:
         """Cross-field checks that pydantic cannot express on one field."""
-        if self.imap_host and not (self.imap_user and self.imap_password):
+        if self.auth == "command" and not (self.oauth_token_command or "").strip():
+            raise ConfigError("MAILBOT_OAUTH_TOKEN_COMMAND must be set with MAILBOT_AUTH=command (a command that "
+                              "prints an access token)")
+        if self.imap_host and not self.imap_user:
+            raise ConfigError("MAILBOT_IMAP_USER must be set with MAILBOT_IMAP_HOST")
+        if self.imap_host and self.auth == "password" and not self.imap_password:
             raise ConfigError("MAILBOT_IMAP_USER and MAILBOT_IMAP_PASSWORD must be set with MAILBOT_IMAP_HOST")
         if self.secret and len(self.secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(f"MAILBOT_SECRET: must be at least {MIN_SECRET_BYTES} bytes (got "
                               f"{len(self.secret.encode())}); make one with: python3 -c 'import secrets; "
                               f"print(secrets.token_hex(32))'")
-        if self.smtp_user and not self.smtp_password:
+        if self.smtp_user and not self.smtp_password and self.auth == "password":
             raise ConfigError("MAILBOT_SMTP_PASSWORD must be set with MAILBOT_SMTP_USER")
         if self.office_closes <= self.office_opens:
             raise ConfigError("MAILBOT_OFFICE_CLOSES must be later than MAILBOT_OFFICE_OPENS")

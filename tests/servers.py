@@ -158,10 +158,13 @@ class DovecotServer(_ServerProcess):
         root: Path,
         port: int | None = None,
         users: dict[str, str] | None = None,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         self.root = Path(root)
         self.port = port if port is not None else free_port()
         self.users: dict[str, str] = dict(users) if users is not None else {"complaints": "secret"}
+        # With an introspection URL, XOAUTH2 and OAUTHBEARER sign-ins are checked there (Dovecot's oauth2 passdb).
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.conf_path = self.root / "dovecot.conf"
         self.log_path = self.root / "dovecot.log"
         self.stderr_path = self.root / "dovecot.stderr"
@@ -308,7 +311,7 @@ log_path = {self.log_path}
 instance_name = mailbot-test-{self.port}
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""}
 auth_verbose = yes
 first_valid_uid = 1
 mail_location = maildir:{self.mail_root}/%u
@@ -317,7 +320,7 @@ mail_fsync = never
 mail_max_userip_connections = 200
 # Keepalive for idling clients: the default ("OK Still here" every 2 minutes) is fine for tests.
 imap_idle_notify_interval = 2 mins
-passdb {{
+{self._oauth2_passdb()}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.passwd_path}
 }}
@@ -334,6 +337,15 @@ service imap-login {{
   }}
 }}
 {rootless}"""
+
+    def _oauth2_passdb(self) -> str:
+        if not self.oauth2_introspection_url:
+            return ""
+        args = self.root / "dovecot-oauth2.conf.ext"
+        args.write_text(f"introspection_url = {self.oauth2_introspection_url}\nintrospection_mode = post\n"
+                        "force_introspection = yes\nusername_attribute = email\nactive_attribute = active\n"
+                        "active_value = true\n")
+        return f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {args}\n}}\n"
 
     # -- helpers for tests ------------------------------------------------------------------------
 
@@ -406,10 +418,15 @@ class SmtpSink(_ServerProcess):
 
     host = HOST
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, xoauth2_tokens: dict[str, str] | None = None) -> None:
         self.root = Path(root)
         self.port = port if port is not None else free_port()
         self.dir = self.root / "messages"
+        # With tokens (token -> user), the sink requires AUTH XOAUTH2 and accepts only those; the file is read at
+        # every sign-in, so a test can revoke or add a token while the sink runs (set_xoauth2_tokens).
+        self.xoauth2_path = self.root / "xoauth2.json" if xoauth2_tokens is not None else None
+        if xoauth2_tokens is not None:
+            self.set_xoauth2_tokens(xoauth2_tokens)
         self.control_path = self.root / "control.json"
         self.recipients_path = self.root / "recipients.json"
         self.log_path = self.root / "sink.log"
@@ -432,6 +449,7 @@ class SmtpSink(_ServerProcess):
                     "--dir", str(self.dir),
                     "--control", str(self.control_path),
                     "--ready", str(self._ready_path),
+                    *(["--xoauth2", str(self.xoauth2_path)] if self.xoauth2_path else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -463,6 +481,13 @@ class SmtpSink(_ServerProcess):
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def set_xoauth2_tokens(self, tokens: dict[str, str]) -> None:
+        assert self.xoauth2_path is not None
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.xoauth2_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(tokens))
+        tmp.replace(self.xoauth2_path)
 
     # -- what arrived -----------------------------------------------------------------------------
 
@@ -535,11 +560,13 @@ class SmtpSink(_ServerProcess):
         self.recipients_path.unlink(missing_ok=True)
 
 
-def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path) -> None:
+def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path,
+              xoauth2: Path | None = None) -> None:
     """The sink child process: serve SMTP until SIGTERM."""
     import asyncio
+    import base64
 
-    from aiosmtpd.smtp import SMTP, Envelope, Session
+    from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
     numbers = [int(p.stem) for p in directory.glob("*.eml") if p.stem.isdigit()]
     state = {"next": max(numbers, default=0) + 1, "refused": {}}
@@ -564,6 +591,17 @@ def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path)
     recipients_rules = control.with_name("recipients.json")
 
     class Handler:
+        async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+            """AUTH XOAUTH2 with the initial response: base64 of user=U^Aauth=Bearer T^A^A."""
+            try:
+                tokens = json.loads(xoauth2.read_text()) if xoauth2 else {}
+                fields = dict(part.split("=", 1) for part in
+                              base64.b64decode(args[1]).decode().split("\x01") if "=" in part)
+                user, token = fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ")
+            except (IndexError, ValueError, OSError):
+                return AuthResult(success=False, handled=False)
+            return AuthResult(success=tokens.get(token) == user, handled=False, auth_data=user)
+
         async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                               rcpt_options: list[str]) -> str:
             try:
@@ -597,7 +635,8 @@ def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path)
         loop.add_signal_handler(signal.SIGINT, stopping.set)
         handler = Handler()
         server = await loop.create_server(
-            lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True),
+            lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True,
+                         **({"auth_required": True, "auth_require_tls": False} if xoauth2 else {})),
             host=host,
             port=port,
         )
@@ -618,13 +657,59 @@ def _main(argv: list[str]) -> None:
     sink.add_argument("--dir", type=Path, required=True)
     sink.add_argument("--control", type=Path, required=True)
     sink.add_argument("--ready", type=Path, required=True)
+    sink.add_argument("--xoauth2", type=Path, default=None)
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
-    _run_sink(args.host, args.port, args.dir, args.control, args.ready)
+    _run_sink(args.host, args.port, args.dir, args.control, args.ready, args.xoauth2)
 
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+# ------------------------------------------------------------------------------------------------
+# An OAuth2 token introspection endpoint (RFC 7662) for Dovecot's oauth2 passdb
+# ------------------------------------------------------------------------------------------------
+
+
+class TokenIntrospection:
+    """POST /introspect with token=T answers {"active": true, "email": USER} for a token in ``tokens``
+    (token -> user; change it while running to revoke or add one), {"active": false} otherwise."""
+
+    def __init__(self, tokens: dict[str, str] | None = None) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.tokens: dict[str, str] = dict(tokens or {})
+        self.asked: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802  (the http.server name)
+                length = int(self.headers.get("Content-Length") or 0)
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                token = (form.get("token") or [""])[0]
+                outer.asked.append(token)
+                user = outer.tokens.get(token)
+                body = json.dumps({"active": True, "email": user} if user else {"active": False}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002  (quiet)
+                return
+
+        self._server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.url = f"http://{HOST}:{self._server.server_address[1]}/introspect"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="introspection", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 # ------------------------------------------------------------------------------------------------

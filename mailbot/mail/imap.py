@@ -20,6 +20,7 @@ from typing import Callable
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from mailbot.mail.oauth import TokenError
 from mailbot.services.ingest import Arrival, CursorPosition, FirstRunError, MailboxHooks
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ class ImapConfig:
     poll_interval: float = 60.0
     idle_renew: float = 600.0
     timeout: float = 30.0
+    # An OAuth2 access token source (XOAUTH2) instead of the password: asked afresh on every connect.
+    token: Callable[[], str] | None = None
+    # With a token, the connection is renewed this often, well inside an access token's hour.
+    token_reconnect: float = 45 * 60.0
 
     @property
     def mailbox(self) -> str:
@@ -63,6 +68,7 @@ class ImapIntake:
         self.client: IMAPClient | None = None
         self.idle_supported = False
         self._announced = False
+        self._connected_at = 0.0
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -74,7 +80,10 @@ class ImapIntake:
         try:
             if cfg.security == "starttls":
                 client.starttls(context)
-            client.login(cfg.user, cfg.password)
+            if cfg.token is not None:
+                client.oauth2_login(cfg.user, cfg.token())
+            else:
+                client.login(cfg.user, cfg.password)
             # Aware datetimes: INTERNALDATE is the receipt time every deadline counts from.
             client.normalise_times = False
             client.select_folder(cfg.folder, readonly=cfg.processed_folder is None)
@@ -86,6 +95,7 @@ class ImapIntake:
             raise
         self.client = client
         self._announced = False
+        self._connected_at = time.monotonic()
         return client
 
     def disconnect(self) -> None:
@@ -176,9 +186,12 @@ class ImapIntake:
                     on_fetched(count)
                 backoff = BACKOFF_START
                 self._wait_for_mail(stop)
+                if self.config.token is not None and \
+                        time.monotonic() - self._connected_at > self.config.token_reconnect:
+                    self.disconnect()  # signed in again with a fresh token before the old one expires
             except FirstRunError:
                 raise  # nothing a retry can fix: the operator has to choose
-            except LoginError as exc:
+            except (LoginError, TokenError) as exc:
                 self._failed(exc, auth=True)
                 stop.wait(LOGIN_BACKOFF)
             except (IMAPClientError, OSError, socket.error, ssl.SSLError, EOFError) as exc:

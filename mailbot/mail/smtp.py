@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from typing import Callable
 
 import aiosmtplib
 
+from mailbot.mail.oauth import TokenError
 from mailbot.services.transport import PermanentFailure, TemporaryFailure
 
 # An address that is plainly safe on an SMTP command line as it stands: ASCII atoms and dots, no spaces,
@@ -18,9 +20,11 @@ _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 
 class SmtpTransport:
     def __init__(self, host: str, port: int, security: str, user: str | None = None, password: str | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, token: Callable[[], str] | None = None) -> None:
         self.host, self.port, self.security = host, port, security
         self.user, self.password, self.timeout = user, password, timeout
+        # An OAuth2 access token source (XOAUTH2) instead of the password: asked afresh on every connection.
+        self.token = token
         self._client: aiosmtplib.SMTP | None = None
 
     async def _connect(self) -> aiosmtplib.SMTP:
@@ -37,10 +41,16 @@ class SmtpTransport:
                 await client.ehlo()
             except aiosmtplib.SMTPHeloError:
                 await client.helo()
-        if self.user:
+        if self.user and self.token is not None:
+            await client.auth_xoauth2(self.user, await asyncio.to_thread(self.token))
+        elif self.user:
             await client.login(self.user, self.password or "")
         self._client = client
         return client
+
+    async def sign_in(self) -> None:
+        """Connect and sign in as for a letter (``mailbot auth test``); raises what a refused sign-in raises."""
+        await self._connect()
 
     async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
         try:
@@ -59,6 +69,11 @@ class SmtpTransport:
             if all(500 <= c < 600 for c in codes):
                 raise PermanentFailure(message) from None
             raise TemporaryFailure(message) from None
+        except (aiosmtplib.SMTPAuthenticationError, TokenError) as exc:
+            # A refused sign-in is the bot's problem, not the letter's: it waits and is tried again (and the
+            # operator is told), never failed for good because a password or token went stale.
+            await self._drop()
+            raise TemporaryFailure(f"sign-in refused: {exc}") from None
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()
             if 500 <= exc.code < 600:

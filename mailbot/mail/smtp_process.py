@@ -61,11 +61,13 @@ class SmtpProcess:
     journals_sent = True
 
     def __init__(self, host: str, port: int, security: str, user: str | None = None, password: str | None = None,
-                 connections: int = 8, python: str = sys.executable, journal: Path | None = None) -> None:
+                 connections: int = 8, python: str = sys.executable, journal: Path | None = None,
+                 token_command: str | None = None) -> None:
         self.python = python
         self.connections = connections
         self.config = {"host": host, "port": port, "security": security, "user": user, "password": password,
-                       "connections": connections, "journal": str(journal) if journal else None}
+                       "connections": connections, "journal": str(journal) if journal else None,
+                       "token_command": token_command}
         self._proc: asyncio.subprocess.Process | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next = 0
@@ -164,6 +166,7 @@ class SmtpProcess:
 
 
 async def _child() -> None:
+    from mailbot.mail.oauth import CommandToken
     from mailbot.mail.smtp import SmtpTransport
     from mailbot.store.sent_journal import SentJournal
 
@@ -177,8 +180,9 @@ async def _child() -> None:
         return
     config = first[0]
     free: asyncio.Queue[SmtpTransport] = asyncio.Queue()
+    token = CommandToken(config["token_command"]) if config.get("token_command") else None
     transports = [SmtpTransport(config["host"], config["port"], config["security"], config["user"],
-                                config["password"]) for _ in range(int(config["connections"]))]
+                                config["password"], token=token) for _ in range(int(config["connections"]))]
     for transport in transports:
         free.put_nowait(transport)
     journal = SentJournal(Path(config["journal"])) if config.get("journal") else None

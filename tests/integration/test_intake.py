@@ -359,6 +359,9 @@ def test_cli_lists_cases_with_the_contract_fields(bot: Bot) -> None:
         ("MAILBOT_IMAP_SECURITY", "tls-please", "MAILBOT_IMAP_SECURITY"),
         ("MAILBOT_TIMEZONE", "Mars/Olympus", "MAILBOT_TIMEZONE"),
         ("MAILBOT_ADDRESS", "not-an-address", "MAILBOT_ADDRESS"),
+        ("MAILBOT_AUTH", "kerberos", "MAILBOT_AUTH"),
+        ("MAILBOT_AUTH", "command", "MAILBOT_OAUTH_TOKEN_COMMAND must be set with MAILBOT_AUTH=command"),
+        ("MAILBOT_CEO_ADDRESS", "Alex <alex@1mm.org.uk>", "MAILBOT_CEO_ADDRESS"),
     ],
 )
 def test_a_misconfiguration_stops_start_up_with_one_line(bot: Bot, name: str, value: str, expected: str) -> None:
