@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 from zoneinfo import ZoneInfo
 
+from mailbot import logs
 from mailbot.settings import ConfigError, load_settings
 from mailbot.store.faults import DatabaseUnusable
 
@@ -23,9 +24,16 @@ def _parse_now(value: str) -> datetime:
     return dt
 
 
+def _version() -> str:
+    from mailbot.console import version
+
+    return version()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailbot", description="The 1MM complaints bot.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument("--version", action="version", version=f"mailbot {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the bot (the daemon), or one pass with --once")
@@ -53,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--to", metavar="EMAIL", help="only this recipient")
     digest.add_argument("--preview", metavar="FILE.html", type=Path, help="write the HTML instead of sending")
 
+    status = sub.add_parser("status", help="what the bot has been doing, and whether it is healthy (exit 0, 1 "
+                                           "degraded, 3 failing)")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--now", type=_parse_now, default=None, help=argparse.SUPPRESS)
     auth = sub.add_parser("auth", help="check the sign-in to the mailbox and the SMTP server")
     auth_sub = auth.add_subparsers(dest="auth_command", required=True)
     auth_sub.add_parser("test", help="sign in to IMAP and SMTP as the bot would, and say what worked")
@@ -92,6 +104,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from mailbot import console
 
     settings = load_settings()
+    default = logging.INFO if args.verbose or args.command == "run" else logging.WARNING
+    logs.configure(getattr(logging, settings.log_level) if settings.log_level else default, settings.log_format)
     now = getattr(args, "now", None)
     if now is not None and now.tzinfo is None:
         # A bare local time means the organisation's time zone, as a person would read it.
@@ -111,6 +125,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return console.unfiled(settings, as_json=args.json)
     if args.command == "db":
         return console.db_upgrade(settings)
+    if args.command == "status":
+        return console.status(settings, as_json=args.json, now=now)
     if args.command == "auth":
         return console.auth_test(settings)
     if args.command == "letters":

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # How the bot signs in to IMAP and SMTP: a password, or an OAuth2 access token (XOAUTH2) that a command
     # prints (any provider, or a delegated flow). Microsoft 365 and Google Workspace sign-in are to come.
     auth: Literal["password", "command"] = "password"
+    # The log: a line per message and per letter. "json" for a log collector.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     oauth_token_command: str | None = None
 
     smtp_host: str | None = None
@@ -125,6 +128,13 @@ class Settings(BaseSettings):
     @classmethod
     def _a_size(cls, value: str) -> str:
         parse_size(value)
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().upper() or None
         return value
 
     @field_validator("first_run", "imap_processed_folder", "clamd_socket", mode="before")

@@ -54,11 +54,12 @@ class _Job:
     mail_from: str
     recipients: list[str]
     attempts: int
+    message_id: str = ""
 
     @classmethod
     def of(cls, letter: DueLetter) -> _Job:
         return cls(letter.id, letter.raw, letter.mail_from, [wire_address(a) for a in letter.to_addrs.split(",")],
-                   letter.attempts)
+                   letter.attempts, letter.message_id)
 
 
 class Deliverer:
@@ -192,6 +193,9 @@ class Deliverer:
                     # Committed by the marks thread, at once or with the next batch (see SentMarks).
                     marks.put(job.id, sent_when, job.attempts + 1, note)
                     report.sent += 1
+                    log.info("letter %s <%s> sent to %d recipient(s)%s", job.id, job.message_id, len(job.recipients),
+                             f" ({note})" if note else "", extra={"event": "letter", "letter_id": job.id,
+                                                                  "message_id": job.message_id, "state": "sent"})
         finally:
             await transport.close()
 
@@ -202,10 +206,16 @@ class Deliverer:
             self._failed(job, f"gave up after {attempts} attempts: {error}", report)
             return
         outbox.record_deferred(self.engine, job.id, attempts, now + RETRY_DELAYS[attempts - 1], error, now)
+        log.warning("letter %s <%s> deferred (attempt %d): %s", job.id, job.message_id, attempts, error[:300],
+                    extra={"event": "letter", "letter_id": job.id, "message_id": job.message_id, "state": "deferred",
+                           "attempt": attempts, "error": error[:300]})
         report.deferred += 1
         report.errors.append(error)
 
     def _failed(self, job: _Job, error: str, report: DeliveryReport) -> None:
         outbox.record_failed(self.engine, job.id, job.attempts + 1, error, self.clock())
+        log.warning("letter %s <%s> failed for good: %s", job.id, job.message_id, error[:300],
+                    extra={"event": "letter", "letter_id": job.id, "message_id": job.message_id, "state": "failed",
+                           "error": error[:300]})
         report.failed += 1
         report.errors.append(error)

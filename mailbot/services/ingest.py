@@ -113,6 +113,7 @@ class Ingestor:
             with new_session(self.engine) as session:
                 while arrival is not None:
                     outcomes.append(self._one(session, arrival))
+                    _log_outcome(outcomes[-1])
                     if arrival.uid is not None:
                         last_uid = max(last_uid or 0, arrival.uid)
                         uids.append(arrival.uid)
@@ -230,6 +231,15 @@ class Ingestor:
     @staticmethod
     def _advance_cursor(session: Session, position: CursorPosition, uid: int) -> None:
         repo.advance_cursor(session, position.mailbox, position.uidvalidity, uid)
+
+
+def _log_outcome(outcome: IngestOutcome) -> None:
+    """One line per message: what it was, its case, the letters it caused (ids only: never its text)."""
+    log.info("message <%s>: %s (%s)%s%s", outcome.message_id, outcome.action, outcome.kind,
+             f", case {outcome.ref}" if outcome.ref else "",
+             f", letters: {', '.join(outcome.letters)}" if outcome.letters else "",
+             extra={"event": "message", "message_id": outcome.message_id, "verdict": outcome.action,
+                    "kind": outcome.kind, "case": outcome.ref, "letters": list(outcome.letters)})
 
 
 # --- the mailbox port: what a mailbox adapter (mail.imap) calls, and the bot's side of it -----------------------

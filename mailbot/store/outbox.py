@@ -46,13 +46,15 @@ class DueLetter:
     mail_from: str
     to_addrs: str
     attempts: int
+    message_id: str = ""
 
 
 def due_page(engine: Engine, now: datetime, *, after: int, automatic: bool,
              conn: Connection | None = None) -> list[DueLetter]:
     """The next page of due letters of one kind (automatic or not) with an id above ``after``, oldest first."""
     query = (
-        sa_select(MailMessage.id, MailMessage.raw, MailMessage.from_addr, MailMessage.to_addrs, MailMessage.attempts)
+        sa_select(MailMessage.id, MailMessage.raw, MailMessage.from_addr, MailMessage.to_addrs, MailMessage.attempts,
+                  MailMessage.message_id)
         .where(MailMessage.direction == "out", MailMessage.delivery == "pending", col(MailMessage.id) > after,
                MailMessage.automatic == automatic,
                (col(MailMessage.next_attempt_at).is_(None)) | (col(MailMessage.next_attempt_at) <= to_db(now)))
@@ -64,7 +66,7 @@ def due_page(engine: Engine, now: datetime, *, after: int, automatic: bool,
             rows = own.execute(query).all()
     else:
         rows = conn.execute(query).all()
-    return [DueLetter(r.id, r.raw, r.from_addr, r.to_addrs, r.attempts) for r in rows if r.id]
+    return [DueLetter(r.id, r.raw, r.from_addr, r.to_addrs, r.attempts, r.message_id) for r in rows if r.id]
 
 
 def first_pages(engine: Engine, now: datetime) -> tuple[list[DueLetter], list[DueLetter]]:

@@ -448,3 +448,52 @@ def test_processed_mail_left_in_the_inbox_by_a_stop_is_moved_on_the_next_start(b
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM message WHERE direction='in'")).scalar() == 2
     engine.dispose()
+
+
+def test_mailbot_status_turns_red_when_the_mailbox_is_unreachable_and_green_again(bot: Bot) -> None:
+    import json as json_lib
+
+    start = datetime.now(timezone.utc)
+    bot.append(make_mail(subject="Complaint"))
+    bot.once()
+    healthy = bot.cli("status", "--json")
+    report = json_lib.loads(healthy.stdout)
+    assert (report["state"], report["mode"], report["outbox"]) == ("healthy", "imap", {"sent": 2})
+    assert report["schema_revision"] and report["version"]
+
+    bot.dovecot.stop(graceful=False)
+    bot.cli("run", "--once", check=False)  # records the failed read
+    later = (start + timedelta(minutes=20)).isoformat()
+    failing = bot.cli("status", "--json", "--now", later, check=False)
+    assert failing.returncode == 3
+    assert json_lib.loads(failing.stdout)["state"] == "failing"
+    text = bot.cli("status", "--now", later, check=False).stdout
+    assert text.startswith("mailbot ") and "failing" in text and "not read since" in text
+
+    bot.dovecot.start()
+    bot.once()
+    assert bot.cli("status", "--json").returncode == 0
+
+
+def test_the_log_has_a_line_per_message_and_per_letter_and_never_their_words(bot: Bot) -> None:
+    import json as json_lib
+
+    bot.extra["MAILBOT_LOG_FORMAT"] = "json"
+    bot.append(make_mail(subject="A private matter", body="My private words about my mentor."))
+    result = bot.cli("run", "--once")
+    lines = [json_lib.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    messages = [line for line in lines if line.get("event") == "message"]
+    letters = [line for line in lines if line.get("event") == "letter"]
+    assert [(m["verdict"], m["case"], m["letters"]) for m in messages] == \
+        [("new_case", "1MM-2026-0001", ["acknowledgement", "staff-notification"])]
+    assert sorted(line["state"] for line in letters) == ["sent", "sent"]
+    assert all(line["message_id"] for line in letters)
+    assert "private words" not in result.stderr and "A private matter" not in result.stderr
+    assert "Running job" not in result.stderr  # the scheduler's chatter stays at debug
+
+
+def test_the_log_level_is_a_setting(bot: Bot) -> None:
+    bot.extra["MAILBOT_LOG_LEVEL"] = "warning"
+    bot.append(make_mail(subject="Complaint"))
+    result = bot.cli("run", "--once")
+    assert "message <" not in result.stderr
