@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "degraded, 3 failing)")
     status.add_argument("--json", action="store_true")
     status.add_argument("--now", type=_parse_now, default=None, help=argparse.SUPPRESS)
+    backup = sub.add_parser("backup", help="copy the database, the signing key and the directories into DIR "
+                                           "(consistent while the bot runs)")
+    backup.add_argument("dir", type=Path)
     auth = sub.add_parser("auth", help="check the sign-in to the mailbox and the SMTP server")
     auth_sub = auth.add_subparsers(dest="auth_command", required=True)
     auth_sub.add_parser("test", help="sign in to IMAP and SMTP as the bot would, and say what worked")
@@ -127,6 +130,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return console.db_upgrade(settings)
     if args.command == "status":
         return console.status(settings, as_json=args.json, now=now)
+    if args.command == "backup":
+        return console.backup(settings, args.dir)
     if args.command == "auth":
         return console.auth_test(settings)
     if args.command == "letters":

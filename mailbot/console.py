@@ -271,3 +271,20 @@ def status(settings: Settings, as_json: bool, now: datetime | None = None) -> in
         print(f"  failed (day)  {failed}")
         print(f"  schema        {revision}")
     return EXIT_STATUS[state]
+
+
+def backup(settings: Settings, target: Path) -> int:
+    """`mailbot backup DIR`: exit 0 with the files written, or 2 with one line saying what to do instead."""
+    from mailbot.store.backup import BackupRefused
+    from mailbot.store.backup import backup as make_backup
+
+    try:
+        written = make_backup(settings.database_url_effective, settings.data_dir, target)
+    except BackupRefused as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    if settings.secret:
+        print("mailbot: the signing key is MAILBOT_SECRET, not a file: keep it with this backup", file=sys.stderr)
+    return 0

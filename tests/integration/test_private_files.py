@@ -48,3 +48,38 @@ def test_a_short_configured_secret_stops_start_up_with_one_line(bot: Bot) -> Non
     result = bot.cli("cases", check=False)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "MAILBOT_SECRET" in result.stderr and "32" in result.stderr
+
+
+def test_a_backup_restores_into_a_fresh_data_dir(bot: Bot, tmp_path: Path) -> None:
+    import shutil
+    import stat
+
+    from tests.integration.bot import make_mail, staff_reply
+
+    bot.extra["MAILBOT_SECRET"] = ""  # the key in data/secret.key, as by default
+    bot.append(make_mail(frm="jane@example.com", subject="Complaint"))
+    bot.once()
+    target = tmp_path / "backup"
+    written = bot.cli("backup", str(target)).stdout.split()
+    assert {Path(p).name for p in written} >= {"mailbot.db", "secret.key", "staff.toml", "participants.csv"}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(Path(p).stat().st_mode) == 0o600 for p in written)
+
+    # Restore: the backup's files are a data dir.
+    fresh = tmp_path / "restored"
+    shutil.copytree(target, fresh)
+    bot.extra["MAILBOT_DATA_DIR"] = str(fresh)
+    restored = bot.case_json("1MM-2026-0001")
+    assert restored["complainant"] == "jane@example.com"
+    # The signing key came too: staff can still answer the notifications they already have.
+    note = bot.letters("staff-notification")[0]
+    bot.append(staff_reply(note, "Priya Shah <priya.shah@1mm.org.uk>", "#note\nrestored fine"))
+    bot.once()
+    assert any(e["type"] == "internal_note" for e in bot.case_json("1MM-2026-0001")["events"])
+
+
+def test_a_backup_of_postgresql_says_to_use_pg_dump(bot: Bot, tmp_path: Path) -> None:
+    bot.extra["MAILBOT_DATABASE_URL"] = "postgresql+psycopg://mailbot@127.0.0.1:1/mailbot"
+    result = bot.cli("backup", str(tmp_path / "b"), check=False)
+    assert result.returncode in (2, 3)
+    assert result.stderr.strip().splitlines()[-1].startswith("mailbot: ")
