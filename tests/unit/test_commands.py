@@ -293,3 +293,4 @@ def test_on_behalf_of(line: str, expected: OnBehalf) -> None:
 def test_on_behalf_of_without_an_address_says_how_to_write_it(line: str) -> None:
     with pytest.raises(ValueError, match="needs the person's email address, or their name and postal address"):
         parse_on_behalf(line)
+
