@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from mailbot.data_files import DirectoryFiles, load_procedures, load_signposts
+from mailbot.data_files import DirectoryFiles, is_sample_directory, load_procedures, load_signposts
 from mailbot.domain.chain import RouteConfig
 from mailbot.domain.directory import DirectoryError
 from mailbot.domain.procedures import ProcedureFileError
@@ -59,6 +59,11 @@ class App:
             self.directory.load()
         except DirectoryError as exc:
             raise ConfigError(str(exc)) from None
+        if settings.imap_host and settings.sample_directory != "allow" and is_sample_directory(settings.data_dir):
+            raise ConfigError(
+                f"{settings.data_dir / 'staff.toml'} is the fictional sample directory, and live complaints must not "
+                f"go to invented people: put your staff.toml and participants.csv in {settings.data_dir} (in a "
+                f"container, mount them into /data), or set MAILBOT_SAMPLE_DIRECTORY=allow for a trial")
         make_private_dir(settings.data_dir)
         self.secret = settings.secret_bytes()
         own = frozenset({settings.address})

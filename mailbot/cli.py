@@ -24,19 +24,39 @@ def _parse_now(value: str) -> datetime:
     return dt
 
 
+def _run_description() -> str:
+    """What `mailbot run --help` says: the mode these settings run in, and where the settings come from."""
+    where = ("Settings come from MAILBOT_* environment variables and a .env file in the working directory "
+             "(.env.example lists them all).")
+    try:
+        s = load_settings()
+    except ConfigError as exc:
+        return f"The settings do not load: {exc}. {where}"
+    if s.imap_host:
+        how = "a token from MAILBOT_OAUTH_TOKEN_COMMAND" if s.auth == "command" else "a password"
+        mode = f"With these settings it reads the mailbox {s.imap_user}@{s.imap_host} over IMAP (signing in with {how})"
+    else:
+        mode = (f"With these settings it runs in local mode: it takes mail on {s.local_smtp_host}:{s.local_smtp_port} "
+                f"(MAILBOT_IMAP_HOST is not set)")
+    sends = f"sends letters through {s.smtp_host}" if s.smtp_host else f"writes letters to {s.data_dir / 'sent'}"
+    return f"{mode}, {sends}, and keeps its data in {s.database_url_effective.split('@')[-1]}. {where}"
+
+
 def _version() -> str:
     from mailbot.console import version
 
     return version()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(describe_run: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``describe_run`` reads the settings to say what `run` would do (for `run --help` only)."""
     parser = argparse.ArgumentParser(prog="mailbot", description="The 1MM complaints bot.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     parser.add_argument("--version", action="version", version=f"mailbot {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the bot (the daemon), or one pass with --once")
+    run = sub.add_parser("run", help="run the bot (the daemon), or one pass with --once",
+                         description=_run_description() if describe_run else None)
     run.add_argument("--once", action="store_true", help="process the mailbox, run due work, deliver, then exit")
     run.add_argument("--now", type=_parse_now, help="the time to act as (ISO-8601), with --once")
 
@@ -82,8 +102,9 @@ EXIT_DONE, EXIT_FAILED, EXIT_CONFIG, EXIT_UNUSABLE = 0, 1, 2, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(describe_run="run" in words and ("-h" in words or "--help" in words))
+    args = parser.parse_args(words)
     logging.basicConfig(level=logging.INFO if args.verbose or args.command == "run" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Alembic narrates every start at INFO; only its warnings are news to an operator.

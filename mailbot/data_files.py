@@ -52,6 +52,19 @@ class DirectoryFiles:
             raise DirectoryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
+# The line that marks the shipped, fictional staff directory (data/staff.toml).
+SAMPLE_MARKER = "# mailbot-sample-directory:"
+
+
+def is_sample_directory(data_dir: Path) -> bool:
+    """Whether the staff directory in use is still the fictional sample that ships with the code."""
+    path = data_dir / "staff.toml"
+    try:
+        return any(line.startswith(SAMPLE_MARKER) for line in path.read_text(encoding="utf-8-sig").splitlines())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _procedures_text(path: Path) -> str:
     try:
         raw = path.read_bytes()

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     auth: Literal["password", "command"] = "password"
     # The log: a line per message and per letter. "json" for a log collector.
     log_format: Literal["text", "json"] = "text"
+    # With a real mailbox the bot refuses the fictional sample staff directory; "allow" lets a trial run on it.
+    sample_directory: Literal["refuse", "allow"] = "refuse"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     oauth_token_command: str | None = None
 

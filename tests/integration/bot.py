@@ -82,6 +82,8 @@ class Bot:
             "MAILBOT_DIGEST_TIME": "off",
             # Most tests load the mailbox before the first run; the first-run tests unset this.
             "MAILBOT_FIRST_RUN": "process-existing",
+            # The tests run on the sample directory with a real (throwaway) mailbox: a trial, as far as it knows.
+            "MAILBOT_SAMPLE_DIRECTORY": "allow",
         })
         env.update(self.extra)
         return env

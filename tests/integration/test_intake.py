@@ -497,3 +497,23 @@ def test_the_log_level_is_a_setting(bot: Bot) -> None:
     bot.append(make_mail(subject="Complaint"))
     result = bot.cli("run", "--once")
     assert "message <" not in result.stderr
+
+
+def test_a_real_mailbox_is_never_served_from_the_fictional_sample_directory(bot: Bot) -> None:
+    bot.extra["MAILBOT_SAMPLE_DIRECTORY"] = "refuse"  # the default
+    result = bot.cli("run", "--once", check=False)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "fictional sample directory" in line and "MAILBOT_SAMPLE_DIRECTORY=allow" in line
+    # The charity's own directory (the marker line deleted) is served.
+    staff = bot.data_dir / "staff.toml"
+    staff.write_text("".join(line for line in staff.read_text().splitlines(keepends=True)
+                             if not line.startswith("# mailbot-sample-directory:")))
+    assert bot.cli("run", "--once").returncode == 0
+
+
+def test_run_help_says_which_mode_it_will_run_in_and_where_settings_come_from(bot: Bot) -> None:
+    text = " ".join(bot.cli("run", "--help").stdout.split())
+    assert f"reads the mailbox complaints@{bot.dovecot.host} over IMAP (signing in with a password)" in text
+    assert f"sends letters through {bot.sink.host}" in text
+    assert "Settings come from MAILBOT_* environment variables and a .env file" in text
