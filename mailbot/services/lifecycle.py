@@ -211,11 +211,17 @@ class CaseLifecycle:
                 repo.add_event(session, case, now, "restricted_elsewhere", notes=notes)
             letters += self.letters.notify_staff(session, case, mail, now, headline="New complaint", notes=notes,
                                                  deadlines=deadlines)
-            terms = categories.safeguarding_concern(mail.subject, mail.text)
-            if terms:
-                letters += self.letters.safeguarding_alert(session, case, mail, now,
-                                                           reason=f"the complaint mentions: {', '.join(terms)}")
+            letters += self._safeguarding_words(session, case, mail, now)
         return [x for x in letters if x is not None]
+
+    def _safeguarding_words(self, session: Session, case: Case, mail: InboundMail,
+                            now: datetime) -> list[QueuedLetter]:
+        """The safeguarding lead alerted at once when a new complaint's words suggest a safeguarding matter."""
+        terms = categories.safeguarding_concern(mail.subject, mail.text)
+        if not terms:
+            return []
+        return self.letters.safeguarding_alert(session, case, mail, now,
+                                               reason=f"the complaint mentions: {', '.join(terms)}")
 
     def _on_behalf(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,
                    received_at: datetime, now: datetime) -> list[QueuedLetter]:
@@ -241,10 +247,7 @@ class CaseLifecycle:
                       f"{'gave you' if case.postal_address else 'sent them'} the acknowledgement with the dates"
                       f"{' to post' if case.postal_address else ''}, and passed it to "
                       f"{self.letters.staff_name(case.assignee) if case.assignee else 'the complaints team'}."]))
-        terms = categories.safeguarding_concern(mail.subject, text)
-        if terms:
-            letters += self.letters.safeguarding_alert(session, case, recorded, now,
-                                                       reason=f"the complaint mentions: {', '.join(terms)}")
+        letters += self._safeguarding_words(session, case, recorded, now)
         return [letter for letter in letters if letter is not None]
 
     def _on_follow_up(self, session: Session, verdict: Verdict, mail: InboundMail, filing: Filing,

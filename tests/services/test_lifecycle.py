@@ -386,3 +386,9 @@ def test_an_out_of_office_that_names_no_letter_we_sent_the_owner_moves_nothing(w
     world.receive(mail(frm=f"Tom Okafor <{TOM}>", subject=f"Automatic reply: [{ref}] x", body="Away.",
                        Auto_Submitted="auto-replied", In_Reply_To=f"<{ack.message_id}>", date=world.now))
     assert world.case(ref).assignee == TOM and world.take_letters() == []
+
+
+def test_a_phone_complaint_with_safeguarding_words_alerts_the_lead_at_once(world: World) -> None:
+    trust_our_server(world)
+    on_behalf(world, "#on-behalf-of Pat Smith <pat@example.com>", body="Pat says her mentor made her feel unsafe.")
+    assert ("safeguarding-alert", JO) in [(letter.kind, letter.to) for letter in world.take_letters()]
