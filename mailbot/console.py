@@ -231,6 +231,7 @@ def status(settings: Settings, as_json: bool, now: datetime | None = None) -> in
 
     from mailbot.domain.health import EXIT_STATUS, Facts, assess
     from mailbot.store import health_reads as reads
+    from mailbot.store.db import schema_version
 
     now = now or datetime.now(timezone.utc)
     with _store(settings) as s:
@@ -239,7 +240,7 @@ def status(settings: Settings, as_json: bool, now: datetime | None = None) -> in
         oldest = reads.oldest_pending(s)
         sent = reads.last_sent(s)
         failed = reads.failed_since(s, now - timedelta(days=1))
-        revision = reads.schema_revision(s)
+        revision = schema_version(s.connection())
     state, reasons = assess(Facts(now, bool(settings.imap_host), boxes, oldest, failed))
     report = {
         "version": version(),

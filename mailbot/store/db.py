@@ -154,11 +154,16 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def schema_version(engine: Engine) -> str | None:
-    """The database's Alembic revision, or None when it has none (new, or not ours)."""
+def schema_version(bind: Engine | Connection) -> str | None:
+    """The database's Alembic revision, or None when it has none (new, or not ours). Given a connection, it
+    reads in that connection's transaction (an engine would wait for a SQLite writer the caller holds)."""
+    query = text("SELECT version_num FROM alembic_version")
     try:
-        with engine.connect() as conn:
-            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        if isinstance(bind, Connection):
+            versions = bind.execute(query).scalars().all()
+        else:
+            with bind.connect() as conn:
+                versions = conn.execute(query).scalars().all()
     except DBAPIError:
         return None
     return versions[0] if len(versions) == 1 else None

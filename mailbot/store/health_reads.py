@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, text
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from mailbot.domain.health import Mailbox
@@ -30,12 +30,6 @@ def oldest_pending(session: Session) -> datetime | None:
 
 def last_sent(session: Session) -> datetime | None:
     return from_db(session.exec(select(func.max(MailMessage.sent_at)).where(MailMessage.direction == "out")).one())
-
-
-def schema_revision(session: Session) -> str | None:
-    """The database's Alembic revision, read in this session's own transaction."""
-    rows = session.connection().execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    return rows[0] if len(rows) == 1 else None
 
 
 def failed_since(session: Session, since: datetime) -> int:
