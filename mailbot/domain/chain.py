@@ -12,8 +12,8 @@ from typing import Callable, Protocol
 
 import authres
 
-from mailbot.domain.commands import on_behalf_line, parse_on_behalf
-from mailbot.domain.forwards import forwarded
+from mailbot.domain.commands import OnBehalf, on_behalf_line, parse_on_behalf
+from mailbot.domain.forwards import Forwarded, forwarded
 from mailbot.domain.mail import InboundMail
 from mailbot.domain.rules import AutomatedVerdict, classify_automated, is_own_address, is_robot_address
 from mailbot.domain.signing import verify_signature
@@ -53,6 +53,10 @@ class Verdict:
     # A staff From without the signed address or authentication: kept, warned about, never obeyed.
     claimed_staff: bool = False
     staff_roles: frozenset[str] = field(default_factory=frozenset)
+    # What the rule read from the message, so nothing downstream reads it again: a CEO's forward's original,
+    # a member of staff's #on-behalf-of line.
+    forwarded: Forwarded | None = None
+    on_behalf: OnBehalf | None = None
 
     @property
     def ref(self) -> str | None:
@@ -139,7 +143,8 @@ def _to_the_ceo(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Ver
         if thread is None and original.message_ids:
             ref = lookup.case_for_message_ids(original.message_ids)
             thread = ThreadMatch(ref, "forwarded-message") if ref else None
-        return Verdict("ceo_direct", "ceo_forward", rules=("forwarded by the Chief Executive",), thread=thread)
+        return Verdict("ceo_direct", "ceo_forward", rules=("forwarded by the Chief Executive",), thread=thread,
+                       forwarded=original)
     if lookup.staff_roles(mail.from_addr) is None and any(_is_ceo(a, lookup, cfg) for a in (*mail.to, *mail.cc)):
         return Verdict("ceo_direct", "ceo_direct", rules=("written to the Chief Executive",),
                        thread=match_case(mail, lookup, cfg.address))
@@ -177,10 +182,11 @@ def _on_behalf(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verd
             "#on-behalf-of from a staff address without trusted authentication (MAILBOT_TRUSTED_AUTHSERV_ID): "
             "not obeyed",))
     try:
-        parse_on_behalf(on_behalf_line(mail.text) or "")
+        person = parse_on_behalf(on_behalf_line(mail.text) or "")
     except ValueError as problem:
         return Verdict("unreadable", "unverified_command", rules=(f"#on-behalf-of could not be read: {problem}",))
-    return Verdict("on_behalf", "on_behalf", rules=("on-behalf-of", "authentication-results"), staff_roles=roles)
+    return Verdict("on_behalf", "on_behalf", rules=("on-behalf-of", "authentication-results"), staff_roles=roles,
+                   on_behalf=person)
 
 
 def _new_case(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict | None:

@@ -191,9 +191,9 @@ class Ingestor:
         if verdict.action == "new_case":
             case = self.lifecycle.open_case(session, mail, arrival.received_at, now)
         elif verdict.action == "ceo_direct" and case is None:
-            case = self.lifecycle.open_case_for_the_ceo(session, mail, arrival.received_at, now)
+            case = self.lifecycle.open_case_for_the_ceo(session, mail, verdict, arrival.received_at, now)
         elif verdict.action == "on_behalf":
-            case = self.lifecycle.open_case_on_behalf(session, mail, arrival.received_at, now)
+            case = self.lifecycle.open_case_on_behalf(session, mail, verdict, arrival.received_at, now)
         if verdict.action == "staff":
             assert case is not None
             self._record(session, mail, arrival, verdict, verdict.kind, case)

@@ -19,8 +19,6 @@ from mailbot.domain.commands import (
     POSTAL_DOMAIN,
     OnBehalf,
     complaint_text_on_behalf,
-    on_behalf_line,
-    parse_on_behalf,
 )
 from mailbot.domain.directory import (
     DirectorySource,
@@ -30,7 +28,7 @@ from mailbot.domain.directory import (
     staff_named_in,
     stage_reviewers,
 )
-from mailbot.domain.forwards import forwarded
+from mailbot.domain.forwards import Forwarded
 from mailbot.domain.mail import InboundMail, header_safe, parse_mail
 from mailbot.domain.procedures import CEO_DIRECT, OPEN_STATUSES, Procedure, next_stage_offered, stage_deadlines
 from mailbot.domain.quotes import extract_new_text
@@ -141,11 +139,11 @@ class CaseLifecycle:
                        **({"logged_by": mail.from_addr} if on_behalf else {}))
         return case
 
-    def open_case_on_behalf(self, session: Session, mail: InboundMail, received_at: datetime,
+    def open_case_on_behalf(self, session: Session, mail: InboundMail, verdict: Verdict, received_at: datetime,
                             now: datetime) -> Case:
-        """A case for the person a member of staff's ``#on-behalf-of`` names (the chain checked it reads)."""
-        return self.open_case(session, mail, received_at, now,
-                              on_behalf=parse_on_behalf(on_behalf_line(mail.text) or ""))
+        """A case for the person a member of staff's ``#on-behalf-of`` names (as the chain read it)."""
+        assert verdict.on_behalf is not None
+        return self.open_case(session, mail, received_at, now, on_behalf=verdict.on_behalf)
 
     # ---- filing and dispatch ------------------------------------------------------------------
 
@@ -477,7 +475,7 @@ class CaseLifecycle:
         assert case is not None
         if filing.restricted is not None:
             return self._under_restriction(session, filing.restricted, case, mail, now)
-        request = self._as_written_by_the_complainant(mail)
+        request = self._as_written_by_the_complainant(mail, verdict.forwarded)
         procedure = self.procedures[case.procedure]
         target = next((s.number for s in procedure.stages if s.entry == CEO_DIRECT), None)
         repo.add_event(session, case, now, "written_to_the_ceo", message_id=mail.message_id, sender=mail.from_addr,
@@ -491,20 +489,20 @@ class CaseLifecycle:
                              started_at=received_at, request=request, to_stage=target)
 
     @staticmethod
-    def _as_written_by_the_complainant(mail: InboundMail) -> InboundMail:
-        """A forward as the complainant wrote it (their address, name and words), for the reviewer's notice."""
-        original = forwarded(mail)
+    def _as_written_by_the_complainant(mail: InboundMail, original: Forwarded | None) -> InboundMail:
+        """A CEO's forward as the complainant wrote it (their address, name and words); anyone else's mail as it is
+        (a quoted "Original Message" in it names nobody: only the CEO's forward is read that way)."""
         if original is None:
             return mail
         return replace(mail, from_addr=original.sender, from_name=original.name, text=original.text, html=None,
                        subject=original.subject or mail.subject, reply_to=())
 
-    def open_case_for_the_ceo(self, session: Session, mail: InboundMail, received_at: datetime,
+    def open_case_for_the_ceo(self, session: Session, mail: InboundMail, verdict: Verdict, received_at: datetime,
                               now: datetime) -> Case:
         """A case for someone who wrote to the Chief Executive directly with no case to thread to: opened for
         the complainant (the forwarded message's sender), under their procedure, never a grievance redirect."""
-        return self.open_case(session, self._as_written_by_the_complainant(mail), received_at, now,
-                              never_redirect=True)
+        return self.open_case(session, self._as_written_by_the_complainant(mail, verdict.forwarded), received_at,
+                              now, never_redirect=True)
 
     def complaint_is_about(self, session: Session, case: Case) -> frozenset[str]:
         """Staff the complaint names (in anything the complainant wrote on the case), and anyone staff moved

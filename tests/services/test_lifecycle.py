@@ -392,3 +392,15 @@ def test_a_phone_complaint_with_safeguarding_words_alerts_the_lead_at_once(world
     trust_our_server(world)
     on_behalf(world, "#on-behalf-of Pat Smith <pat@example.com>", body="Pat says her mentor made her feel unsafe.")
     assert ("safeguarding-alert", JO) in [(letter.kind, letter.to) for letter in world.take_letters()]
+
+
+def test_a_quoted_original_message_in_a_copy_to_the_ceo_names_nobody(world: World) -> None:
+    """Only the CEO's own forward is read for its original sender: anyone can write a quoted header naming someone
+    else, and that person must not have a case opened (and letters sent) in their name."""
+    outcome = world.receive(mail(
+        frm="Mallory <mallory@example.net>", to=f"Alex Morgan <{CEO}>", Cc="complaints@1mm.org.uk",
+        subject="Please look at this", date=world.now,
+        body="See below.\n\n-----Original Message-----\nFrom: Victim <victim@example.org>\nSent: Monday\n\nHelp."))
+    case = world.case(outcome.ref)  # type: ignore[attr-defined]
+    assert case.complainant == "mallory@example.net"
+    assert "victim@example.org" not in {letter.to for letter in world.take_letters()}
