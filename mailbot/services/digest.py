@@ -33,7 +33,7 @@ from mailbot.services.correspondence import Correspondence
 from mailbot.store import digest_reads as reads
 from mailbot.store.db import from_db
 from mailbot.store.db import session as new_session
-from mailbot.store.models import Case, Event
+from mailbot.store.models import Case, Deadline, Event
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,9 @@ class Digest:
         today = cal.local(now).date()
         next_day = cal.next_working_day(today)
 
-        overdue, due_today, due_next = self._deadlines(session, view, now, today, next_day)
+        # The open cases' running deadlines, read once for the deadline sections and the workload.
+        running = reads.running_deadlines(session, view.open_ids())
+        overdue, due_today, due_next = self._deadlines(running, view, now, today, next_day)
         new_cases = [view.item(c, opened=cal.format_datetime(from_db(c.opened_at)))  # type: ignore[arg-type]
                      for c in view.cases_sorted() if since <= from_db(c.opened_at) <= now]  # type: ignore[operator]
         escalations = self._escalations(session, view, since, now)
@@ -234,7 +236,7 @@ class Digest:
         reviews = self._reviews(session, view, now, next_day)
         persistent = self._persistent(session, view, now)
         awaiting = self._awaiting(view)
-        workload = self._workload(session, view, now)
+        workload = self._workload(running, view, now)
         needs_a_look = self._needs_a_look(session, view, since, now)
         problems = self._delivery_problems(session, view, since, now)
         mailboxes = self._mailboxes(session, since, now)
@@ -279,10 +281,9 @@ class Digest:
             "figures": self._figures(session, view, now),
         }
 
-    def _deadlines(self, session: Session, view: _CaseView, now: datetime, today: date,
+    def _deadlines(self, rows: list[Deadline], view: _CaseView, now: datetime, today: date,
                    next_day: date) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         cal = self.calendar
-        rows = reads.running_deadlines(session, view.open_ids())
         overdue, due_today, due_next = [], [], []
         overdue_by_case: dict[int, dict[str, Any]] = {}
         for row in rows:
@@ -388,12 +389,12 @@ class Digest:
         return [view.item(case, since=self.calendar.format_datetime(from_db(case.updated_at)))  # type: ignore
                 for case in view.cases_sorted() if case.status == "awaiting_staff"]
 
-    def _workload(self, session: Session, view: _CaseView, now: datetime) -> list[dict]:
+    def _workload(self, running: list[Deadline], view: _CaseView, now: datetime) -> list[dict]:
         """Open cases by who holds them: how many, how many with a deadline this week, how many overdue."""
         end_of_week = self.calendar.local(now).date() + timedelta(days=6 - self.calendar.local(now).weekday())
         due_this_week: set[int] = set()
         late: set[int] = set()
-        for row in reads.running_deadlines(session, view.open_ids()):
+        for row in running:
             due = from_db(row.due_at)
             assert due is not None
             if due <= now:
