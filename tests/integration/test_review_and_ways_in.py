@@ -197,3 +197,22 @@ def test_a_complaint_by_post_sends_nothing_to_anyone_outside_and_asks_staff_to_p
     assert len(post) == 1 and post[0].rcpt_tos == ["priya.shah@1mm.org.uk"]
     assert [part.get_filename() for part in post[0].message.iter_attachments()] == \
         ["1MM-2026-0001-acknowledgement.txt"]
+
+
+def test_forged_authority_over_the_ceo_stage_moves_nothing(bot: Bot) -> None:
+    """From outside, through Dovecot: a forward 'from the CEO' without our server's word, and a stranger's copy to
+    the CEO naming a case and quoting someone else's 'Original Message', move no case and write to nobody named."""
+    bot.extra["MAILBOT_TRUSTED_AUTHSERV_ID"] = "mx.1mm.org.uk"
+    bot.append(make_mail(frm="Jane Doe <jane@example.com>", subject="Missed call"), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    forged = make_mail(frm=f"Alex Morgan <{CEO}>", subject="Fwd: [1MM-2026-0001] Missed call",
+                       body="---------- Forwarded message ---------\nFrom: Jane Doe <jane@example.com>\n\nPlease.")
+    stranger = make_mail(frm="mallory@example.net", to=CEO, Cc="complaints@1mm.org.uk",
+                         subject="[1MM-2026-0001] Escalate", body="-----Original Message-----\n"
+                         "From: Victim <victim@example.org>\nSent: Monday\n\nHelp.")
+    bot.append(forged, internaldate=T0 + timedelta(minutes=1))
+    bot.append(stranger, internaldate=T0 + timedelta(minutes=2))
+    bot.once(now=T0 + timedelta(minutes=3))
+    assert bot.case_json("1MM-2026-0001")["stage"] == 1
+    assert all("victim@example.org" not in letter.rcpt_tos for letter in bot.letters())
+    assert bot.letters("escalation") == [] and bot.letters("escalation-review") == []
