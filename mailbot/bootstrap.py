@@ -105,6 +105,7 @@ class App:
         s = self.settings
         if s.smtp_host:
             host, port, security = s.smtp_host, s.smtp_port_effective, s.smtp_security
+            # One token source for every connection: a refused token is forgotten once, for all of them.
             user, token = s.smtp_user_effective, s.token_source()
             return lambda: SmtpTransport(host, port, security, user, s.smtp_password, token=token)
         sent = s.data_dir / "sent"

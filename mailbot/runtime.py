@@ -82,7 +82,7 @@ async def _smtp_process(app: App) -> SmtpProcess | None:
         return None
     smtp = SmtpProcess(s.smtp_host, s.smtp_port_effective, s.smtp_security, s.smtp_user_effective, s.smtp_password,
                        connections=app.deliverer.concurrency, journal=app.journal_path,
-                       token_command=s.oauth_token_command if s.auth == "command" else None)
+                       token=spec.to_dict() if (spec := s.token_spec()) else None)
     try:
         await smtp.start()
     except (OSError, WorkerUnavailable) as exc:  # no child process here: deliver from this one

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from datetime import time
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailbot.domain.attachments import parse_size
 from mailbot.files import write_private_file
-from mailbot.mail.oauth import CommandToken
+from mailbot.mail.oauth import MICROSOFT_AUTHORITY, TokenSource, TokenSpec, token_source
 
 
 class ConfigError(Exception):
@@ -50,15 +50,22 @@ class Settings(BaseSettings):
     # Servers drop an IDLE after 30 minutes (RFC 2177); we renew well before that.
     imap_idle_renew: float = Field(default=600.0, gt=0)
 
-    # How the bot signs in to IMAP and SMTP: a password, or an OAuth2 access token (XOAUTH2) that a command
-    # prints (any provider, or a delegated flow). Microsoft 365 and Google Workspace sign-in are to come.
-    auth: Literal["password", "command"] = "password"
+    # How the bot signs in to IMAP and SMTP: a password, or an OAuth2 access token (XOAUTH2) from Microsoft
+    # 365 (msal, an app registration), Google Workspace (a service account) or a command that prints one.
+    auth: Literal["password", "microsoft", "google", "command"] = "password"
     # The log: a line per message and per letter. "json" for a log collector.
     log_format: Literal["text", "json"] = "text"
     # With a real mailbox the bot refuses the fictional sample staff directory; "allow" lets a trial run on it.
     sample_directory: Literal["refuse", "allow"] = "refuse"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     oauth_token_command: str | None = None
+    ms_tenant_id: str | None = None
+    ms_client_id: str | None = None
+    ms_client_secret: str | None = None
+    ms_cert_file: Path | None = None
+    ms_cert_thumbprint: str | None = None
+    ms_authority: str = MICROSOFT_AUTHORITY
+    google_service_account_file: Path | None = None
 
     smtp_host: str | None = None
     smtp_port: int | None = Field(default=None, ge=1, le=65535)
@@ -158,11 +165,19 @@ class Settings(BaseSettings):
         """The SMTP sign-in name: MAILBOT_SMTP_USER, or with OAuth2 the mailbox's own (MAILBOT_IMAP_USER)."""
         return self.smtp_user or (self.imap_user if self.auth != "password" else None)
 
-    def token_source(self) -> Callable[[], str] | None:
+    def token_spec(self) -> TokenSpec | None:
         """Where an OAuth2 access token comes from, or None to sign in with the password."""
-        if self.auth == "command" and self.oauth_token_command:
-            return CommandToken(self.oauth_token_command)
-        return None
+        if self.auth == "password":
+            return None
+        return TokenSpec(
+            kind=self.auth, state_dir=str(self.data_dir.resolve()), command=self.oauth_token_command,
+            tenant_id=self.ms_tenant_id, client_id=self.ms_client_id, client_secret=self.ms_client_secret,
+            cert_file=str(self.ms_cert_file) if self.ms_cert_file else None, cert_thumbprint=self.ms_cert_thumbprint,
+            authority=self.ms_authority, subject=self.imap_user,
+            service_account_file=str(self.google_service_account_file) if self.google_service_account_file else None)
+
+    def token_source(self) -> TokenSource | None:
+        return token_source(self.token_spec())
 
     @property
     def domain(self) -> str:
@@ -227,6 +242,27 @@ class Settings(BaseSettings):
         if self.auth == "command" and not (self.oauth_token_command or "").strip():
             raise ConfigError("MAILBOT_OAUTH_TOKEN_COMMAND must be set with MAILBOT_AUTH=command (a command that "
                               "prints an access token)")
+        if self.auth == "microsoft":
+            missing = [name for name, value in (("MAILBOT_MS_TENANT_ID", self.ms_tenant_id),
+                                                ("MAILBOT_MS_CLIENT_ID", self.ms_client_id)) if not value]
+            if missing:
+                raise ConfigError(f"{' and '.join(missing)} must be set with MAILBOT_AUTH=microsoft (the app "
+                                  f"registration's Directory (tenant) ID and Application (client) ID)")
+            if not self.ms_client_secret and not (self.ms_cert_file and self.ms_cert_thumbprint):
+                raise ConfigError("MAILBOT_MS_CLIENT_SECRET, or MAILBOT_MS_CERT_FILE with MAILBOT_MS_CERT_THUMBPRINT, "
+                                  "must be set with MAILBOT_AUTH=microsoft")
+            if self.ms_cert_file and not self.ms_cert_file.is_file():
+                raise ConfigError(f"MAILBOT_MS_CERT_FILE: {self.ms_cert_file} is not a file")
+            if not self.ms_authority.startswith("https://"):
+                raise ConfigError(f"MAILBOT_MS_AUTHORITY: must be an https:// address (got {self.ms_authority!r})")
+        if self.auth == "google" and not (self.google_service_account_file and
+                                          self.google_service_account_file.is_file()):
+            raise ConfigError("MAILBOT_GOOGLE_SERVICE_ACCOUNT_FILE must name the service account's JSON key file "
+                              "with MAILBOT_AUTH=google" + (f" ({self.google_service_account_file} is not a file)"
+                                                            if self.google_service_account_file else ""))
+        if self.auth in ("microsoft", "google") and not self.imap_user:
+            raise ConfigError(f"MAILBOT_IMAP_USER must be set with MAILBOT_AUTH={self.auth} (the mailbox to sign in "
+                              f"as, e.g. complaints@1mm.org.uk)")
         if self.imap_host and not self.imap_user:
             raise ConfigError("MAILBOT_IMAP_USER must be set with MAILBOT_IMAP_HOST")
         if self.imap_host and self.auth == "password" and not self.imap_password:

@@ -31,7 +31,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Callable, Self
 
 import psutil
 
@@ -706,6 +706,171 @@ class TokenIntrospection:
         self.url = f"http://{HOST}:{self._server.server_address[1]}/introspect"
         self._thread = threading.Thread(target=self._server.serve_forever, name="introspection", daemon=True)
         self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class TokenEndpoint:
+    """A stand-in for Microsoft's and Google's token services, over HTTPS on loopback with its own certificate.
+
+    Microsoft (msal, with MAILBOT_MS_AUTHORITY = ``url``): instance discovery at ``/common/discovery/instance``,
+    OpenID configuration at ``/<tenant>/v2.0/.well-known/openid-configuration``, and client credentials at
+    ``/<tenant>/oauth2/v2.0/token`` (the client id and secret must be ``ms_client``). Google (google-auth, with
+    the key file from ``google_key_file``): a signed JWT assertion at ``/google/token``, checked against the
+    key, the scope and the subject. Each token granted is passed to ``on_grant(token, user)`` unless
+    ``grant_unusable`` is set (a token the mail servers will not take: a permission missing); ``expires_in``
+    is what the grant says. ``requests`` lists the paths asked, ``granted`` the tokens.
+    """
+
+    def __init__(self, root: Path, on_grant: Callable[[str, str], None], user: str = "complaints") -> None:
+        import http.server
+        import ssl
+        import threading
+        import urllib.parse
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.on_grant = on_grant
+        self.user = user
+        self.ms_client = ("app-id", "app-secret")
+        self.tenant = "tenant-1"
+        self.expires_in = 3600
+        self.grant_unusable = False
+        self.requests: list[str] = []
+        self.granted: list[str] = []
+        self.ca_file, key_file = self._certificate()
+        self._google_public_key, self._google_private_pem = self._rsa_key()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: dict[str, object]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                path = urllib.parse.urlparse(self.path).path
+                outer.requests.append(f"GET {path}")
+                if path == "/common/discovery/instance":
+                    self._answer(200, {"tenant_discovery_endpoint":
+                                       f"{outer.url}/{outer.tenant}/v2.0/.well-known/openid-configuration",
+                                       "api-version": "1.1", "metadata": []})
+                elif path == f"/{outer.tenant}/v2.0/.well-known/openid-configuration":
+                    base = f"{outer.url}/{outer.tenant}"
+                    self._answer(200, {"issuer": f"{base}/v2.0", "token_endpoint": f"{base}/oauth2/v2.0/token",
+                                       "authorization_endpoint": f"{base}/oauth2/v2.0/authorize"})
+                else:
+                    self._answer(404, {"error": "not_found"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                path = urllib.parse.urlparse(self.path).path
+                outer.requests.append(f"POST {path}")
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[0] for k, v in urllib.parse.parse_qs(self.rfile.read(length).decode()).items()}
+                if path == f"/{outer.tenant}/oauth2/v2.0/token":
+                    status, body = outer._microsoft(form)
+                elif path == "/google/token":
+                    status, body = outer._google(form)
+                else:
+                    status, body = 404, {"error": "not_found"}
+                self._answer(status, body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                return
+
+        self._server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.ca_file, key_file)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.url = f"https://{HOST}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="token-endpoint", daemon=True)
+        self._thread.start()
+
+    # ---- the two services ----------------------------------------------------------------------
+
+    def _grant(self) -> tuple[int, dict[str, object]]:
+        token = f"granted-{len(self.granted) + 1}-{os.urandom(4).hex()}"
+        self.granted.append(token)
+        if not self.grant_unusable:
+            self.on_grant(token, self.user)
+        return 200, {"token_type": "Bearer", "access_token": token, "expires_in": self.expires_in}
+
+    def _microsoft(self, form: dict[str, str]) -> tuple[int, dict[str, object]]:
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type"}
+        if (form.get("client_id"), form.get("client_secret")) != self.ms_client:
+            return 401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret "
+                         "provided.\r\nTrace ID: 0"}
+        if "https://outlook.office365.com/.default" not in form.get("scope", "").split():
+            return 400, {"error": "invalid_scope", "error_description": "AADSTS70011: wrong scope"}
+        return self._grant()
+
+    def _google(self, form: dict[str, str]) -> tuple[int, dict[str, object]]:
+        from google.auth import jwt
+
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return 400, {"error": "unsupported_grant_type"}
+        try:
+            claims = jwt.decode(form.get("assertion", ""), certs={"k1": self._google_public_key},
+                                # google-auth addresses the assertion to Google's token service by name.
+                                audience=["https://oauth2.googleapis.com/token", f"{self.url}/google/token"])
+        except ValueError as exc:
+            return 400, {"error": "invalid_grant", "error_description": f"Invalid JWT Signature: {exc}"}
+        if claims.get("scope") != "https://mail.google.com/" or claims.get("sub") != self.user:
+            return 401, {"error": "unauthorized_client", "error_description": "Client is unauthorized to retrieve "
+                         "access tokens using this method, or client not authorized for any of the scopes requested."}
+        return self._grant()
+
+    def google_key_file(self, path: Path) -> Path:
+        """A service account key file whose token_uri is this endpoint, as Google's console writes one."""
+        path.write_text(json.dumps({
+            "type": "service_account", "project_id": "mailbot-test", "private_key_id": "k1",
+            "private_key": self._google_private_pem, "client_email": "mailbot@mailbot-test.iam.gserviceaccount.com",
+            "client_id": "1", "token_uri": f"{self.url}/google/token"}))
+        return path
+
+    # ---- keys and certificate ------------------------------------------------------------------
+
+    def _rsa_key(self) -> tuple[str, str]:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        return public, private
+
+    def _certificate(self) -> tuple[Path, Path]:
+        """A self-signed certificate for 127.0.0.1; the bot trusts it through REQUESTS_CA_BUNDLE."""
+        import datetime as dt
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailbot test token endpoint")])
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=2))
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), False)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                .sign(key, hashes.SHA256()))
+        cert_file, key_file = self.root / "endpoint.pem", self.root / "endpoint.key"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return cert_file, key_file
 
     def close(self) -> None:
         self._server.shutdown()

@@ -20,7 +20,7 @@ from typing import Callable
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailbot.mail.oauth import TokenError
+from mailbot.mail.oauth import TokenError, invalidate, monotonic_until
 from mailbot.services.ingest import Arrival, CursorPosition, FirstRunError, MailboxHooks
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class ImapIntake:
         self.idle_supported = False
         self._announced = False
         self._connected_at = 0.0
+        self._renew_at: float | None = None  # when the token signed in with nears its expiry
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -81,7 +82,15 @@ class ImapIntake:
             if cfg.security == "starttls":
                 client.starttls(context)
             if cfg.token is not None:
-                client.oauth2_login(cfg.user, cfg.token())
+                try:
+                    client.oauth2_login(cfg.user, cfg.token())
+                except LoginError:
+                    # A cached token may have been revoked: forget it and try once with a token fresh from
+                    # the provider (a second refusal is the provider's or the mailbox's answer).
+                    if not invalidate(cfg.token):
+                        raise
+                    client.oauth2_login(cfg.user, cfg.token())
+                self._renew_at = monotonic_until(getattr(cfg.token, "expires_at", None))
             else:
                 client.login(cfg.user, cfg.password)
             # Aware datetimes: INTERNALDATE is the receipt time every deadline counts from.
@@ -186,8 +195,7 @@ class ImapIntake:
                     on_fetched(count)
                 backoff = BACKOFF_START
                 self._wait_for_mail(stop)
-                if self.config.token is not None and \
-                        time.monotonic() - self._connected_at > self.config.token_reconnect:
+                if self._token_expiring():
                     self.disconnect()  # signed in again with a fresh token before the old one expires
             except FirstRunError:
                 raise  # nothing a retry can fix: the operator has to choose
@@ -204,6 +212,14 @@ class ImapIntake:
                 stop.wait(backoff)
                 backoff = next_backoff(backoff)
         self.disconnect()
+
+    def _token_expiring(self) -> bool:
+        """Signed in with a token that expires within five minutes, or that is older than token_reconnect."""
+        if self.config.token is None:
+            return False
+        now = time.monotonic()
+        return now - self._connected_at > self.config.token_reconnect or (
+            self._renew_at is not None and now >= self._renew_at)
 
     def _failed(self, exc: BaseException, auth: bool) -> None:
         log.warning("IMAP %s: %s: %s", self.config.mailbox, type(exc).__name__, exc)
@@ -223,6 +239,8 @@ class ImapIntake:
         cfg = self.config
         deadline = time.monotonic() + (min(cfg.poll_interval, cfg.idle_renew) if self.idle_supported
                                        else cfg.poll_interval)
+        if cfg.token is not None and self._renew_at is not None:
+            deadline = min(deadline, self._renew_at)  # wake to sign in afresh before the token expires
         if not self.idle_supported:
             while not stop.is_set() and time.monotonic() < deadline:
                 stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))

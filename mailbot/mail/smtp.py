@@ -9,7 +9,7 @@ from typing import Callable
 
 import aiosmtplib
 
-from mailbot.mail.oauth import TokenError
+from mailbot.mail.oauth import TokenError, invalidate
 from mailbot.services.transport import PermanentFailure, TemporaryFailure
 
 # An address that is plainly safe on an SMTP command line as it stands: ASCII atoms and dots, no spaces,
@@ -71,7 +71,10 @@ class SmtpTransport:
             raise TemporaryFailure(message) from None
         except (aiosmtplib.SMTPAuthenticationError, TokenError) as exc:
             # A refused sign-in is the bot's problem, not the letter's: it waits and is tried again (and the
-            # operator is told), never failed for good because a password or token went stale.
+            # operator is told), never failed for good because a password or token went stale. A refused
+            # token is forgotten, so the next try asks the provider for a new one.
+            if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+                invalidate(self.token)
             await self._drop()
             raise TemporaryFailure(f"sign-in refused: {exc}") from None
         except aiosmtplib.SMTPResponseException as exc:

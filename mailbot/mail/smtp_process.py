@@ -62,12 +62,12 @@ class SmtpProcess:
 
     def __init__(self, host: str, port: int, security: str, user: str | None = None, password: str | None = None,
                  connections: int = 8, python: str = sys.executable, journal: Path | None = None,
-                 token_command: str | None = None) -> None:
+                 token: dict[str, Any] | None = None) -> None:
         self.python = python
         self.connections = connections
         self.config = {"host": host, "port": port, "security": security, "user": user, "password": password,
                        "connections": connections, "journal": str(journal) if journal else None,
-                       "token_command": token_command}
+                       "token": token}
         self._proc: asyncio.subprocess.Process | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next = 0
@@ -166,7 +166,7 @@ class SmtpProcess:
 
 
 async def _child() -> None:
-    from mailbot.mail.oauth import CommandToken
+    from mailbot.mail.oauth import TokenSpec, token_source
     from mailbot.mail.smtp import SmtpTransport
     from mailbot.store.sent_journal import SentJournal
 
@@ -180,7 +180,8 @@ async def _child() -> None:
         return
     config = first[0]
     free: asyncio.Queue[SmtpTransport] = asyncio.Queue()
-    token = CommandToken(config["token_command"]) if config.get("token_command") else None
+    # One token source for all the connections: a refused token is forgotten once, for all of them.
+    token = token_source(TokenSpec.from_dict(config["token"])) if config.get("token") else None
     transports = [SmtpTransport(config["host"], config["port"], config["security"], config["user"],
                                 config["password"], token=token) for _ in range(int(config["connections"]))]
     for transport in transports:

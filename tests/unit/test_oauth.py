@@ -7,17 +7,21 @@ import sys
 
 import pytest
 
-from mailbot.mail.oauth import CommandToken, TokenError
+from mailbot.mail.oauth import CommandToken, TokenError, TokenSpec
+
+
+def command(line: str) -> CommandToken:
+    return CommandToken(TokenSpec(kind="command", command=line))
 
 PY = shlex.quote(sys.executable)
 
 
 def test_the_first_line_is_the_token() -> None:
-    assert CommandToken(f"{PY} -c 'print(\"abc.def\"); print(\"ignored\")'")() == "abc.def"
+    assert command(f"{PY} -c 'print(\"abc.def\"); print(\"ignored\")'")() == "abc.def"
 
 
 @pytest.mark.parametrize(
-    "command, reason",
+    "line, reason",
     [
         (f"{PY} -c 'import sys; sys.exit(\"token endpoint said 401\")'", "token endpoint said 401"),
         (f"{PY} -c 'pass'", "printed no token (exit status 0)"),
@@ -25,7 +29,7 @@ def test_the_first_line_is_the_token() -> None:
         ("'unbalanced", "could not run"),
     ],
 )
-def test_no_token_is_a_plain_reason(command: str, reason: str) -> None:
+def test_no_token_is_a_plain_reason(line: str, reason: str) -> None:
     with pytest.raises(TokenError, match="MAILBOT_OAUTH_TOKEN_COMMAND") as caught:
-        CommandToken(command)()
+        command(line)()
     assert reason in str(caught.value)
