@@ -47,6 +47,9 @@ def run(settings: Settings, once: bool, now: datetime | None) -> int:
         return 0
     try:
         result = runtime.run_once(app)
+    except runtime.ActiveElsewhere as exc:
+        print(f"mailbot: {exc} is running on this database and does this work; nothing was done")
+        return 0
     except (IMAPClientError, OSError) as exc:
         # Recorded as the mailbox's health too (the digest shows it); here it is one line, not a traceback.
         print(f"mailbot: could not read the mailbox at {settings.imap_host}:{settings.imap_port_effective}: "
@@ -182,7 +185,11 @@ def digest(settings: Settings, now: datetime | None, to: str | None, preview: Pa
     except DigestError as exc:
         print(f"mailbot: {exc}", file=sys.stderr)
         return 1
-    report = runtime.deliver(app)
+    try:
+        report = runtime.deliver(app)
+    except runtime.ActiveElsewhere as exc:
+        print(f"digest: queued {queued}; {exc}, running on this database, sends it")
+        return 0
     print(f"digest: queued {queued}, sent {report.sent}, deferred {report.deferred}, failed {report.failed}")
     return 0
 

@@ -23,10 +23,13 @@ from mailbot.services.delivery import DeliveryReport
 from mailbot.services.ingest import FirstRunError
 from mailbot.settings import ConfigError
 from mailbot.store import repo
+from mailbot.store.locks import InstanceLock, instance_lock
 
 log = logging.getLogger(__name__)
 
 LOCAL_MAILBOX = "local/maildir"
+# How often a standby tries to take over (so within seconds of the active bot's death).
+STANDBY_POLL = 5.0
 
 Wake = Callable[[], None]
 
@@ -69,9 +72,30 @@ def local_intake(app: App, wake: Wake = _nobody) -> int:
     return count
 
 
+class ActiveElsewhere(Exception):
+    """Another mailbot is active on this database: it does the mailbox and the outbox; ``str()`` says who."""
+
+
 def deliver(app: App) -> DeliveryReport:
-    """One delivery pass over the outbox, in this process."""
-    return asyncio.run(app.deliverer.deliver_due())
+    """One delivery pass over the outbox, in this process; ActiveElsewhere when a running bot has the outbox
+    (two deliverers could both send the same letter)."""
+    with _exclusively(app):
+        return asyncio.run(app.deliverer.deliver_due())
+
+
+class _exclusively:
+    """The instance lock for one pass, or ActiveElsewhere at once (never a wait)."""
+
+    def __init__(self, app: App) -> None:
+        self.lock = instance_lock(app.engine)
+
+    def __enter__(self) -> InstanceLock:
+        if not self.lock.try_acquire():
+            raise ActiveElsewhere(self.lock.holder())
+        return self.lock
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
 
 async def _smtp_process(app: App) -> SmtpProcess | None:
@@ -95,7 +119,9 @@ async def _smtp_process(app: App) -> SmtpProcess | None:
 
 
 def run_once(app: App) -> dict[str, object]:
-    return asyncio.run(_run_once(app))
+    """One pass; ActiveElsewhere (before the mailbox is touched) when a daemon is active on this database."""
+    with _exclusively(app):
+        return asyncio.run(_run_once(app))
 
 
 async def _run_once(app: App) -> dict[str, object]:
@@ -164,6 +190,10 @@ class Daemon:
         self.smtp_child = smtp_child
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken: asyncio.Event | None = None
+        self.lock = instance_lock(app.engine)
+        # "starting", then "standby" while another bot is active on the database, then "active".
+        self.role = "starting"
+        self.lost_lock = False
 
     def run(self) -> None:
         asyncio.run(self._run())
@@ -183,9 +213,6 @@ class Daemon:
                 pass
 
     async def _run(self) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler
-
-        app, settings = self.app, self.app.settings
         self._loop, self._woken = asyncio.get_running_loop(), asyncio.Event()
         local_wake = threading.Event()  # the local listener saved a message
 
@@ -198,6 +225,41 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, on_signal)
 
+        try:
+            if await self._standby():
+                await self._active(local_wake)
+        finally:
+            self.lock.release()
+            self._loop = self._woken = None
+
+    async def _standby(self) -> bool:
+        """Wait until this instance holds the database's lock (at once when no other bot runs); False when
+        stopped first. A standby touches neither the mailbox nor the outbox."""
+        assert self._woken is not None
+        announced = False
+        while not self.stopping.is_set():
+            if await asyncio.to_thread(self.lock.try_acquire):
+                if announced:
+                    log.info("the active mailbot stopped: this one takes over")
+                self.role = "active"
+                return True
+            if not announced:
+                log.info("standby: %s is active on this database; this one takes over when it stops",
+                         self.lock.holder())
+                announced = True
+            self.role = "standby"
+            self._woken.clear()
+            try:
+                await asyncio.wait_for(self._woken.wait(), timeout=STANDBY_POLL)
+            except asyncio.TimeoutError:
+                pass
+        return False
+
+    async def _active(self, local_wake: threading.Event) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        app, settings = self.app, self.app.settings
+        assert self._woken is not None
         threads: list[threading.Thread] = []
         fatal: list[ConfigError] = []  # what stopped the daemon that the operator must fix
         listener: LocalListener | None = None
@@ -264,11 +326,18 @@ class Daemon:
                 listener.stop()
             for thread in threads:
                 await asyncio.to_thread(thread.join, 35)
-            self._loop = self._woken = None
         if fatal:
             raise fatal[0]
+        if self.lost_lock:
+            raise ConfigError("lost the database lock that keeps a second mailbot from sending the same letters "
+                              "(the database connection dropped): stopped; start it again")
 
     def _scheduled(self) -> None:
+        if not self.lock.still_held():
+            log.error("lost the database lock (the connection dropped); stopping so no letter goes twice")
+            self.lost_lock = True
+            self.stop()
+            return
         try:
             if self.app.jobs.run_due(self.app.clock()):
                 self.wake()

@@ -175,10 +175,28 @@ def upgrade(engine: Engine) -> None:
         return
     from alembic import command
 
+    from mailbot.store.locks import migrating
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
+    # Two first starts take turns (PostgreSQL once crashed one of them creating the same type twice); the
+    # second finds the schema there. The look is in a savepoint: on PostgreSQL a missing table would
+    # otherwise end the transaction.
+    with engine.begin() as conn, migrating(engine, conn):
+        if _version_in_savepoint(conn) == SCHEMA_HEAD:
+            return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def _version_in_savepoint(conn: Connection) -> str | None:
+    savepoint = conn.begin_nested()
+    try:
+        versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except DBAPIError:
+        savepoint.rollback()
+        return None
+    savepoint.commit()
+    return versions[0] if len(versions) == 1 else None
 
 
 def session(engine: Engine) -> Session:
