@@ -21,6 +21,7 @@ from mailbot.mail.clamd import ClamdScanner
 from mailbot.mail.imap import ImapConfig
 from mailbot.mail.maildir import MaildirTransport
 from mailbot.mail.smtp import SmtpTransport
+from mailbot.services.alerts import Alerts
 from mailbot.services.correspondence import Correspondence, Sender
 from mailbot.services.delivery import Deliverer
 from mailbot.services.digest import Digest
@@ -30,8 +31,11 @@ from mailbot.services.lifecycle import Addresses, CaseLifecycle
 from mailbot.services.staffdesk import StaffDesk
 from mailbot.services.transport import Transport
 from mailbot.settings import ConfigError, Settings
+from mailbot.store import health_reads
 from mailbot.store.db import open_database
+from mailbot.store.db import session as new_session
 from mailbot.store.sent_journal import SentJournal
+from mailbot.web.metrics import Metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,19 +86,25 @@ class App:
         self.lifecycle = CaseLifecycle(Addresses(own, settings.domain, settings.form_sender_set), self.letters,
                                        self.calendar, self.procedures, self.directory)
         self.staff_desk = StaffDesk(self.lifecycle, self.letters, self.directory, self.signposts)
+        self.metrics = Metrics(self._outbox_by_state)
         self.ingestor = Ingestor(self.engine, self.route_config, self.lifecycle, self.staff_desk, self.letters,
-                                 self.directory, self.clock)
+                                 self.directory, self.clock, observer=self.metrics)
         self.journal_path = settings.data_dir / "sent.journal"
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,
-                                   journal=SentJournal(self.journal_path))
+                                   journal=SentJournal(self.journal_path), observer=self.metrics)
         self.digest = Digest(self.engine, self.letters, self.calendar, self.directory, self.procedures,
                              settings.digest_time, persistent_threshold=settings.persistent_threshold)
+        self.alerts = Alerts(self.engine, self.letters, settings.admin_email, bool(settings.imap_host), self.clock)
         self.jobs = Jobs(self.engine, self.lifecycle, self.letters, self.calendar, self.directory, digest=self.digest)
 
     # ---- wiring helpers ----------------------------------------------------------------------
 
     def clock(self) -> datetime:
         return self.fixed_now or datetime.now(timezone.utc)
+
+    def _outbox_by_state(self) -> dict[str, int]:
+        with new_session(self.engine) as s:
+            return health_reads.outbox_by_state(s)
 
     def _data_file(self, name: str) -> Path:
         """A file from the data dir, falling back to the copy shipped with the code."""
@@ -114,7 +124,10 @@ class App:
     def mailbox(self, on_commit: Callable[[], None]) -> MailboxIntake:
         """The bot's side of the mailbox port; ``on_commit`` wakes whatever delivers the letters."""
         return MailboxIntake(self.ingestor, self.settings.first_run,
-                             self.settings.database_url_effective.split("@")[-1], on_commit)
+                             self.settings.database_url_effective.split("@")[-1], on_commit,
+                             # A failed read tells the administrator at once, not at the next minute's check,
+                             # and the next good read says it has recovered.
+                             after_failure=self.alerts.check, after_success=self.alerts.check_if_standing)
 
     def imap_config(self) -> ImapConfig:
         return imap_config(self.settings)
@@ -126,4 +139,4 @@ def imap_config(s: Settings) -> ImapConfig:
     return ImapConfig(host=s.imap_host, port=s.imap_port_effective, user=s.imap_user,
                       password=s.imap_password or "", security=s.imap_security, folder=s.imap_folder,
                       processed_folder=s.imap_processed_folder, poll_interval=s.imap_poll_interval,
-                      idle_renew=s.imap_idle_renew, token=s.token_source())
+                      idle_renew=s.imap_idle_renew, token=s.token_source(), login_backoff=s.sign_in_retry)

@@ -222,63 +222,40 @@ def auth_test(settings: Settings) -> int:
 
 
 def version() -> str:
-    """The installed mailbot's version."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
+    from mailbot.status import version as installed_version
 
-    try:
-        return installed("mailbot")
-    except PackageNotFoundError:  # pragma: no cover  (run from a checkout that was never installed)
-        return "unknown"
+    return installed_version()
 
 
 def status(settings: Settings, as_json: bool, now: datetime | None = None) -> int:
     """What the bot has been doing, and whether it is healthy: exit 0 healthy, 1 degraded, 3 failing."""
-    from datetime import timedelta, timezone
+    from datetime import timezone
 
-    from mailbot.domain.health import EXIT_STATUS, Facts, assess
-    from mailbot.store import health_reads as reads
-    from mailbot.store.db import schema_version
+    from mailbot.status import report as health_report
 
     now = now or datetime.now(timezone.utc)
-    with _store(settings) as s:
-        boxes = reads.mailboxes(s)
-        outbox = reads.outbox_by_state(s)
-        oldest = reads.oldest_pending(s)
-        sent = reads.last_sent(s)
-        failed = reads.failed_since(s, now - timedelta(days=1))
-        revision = schema_version(s.connection())
-    state, reasons = assess(Facts(now, bool(settings.imap_host), boxes, oldest, failed))
-    report = {
-        "version": version(),
-        "state": state,
-        "reasons": reasons,
-        "mode": "imap" if settings.imap_host else "local",
-        "sign_in": settings.auth,
-        "smtp": settings.smtp_host or "maildir (data/sent)",
-        "mailboxes": [{"mailbox": b.name, "last_success": b.last_success.isoformat() if b.last_success else None,
-                       "last_error": b.last_error, "last_error_at": b.last_error_at.isoformat()
-                       if b.last_error_at else None} for b in boxes],
-        "last_sent": sent.isoformat() if sent else None,
-        "outbox": outbox,
-        "oldest_unsent_seconds": int((now - oldest).total_seconds()) if oldest else None,
-        "failed_last_day": failed,
-        "schema_revision": revision,
-    }
+    engine = open_database(settings.database_url_effective)
+    try:
+        report = health_report(settings, engine, now)
+    finally:
+        engine.dispose()
     if as_json:
         print_json(report)
     else:
         zone = ZoneInfo(settings.timezone)
-        print(f"mailbot {report['version']}: {state}" + "".join(f"\n  - {r}" for r in reasons))
+        print(f"mailbot {report['version']}: {report['state']}" + "".join(f"\n  - {r}" for r in report["reasons"]))
         print(f"  mode          {report['mode']} (sign-in: {settings.auth}), letters via {report['smtp']}")
-        for b in boxes:
-            last = b.last_success.isoformat() if b.last_success else None
-            print(f"  mailbox       {b.name}: last read {uk_time(last, zone)}")
-        print(f"  last sent     {uk_time(report['last_sent'], zone)}")  # type: ignore[arg-type]
-        print("  outbox        " + (", ".join(f"{n} {k}" for k, n in sorted(outbox.items())) or "empty"))
-        print(f"  failed (day)  {failed}")
-        print(f"  schema        {revision}")
-    return EXIT_STATUS[state]
+        print(f"  running       {report['running'] or 'no mailbot is running on this database'}")
+        for b in report["mailboxes"]:
+            print(f"  mailbox       {b['mailbox']}: last read {uk_time(b['last_success'], zone)}")
+        print(f"  last sent     {uk_time(report['last_sent'], zone)}")
+        if settings.auth != "password":
+            print(f"  sign-in       IMAP {report['sign_in_state']['imap']}, SMTP {report['sign_in_state']['smtp']}; "
+                  f"token expires {uk_time(report['token_expires_at'], zone)}")
+        print("  outbox        " + (", ".join(f"{n} {k}" for k, n in sorted(report["outbox"].items())) or "empty"))
+        print(f"  failed (day)  {report['failed_last_day']}")
+        print(f"  schema        {report['schema_revision']}")
+    return int(report["exit_status"])
 
 
 def backup(settings: Settings, target: Path) -> int:

@@ -24,6 +24,7 @@ from mailbot.services.ingest import FirstRunError
 from mailbot.settings import ConfigError
 from mailbot.store import repo
 from mailbot.store.locks import InstanceLock, instance_lock
+from mailbot.web.server import HttpListener
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,10 @@ async def _run_once(app: App) -> dict[str, object]:
         loop.call_soon_threadsafe(woken.set)
 
     def take_in() -> tuple[int, int]:
-        fetched = intake_once(app, wake)
+        try:
+            fetched = intake_once(app, wake)
+        finally:
+            app.alerts.check()  # a failed read is alerted before the error ends the pass
         return fetched, app.jobs.run_due(app.clock())
 
     totals = DeliveryReport()
@@ -225,12 +229,35 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, on_signal)
 
+        http = await self._http_listener()
         try:
             if await self._standby():
                 await self._active(local_wake)
         finally:
             self.lock.release()
+            if http is not None:
+                await http.stop()
             self._loop = self._woken = None
+
+    async def _http_listener(self) -> HttpListener | None:
+        """/healthz and /metrics, served from the start (a standby answers too); None when the port is 0."""
+        from mailbot.status import report
+        from mailbot.web.app import build
+
+        settings = self.app.settings
+        if not settings.http_port:
+            return None
+        web = build(lambda: report(settings, self.app.engine, self.app.clock(), instance=self.role),
+                    self.app.metrics)
+        http = HttpListener(web, settings.http_host, settings.http_port)
+        try:
+            http.bind()
+        except OSError as exc:
+            raise ConfigError(f"MAILBOT_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port}: "
+                              f"{exc.strerror or exc} (another program, or another mailbot, has it; 0 turns the "
+                              f"listener off)") from None
+        await http.serve()
+        return http
 
     async def _standby(self) -> bool:
         """Wait until this instance holds the database's lock (at once when no other bot runs); False when
@@ -339,7 +366,7 @@ class Daemon:
             self.stop()
             return
         try:
-            if self.app.jobs.run_due(self.app.clock()):
+            if self.app.jobs.run_due(self.app.clock()) + self.app.alerts.check():
                 self.wake()
         except Exception:  # noqa: BLE001  (a failed job is retried on the next tick)
             log.exception("scheduled work failed")

@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     timezone: str = "Europe/London"
     secret: str | None = None
 
+    # Who is mailed when the bot cannot do its job (sign-in refused, mailbox unread, letters failing).
+    admin_email: str | None = None
+    # After a refused sign-in, how long to wait before trying again, in seconds (not every few seconds: a
+    # provider may lock an account that keeps failing).
+    sign_in_retry: float = Field(default=60.0, ge=1)
+
+    # The HTTP listener (/healthz, /metrics): loopback by default; 0.0.0.0 in a container behind a proxy.
+    # Port 0 turns it off.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
     # Local mode: the embedded SMTP listener used when no IMAP host is configured.
     local_smtp_host: str = "127.0.0.1"
     local_smtp_port: int = Field(default=2525, ge=1, le=65535)
@@ -113,7 +124,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a plain address like complaints@1mm.org.uk")
         return value
 
-    @field_validator("ceo_address", mode="before")
+    @field_validator("ceo_address", "admin_email", mode="before")
     @classmethod
     def _plain_or_unset(cls, value: object) -> object:
         if not isinstance(value, str):

@@ -1,7 +1,7 @@
 """Whether the bot is doing its job, from what the store records: healthy, degraded or failing.
 
-Failing: the mailbox refused sign-in, or has not been read for 15 minutes (and the last attempt failed), or a
-letter has waited an hour. Degraded: a letter failed for good in the last day, or the last read of the
+Failing: the mailbox or the SMTP server refused sign-in, or the mailbox has not been read for 15 minutes (the
+last attempt failed, or no bot is running), or a letter has waited an hour. Degraded: a letter failed for good in the last day, or the last read of the
 mailbox failed though it worked within the 15 minutes. `mailbot status` exits 0, 1 or 3 for these.
 """
 
@@ -33,32 +33,68 @@ class Facts:
     mailboxes: tuple[Mailbox, ...]
     oldest_pending: datetime | None  # when the oldest letter still waiting to go was written
     failed_last_day: int
+    # The SMTP server's refusal of the bot's sign-in, when no letter has gone since it.
+    smtp_refused: str | None = None
+    # Whether a bot is running on the database (None: not known, e.g. asked from inside the bot itself).
+    running: bool | None = None
 
 
-def assess(facts: Facts) -> tuple[str, list[str]]:
-    """The state and the reasons for it, in words an operator acts on."""
-    failing: list[str] = []
-    degraded: list[str] = []
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong: ``condition`` names it for alerts (the same condition stays the same name while it
+    lasts), ``level`` is FAILING or DEGRADED, ``words`` say it to an operator."""
+
+    condition: str
+    level: str
+    words: str
+
+
+# The conditions the administrator is mailed about (MAILBOT_ADMIN_EMAIL), by their name's first part.
+ALERTED = ("sign-in", "smtp-sign-in", "unread", "letters-failed")
+
+
+def findings(facts: Facts) -> list[Finding]:
+    found: list[Finding] = []
     for box in facts.mailboxes:
         erring = box.last_error_at is not None and (box.last_success is None or box.last_error_at > box.last_success)
         refused = (box.last_error or "").startswith(SIGN_IN_ERRORS)
+        unread = box.last_success is None or facts.now - box.last_success > UNREAD_FOR
+        since = box.last_success.isoformat() if box.last_success else "it was configured"
         if erring and refused:
-            failing.append(f"{box.name}: sign-in refused ({box.last_error})")
-        elif erring and (box.last_success is None or facts.now - box.last_success > UNREAD_FOR):
-            failing.append(f"{box.name}: not read since "
-                           f"{box.last_success.isoformat() if box.last_success else 'it was configured'}"
-                           f" ({box.last_error})")
+            found.append(Finding(f"sign-in:{box.name}", FAILING, f"{box.name}: sign-in refused ({box.last_error})"))
+        elif erring and unread:
+            found.append(Finding(f"unread:{box.name}", FAILING, f"{box.name}: not read since {since} ({box.last_error})"))
         elif erring:
-            degraded.append(f"{box.name}: the last read failed ({box.last_error})")
+            found.append(Finding(f"read-failed:{box.name}", DEGRADED,
+                                 f"{box.name}: the last read failed ({box.last_error})"))
+        elif facts.running is False and unread:
+            found.append(Finding(f"unread:{box.name}", FAILING,
+                                 f"{box.name}: not read since {since}, and no mailbot is running on this database"))
+    if facts.smtp_refused:
+        found.append(Finding("smtp-sign-in", FAILING, f"the SMTP server refused sign-in ({facts.smtp_refused})"))
     if facts.reads_a_mailbox and not facts.mailboxes:
-        degraded.append("the mailbox has not been read yet")
+        found.append(Finding("never-read", DEGRADED, "the mailbox has not been read yet"))
     if facts.oldest_pending is not None and facts.now - facts.oldest_pending > LETTER_WAITING:
         minutes = int((facts.now - facts.oldest_pending).total_seconds() // 60)
-        failing.append(f"a letter has waited {minutes} minutes to be sent")
+        found.append(Finding("letter-waiting", FAILING, f"a letter has waited {minutes} minutes to be sent"))
     if facts.failed_last_day:
-        degraded.append(f"{facts.failed_last_day} letter(s) failed for good in the last day")
+        found.append(Finding("letters-failed", DEGRADED,
+                             f"{facts.failed_last_day} letter(s) failed for good in the last day"))
+    return found
+
+
+def assess(facts: Facts) -> tuple[str, list[str]]:
+    """The state and the reasons for it, in words an operator acts on (what is failing first)."""
+    found = findings(facts)
+    failing = [f.words for f in found if f.level == FAILING]
+    degraded = [f.words for f in found if f.level == DEGRADED]
     if failing:
         return FAILING, failing + degraded
     if degraded:
         return DEGRADED, degraded
     return HEALTHY, []
+
+
+def alert_conditions(facts: Facts) -> dict[str, str]:
+    """The conditions to alert the administrator about now: name -> words."""
+    return {f.condition: f.words for f in findings(facts) if f.condition.split(":", 1)[0] in ALERTED}

@@ -55,6 +55,8 @@ class ImapConfig:
     token: Callable[[], str] | None = None
     # With a token, the connection is renewed this often, well inside an access token's hour.
     token_reconnect: float = 45 * 60.0
+    # After a refused sign-in, the wait before the next try (MAILBOT_SIGN_IN_RETRY).
+    login_backoff: float = LOGIN_BACKOFF
 
     @property
     def mailbox(self) -> str:
@@ -201,7 +203,7 @@ class ImapIntake:
                 raise  # nothing a retry can fix: the operator has to choose
             except (LoginError, TokenError) as exc:
                 self._failed(exc, auth=True)
-                stop.wait(LOGIN_BACKOFF)
+                stop.wait(self.config.login_backoff)
             except (IMAPClientError, OSError, socket.error, ssl.SSLError, EOFError) as exc:
                 self._failed(exc, auth=False)
                 stop.wait(backoff)

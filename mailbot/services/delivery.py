@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Callable, Iterator
 from sqlalchemy.engine import Engine
 
 from mailbot.domain.mail import wire_address
+from mailbot.services.observe import Observer, Unobserved
 from mailbot.services.transport import PermanentFailure, TemporaryFailure, Transport
 from mailbot.store import outbox
 from mailbot.store.db import to_db
@@ -64,8 +66,9 @@ class _Job:
 
 class Deliverer:
     def __init__(self, engine: Engine, transport_factory: Callable[[], Transport], clock: Callable[[], datetime],
-                 concurrency: int = 8, journal: SentJournal | None = None) -> None:
+                 concurrency: int = 8, journal: SentJournal | None = None, observer: Observer | None = None) -> None:
         self.engine = engine
+        self.observer: Observer = observer or Unobserved()
         self.transport_factory = transport_factory
         self.clock = clock
         self.concurrency = concurrency
@@ -173,6 +176,7 @@ class Deliverer:
                 if queue.qsize() <= refill_below:
                     want_more.set()
                 journalled_by_transport = getattr(transport, "journals_sent", False)
+                began = time.monotonic()
                 try:
                     if journalled_by_transport:
                         note = await transport.send(job.raw, job.mail_from, job.recipients,  # type: ignore[call-arg]
@@ -193,6 +197,7 @@ class Deliverer:
                     # Committed by the marks thread, at once or with the next batch (see SentMarks).
                     marks.put(job.id, sent_when, job.attempts + 1, note)
                     report.sent += 1
+                    self.observer.letter("sent", time.monotonic() - began)
                     log.info("letter %s <%s> sent to %d recipient(s)%s", job.id, job.message_id, len(job.recipients),
                              f" ({note})" if note else "", extra={"event": "letter", "letter_id": job.id,
                                                                   "message_id": job.message_id, "state": "sent"})
@@ -211,6 +216,7 @@ class Deliverer:
                            "attempt": attempts, "error": error[:300]})
         report.deferred += 1
         report.errors.append(error)
+        self.observer.letter("deferred")
 
     def _failed(self, job: _Job, error: str, report: DeliveryReport) -> None:
         outbox.record_failed(self.engine, job.id, job.attempts + 1, error, self.clock())
@@ -219,3 +225,4 @@ class Deliverer:
                            "error": error[:300]})
         report.failed += 1
         report.errors.append(error)
+        self.observer.letter("failed")

@@ -23,6 +23,7 @@ from mailbot.domain.directory import DirectorySource
 from mailbot.domain.mail import InboundMail, parse_mail
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.lifecycle import CaseLifecycle
+from mailbot.services.observe import Observer, Unobserved
 from mailbot.services.staffdesk import StaffDesk
 from mailbot.store import repo
 from mailbot.store.db import session as new_session
@@ -75,8 +76,10 @@ class CursorPosition:
 
 class Ingestor:
     def __init__(self, engine: Engine, route_config: RouteConfig, lifecycle: CaseLifecycle, staff_desk: StaffDesk,
-                 letters: Correspondence, directory: DirectorySource, clock: Callable[[], datetime]) -> None:
+                 letters: Correspondence, directory: DirectorySource, clock: Callable[[], datetime],
+                 observer: Observer | None = None) -> None:
         self.engine = engine
+        self.observer: Observer = observer or Unobserved()
         self.route_config = route_config
         # Staff verdicts go to the staff desk; everything else to the case's lifecycle.
         self.lifecycle = lifecycle
@@ -114,6 +117,7 @@ class Ingestor:
                 while arrival is not None:
                     outcomes.append(self._one(session, arrival))
                     _log_outcome(outcomes[-1])
+                    self.observer.message(outcomes[-1].action)
                     if arrival.uid is not None:
                         last_uid = max(last_uid or 0, arrival.uid)
                         uids.append(arrival.uid)
@@ -279,7 +283,12 @@ class MailboxIntake:
     """
 
     def __init__(self, ingestor: Ingestor, first_run_choice: str | None, database_label: str,
-                 on_commit: Callable[[], None]) -> None:
+                 on_commit: Callable[[], None], after_failure: Callable[[], int] | None = None,
+                 after_success: Callable[[], int] | None = None) -> None:
+        # Called after a failed or a successful read is recorded; each returns how many letters it queued
+        # (the administrator's alert, or its "recovered").
+        self.after_failure = after_failure
+        self.after_success = after_success
         self.ingestor = ingestor
         self.engine = ingestor.engine
         self.first_run_choice = first_run_choice
@@ -315,6 +324,11 @@ class MailboxIntake:
 
     def fetch_succeeded(self, mailbox: str) -> None:
         repo.record_fetch(self.engine, mailbox, self.ingestor.clock())
+        if self.after_success is not None and self.after_success():
+            self.on_commit()
 
     def fetch_failed(self, mailbox: str, error: str, auth: bool) -> None:
         repo.record_fetch(self.engine, mailbox, self.ingestor.clock(), error=error, auth=auth)
+        self.ingestor.observer.fetch_failed(auth)
+        if self.after_failure is not None and self.after_failure():
+            self.on_commit()

@@ -84,6 +84,8 @@ class Bot:
             "MAILBOT_FIRST_RUN": "process-existing",
             # The tests run on the sample directory with a real (throwaway) mailbox: a trial, as far as it knows.
             "MAILBOT_SAMPLE_DIRECTORY": "allow",
+            # Many bots run at once in the tests; the HTTP listener's own tests give it a free port.
+            "MAILBOT_HTTP_PORT": "0",
         })
         env.update(self.extra)
         return env
@@ -162,14 +164,15 @@ class Bot:
 class Daemon:
     """`mailbot run` as a real process, stopped with SIGTERM like a service manager would."""
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, name: str = "daemon", **env: str) -> None:
         self.bot = bot
-        self.log = bot.root / "daemon.log"
+        self.log = bot.root / f"{name}.log"
+        self.env = env  # settings of this instance's own (MAILBOT_HTTP_PORT, say)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "mailbot", "run"], env=self.bot.env(),
+            self.proc = subprocess.Popen([sys.executable, "-m", "mailbot", "run"], env={**self.bot.env(), **self.env},
                                          cwd=self.bot.root, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
 

@@ -10,8 +10,8 @@ from email.message import EmailMessage
 
 from sqlalchemy import text
 
-from mailbot.bootstrap import App
 from mailbot import runtime
+from mailbot.bootstrap import App
 from tests.integration.bot import Bot, Daemon, make_mail
 from tests.servers import free_port
 

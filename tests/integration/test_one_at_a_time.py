@@ -34,8 +34,7 @@ def test_a_second_daemon_waits_as_standby_and_takes_over_when_the_first_dies(bot
                                                                              request: pytest.FixtureRequest) -> None:
     if database == "postgresql":
         bot.extra["MAILBOT_DATABASE_URL"] = request.getfixturevalue("postgres").url
-    first, second = Daemon(bot), Daemon(bot)
-    second.log = bot.root / "second.log"
+    first, second = Daemon(bot), Daemon(bot, "second")
     first.start()
     first.wait_log("IMAP intake idling", timeout=30)
     second.start()

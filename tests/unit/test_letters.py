@@ -20,7 +20,7 @@ RENDERER = LetterRenderer(REPO / "templates")
 LETTERS = [name for name in RENDERER.names() if name != "digest"]
 # Letters written to the complainant must carry the reference in the subject, so replies thread.
 TO_STAFF = {"deadline-reminder", "deadline-overdue", "staff-notification", "safeguarding-alert",
-            "unreadable-alert", "command-result", "mentor-suspension-alert", "restriction-staff-note"}
+            "unreadable-alert", "command-result", "mentor-suspension-alert", "restriction-staff-note", "admin-alert"}
 
 
 def test_the_letters_the_procedures_name_all_exist() -> None:

@@ -1,0 +1,1 @@
+"""The bot's HTTP listener (Starlette on uvicorn, in the daemon's event loop): /healthz and /metrics."""
