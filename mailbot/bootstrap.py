@@ -75,6 +75,7 @@ class App:
         self.route_config = RouteConfig(
             address=settings.address, own_addresses=own, message_id_suffix=f"{MAILBOT_ID_TAG}{settings.domain}",
             secret=self.secret, trusted_authserv_id=settings.trusted_authserv_id,
+            exchange_tenant_id=settings.trust_exchange_internal,
             form_senders=settings.form_sender_set, ceo_address=settings.ceo_address,
         )
         team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())

@@ -6,6 +6,7 @@ the variable, so an operator can fix a deployment without reading a traceback.
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import time
 from pathlib import Path
@@ -102,6 +103,9 @@ class Settings(BaseSettings):
     closures: str = ""
     complaints_team_cc: str | None = None
     trusted_authserv_id: str | None = None
+    # Microsoft 365 (whose Authentication-Results carry no authserv-id): the tenant id whose "sent from inside
+    # the tenant" stamp proves a member of staff. Only where Exchange Online delivers to the mailbox.
+    trust_exchange_internal: str | None = None
     # The most a staff notification carries in attachments: bytes, or with a K or M suffix.
     notification_attachments_max: str = "10M"
     # clamd's socket (a path, or host:port): attachments it flags are never sent to staff. Unset: no scan.
@@ -135,6 +139,19 @@ class Settings(BaseSettings):
         local, _, domain = value.partition("@")
         if not local or not domain or "." not in domain or any(c in value for c in " <>,;"):
             raise ValueError("must be a plain address like ceo@1mm.org.uk")
+        return value
+
+    @field_validator("trust_exchange_internal", mode="before")
+    @classmethod
+    def _tenant_id(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip().lower()
+        if not value:
+            return None
+        if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value):
+            raise ValueError("must be your Microsoft 365 tenant id, a GUID like 72f988bf-86f1-41af-91ab-2d7cd011db47 "
+                             "(Entra admin centre, Overview, Tenant ID)")
         return value
 
     @field_validator("digest_time", mode="before")

@@ -35,6 +35,8 @@ class RouteConfig:
     message_id_suffix: str  # ".mailbot@1mm.org.uk"
     secret: bytes
     trusted_authserv_id: str | None = None
+    # Microsoft 365: the tenant whose "sent from inside" stamp is trusted (MAILBOT_TRUST_EXCHANGE_INTERNAL).
+    exchange_tenant_id: str | None = None
     # Web-form senders trusted outright (MAILBOT_FORM_SENDERS): never filed as robots or auto-replies.
     form_senders: frozenset[str] = frozenset()
     # The address letters publish for writing to the Chief Executive (MAILBOT_CEO_ADDRESS), when set.
@@ -136,7 +138,7 @@ def _to_the_ceo(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Ver
         original = forwarded(mail)
         if original is None or _is_ceo(original.sender, lookup, cfg):
             return None
-        if not authenticated_sender(mail, cfg.trusted_authserv_id):
+        if not authenticated_sender(mail, cfg.trusted_authserv_id, cfg.exchange_tenant_id):
             return Verdict("unreadable", "unverified_command", thread=thread, rules=(
                 "a forward from the Chief Executive's address without trusted authentication "
                 "(MAILBOT_TRUSTED_AUTHSERV_ID): not obeyed",))
@@ -160,7 +162,7 @@ def _threaded(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdi
         return Verdict("follow_up", "follow_up", rules=(thread.rule,), thread=thread)
     if verify_signature(thread.ref, thread.signature, cfg.secret):
         return Verdict("staff", "staff_reply", rules=(thread.rule, "signed-address"), thread=thread, staff_roles=roles)
-    if authenticated_sender(mail, cfg.trusted_authserv_id):
+    if authenticated_sender(mail, cfg.trusted_authserv_id, cfg.exchange_tenant_id):
         return Verdict("staff", "staff_reply", rules=(thread.rule, "authentication-results"), thread=thread,
                        staff_roles=roles)
     return Verdict("follow_up", "follow_up", rules=(thread.rule, "unverified-staff-from"), thread=thread,
@@ -177,7 +179,7 @@ def _on_behalf(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verd
     roles = lookup.staff_roles(mail.from_addr)
     if roles is None or on_behalf_line(mail.text) is None:
         return None
-    if not authenticated_sender(mail, cfg.trusted_authserv_id):
+    if not authenticated_sender(mail, cfg.trusted_authserv_id, cfg.exchange_tenant_id):
         return Verdict("unreadable", "unverified_command", rules=(
             "#on-behalf-of from a staff address without trusted authentication (MAILBOT_TRUSTED_AUTHSERV_ID): "
             "not obeyed",))
@@ -213,8 +215,11 @@ def route(mail: InboundMail, lookup: RouteLookup, cfg: RouteConfig) -> Verdict:
     raise AssertionError("the chain's last rule always decides")  # pragma: no cover
 
 
-def authenticated_sender(mail: InboundMail, trusted_authserv_id: str | None) -> bool:
-    """True when our own receiving server vouches for the sender's domain (RFC 8601).
+def authenticated_sender(mail: InboundMail, trusted_authserv_id: str | None,
+                         exchange_tenant_id: str | None = None) -> bool:
+    """True when our own receiving server vouches for the sender: by Authentication-Results with our
+    authserv-id, or (Microsoft 365, whose header carries none) by Exchange Online's stamp of mail sent from
+    inside our own tenant (``exchange_internal``).
 
     Anyone can write an Authentication-Results header naming our server, above or below the one our
     server prepends (RFC 8601 section 5), so headers with another authserv-id are ignored and every
@@ -222,12 +227,37 @@ def authenticated_sender(mail: InboundMail, trusted_authserv_id: str | None) -> 
     verdict. One with our id that says anything else (dmarc=fail, none, or that does not parse) wins,
     so a forged "pass" beside our server's "fail" confers nothing.
     """
-    if not trusted_authserv_id or "@" not in mail.from_addr:
+    if "@" not in mail.from_addr:
+        return False
+    if exchange_tenant_id and exchange_internal(mail, exchange_tenant_id):
+        return True
+    if not trusted_authserv_id:
         return False
     domain = mail.from_addr.rsplit("@", 1)[1].lower()
     ours = [value for value in mail.headers.get("authentication-results", ())
             if _authserv_id(value) == trusted_authserv_id.lower()]
     return bool(ours) and all(_vouches_for(value, domain) for value in ours)
+
+
+# Exchange Online stamps these on mail a user of the tenant sent. Its header firewall strips every
+# X-MS-Exchange-Organization-* header from mail entering the tenant from outside and stamps its own
+# ("AuthAs: Anonymous"), so a sender outside cannot bring "Internal" in; the CrossTenant pair names the tenant
+# that vouched (mail from another Microsoft 365 tenant says Internal there, with that tenant's id).
+EXCHANGE_INTERNAL_STAMP = (
+    ("x-ms-exchange-organization-authas", "internal"),
+    ("x-ms-exchange-crosstenant-authas", "internal"),
+)
+
+
+def exchange_internal(mail: InboundMail, tenant_id: str) -> bool:
+    """True when Exchange Online says this was sent from inside the tenant ``tenant_id``: each stamp present
+    exactly once (a second copy means someone wrote one), and the tenant ours."""
+    def only(name: str) -> str | None:
+        values = mail.headers.get(name, ())
+        return values[0].strip().lower() if len(values) == 1 else None
+
+    return all(only(name) == value for name, value in EXCHANGE_INTERNAL_STAMP) and \
+        only("x-ms-exchange-crosstenant-id") == tenant_id.strip().lower()
 
 
 def _authserv_id(value: str) -> str:

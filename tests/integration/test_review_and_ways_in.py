@@ -216,3 +216,35 @@ def test_forged_authority_over_the_ceo_stage_moves_nothing(bot: Bot) -> None:
     assert bot.case_json("1MM-2026-0001")["stage"] == 1
     assert all("victim@example.org" not in letter.rcpt_tos for letter in bot.letters())
     assert bot.letters("escalation") == [] and bot.letters("escalation-review") == []
+
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+def exchange_stamp(tenant: str) -> dict[str, str]:
+    return {"X_MS_Exchange_Organization_AuthAs": "Internal", "X_MS_Exchange_CrossTenant_AuthAs": "Internal",
+            "X_MS_Exchange_CrossTenant_Id": tenant}
+
+
+def test_on_microsoft_365_the_tenants_inside_stamp_proves_staff_and_a_forged_one_does_not(bot: Bot) -> None:
+    """MAILBOT_TRUST_EXCHANGE_INTERNAL: a phone complaint logged by staff through Exchange Online opens a case;
+    the same message from outside, with the stamp copied from a real one but naming another tenant, or
+    with a second 'Internal' written above Exchange's 'Anonymous', is only a message."""
+    bot.extra["MAILBOT_TRUST_EXCHANGE_INTERNAL"] = TENANT
+    logged = "#on-behalf-of Pat Smith <pat@example.com> phone\n\nPat rang: the venue was locked."
+    bot.append(make_mail(frm=PRIYA, subject="Phone call", body=logged, **exchange_stamp(TENANT)), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    assert [c["complainant"] for c in bot.cases_json()] == ["pat@example.com"]
+
+    forged_other = make_mail(frm=PRIYA, subject="Phone call", body=logged.replace("Pat Smith <pat@", "Sam <sam@"),
+                             **exchange_stamp("0c2a9b0e-1111-4222-8333-944455556666"))
+    exchange_says = {**exchange_stamp(TENANT), "X_MS_Exchange_Organization_AuthAs": "Anonymous"}
+    forged_twice = b"X-MS-Exchange-Organization-AuthAs: Internal\r\n" + make_mail(
+        frm=PRIYA, subject="Phone call", body=logged.replace("Pat Smith <pat@", "Kim <kim@"), **exchange_says)
+    bot.append(forged_other, internaldate=T0 + timedelta(minutes=1))
+    bot.append(forged_twice, internaldate=T0 + timedelta(minutes=2))
+    bot.once(now=T0 + timedelta(minutes=3))
+    complainants = [c["complainant"] for c in bot.cases_json()]
+    assert "sam@example.com" not in complainants and "kim@example.com" not in complainants
+    assert not bot.letters("acknowledgement", to="sam@example.com")
+    assert not bot.letters("acknowledgement", to="kim@example.com")

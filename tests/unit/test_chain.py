@@ -166,3 +166,46 @@ FORM_CFG = RouteConfig(address="complaints@1mm.org.uk", own_addresses=frozenset(
 )
 def test_form_mail(headers: str, action: str) -> None:
     assert route(parse_mail(mail(headers)), FakeStore(), FORM_CFG).action == action
+
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+OTHER_TENANT = "0c2a9b0e-1111-4222-8333-944455556666"
+
+
+def stamp(authas: str = "Internal", cross_authas: str = "Internal", tenant: str = TENANT) -> str:
+    """The headers Exchange Online leaves on mail a user of the tenant sent (as seen over IMAP)."""
+    return (f"X-MS-Exchange-Organization-AuthAs: {authas}\nX-MS-Exchange-Organization-AuthSource: "
+            f"AM0PR01MB1234.eurprd01.prod.exchangelabs.com\nX-MS-Exchange-CrossTenant-AuthAs: {cross_authas}\n"
+            f"X-MS-Exchange-CrossTenant-Id: {tenant}\nX-MS-Exchange-CrossTenant-FromEntityHeader: Hosted\n")
+
+
+@pytest.mark.parametrize(
+    "headers, configured, trusted",
+    [
+        (stamp(), TENANT, True),
+        (stamp(tenant=TENANT.upper()), TENANT, True),
+        (stamp(), None, False),  # not switched on: the same headers are forgeable where Exchange is not in the path
+        (stamp(tenant=OTHER_TENANT), TENANT, False),  # internal to someone else's tenant
+        (stamp(authas="Anonymous"), TENANT, False),  # what Exchange stamps on mail from the internet
+        (stamp(cross_authas="Anonymous"), TENANT, False),
+        # A sender outside wrote "Internal" above Exchange's own "Anonymous": two copies vouch for nothing.
+        ("X-MS-Exchange-Organization-AuthAs: Internal\n" + stamp(authas="Anonymous"), TENANT, False),
+        (f"X-MS-Exchange-CrossTenant-Id: {TENANT}\n" + stamp(tenant=OTHER_TENANT), TENANT, False),
+        ("X-MS-Exchange-Organization-AuthAs: Internal\n", TENANT, False),  # half a stamp
+        ("", TENANT, False),
+    ],
+)
+def test_exchange_onlines_inside_the_tenant_stamp(headers: str, configured: str | None, trusted: bool) -> None:
+    parsed = parse_mail(mail(f"{headers}From: priya@1mm.org.uk\nSubject: x"))
+    assert authenticated_sender(parsed, None, configured) is trusted
+
+
+def test_a_staff_command_with_the_exchange_stamp_is_obeyed_and_without_it_is_not() -> None:
+    from dataclasses import replace
+
+    cfg = replace(CFG, trusted_authserv_id=None, exchange_tenant_id=TENANT)
+    subject = "Message-ID: <s1@x>\nSubject: Re: [1MM-2026-0001] x"
+    genuine = route(parse_mail(mail(f"{stamp()}From: priya@1mm.org.uk\n{subject}")), FakeStore(), cfg)
+    forged = route(parse_mail(mail(f"{stamp(tenant=OTHER_TENANT)}From: priya@1mm.org.uk\n{subject}")), FakeStore(), cfg)
+    assert genuine.action == "staff"
+    assert forged.action == "follow_up" and forged.claimed_staff
