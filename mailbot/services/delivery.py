@@ -69,6 +69,8 @@ class Deliverer:
                  concurrency: int = 8, journal: SentJournal | None = None, observer: Observer | None = None) -> None:
         self.engine = engine
         self.observer: Observer = observer or Unobserved()
+        # The letters this pass claimed (PostgreSQL), let go of at its end.
+        self._claimed: set[int] = set()
         self.transport_factory = transport_factory
         self.clock = clock
         self.concurrency = concurrency
@@ -107,15 +109,22 @@ class Deliverer:
             await asyncio.to_thread(marks.close)
             if self.journal is not None:
                 self.journal.close()
+            # After the sent marks are committed: what is still pending can be claimed by the next pass.
+            claimed, self._claimed = self._claimed, set()
+            await asyncio.to_thread(outbox.release, self.engine, claimed)
 
-    def _pages(self, firsts: list[list[_Job]]) -> Iterator[list[_Job]]:
-        """The outbox page by page: automatic letters, then the others, each by id (read as they are needed)."""
-        for automatic, jobs in zip((True, False), firsts):
-            while jobs:
-                yield jobs
-                if len(jobs) < OUTBOX_PAGE:
+    def _pages(self, firsts: list[list[DueLetter]]) -> Iterator[list[_Job]]:
+        """The outbox page by page: automatic letters, then the others, each by id (read as they are needed).
+        Each page's letters are claimed as it is taken (PostgreSQL); a page another deliverer had all of is
+        passed over, and the next starts after the page, not after what this one claimed."""
+        for automatic, page in zip((True, False), firsts):
+            while page:
+                jobs = self._claimed_jobs(page)
+                if jobs:
+                    yield jobs
+                if len(page) < OUTBOX_PAGE:
                     break
-                jobs = self._due_jobs(after=jobs[-1].id, automatic=automatic)
+                page = outbox.due_page(self.engine, self.clock(), after=page[-1].id, automatic=automatic)
 
     async def _deliver(self, pages: Iterator[list[_Job]], workers_wanted: int,
                        transport_factory: Callable[[], Transport], marks: SentMarks,
@@ -162,12 +171,14 @@ class Deliverer:
         """When the earliest deferred letter becomes due, for the daemon's sleep."""
         return outbox.next_due_at(self.engine)
 
-    def _first_pages(self) -> list[list[_Job]]:
-        return [[_Job.of(letter) for letter in page] for page in outbox.first_pages(self.engine, self.clock())]
+    def _first_pages(self) -> list[list[DueLetter]]:
+        return list(outbox.first_pages(self.engine, self.clock()))
 
-    def _due_jobs(self, after: int, automatic: bool) -> list[_Job]:
-        page = outbox.due_page(self.engine, self.clock(), after=after, automatic=automatic)
-        return [_Job.of(letter) for letter in page]
+    def _claimed_jobs(self, page: list[DueLetter]) -> list[_Job]:
+        """The page's letters this deliverer claimed (all of them on SQLite)."""
+        mine = outbox.claim(self.engine, page, self.clock())
+        self._claimed.update(letter.id for letter in mine)
+        return [_Job.of(letter) for letter in mine]
 
     async def _worker(self, queue: asyncio.Queue[_Job | None], transport: Transport, marks: SentMarks,
                       report: DeliveryReport, want_more: asyncio.Event, refill_below: int) -> None:

@@ -64,6 +64,8 @@ class MailMessage(SQLModel, table=True):
     delivery: str | None = Field(default=None, index=True)
     attempts: int = 0
     next_attempt_at: datetime | None = None
+    # PostgreSQL: a deliverer's claim on a pending letter it is sending (store.outbox.claim).
+    claimed_until: datetime | None = None
     sent_at: datetime | None = None
     last_error: str | None = None
     # Whether this outbound letter counts against the per-address cap on automatic letters.

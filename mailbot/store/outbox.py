@@ -13,9 +13,9 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col, func
@@ -77,6 +77,42 @@ def first_pages(engine: Engine, now: datetime) -> tuple[list[DueLetter], list[Du
                 due_page(engine, now, after=0, automatic=False, conn=conn))
 
 
+# How long a claim keeps other deliverers off a letter; a deliverer that dies holding one only delays it.
+CLAIM_FOR = timedelta(minutes=10)
+
+
+def claims(engine: Engine) -> bool:
+    """Whether letters are claimed before sending: on PostgreSQL, where two processes could read the same page.
+    (SQLite has one writer, and the instance lock keeps a second bot from delivering.)"""
+    return engine.url.get_backend_name() == "postgresql"
+
+
+def claim(engine: Engine, letters: list[DueLetter], now: datetime) -> list[DueLetter]:
+    """The letters of a page this deliverer may send: those no other deliverer has claimed, now claimed by
+    this one. Rows another transaction is claiming at this moment are skipped, not waited for."""
+    if not letters or not claims(engine):
+        return letters
+    t = MESSAGE_TABLE
+    free = (sa_select(t.c.id)
+            .where(t.c.id.in_([letter.id for letter in letters]), t.c.delivery == "pending",
+                   or_(t.c.claimed_until.is_(None), t.c.claimed_until < to_db(now)))
+            .with_for_update(skip_locked=True))
+    with engine.begin() as conn:
+        got = set(conn.execute(update(t).where(t.c.id.in_(free)).values(claimed_until=to_db(now + CLAIM_FOR))
+                               .returning(t.c.id)).scalars())
+    return [letter for letter in letters if letter.id in got]
+
+
+def release(engine: Engine, letter_ids: set[int]) -> None:
+    """Let go of claims on letters still pending at the end of a pass (sent ones are sent)."""
+    if not letter_ids or not claims(engine):
+        return
+    t = MESSAGE_TABLE
+    with engine.begin() as conn:
+        conn.execute(update(t).where(t.c.id.in_(sorted(letter_ids)), t.c.delivery == "pending")
+                     .values(claimed_until=None))
+
+
 def next_due_at(engine: Engine) -> datetime | None:
     """When the earliest deferred letter becomes due, for the daemon's sleep."""
     with reading(engine) as conn:
@@ -93,6 +129,7 @@ def record_deferred(engine: Engine, letter_id: int, attempts: int, retry_at: dat
         if row is not None:
             row.attempts = attempts
             row.next_attempt_at = to_db(retry_at)
+            row.claimed_until = None  # due again at retry_at, whoever delivers then
             row.last_error = error[:1000]
             case = session.get(Case, row.case_id) if row.case_id else None
             repo.add_event(session, case, now, "letter_deferred", template=row.kind, attempt=attempts,

@@ -75,3 +75,33 @@ def test_two_processes_taking_the_years_first_reference_at_once_both_get_one(pos
     engine.dispose()
     assert errors == []
     assert sorted(refs) == ["1MM-2027-0001", "1MM-2027-0002"]
+
+
+def test_two_deliverers_on_postgresql_never_send_a_letter_twice(bot: Bot, postgres: PostgresServer) -> None:
+    """Each claims the letters it sends (FOR UPDATE SKIP LOCKED): two at once share the outbox, each letter once.
+    (The instance lock keeps a second bot from delivering at all; this is the outbox's own guarantee.)"""
+    import asyncio
+    import collections
+
+    from mailbot.services.ingest import Arrival
+
+    bot.extra["MAILBOT_DATABASE_URL"] = postgres.url
+    first, second = bot.app(now=T0), bot.app(now=T0)
+    try:
+        for n in range(150):
+            first.ingestor.ingest(Arrival(raw=make_mail(frm=f"person{n}@example.org", subject=f"Complaint {n}"),
+                                          received_at=T0))
+
+        async def both() -> None:
+            await asyncio.gather(first.deliverer.deliver_due(), second.deliverer.deliver_due())
+
+        asyncio.run(both())
+        counts = collections.Counter(m.message["Message-ID"] for m in bot.sink.messages())
+        assert len(counts) == 300 and set(counts.values()) == {1}
+        # Both really took part: each sent some of the letters.
+        sent = [app.metrics.registry.get_sample_value("mailbot_letters_total", {"state": "sent"})
+                for app in (first, second)]
+        assert sum(sent) == 300 and min(sent) > 0, sent
+    finally:
+        first.engine.dispose()
+        second.engine.dispose()
