@@ -68,6 +68,11 @@ if [ "$runtime_only" = no ] && ! have_clamd; then
     fi
 fi
 
+# --- Compose v1 (the one Debian packages): the tests check docker-compose.yml with `docker-compose config` -----
+if [ "$runtime_only" = no ] && ! command -v docker-compose >/dev/null 2>&1; then
+    apt_install docker-compose
+fi
+
 # --- Python >= 3.11 and its venv module ----------------------------------------------------------
 python_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 PYTHON=""

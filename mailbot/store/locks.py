@@ -123,7 +123,7 @@ class AdvisoryLock(InstanceLock):
             return "another mailbot"
         if row is None:
             return "another mailbot"
-        return f"another mailbot (server process {row.pid}, from {row.client_addr or 'a local socket'})"
+        return f"a mailbot connected from {row.client_addr or 'a local socket'} (database server process {row.pid})"
 
     def still_held(self) -> bool:
         if self._conn is None:
