@@ -33,13 +33,16 @@ def _run_description() -> str:
     except ConfigError as exc:
         return f"The settings do not load: {exc}. {where}"
     if s.imap_host:
-        how = "a token from MAILBOT_OAUTH_TOKEN_COMMAND" if s.auth == "command" else "a password"
+        how = {"password": "a password", "command": "a token from MAILBOT_OAUTH_TOKEN_COMMAND",
+               "microsoft": "a token from Microsoft Entra ID", "google": "a Google service account's token"}[s.auth]
         mode = f"With these settings it reads the mailbox {s.imap_user}@{s.imap_host} over IMAP (signing in with {how})"
     else:
         mode = (f"With these settings it runs in local mode: it takes mail on {s.local_smtp_host}:{s.local_smtp_port} "
                 f"(MAILBOT_IMAP_HOST is not set)")
     sends = f"sends letters through {s.smtp_host}" if s.smtp_host else f"writes letters to {s.data_dir / 'sent'}"
-    return f"{mode}, {sends}, and keeps its data in {s.database_url_effective.split('@')[-1]}. {where}"
+    http = (f" It answers /healthz and /metrics on http://{s.http_host}:{s.http_port}." if s.http_port
+            else " Its HTTP listener is off (MAILBOT_HTTP_PORT=0).")
+    return f"{mode}, {sends}, and keeps its data in {s.database_url_effective.split('@')[-1]}.{http} {where}"
 
 
 def _version() -> str:

@@ -202,8 +202,14 @@ def auth_test(settings: Settings) -> int:
     """
     from mailbot.mail.auth_check import check_imap, check_smtp
 
-    method = "an OAuth2 token from MAILBOT_OAUTH_TOKEN_COMMAND (XOAUTH2)" if settings.auth == "command" \
-        else "the password"
+    method = {
+        "password": "the password",
+        "command": "an OAuth2 token from MAILBOT_OAUTH_TOKEN_COMMAND (XOAUTH2)",
+        "microsoft": f"an OAuth2 token from Microsoft Entra ID for app {settings.ms_client_id} in tenant "
+                     f"{settings.ms_tenant_id} (XOAUTH2)",
+        "google": f"an OAuth2 token for the service account in {settings.google_service_account_file}, acting as "
+                  f"{settings.imap_user} (XOAUTH2)",
+    }[settings.auth]
     results = []
     if settings.imap_host:
         results.append(check_imap(settings))

@@ -100,6 +100,8 @@ def test_microsoft_a_wrong_secret_is_said_plainly_by_auth_test(provider: Provide
     lines = result.stdout.splitlines()
     assert any(line.startswith("IMAP") and "sign-in refused" in line and "invalid_client" in line for line in lines)
     assert any(line.startswith("SMTP") and "sign-in refused" in line and "AADSTS7000215" in line for line in lines)
+    assert lines[-1] == (f"Sign-in failed; the bot signs in with an OAuth2 token from Microsoft Entra ID for app "
+                         f"app-id in tenant {provider.endpoint.tenant} (XOAUTH2).")
     assert "not-the-secret" not in result.stdout + result.stderr
 
 
