@@ -6,7 +6,7 @@ Nothing here decides anything about complaints or runs anything: ``mailbot.runti
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -92,7 +92,8 @@ class App:
                                  self.directory, self.clock, observer=self.metrics)
         self.journal_path = settings.data_dir / "sent.journal"
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,
-                                   journal=SentJournal(self.journal_path), observer=self.metrics)
+                                   journal=SentJournal(self.journal_path), observer=self.metrics,
+                                   sign_in_pause=timedelta(seconds=settings.sign_in_retry))
         self.digest = Digest(self.engine, self.letters, self.calendar, self.directory, self.procedures,
                              settings.digest_time, persistent_threshold=settings.persistent_threshold)
         self.alerts = Alerts(self.engine, self.letters, settings.admin_email, bool(settings.imap_host), self.clock)

@@ -27,6 +27,15 @@ from mailbot.store.sent_journal import SentJournal
 log = logging.getLogger(__name__)
 
 # Waits between attempts after a temporary failure; after the last, the letter is given up on.
+# How a transport's TemporaryFailure begins when the server refused the bot's own sign-in (mail.smtp).
+SIGN_IN_REFUSED = "sign-in refused"
+SIGN_IN_PAUSE_MAX = timedelta(minutes=30)
+
+
+class _SignInRefused(Exception):
+    """Ends a delivery pass: every other letter would be refused the same way."""
+
+
 RETRY_DELAYS = (
     timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), timedelta(minutes=30),
     timedelta(hours=1), timedelta(hours=2), timedelta(hours=4), timedelta(hours=8), timedelta(hours=16),
@@ -66,11 +75,16 @@ class _Job:
 
 class Deliverer:
     def __init__(self, engine: Engine, transport_factory: Callable[[], Transport], clock: Callable[[], datetime],
-                 concurrency: int = 8, journal: SentJournal | None = None, observer: Observer | None = None) -> None:
+                 concurrency: int = 8, journal: SentJournal | None = None, observer: Observer | None = None,
+                 sign_in_pause: timedelta = timedelta(seconds=60)) -> None:
         self.engine = engine
         self.observer: Observer = observer or Unobserved()
         # The letters this pass claimed (PostgreSQL), let go of at its end.
         self._claimed: set[int] = set()
+        # After the SMTP server refused sign-in: no pass before this (see _refused).
+        self.sign_in_pause = sign_in_pause
+        self._pause = sign_in_pause
+        self._paused_until: datetime | None = None
         self.transport_factory = transport_factory
         self.clock = clock
         self.concurrency = concurrency
@@ -91,6 +105,8 @@ class Deliverer:
         sends through its SMTP child process this way).
         """
         report = DeliveryReport()
+        if self._paused_until is not None and self.clock() < self._paused_until:
+            return report  # the SMTP server refused sign-in a moment ago: not yet
         if self.journal is not None:
             # Marks a stopped bot synced but never committed: those letters are sent, not due.
             await asyncio.to_thread(self.journal.fold, self.engine)
@@ -103,8 +119,13 @@ class Deliverer:
         workers = min(concurrency or self.concurrency, waiting)
         marks = SentMarks(self.engine)
         try:
-            return await self._deliver(self._pages(firsts), workers, transport_factory or self.transport_factory,
-                                       marks, report)
+            report = await self._deliver(self._pages(firsts), workers, transport_factory or self.transport_factory,
+                                         marks, report)
+            if report.sent:
+                self._paused_until = None  # signed in again
+            return report
+        except _SignInRefused:
+            return report
         finally:
             await asyncio.to_thread(marks.close)
             if self.journal is not None:
@@ -215,7 +236,29 @@ class Deliverer:
         finally:
             await transport.close()
 
+    def _refused(self, job: _Job, error: str, report: DeliveryReport) -> None:
+        """The SMTP server refused the bot's sign-in: the bot's problem, not the letter's. The letter waits
+        without losing an attempt (it never fails for good over a stale password or token), the case's trail
+        says so once, and delivery pauses (MAILBOT_SIGN_IN_RETRY, doubling while it lasts, at most 30 minutes)
+        so the server is not asked again and again, which can lock the account."""
+        now = self.clock()
+        if self._paused_until is None or now >= self._paused_until:  # not a second worker refused in one pass
+            self._pause = min(self._pause * 2, SIGN_IN_PAUSE_MAX) if self._paused_until else self.sign_in_pause
+            self._paused_until = now + self._pause
+        outbox.record_deferred(self.engine, job.id, job.attempts, self._paused_until, error, now,
+                               repeat_in_trail=False)
+        log.error("letter %s <%s> waits: the SMTP server refused sign-in (%s); trying again in %d s", job.id,
+                  job.message_id, error[:300], self._pause.total_seconds(),
+                  extra={"event": "letter", "letter_id": job.id, "message_id": job.message_id, "state": "deferred",
+                         "error": error[:300]})
+        report.deferred += 1
+        report.errors.append(error)
+        self.observer.letter("deferred")
+        raise _SignInRefused(error)
+
     def _deferred(self, job: _Job, error: str, report: DeliveryReport) -> None:
+        if error.startswith(SIGN_IN_REFUSED):
+            self._refused(job, error, report)
         now = self.clock()
         attempts = job.attempts + 1
         if attempts > len(RETRY_DELAYS):

@@ -122,18 +122,21 @@ def next_due_at(engine: Engine) -> datetime | None:
 
 
 def record_deferred(engine: Engine, letter_id: int, attempts: int, retry_at: datetime, error: str,
-                    now: datetime) -> None:
-    """A temporary failure: the letter waits until ``retry_at``, and the case's trail says why."""
+                    now: datetime, repeat_in_trail: bool = True) -> None:
+    """A temporary failure: the letter waits until ``retry_at``, and the case's trail says why (with
+    ``repeat_in_trail`` False, only when the reason is new for this letter)."""
     with new_session(engine) as session:
         row = session.get(MailMessage, letter_id)
         if row is not None:
+            said = row.last_error == error[:1000]
             row.attempts = attempts
             row.next_attempt_at = to_db(retry_at)
             row.claimed_until = None  # due again at retry_at, whoever delivers then
             row.last_error = error[:1000]
-            case = session.get(Case, row.case_id) if row.case_id else None
-            repo.add_event(session, case, now, "letter_deferred", template=row.kind, attempt=attempts,
-                           error=error[:300], retry_at=retry_at.isoformat())
+            if repeat_in_trail or not said:
+                case = session.get(Case, row.case_id) if row.case_id else None
+                repo.add_event(session, case, now, "letter_deferred", template=row.kind, attempt=attempts,
+                               error=error[:300], retry_at=retry_at.isoformat())
             session.commit()
 
 

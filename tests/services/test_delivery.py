@@ -137,3 +137,52 @@ def test_nothing_due_sends_nothing(world: World) -> None:
     transport = FakeTransport()
     assert deliver(world, transport) == DeliveryReport()
     assert transport.sent == [] and transport.closed == 0
+
+
+@dataclass
+class RefusingServer(FakeTransport):
+    """An SMTP server that refuses the bot's sign-in (the password changed, the token was revoked)."""
+
+    refuse: bool = True
+    tried: int = 0
+
+    async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+        self.tried += 1
+        if self.refuse:
+            raise TemporaryFailure("sign-in refused: 535 5.7.3 Authentication unsuccessful")
+        return await super().send(raw, mail_from, recipients)
+
+
+def test_a_refused_sign_in_pauses_delivery_and_never_fails_a_letter(world: World) -> None:
+    """One refusal ends the pass (every other letter would be refused too, and an account that keeps failing may
+    be locked); the next try waits MAILBOT_SIGN_IN_RETRY, doubling to at most 30 minutes; the letters keep their
+    attempts and their case's trail says so once; once sign-in works they all go."""
+    for n in range(5):
+        world.receive(mail(frm=f"person{n}@example.com"))
+    server = RefusingServer()
+    deliverer = Deliverer(world.app.engine, lambda: server, world.app.clock, concurrency=1)
+
+    def attempt() -> DeliveryReport:
+        return asyncio.run(deliverer.deliver_due())
+
+    assert (attempt().deferred, server.tried) == (1, 1)  # the first refusal ends the pass
+    assert (attempt().deferred, server.tried) == (0, 1)  # and nothing is tried again at once
+    waits = []
+    for _ in range(8):
+        before = server.tried
+        seconds = 0
+        while server.tried == before:
+            world.advance(seconds=30)
+            seconds += 30
+            attempt()
+        waits.append(seconds)
+    assert waits == [60, 120, 240, 480, 960, 1800, 1800, 1800]
+    first = letter_to(world, "person0@example.com")
+    assert (first.delivery, first.attempts) == ("pending", 0)
+    ref = "1MM-2026-0001"
+    assert world.events(ref).count("letter_deferred") == 1
+    server.refuse = False
+    world.advance(seconds=1800)
+    report = attempt()
+    assert report.sent == 10 and report.failed == 0
+    assert attempt().sent == 0 and server.tried == 9 + 10  # the pause is over and nothing is left
