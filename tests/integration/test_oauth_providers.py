@@ -166,3 +166,21 @@ def test_a_token_expiring_under_idle_is_renewed_and_mail_keeps_coming(provider: 
         assert provider.bot.letters("acknowledgement", to="late@example.com")
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_token_revoked_for_the_mailbox_alerts_the_administrator_once(provider: Provider) -> None:
+    """The app loses IMAP.AccessAsApp: every token is refused by the mailbox (SMTP still takes them). Each pass
+    fails to read the mailbox; the administrator hears once, not once a pass."""
+    microsoft(provider)
+    provider.bot.extra["MAILBOT_ADMIN_EMAIL"] = "ops@1mm.org.uk"
+    provider.bot.once(now=T0)
+    provider.introspection.tokens.clear()
+    provider.endpoint.on_grant = lambda token, user: provider.sink.set_xoauth2_tokens({token: user})
+    for minute in (1, 2):  # (Dovecot makes each failed sign-in from one address wait longer than the last)
+        result = provider.bot.cli("run", "--once", "--now", (T0 + timedelta(minutes=minute)).isoformat(), check=False)
+        assert result.returncode == 2, result.stderr
+    alerts = provider.bot.letters("admin-alert", to="ops@1mm.org.uk")
+    assert len(alerts) == 1 and "sign-in refused" in alerts[0].message["Subject"]
+    status = json.loads(provider.bot.cli("status", "--json", check=False).stdout)
+    assert status["state"] == "failing" and status["sign_in_state"]["imap"] == "refused"
+    assert status["token_expires_at"]
