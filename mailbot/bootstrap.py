@@ -30,11 +30,13 @@ from mailbot.services.jobs import Jobs
 from mailbot.services.lifecycle import Addresses, CaseLifecycle
 from mailbot.services.staffdesk import StaffDesk
 from mailbot.services.transport import Transport
+from mailbot.services.webintake import WebIntake
 from mailbot.settings import ConfigError, Settings
 from mailbot.store import health_reads
 from mailbot.store.db import open_database
 from mailbot.store.db import session as new_session
 from mailbot.store.sent_journal import SentJournal
+from mailbot.web.form import ComplaintsForm, FormSettings
 from mailbot.web.metrics import Metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +85,7 @@ class App:
             self.sender, self.secret, self.renderer, self.calendar, self.procedures, self.directory,
             complaints_team_cc=team_cc, notification_attachments_max=settings.notification_attachments_bytes,
             scan=ClamdScanner(settings.clamd_socket) if settings.clamd_socket else None,
-            ceo_address=settings.ceo_address)
+            ceo_address=settings.ceo_address, public_url=settings.public_url_effective)
         self.lifecycle = CaseLifecycle(Addresses(own, settings.domain, settings.form_sender_set), self.letters,
                                        self.calendar, self.procedures, self.directory)
         self.staff_desk = StaffDesk(self.lifecycle, self.letters, self.directory, self.signposts)
@@ -96,6 +98,14 @@ class App:
                                    sign_in_pause=timedelta(seconds=settings.sign_in_retry))
         self.digest = Digest(self.engine, self.letters, self.calendar, self.directory, self.procedures,
                              settings.digest_time, persistent_threshold=settings.persistent_threshold)
+        self.web_intake = WebIntake(self.engine, self.ingestor, self.letters, self.secret, settings.address,
+                                    settings.domain, self.clock)
+        self.web_form = ComplaintsForm(self.web_intake, FormSettings(
+            org_name=settings.org_name, address=settings.address, templates_dir=settings.templates_dir,
+            timezone=settings.timezone, secret=self.secret, max_bytes=settings.form_max_bytes_value,
+            max_files=settings.form_max_files, per_email=settings.form_limit_per_email,
+            per_ip=settings.form_limit_per_ip, trusted_proxies=settings.trusted_proxies,
+            secure_cookie=(settings.public_url or "").startswith("https://")), self.clock)
         self.alerts = Alerts(self.engine, self.letters, settings.admin_email, bool(settings.imap_host), self.clock)
         self.jobs = Jobs(self.engine, self.lifecycle, self.letters, self.calendar, self.directory, digest=self.digest)
 

@@ -79,6 +79,8 @@ def sample_context(procedure: Procedure, calendar: WorkingCalendar, signposts: t
         "options": [contact_option({"kind": "letters_only"})], "ended": "Monday 14 June 2027",
         "detail": "A sample note for staff.", "done": ["Assigned the case to Priya Shah."],
         "problems": [], "sections": [], "figures": {}, "nothing_new": False,
+        "status_link": "https://complaints.1mm.org.uk/cases/1MM-2026-0042/sample-token",
+        "privacy_link": "https://complaints.1mm.org.uk/complaints/privacy",
         "raised": True, "words": "complaints@imap.example.org/INBOX: sign-in refused (LoginError: AUTHENTICATE failed)",
         "condition": "sign-in:complaints@imap.example.org/INBOX", "host": "mailbot-1",
         "advice": "Run `mailbot auth test` on the bot's host: it says which server refused and why.",

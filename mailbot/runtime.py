@@ -248,7 +248,7 @@ class Daemon:
         if not settings.http_port:
             return None
         web = build(lambda: report(settings, self.app.engine, self.app.clock(), instance=self.role),
-                    self.app.metrics)
+                    self.app.metrics, self.app.web_form.routes())
         http = HttpListener(web, settings.http_host, settings.http_port)
         try:
             http.bind()

@@ -91,6 +91,19 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
 
+    # How the web pages (the complaints form, each case's status page) are reached from outside, e.g.
+    # https://complaints.1mm.org.uk behind the charity's reverse proxy. Letters link to them. Unset: in local
+    # mode the listener's own address; otherwise no links (the form is still served).
+    public_url: str | None = None
+    # Whose X-Forwarded-For to believe (the reverse proxy): comma-separated addresses or CIDR ranges.
+    trusted_proxies: str = ""
+    # The form's limits: submissions per email address and per client address in an hour, the largest
+    # request (attachments included), and files per submission.
+    form_limit_per_email: int = Field(default=5, ge=1)
+    form_limit_per_ip: int = Field(default=20, ge=1)
+    form_max_bytes: str = "10M"
+    form_max_files: int = Field(default=5, ge=0, le=20)
+
     # Local mode: the embedded SMTP listener used when no IMAP host is configured.
     local_smtp_host: str = "127.0.0.1"
     local_smtp_port: int = Field(default=2525, ge=1, le=65535)
@@ -139,6 +152,32 @@ class Settings(BaseSettings):
         local, _, domain = value.partition("@")
         if not local or not domain or "." not in domain or any(c in value for c in " <>,;"):
             raise ValueError("must be a plain address like ceo@1mm.org.uk")
+        return value
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip().rstrip("/")
+        if not value:
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be the address people reach the bot's pages at, like https://complaints.1mm.org.uk")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from mailbot.domain.webform import parse_networks
+
+        parse_networks(value)
+        return value
+
+    @field_validator("form_max_bytes")
+    @classmethod
+    def _form_size(cls, value: str) -> str:
+        parse_size(value)
         return value
 
     @field_validator("trust_exchange_internal", mode="before")
@@ -210,6 +249,20 @@ class Settings(BaseSettings):
     @property
     def domain(self) -> str:
         return self.address.split("@", 1)[1]
+
+    @property
+    def public_url_effective(self) -> str | None:
+        """MAILBOT_PUBLIC_URL, or in local mode the listener's own address (a newcomer's browser is on it)."""
+        if self.public_url:
+            return self.public_url
+        if not self.imap_host and self.http_port:
+            host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+            return f"http://{host}:{self.http_port}"
+        return None
+
+    @property
+    def form_max_bytes_value(self) -> int:
+        return parse_size(self.form_max_bytes)
 
     @property
     def notification_attachments_bytes(self) -> int:

@@ -433,6 +433,10 @@ COMMANDS: dict[str, CommandSpec] = {
         "#terminate acknowledge-only|silent", "end contact about a closed case", _contact_mode, _CEO
     ),
     "fresh-evidence": CommandSpec("#fresh-evidence", "this message has fresh evidence; handle it normally", _no_arguments, None),
+    "new-status-link": CommandSpec(
+        "#new-status-link", "replace the complainant's private status page link (the old one stops working)",
+        _no_arguments, None
+    ),
 }
 
 ROLES_ALLOWED: dict[str, frozenset[str] | None] = {name: spec.roles for name, spec in COMMANDS.items()}

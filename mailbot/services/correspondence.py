@@ -30,6 +30,7 @@ from mailbot.domain.procedures import (
 from mailbot.domain.quotes import extract_new_text
 from mailbot.domain.signing import signed_address
 from mailbot.domain.staff_words import staff_words
+from mailbot.domain.webform import status_token
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer, letter_bytes, new_message_id
 from mailbot.store import repo
@@ -74,8 +75,10 @@ class Correspondence:
                  complaints_team_cc: tuple[str, ...] = (),
                  notification_attachments_max: int = 10 * 1024 * 1024,
                  scan: Callable[[tuple[Attachment, ...]], frozenset[str]] | None = None,
-                 ceo_address: str | None = None) -> None:
+                 ceo_address: str | None = None, public_url: str | None = None) -> None:
         self.sender = sender
+        # Where the bot's web pages are reached from outside (MAILBOT_PUBLIC_URL): letters link to them.
+        self.public_url = public_url.rstrip("/") if public_url else None
         self.secret = secret
         self.renderer = renderer
         self.calendar = calendar
@@ -445,8 +448,17 @@ class Correspondence:
             "received": self.calendar.format_date(opened),
             "deadlines": self.deadline_phrases(case, deadlines),
             "ceo_address": self.ceo_address_now(),
+            "status_link": self.status_link(case) or "",
+            "privacy_link": f"{self.public_url}/complaints/privacy" if self.public_url else "",
             **extra,
         }
+
+    def status_link(self, case: Case) -> str | None:
+        """The complainant's private status page, when the pages are reachable and the case has one (a person
+        with no email address gets no link: their letters are posted)."""
+        if not self.public_url or not case.status_nonce or case.complainant.endswith(f"@{POSTAL_DOMAIN}"):
+            return None
+        return f"{self.public_url}/cases/{case.ref}/{status_token(self.secret, case.ref, case.status_nonce)}"
 
 
 # Staff letters that open with what the case needs from its owner, and by when.

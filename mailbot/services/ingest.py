@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from mailbot.domain.chain import RouteConfig, Verdict, route
+from mailbot.domain.commands import OnBehalf
 from mailbot.domain.directory import DirectorySource
 from mailbot.domain.mail import InboundMail, parse_mail
 from mailbot.services.correspondence import Correspondence
@@ -57,6 +58,10 @@ class Arrival:
     raw: bytes
     received_at: datetime  # the server's arrival time (IMAP INTERNALDATE), aware
     uid: int | None = None
+    # Set only by the bot's own web form (never read from a message): who the complaint is from and how to
+    # reach them, and the form's fields as typed, kept with the message.
+    submission: OnBehalf | None = None
+    form: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,7 @@ class Ingestor:
             seen.add(case.ref)
             case = repo.case_by_ref(session, case.merged_into)
         if verdict.action == "new_case":
-            case = self.lifecycle.open_case(session, mail, arrival.received_at, now)
+            case = self.lifecycle.open_case(session, mail, arrival.received_at, now, on_behalf=arrival.submission)
         elif verdict.action == "ceo_direct" and case is None:
             case = self.lifecycle.open_case_for_the_ceo(session, mail, verdict, arrival.received_at, now)
         elif verdict.action == "on_behalf":
@@ -219,6 +224,9 @@ class Ingestor:
             detail["thread_rule"] = verdict.thread.rule
         if not mail.readable:
             detail["defects"] = list(mail.defects)
+        if arrival.form is not None:
+            detail["channel"] = "web"
+            detail["form"] = arrival.form
         repo.record_inbound(session, {
             "case_id": repo.case_id(session, case),
             "message_id": mail.message_id,

@@ -8,6 +8,7 @@ for every message the chain did not give to the staff desk.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -132,11 +133,12 @@ class CaseLifecycle:
             assignee=assigned_contact(directory, complainant),
             opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
             channel=channel, postal_address=(on_behalf.postal_address or None) if on_behalf else None,
+            status_nonce=secrets.token_urlsafe(12),
         )
         repo.add_event(session, case, now, "case_opened", procedure=procedure_key, complainant=complainant,
                        assignee=case.assignee, category=category, message_id=mail.message_id,
                        from_addr=mail.from_addr, reply_to=list(mail.reply_to), channel=channel,
-                       **({"logged_by": mail.from_addr} if on_behalf else {}))
+                       **({"logged_by": mail.from_addr} if on_behalf and on_behalf.channel != "web" else {}))
         return case
 
     def open_case_on_behalf(self, session: Session, mail: InboundMail, verdict: Verdict, received_at: datetime,

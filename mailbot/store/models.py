@@ -39,6 +39,8 @@ class Case(SQLModel, table=True):
     channel: str = Field(default="email", sa_column_kwargs={"server_default": "email"})
     # For someone with no email address (logged by staff): where their letters are posted.
     postal_address: str | None = None
+    # Signs the complainant's private status page link (domain.webform.status_token); None: no page.
+    status_nonce: str | None = None
 
     __table_args__ = (UniqueConstraint("year", "seq", name="uq_case_year_seq"),)
 

@@ -322,6 +322,13 @@ def complainant_thread(session: Session, case_id: int, complainant: str) -> list
     ).order_by(col(MailMessage.id))).all())
 
 
+def letters_to(session: Session, case_id: int, address: str) -> list[MailMessage]:
+    """Our letters on the case to this address, oldest first."""
+    return list(session.exec(select(MailMessage).where(
+        MailMessage.case_id == case_id, MailMessage.direction == "out", MailMessage.to_addrs == address,
+    ).order_by(col(MailMessage.id))).all())
+
+
 def last_raw_from(session: Session, case_id: int, sender: str) -> bytes | None:
     """The raw bytes of the newest message on the case from this address."""
     return session.exec(select(MailMessage.raw).where(MailMessage.case_id == case_id, MailMessage.direction == "in",

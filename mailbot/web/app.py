@@ -1,19 +1,20 @@
-"""The HTTP routes. The issue-16 web form will be served by this same application."""
+"""The HTTP routes: /healthz, /metrics, and the web pages (mailbot.web.form) on the same listener."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from mailbot.web.metrics import Metrics
 
 
-def build(health: Callable[[], dict[str, Any]], metrics: Metrics) -> Starlette:
+def build(health: Callable[[], dict[str, Any]], metrics: Metrics, pages: Sequence[BaseRoute] = ()) -> Starlette:
     """``health()`` is the status report (mailbot.status) as this instance sees it; it reads the database, so
     the endpoints are plain functions, which Starlette runs on its thread pool, off the delivery loop."""
 
@@ -26,4 +27,4 @@ def build(health: Callable[[], dict[str, Any]], metrics: Metrics) -> Starlette:
     def metrics_page(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics_page)])
+    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics_page), *pages])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from mailbot.domain.commands import (
     CaseRef,
     Category,
@@ -193,7 +195,19 @@ def not_a_complaint(t: Turn, command: Command) -> None:
                                                                 "command next time)."))
 
 
+def new_status_link(t: Turn, command: Command) -> None:
+    """A status page link that went astray: a new nonce, so the old link shows nothing from now on."""
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    case.status_nonce = secrets.token_urlsafe(12)
+    repo.add_event(session, case, now, "status_link_replaced", actor=staff)
+    link = t.letters.status_link(case)
+    reply.done.append("Replaced the complainant's status page link: the old one no longer works. "
+                      + (f"The new one is {link} (send it to them if they need it)." if link else
+                         "This bot has no MAILBOT_PUBLIC_URL, so no letter carries a link."))
+
+
 HANDLERS: dict[str, Handler] = {
+    "new-status-link": new_status_link,
     "note": note,
     "full": full,
     "assign": assign,
