@@ -219,6 +219,7 @@ class Daemon:
     async def _run(self) -> None:
         self._loop, self._woken = asyncio.get_running_loop(), asyncio.Event()
         local_wake = threading.Event()  # the local listener saved a message
+        self.app.web_intake.on_commit = self.wake  # a complaint from the web form: its letters go at once
 
         def on_signal() -> None:
             log.info("stopping")

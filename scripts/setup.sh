@@ -73,6 +73,14 @@ if [ "$runtime_only" = no ] && ! command -v docker-compose >/dev/null 2>&1; then
     apt_install docker-compose
 fi
 
+# --- Chromium and axe-core: the web form's browser tests (Playwright drives Debian's Chromium) ---------------
+if [ "$runtime_only" = no ] && [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium
+fi
+if [ "$runtime_only" = no ] && ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+fi
+
 # --- Python >= 3.11 and its venv module ----------------------------------------------------------
 python_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 PYTHON=""
@@ -105,4 +113,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
     log "installing mailbot and its test dependencies into .venv"
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null >&2
     echo "$want" >"$stamp"
+fi
+
+# axe-core (the accessibility checker the browser tests run in the page), from the npm registry, kept in .venv.
+if [ "$runtime_only" = no ] && [ ! -f .venv/axe/node_modules/axe-core/axe.min.js ]; then
+    log "installing axe-core into .venv/axe"
+    mkdir -p .venv/axe
+    (cd .venv/axe && npm install --silent --no-audit --no-fund axe-core@4 </dev/null >&2)
 fi

@@ -73,6 +73,8 @@ class WebIntake:
         self.address = address
         self.domain = domain
         self.clock = clock
+        # Called after each commit that queued letters (the runtime sets it to wake its delivery loop).
+        self.on_commit: Callable[[], None] = lambda: None
 
     def submit(self, submission: Submission) -> Receipt:
         now = self.clock()
@@ -83,6 +85,7 @@ class WebIntake:
         who = OnBehalf(" ".join(values.get("name", "").split())[:200], email, "web",
                        "" if email else " ".join(values.get("postal", "").split())[:500])
         outcome = self.ingestor.ingest(Arrival(raw, now, submission=who, form=dict(values)))
+        self.on_commit()
         if outcome.ref is None:
             return Receipt(None, False, {}, "", None, bool(email))
         with new_session(self.engine) as session:
@@ -142,4 +145,5 @@ class WebIntake:
             msg["References"] = " ".join(thread[-10:])
         msg.set_content(text + "\n\n(Added on the complaint's web page.)\n")
         self.ingestor.ingest(Arrival(msg.as_bytes(), now, form={"added_information": text}))
+        self.on_commit()
         return case.ref

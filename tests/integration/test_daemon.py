@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import smtplib
 import threading
 import time
@@ -70,6 +72,42 @@ def test_local_mode_takes_mail_over_smtp_and_writes_letters_to_a_maildir(bot: Bo
         assert daemon.stop() == 0
     assert [c["subject"] for c in bot.cases_json()] == ["Local complaint"]
     assert bot.sink.messages() == []
+
+
+def test_local_mode_serves_the_complaints_form_and_a_case_appears(bot: Bot) -> None:
+    """The README's first command: `mailbot run` in local mode, a browser at /complaints, and the case."""
+    import http.cookiejar
+    import re
+    import urllib.parse
+    import urllib.request
+
+    port, web = free_port(), free_port()
+    bot.extra.update({"MAILBOT_IMAP_HOST": "", "MAILBOT_SMTP_HOST": "", "MAILBOT_LOCAL_SMTP_PORT": str(port),
+                      "MAILBOT_HTTP_PORT": str(web)})
+    daemon = Daemon(bot)
+    daemon.start()
+    try:
+        daemon.wait_log(f"HTTP listener on http://127.0.0.1:{web}")
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        form = opener.open(f"http://127.0.0.1:{web}/complaints", timeout=10).read().decode()
+        token = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert token and "Make a complaint" in form
+        fields = {"csrf": token.group(1), "reason": "Nobody called me back.", "where_when": "On the phone, Monday.",
+                  "outcome": "A call back.", "name": "Jane Doe", "email": "jane@example.com", "role": "mentee"}
+        answer = opener.open(f"http://127.0.0.1:{web}/complaints", data=urllib.parse.urlencode(fields).encode(),
+                             timeout=30).read().decode()
+        assert "1MM-2026-0001" in answer
+        sent = bot.data_dir / "sent" / "new"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(list(sent.glob("*"))) < 2:
+            time.sleep(0.05)
+    finally:
+        assert daemon.stop() == 0
+    [case] = bot.cases_json()
+    assert (case["ref"], case["channel"], case["complainant"]) == ("1MM-2026-0001", "web", "jane@example.com")
+    letters = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in sent.glob("*")]
+    [ack] = [m for m in letters if m["X-Mailbot-Letter"] == "acknowledgement"]
+    assert f"http://127.0.0.1:{web}/cases/1MM-2026-0001/" in ack.get_body(("plain",)).get_content()
 
 
 def test_demo_plays_the_samples_and_explains_what_happened(bot: Bot) -> None:
