@@ -283,3 +283,9 @@ def test_the_privacy_notice_says_what_is_kept_why_for_how_long_and_who_to_ask(br
     assert page.status_code == 200
     for words in ("What we keep", "Why", "For how long", "6 years", "Who to ask", "Information Commissioner"):
         assert words in page.text
+
+
+def test_safeguarding_words_in_the_form_alert_the_safeguarding_lead_at_once(browser: Browser) -> None:
+    browser.send({"reason": "My son is scared of his mentor since he threatened him."})
+    kinds = [letter.kind for letter in browser.world.outbox()]
+    assert "safeguarding-alert" in kinds and "acknowledgement" in kinds
