@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, insert, update
@@ -401,14 +402,38 @@ def restrictions_at_term(session: Session, now: datetime) -> list[tuple[Restrict
     ).all())
 
 
-def deadlines_to_chase(session: Session, open_statuses: tuple[str, ...]) -> list[tuple[Deadline, Case]]:
-    """Running deadlines on open cases not yet alerted as overdue, soonest first."""
-    return list(session.exec(
-        select(Deadline, Case).join(Case, col(Case.id) == col(Deadline.case_id))
-        .where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
-               col(Case.status).in_(open_statuses), col(Deadline.overdue_alerted_at).is_(None))
-        .order_by(col(Deadline.due_at))
-    ).all())
+# Rows the deadline chase reads at a time: it never holds more than this many cases as objects.
+CHASE_PAGE = 200
+
+
+def deadlines_to_chase(session: Session, open_statuses: tuple[str, ...], due_before: datetime,
+                       remind_before: datetime) -> Iterator[tuple[Deadline, Case]]:
+    """Running deadlines on open cases that may need a letter now, soonest first, a page at a time: not yet
+    alerted as overdue, and either due by ``due_before`` or not yet reminded and due before
+    ``remind_before``. Everything further off waits in the database, however many open cases there are."""
+    after: tuple[datetime, int] | None = None
+    while True:
+        query = (select(Deadline, Case).join(Case, col(Case.id) == col(Deadline.case_id))
+                 .where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
+                        col(Case.status).in_(open_statuses), col(Deadline.overdue_alerted_at).is_(None),
+                        (col(Deadline.due_at) <= to_db(due_before))
+                        | (col(Deadline.reminded_at).is_(None) & (col(Deadline.due_at) < to_db(remind_before)))))
+        if after is not None:
+            query = query.where((col(Deadline.due_at) > after[0])
+                                | ((col(Deadline.due_at) == after[0]) & (col(Deadline.id) > after[1])))
+        page = session.exec(query.order_by(col(Deadline.due_at), col(Deadline.id)).limit(CHASE_PAGE)).all()
+        yield from page
+        if len(page) < CHASE_PAGE:
+            return
+        last = page[-1][0]
+        after = (last.due_at, last.id or 0)
+
+
+def open_cases_assigned_outside(session: Session, open_statuses: tuple[str, ...],
+                                staff: frozenset[str]) -> list[Case]:
+    """Open cases whose owner is not one of these addresses (no longer in staff.toml)."""
+    return list(session.exec(select(Case).where(col(Case.status).in_(open_statuses), col(Case.assignee).is_not(None),
+                                                col(Case.assignee).not_in(sorted(staff)))).all())
 
 
 def inbound_from(session: Session, case_id: int, sender: str) -> list[bytes]:

@@ -78,3 +78,35 @@ def test_the_jobs_chase_a_new_owner_when_the_old_one_has_left(world: World) -> N
     assert letters and letters[0].kind == "staff-notification" and letters[0].to == PRIYA
     assert all("tom.okafor" not in letter.to for letter in letters)
     assert {letter.kind for letter in letters[1:]} <= {"deadline-reminder", "deadline-overdue"} and letters[1:]
+
+
+def test_an_owner_who_left_is_replaced_even_when_no_deadline_is_near(world: World) -> None:
+    """The chase reads only deadlines that can need a letter now; a case whose owner left is still handed on."""
+    world.receive(mail(frm="Amira Khan <amira.khan@example.org>"))
+    world.take_letters()
+    staff = world.app.settings.data_dir / "staff.toml"
+    text = staff.read_text()
+    start = text.index('name = "Tom Okafor"')
+    staff.write_text(text[:text.rindex("[[staff]]", 0, start)] + text[text.index("[[staff]]", start):])
+    os.utime(staff, ns=(time.time_ns(), time.time_ns() + 10**9))
+    when = at(16, 11, 0)  # an hour after it arrived: every deadline is days away
+    world.app.fixed_now = when
+    world.app.jobs.run_due(when)
+    assert [(letter.kind, letter.to) for letter in world.take_letters() if letter.kind != "digest"] == [
+        ("staff-notification", PRIYA)]
+
+
+def test_the_chase_reads_a_page_at_a_time_and_misses_nothing(world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mailbot.store import repo
+
+    monkeypatch.setattr(repo, "CHASE_PAGE", 3)
+    for n in range(8):
+        world.receive(mail(frm=f"person{n}@example.org"))
+    world.take_letters()
+    when = at(17, 17, 30)
+    world.app.fixed_now = when
+    world.app.jobs.run_due(when)
+    kinds = [letter.kind for letter in world.take_letters() if letter.kind != "digest"]
+    assert kinds.count("deadline-overdue") == 8 and kinds.count("deadline-reminder") == 8
+    world.app.jobs.run_due(when)
+    assert [letter for letter in world.take_letters() if letter.kind != "digest"] == []
