@@ -229,6 +229,7 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, on_signal)
+            self._loop.add_signal_handler(signal.SIGHUP, self._reload_templates)
 
         http = await self._http_listener()
         try:
@@ -360,7 +361,16 @@ class Daemon:
             raise ConfigError("lost the database lock that keeps a second mailbot from sending the same letters "
                               "(the database connection dropped): stopped; start it again")
 
+    def _reload_templates(self) -> None:
+        """SIGHUP, and every minute: letters written after an edit to templates/ use the edited words."""
+        try:
+            if self.app.renderer.reload_if_changed():
+                log.info("templates changed: letters use the new words from now on")
+        except OSError as exc:
+            log.warning("could not read the templates folder: %s", exc)
+
     def _scheduled(self) -> None:
+        self._reload_templates()
         if not self.lock.still_held():
             log.error("lost the database lock (the connection dropped); stopping so no letter goes twice")
             self.lost_lock = True

@@ -123,3 +123,23 @@ def test_non_ascii_addresses_are_never_rfc2047_encoded() -> None:
     assert b"=?" not in head.split(b"\r\nSubject:")[0] or b"=?utf-8?" not in head
     assert "To: zoë@xn--exmple-cua.com".encode() in head
     assert b"Cc: jane@xn--bcher-kva.de" in head
+
+
+def test_a_template_is_compiled_once_and_an_edit_is_picked_up_on_reload(tmp_path: Path) -> None:
+    import shutil
+    import time as clock
+
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    renderer = LetterRenderer(tmp_path / "templates")
+    proc = PROCEDURES["external"]
+    context = sample_context(proc, WorkingCalendar(), SIGNPOSTS, org_name="1MM", address="c@1mm.org.uk")
+    assert "We have received your complaint" in renderer.render("acknowledgement", context).text
+    path = tmp_path / "templates" / "letters" / "acknowledgement.txt"
+    path.write_text(path.read_text().replace("We have received your complaint and", "Your complaint is with us and"))
+    later = clock.time_ns() + 10**9
+    import os
+
+    os.utime(path, ns=(later, later))
+    assert "Your complaint is with us" not in renderer.render("acknowledgement", context).text  # not re-read per render
+    assert renderer.reload_if_changed() and not renderer.reload_if_changed()
+    assert "Your complaint is with us" in renderer.render("acknowledgement", context).text
