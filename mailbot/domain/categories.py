@@ -7,7 +7,9 @@ young person at risk, so it errs on the side of alerting and reading a false ala
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 
 SAFEGUARDING = "safeguarding"
 DATA_PROTECTION = "data_protection"
@@ -116,9 +118,24 @@ def _normalise(subject: str, text: str) -> str:
     return re.sub(r"\s+", " ", joined)
 
 
+@dataclass(frozen=True)
+class Reading:
+    category: str
+    safeguarding: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=16)
+def read(subject: str, text: str) -> Reading:
+    """One pass over a message's words for both its category and its safeguarding terms. Opening a case asks
+    for the category and then for the terms of the same words: the second answer comes from this cache."""
+    words = _normalise(subject, text)
+    terms = _safeguarding_terms(words)
+    return Reading(_category(words, terms), terms)
+
+
 def safeguarding_concern(subject: str, text: str) -> tuple[str, ...]:
     """The safeguarding terms found, each once, in the order they first appear; empty means none."""
-    return _safeguarding_terms(_normalise(subject, text))
+    return read(subject, text).safeguarding
 
 
 def _safeguarding_terms(words: str) -> tuple[str, ...]:
@@ -133,8 +150,11 @@ def _safeguarding_terms(words: str) -> tuple[str, ...]:
 
 def guess_category(subject: str, text: str) -> str:
     """The most serious category the message's words suggest; "service" when nothing more specific fits."""
-    words = _normalise(subject, text)
-    if _safeguarding_terms(words):
+    return read(subject, text).category
+
+
+def _category(words: str, safeguarding: tuple[str, ...]) -> str:
+    if safeguarding:
         return SAFEGUARDING
     if _DATA_PROTECTION.search(words):
         return DATA_PROTECTION
