@@ -9,16 +9,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
-from mailbot import runtime
-from mailbot.bootstrap import App
 from mailbot.settings import Settings
 from mailbot.store import case_views, repo
 from mailbot.store.db import open_database, session
 from mailbot.store.faults import DatabaseUnusable
+
+if TYPE_CHECKING:
+    from mailbot.bootstrap import App
 
 
 def print_json(value: object) -> None:
@@ -39,6 +41,9 @@ def settle_memory() -> None:
 
 def run(settings: Settings, once: bool, now: datetime | None) -> int:
     from imapclient.exceptions import IMAPClientError, LoginError
+
+    from mailbot import runtime
+    from mailbot.bootstrap import App
 
     app = App(settings, now=now) if once else _app_when_the_database_works(settings)
     settle_memory()
@@ -66,6 +71,8 @@ def _app_when_the_database_works(settings: Settings, first_wait: float = 2.0, lo
     so at each try); one that waiting cannot mend stops start-up in one line."""
     import logging
     import time
+
+    from mailbot.bootstrap import App
 
     log = logging.getLogger("mailbot.start")
     wait = first_wait
@@ -173,6 +180,8 @@ def preview_letters(settings: Settings, folder: Path) -> int:
 
 
 def digest(settings: Settings, now: datetime | None, to: str | None, preview: Path | None) -> int:
+    from mailbot import runtime
+    from mailbot.bootstrap import App
     from mailbot.services.digest import DigestError
 
     app = App(settings, now=now)

@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from mailbot.bootstrap import App
 from mailbot.mail.imap import ImapIntake
@@ -24,7 +24,9 @@ from mailbot.services.ingest import FirstRunError
 from mailbot.settings import ConfigError
 from mailbot.store import repo
 from mailbot.store.locks import InstanceLock, instance_lock
-from mailbot.web.server import HttpListener
+
+if TYPE_CHECKING:
+    from mailbot.web.server import HttpListener
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +247,7 @@ class Daemon:
         """/healthz and /metrics, served from the start (a standby answers too); None when the port is 0."""
         from mailbot.status import report
         from mailbot.web.app import build
+        from mailbot.web.server import HttpListener  # uvicorn: only the daemon needs it
 
         settings = self.app.settings
         if not settings.http_port:
