@@ -174,12 +174,6 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
-    @field_validator("form_max_bytes")
-    @classmethod
-    def _form_size(cls, value: str) -> str:
-        parse_size(value)
-        return value
-
     @field_validator("trust_exchange_internal", mode="before")
     @classmethod
     def _tenant_id(cls, value: object) -> object:
@@ -200,7 +194,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("notification_attachments_max")
+    @field_validator("notification_attachments_max", "form_max_bytes")
     @classmethod
     def _a_size(cls, value: str) -> str:
         parse_size(value)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.message import EmailMessage
@@ -218,3 +219,13 @@ def staff_reply(notification, frm: str, body: str, quote: bool = True, to: str |
         frm=frm, to=to or original["Reply-To"], subject=subject or f"Re: {original['Subject']}",
         body=body + quoted, In_Reply_To=original["Message-ID"], References=original["Message-ID"],
     )
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``check`` until it is true, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

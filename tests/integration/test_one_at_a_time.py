@@ -12,21 +12,12 @@ import time
 
 import pytest
 
-from tests.integration.bot import Bot, Daemon, make_mail
+from tests.integration.bot import Bot, Daemon, make_mail, wait_for
 from tests.servers import PostgresServer
 
 
 def acks_by_recipient(bot: Bot) -> collections.Counter[str]:
     return collections.Counter(r for letter in bot.letters("acknowledgement") for r in letter.rcpt_tos)
-
-
-def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])

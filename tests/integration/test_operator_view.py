@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
-from tests.integration.bot import Bot, Daemon, make_mail
+from tests.integration.bot import Bot, Daemon, make_mail, wait_for
 from tests.servers import free_port
 
 ADMIN = "ops@1mm.org.uk"
@@ -28,15 +27,6 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 def health(port: int) -> tuple[int, dict]:
     code, body = get(port, "/healthz")
     return code, json.loads(body)
-
-
-def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def metric(text: str, name: str) -> float:
