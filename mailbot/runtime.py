@@ -144,7 +144,10 @@ async def _run_once(app: App) -> dict[str, object]:
         try:
             fetched = intake_once(app, wake)
         finally:
-            app.alerts.check()  # a failed read is alerted before the error ends the pass
+            try:
+                app.alerts.check()  # a failed read is alerted before the error ends the pass
+            except Exception:  # noqa: BLE001  (the alert must not hide the failure it is about)
+                log.exception("could not check for the administrator's alerts")
         return fetched, app.jobs.run_due(app.clock())
 
     totals = DeliveryReport()

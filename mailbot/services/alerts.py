@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from datetime import datetime
 from typing import Callable
 
@@ -49,6 +50,8 @@ class Alerts:
         # Whether the last check left an alert standing (unknown until the first check), so that every
         # good read of the mailbox need not look.
         self._standing = True
+        # The intake thread and the scheduler both check: one at a time, or both could raise the same alert.
+        self._lock = threading.Lock()
 
     def check_if_standing(self) -> int:
         """After a good read: clear what has cleared, if anything was standing."""
@@ -60,7 +63,7 @@ class Alerts:
             return 0
         now = now or self.clock()
         queued = 0
-        with new_session(self.engine) as session:
+        with self._lock, new_session(self.engine) as session:
             current = alert_conditions(health_reads.facts(session, now, self.reads_a_mailbox, running=True))
             standing = health_reads.raised_alerts(session)
             for condition, words in current.items():
