@@ -91,6 +91,10 @@ def build_parser(describe_run: bool = False) -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", help="copy the database, the signing key and the directories into DIR "
                                            "(consistent while the bot runs)")
     backup.add_argument("dir", type=Path)
+    export = sub.add_parser("export-person", help="subject access: write everything held about EMAIL into DIR "
+                                                  "(their mail as .eml, records as JSON, an index.html to read)")
+    export.add_argument("email")
+    export.add_argument("dir", type=Path)
     auth = sub.add_parser("auth", help="check the sign-in to the mailbox and the SMTP server")
     auth_sub = auth.add_subparsers(dest="auth_command", required=True)
     auth_sub.add_parser("test", help="sign in to IMAP and SMTP as the bot would, and say what worked")
@@ -156,6 +160,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return console.status(settings, as_json=args.json, now=now)
     if args.command == "backup":
         return console.backup(settings, args.dir)
+    if args.command == "export-person":
+        return console.export_person(settings, args.email, args.dir)
     if args.command == "auth":
         return console.auth_test(settings)
     if args.command == "letters":

@@ -273,6 +273,32 @@ def status(settings: Settings, as_json: bool, now: datetime | None = None) -> in
     return int(report["exit_status"])
 
 
+def export_person(settings: Settings, email: str, target: Path) -> int:
+    """`mailbot export-person EMAIL DIR`: exit 0 with a summary, 2 when DIR is not empty (nothing is mixed in)."""
+    from datetime import timezone
+
+    from mailbot.store.subject_access import export_person as export
+
+    if "@" not in email:
+        print(f"mailbot: {email!r} is not an email address", file=sys.stderr)
+        return 2
+    if target.exists() and any(target.iterdir()):
+        print(f"mailbot: {target} is not empty: give a new or empty folder, so the export holds nothing else",
+              file=sys.stderr)
+        return 2
+    now = datetime.now(timezone.utc)
+    engine = open_database(settings.database_url_effective)
+    try:
+        with session(engine) as s:
+            written = export(s, email, target, settings.templates_dir, now)
+            repo.add_event(s, None, now, "subject_access_export", files=len(written))
+            s.commit()
+    finally:
+        engine.dispose()
+    print(f"wrote {len(written)} file(s) to {target}; open {target / 'index.html'}")
+    return 0
+
+
 def backup(settings: Settings, target: Path) -> int:
     """`mailbot backup DIR`: exit 0 with the files written, or 2 with one line saying what to do instead."""
     from mailbot.store.backup import BackupRefused

@@ -1,0 +1,48 @@
+"""Issue 17, subject access: `mailbot export-person EMAIL DIR` holds all of one person's mail and nobody else's,
+and lists (never writes out) what staff wrote among themselves."""
+
+from __future__ import annotations
+
+import stat
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from tests.integration.bot import Bot, make_mail, staff_reply
+
+T0 = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
+PRIYA = "Priya Shah <priya.shah@1mm.org.uk>"
+
+
+def test_an_export_holds_all_of_one_persons_mail_and_nobody_elses(bot: Bot, tmp_path: Path) -> None:
+    bot.append(make_mail(frm="Jane Doe <jane@example.com>", subject="Missed call", body="Nobody called me."),
+               internaldate=T0)
+    bot.append(make_mail(frm="Ken Lee <ken@example.com>", subject="Other", body="Ken's own complaint."),
+               internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    [note] = bot.letters("staff-notification", case="1MM-2026-0001")
+    bot.append(staff_reply(note, PRIYA, "#note\nShe sounded upset; check the rota first."), internaldate=T0)
+    bot.append(staff_reply(note, PRIYA, "Dear Jane, we are sorry: we will call you on Friday."), internaldate=T0)
+    bot.once(now=T0 + timedelta(minutes=5))
+
+    out = tmp_path / "export"
+    result = bot.cli("export-person", "Jane@Example.com", str(out))
+    assert "index.html" in result.stdout
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert "index.html" in files and "1MM-2026-0001/events.json" in files and "1MM-2026-0001/case.json" in files
+    assert not any(f.startswith("1MM-2026-0002") for f in files)  # Ken's case is not hers
+    emls = [f for f in files if f.endswith(".eml")]
+    assert any("from-you-new_case" in f for f in emls)
+    assert any("to-you-acknowledgement" in f for f in emls) and any("to-you-staff-reply" in f for f in emls)
+    everything = b"".join((out / f).read_bytes() for f in files)
+    assert b"ken@example.com" not in everything and b"Ken's own complaint" not in everything
+    assert b"check the rota" not in everything  # the internal note is listed, not written out
+    index = (out / "index.html").read_text()
+    assert "internal note" in index and "staff notification" in index
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE((out / f).stat().st_mode) == 0o600 for f in files)
+
+
+def test_an_export_refuses_a_folder_that_is_not_empty(bot: Bot, tmp_path: Path) -> None:
+    (tmp_path / "old.txt").write_text("x")
+    result = bot.cli("export-person", "jane@example.com", str(tmp_path), check=False)
+    assert result.returncode == 2 and "is not empty" in result.stderr
