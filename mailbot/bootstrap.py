@@ -107,7 +107,8 @@ class App:
             per_ip=settings.form_limit_per_ip, trusted_proxies=settings.trusted_proxies,
             secure_cookie=(settings.public_url or "").startswith("https://")), self.clock)
         self.alerts = Alerts(self.engine, self.letters, settings.admin_email, bool(settings.imap_host), self.clock)
-        self.jobs = Jobs(self.engine, self.lifecycle, self.letters, self.calendar, self.directory, digest=self.digest)
+        self.jobs = Jobs(self.engine, self.lifecycle, self.letters, self.calendar, self.directory, digest=self.digest,
+                         retention_years=settings.retention_years)
 
     # ---- wiring helpers ----------------------------------------------------------------------
 

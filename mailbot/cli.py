@@ -95,6 +95,11 @@ def build_parser(describe_run: bool = False) -> argparse.ArgumentParser:
                                                   "(their mail as .eml, records as JSON, an index.html to read)")
     export.add_argument("email")
     export.add_argument("dir", type=Path)
+    erase = sub.add_parser("erase-person", help="remove a person's data everywhere, keeping the figures (refused "
+                                                "while they have an open or held case, unless --force)")
+    erase.add_argument("email")
+    erase.add_argument("--reason", required=True, help="why (recorded; do not name the person)")
+    erase.add_argument("--force", action="store_true", help="erase even with an open or held case")
     auth = sub.add_parser("auth", help="check the sign-in to the mailbox and the SMTP server")
     auth_sub = auth.add_subparsers(dest="auth_command", required=True)
     auth_sub.add_parser("test", help="sign in to IMAP and SMTP as the bot would, and say what worked")
@@ -162,6 +167,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return console.backup(settings, args.dir)
     if args.command == "export-person":
         return console.export_person(settings, args.email, args.dir)
+    if args.command == "erase-person":
+        return console.erase_person(settings, args.email, args.reason, args.force)
     if args.command == "auth":
         return console.auth_test(settings)
     if args.command == "letters":

@@ -299,6 +299,40 @@ def export_person(settings: Settings, email: str, target: Path) -> int:
     return 0
 
 
+def erase_person(settings: Settings, email: str, reason: str, force: bool) -> int:
+    """`mailbot erase-person EMAIL --reason TEXT [--force]`: exit 0 when done, 1 when refused (one line why)."""
+    from datetime import timezone
+
+    from mailbot.domain.procedures import OPEN_STATUSES
+    from mailbot.store import erasure
+
+    email = email.strip().lower()
+    if "@" not in email:
+        print(f"mailbot: {email!r} is not an email address", file=sys.stderr)
+        return 2
+    now = datetime.now(timezone.utc)
+    engine = open_database(settings.database_url_effective)
+    try:
+        with session(engine) as s:
+            own, about = erasure.person_cases(s, email)
+            blocking = [c for c in own if c.status in OPEN_STATUSES or c.held_reason]
+            if blocking and not force:
+                first = blocking[0]
+                why = f"on hold ({first.held_reason})" if first.held_reason else f"still {first.status}"
+                print(f"mailbot: not erased: {first.ref} is {why}; close or #release it first, or use --force",
+                      file=sys.stderr)
+                return 1
+            names = sorted({c.complainant_name for c in own if c.complainant_name})
+            erasure.secure_delete(s)
+            touched = erasure.erase_person(s, email, names, now, reason=reason)
+            s.commit()
+        erasure.scrub_file(engine)
+    finally:
+        engine.dispose()
+    print(f"erased: {touched} case(s) anonymised or cleaned; their figures are kept")
+    return 0
+
+
 def backup(settings: Settings, target: Path) -> int:
     """`mailbot backup DIR`: exit 0 with the files written, or 2 with one line saying what to do instead."""
     from mailbot.store.backup import BackupRefused

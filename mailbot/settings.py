@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     timezone: str = "Europe/London"
     secret: str | None = None
 
+    # Years after a case closes that its personal data is kept (the usual UK charity practice is six); then a
+    # daily job anonymises it, keeping its figures. A case on #hold is kept until #release.
+    retention_years: int = Field(default=6, ge=1, le=100)
     # Who is mailed when the bot cannot do its job (sign-in refused, mailbox unread, letters failing).
     admin_email: str | None = None
     # After a refused sign-in, how long to wait before trying again, in seconds (not every few seconds: a

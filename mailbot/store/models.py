@@ -41,6 +41,10 @@ class Case(SQLModel, table=True):
     postal_address: str | None = None
     # Signs the complainant's private status page link (domain.webform.status_token); None: no page.
     status_nonce: str | None = None
+    # Why the case is kept out of retention (#hold: a legal claim, a safeguarding matter); None when it is not.
+    held_reason: str | None = None
+    # When its personal data was removed (retention or erase-person); its figures stay.
+    anonymised_at: datetime | None = None
 
     __table_args__ = (UniqueConstraint("year", "seq", name="uq_case_year_seq"),)
 

@@ -36,7 +36,8 @@ from mailbot.store.prebuilt import Prebuilt
 
 # The statements every message runs, built once, with values as bind parameters (why, and what it
 # saves: store.prebuilt's docstring and bench/README.md).
-_CASE_ID_BY_REF = Prebuilt(sa_select(CASE_TABLE.c.id).where(CASE_TABLE.c.ref == bindparam("ref")).limit(1))
+_LIVE_CASE_ID_BY_REF = Prebuilt(sa_select(CASE_TABLE.c.id).where(
+    CASE_TABLE.c.ref == bindparam("ref"), CASE_TABLE.c.anonymised_at.is_(None)).limit(1))
 _CASE_BY_REF = select(Case).where(col(Case.ref) == bindparam("ref"))
 _REF_OF_MESSAGE = Prebuilt(
     sa_select(CASE_TABLE.c.ref).join(MESSAGE_TABLE, MESSAGE_TABLE.c.case_id == CASE_TABLE.c.id)
@@ -82,7 +83,9 @@ class StoreLookup:
         self.session = session
 
     def case_exists(self, ref: str) -> bool:
-        return _CASE_ID_BY_REF.scalar(self.session.connection(), {"ref": ref}) is not None
+        """A case mail may thread into: not one whose personal data was removed (mail from the person
+        afterwards is new)."""
+        return _LIVE_CASE_ID_BY_REF.scalar(self.session.connection(), {"ref": ref}) is not None
 
     def case_for_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
         if not message_ids:

@@ -46,3 +46,37 @@ def test_an_export_refuses_a_folder_that_is_not_empty(bot: Bot, tmp_path: Path) 
     (tmp_path / "old.txt").write_text("x")
     result = bot.cli("export-person", "jane@example.com", str(tmp_path), check=False)
     assert result.returncode == 2 and "is not empty" in result.stderr
+
+
+def test_an_erased_person_cannot_be_found_anywhere_and_the_figures_stay(bot: Bot) -> None:
+    bot.append(make_mail(frm="Jane Doe <jane@example.com>", subject="Jane's missed call",
+                         body="Nobody called me, Jane Doe, back."), internaldate=T0)
+    bot.append(make_mail(frm="Ken Lee <ken@example.com>", subject="Other", body="Ken's own complaint."),
+               internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    refused = bot.cli("erase-person", "jane@example.com", "--reason", "asked in writing", check=False)
+    assert refused.returncode == 1 and "1MM-2026-0001 is still open" in refused.stderr
+    [note] = bot.letters("staff-notification", case="1MM-2026-0001")
+    bot.append(staff_reply(note, PRIYA, "#resolve upheld\nDear Jane, we are sorry."), internaldate=T0)
+    bot.once(now=T0 + timedelta(hours=1))
+    before = {c["ref"]: c for c in bot.cases_json()}
+
+    result = bot.cli("erase-person", "jane@example.com", "--reason", "asked in writing")
+    assert "erased: 1 case(s)" in result.stdout
+    database = (bot.data_dir / "mailbot.db").read_bytes()
+    for needle in (b"jane@example.com", b"Jane Doe", b"Jane's missed call", b"Nobody called me"):
+        assert needle not in database, needle
+    assert b"ken@example.com" in database  # nobody else's
+    cases = {c["ref"]: c for c in bot.cases_json()}
+    assert "jane@example.com" not in bot.cli("cases", "--json").stdout + bot.cli("case", "1MM-2026-0001").stdout
+    for key in ("status", "procedure", "category", "opened_at", "stage", "channel"):
+        assert cases["1MM-2026-0001"][key] == before["1MM-2026-0001"][key], key
+    assert cases["1MM-2026-0002"] == before["1MM-2026-0002"]
+
+    # Mail from her afterwards is new, even a reply to our old letter.
+    [ack] = bot.letters("acknowledgement", to="jane@example.com")
+    bot.append(make_mail(frm="Jane Doe <jane@example.com>", subject="Re: [1MM-2026-0001] We have received it",
+                         In_Reply_To=ack.message["Message-ID"]), internaldate=T0 + timedelta(days=1))
+    bot.once(now=T0 + timedelta(days=1, seconds=1))
+    assert [c["complainant"] for c in bot.cases_json()][-1] == "jane@example.com"
+    assert len(bot.cases_json()) == 3

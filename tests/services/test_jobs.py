@@ -111,3 +111,36 @@ def test_the_chase_reads_a_page_at_a_time_and_misses_nothing(world: World, monke
     assert kinds.count("deadline-overdue") == 8 and kinds.count("deadline-reminder") == 8
     world.app.jobs.run_due(when)
     assert [letter for letter in world.take_letters() if letter.kind != "digest"] == []
+
+
+def test_retention_removes_personal_data_six_years_after_closing_unless_held(world: World) -> None:
+    from sqlmodel import select
+
+    from mailbot.store.db import session as new_session
+    from mailbot.store.models import MailMessage
+
+    kept = world.receive(mail(frm="Held Person <held@example.org>", subject="Held")).ref
+    gone = world.receive(mail(frm="Jane Doe <jane@example.org>", subject="Jane's complaint")).ref
+    assert kept and gone
+    for ref in (kept, gone):
+        world.staff_reply(ref, "#resolve upheld\nWe are sorry.")
+    world.staff_reply(kept, "#hold a legal claim is expected")
+    closed = world.case(gone)
+    world.advance(days=6 * 365)
+    world.app.jobs.run_due(world.now)
+    assert world.case(gone).complainant == closed.complainant  # not quite six years yet
+    world.advance(days=3)
+    world.app.jobs.run_due(world.now)
+    after = world.case(gone)
+    assert after.complainant.endswith("@erased.invalid") and after.subject == "(removed)" and after.anonymised_at
+    for key in ("ref", "status", "procedure", "category", "outcome", "opened_at", "closed_at", "stage", "channel"):
+        assert getattr(after, key) == getattr(closed, key), key
+    with new_session(world.app.engine) as s:
+        raws = s.exec(select(MailMessage.raw).where(MailMessage.case_id == after.id)).all()
+    assert raws and all(raw == b"" for raw in raws)
+    assert "retention_anonymised" in world.events(gone)
+    assert world.case(kept).anonymised_at is None and world.case(kept).complainant == "held@example.org"
+    world.staff_reply(kept, "#release")
+    world.advance(minutes=1)
+    world.app.jobs.run_due(world.now)
+    assert world.case(kept).anonymised_at is not None

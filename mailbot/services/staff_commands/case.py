@@ -12,6 +12,7 @@ from mailbot.domain.commands import (
     Extension,
     NotAComplaint,
     Outcome,
+    Reason,
 )
 from mailbot.domain.procedures import OPEN_STATUSES, signposting
 from mailbot.services.staff_commands.turn import Handler, Refusal, Turn
@@ -206,8 +207,28 @@ def new_status_link(t: Turn, command: Command) -> None:
                          "This bot has no MAILBOT_PUBLIC_URL, so no letter carries a link."))
 
 
+def hold(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    reason = command.arguments(Reason).reason
+    case.held_reason = reason[:500]
+    repo.add_event(session, case, now, "case_held", actor=staff, reason=reason[:500])
+    reply.done.append(f"Put the case on hold: retention will keep its personal data until #release ({reason}).")
+
+
+def release(t: Turn, command: Command) -> None:
+    session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
+    if not case.held_reason:
+        reply.done.append("The case was not on hold; nothing changed.")
+        return
+    previous, case.held_reason = case.held_reason, None
+    repo.add_event(session, case, now, "case_released", actor=staff, previous=previous)
+    reply.done.append("Released the hold: retention removes the case's personal data when its time comes.")
+
+
 HANDLERS: dict[str, Handler] = {
     "new-status-link": new_status_link,
+    "hold": hold,
+    "release": release,
     "note": note,
     "full": full,
     "assign": assign,

@@ -1,0 +1,151 @@
+"""Removing personal data while keeping the figures: retention (cases closed longer ago than
+MAILBOT_RETENTION_YEARS) and `mailbot erase-person`.
+
+An anonymised case keeps its reference, dates, procedure, category, channel, stage, status and outcome, so the
+reports still add up. Gone: every message's bytes (bodies, attachments), subjects, the people's addresses and
+names, what staff wrote in events, the restriction's and mentor actions' reasons, the status page's nonce, and
+the Message-IDs (replaced), so mail from the person afterwards threads into nothing and is treated as new.
+SQLite is told to overwrite what it frees (``secure_delete``), and the write-ahead log is emptied afterwards,
+so the words do not linger in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime
+
+from sqlalchemy import or_, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailbot.store import repo
+from mailbot.store.db import to_db
+from mailbot.store.models import Case, Event, MailMessage, MentorAction, Restriction
+
+ERASED_DOMAIN = "erased.invalid"
+REMOVED = "(removed)"
+# Event details that are figures, not words about anyone: kept.
+FIGURE_KEYS = frozenset({"procedure", "category", "outcome", "template", "stage", "channel", "name", "mode", "months",
+                         "attempt", "action", "kind", "state", "rules", "thread_rule"})
+
+
+def erased_address(ref: str) -> str:
+    return f"erased+{ref.lower()}@{ERASED_DOMAIN}"
+
+
+def _figures_only(detail: str) -> str:
+    try:
+        data = json.loads(detail) if detail else {}
+    except ValueError:
+        data = {}
+    kept = {k: v for k, v in data.items() if k in FIGURE_KEYS} if isinstance(data, dict) else {}
+    return json.dumps({**kept, "redacted": True}, sort_keys=True)
+
+
+def _blank_message(message: MailMessage) -> None:
+    message.raw = b""
+    message.subject = REMOVED
+    message.from_addr = ""
+    message.to_addrs = ""
+    message.trigger_from = None
+    message.last_error = None
+    message.message_id = f"<erased.{secrets.token_hex(8)}@{ERASED_DOMAIN}>"
+    try:
+        action = json.loads(message.detail or "{}").get("action")
+    except (ValueError, AttributeError):
+        action = None
+    message.detail = json.dumps({"action": action, "redacted": True}) if action else None
+
+
+def anonymise_case(session: Session, case: Case, now: datetime) -> None:
+    """Everything personal on the case, removed in the caller's transaction; its figures kept."""
+    case.complainant = erased_address(case.ref)
+    case.complainant_name = ""
+    case.subject = REMOVED
+    case.from_addr = None
+    case.reply_to = None
+    case.postal_address = None
+    case.status_nonce = None
+    case.anonymised_at = to_db(now)
+    for message in session.exec(select(MailMessage).where(MailMessage.case_id == case.id)).all():
+        _blank_message(message)
+    for event in session.exec(select(Event).where(Event.case_id == case.id)).all():
+        event.detail = _figures_only(event.detail)
+    for restriction in session.exec(select(Restriction).where(Restriction.case_id == case.id)).all():
+        restriction.complainant = case.complainant
+        restriction.reason = restriction.warning_reason = restriction.consulted = restriction.end_reason = ""
+        restriction.exceptional = None
+    for action in session.exec(select(MentorAction).where(MentorAction.case_id == case.id)).all():
+        action.mentor_email = erased_address(case.ref)
+        action.reason = ""
+
+
+def cases_past_retention(session: Session, closed_before: datetime, limit: int = 100) -> list[Case]:
+    """Closed cases not yet anonymised and not on hold, closed before the cut-off, oldest first."""
+    return list(session.exec(select(Case).where(
+        col(Case.closed_at).is_not(None), col(Case.closed_at) < to_db(closed_before),
+        col(Case.anonymised_at).is_(None), col(Case.held_reason).is_(None),
+    ).order_by(col(Case.closed_at)).limit(limit)).all())
+
+
+def person_cases(session: Session, email: str) -> tuple[list[Case], list[Case]]:
+    """(cases where they are the complainant, cases about them as a mentor)."""
+    own = list(session.exec(select(Case).where(Case.complainant == email)).all())
+    mentor_ids = set(session.exec(select(MentorAction.case_id).where(MentorAction.mentor_email == email)).all())
+    about = [c for c in session.exec(select(Case).where(col(Case.id).in_(mentor_ids))).all() if c.complainant != email]
+    return own, about
+
+
+def erase_person(session: Session, email: str, names: list[str], now: datetime, reason: str = "") -> int:
+    """Anonymise the person everywhere, in the caller's transaction; returns how many cases were touched.
+    Their own cases go whole, as retention does; on a case about them as a mentor, their address, the
+    actions' reasons and our letters to them; anywhere else, any message from or to them and any event that
+    names them."""
+    own, about = person_cases(session, email)
+    for case in own:
+        anonymise_case(session, case, now)
+    for case in about:
+        for action in session.exec(select(MentorAction).where(MentorAction.case_id == case.id,
+                                                               MentorAction.mentor_email == email)).all():
+            action.mentor_email = erased_address(case.ref)
+            action.reason = ""
+    pattern = f"%{email}%"
+    for message in session.exec(select(MailMessage).where(or_(
+            MailMessage.from_addr == email, col(MailMessage.to_addrs).like(pattern),
+            col(MailMessage.trigger_from) == email))).all():
+        _blank_message(message)
+    needles = [email, *[n for n in names if len(n) >= 3]]
+    for event in session.exec(select(Event).where(or_(*[col(Event.detail).contains(n) for n in needles],
+                                                      *[col(Event.actor).contains(n) for n in needles]))).all():
+        event.detail = _figures_only(event.detail)
+        if any(n.lower() in event.actor.lower() for n in needles):
+            event.actor = ""
+    for restriction in session.exec(select(Restriction).where(Restriction.complainant == email)).all():
+        restriction.complainant = erased_address(str(restriction.case_id))
+    # The record of the erasure names no one (the reason is the operator's words, asked not to).
+    repo.add_event(session, None, now, "person_erased", cases=len(own) + len(about), reason=reason[:500])
+    return len(own) + len(about)
+
+
+def scrub_file(engine: Engine) -> None:
+    """After a commit that removed words: have SQLite drop them from its free pages and its write-ahead log
+    (VACUUM rewrites the file; a checkpoint empties the log). PostgreSQL frees dead rows on its own VACUUM."""
+    if engine.url.get_backend_name() != "sqlite":
+        return
+    engine.dispose()  # no other pooled connection of ours may hold the file while it is rewritten
+    raw = engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None
+        driver.isolation_level = None  # type: ignore[attr-defined]  (VACUUM cannot run in a transaction)
+        driver.execute("VACUUM")
+        driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
+
+
+def secure_delete(session: Session) -> None:
+    """SQLite: overwrite freed content with zeros for the rest of this connection's life."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().execute(text("PRAGMA secure_delete = ON"))
