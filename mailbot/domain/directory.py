@@ -30,6 +30,9 @@ class StaffMember:
     region: str = ""
     # `digest = true` in staff.toml: a daily digest of the cases they hold, whatever their role.
     digest: bool = False
+    # `digest_subjects = true`: their digest shows complainants' subject lines (which often carry names and
+    # health details); otherwise it shows each case's reference and category.
+    digest_subjects: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,10 @@ def parse_staff(text: str, source: str = "staff.toml") -> tuple[StaffMember, ...
         digest = entry.get("digest", False)
         if not isinstance(digest, bool):
             raise DirectoryError(f"{where}: 'digest' must be true or false")
-        members.append(StaffMember(name.strip(), email, frozenset(roles), str(region or ""), digest))
+        subjects = entry.get("digest_subjects", False)
+        if not isinstance(subjects, bool):
+            raise DirectoryError(f"{where}: 'digest_subjects' must be true or false")
+        members.append(StaffMember(name.strip(), email, frozenset(roles), str(region or ""), digest, subjects))
     return tuple(members)
 
 

@@ -63,6 +63,8 @@ class Recipient:
     region: str
     # Subscribed with `digest = true`: the cases they hold, on top of whatever their roles show them.
     own_cases: bool = False
+    # `digest_subjects = true`: complainants' subject lines; otherwise the category stands in for them.
+    subjects: bool = False
 
     @property
     def sees_all(self) -> bool:
@@ -98,7 +100,8 @@ def digest_recipients(directory: Directory) -> list[Recipient]:
     members = [m for m in directory.staff if m.roles & set(SENIORITY)]
     members.sort(key=rank)
     subscribed = [m for m in directory.staff if m.digest and m not in members]
-    return [Recipient(m.email, m.name, m.roles, m.region, own_cases=m.digest) for m in (*members, *subscribed)]
+    return [Recipient(m.email, m.name, m.roles, m.region, own_cases=m.digest, subjects=m.digest_subjects)
+            for m in (*members, *subscribed)]
 
 
 class Digest:
@@ -416,7 +419,8 @@ class Digest:
         if not view.recipient.sees_all:
             return []
         address = self.letters.sender.address
-        return [{"from": m.from_addr, "subject": m.subject or "(no subject)", "kind": (m.kind or "").replace("_", " "),
+        return [{"from": m.from_addr, "subject": (m.subject or "(no subject)") if view.recipient.subjects
+                 else "(subject shown only with digest_subjects)", "kind": (m.kind or "").replace("_", " "),
                  "at": self.calendar.format_datetime(from_db(m.at))}  # type: ignore[arg-type]
                 for m in reads.unfiled_automated_between(session, since, now)
                 if address in (m.to_addrs or "").lower().split(",")]
@@ -601,7 +605,9 @@ class _CaseView:
         reply = self.digest.letters.reply_address(case)
         return {
             "ref": case.ref,
-            "subject": case.subject or "(no subject)",
+            # Subjects often carry names and health details: only for those whose staff.toml entry asks.
+            "subject": (case.subject or "(no subject)") if self.recipient.subjects
+            else f"({_label(case.category)} complaint)",
             "complainant": case.complainant,
             "holder": self.holder(case),
             "category": case.category,

@@ -71,6 +71,7 @@ region = "Wales"
 name = "Sam Carter"
 email = "sam.carter@1mm.org.uk"
 roles = ["head_of_delivery"]
+digest_subjects = true
 
 [[staff]]
 name = "Sara Ahmed"
@@ -81,6 +82,7 @@ roles = ["safeguarding_lead"]
 name = "Alex Morgan"
 email = "alex.morgan@1mm.org.uk"
 roles = ["ceo", "smt"]
+digest_subjects = true
 """
 
 PARTICIPANTS = """email,name,role,status,region,coordinator_email
@@ -648,3 +650,26 @@ def test_digest_in_staff_toml_must_be_true_or_false(world: World) -> None:
     staff.write_text(staff.read_text().replace('roles = ["coordinator"]', 'roles = ["coordinator"]\ndigest = "yes"'))
     with pytest.raises(DirectoryError, match="'digest' must be true or false"):
         DirectoryFiles(world.data).load()
+
+
+def test_without_digest_subjects_a_digest_shows_references_and_categories_not_subjects(world: World) -> None:
+    """Subjects often carry names and health details: only staff whose entry says so see them."""
+    seed(world)
+    with world.session() as s:
+        s.add(Case(ref="1MM-2026-0009", year=2026, seq=9, complainant="eve@example.com", category="safeguarding",
+                   subject="Eve Adams: my son's diagnosis", opened_at=to_db(NOW - timedelta(hours=1)),
+                   stage_started_at=to_db(NOW), updated_at=to_db(NOW)))
+        s.commit()
+    shown = context_for(world, SARA)  # the safeguarding lead, with no digest_subjects
+    [item] = [i for i in shown["new_cases"] if i["ref"] == "1MM-2026-0009"]
+    assert item["subject"] == "(safeguarding complaint)"
+    assert "diagnosis" not in str(shown)
+    [item] = [i for i in context_for(world, ALEX)["new_cases"] if i["ref"] == "1MM-2026-0009"]
+    assert item["subject"] == "Eve Adams: my son's diagnosis"
+
+
+def test_digest_subjects_in_staff_toml_must_be_true_or_false(world: World) -> None:
+    from mailbot.domain.directory import DirectoryError, parse_staff
+
+    with pytest.raises(DirectoryError, match="'digest_subjects' must be true or false"):
+        parse_staff('[[staff]]\nname = "A"\nemail = "a@1mm.org.uk"\nroles = ["smt"]\ndigest_subjects = "yes"\n')
