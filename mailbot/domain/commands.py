@@ -433,6 +433,8 @@ COMMANDS: dict[str, CommandSpec] = {
         "#terminate acknowledge-only|silent", "end contact about a closed case", _contact_mode, _CEO
     ),
     "fresh-evidence": CommandSpec("#fresh-evidence", "this message has fresh evidence; handle it normally", _no_arguments, None),
+    "lesson": CommandSpec("#lesson text...", "record what was learned from this case, for the annual review",
+                          _reason, None),
     "hold": CommandSpec("#hold reason...", "keep this case out of retention (a legal claim, a safeguarding matter)",
                         _reason, None),
     "release": CommandSpec("#release", "let retention remove this case's personal data when its time comes",

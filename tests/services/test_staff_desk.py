@@ -149,3 +149,15 @@ def test_words_without_a_greeting_or_signature_get_ours(world: World) -> None:
     text = world.take_letters()[0].text
     assert text.lstrip().startswith("Dear Jane Doe,")
     assert "Thursday.\r\n\r\nPriya Shah\r\nOne Million Mentors" in text
+
+
+def test_lesson_hold_and_release_are_recorded_on_the_case(world: World) -> None:
+    ref = world.receive(mail()).ref
+    assert ref
+    world.staff_reply(ref, "#lesson Call-back requests need an owner the same day.")
+    world.staff_reply(ref, "#hold a solicitor's letter arrived")
+    assert world.case(ref).held_reason == "a solicitor's letter arrived"
+    world.staff_reply(ref, "#release")
+    assert world.case(ref).held_reason is None
+    events = world.events(ref)
+    assert "lesson" in events and "case_held" in events and "case_released" in events

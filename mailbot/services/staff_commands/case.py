@@ -207,6 +207,13 @@ def new_status_link(t: Turn, command: Command) -> None:
                          "This bot has no MAILBOT_PUBLIC_URL, so no letter carries a link."))
 
 
+def lesson(t: Turn, command: Command) -> None:
+    """What the case taught: kept in its trail for the annual review of the procedure."""
+    text = command.arguments(Reason).reason
+    repo.add_event(t.session, t.case, t.now, "lesson", actor=t.staff, text=text[:2000])
+    t.reply.done.append(f"Recorded the lesson: {text}")
+
+
 def hold(t: Turn, command: Command) -> None:
     session, case, staff, now, reply = t.session, t.case, t.staff, t.now, t.reply
     reason = command.arguments(Reason).reason
@@ -228,6 +235,7 @@ def release(t: Turn, command: Command) -> None:
 HANDLERS: dict[str, Handler] = {
     "new-status-link": new_status_link,
     "hold": hold,
+    "lesson": lesson,
     "release": release,
     "note": note,
     "full": full,
