@@ -44,6 +44,8 @@ def _figures_only(detail: str) -> str:
 
 
 def _blank_message(message: MailMessage) -> None:
+    if message.direction == "out" and message.delivery == "pending":
+        message.delivery = "erased"  # a letter not yet sent is never sent (it has no words or address left)
     message.raw = b""
     message.subject = REMOVED
     message.from_addr = ""
