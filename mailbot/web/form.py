@@ -208,10 +208,11 @@ class ComplaintsForm:
         if blocked:
             retry = max(blocked)
             wait = max(1, int((retry - now).total_seconds()))
-            return self._problem(429, "Too many complaints sent", (
-                f"We have had several forms from you in the last hour. Please try again after "
-                f"{retry.astimezone(self.zone).strftime('%-I:%M%p').lower()}, or email {self.s.address}."),
-                browser, headers={"Retry-After": str(wait)})
+            # The form comes back with everything typed, so nothing is lost while they wait.
+            return self._page("form", 429, browser, headers={"Retry-After": str(wait)}, values=values, errors={},
+                              notice=f"We have had several forms from you in the last hour, so this one was not sent. "
+                                     f"Please try again after {retry.astimezone(self.zone).strftime('%-I:%M%p').lower()}"
+                                     f", or email {self.s.address}.")
         receipt = await run_in_threadpool(self.intake.submit, Submission(values, tuple(uploads)))
         return self._page("confirmation", browser=browser, receipt=receipt, robot=False)
 

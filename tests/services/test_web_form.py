@@ -183,6 +183,7 @@ def test_five_an_hour_from_one_email_address_then_a_page_saying_when_to_try_agai
         assert browser.send({"reason": f"Complaint {n}"}).status_code == 200
     page = browser.send({"reason": "Complaint 6"})
     assert page.status_code == 429 and "Please try again after" in page.text
+    assert "Complaint 6" in page.text  # what they typed comes back with the page
     assert int(page.headers["Retry-After"]) == 3600
     assert len(browser.cases()) == 5
     browser.world.advance(minutes=61)
