@@ -41,6 +41,9 @@ def test_digest_by_hand_preview_then_send_then_once_a_day_on_schedule(bot: Bot) 
     by_rcpt = {d.rcpt_tos[0]: d.message for d in digests}
     london = text_of(by_rcpt["hannah.reid@1mm.org.uk"])
     assert "[1MM-2026-0001]" in london and "DUE SOON" in london and "NEW CASES (1)" in london
+    # Her staff.toml entry has no digest_subjects: the category stands in for the complainant's subject line.
+    assert "My mentor <never> came" not in london and "(service complaint)" in london
+    assert "My mentor <never> came" in text_of(by_rcpt["alex.morgan@1mm.org.uk"])  # digest_subjects = true
     assert text_of(by_rcpt["gareth.lewis@1mm.org.uk"]).startswith("Nothing needs you today.")
     assert by_rcpt["sam.carter@1mm.org.uk"]["Auto-Submitted"] == "auto-generated"
 
