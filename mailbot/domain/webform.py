@@ -162,19 +162,31 @@ def body_of(values: Mapping[str, str], uploads: tuple[Upload, ...] = ()) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def compose(submission: Submission, *, to: str, from_fallback: str, message_id: str, now: datetime) -> bytes:
-    """The submission as a message for the pipeline. From is the person's own address (or ``from_fallback`` when
-    they gave only a postal address); the email package encodes the name, and refuses a line break anywhere."""
-    values = submission.values
+def message(*, name: str, email: str, to: str, subject: str, body: str, message_id: str, now: datetime,
+            thread: tuple[str, ...] = ()) -> EmailMessage:
+    """A message written for a person on the web (their complaint, or what they added on their status page), as
+    their mail client would write it. The email package encodes the name, and refuses a line break in any header;
+    the name and the subject are made one line first. ``thread``: the ids it answers, oldest first."""
     msg = EmailMessage()
-    email = submission.email or from_fallback
     local, _, domain = email.partition("@")
-    msg["From"] = Address(display_name=" ".join(values.get("name", "").split())[:200], username=local, domain=domain)
+    msg["From"] = Address(display_name=" ".join(name.split())[:200], username=local, domain=domain)
     msg["To"] = to
-    msg["Subject"] = subject_of(values)
+    msg["Subject"] = " ".join(subject.split())[:200]
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = message_id
-    msg.set_content(body_of(values, submission.uploads))
+    if thread:
+        msg["In-Reply-To"] = thread[-1]
+        msg["References"] = " ".join(thread[-10:])
+    msg.set_content(body)
+    return msg
+
+
+def compose(submission: Submission, *, to: str, from_fallback: str, message_id: str, now: datetime) -> bytes:
+    """The submission as a message for the pipeline. From is the person's own address (or ``from_fallback`` when
+    they gave only a postal address)."""
+    values = submission.values
+    msg = message(name=values.get("name", ""), email=submission.email or from_fallback, to=to,
+                  subject=subject_of(values), body=body_of(values, submission.uploads), message_id=message_id, now=now)
     for upload in submission.uploads:
         maintype, _, subtype = (upload.content_type or "application/octet-stream").partition("/")
         if not subtype or not re.fullmatch(r"[\w.+-]+", maintype + subtype):

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from mailbot.domain.commands import POSTAL_DOMAIN, OnBehalf
 from mailbot.domain.mail import parse_mail
-from mailbot.domain.webform import Submission, check_status_token, compose
+from mailbot.domain.webform import Submission, check_status_token, compose, message
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.ingest import Arrival, Ingestor
 from mailbot.store import repo
@@ -129,21 +129,9 @@ class WebIntake:
                 return None
             thread = self.letters.complainant_thread(session, case)
             complainant, name, subject = case.complainant, case.complainant_name, case.subject or ""
-        from email.headerregistry import Address
-        from email.message import EmailMessage
-        from email.utils import format_datetime
-
-        msg = EmailMessage()
-        local, _, domain = complainant.partition("@")
-        msg["From"] = Address(display_name=name, username=local, domain=domain)
-        msg["To"] = self.address
-        msg["Subject"] = f"Re: [{case.ref}] {' '.join(subject.split())}"[:200]
-        msg["Date"] = format_datetime(now)
-        msg["Message-ID"] = f"<{secrets.token_hex(12)}.web@{self.domain}>"
-        if thread:
-            msg["In-Reply-To"] = thread[-1]
-            msg["References"] = " ".join(thread[-10:])
-        msg.set_content(text + "\n\n(Added on the complaint's web page.)\n")
+        msg = message(name=name, email=complainant, to=self.address, subject=f"Re: [{case.ref}] {subject}",
+                      body=text + "\n\n(Added on the complaint's web page.)\n",
+                      message_id=f"<{secrets.token_hex(12)}.web@{self.domain}>", now=now, thread=tuple(thread))
         self.ingestor.ingest(Arrival(msg.as_bytes(), now, form={"added_information": text}))
         self.on_commit()
         return case.ref
