@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from mailbot.domain.health import EXIT_STATUS, assess
+from mailbot.domain.health import EXIT_STATUS, findings, verdict
 from mailbot.mail.oauth import read_token_state
 from mailbot.settings import Settings
 from mailbot.store import health_reads as reads
@@ -44,12 +44,12 @@ def report(settings: Settings, engine: Engine, now: datetime, instance: str | No
         outbox = reads.outbox_by_state(s)
         sent = reads.last_sent(s)
         revision = schema_version(s.connection())
-    state, reasons = assess(facts)
+    found = findings(facts)
+    state, reasons = verdict(found)
     boxes, oldest, smtp_refused = facts.mailboxes, facts.oldest_pending, facts.smtp_refused
     fetched = max((b.last_success for b in boxes if b.last_success), default=None)
     token = read_token_state(settings.data_dir) if settings.auth != "password" else None
-    imap_refused = any((b.last_error or "").startswith(("LoginError", "TokenError")) and b.last_error_at and
-                       (b.last_success is None or b.last_error_at > b.last_success) for b in boxes)
+    imap_refused = any(f.condition.startswith("sign-in:") for f in found)
     return {
         "version": version(),
         "state": state,

@@ -85,7 +85,11 @@ def findings(facts: Facts) -> list[Finding]:
 
 def assess(facts: Facts) -> tuple[str, list[str]]:
     """The state and the reasons for it, in words an operator acts on (what is failing first)."""
-    found = findings(facts)
+    return verdict(findings(facts))
+
+
+def verdict(found: list[Finding]) -> tuple[str, list[str]]:
+    """The state the findings add up to, and their words."""
     failing = [f.words for f in found if f.level == FAILING]
     degraded = [f.words for f in found if f.level == DEGRADED]
     if failing:
