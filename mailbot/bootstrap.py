@@ -7,8 +7,9 @@ Nothing here decides anything about complaints or runs anything: ``mailbot.runti
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from mailbot.data_files import DirectoryFiles, is_sample_directory, load_procedures, load_signposts
 from mailbot.domain.chain import RouteConfig
@@ -36,8 +37,10 @@ from mailbot.store import health_reads
 from mailbot.store.db import open_database
 from mailbot.store.db import session as new_session
 from mailbot.store.sent_journal import SentJournal
-from mailbot.web.form import ComplaintsForm, FormSettings
 from mailbot.web.metrics import Metrics
+
+if TYPE_CHECKING:
+    from mailbot.web.form import ComplaintsForm
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,15 +103,22 @@ class App:
                              settings.digest_time, persistent_threshold=settings.persistent_threshold)
         self.web_intake = WebIntake(self.engine, self.ingestor, self.letters, self.secret, settings.address,
                                     settings.domain, self.clock)
-        self.web_form = ComplaintsForm(self.web_intake, FormSettings(
-            org_name=settings.org_name, address=settings.address, templates_dir=settings.templates_dir,
-            timezone=settings.timezone, secret=self.secret, max_bytes=settings.form_max_bytes_value,
-            max_files=settings.form_max_files, per_email=settings.form_limit_per_email,
-            per_ip=settings.form_limit_per_ip, trusted_proxies=settings.trusted_proxies,
-            secure_cookie=(settings.public_url or "").startswith("https://")), self.clock)
         self.alerts = Alerts(self.engine, self.letters, settings.admin_email, bool(settings.imap_host), self.clock)
         self.jobs = Jobs(self.engine, self.lifecycle, self.letters, self.calendar, self.directory, digest=self.digest,
                          retention_years=settings.retention_years)
+
+    @cached_property
+    def web_form(self) -> ComplaintsForm:
+        """The web pages, built when the daemon's listener first needs them (Starlette is not imported by a
+        `run --once` or a read-only command)."""
+        from mailbot.web.form import ComplaintsForm, FormSettings
+
+        s = self.settings
+        return ComplaintsForm(self.web_intake, FormSettings(
+            org_name=s.org_name, address=s.address, templates_dir=s.templates_dir, timezone=s.timezone,
+            secret=self.secret, max_bytes=s.form_max_bytes_value, max_files=s.form_max_files,
+            per_email=s.form_limit_per_email, per_ip=s.form_limit_per_ip, trusted_proxies=s.trusted_proxies,
+            secure_cookie=(s.public_url or "").startswith("https://")), self.clock)
 
     # ---- wiring helpers ----------------------------------------------------------------------
 
