@@ -93,7 +93,8 @@ def test_local_mode_serves_the_complaints_form_and_a_case_appears(bot: Bot) -> N
         token = re.search(r'name="csrf" value="([^"]+)"', form)
         assert token and "Make a complaint" in form
         fields = {"csrf": token.group(1), "reason": "Nobody called me back.", "where_when": "On the phone, Monday.",
-                  "outcome": "A call back.", "name": "Jane Doe", "email": "jane@example.com", "role": "mentee"}
+                  "outcome": "A call back.", "name": "Jane Doe\r\nBcc: victim@example.org", "email": "jane@example.com",
+                  "role": "mentee"}
         answer = opener.open(f"http://127.0.0.1:{web}/complaints", data=urllib.parse.urlencode(fields).encode(),
                              timeout=30).read().decode()
         assert "1MM-2026-0001" in answer
@@ -107,6 +108,8 @@ def test_local_mode_serves_the_complaints_form_and_a_case_appears(bot: Bot) -> N
     assert (case["ref"], case["channel"], case["complainant"]) == ("1MM-2026-0001", "web", "jane@example.com")
     letters = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in sent.glob("*")]
     [ack] = [m for m in letters if m["X-Mailbot-Letter"] == "acknowledgement"]
+    # A line break typed into the name field added no header to anything we wrote or sent.
+    assert all(m["Bcc"] is None and "victim@example.org" not in str(m["To"]) for m in letters)
     assert f"http://127.0.0.1:{web}/cases/1MM-2026-0001/" in ack.get_body(("plain",)).get_content()
 
 
