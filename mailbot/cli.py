@@ -24,6 +24,14 @@ def _parse_now(value: str) -> datetime:
     return dt
 
 
+def _audit_head(value: str) -> tuple[int, str]:
+    """PLACE:HASH as the daily line prints it (a leading "audit trail head on DATE: " is allowed)."""
+    place, _, digest = value.rsplit(": ", 1)[-1].strip().partition(":")
+    if not place.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"{value!r} is not PLACE:HASH (a number, a colon and 64 hex digits)")
+    return int(place), digest
+
+
 def _run_description() -> str:
     """What `mailbot run --help` says: the mode these settings run in, and where the settings come from."""
     where = ("Settings come from MAILBOT_* environment variables and a .env file in the working directory "
@@ -100,6 +108,15 @@ def build_parser(describe_run: bool = False) -> argparse.ArgumentParser:
     erase.add_argument("email")
     erase.add_argument("--reason", required=True, help="why (recorded; do not name the person)")
     erase.add_argument("--force", action="store_true", help="erase even with an open or held case")
+    audit = sub.add_parser("audit", help="the tamper-evident audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="prove no event was changed or removed (exit 0), or name the "
+                                                 "first ones that were (exit 1)")
+    verify.add_argument("--expect", metavar="PLACE:HASH", action="append", default=[], type=_audit_head,
+                        help="a head written earlier to the log or the digest: the chain must still pass through "
+                             "it (repeatable)")
+    verify.add_argument("--json", action="store_true")
+    audit_sub.add_parser("head", help="print the chain's head as the daily log line gives it")
     auth = sub.add_parser("auth", help="check the sign-in to the mailbox and the SMTP server")
     auth_sub = auth.add_subparsers(dest="auth_command", required=True)
     auth_sub.add_parser("test", help="sign in to IMAP and SMTP as the bot would, and say what worked")
@@ -169,6 +186,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return console.export_person(settings, args.email, args.dir)
     if args.command == "erase-person":
         return console.erase_person(settings, args.email, args.reason, args.force)
+    if args.command == "audit":
+        if args.audit_command == "head":
+            return console.audit_head(settings)
+        return console.audit_verify(settings, dict(args.expect), as_json=args.json)
     if args.command == "auth":
         return console.auth_test(settings)
     if args.command == "letters":

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from mailbot.settings import Settings
 from mailbot.store import case_views, repo
-from mailbot.store.db import open_database, session
+from mailbot.store.db import open_database, reading, session
 from mailbot.store.faults import DatabaseUnusable
 
 if TYPE_CHECKING:
@@ -330,6 +330,49 @@ def erase_person(settings: Settings, email: str, reason: str, force: bool) -> in
     finally:
         engine.dispose()
     print(f"erased: {touched} case(s) anonymised or cleaned; their figures are kept")
+    return 0
+
+
+def audit_verify(settings: Settings, expected: dict[int, str], as_json: bool = False) -> int:
+    """`mailbot audit verify`: exit 0 when every event is as recorded, 1 naming the ones that are not."""
+    from mailbot.store import audit
+
+    engine = open_database(settings.database_url_effective)
+    try:
+        with audit.snapshot(engine) as conn:
+            verdict = audit.verify(conn, expected)
+    finally:
+        engine.dispose()
+    findings = verdict.findings or []
+    if as_json:
+        print(json.dumps({"ok": verdict.ok, "events": verdict.events, "redacted": verdict.redacted,
+                          "head": f"{verdict.head_seq}:{verdict.head_hash}", "checked_heads": sorted(expected),
+                          "problems": [{"event_id": f.event_id, "place": f.seq, "problem": f.problem}
+                                       for f in findings]}, indent=2))
+    elif verdict.ok:
+        print(f"audit trail verified: {verdict.events} events, none changed or removed ({verdict.redacted} "
+              f"redacted by erasure or retention, as recorded); head {verdict.head_seq}:{verdict.head_hash}"
+              + (f"; it passes through the {len(expected)} head(s) given" if expected else ""))
+    else:
+        print(f"audit trail FAILED: {len(findings)} problem(s) in {verdict.events} events", file=sys.stderr)
+        for finding in findings[:50]:
+            print(f"  {finding.line()}", file=sys.stderr)
+        if len(findings) > 50:
+            print(f"  ... and {len(findings) - 50} more (--json lists them all)", file=sys.stderr)
+    return 0 if verdict.ok else 1
+
+
+def audit_head(settings: Settings) -> int:
+    from datetime import timezone
+
+    from mailbot.store import audit
+
+    engine = open_database(settings.database_url_effective)
+    try:
+        with reading(engine) as conn:
+            print(audit.head_line(conn, datetime.now(timezone.utc)))
+    finally:
+        engine.dispose()
     return 0
 
 

@@ -30,6 +30,7 @@ from mailbot.domain.procedures import OPEN_STATUSES, Procedure
 from mailbot.domain.restrictions import persistent_suggestion
 from mailbot.domain.workdays import WorkingCalendar, format_time
 from mailbot.services.correspondence import Correspondence
+from mailbot.store import audit
 from mailbot.store import digest_reads as reads
 from mailbot.store.db import from_db
 from mailbot.store.db import session as new_session
@@ -282,6 +283,9 @@ class Digest:
             "mailboxes": mailboxes,
             "mailbox_problems": mailbox_problems,
             "figures": self._figures(session, view, now),
+            # A copy of the audit chain's head outside the database (store.audit.head_line): kept in the
+            # recipients' mailboxes, it lets `mailbot audit verify --expect` catch a rewrite of the whole chain.
+            "audit_head": audit.head_line(session.connection(), now).rsplit(": ", 1)[-1],
         }
 
     def _deadlines(self, rows: list[Deadline], view: _CaseView, now: datetime, today: date,

@@ -19,6 +19,7 @@ from sqlalchemy import or_, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from mailbot.domain import audit
 from mailbot.store import repo
 from mailbot.store.db import to_db
 from mailbot.store.models import Case, Event, MailMessage, MentorAction, Restriction
@@ -60,8 +61,29 @@ def _blank_message(message: MailMessage) -> None:
     message.detail = json.dumps({"action": action, "redacted": True}) if action else None
 
 
-def anonymise_case(session: Session, case: Case, now: datetime) -> None:
-    """Everything personal on the case, removed in the caller's transaction; its figures kept."""
+def _redact(event: Event, redacted: dict[int, Event]) -> None:
+    """The event's words replaced by its figures, and its salt removed, so its content hash (still in the
+    audit chain) cannot be tested against guesses; ``mark_redacted`` then names the event that did it."""
+    if event.redacted_by is not None or event.type in audit.REDACTORS or event.id is None:
+        return  # already redacted; and a record of a redaction names no one
+    event.detail = _figures_only(event.detail)
+    event.salt = None
+    redacted[event.id] = event
+
+
+def mark_redacted(session: Session, redacted: dict[int, Event], now: datetime, type_: str, case: Case | None = None,
+                  **detail: object) -> int:
+    """Record the redaction (an event saying how many it redacted, which the audit check counts) and point
+    each redacted event at it; returns the record's id."""
+    record = repo.add_event(session, case, now, type_, events=len(redacted), **detail)
+    for event in redacted.values():
+        event.redacted_by = record
+    return record
+
+
+def anonymise_case(session: Session, case: Case, now: datetime, redacted: dict[int, Event]) -> None:
+    """Everything personal on the case, removed in the caller's transaction; its figures kept. The events
+    whose words went are added to ``redacted`` for ``mark_redacted``."""
     case.complainant = erased_address(case.ref)
     case.complainant_name = ""
     case.subject = REMOVED
@@ -73,7 +95,7 @@ def anonymise_case(session: Session, case: Case, now: datetime) -> None:
     for message in session.exec(select(MailMessage).where(MailMessage.case_id == case.id)).all():
         _blank_message(message)
     for event in session.exec(select(Event).where(Event.case_id == case.id)).all():
-        event.detail = _figures_only(event.detail)
+        _redact(event, redacted)
     for restriction in session.exec(select(Restriction).where(Restriction.case_id == case.id)).all():
         restriction.complainant = case.complainant
         restriction.reason = restriction.warning_reason = restriction.consulted = restriction.end_reason = ""
@@ -105,8 +127,9 @@ def erase_person(session: Session, email: str, names: list[str], now: datetime, 
     actions' reasons and our letters to them; anywhere else, any message from or to them and any event that
     names them."""
     own, about = person_cases(session, email)
+    redacted: dict[int, Event] = {}
     for case in own:
-        anonymise_case(session, case, now)
+        anonymise_case(session, case, now, redacted)
     for case in about:
         for action in session.exec(select(MentorAction).where(MentorAction.case_id == case.id,
                                                                MentorAction.mentor_email == email)).all():
@@ -120,13 +143,13 @@ def erase_person(session: Session, email: str, names: list[str], now: datetime, 
     needles = [email, *[n for n in names if len(n) >= 3]]
     for event in session.exec(select(Event).where(or_(*[col(Event.detail).contains(n) for n in needles],
                                                       *[col(Event.actor).contains(n) for n in needles]))).all():
-        event.detail = _figures_only(event.detail)
-        if any(n.lower() in event.actor.lower() for n in needles):
+        _redact(event, redacted)
+        if event.id in redacted and any(n.lower() in event.actor.lower() for n in needles):
             event.actor = ""
     for restriction in session.exec(select(Restriction).where(Restriction.complainant == email)).all():
         restriction.complainant = erased_address(str(restriction.case_id))
     # The record of the erasure names no one (the reason is the operator's words, asked not to).
-    repo.add_event(session, None, now, "person_erased", cases=len(own) + len(about), reason=reason[:500])
+    mark_redacted(session, redacted, now, "person_erased", cases=len(own) + len(about), reason=reason[:500])
     return len(own) + len(about)
 
 

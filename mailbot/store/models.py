@@ -98,6 +98,23 @@ class Event(SQLModel, table=True):
     type: str = Field(index=True)
     detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     actor: str = ""
+    # The audit trail (domain.audit): a random salt and the hash of the contents under it, set when the event
+    # is added; the place in the chain and the chain hash, set when its transaction commits (store.audit);
+    # the erasure or retention event that removed its words (its salt goes with them).
+    salt: str | None = None
+    content_hash: str | None = None
+    seq: int | None = Field(default=None, index=True, unique=True)
+    chain_hash: str | None = None
+    redacted_by: int | None = None
+
+
+class AuditHead(SQLModel, table=True):
+    """One row: the audit chain's last place and hash, locked while a transaction links its events."""
+
+    __tablename__ = "audit_head"
+    id: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    hash: str
 
 
 class MailboxCursor(SQLModel, table=True):
@@ -190,6 +207,7 @@ class MentorAction(SQLModel, table=True):
 CASE_TABLE: Table = Case.__table__  # type: ignore[attr-defined]
 MESSAGE_TABLE: Table = MailMessage.__table__  # type: ignore[attr-defined]
 EVENT_TABLE: Table = Event.__table__  # type: ignore[attr-defined]
+AUDIT_HEAD_TABLE: Table = AuditHead.__table__  # type: ignore[attr-defined]
 CURSOR_TABLE: Table = MailboxCursor.__table__  # type: ignore[attr-defined]
 SEQUENCE_TABLE: Table = RefSequence.__table__  # type: ignore[attr-defined]
 DEADLINE_TABLE: Table = Deadline.__table__  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
+from mailbot.store import audit
 from mailbot.store.db import from_db, reading, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import (
@@ -51,7 +52,7 @@ _NEXT_SEQ = Prebuilt(
     .values(last_seq=SEQUENCE_TABLE.c.last_seq + 1).returning(SEQUENCE_TABLE.c.last_seq))
 _INSERT_CASE = Prebuilt(insert(CASE_TABLE).returning(CASE_TABLE.c.id))
 _INSERT_MESSAGE = Prebuilt(insert(MESSAGE_TABLE).returning(MESSAGE_TABLE.c.id))
-_ADD_EVENT = Prebuilt(insert(EVENT_TABLE))
+_ADD_EVENT = Prebuilt(insert(EVENT_TABLE).returning(EVENT_TABLE.c.id))
 _AUTOMATIC_SINCE = Prebuilt(sa_select(func.count(MESSAGE_TABLE.c.id)).where(
     MESSAGE_TABLE.c.direction == "out",
     MESSAGE_TABLE.c.automatic == True,  # noqa: E712  (SQL expression)
@@ -160,18 +161,19 @@ def case_id(session: Session, case: Case | None) -> int | None:
     return case.id if case else None
 
 
-def add_event(session: Session, case: Case | None, at: datetime, type_: str, actor: str = "", **detail: object) -> None:
-    """Append to the audit trail in the caller's transaction.
+def add_event(session: Session, case: Case | None, at: datetime, type_: str, actor: str = "", **detail: object) -> int:
+    """Append to the audit trail in the caller's transaction; returns the event's id. Its contents are hashed
+    now and it is linked into the chain when the transaction commits (store.audit).
 
     A plain INSERT rather than an ORM object: events are write-only here, and the unit of work's
     bookkeeping for them was a measurable share of each acknowledgement's time.
     """
     # On the session's connection, not session.execute: the ORM's bulk-insert path and its autoflush
     # cost more than the INSERT itself, and nothing pending needs flushing for an event.
-    _ADD_EVENT.run(session.connection(), {
+    return int(_ADD_EVENT.scalar(session.connection(), audit.stamp_event(session, {
         "case_id": case_id(session, case), "at": to_db(at), "type": type_, "actor": actor,
         "detail": json.dumps(detail, default=str, sort_keys=True) if detail else "",
-    })
+    })))
 
 
 def inbound_seen(session: Session, message_id: str) -> bool:

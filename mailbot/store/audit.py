@@ -1,0 +1,118 @@
+"""The audit trail's edge: salting and hashing each event as it is added, linking a transaction's events into
+the chain as it commits, and reading the chain back for ``mailbot audit verify`` (the rules are in
+``domain.audit``).
+
+Events get their place in the chain when their transaction commits, not when they are added: a savepoint
+rolled back takes its events with it without leaving a gap, and on PostgreSQL two transactions adding events
+at once take turns only for the moment of linking (the ``audit_head`` row's lock), so the chain never forks.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, event, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
+
+from mailbot.domain import audit
+from mailbot.store.db import reading
+from mailbot.store.models import AUDIT_HEAD_TABLE, EVENT_TABLE
+from mailbot.store.prebuilt import Prebuilt
+
+_UNSEALED = "mailbot_audit_unsealed"  # session.info: this transaction added events
+_E = EVENT_TABLE.c
+
+_HEAD = sa_select(AUDIT_HEAD_TABLE.c.seq, AUDIT_HEAD_TABLE.c.hash).where(AUDIT_HEAD_TABLE.c.id == 1)
+_TO_SEAL = Prebuilt(sa_select(_E.id, _E.content_hash).where(_E.seq.is_(None)).order_by(_E.id))
+_SEAL = Prebuilt(update(EVENT_TABLE).where(_E.id == bindparam("event_id"))
+                 .values(seq=bindparam("new_seq"), chain_hash=bindparam("new_chain")))
+_MOVE_HEAD = Prebuilt(update(AUDIT_HEAD_TABLE).where(AUDIT_HEAD_TABLE.c.id == 1)
+                      .values(seq=bindparam("head_seq"), hash=bindparam("head_hash")))
+
+
+def stamp_event(session: Session, values: dict[str, Any]) -> dict[str, Any]:
+    """The event's salt and content hash added to its row (``values`` as ``repo.add_event`` inserts it); the
+    session's transaction will link it into the chain when it commits."""
+    salt = secrets.token_hex(16)
+    values["salt"] = salt
+    values["content_hash"] = audit.content_hash(salt, values["case_id"], values["at"], values["type"],
+                                                values["actor"], values["detail"])
+    session.info[_UNSEALED] = True
+    return values
+
+
+def seal(connection: Connection) -> int:
+    """Link every committed-or-ours event without a place into the chain; returns how many. The head row is
+    locked first (PostgreSQL: FOR UPDATE; SQLite's writer already holds the whole database)."""
+    head_query = _HEAD.with_for_update() if connection.dialect.name == "postgresql" else _HEAD
+    head = connection.execute(head_query).first()
+    if head is None:  # the row the migration made is gone: the chain cannot be extended honestly
+        raise RuntimeError("the audit trail's head row is missing: run `mailbot audit verify`")
+    seq, previous = int(head[0]), str(head[1])
+    pending = _TO_SEAL.rows(connection, {})
+    if not pending:
+        return 0
+    updates = []
+    for event_id, content in pending:
+        seq += 1
+        previous = audit.link(previous, seq, content or "")
+        updates.append({"event_id": event_id, "new_seq": seq, "new_chain": previous})
+    _SEAL.run_many(connection, updates)
+    _MOVE_HEAD.run(connection, {"head_seq": seq, "head_hash": previous})
+    return len(updates)
+
+
+@event.listens_for(Session, "before_commit")
+def _seal_before_commit(session: Session) -> None:
+    if session.info.pop(_UNSEALED, False):
+        session.flush()  # ORM-added rows first, so nothing flushed after this is left out
+        seal(session.connection())
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_UNSEALED, None)
+
+
+def head(connection: Connection) -> tuple[int, str] | None:
+    row = connection.execute(_HEAD).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
+def _rows(connection: Connection, page: int = 5000) -> Iterator[audit.Row]:
+    """The chain in order, a page at a time (a trail of millions of events is read in constant memory)."""
+    after = 0
+    columns = (_E.id, _E.seq, _E.case_id, _E.at, _E.type, _E.actor, _E.detail, _E.salt, _E.content_hash,
+               _E.chain_hash, _E.redacted_by)
+    while True:
+        batch = connection.execute(sa_select(*columns).where(_E.seq > after).order_by(_E.seq).limit(page)).all()
+        for row in batch:
+            yield audit.Row(*row)
+        if len(batch) < page:
+            return
+        after = batch[-1].seq
+
+
+def snapshot(engine: Engine) -> Connection:
+    """A connection that sees the whole trail as of one instant, though it is read in pages while the bot adds to
+    it (SQLite's read transaction is such a snapshot; PostgreSQL's needs REPEATABLE READ)."""
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    return reading(engine)
+
+
+def verify(connection: Connection, expected: dict[int, str] | None = None) -> audit.Verdict:
+    unsealed = [row[0] for row in connection.execute(sa_select(_E.id).where(_E.seq.is_(None)).order_by(_E.id))]
+    return audit.verify(_rows(connection), head(connection), expected or {}, unsealed)
+
+
+def head_line(connection: Connection, now: datetime) -> str:
+    """The line written each day to the log and the digest: keep it, and `mailbot audit verify --expect` with
+    it later proves the chain up to here was not rewritten."""
+    current = head(connection) or (0, audit.GENESIS)
+    return f"audit trail head on {now.date().isoformat()}: {current[0]}:{current[1]}"
