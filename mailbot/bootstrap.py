@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def working_calendar(settings: Settings) -> WorkingCalendar:
+    """The organisation's working days (its time zone, office hours and closures), the one way every part reads it."""
+    try:
+        closures = parse_closures(settings.closures)
+    except ValueError as exc:
+        raise ConfigError(f"MAILBOT_CLOSURES: {exc}") from None
+    return WorkingCalendar(settings.timezone, closures, settings.office_opens, settings.office_closes)
+
+
 class App:
     """The object graph of one bot: built once from the settings, then run by ``mailbot.runtime``."""
 
@@ -53,11 +62,7 @@ class App:
         self.fixed_now = now
         self.engine = open_database(settings.database_url_effective)
         self.renderer = LetterRenderer(settings.templates_dir)
-        try:
-            closures = parse_closures(settings.closures)
-        except ValueError as exc:
-            raise ConfigError(f"MAILBOT_CLOSURES: {exc}") from None
-        self.calendar = WorkingCalendar(settings.timezone, closures, settings.office_opens, settings.office_closes)
+        self.calendar = working_calendar(settings)
         try:
             self.procedures = load_procedures(self._data_file("procedures.toml"))
             self.signposts = load_signposts(self._data_file("procedures.toml"))

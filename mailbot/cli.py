@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Sequence
 from zoneinfo import ZoneInfo
@@ -22,6 +22,13 @@ def _parse_now(value: str) -> datetime:
         raise argparse.ArgumentTypeError(f"--now must be an ISO-8601 date-time, e.g. 2026-11-23T09:00:00+00:00; "
                                          f"got {value!r}") from None
     return dt
+
+
+def _parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date: give YYYY-MM-DD") from None
 
 
 def _audit_head(value: str) -> tuple[int, str]:
@@ -108,6 +115,14 @@ def build_parser(describe_run: bool = False) -> argparse.ArgumentParser:
     erase.add_argument("email")
     erase.add_argument("--reason", required=True, help="why (recorded; do not name the person)")
     erase.add_argument("--force", action="store_true", help="erase even with an open or held case")
+    annual = sub.add_parser("report", help="the annual review: figures for the complaints opened between two UK "
+                                           "dates, both included (HTML with charts, CSV one row per case, or JSON)")
+    annual.add_argument("--from", dest="start", required=True, type=_parse_date, metavar="YYYY-MM-DD")
+    annual.add_argument("--to", dest="end", required=True, type=_parse_date, metavar="YYYY-MM-DD")
+    annual.add_argument("--format", choices=("html", "csv", "json"), default=None,
+                        help="default: from --out's extension, else html")
+    annual.add_argument("--out", type=Path, metavar="PATH", help="write here instead of standard output")
+    annual.add_argument("--now", type=_parse_now, help="the time to report as of (ISO-8601)")
     audit = sub.add_parser("audit", help="the tamper-evident audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="prove no event was changed or removed (exit 0), or name the "
@@ -186,6 +201,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return console.export_person(settings, args.email, args.dir)
     if args.command == "erase-person":
         return console.erase_person(settings, args.email, args.reason, args.force)
+    if args.command == "report":
+        return console.annual_report(settings, args.start, args.end, args.format, args.out, now)
     if args.command == "audit":
         if args.audit_command == "head":
             return console.audit_head(settings)

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -330,6 +330,36 @@ def erase_person(settings: Settings, email: str, reason: str, force: bool) -> in
     finally:
         engine.dispose()
     print(f"erased: {touched} case(s) anonymised or cleaned; their figures are kept")
+    return 0
+
+
+def annual_report(settings: Settings, start: date, end: date, fmt: str | None, out: Path | None,
+                  now: datetime | None) -> int:
+    """`mailbot report`: exit 0 with the report written (to --out or standard output), 2 on a period that is not one."""
+    from datetime import timezone
+
+    from mailbot.bootstrap import working_calendar
+    from mailbot.services import annual_report as annual
+
+    if end < start:
+        print(f"mailbot: --to {end.isoformat()} is before --from {start.isoformat()}", file=sys.stderr)
+        return 2
+    if fmt is None:
+        suffix = out.suffix.lower().lstrip(".") if out is not None else ""
+        fmt = suffix if suffix in annual.FORMATS else "html"
+    calendar = working_calendar(settings)
+    now = now or datetime.now(timezone.utc)
+    engine = open_database(settings.database_url_effective)
+    try:
+        data, cases = annual.build(engine, calendar, start, end, now)
+    finally:
+        engine.dispose()
+    text = annual.render(fmt, data, cases, calendar, now, settings.templates_dir, settings.org_name)
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    out.write_text(text, encoding="utf-8", newline="")
+    print(f"wrote the {fmt} report on {data['cases']} complaint(s) to {out}", file=sys.stderr)
     return 0
 
 

@@ -147,3 +147,40 @@ def test_a_complaint_by_keyboard_in_chromium(bot: Bot, site: str, page) -> None:
     page.keyboard.press("Enter")
     page.wait_for_selector("[role=status]")
     assert "We have added what you sent" in page.inner_text("main")
+
+
+def test_the_annual_report_reads_well_printed_to_pdf_in_chromium(bot: Bot, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17: `mailbot report`'s HTML, as trustees get it: opened from a file, printed to A4 by Chromium."""
+    from datetime import datetime, timedelta, timezone
+
+    from tests.integration.bot import make_mail, staff_reply
+
+    t0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+    for n, month in enumerate((3, 3, 5, 9)):
+        bot.append(make_mail(frm=f"Person {n} <person{n}@example.com>", subject=f"Complaint {n}"),
+                   internaldate=t0.replace(month=month))
+    # Through the command line: Playwright's own event loop is running in this thread.
+    bot.cli("run", "--once", "--now", (t0.replace(month=9) + timedelta(seconds=1)).isoformat())
+    [note] = bot.letters("staff-notification", case="1MM-2026-0001")
+    bot.append(staff_reply(note, "Priya Shah <priya.shah@1mm.org.uk>", "#resolve upheld\nWe are sorry."))
+    bot.cli("run", "--once", "--now", (t0.replace(month=9) + timedelta(hours=1)).isoformat())
+    out = tmp_path / "report.html"
+    bot.cli("report", "--from", "2026-01-01", "--to", "2026-12-31", "--out", str(out),
+            "--now", "2026-12-01T09:00:00+00:00")
+
+    page.goto(out.as_uri())
+    assert page.title().startswith("One Million Mentors: complaints report")
+    assert axe_violations(page) == []
+    page.emulate_media(media="print")
+    # A4 less the page's 14 mm margins each side, at 96 px to the inch: nothing may be wider.
+    printable = round((210 - 2 * 14) / 25.4 * 96)
+    page.set_viewport_size({"width": printable, "height": 1100})
+    assert page.evaluate("document.documentElement.scrollWidth") <= printable
+    sizes = page.evaluate("[...document.querySelectorAll('figure svg')].map(s => "
+                          "[s.getBoundingClientRect().width, s.getBoundingClientRect().height])")
+    assert len(sizes) == 5 and all(w > printable * 0.9 and h > 100 for w, h in sizes), sizes
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "annual-report-print.png"), full_page=True)
+    pdf = page.pdf(path=str(ARTIFACTS / "annual-report.pdf"), prefer_css_page_size=True, print_background=True)
+    pages = len(re.findall(rb"/Type\s*/Page\b", pdf))
+    assert pdf.startswith(b"%PDF") and 2 <= pages <= 8, pages
