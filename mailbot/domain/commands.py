@@ -22,6 +22,9 @@ CATEGORIES = ("fundraising", "data_protection", "safeguarding", "mentor_behaviou
 # outside-remit: "it may fall outside of our responsibilities" (both procedures, Closing a complaint).
 SUSPENSION_DECISIONS = ("upheld", "not-upheld")
 OUTCOMES = ("upheld", "partly-upheld", "not-upheld", "limited-disclosure", "outside-remit")
+# How a request about personal data ends (domain.data_requests): done as asked, or refused with the reasons.
+REQUEST_OUTCOMES = ("answered", "refused")
+DATA_REQUEST_KINDS = ("access", "erasure")
 # How a restricted or terminated complainant's mail is handled: acknowledged, or placed on file unanswered.
 CONTACT_MODES = ("acknowledge-only", "silent")
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -73,6 +76,11 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class DataRequest:
+    kind: str  # access or erasure
+
+
+@dataclass(frozen=True)
 class NotAComplaint:
     spam: bool  # spam gets no letter; anything else a short one saying what happens instead
 
@@ -115,7 +123,7 @@ class AgreementText:
 
 Arguments = Union[
     NoArgs, Reason, Email, Mentor, Suspension, SuspensionDecision, Category, Outcome, NotAComplaint, ContactMode,
-    Extension, CaseRef, RestrictionTerms, PhoneHours, AgreementText,
+    Extension, CaseRef, RestrictionTerms, PhoneHours, AgreementText, DataRequest,
 ]
 A = TypeVar("A", bound=Arguments)
 
@@ -210,7 +218,13 @@ def _category(text: str) -> Category:
 
 
 def _outcome(text: str) -> Outcome:
-    return Outcome(_word(text, OUTCOMES, "-"))
+    # Which of the two lists fits depends on the case (a complaint or a request about personal data): the
+    # handler says so when the word is the other list's.
+    return Outcome(_word(text, OUTCOMES + REQUEST_OUTCOMES, "-"))
+
+
+def _data_request(text: str) -> DataRequest:
+    return DataRequest(_word(text, DATA_REQUEST_KINDS, "-"))
 
 
 def _not_a_complaint(text: str) -> NotAComplaint:
@@ -383,7 +397,12 @@ COMMANDS: dict[str, CommandSpec] = {
     ),
     "extend": CommandSpec("#extend YYYY-MM-DD reason...", "move the response deadline, with a reason", _extend, None),
     "resolve": CommandSpec(
-        "#resolve " + "|".join(OUTCOMES), "close the case with an outcome", _outcome, None
+        "#resolve " + "|".join(OUTCOMES + REQUEST_OUTCOMES), "close the case with an outcome (a request about "
+        "personal data: " + "|".join(REQUEST_OUTCOMES) + ")", _outcome, None
+    ),
+    "data-request": CommandSpec(
+        "#data-request access|erasure", "this is a request for a copy or the erasure of the person's data: it gets a "
+        "case of its own on the law's one-month clock", _data_request, None
     ),
     "escalate": CommandSpec("#escalate", "move the case to the next stage", _no_arguments, None),
     "stay": CommandSpec("#stay", "decline the escalation request; your reply is the explanation", _no_arguments, None),

@@ -35,6 +35,7 @@ DEADLINE_NEEDS = {
     "resolution": "the outcome (#resolve)",
     "stage_response": "the review's outcome (#resolve)",
     "suspension_decision": "the decision on the mentor's suspension",
+    "data_request_response": "the answer to the request about personal data (#resolve answered|refused)",
 }
 ENTRIES = (REPLY, CEO_DIRECT)
 

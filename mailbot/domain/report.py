@@ -17,6 +17,7 @@ from typing import Any
 
 from mailbot.domain.workdays import WorkingCalendar
 
+DATA_REQUEST, DATA_REQUEST_DEADLINE = "data_request", "data_request_response"  # domain.data_requests
 # The stage-1 promises, in the procedures' words; then the reviews' (stages 2 and 3).
 RESPONSES = (("first_response", "First response"), ("full_response", "Full response"),
              ("resolution", "Resolution"))
@@ -137,7 +138,10 @@ def _deadline(case: CaseFacts, name: str, stage: int) -> DeadlineFact | None:
 
 def figures(cases: Sequence[CaseFacts], calendar: WorkingCalendar, start: date, end: date, now: datetime,
             unfiled: Mapping[str, int] | None = None, lessons_text: bool = True) -> dict[str, Any]:
-    """Everything the report shows, as plain data (the JSON format is this, as it stands)."""
+    """Everything the report shows, as plain data (the JSON format is this, as it stands). Requests about personal
+    data are not complaints: they are counted apart, in ``data_requests``."""
+    requests = [c for c in cases if c.procedure == DATA_REQUEST]
+    cases = [c for c in cases if c.procedure != DATA_REQUEST]
     local = {c.ref: calendar.local(c.opened_at).date() for c in cases}
     by_month = Counter((local[c.ref].year, local[c.ref].month) for c in cases)
     responses = {name: Promise(label) for name, label in RESPONSES}
@@ -190,7 +194,23 @@ def figures(cases: Sequence[CaseFacts], calendar: WorkingCalendar, start: date, 
         "mentor_actions": _counts(a for c in cases for a in c.mentor_actions),
         "unfiled": [{"key": k, "count": n} for k, n in sorted((unfiled or {}).items())],
         "lessons": lessons,
+        "data_requests": _requests(requests, calendar, now),
     }
+
+
+def _requests(requests: Sequence[CaseFacts], calendar: WorkingCalendar, now: datetime) -> dict[str, Any]:
+    answered = Promise("Answered within the law's deadline")
+    for case in requests:
+        deadline = _deadline(case, DATA_REQUEST_DEADLINE, 1)
+        if deadline is not None:
+            answered.add(deadline, case.opened_at, now, calendar)
+    kinds = Counter(str(c.of_type("data_request")[-1].detail.get("kind", "not said")) if c.of_type("data_request")
+                    else "not said" for c in requests)
+    return {"total": len(requests), "by_kind": [{"key": k, "count": n} for k, n in sorted(kinds.items())],
+            "outcomes": _counts(c.outcome or ("still open" if c.status in ("open", "escalated") else c.status)
+                                for c in requests),
+            "extended": sum(1 for c in requests if c.of_type("deadline_extended")),
+            "on_time": answered.figures()}
 
 
 def _when(calendar: WorkingCalendar, value: datetime | None) -> str:

@@ -18,7 +18,11 @@ import holidays
 WORKING_DAYS = "working_days"
 HOURS = "hours"
 DAYS = "days"
-DEADLINE_UNITS = (WORKING_DAYS, HOURS, DAYS)
+# Calendar months, as the UK GDPR's "one month" for a request about personal data is counted (the ICO's guidance):
+# to the same date in the month that many months on, or that month's last day where it has no such date; a date on
+# a weekend or a bank holiday moves to the next working day (the organisation's own closures do not count).
+MONTHS = "months"
+DEADLINE_UNITS = (WORKING_DAYS, HOURS, DAYS, MONTHS)
 
 # A closure range longer than this is almost certainly a typo in the config (a wrong year).
 MAX_CLOSURE_RANGE_DAYS = 366
@@ -132,6 +136,11 @@ class WorkingCalendar:
         if unit == DAYS:
             due = self.local(received).date() + timedelta(days=amount)
             return datetime.combine(due, time(23, 59, 59), tzinfo=self.zone)
+        if unit == MONTHS:
+            due = add_months(self.local(received).date(), amount)
+            while due.weekday() >= 5 or due in bank_holidays(due.year):
+                due += timedelta(days=1)
+            return datetime.combine(due, time(23, 59, 59), tzinfo=self.zone)
         raise ValueError(f"unknown deadline unit {unit!r} (expected one of {', '.join(DEADLINE_UNITS)})")
 
     def format_date(self, value: date | datetime) -> str:
@@ -143,6 +152,14 @@ class WorkingCalendar:
         """GOV.UK style: "5:30pm on Monday 21 December 2026" in local time."""
         local = self.local(moment)
         return f"{format_time(local.time())} on {self.format_date(local)}"
+
+
+def add_months(d: date, months: int) -> date:
+    """The same day ``months`` calendar months on; the month's last day where it is shorter (31 Jan + 1 -> 28 Feb)."""
+    year, month = divmod(d.month - 1 + months, 12)
+    year, month = d.year + year, month + 1
+    next_first = date(year + (month == 12), month % 12 + 1, 1)
+    return date(year, month, min(d.day, (next_first - timedelta(days=1)).day))
 
 
 def format_time(t: time) -> str:

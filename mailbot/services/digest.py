@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from mailbot.domain import data_requests as data_request_rules
 from mailbot.domain.categories import SAFEGUARDING
 from mailbot.domain.directory import Directory, DirectorySource, StaffMember
 from mailbot.domain.procedures import OPEN_STATUSES, Procedure
@@ -240,6 +241,7 @@ class Digest:
         reviews = self._reviews(session, view, now, next_day)
         persistent = self._persistent(session, view, now)
         awaiting = self._awaiting(view)
+        data_requests = self._data_requests(session, view, running, now)
         workload = self._workload(running, view, now)
         needs_a_look = self._needs_a_look(session, view, since, now)
         problems = self._delivery_problems(session, view, since, now)
@@ -250,6 +252,7 @@ class Digest:
             "escalations": len(escalations), "outcomes": len(outcomes),
             "restrictions": len(filed) + len(reviews) + len(persistent), "delivery": len(problems),
             "mailbox": len(mailbox_problems), "awaiting": len(awaiting), "needs_a_look": len(needs_a_look),
+            "data_requests": len(data_requests),
         }
         return {
             "day": cal.format_date(today),
@@ -275,6 +278,7 @@ class Digest:
             "reviews": reviews,
             "persistent": persistent,
             "awaiting": awaiting,
+            "data_requests": data_requests,
             "workload": workload,
             "needs_a_look": needs_a_look,
             "persistent_threshold": self.persistent_threshold,
@@ -395,6 +399,25 @@ class Digest:
         """Cases waiting for a member of staff to decide on a complainant's reply to the outcome."""
         return [view.item(case, since=self.calendar.format_datetime(from_db(case.updated_at)))  # type: ignore
                 for case in view.cases_sorted() if case.status == "awaiting_staff"]
+
+    def _data_requests(self, session: Session, view: _CaseView, running: list[Deadline],
+                       now: datetime) -> list[dict]:
+        """Requests about personal data not yet answered, soonest due first: listed every day until they are."""
+        open_requests = [c for c in view.cases_sorted()
+                         if c.procedure == data_request_rules.PROCEDURE and c.status in OPEN_STATUSES]
+        if not open_requests:
+            return []
+        due = {row.case_id: from_db(row.due_at) for row in running if row.name == data_request_rules.DEADLINE}
+        kinds = reads.data_request_kinds(session, [c.id for c in open_requests if c.id is not None])
+        items = []
+        for case in open_requests:
+            when = due.get(case.id)
+            items.append(view.item(
+                case, kind=data_request_rules.label(kinds.get(case.id, "")) if case.id in kinds else "not yet said",
+                received=self.calendar.format_date(from_db(case.opened_at)),  # type: ignore[arg-type]
+                due=self.calendar.format_date(when) if when else "no deadline",
+                overdue=bool(when and when < now), sort=when or now))
+        return sorted(items, key=lambda i: (i["sort"], i["ref"]))
 
     def _workload(self, running: list[Deadline], view: _CaseView, now: datetime) -> list[dict]:
         """Open cases by who holds them: how many, how many with a deadline this week, how many overdue."""

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from mailbot.domain import categories
+from mailbot.domain import categories, data_requests
 from mailbot.domain.chain import Verdict
 from mailbot.domain.commands import (
     POSTAL_DOMAIN,
@@ -125,12 +125,21 @@ class CaseLifecycle:
         if on_behalf is not None and not complainant:
             complainant = f"post+{ref.lower()}@{POSTAL_DOMAIN}"  # never deliverable: letters go to staff to post
         category = categories.guess_category(mail.subject, mail.text)
+        assignee = assigned_contact(directory, complainant)
+        request = None
+        if procedure_key != "staff" and data_requests.PROCEDURE in self.procedures:
+            # A request for a copy or the erasure of one's data is its own case on the law's clock, whoever asks.
+            request = data_requests.recognise(mail.subject, mail.text)
+            if request:
+                procedure_key, category = data_requests.PROCEDURE, categories.DATA_PROTECTION
+                team = directory.first_with_role("complaints_team")
+                assignee = team.email if team else None
         case = repo.insert_case(
             session, ref=ref, year=year, seq=seq, status="open", stage=1, procedure=procedure_key,
             complainant=complainant, complainant_name=header_safe(name), subject=header_safe(mail.subject)[:500],
             from_addr=mail.from_addr, reply_to=",".join(mail.reply_to)[:500] or None,
             category=category,
-            assignee=assigned_contact(directory, complainant),
+            assignee=assignee,
             opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
             channel=channel, postal_address=(on_behalf.postal_address or None) if on_behalf else None,
             status_nonce=secrets.token_urlsafe(12),
@@ -139,7 +148,31 @@ class CaseLifecycle:
                        assignee=case.assignee, category=category, message_id=mail.message_id,
                        from_addr=mail.from_addr, reply_to=list(mail.reply_to), channel=channel,
                        **({"logged_by": mail.from_addr} if on_behalf and on_behalf.channel != "web" else {}))
+        if request:
+            repo.add_event(session, case, now, "data_request", kind=request, recognised=True)
         return case
+
+    def open_data_request(self, session: Session, source: Case, kind: str, received_at: datetime,
+                          now: datetime) -> tuple[Case, dict[str, datetime]]:
+        """A case of its own for a request about personal data found on another case (``#data-request``): the
+        same person, on the law's clock from ``received_at`` (when the message asking reached us)."""
+        procedure = self.procedures[data_requests.PROCEDURE]
+        year = self.calendar.local(received_at).year
+        seq, ref = repo.allocate_ref(session, year)
+        team = self.directory.get().first_with_role("complaints_team")
+        case = repo.insert_case(
+            session, ref=ref, year=year, seq=seq, status="open", stage=1, procedure=data_requests.PROCEDURE,
+            complainant=source.complainant, complainant_name=source.complainant_name,
+            subject=f"Request about personal data ({kind}), from {source.ref}"[:500], from_addr=source.from_addr,
+            reply_to=source.reply_to, category=categories.DATA_PROTECTION, assignee=team.email if team else None,
+            opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
+            channel=source.channel, postal_address=source.postal_address, status_nonce=secrets.token_urlsafe(12),
+        )
+        repo.add_event(session, case, now, "case_opened", procedure=data_requests.PROCEDURE,
+                       complainant=case.complainant, assignee=case.assignee, category=case.category,
+                       channel=case.channel, from_case=source.ref)
+        repo.add_event(session, case, now, "data_request", kind=kind, from_case=source.ref)
+        return case, self._set_stage_deadlines(session, case, procedure, 1, received_at, fresh=True)
 
     def open_case_on_behalf(self, session: Session, mail: InboundMail, verdict: Verdict, received_at: datetime,
                             now: datetime) -> Case:
@@ -209,7 +242,9 @@ class CaseLifecycle:
                      for ref, mode in self.restrictions_elsewhere(session, case, mail)]
             if notes:
                 repo.add_event(session, case, now, "restricted_elsewhere", notes=notes)
-            letters += self.letters.notify_staff(session, case, mail, now, headline="New complaint", notes=notes,
+            headline = "New request about personal data" if case.procedure == data_requests.PROCEDURE \
+                else "New complaint"
+            letters += self.letters.notify_staff(session, case, mail, now, headline=headline, notes=notes,
                                                  deadlines=deadlines)
             letters += self._safeguarding_words(session, case, mail, now)
         return [x for x in letters if x is not None]

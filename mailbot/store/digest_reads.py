@@ -6,6 +6,7 @@ Each takes the case ids the recipient may see (``case_ids``) where it reads case
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from datetime import date, datetime
 
@@ -185,3 +186,17 @@ AUTOMATED_KINDS = ("robot_sender", "auto_reply", "bulk", "list")
 
 def mailbox_cursors(session: Session) -> list[MailboxCursor]:
     return list(session.exec(select(MailboxCursor).order_by(col(MailboxCursor.mailbox))).all())
+
+
+def data_request_kinds(session: Session, case_ids: Collection[int]) -> dict[int, str]:
+    """What each request about personal data asks for (access or erasure): its latest ``data_request`` event."""
+    kinds: dict[int, str] = {}
+    for event in session.exec(select(Event).where(Event.type == "data_request", col(Event.case_id).in_(list(case_ids)))
+                              .order_by(col(Event.id))).all():
+        try:
+            kind = json.loads(event.detail or "{}").get("kind")
+        except (ValueError, AttributeError):
+            kind = None
+        if event.case_id is not None and isinstance(kind, str):
+            kinds[event.case_id] = kind
+    return kinds

@@ -449,6 +449,14 @@ def inbound_from(session: Session, case_id: int, sender: str) -> list[bytes]:
                              .order_by(col(MailMessage.id))).all())
 
 
+def latest_inbound_from(session: Session, case_id: int, sender: str) -> datetime | None:
+    """When the newest message on the case from this address arrived (None: none did)."""
+    return from_db(session.exec(select(MailMessage.at).where(MailMessage.case_id == case_id,
+                                                             MailMessage.direction == "in",
+                                                             MailMessage.from_addr == sender)
+                                .order_by(col(MailMessage.at).desc())).first())
+
+
 def case_messages(session: Session, case_id: int) -> list[MailMessage]:
     """Every message on the case, in and out, oldest first."""
     return list(session.exec(select(MailMessage).where(MailMessage.case_id == case_id)

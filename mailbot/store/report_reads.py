@@ -21,7 +21,7 @@ from mailbot.store.models import CASE_TABLE, DEADLINE_TABLE, EVENT_TABLE, MESSAG
 # The events the report counts (domain.report).
 EVENT_TYPES = ("escalated", "resolved", "escalation_requested", "escalation_declined", "deadline_extended",
                "restriction_warned", "restriction_imposed", "restriction_review_due", "restriction_lifted",
-               "restriction_expired", "lesson")
+               "restriction_expired", "lesson", "data_request")
 _C, _D, _E, _M = CASE_TABLE.c, DEADLINE_TABLE.c, EVENT_TABLE.c, MESSAGE_TABLE.c
 _ACTIONS = MentorAction.__table__.c  # type: ignore[attr-defined]
 

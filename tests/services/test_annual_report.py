@@ -179,3 +179,20 @@ def test_erasing_a_person_leaves_the_reports_totals_as_they_were(world: World) -
     for key in ("cases", "by_month", "by_channel", "by_category", "outcomes", "responses", "reviews",
                 "escalations", "extensions", "restrictions"):
         assert after[key] == before[key], key
+
+
+def test_requests_about_personal_data_are_counted_apart_from_complaints(world: World) -> None:
+    make_year(world)
+    at(world, 2025, 7, 1, 10, 0)
+    request = world.receive(mail(frm="Rob Roe <rob@example.com>", subject="SAR", body="A subject access request.",
+                                 date=world.now)).ref
+    assert request
+    reply(world, request, "#resolve answered\nYour data is attached.", 2025, 7, 20, 10, 0)
+    data, html = report(world)
+    assert data["cases"] == 5  # the complaints, as before
+    requests = data["data_requests"]
+    assert requests["total"] == 1 and requests["by_kind"] == [{"key": "access", "count": 1}]
+    assert requests["outcomes"] == [{"key": "answered", "count": 1}]
+    assert (requests["on_time"]["on_time"], requests["on_time"]["due"]) == (1, 1)
+    _, html = report(world, "html")
+    assert "Requests about personal data" in html and "For a copy of the data" in html

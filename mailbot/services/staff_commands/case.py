@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import secrets
 
+from mailbot.domain import data_requests
 from mailbot.domain.commands import (
+    REQUEST_OUTCOMES,
     CaseRef,
     Category,
     Command,
+    DataRequest,
     Email,
     Extension,
     NotAComplaint,
@@ -81,6 +84,12 @@ def extend(t: Turn, command: Command) -> None:
     if not cal.is_working_day(until):
         raise Refusal(f"{command.line}\n  {cal.format_date(until)} is not a working day.")
     new_due = cal.close_of_business(until)
+    if case.procedure == data_requests.PROCEDURE:
+        # Article 12(3): two further months at most, counted on from the first month.
+        latest = cal.deadline(from_db(case.opened_at), 1 + data_requests.EXTENSION_MONTHS, "months")  # type: ignore[arg-type]
+        if new_due > latest:
+            raise Refusal(f"{command.line}\n  the law allows a request about personal data two more months at "
+                          f"most: until {cal.format_date(latest)}.")
     moved = []
     for row in t.lifecycle.open_deadlines(session, case):
         if row.name == "first_response" or from_db(row.due_at) >= new_due:  # type: ignore[operator]
@@ -105,10 +114,17 @@ def resolve(t: Turn, command: Command) -> None:
     if case.status not in OPEN_STATUSES:
         raise Refusal(f"{command.line}\n  the case is {case.status}; reply #reopen first to resolve it again.")
     outcome = command.arguments(Outcome).outcome
+    is_request = case.procedure == data_requests.PROCEDURE
+    if is_request and outcome not in REQUEST_OUTCOMES:
+        raise Refusal(f"{command.line}\n  this is a request about personal data: close it with #resolve "
+                      f"{'|'.join(REQUEST_OUTCOMES)}.")
+    if not is_request and outcome in REQUEST_OUTCOMES:
+        raise Refusal(f"{command.line}\n  '{outcome}' closes a request about personal data; this is a complaint.")
     case.status = "resolved"
     case.outcome = outcome
     case.closed_at = to_db(now)
-    t.lifecycle.meet(session, case, ("first_response", "full_response", "resolution", "stage_response"), now)
+    t.lifecycle.meet(session, case, ("first_response", "full_response", "resolution", "stage_response",
+                                     data_requests.DEADLINE), now)
     procedure = t.lifecycle.procedures[case.procedure]
     signs = signposting(t.desk.signposts, case.category, now, t.letters.calendar)
     reply.add(t.letters.complainant_letter(
@@ -232,8 +248,35 @@ def release(t: Turn, command: Command) -> None:
     reply.done.append("Released the hold: retention removes the case's personal data when its time comes.")
 
 
+def data_request(t: Turn, command: Command) -> None:
+    """A request for a copy or the erasure of the person's data: on a complaint, a case of its own on the one-month
+    clock (the complaint runs on); on a request already, its kind corrected."""
+    session, case, now, reply = t.session, t.case, t.now, t.reply
+    kind = command.arguments(DataRequest).kind
+    if data_requests.PROCEDURE not in t.lifecycle.procedures:
+        raise Refusal(f"{command.line}\n  procedures.toml has no [procedures.data_request]: requests about "
+                      f"personal data are handled as complaints here.")
+    if case.procedure == data_requests.PROCEDURE:
+        repo.add_event(session, case, now, "data_request", actor=t.staff, kind=kind, corrected=True)
+        reply.done.append(f"Recorded this as a request for {data_requests.label(kind).replace('their', 'the')}.")
+        return
+    # The clock runs from when the message asking reached us: the complainant's latest on this case.
+    received = repo.latest_inbound_from(session, case.id or 0, case.complainant) or from_db(case.opened_at)
+    request, deadlines = t.lifecycle.open_data_request(session, case, kind, received, now)  # type: ignore[arg-type]
+    repo.add_event(session, case, now, "data_request_opened", actor=t.staff, kind=kind, request=request.ref)
+    procedure = t.lifecycle.procedures[data_requests.PROCEDURE]
+    reply.add(t.letters.queue(session, case=request, template=procedure.letters["open"], to=[request.complainant],
+                              context=t.letters.letter_context(session, request, deadlines=deadlines), now=now,
+                              automatic=False))
+    due = deadlines.get(data_requests.DEADLINE)
+    reply.done.append(f"Opened {request.ref} for the request ({kind}) and sent its acknowledgement"
+                      + (f"; it must be answered by {t.letters.calendar.format_date(due)}." if due else ".")
+                      + f" {case.ref} goes on as a complaint.")
+
+
 HANDLERS: dict[str, Handler] = {
     "new-status-link": new_status_link,
+    "data-request": data_request,
     "hold": hold,
     "lesson": lesson,
     "release": release,
