@@ -47,8 +47,10 @@ class Jobs:
             queued = self.chase_deadlines(session, now)
             queued += self.restriction_reviews(session, now)
             queued += self.restriction_expiry(session, now)
-            self.retention(session, now)
+            anonymised = self.retention(session, now)
             session.commit()
+        if anonymised:
+            erasure.scrub_after_retention(self.engine)
         self.log_audit_head(now)
         if self.digest is not None:
             # The digest commits per recipient, after the deadline work, so it reports what just happened.
@@ -73,6 +75,8 @@ class Jobs:
         cutoff = now.replace(year=now.year - self.retention_years) if not (now.month == 2 and now.day == 29) \
             else now.replace(year=now.year - self.retention_years, day=28)
         cases = erasure.cases_past_retention(session, cutoff)
+        if cases:
+            erasure.secure_delete(session)  # what the words occupied is overwritten, not just freed
         for case in cases:
             redacted: dict[int, Event] = {}
             erasure.anonymise_case(session, case, now, redacted)

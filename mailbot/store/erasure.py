@@ -153,9 +153,24 @@ def erase_person(session: Session, email: str, names: list[str], now: datetime, 
     return len(own) + len(about)
 
 
+# The tables whose rows erasure rewrites (PostgreSQL keeps the old versions of rewritten rows until a VACUUM).
+_PERSONAL_TABLES = ("message", "event", '"case"', "restriction", "mentoraction")
+
+
 def scrub_file(engine: Engine) -> None:
-    """After a commit that removed words: have SQLite drop them from its free pages and its write-ahead log
-    (VACUUM rewrites the file; a checkpoint empties the log). PostgreSQL frees dead rows on its own VACUUM."""
+    """After a commit that removed words: have the database drop the old versions of the rows from its files.
+
+    SQLite: VACUUM rewrites the file and a checkpoint empties the write-ahead log. PostgreSQL: VACUUM FULL rewrites
+    each table that held them into new files (it locks each table for the moment it takes, so the bot waits that
+    long); its write-ahead log keeps them until the server recycles its segments, as any backup does until it is
+    rotated (README, "Personal data on disk")."""
+    if engine.url.get_backend_name() == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in _PERSONAL_TABLES:
+                conn.exec_driver_sql(f"VACUUM FULL {table}")
+            if _superuser(conn):
+                conn.exec_driver_sql("CHECKPOINT")
+        return
     if engine.url.get_backend_name() != "sqlite":
         return
     engine.dispose()  # no other pooled connection of ours may hold the file while it is rewritten
@@ -168,6 +183,30 @@ def scrub_file(engine: Engine) -> None:
         driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         raw.close()
+
+
+def scrub_after_retention(engine: Engine) -> None:
+    """The daemon's lighter scrub after retention, which must not stop intake: SQLite's freed content was already
+    overwritten (``secure_delete``) and a checkpoint empties the write-ahead log of the old pages; PostgreSQL's plain
+    VACUUM frees the old row versions for reuse without locking anyone out (`erase-person` does the full rewrite)."""
+    if engine.url.get_backend_name() == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in _PERSONAL_TABLES:
+                conn.exec_driver_sql(f"VACUUM {table}")
+        return
+    if engine.url.get_backend_name() == "sqlite":
+        raw = engine.raw_connection()  # outside any transaction: a checkpoint cannot run inside one
+        try:
+            driver = raw.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+
+
+def _superuser(conn) -> bool:  # type: ignore[no-untyped-def]
+    """CHECKPOINT (the new files written out now rather than at the server's next one) needs a superuser."""
+    return bool(conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar())
 
 
 def secure_delete(session: Session) -> None:

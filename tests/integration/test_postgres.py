@@ -105,3 +105,23 @@ def test_two_deliverers_on_postgresql_never_send_a_letter_twice(bot: Bot, postgr
     finally:
         first.engine.dispose()
         second.engine.dispose()
+
+
+def test_an_erased_person_is_gone_from_postgresqls_table_files(bot: Bot, postgres: PostgresServer) -> None:
+    """VACUUM FULL after the erasure: the old versions of the rewritten rows leave the tables' files too. (The
+    server's write-ahead log keeps them until it recycles its segments: README, "Personal data on disk".)"""
+    bot.extra["MAILBOT_DATABASE_URL"] = postgres.url
+    bot.append(make_mail(frm="Zelda Quist <zelda.quist@example.com>", subject="Zelda's complaint",
+                         body="Zelda Quist here: nobody called."), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    [note] = bot.letters("staff-notification", case="1MM-2026-0001")
+    bot.append(staff_reply(note, "Priya Shah <priya.shah@1mm.org.uk>", "#resolve upheld\nSorry, Zelda."))
+    bot.once(now=T0 + timedelta(hours=1))
+
+    def files_holding(needle: bytes) -> list[str]:
+        base = postgres.datadir / "base"
+        return [str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+    bot.cli("erase-person", "zelda.quist@example.com", "--reason", "asked in writing")
+    assert files_holding(b"zelda.quist@example.com") == [] and files_holding(b"Zelda Quist") == []
+    assert bot.cli("audit", "verify").returncode == 0

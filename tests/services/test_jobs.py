@@ -139,6 +139,10 @@ def test_retention_removes_personal_data_six_years_after_closing_unless_held(wor
         raws = s.exec(select(MailMessage.raw).where(MailMessage.case_id == after.id)).all()
     assert raws and all(raw == b"" for raw in raws)
     assert "retention_anonymised" in world.events(gone)
+    # Gone from the database file and its write-ahead log too, not just from the rows.
+    files = b"".join(p.read_bytes() for p in world.app.settings.data_dir.glob("mailbot.db*"))
+    assert b"jane@example.org" not in files and b"Jane's complaint" not in files
+    assert b"held@example.org" in files
     assert world.case(kept).anonymised_at is None and world.case(kept).complainant == "held@example.org"
     world.staff_reply(kept, "#release")
     world.advance(minutes=1)
