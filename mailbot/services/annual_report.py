@@ -13,6 +13,7 @@ import io
 import json
 import math
 import re
+import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,18 @@ def month_label(key: str) -> str:
     return datetime.strptime(key, "%Y-%m").strftime("%b %Y")
 
 
+def _pygal():  # type: ignore[no-untyped-def]
+    """pygal, without the import hook it adds for its map plugins: that hook is an old-style finder, which makes
+    every later import in the process warn (and fail under `-W error`), and the report draws no maps."""
+    import pygal
+
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, pygal.PluginImportFixer)]
+    return pygal
+
+
 def _chart(kind: str, title: str, rows: list[dict[str, Any]], key_label=label,  # type: ignore[no-untyped-def]
            percent: bool = False) -> Markup:
-    import pygal
+    pygal = _pygal()
     from pygal.style import Style
 
     style = Style(background="white", plot_background="white", foreground="#0b0c0c", foreground_strong="#0b0c0c",
