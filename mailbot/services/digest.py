@@ -35,7 +35,7 @@ from mailbot.store import audit
 from mailbot.store import digest_reads as reads
 from mailbot.store.db import from_db
 from mailbot.store.db import session as new_session
-from mailbot.store.models import Case, Deadline, Event
+from mailbot.store.models import Event
 
 log = logging.getLogger(__name__)
 
@@ -230,19 +230,23 @@ class Digest:
         today = cal.local(now).date()
         next_day = cal.next_working_day(today)
 
-        # The open cases' running deadlines, read once for the deadline sections and the workload.
-        running = reads.running_deadlines(session, view.open_ids())
+        # The open cases' running deadlines due by the end of the next working day or of this week (whichever is
+        # later), read once for the deadline sections and the workload; later ones are in neither.
+        end_of_week = today + timedelta(days=6 - today.weekday())
+        cutoff = datetime.combine(max(next_day, end_of_week) + timedelta(days=1), time(0), tzinfo=cal.zone)
+        running = [row for row in reads.running_deadlines_due_by(session, cutoff, OPEN_STATUSES)
+                   if view.sees(row[0])]
         overdue, due_today, due_next = self._deadlines(running, view, now, today, next_day)
-        new_cases = [view.item(c, opened=cal.format_datetime(from_db(c.opened_at)))  # type: ignore[arg-type]
-                     for c in view.cases_sorted() if since <= from_db(c.opened_at) <= now]  # type: ignore[operator]
+        new_cases = [view.item(c, opened=cal.format_datetime(c.opened_at))
+                     for c in view.rows(reads.cases_opened_between(session, since, now))]
         escalations = self._escalations(session, view, since, now)
         outcomes = self._outcomes(session, view, since, now)
         filed = self._filed(session, view, since, now)
         reviews = self._reviews(session, view, now, next_day)
         persistent = self._persistent(session, view, now)
-        awaiting = self._awaiting(view)
-        data_requests = self._data_requests(session, view, running, now)
-        workload = self._workload(running, view, now)
+        awaiting = self._awaiting(session, view)
+        data_requests = self._data_requests(session, view, now)
+        workload = self._workload(running, view, now, end_of_week)
         needs_a_look = self._needs_a_look(session, view, since, now)
         problems = self._delivery_problems(session, view, since, now)
         mailboxes = self._mailboxes(session, since, now)
@@ -292,25 +296,26 @@ class Digest:
             "audit_head": audit.head_line(session.connection(), now).rsplit(": ", 1)[-1],
         }
 
-    def _deadlines(self, rows: list[Deadline], view: _CaseView, now: datetime, today: date,
+    def _deadlines(self, rows: list[reads.RunningDeadline], view: _CaseView, now: datetime, today: date,
                    next_day: date) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         cal = self.calendar
         overdue, due_today, due_next = [], [], []
         overdue_by_case: dict[int, dict[str, Any]] = {}
-        for row in rows:
-            due = from_db(row.due_at)
-            assert due is not None
-            case = view.cases[row.case_id]
-            item = view.item(case, deadline=_label(row.name), stage=view.stage_label(case, row.stage),
+        view.load(case_id for case_id, _, _, due in rows if cal.local(due).date() <= next_day)
+        for case_id, name, stage, due in rows:
+            if cal.local(due).date() > next_day:
+                continue  # read for the workload's week only
+            case = view.case(case_id)
+            item = view.item(case, deadline=_label(name), stage=view.stage_label(case, stage),
                              due=cal.format_datetime(due))
             if due <= now:
                 # A case with several missed deadlines is one line: the earliest, naming the others.
-                earlier = overdue_by_case.get(row.case_id)
+                earlier = overdue_by_case.get(case_id)
                 if earlier is None:
-                    overdue_by_case[row.case_id] = {**item, "overdue_by": self.overdue_by(due, now)}
-                    overdue.append(overdue_by_case[row.case_id])
+                    overdue_by_case[case_id] = {**item, "overdue_by": self.overdue_by(due, now)}
+                    overdue.append(overdue_by_case[case_id])
                 else:
-                    earlier["deadline"] = f"{earlier['deadline']} and {_label(row.name)}"
+                    earlier["deadline"] = f"{earlier['deadline']} and {_label(name)}"
             elif cal.local(due).date() <= today:
                 due_today.append(item)
             elif cal.local(due).date() <= next_day:
@@ -332,8 +337,11 @@ class Digest:
 
     def _escalations(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
         out = []
-        for event in view.events(session, ("escalated",), since, now):
-            case = view.cases[event.case_id]  # type: ignore[index]
+        events = [e for e in reads.events_between(session, ("escalated",), since, now)
+                  if e.case_id is not None and view.sees(e.case_id)]
+        view.load(e.case_id for e in events if e.case_id is not None)
+        for event in events:
+            case = view.case(event.case_id)  # type: ignore[arg-type]
             detail = _detail(event)
             stage = int(detail.get("stage") or case.stage)
             procedure = self.procedures.get(case.procedure)
@@ -346,22 +354,26 @@ class Digest:
         return out
 
     def _outcomes(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
-        rows = reads.letters_between(session, view.outcome_kinds, view.ids(), since, now)
-        return [view.item(view.cases[m.case_id], stage=view.stage_label(view.cases[m.case_id]),  # type: ignore[index]
-                          outcome=view.cases[m.case_id].outcome or "", delivery=m.delivery or "",  # type: ignore[index]
+        rows = [m for m in reads.letters_between(session, view.outcome_kinds, since, now)
+                if view.sees(m.case_id)]  # type: ignore[arg-type]
+        view.load(m.case_id for m in rows)  # type: ignore[misc]
+        return [view.item(view.case(m.case_id), stage=view.stage_label(view.case(m.case_id)),  # type: ignore[arg-type]
+                          outcome=view.case(m.case_id).outcome or "", delivery=m.delivery or "",  # type: ignore[arg-type]
                           at=self.calendar.format_datetime(from_db(m.at)))  # type: ignore[arg-type]
                 for m in rows]
 
     def _filed(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
-        rows = reads.inbound_kinds_between(session, FILED_KINDS, view.ids(), since, now)
+        rows = reads.inbound_kinds_between(session, FILED_KINDS, since, now)
         counts: dict[int, Counter[str]] = defaultdict(Counter)
         for case_id, kind in rows:
-            counts[case_id][kind] += 1
-        return [view.item(view.cases[case_id], filed=c["restricted_filed"], acknowledged=c["restricted_acknowledged"])
-                for case_id, c in sorted(counts.items(), key=lambda kv: view.sort_key(view.cases[kv[0]]))]
+            if view.sees(case_id):
+                counts[case_id][kind] += 1
+        view.load(counts)
+        return [view.item(view.case(case_id), filed=c["restricted_filed"], acknowledged=c["restricted_acknowledged"])
+                for case_id, c in sorted(counts.items(), key=lambda kv: view.sort_key(view.case(kv[0])))]
 
     def _reviews(self, session: Session, view: _CaseView, now: datetime, next_day: date) -> list[dict]:
-        rows = reads.restrictions_with_review(session, view.ids())
+        rows = [r for r in reads.restrictions_with_review(session) if view.sees(r.case_id)]
         out = []
         for row in rows:
             review_at = from_db(row.review_at)
@@ -371,69 +383,66 @@ class Digest:
                 continue
             if self.calendar.local(review_at).date() > next_day:
                 continue
-            out.append(view.item(view.cases[row.case_id], review=self.calendar.format_date(review_at),
+            out.append(view.item(view.case(row.case_id), review=self.calendar.format_date(review_at),
                                  late=review_at <= now, mode=row.mode or ""))
         return out
 
     def _persistent(self, session: Session, view: _CaseView, now: datetime) -> list[dict]:
         """Cases with more than the threshold of the complainant's messages in a week: a suggestion only."""
         week = now - timedelta(days=PERSISTENT_DAYS)
-        rows = reads.inbound_senders_between(session, view.ids(), week, now)
+        rows = [(cid, sender) for cid, sender in reads.inbound_senders_between(session, week, now) if view.sees(cid)]
+        view.load(cid for cid, _ in rows)
         counts: Counter[int] = Counter()
         for case_id, sender in rows:
-            if sender.lower() == view.cases[case_id].complainant.lower():  # type: ignore[index]
-                counts[case_id] += 1  # type: ignore[index]
+            if sender.lower() == view.case(case_id).complainant.lower():
+                counts[case_id] += 1
         flagged = [cid for cid, n in counts.items() if persistent_suggestion(n, self.persistent_threshold)]
         if not flagged:
             return []
         managed = reads.cases_under_management(session, flagged)
         # Not while our own response to them is overdue: the messages may be chasing us, with reason.
-        late = {d.case_id for d in reads.running_deadlines(session, flagged)
-                if (due := from_db(d.due_at)) is not None and due <= now}
-        return [view.item(view.cases[cid], messages=counts[cid], case_status=view.cases[cid].status,
-                          stage=view.stage_label(view.cases[cid]))
-                for cid in sorted(flagged, key=lambda c: (-counts[c], view.sort_key(view.cases[c])))
+        late = {cid for cid, _, _, due in reads.running_deadlines_of(session, flagged) if due <= now}
+        return [view.item(view.case(cid), messages=counts[cid], case_status=view.case(cid).status,
+                          stage=view.stage_label(view.case(cid)))
+                for cid in sorted(flagged, key=lambda c: (-counts[c], view.sort_key(view.case(c))))
                 if cid not in managed and cid not in late]
 
-    def _awaiting(self, view: _CaseView) -> list[dict]:
+    def _awaiting(self, session: Session, view: _CaseView) -> list[dict]:
         """Cases waiting for a member of staff to decide on a complainant's reply to the outcome."""
-        return [view.item(case, since=self.calendar.format_datetime(from_db(case.updated_at)))  # type: ignore
-                for case in view.cases_sorted() if case.status == "awaiting_staff"]
+        return [view.item(case, since=self.calendar.format_datetime(case.updated_at))
+                for case in view.rows(reads.cases_in_statuses(session, ("awaiting_staff",)))]
 
-    def _data_requests(self, session: Session, view: _CaseView, running: list[Deadline],
-                       now: datetime) -> list[dict]:
+    def _data_requests(self, session: Session, view: _CaseView, now: datetime) -> list[dict]:
         """Requests about personal data not yet answered, soonest due first: listed every day until they are."""
-        open_requests = [c for c in view.cases_sorted()
-                         if c.procedure == data_request_rules.PROCEDURE and c.status in OPEN_STATUSES]
+        open_requests = view.rows(reads.cases_in_statuses(session, OPEN_STATUSES, data_request_rules.PROCEDURE))
         if not open_requests:
             return []
-        due = {row.case_id: from_db(row.due_at) for row in running if row.name == data_request_rules.DEADLINE}
+        due = {cid: when for cid, name, _, when in reads.running_deadlines_of(session, [c.id for c in open_requests])
+               if name == data_request_rules.DEADLINE}
         kinds = reads.data_request_kinds(session, [c.id for c in open_requests if c.id is not None])
         items = []
         for case in open_requests:
             when = due.get(case.id)
             items.append(view.item(
                 case, kind=data_request_rules.label(kinds.get(case.id, "")) if case.id in kinds else "not yet said",
-                received=self.calendar.format_date(from_db(case.opened_at)),  # type: ignore[arg-type]
+                received=self.calendar.format_date(case.opened_at),
                 due=self.calendar.format_date(when) if when else "no deadline",
                 overdue=bool(when and when < now), sort=when or now))
         return sorted(items, key=lambda i: (i["sort"], i["ref"]))
 
-    def _workload(self, running: list[Deadline], view: _CaseView, now: datetime) -> list[dict]:
+    def _workload(self, running: list[reads.RunningDeadline], view: _CaseView, now: datetime,
+                  end_of_week: date) -> list[dict]:
         """Open cases by who holds them: how many, how many with a deadline this week, how many overdue."""
-        end_of_week = self.calendar.local(now).date() + timedelta(days=6 - self.calendar.local(now).weekday())
         due_this_week: set[int] = set()
         late: set[int] = set()
-        for row in running:
-            due = from_db(row.due_at)
-            assert due is not None
+        for case_id, _, _, due in running:
             if due <= now:
-                late.add(row.case_id)
+                late.add(case_id)
             elif self.calendar.local(due).date() <= end_of_week:
-                due_this_week.add(row.case_id)
+                due_this_week.add(case_id)
         rows: dict[str, dict[str, Any]] = {}
-        for cid in view.open_ids():
-            holder = view.holder(view.cases[cid])
+        for cid, _stage, _category, assignee in view.open:
+            holder = view.holder_of(assignee)
             row = rows.setdefault(holder, {"holder": holder, "open": 0, "this_week": 0, "overdue": 0})
             row["open"] += 1
             row["this_week"] += cid in due_this_week
@@ -477,8 +486,8 @@ class Digest:
                 if not view.recipient.sees_all:
                     continue
                 item: dict[str, Any] = {"ref": "", "subject": row.subject, "mailto": "", "reply_address": ""}
-            elif row.case_id in view.cases:
-                item = view.item(view.cases[row.case_id])
+            elif view.sees(row.case_id):
+                item = view.item(view.case(row.case_id))
             else:
                 continue
             out.append({**item, "letter": row.kind, "to": row.to_addrs,
@@ -516,37 +525,29 @@ class Digest:
 
     def _figures(self, session: Session, view: _CaseView, now: datetime) -> dict[str, Any]:
         window = now - timedelta(days=FIGURES_DAYS)
-        ids = view.ids()
-        ack = self._ack_times(session, view, ids, window, now)
+        ack = self._ack_times(session, view, window, now)
         rates = []
         for name, label in ON_TIME_DEADLINES:
-            rows = reads.deadlines_due_between(session, name, ids, window, now)
-            met = sum(1 for d in rows if d.met_at is not None and from_db(d.met_at) <= from_db(d.due_at))  # type: ignore[operator]
-            rates.append(_rate(label, met, len(rows), "none due"))
-        within, resolved = self._resolved_within(session, view, ids, window, now)
+            kept = [on_time for cid, on_time in reads.deadlines_kept_between(session, name, window, now)
+                    if view.sees(cid)]
+            rates.append(_rate(label, sum(kept), len(kept), "none due"))
+        within, resolved = self._resolved_within(session, view, window, now)
         rates.append(_rate(f"Resolved within {RESOLUTION_WORKING_DAYS} working days", within, resolved, "none resolved"))
-        open_cases = [view.cases[i] for i in view.open_ids()]
-        by_stage = Counter(c.stage for c in open_cases)
-        by_category = Counter(c.category for c in open_cases)
+        by_stage = Counter(stage for _, stage, _, _ in view.open)
+        by_category = Counter(category for _, _, category, _ in view.open)
         return {
             "days": FIGURES_DAYS,
             "ack": ack,
             "rates": rates,
-            "open_total": len(open_cases),
+            "open_total": len(view.open),
             "by_stage": _bars([(f"Stage {n}", by_stage[n]) for n in sorted(by_stage)]),
             "by_category": _bars(sorted(by_category.items(), key=lambda kv: (-kv[1], kv[0]))),
         }
 
-    def _ack_times(self, session: Session, view: _CaseView, ids: list[int], window: datetime,
-                   now: datetime) -> dict[str, Any]:
-        arrivals = reads.new_complaints_between(session, ids, window, now)
-        acks: dict[int, datetime] = {}
-        for case_id, sent_at in reads.letters_sent(session, view.open_kinds, ids):
-            sent = from_db(sent_at)
-            if case_id not in acks or sent < acks[case_id]:  # type: ignore[operator]
-                acks[case_id] = sent  # type: ignore[index,assignment]
-        seconds = [max(0.0, (acks[cid] - from_db(at)).total_seconds())  # type: ignore[operator]
-                   for cid, at in arrivals if cid in acks]
+    def _ack_times(self, session: Session, view: _CaseView, window: datetime, now: datetime) -> dict[str, Any]:
+        arrivals = [(cid, at) for cid, at in reads.new_complaints_between(session, window, now) if view.sees(cid)]
+        acks = reads.first_sent(session, view.open_kinds, {cid for cid, _ in arrivals})
+        seconds = [max(0.0, (acks[cid] - at).total_seconds()) for cid, at in arrivals if cid in acks]
         return {
             "count": len(seconds),
             "waiting": sum(1 for cid, _ in arrivals if cid not in acks),
@@ -554,81 +555,117 @@ class Digest:
             "worst": _duration(max(seconds)) if seconds else "",
         }
 
-    def _resolved_within(self, session: Session, view: _CaseView, ids: list[int], window: datetime,
+    def _resolved_within(self, session: Session, view: _CaseView, window: datetime,
                          now: datetime) -> tuple[int, int]:
         """Stage 1 resolutions in the window (the first outcome letter) and how many took 14 working days or less."""
-        first: dict[int, datetime] = {}
-        for case_id, at in reads.letters_written(session, view.outcome_kinds, ids):
-            when = from_db(at)
-            if case_id not in first or when < first[case_id]:  # type: ignore[operator]
-                first[case_id] = when  # type: ignore[index,assignment]
-        for case in view.cases.values():
-            closed = from_db(case.closed_at)
-            if case.id not in first and case.status == "resolved" and closed is not None:
-                first[case.id] = closed  # type: ignore[index]
-        done = {cid: when for cid, when in first.items() if window <= when <= now}
+        done = {cid: when for cid, when in reads.first_letters_between(session, view.outcome_kinds, window, now)
+                if view.sees(cid)}
+        # A case resolved with no outcome letter at all (one posted, say) counts from when it closed.
+        closed = view.rows(reads.cases_closed_between(session, "resolved", window, now))
+        with_letters = reads.cases_with_letters(session, view.outcome_kinds, [c.id for c in closed])
+        for case in closed:
+            if case.id not in with_letters and case.closed_at is not None:
+                done.setdefault(case.id, case.closed_at)
+        view.load(done)
         within = sum(1 for cid, when in done.items()
-                     if self.calendar.working_days_between(from_db(view.cases[cid].opened_at), when)  # type: ignore[arg-type]
-                     <= RESOLUTION_WORKING_DAYS)
+                     if self.calendar.working_days_between(view.case(cid).opened_at, when) <= RESOLUTION_WORKING_DAYS)
         return within, len(done)
 
 
 class _CaseView:
-    """The cases one recipient may see, with the helpers that turn a case into a digest line."""
+    """The cases one recipient may see, with the helpers that turn a case into a digest line.
+
+    It never holds every case: the open ones as small tuples (``open``: id, stage, category, assignee) for the
+    figures and the workload, and whole rows (``store.digest_reads.CaseRow``) only for the cases a section names.
+    Whether a recipient may see a case is decided once per case, as the sections ask.
+    """
 
     def __init__(self, session: Session, digest: Digest, recipient: Recipient, directory: Directory) -> None:
+        self.session = session
         self.digest = digest
         self.recipient = recipient
         self.directory = directory
         procedures = digest.procedures
         self.outcome_kinds = sorted({p.letters.get("resolve", "outcome") for p in procedures.values()} | {"outcome"})
         self.open_kinds = sorted({p.letters.get("open", "acknowledgement") for p in procedures.values()})
-        alerted = reads.safeguarding_alerted(session)
-        self.cases: dict[int, Case] = {}
-        for case in reads.all_cases(session):
-            safeguarding = case.category == SAFEGUARDING or case.id in alerted
-            if recipient.sees(self.region_of(case), safeguarding) or (
-                    recipient.own_cases and case.assignee == recipient.email):
-                self.cases[case.id] = case  # type: ignore[index]
+        self.everything = recipient.sees_all
+        self._alerted = reads.safeguarding_alerted(session)
+        self._seen: dict[int, bool] = {}
+        self._rows: dict[int, reads.CaseRow] = {}
+        keys = reads.open_case_keys(session, OPEN_STATUSES, with_complainant=not self.everything)
+        if self.everything:
+            self.open: list[tuple[Any, ...]] = keys
+        else:
+            self.open = [key[:4] for key in keys if self._decide(key[0], key[4], key[3], key[2])]
 
-    def region_of(self, case: Case) -> str:
+    def _decide(self, case_id: int, complainant: str, assignee: str | None, category: str) -> bool:
+        safeguarding = category == SAFEGUARDING or case_id in self._alerted
+        seen = self.recipient.sees(self.region_of(complainant, assignee), safeguarding) or (
+            self.recipient.own_cases and assignee == self.recipient.email)
+        self._seen[case_id] = seen
+        return seen
+
+    def sees(self, case_id: int | None) -> bool:
+        if case_id is None:
+            return False
+        if self.everything:
+            return True
+        if case_id not in self._seen:
+            for key in reads.case_visibility_keys(self.session, [case_id]):
+                self._decide(*key)
+        return self._seen.get(case_id, False)
+
+    def region_of(self, complainant: str, assignee: str | None) -> str:
         """The complainant's region from the participant directory, else the assignee's."""
-        person = self.directory.participant(case.complainant)
+        person = self.directory.participant(complainant)
         if person and person.region:
             return person.region
-        staff = self.directory.staff_member(case.assignee) if case.assignee else None
+        staff = self.directory.staff_member(assignee) if assignee else None
         return staff.region if staff else ""
 
-    def ids(self) -> list[int]:
-        return list(self.cases)
+    def load(self, ids: Iterable[int]) -> None:
+        """Read the rows of these cases (those not read yet) in a few queries."""
+        missing = {cid for cid in ids if cid not in self._rows}
+        for row in reads.case_rows(self.session, missing):
+            self._rows[row.id] = row
 
-    def open_ids(self) -> list[int]:
-        return [cid for cid, case in self.cases.items() if case.status in OPEN_STATUSES]
+    def case(self, case_id: int) -> reads.CaseRow:
+        if case_id not in self._rows:
+            self.load([case_id])
+        return self._rows[case_id]
+
+    def rows(self, found: list[reads.CaseRow]) -> list[reads.CaseRow]:
+        """Of the cases a query found (in its order), those the recipient may see; kept for later sections."""
+        if not self.everything:
+            unknown = [c.id for c in found if c.id not in self._seen]
+            for key in reads.case_visibility_keys(self.session, unknown):
+                self._decide(*key)
+        shown = [c for c in found if self.everything or self._seen.get(c.id)]
+        for row in shown:
+            self._rows.setdefault(row.id, row)
+        return shown
 
     @staticmethod
-    def sort_key(case: Case) -> tuple[int, int]:
+    def sort_key(case: reads.CaseRow) -> tuple[int, int]:
         return (case.year, case.seq)
 
-    def cases_sorted(self) -> list[Case]:
-        return sorted(self.cases.values(), key=self.sort_key)
-
-    def events(self, session: Session, types: Iterable[str], since: datetime, now: datetime) -> list[Event]:
-        return reads.events_between(session, tuple(types), self.ids(), since, now)
-
-    def stage_label(self, case: Case, stage: int | None = None) -> str:
+    def stage_label(self, case: reads.CaseRow, stage: int | None = None) -> str:
         number = stage or case.stage
         procedure = self.digest.procedures.get(case.procedure)
         if procedure is not None and any(s.number == number for s in procedure.stages):
             return procedure.stage(number).label
         return f"Stage {number}"
 
-    def holder(self, case: Case) -> str:
-        if not case.assignee:
-            return "nobody assigned"
-        member = self.directory.staff_member(case.assignee)
-        return member.name if member else case.assignee
+    def holder(self, case: reads.CaseRow) -> str:
+        return self.holder_of(case.assignee)
 
-    def item(self, case: Case, **extra: Any) -> dict[str, Any]:
+    def holder_of(self, assignee: str | None) -> str:
+        if not assignee:
+            return "nobody assigned"
+        member = self.directory.staff_member(assignee)
+        return member.name if member else assignee
+
+    def item(self, case: reads.CaseRow, **extra: Any) -> dict[str, Any]:
         reply = self.digest.letters.reply_address(case)
         return {
             "ref": case.ref,

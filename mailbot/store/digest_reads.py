@@ -7,14 +7,27 @@ Each takes the case ids the recipient may see (``case_ids``) where it reads case
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from datetime import date, datetime
+from typing import Any, NamedTuple
 
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from mailbot.store.db import from_db, to_db
-from mailbot.store.models import Case, Deadline, DigestRun, Event, MailboxCursor, MailMessage, Restriction
+from mailbot.store.models import (
+    CASE_TABLE,
+    DEADLINE_TABLE,
+    EVENT_TABLE,
+    MESSAGE_TABLE,
+    DigestRun,
+    Event,
+    MailboxCursor,
+    MailMessage,
+    Restriction,
+)
 
 # ---- the digest's own record -------------------------------------------------------------------
 
@@ -45,10 +58,91 @@ def claim_digest(session: Session, recipient: str, day: date, now: datetime) -> 
 
 
 # ---- cases -------------------------------------------------------------------------------------
+#
+# Nothing here loads every case: the digest of a database with 50,000 open cases reads the open ones as small
+# tuples, what happened in the period as it happened, and whole case rows only for the cases it names.
+# Visibility (regions, safeguarding) is the digest's to decide; the reads return every case's rows.
+
+_C, _D, _M, _E = CASE_TABLE.c, DEADLINE_TABLE.c, MESSAGE_TABLE.c, EVENT_TABLE.c
+_CHUNK = 500
 
 
-def all_cases(session: Session) -> list[Case]:
-    return list(session.exec(select(Case)).all())
+class CaseRow(NamedTuple):
+    """What the digest shows of a case (a fraction of the ORM object's memory)."""
+
+    id: int
+    ref: str
+    year: int
+    seq: int
+    status: str
+    stage: int
+    procedure: str
+    category: str
+    assignee: str | None
+    complainant: str
+    subject: str
+    outcome: str | None
+    opened_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+
+
+_CASE_ROW = (_C.id, _C.ref, _C.year, _C.seq, _C.status, _C.stage, _C.procedure, _C.category, _C.assignee,
+             _C.complainant, _C.subject, _C.outcome, _C.opened_at, _C.updated_at, _C.closed_at)
+
+
+def _chunks(ids: Collection[int]) -> Iterator[list[int]]:
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), _CHUNK):
+        yield ordered[i:i + _CHUNK]
+
+
+def _case_row(row: Any) -> CaseRow:
+    return CaseRow(*row[:12], from_db(row[12]), from_db(row[13]), from_db(row[14]))  # type: ignore[arg-type]
+
+
+def case_rows(session: Session, ids: Collection[int]) -> list[CaseRow]:
+    conn = session.connection()
+    return [_case_row(r) for chunk in _chunks(ids)
+            for r in conn.execute(sa_select(*_CASE_ROW).where(_C.id.in_(chunk))).all()]
+
+
+def case_rows_where(session: Session, *conditions: Any) -> list[CaseRow]:
+    """Cases matching SQL conditions on the case table (few: opened today, waiting for a decision, ...)."""
+    return [_case_row(r) for r in session.connection().execute(
+        sa_select(*_CASE_ROW).where(*conditions).order_by(_C.year, _C.seq)).all()]
+
+
+def cases_opened_between(session: Session, since: datetime, now: datetime) -> list[CaseRow]:
+    return case_rows_where(session, _C.opened_at >= to_db(since), _C.opened_at <= to_db(now))
+
+
+def cases_in_statuses(session: Session, statuses: Collection[str], procedure: str | None = None) -> list[CaseRow]:
+    """Cases in these statuses (of this procedure): for the few that need a decision (never every open case)."""
+    conditions = [_C.status.in_(list(statuses))] + ([_C.procedure == procedure] if procedure else [])
+    return case_rows_where(session, *conditions)
+
+
+def cases_closed_between(session: Session, status: str, since: datetime, now: datetime) -> list[CaseRow]:
+    return case_rows_where(session, _C.status == status, _C.closed_at >= to_db(since), _C.closed_at <= to_db(now))
+
+
+def open_case_keys(session: Session, open_statuses: Collection[str],
+                   with_complainant: bool) -> list[tuple[Any, ...]]:
+    """(id, stage, category, assignee[, complainant]) of every open case: the figures and the workload are counted
+    from these. The repeated words are shared, so 50,000 of them take a few megabytes."""
+    columns = [_C.id, _C.stage, _C.category, _C.assignee] + ([_C.complainant] if with_complainant else [])
+    intern: dict[Any, Any] = {}
+    result = session.connection().execute(sa_select(*columns).where(_C.status.in_(list(open_statuses))))
+    return [tuple(intern.setdefault(v, v) if isinstance(v, str) else v for v in row) for row in result]
+
+
+def case_visibility_keys(session: Session, ids: Collection[int]) -> list[tuple[int, str, str | None, str]]:
+    """(id, complainant, assignee, category): what deciding who may see a case needs."""
+    conn = session.connection()
+    return [tuple(r) for chunk in _chunks(ids)  # type: ignore[misc]
+            for r in conn.execute(sa_select(_C.id, _C.complainant, _C.assignee, _C.category)
+                                  .where(_C.id.in_(chunk))).all()]
 
 
 def safeguarding_alerted(session: Session) -> set[int]:
@@ -57,10 +151,9 @@ def safeguarding_alerted(session: Session) -> set[int]:
             if cid is not None}
 
 
-def events_between(session: Session, types: Collection[str], case_ids: Collection[int], since: datetime,
-                   now: datetime) -> list[Event]:
+def events_between(session: Session, types: Collection[str], since: datetime, now: datetime) -> list[Event]:
     return list(session.exec(select(Event).where(
-        col(Event.type).in_(tuple(types)), col(Event.case_id).in_(list(case_ids)), Event.at >= to_db(since),
+        col(Event.type).in_(tuple(types)), col(Event.case_id).is_not(None), Event.at >= to_db(since),
         Event.at <= to_db(now)).order_by(col(Event.at), col(Event.id))).all())
 
 
@@ -72,30 +165,42 @@ def delivery_problem_events(session: Session, since: datetime, now: datetime) ->
 
 # ---- deadlines and restrictions ----------------------------------------------------------------
 
-
-def running_deadlines(session: Session, case_ids: Collection[int]) -> list[Deadline]:
-    """Deadlines neither met nor replaced, soonest first."""
-    return list(session.exec(
-        select(Deadline).where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
-                               col(Deadline.case_id).in_(list(case_ids)))
-        .order_by(col(Deadline.due_at), col(Deadline.id))
-    ).all())
+# (case id, deadline name, stage, due)
+RunningDeadline = tuple[int, str, int, datetime]
+_RUNNING = (_D.superseded == False, _D.met_at.is_(None))  # noqa: E712  (SQL expression)
 
 
-def deadlines_due_between(session: Session, name: str, case_ids: Collection[int], since: datetime,
-                          now: datetime) -> list[Deadline]:
-    """The named deadline, not replaced, falling due in the period (met or not)."""
-    return list(session.exec(select(Deadline).where(
-        Deadline.name == name, Deadline.superseded == False,  # noqa: E712
-        col(Deadline.case_id).in_(list(case_ids)), Deadline.due_at >= to_db(since),
-        Deadline.due_at <= to_db(now))).all())
+def running_deadlines_due_by(session: Session, cutoff: datetime,
+                             open_statuses: Collection[str]) -> list[RunningDeadline]:
+    """(case id, name, stage, due) of the open cases' running deadlines due by ``cutoff``, soonest first."""
+    rows = session.connection().execute(
+        sa_select(_D.case_id, _D.name, _D.stage, _D.due_at).join(CASE_TABLE, _C.id == _D.case_id)
+        .where(*_RUNNING, _D.due_at <= to_db(cutoff), _C.status.in_(list(open_statuses)))
+        .order_by(_D.due_at, _D.id)).all()
+    return [(cid, name, stage, from_db(due)) for cid, name, stage, due in rows]  # type: ignore[misc]
 
 
-def restrictions_with_review(session: Session, case_ids: Collection[int]) -> list[Restriction]:
+def running_deadlines_of(session: Session, case_ids: Collection[int]) -> list[RunningDeadline]:
+    """(case id, name, stage, due) of these cases' running deadlines, soonest first."""
+    conn = session.connection()
+    rows = [r for chunk in _chunks(case_ids) for r in conn.execute(
+        sa_select(_D.case_id, _D.name, _D.stage, _D.due_at, _D.id).where(*_RUNNING, _D.case_id.in_(chunk))).all()]
+    rows.sort(key=lambda r: (r[3], r[4]))
+    return [(cid, name, stage, from_db(due)) for cid, name, stage, due, _ in rows]  # type: ignore[misc]
+
+
+def deadlines_kept_between(session: Session, name: str, since: datetime, now: datetime) -> list[tuple[int, bool]]:
+    """(case id, met on time) of the named deadline, not replaced, falling due in the period."""
+    rows = session.connection().execute(sa_select(_D.case_id, _D.met_at.is_not(None) & (_D.met_at <= _D.due_at))
+                                        .where(_D.name == name, _D.superseded == False,  # noqa: E712
+                                               _D.due_at >= to_db(since), _D.due_at <= to_db(now))).all()
+    return [(cid, bool(on_time)) for cid, on_time in rows]
+
+
+def restrictions_with_review(session: Session) -> list[Restriction]:
     """Restrictions in force that have a review date, soonest review first."""
     return list(session.exec(
-        select(Restriction).where(Restriction.state == "restricted", col(Restriction.review_at).is_not(None),
-                                  col(Restriction.case_id).in_(list(case_ids)))
+        select(Restriction).where(Restriction.state == "restricted", col(Restriction.review_at).is_not(None))
         .order_by(col(Restriction.review_at))
     ).all())
 
@@ -110,30 +215,44 @@ def cases_under_management(session: Session, case_ids: Collection[int]) -> set[i
 # ---- mail --------------------------------------------------------------------------------------
 
 
-def letters_between(session: Session, kinds: Collection[str], case_ids: Collection[int], since: datetime,
-                    now: datetime) -> list[MailMessage]:
-    """Letters of these kinds written in the period, oldest first."""
+def letters_between(session: Session, kinds: Collection[str], since: datetime, now: datetime) -> list[MailMessage]:
+    """Letters of these kinds on a case, written in the period, oldest first."""
     return list(session.exec(
         select(MailMessage).where(MailMessage.direction == "out", col(MailMessage.kind).in_(list(kinds)),
-                                  col(MailMessage.case_id).in_(list(case_ids)), MailMessage.at >= to_db(since),
+                                  col(MailMessage.case_id).is_not(None), MailMessage.at >= to_db(since),
                                   MailMessage.at <= to_db(now))
         .order_by(col(MailMessage.at), col(MailMessage.id))
     ).all())
 
 
-def letters_written(session: Session, kinds: Collection[str], case_ids: Collection[int]) -> list[tuple[int, datetime]]:
-    """(case id, written at) of every letter of these kinds."""
-    return [(cid, at) for cid, at in session.exec(select(MailMessage.case_id, MailMessage.at).where(
-        MailMessage.direction == "out", col(MailMessage.kind).in_(list(kinds)),
-        col(MailMessage.case_id).in_(list(case_ids)))).all()]  # type: ignore[misc]
+def first_letters_between(session: Session, kinds: Collection[str], since: datetime,
+                          now: datetime) -> list[tuple[int, datetime]]:
+    """(case id, when) of each case's first letter of these kinds, where that first one was written in the period."""
+    first = func.min(_M.at)
+    rows = session.connection().execute(
+        sa_select(_M.case_id, first).where(_M.direction == "out", _M.kind.in_(list(kinds)), _M.case_id.is_not(None))
+        .group_by(_M.case_id).having(first >= to_db(since), first <= to_db(now))).all()
+    return [(cid, from_db(at)) for cid, at in rows]  # type: ignore[misc]
 
 
-def letters_sent(session: Session, kinds: Collection[str], case_ids: Collection[int]) -> list[tuple[int, datetime]]:
-    """(case id, sent at) of every letter of these kinds the server accepted."""
-    return [(cid, at) for cid, at in session.exec(select(MailMessage.case_id, MailMessage.sent_at).where(
-        MailMessage.direction == "out", col(MailMessage.kind).in_(list(kinds)),
-        col(MailMessage.case_id).in_(list(case_ids)),
-        col(MailMessage.sent_at).is_not(None))).all()]  # type: ignore[misc]
+def cases_with_letters(session: Session, kinds: Collection[str], case_ids: Collection[int]) -> set[int]:
+    """Of these cases, those with a letter of these kinds."""
+    conn = session.connection()
+    return {cid for chunk in _chunks(case_ids) for (cid,) in conn.execute(
+        sa_select(_M.case_id).distinct().where(_M.direction == "out", _M.kind.in_(list(kinds)),
+                                               _M.case_id.in_(chunk))).all()}
+
+
+def first_sent(session: Session, kinds: Collection[str], case_ids: Collection[int]) -> dict[int, datetime]:
+    """Each of these cases' first letter of these kinds the server accepted: when."""
+    conn = session.connection()
+    out: dict[int, datetime] = {}
+    for chunk in _chunks(case_ids):
+        for cid, at in conn.execute(sa_select(_M.case_id, func.min(_M.sent_at)).where(
+                _M.direction == "out", _M.kind.in_(list(kinds)), _M.case_id.in_(chunk),
+                _M.sent_at.is_not(None)).group_by(_M.case_id)).all():
+            out[cid] = from_db(at)  # type: ignore[assignment]
+    return out
 
 
 def problem_letters(session: Session, deliveries: Collection[str], since: datetime,
@@ -146,29 +265,26 @@ def problem_letters(session: Session, deliveries: Collection[str], since: dateti
     ).all())
 
 
-def inbound_kinds_between(session: Session, kinds: Collection[str], case_ids: Collection[int], since: datetime,
+def inbound_kinds_between(session: Session, kinds: Collection[str], since: datetime,
                           now: datetime) -> list[tuple[int, str]]:
-    """(case id, kind) of each inbound message of these kinds received in the period."""
+    """(case id, kind) of each inbound message of these kinds on a case, received in the period."""
     return [(cid, kind) for cid, kind in session.exec(select(MailMessage.case_id, MailMessage.kind).where(
-        MailMessage.direction == "in", col(MailMessage.kind).in_(list(kinds)),
-        col(MailMessage.case_id).in_(list(case_ids)), MailMessage.at >= to_db(since),
-        MailMessage.at <= to_db(now))).all()]  # type: ignore[misc]
+        MailMessage.direction == "in", col(MailMessage.kind).in_(list(kinds)), col(MailMessage.case_id).is_not(None),
+        MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))).all()]  # type: ignore[misc]
 
 
-def inbound_senders_between(session: Session, case_ids: Collection[int], since: datetime,
-                            now: datetime) -> list[tuple[int, str]]:
-    """(case id, From address) of each inbound message received in the period."""
+def inbound_senders_between(session: Session, since: datetime, now: datetime) -> list[tuple[int, str]]:
+    """(case id, From address) of each inbound message on a case, received in the period."""
     return [(cid, sender) for cid, sender in session.exec(select(MailMessage.case_id, MailMessage.from_addr).where(
-        MailMessage.direction == "in", col(MailMessage.case_id).in_(list(case_ids)),
+        MailMessage.direction == "in", col(MailMessage.case_id).is_not(None),
         MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))).all()]  # type: ignore[misc]
 
 
-def new_complaints_between(session: Session, case_ids: Collection[int], since: datetime,
-                           now: datetime) -> list[tuple[int, datetime]]:
+def new_complaints_between(session: Session, since: datetime, now: datetime) -> list[tuple[int, datetime]]:
     """(case id, received at) of each complaint that opened a case in the period."""
-    return [(cid, at) for cid, at in session.exec(select(MailMessage.case_id, MailMessage.at).where(
-        MailMessage.direction == "in", MailMessage.kind == "new_case", col(MailMessage.case_id).in_(list(case_ids)),
-        MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))).all()]  # type: ignore[misc]
+    return [(cid, from_db(at)) for cid, at in session.exec(select(MailMessage.case_id, MailMessage.at).where(  # type: ignore[misc]
+        MailMessage.direction == "in", MailMessage.kind == "new_case", col(MailMessage.case_id).is_not(None),
+        MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))).all()]
 
 
 def unfiled_automated_between(session: Session, since: datetime, now: datetime) -> list[MailMessage]:
