@@ -31,13 +31,13 @@ NOW = datetime(2027, 3, 16, 10, 0, tzinfo=timezone.utc)  # a Tuesday
 BODY = ("I am writing about my mentoring sessions, which have not happened as promised. " * 12).encode()
 
 
-def fill(data: Path, cases: int) -> None:
+def fill(data: Path, cases: int, url: str | None = None) -> None:
     from sqlalchemy import insert
 
     from mailbot.store.db import open_database, to_db
     from mailbot.store.models import Case, Deadline, MailMessage
 
-    engine = open_database(f"sqlite:///{data / 'mailbot.db'}")
+    engine = open_database(url or f"sqlite:///{data / 'mailbot.db'}")
     rng = random.Random(cases)
     case_rows, deadline_rows, message_rows = [], [], []
     for n in range(1, cases + 1):
@@ -72,6 +72,10 @@ def fill(data: Path, cases: int) -> None:
         for table, rows in ((Case, case_rows), (Deadline, deadline_rows), (MailMessage, message_rows)):
             for start in range(0, len(rows), 5000):
                 conn.execute(insert(table), rows[start:start + 5000])
+        if conn.dialect.name == "postgresql":  # the ids were given: move each table's sequence past them
+            for name in ("case", "deadline", "message"):
+                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), "
+                                     f"(SELECT max(id) FROM \"{name}\"))")
     engine.dispose()
 
 
