@@ -48,13 +48,20 @@ _NOT = re.compile(r"\b(?:do\s+not|don'?t|never|without)\s+(?:\w+\s+){0,2}(?:dele
                   re.IGNORECASE)
 
 
+# Every pattern above needs one of these (lower case): most complaints have none, and are answered by a few
+# substring tests instead of the patterns (a third of a millisecond on a 20-line complaint).
+_ACCESS_CUES = ("access", "sar", "article", "cop", "about me", "on me", "for me")
+_ERASURE_CUES = ("erasure", "forgotten", "article", "delet", "erase", "remov", "destroy", "wipe")
+
+
 def recognise(subject: str, text: str) -> str | None:
     """``erasure``, ``access`` or None for a new message's words (the first 4,000 characters of the body: a
     request says so early; the rest may be quoted history)."""
     words = " ".join(f"{subject}\n{text[:4000]}".split())
-    if _ERASURE.search(words) and not _NOT.search(words):
+    lower = words.lower()
+    if any(cue in lower for cue in _ERASURE_CUES) and _ERASURE.search(words) and not _NOT.search(words):
         return ERASURE
-    if _ACCESS.search(words):
+    if any(cue in lower for cue in _ACCESS_CUES) and _ACCESS.search(words):
         return ACCESS
     return None
 
