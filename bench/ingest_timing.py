@@ -9,8 +9,8 @@ each message with perf_counter by wrapping the functions the ingest path calls.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import collections
+import cProfile
 import inspect
 import shutil
 import sys
@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.run import complaint  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
+from bench.run import complaint  # noqa: E402
 from mailbot.bootstrap import App  # noqa: E402
 from mailbot.services import correspondence as correspondence_mod  # noqa: E402
 from mailbot.services import ingest as ingest_mod  # noqa: E402
@@ -71,15 +71,28 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--quiet", action="store_true", help="no per-step timing (no wrapper overhead)")
+    parser.add_argument("--bodies", choices=("short", "long"), default="short", help="long: 20-line complaints")
+    parser.add_argument("--postgres", action="store_true", help="on a throwaway PostgreSQL server, not SQLite")
     args = parser.parse_args()
+    if args.postgres:
+        from tests.servers import PostgresServer
+
+        with PostgresServer(Path(tempfile.mkdtemp(prefix="mailbot-ingest-pg-"))) as server:
+            return run(args, server.url)
+    return run(args, None)
+
+
+def run(args: argparse.Namespace, database_url: str | None) -> int:
     root = Path(tempfile.mkdtemp(prefix="mailbot-ingest-"))
     try:
         data = root / "data"
         data.mkdir()
         for name in ("staff.toml", "participants.csv"):
             shutil.copy(REPO / "data" / name, data / name)
-        settings = load_settings(data_dir=str(data), templates_dir=str(REPO / "templates"), secret="bench-secret-of-at-least-thirty-two-bytes",
-                                 smtp_host="127.0.0.1", smtp_port="2", smtp_security="none")
+        settings = load_settings(data_dir=str(data), templates_dir=str(REPO / "templates"),
+                                 secret="bench-secret-of-at-least-thirty-two-bytes", smtp_host="127.0.0.1",
+                                 smtp_port="2", smtp_security="none",
+                                 **({"database_url": database_url} if database_url else {}))
         app = App(settings)
         steps = [] if args.quiet else STEPS
         for owner, name, label in steps:
@@ -92,11 +105,16 @@ def main() -> int:
         # Counted by SQLite itself: the hot statements bypass SQLAlchemy's cursor events (store.prebuilt).
         app.engine.dispose()
 
-        @event.listens_for(app.engine, "connect")
-        def _trace(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            dbapi_conn.set_trace_callback(_count)
+        if database_url is None:
+            @event.listens_for(app.engine, "connect")
+            def _trace(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+                dbapi_conn.set_trace_callback(_count)
+        else:
+            @event.listens_for(app.engine, "before_cursor_execute")
+            def _trace_pg(conn, cursor, statement, *rest):  # type: ignore[no-untyped-def]
+                _count(statement)
 
-        raws = [complaint(i, "timing")[0] for i in range(args.count)]
+        raws = [complaint(i, "timing", args.bodies == "long")[0] for i in range(args.count)]
         position = CursorPosition("bench@localhost/INBOX", 1)
         arrivals = [Arrival(raw, datetime.now(timezone.utc), uid=i + 1) for i, raw in enumerate(raws)]
         profiler = cProfile.Profile() if args.profile else None
