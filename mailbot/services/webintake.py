@@ -31,6 +31,7 @@ COMPLAINANT_LETTERS = frozenset({
     "acknowledgement", "acknowledge-only", "staff-reply", "outcome", "extension", "escalation", "escalation-declined",
     "not-a-complaint", "restriction-warning", "restriction-notice", "restriction-lifted", "restriction-expired",
     "contact-terminated", "staff-redirect",
+    "data-request-acknowledgement", "data-request-extension", "data-request-answered",
 })
 
 

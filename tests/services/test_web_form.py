@@ -290,3 +290,17 @@ def test_safeguarding_words_in_the_form_alert_the_safeguarding_lead_at_once(brow
     browser.send({"reason": "My son is scared of his mentor since he threatened him."})
     kinds = [letter.kind for letter in browser.world.outbox()]
     assert "safeguarding-alert" in kinds and "acknowledgement" in kinds
+
+
+def test_a_request_about_personal_data_by_the_form_gets_the_laws_date_and_its_own_letters(browser: Browser) -> None:
+    page = browser.send({"reason": "Please send me a copy of all my personal data.", "outcome": "A copy of it."})
+    assert page.status_code == 200
+    assert "The law gives us one month to answer your request about your personal data" in page.text
+    [case] = browser.cases()
+    assert case.procedure == "data_request"
+    ack = next(letter for letter in browser.world.outbox() if letter.kind == "data-request-acknowledgement")
+    found = re.search(r"http://127\.0\.0\.1:8080(/cases/\S+)", ack.text)
+    assert found
+    status = browser.client.get(found.group(1)).text
+    assert "We have received your request about your personal data" in status
+    assert "we will answer by <strong>the end of Wednesday 16 December 2026</strong>" in status
