@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -24,11 +25,19 @@ def iso(dt: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def case_summary(session: Session, case: Case, message_count: int | None = None) -> dict[str, object]:
+_NOT_READ: Any = object()
+
+
+def case_summary(session: Session, case: Case, message_count: int | None = None,
+                 deadlines: list[Deadline] | None = None, restriction: Restriction | None = _NOT_READ,
+                 ) -> dict[str, object]:
+    """One case as `mailbot cases --json` gives it; ``all_cases`` passes what it read for every case at once."""
     if message_count is None:
         message_count = session.exec(select(func.count(MailMessage.id)).where(MailMessage.case_id == case.id)).one()
-    deadlines = session.exec(select(Deadline).where(Deadline.case_id == case.id, Deadline.superseded == False)  # noqa: E712
-                             .order_by(col(Deadline.id))).all()
+    if deadlines is None:
+        deadlines = list(session.exec(select(Deadline).where(Deadline.case_id == case.id,
+                                                             Deadline.superseded == False)  # noqa: E712
+                                      .order_by(col(Deadline.id))).all())
     return {
         "ref": case.ref,
         "status": case.status,
@@ -47,14 +56,15 @@ def case_summary(session: Session, case: Case, message_count: int | None = None)
         "deadlines": {d.name: iso(d.due_at) for d in deadlines},
         "outcome": case.outcome,
         "merged_into": case.merged_into,
-        "restriction": restriction_summary(session, case),
+        "restriction": restriction_summary(session, case, restriction),
         "updated_at": iso(case.updated_at),
         "closed_at": iso(case.closed_at),
     }
 
 
-def restriction_summary(session: Session, case: Case) -> dict[str, object] | None:
-    row = session.exec(select(Restriction).where(Restriction.case_id == case.id)).first()
+def restriction_summary(session: Session, case: Case, row: Restriction | None = _NOT_READ) -> dict[str, object] | None:
+    if row is _NOT_READ:
+        row = session.exec(select(Restriction).where(Restriction.case_id == case.id)).first()
     if row is None:
         return None
     return {
@@ -77,7 +87,14 @@ def all_cases(session: Session) -> list[dict[str, object]]:
     counts = dict(session.exec(select(MailMessage.case_id, func.count(MailMessage.id))
                                .group_by(MailMessage.case_id)).all())
     cases = session.exec(select(Case).order_by(col(Case.year), col(Case.seq))).all()
-    return [case_summary(session, c, counts.get(c.id, 0)) for c in cases]
+    # Every case's deadlines and restriction in two queries, not two per case.
+    deadlines: dict[int, list[Deadline]] = {}
+    for row in session.exec(select(Deadline).where(Deadline.superseded == False)  # noqa: E712
+                            .order_by(col(Deadline.id))).all():
+        deadlines.setdefault(row.case_id, []).append(row)
+    restrictions = {r.case_id: r for r in session.exec(select(Restriction)).all()}
+    return [case_summary(session, c, counts.get(c.id, 0), deadlines.get(c.id or 0, []), restrictions.get(c.id or 0))
+            for c in cases]
 
 
 def case_detail(session: Session, case: Case) -> dict[str, object]:
