@@ -13,8 +13,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays
-
 WORKING_DAYS = "working_days"
 HOURS = "hours"
 DAYS = "days"
@@ -40,7 +38,11 @@ def bank_holidays(year: int) -> frozenset[date]:
     """England & Wales bank holidays for one year, cached because every message asks about the same few years.
 
     The ENG subdivision matters: plain "GB" leaves out Easter Monday, which is a bank holiday in England.
+    The package is imported here, at the first date arithmetic, not with the module: it takes ~70 ms, which a
+    command that never counts a working day (`mailbot cases`, `status`) need not pay.
     """
+    import holidays
+
     return frozenset(holidays.country_holidays("GB", subdiv="ENG", years=year))
 
 

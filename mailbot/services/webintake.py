@@ -16,6 +16,7 @@ from typing import Callable
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from mailbot.domain import data_requests
 from mailbot.domain.commands import POSTAL_DOMAIN, OnBehalf
 from mailbot.domain.mail import parse_mail
 from mailbot.domain.webform import Submission, check_status_token, compose, message
@@ -62,6 +63,7 @@ class CaseStatus:
     procedure_title: str
     deadlines: dict[str, str]
     letters: tuple[SentLetter, ...]
+    noun: str = "complaint"  # "request" for a request about personal data (domain.data_requests)
 
 
 class WebIntake:
@@ -106,7 +108,7 @@ class WebIntake:
             letters = tuple(SentLetter(*found) for found in self._letters_to_complainant(session, case))
             return CaseStatus(case.ref, case.status, str(context["stage_label"]), str(context["procedure_title"]),
                               dict(context["deadlines"]) if case.status in ("open", "escalated") else {},  # type: ignore[arg-type]
-                              letters)
+                              letters, "request" if case.procedure == data_requests.PROCEDURE else "complaint")
 
     @staticmethod
     def _letters_to_complainant(session: Session, case: Case) -> list[tuple[datetime, str, str]]:

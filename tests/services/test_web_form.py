@@ -303,4 +303,5 @@ def test_a_request_about_personal_data_by_the_form_gets_the_laws_date_and_its_ow
     assert found
     status = browser.client.get(found.group(1)).text
     assert "We have received your request about your personal data" in status
+    assert "Your request 1MM-2026-0001" in status and "Add to my request" in status
     assert "we will answer by <strong>the end of Wednesday 16 December 2026</strong>" in status
