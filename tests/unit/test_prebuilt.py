@@ -89,3 +89,16 @@ def test_a_computed_default_is_left_to_sqlalchemy(engine: Engine) -> None:
         table.create(conn)
         Prebuilt(insert(table)).run(conn, {"name": "first"})
         assert conn.execute(select(table.c.label, table.c.name)).all() == [("computed", "first")]
+
+
+def test_on_psycopg_a_plan_names_its_parameters_and_fills_the_fixed_ones() -> None:
+    """PostgreSQL (psycopg) takes %(name)s parameters: the plan gives a mapping, with the LIMIT's own value."""
+    from sqlalchemy import create_engine
+
+    from mailbot.store import prebuilt, repo
+
+    dialect = create_engine("postgresql+psycopg://u@127.0.0.1:1/db").dialect
+    plan = prebuilt._plan(repo._MESSAGE_SEEN.statement, dialect, ("direction", "message_id"))
+    assert plan is not None and "%(direction)s" in plan.sql and "?" not in plan.sql
+    assert plan.values({"direction": "in", "message_id": "<m@x>"}) == \
+        {"direction": "in", "message_id": "<m@x>", "param_1": 1}
