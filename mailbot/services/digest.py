@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy.engine import Engine
@@ -38,6 +38,7 @@ from mailbot.store.db import session as new_session
 from mailbot.store.models import Event
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TEMPLATE = "digest"
 # Roles that receive a digest, most senior first: the order decides whose digest a bare preview shows.
@@ -234,8 +235,7 @@ class Digest:
         # later), read once for the deadline sections and the workload; later ones are in neither.
         end_of_week = today + timedelta(days=6 - today.weekday())
         cutoff = datetime.combine(max(next_day, end_of_week) + timedelta(days=1), time(0), tzinfo=cal.zone)
-        running = [row for row in reads.running_deadlines_due_by(session, cutoff, OPEN_STATUSES)
-                   if view.sees(row[0])]
+        running = view.keep(reads.running_deadlines_due_by(session, cutoff, OPEN_STATUSES), lambda row: row[0])
         overdue, due_today, due_next = self._deadlines(running, view, now, today, next_day)
         new_cases = [view.item(c, opened=cal.format_datetime(c.opened_at))
                      for c in view.rows(reads.cases_opened_between(session, since, now))]
@@ -337,8 +337,7 @@ class Digest:
 
     def _escalations(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
         out = []
-        events = [e for e in reads.events_between(session, ("escalated",), since, now)
-                  if e.case_id is not None and view.sees(e.case_id)]
+        events = view.keep(reads.events_between(session, ("escalated",), since, now), lambda e: e.case_id)
         view.load(e.case_id for e in events if e.case_id is not None)
         for event in events:
             case = view.case(event.case_id)  # type: ignore[arg-type]
@@ -354,8 +353,7 @@ class Digest:
         return out
 
     def _outcomes(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
-        rows = [m for m in reads.letters_between(session, view.outcome_kinds, since, now)
-                if view.sees(m.case_id)]  # type: ignore[arg-type]
+        rows = view.keep(reads.letters_between(session, view.outcome_kinds, since, now), lambda m: m.case_id)
         view.load(m.case_id for m in rows)  # type: ignore[misc]
         return [view.item(view.case(m.case_id), stage=view.stage_label(view.case(m.case_id)),  # type: ignore[arg-type]
                           outcome=view.case(m.case_id).outcome or "", delivery=m.delivery or "",  # type: ignore[arg-type]
@@ -363,17 +361,16 @@ class Digest:
                 for m in rows]
 
     def _filed(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
-        rows = reads.inbound_kinds_between(session, FILED_KINDS, since, now)
+        rows = view.keep(reads.inbound_kinds_between(session, FILED_KINDS, since, now), lambda row: row[0])
         counts: dict[int, Counter[str]] = defaultdict(Counter)
         for case_id, kind in rows:
-            if view.sees(case_id):
-                counts[case_id][kind] += 1
+            counts[case_id][kind] += 1
         view.load(counts)
         return [view.item(view.case(case_id), filed=c["restricted_filed"], acknowledged=c["restricted_acknowledged"])
                 for case_id, c in sorted(counts.items(), key=lambda kv: view.sort_key(view.case(kv[0])))]
 
     def _reviews(self, session: Session, view: _CaseView, now: datetime, next_day: date) -> list[dict]:
-        rows = [r for r in reads.restrictions_with_review(session) if view.sees(r.case_id)]
+        rows = view.keep(reads.restrictions_with_review(session), lambda r: r.case_id)
         out = []
         for row in rows:
             review_at = from_db(row.review_at)
@@ -390,7 +387,7 @@ class Digest:
     def _persistent(self, session: Session, view: _CaseView, now: datetime) -> list[dict]:
         """Cases with more than the threshold of the complainant's messages in a week: a suggestion only."""
         week = now - timedelta(days=PERSISTENT_DAYS)
-        rows = [(cid, sender) for cid, sender in reads.inbound_senders_between(session, week, now) if view.sees(cid)]
+        rows = view.keep(reads.inbound_senders_between(session, week, now), lambda row: row[0])
         view.load(cid for cid, _ in rows)
         counts: Counter[int] = Counter()
         for case_id, sender in rows:
@@ -528,8 +525,8 @@ class Digest:
         ack = self._ack_times(session, view, window, now)
         rates = []
         for name, label in ON_TIME_DEADLINES:
-            kept = [on_time for cid, on_time in reads.deadlines_kept_between(session, name, window, now)
-                    if view.sees(cid)]
+            kept = [on_time for _, on_time in view.keep(reads.deadlines_kept_between(session, name, window, now),
+                                                        lambda row: row[0])]
             rates.append(_rate(label, sum(kept), len(kept), "none due"))
         within, resolved = self._resolved_within(session, view, window, now)
         rates.append(_rate(f"Resolved within {RESOLUTION_WORKING_DAYS} working days", within, resolved, "none resolved"))
@@ -545,7 +542,7 @@ class Digest:
         }
 
     def _ack_times(self, session: Session, view: _CaseView, window: datetime, now: datetime) -> dict[str, Any]:
-        arrivals = [(cid, at) for cid, at in reads.new_complaints_between(session, window, now) if view.sees(cid)]
+        arrivals = view.keep(reads.new_complaints_between(session, window, now), lambda row: row[0])
         acks = reads.first_sent(session, view.open_kinds, {cid for cid, _ in arrivals})
         seconds = [max(0.0, (acks[cid] - at).total_seconds()) for cid, at in arrivals if cid in acks]
         return {
@@ -558,8 +555,8 @@ class Digest:
     def _resolved_within(self, session: Session, view: _CaseView, window: datetime,
                          now: datetime) -> tuple[int, int]:
         """Stage 1 resolutions in the window (the first outcome letter) and how many took 14 working days or less."""
-        done = {cid: when for cid, when in reads.first_letters_between(session, view.outcome_kinds, window, now)
-                if view.sees(cid)}
+        done = dict(view.keep(reads.first_letters_between(session, view.outcome_kinds, window, now),
+                              lambda row: row[0]))
         # A case resolved with no outcome letter at all (one posted, say) counts from when it closed.
         closed = view.rows(reads.cases_closed_between(session, "resolved", window, now))
         with_letters = reads.cases_with_letters(session, view.outcome_kinds, [c.id for c in closed])
@@ -605,15 +602,28 @@ class _CaseView:
         self._seen[case_id] = seen
         return seen
 
+    def _decide_all(self, ids: Iterable[int | None]) -> None:
+        """Decide, in a few queries, every case of these not decided yet."""
+        unknown = {cid for cid in ids if cid is not None and cid not in self._seen}
+        for key in reads.case_visibility_keys(self.session, unknown):
+            self._decide(*key)
+
     def sees(self, case_id: int | None) -> bool:
         if case_id is None:
             return False
         if self.everything:
             return True
-        if case_id not in self._seen:
-            for key in reads.case_visibility_keys(self.session, [case_id]):
-                self._decide(*key)
+        self._decide_all([case_id])
         return self._seen.get(case_id, False)
+
+    def keep(self, found: Iterable[T], case_id: Callable[[T], int | None]) -> list[T]:
+        """Of what a query found (in its order), what is on a case the recipient may see: the cases not decided
+        yet are decided together, not one query each."""
+        found = list(found)
+        if self.everything:
+            return [x for x in found if case_id(x) is not None]
+        self._decide_all(case_id(x) for x in found)
+        return [x for x in found if self._seen.get(case_id(x), False)]  # type: ignore[arg-type]
 
     def region_of(self, complainant: str, assignee: str | None) -> str:
         """The complainant's region from the participant directory, else the assignee's."""
@@ -636,11 +646,7 @@ class _CaseView:
 
     def rows(self, found: list[reads.CaseRow]) -> list[reads.CaseRow]:
         """Of the cases a query found (in its order), those the recipient may see; kept for later sections."""
-        if not self.everything:
-            unknown = [c.id for c in found if c.id not in self._seen]
-            for key in reads.case_visibility_keys(self.session, unknown):
-                self._decide(*key)
-        shown = [c for c in found if self.everything or self._seen.get(c.id)]
+        shown = self.keep(found, lambda c: c.id)
         for row in shown:
             self._rows.setdefault(row.id, row)
         return shown
