@@ -10,7 +10,6 @@ delivery, the SMT and the CEO see every case, and the safeguarding lead sees saf
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from collections import Counter, defaultdict
@@ -35,7 +34,7 @@ from mailbot.store import audit
 from mailbot.store import digest_reads as reads
 from mailbot.store.db import from_db
 from mailbot.store.db import session as new_session
-from mailbot.store.models import Event
+from mailbot.store.models import detail_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -341,7 +340,7 @@ class Digest:
         view.load(e.case_id for e in events if e.case_id is not None)
         for event in events:
             case = view.case(event.case_id)  # type: ignore[arg-type]
-            detail = _detail(event)
+            detail = detail_of(event.detail)
             stage = int(detail.get("stage") or case.stage)
             procedure = self.procedures.get(case.procedure)
             reviewer = ""
@@ -467,7 +466,7 @@ class Digest:
         events = reads.delivery_problem_events(session, since, now)
         bounced_ids, failed_keys = set(), set()
         for event in events:
-            detail = _detail(event)
+            detail = detail_of(event.detail)
             if event.type == "letter_undelivered":
                 bounced_ids.add(str(detail.get("message_id", "")))
             else:
@@ -690,14 +689,6 @@ class _CaseView:
 
 def _label(name: str) -> str:
     return name.replace("_", " ")
-
-
-def _detail(event: Event) -> dict[str, Any]:
-    try:
-        value = json.loads(event.detail) if event.detail else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _strip_prefix(text: str, prefix: str) -> str:

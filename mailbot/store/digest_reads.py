@@ -6,8 +6,7 @@ Each takes the case ids the recipient may see (``case_ids``) where it reads case
 
 from __future__ import annotations
 
-import json
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
@@ -16,7 +15,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from mailbot.store.db import from_db, to_db
+from mailbot.store.db import chunks, from_db, to_db
 from mailbot.store.models import (
     CASE_TABLE,
     DEADLINE_TABLE,
@@ -27,6 +26,7 @@ from mailbot.store.models import (
     MailboxCursor,
     MailMessage,
     Restriction,
+    detail_of,
 )
 
 # ---- the digest's own record -------------------------------------------------------------------
@@ -64,7 +64,6 @@ def claim_digest(session: Session, recipient: str, day: date, now: datetime) -> 
 # Visibility (regions, safeguarding) is the digest's to decide; the reads return every case's rows.
 
 _C, _D, _M, _E = CASE_TABLE.c, DEADLINE_TABLE.c, MESSAGE_TABLE.c, EVENT_TABLE.c
-_CHUNK = 500
 
 
 class CaseRow(NamedTuple):
@@ -91,19 +90,13 @@ _CASE_ROW = (_C.id, _C.ref, _C.year, _C.seq, _C.status, _C.stage, _C.procedure, 
              _C.complainant, _C.subject, _C.outcome, _C.opened_at, _C.updated_at, _C.closed_at)
 
 
-def _chunks(ids: Collection[int]) -> Iterator[list[int]]:
-    ordered = sorted(ids)
-    for i in range(0, len(ordered), _CHUNK):
-        yield ordered[i:i + _CHUNK]
-
-
 def _case_row(row: Any) -> CaseRow:
     return CaseRow(*row[:12], from_db(row[12]), from_db(row[13]), from_db(row[14]))  # type: ignore[arg-type]
 
 
 def case_rows(session: Session, ids: Collection[int]) -> list[CaseRow]:
     conn = session.connection()
-    return [_case_row(r) for chunk in _chunks(ids)
+    return [_case_row(r) for chunk in chunks(ids)
             for r in conn.execute(sa_select(*_CASE_ROW).where(_C.id.in_(chunk))).all()]
 
 
@@ -140,7 +133,7 @@ def open_case_keys(session: Session, open_statuses: Collection[str],
 def case_visibility_keys(session: Session, ids: Collection[int]) -> list[tuple[int, str, str | None, str]]:
     """(id, complainant, assignee, category): what deciding who may see a case needs."""
     conn = session.connection()
-    return [tuple(r) for chunk in _chunks(ids)  # type: ignore[misc]
+    return [tuple(r) for chunk in chunks(ids)  # type: ignore[misc]
             for r in conn.execute(sa_select(_C.id, _C.complainant, _C.assignee, _C.category)
                                   .where(_C.id.in_(chunk))).all()]
 
@@ -183,7 +176,7 @@ def running_deadlines_due_by(session: Session, cutoff: datetime,
 def running_deadlines_of(session: Session, case_ids: Collection[int]) -> list[RunningDeadline]:
     """(case id, name, stage, due) of these cases' running deadlines, soonest first."""
     conn = session.connection()
-    rows = [r for chunk in _chunks(case_ids) for r in conn.execute(
+    rows = [r for chunk in chunks(case_ids) for r in conn.execute(
         sa_select(_D.case_id, _D.name, _D.stage, _D.due_at, _D.id).where(*_RUNNING, _D.case_id.in_(chunk))).all()]
     rows.sort(key=lambda r: (r[3], r[4]))
     return [(cid, name, stage, from_db(due)) for cid, name, stage, due, _ in rows]  # type: ignore[misc]
@@ -238,7 +231,7 @@ def first_letters_between(session: Session, kinds: Collection[str], since: datet
 def cases_with_letters(session: Session, kinds: Collection[str], case_ids: Collection[int]) -> set[int]:
     """Of these cases, those with a letter of these kinds."""
     conn = session.connection()
-    return {cid for chunk in _chunks(case_ids) for (cid,) in conn.execute(
+    return {cid for chunk in chunks(case_ids) for (cid,) in conn.execute(
         sa_select(_M.case_id).distinct().where(_M.direction == "out", _M.kind.in_(list(kinds)),
                                                _M.case_id.in_(chunk))).all()}
 
@@ -247,7 +240,7 @@ def first_sent(session: Session, kinds: Collection[str], case_ids: Collection[in
     """Each of these cases' first letter of these kinds the server accepted: when."""
     conn = session.connection()
     out: dict[int, datetime] = {}
-    for chunk in _chunks(case_ids):
+    for chunk in chunks(case_ids):
         for cid, at in conn.execute(sa_select(_M.case_id, func.min(_M.sent_at)).where(
                 _M.direction == "out", _M.kind.in_(list(kinds)), _M.case_id.in_(chunk),
                 _M.sent_at.is_not(None)).group_by(_M.case_id)).all():
@@ -309,10 +302,7 @@ def data_request_kinds(session: Session, case_ids: Collection[int]) -> dict[int,
     kinds: dict[int, str] = {}
     for event in session.exec(select(Event).where(Event.type == "data_request", col(Event.case_id).in_(list(case_ids)))
                               .order_by(col(Event.id))).all():
-        try:
-            kind = json.loads(event.detail or "{}").get("kind")
-        except (ValueError, AttributeError):
-            kind = None
+        kind = detail_of(event.detail).get("kind")
         if event.case_id is not None and isinstance(kind, str):
             kinds[event.case_id] = kind
     return kinds

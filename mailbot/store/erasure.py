@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from mailbot.domain import audit
 from mailbot.store import repo
 from mailbot.store.db import to_db
-from mailbot.store.models import Case, Event, MailMessage, MentorAction, Restriction
+from mailbot.store.models import Case, Event, MailMessage, MentorAction, Restriction, detail_of
 
 ERASED_DOMAIN = "erased.invalid"
 REMOVED = "(removed)"
@@ -36,11 +36,7 @@ def erased_address(ref: str) -> str:
 
 
 def _figures_only(detail: str) -> str:
-    try:
-        data = json.loads(detail) if detail else {}
-    except ValueError:
-        data = {}
-    kept = {k: v for k, v in data.items() if k in FIGURE_KEYS} if isinstance(data, dict) else {}
+    kept = {k: v for k, v in detail_of(detail).items() if k in FIGURE_KEYS}
     return json.dumps({**kept, "redacted": True}, sort_keys=True)
 
 
@@ -54,10 +50,7 @@ def _blank_message(message: MailMessage) -> None:
     message.trigger_from = None
     message.last_error = None
     message.message_id = f"<erased.{secrets.token_hex(8)}@{ERASED_DOMAIN}>"
-    try:
-        action = json.loads(message.detail or "{}").get("action")
-    except (ValueError, AttributeError):
-        action = None
+    action = detail_of(message.detail).get("action")
     message.detail = json.dumps({"action": action, "redacted": True}) if action else None
 
 
@@ -165,11 +158,7 @@ def scrub_file(engine: Engine) -> None:
     long); its write-ahead log keeps them until the server recycles its segments, as any backup does until it is
     rotated (README, "Personal data on disk")."""
     if engine.url.get_backend_name() == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for table in _PERSONAL_TABLES:
-                conn.exec_driver_sql(f"VACUUM FULL {table}")
-            if _superuser(conn):
-                conn.exec_driver_sql("CHECKPOINT")
+        _vacuum(engine, "VACUUM FULL", checkpoint=True)
         return
     if engine.url.get_backend_name() != "sqlite":
         return
@@ -190,9 +179,7 @@ def scrub_after_retention(engine: Engine) -> None:
     overwritten (``secure_delete``) and a checkpoint empties the write-ahead log of the old pages; PostgreSQL's plain
     VACUUM frees the old row versions for reuse without locking anyone out (`erase-person` does the full rewrite)."""
     if engine.url.get_backend_name() == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for table in _PERSONAL_TABLES:
-                conn.exec_driver_sql(f"VACUUM {table}")
+        _vacuum(engine, "VACUUM")
         return
     if engine.url.get_backend_name() == "sqlite":
         raw = engine.raw_connection()  # outside any transaction: a checkpoint cannot run inside one
@@ -204,9 +191,15 @@ def scrub_after_retention(engine: Engine) -> None:
             raw.close()
 
 
-def _superuser(conn) -> bool:  # type: ignore[no-untyped-def]
-    """CHECKPOINT (the new files written out now rather than at the server's next one) needs a superuser."""
-    return bool(conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar())
+def _vacuum(engine: Engine, command: str, checkpoint: bool = False) -> None:
+    """PostgreSQL: ``command`` (VACUUM or VACUUM FULL) on each table that held personal data, outside a
+    transaction; then, if asked and allowed (a superuser), a CHECKPOINT, so the new files are written out now
+    rather than at the server's next one."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in _PERSONAL_TABLES:
+            conn.exec_driver_sql(f"{command} {table}")
+        if checkpoint and conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar():
+            conn.exec_driver_sql("CHECKPOINT")
 
 
 def secure_delete(session: Session) -> None:

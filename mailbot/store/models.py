@@ -5,7 +5,9 @@ Times are aware datetimes, stored as UTC (SQLModel's UTCDateTime); naive ones ar
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Column, Index, LargeBinary, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -204,6 +206,15 @@ class MentorAction(SQLModel, table=True):
 
 
 # The tables themselves, for the prebuilt Core statements on the hot paths (intake, the outbox).
+def detail_of(text: str | None) -> dict[str, Any]:
+    """An event's or a message's ``detail`` (JSON of an object, or empty) as a dict; {} for anything else."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 CASE_TABLE: Table = Case.__table__  # type: ignore[attr-defined]
 MESSAGE_TABLE: Table = MailMessage.__table__  # type: ignore[attr-defined]
 EVENT_TABLE: Table = Event.__table__  # type: ignore[attr-defined]

@@ -4,19 +4,16 @@ for the report's list of lessons)."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 
 from mailbot.domain.report import CaseFacts, DeadlineFact, EventFact
-from mailbot.store.db import from_db, to_db
-from mailbot.store.models import CASE_TABLE, DEADLINE_TABLE, EVENT_TABLE, MESSAGE_TABLE, MentorAction
+from mailbot.store.db import chunks, from_db, to_db
+from mailbot.store.models import CASE_TABLE, DEADLINE_TABLE, EVENT_TABLE, MESSAGE_TABLE, MentorAction, detail_of
 
 # The events the report counts (domain.report).
 EVENT_TYPES = ("escalated", "resolved", "escalation_requested", "escalation_declined", "deadline_extended",
@@ -24,19 +21,6 @@ EVENT_TYPES = ("escalated", "resolved", "escalation_requested", "escalation_decl
                "restriction_expired", "lesson", "data_request")
 _C, _D, _E, _M = CASE_TABLE.c, DEADLINE_TABLE.c, EVENT_TABLE.c, MESSAGE_TABLE.c
 _ACTIONS = MentorAction.__table__.c  # type: ignore[attr-defined]
-
-
-def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
-    for i in range(0, len(ids), size):
-        yield ids[i:i + size]
-
-
-def _detail(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def cases_opened(conn: Connection, start: datetime, end: datetime) -> tuple[list[CaseFacts], int]:
@@ -52,14 +36,14 @@ def cases_opened(conn: Connection, start: datetime, end: datetime) -> tuple[list
     deadlines: dict[int, list[DeadlineFact]] = defaultdict(list)
     events: dict[int, list[EventFact]] = defaultdict(list)
     actions: dict[int, list[str]] = defaultdict(list)
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         for d in conn.execute(sa_select(_D.case_id, _D.name, _D.stage, _D.due_at, _D.met_at)
                               .where(_D.case_id.in_(chunk), _D.superseded.is_(False)).order_by(_D.id)):
             deadlines[d.case_id].append(DeadlineFact(d.name, d.stage, from_db(d.due_at),  # type: ignore[arg-type]
                                                      from_db(d.met_at)))
         for e in conn.execute(sa_select(_E.case_id, _E.type, _E.at, _E.detail)
                               .where(_E.case_id.in_(chunk), _E.type.in_(EVENT_TYPES)).order_by(_E.id)):
-            events[e.case_id].append(EventFact(e.type, from_db(e.at), _detail(e.detail)))  # type: ignore[arg-type]
+            events[e.case_id].append(EventFact(e.type, from_db(e.at), detail_of(e.detail)))  # type: ignore[arg-type]
         for a in conn.execute(sa_select(_ACTIONS.case_id, _ACTIONS.action).where(_ACTIONS.case_id.in_(chunk))
                               .order_by(_ACTIONS.id)):
             actions[a.case_id].append(a.action)
