@@ -15,6 +15,7 @@ mean.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email
 import email.parser
 import email.policy
@@ -408,7 +409,7 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
                   prefill: int = 0, long: bool = True, bare: bool = True) -> dict[str, object]:
     """One round: a fresh Dovecot, sink and data directory; the bare loop, then the bot, on the same mail."""
     with DovecotServer(root / "dovecot") as dovecot, make_sink(sink_kind, root / "sink") as sink, \
-            (PostgresServer(root / "postgres") if db == "postgres" else _Nothing()) as postgres:
+            (PostgresServer(root / "postgres") if db == "postgres" else contextlib.nullcontext()) as postgres:
         bot = new_bot(root / "bot", dovecot, sink)  # type: ignore[arg-type]
         if postgres is not None:
             bot.extra["MAILBOT_DATABASE_URL"] = postgres.url
@@ -493,14 +494,6 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
     if startup is not None:
         result["startup"] = startup
     return result
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def startup_times(bot: Bot, runs: int = 5) -> dict[str, object]:
