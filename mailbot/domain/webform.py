@@ -26,6 +26,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from mailbot.domain.attachments import human_size, is_risky
+from mailbot.domain.mail.message import Attachment
 
 ROLES = {"mentee": "a mentee (or a parent or carer of one)", "mentor": "a mentor",
          "other": "someone else (a partner, a school, a member of the public)"}
@@ -66,11 +67,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029]")
 _REFERENCE = re.compile(r"\[?\b1MM-\d{4}-\d{4,}\b\]?", re.I)
 
 
-@dataclass(frozen=True)
-class Upload:
-    filename: str
-    content_type: str
-    data: bytes
+# A file sent with the form: a name, a type and bytes, as an attachment of the mail it becomes.
+Upload = Attachment
 
 
 @dataclass(frozen=True)
@@ -121,13 +119,13 @@ def validate(form: Mapping[str, str], uploads: list[Upload], limits: Limits = Li
         errors["phone"] = "Enter a telephone number, like 020 7946 0000 or +44 20 7946 0000"
     if values["role"] and values["role"] not in ROLES:
         errors["role"] = "Select whether you are a mentee, a mentor or someone else"
-    files = [u for u in uploads if u.filename or u.data]
+    files = [u for u in uploads if u.filename or u.payload]
     if len(files) > limits.max_files:
         errors["files"] = f"Attach {limits.max_files} files or fewer"
     else:
         for upload in files:
-            if len(upload.data) > limits.max_file_bytes:
-                errors["files"] = (f"{upload.filename or 'A file'} is {human_size(len(upload.data))}: each file must be "
+            if len(upload.payload) > limits.max_file_bytes:
+                errors["files"] = (f"{upload.filename or 'A file'} is {human_size(len(upload.payload))}: each file must be "
                                    f"{human_size(limits.max_file_bytes)} or smaller")
                 break
             if is_risky(upload.filename, upload.content_type):
@@ -158,7 +156,7 @@ def body_of(values: Mapping[str, str], uploads: tuple[Upload, ...] = ()) -> str:
             parts.append(f"{f.label.replace(' (optional)', '').replace(' (if you have no email address)', '')}\n"
                          f"{value}")
     if uploads:
-        parts.append("Attached\n" + "\n".join(f"{u.filename} ({human_size(len(u.data))})" for u in uploads))
+        parts.append("Attached\n" + "\n".join(f"{u.filename} ({human_size(len(u.payload))})" for u in uploads))
     return "\n\n".join(parts) + "\n"
 
 
@@ -191,7 +189,7 @@ def compose(submission: Submission, *, to: str, from_fallback: str, message_id: 
         maintype, _, subtype = (upload.content_type or "application/octet-stream").partition("/")
         if not subtype or not re.fullmatch(r"[\w.+-]+", maintype + subtype):
             maintype, subtype = "application", "octet-stream"
-        msg.add_attachment(upload.data, maintype=maintype, subtype=subtype,
+        msg.add_attachment(upload.payload, maintype=maintype, subtype=subtype,
                            filename=clean(upload.filename).replace("\n", " ")[:200] or "attachment")
     return msg.as_bytes()
 
