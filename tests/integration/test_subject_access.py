@@ -80,3 +80,23 @@ def test_an_erased_person_cannot_be_found_anywhere_and_the_figures_stay(bot: Bot
     bot.once(now=T0 + timedelta(days=1, seconds=1))
     assert [c["complainant"] for c in bot.cases_json()][-1] == "jane@example.com"
     assert len(bot.cases_json()) == 3
+
+
+def test_a_request_for_erasure_by_email_is_its_own_case_and_its_sender_cannot_close_it(bot: Bot) -> None:
+    """Through Dovecot and the SMTP sink: the words open a request on the law's clock; the person's own reply
+    carrying a staff command is their words, not a command."""
+    bot.append(make_mail(frm="Jane Doe <jane@example.com>", subject="Right to be forgotten",
+                         body="Please delete my details from all your systems."), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    [ack] = bot.letters("data-request-acknowledgement", to="jane@example.com")
+    assert "by the end of Wednesday 16 December 2026" in ack.message.get_body(("plain",)).get_content()
+    assert bot.letters("acknowledgement") == []
+    case = bot.case_json("1MM-2026-0001")
+    assert (case["category"], case["procedure"], case["status"]) == ("data_protection", "data_request", "open")
+
+    bot.append(make_mail(frm="Jane Doe <jane@example.com>", subject="Re: [1MM-2026-0001] We have received it",
+                         body="#resolve answered\nDone, thanks.", In_Reply_To=ack.message["Message-ID"]),
+               internaldate=T0 + timedelta(minutes=5))
+    bot.once(now=T0 + timedelta(minutes=6))
+    assert bot.case_json("1MM-2026-0001")["status"] == "open"
+    assert bot.letters("data-request-answered") == []
