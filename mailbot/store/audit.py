@@ -69,14 +69,20 @@ def seal(connection: Connection) -> int:
 
 @event.listens_for(Session, "before_commit")
 def _seal_before_commit(session: Session) -> None:
+    # Only the real commit seals: a savepoint's events wait for it (intake releases one savepoint per message,
+    # and sealing each would cost four statements a message and hold the head's lock through the whole batch).
+    if session.in_nested_transaction():
+        return
     if session.info.pop(_UNSEALED, False):
         session.flush()  # ORM-added rows first, so nothing flushed after this is left out
         seal(session.connection())
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget(session: Session) -> None:
-    session.info.pop(_UNSEALED, None)
+@event.listens_for(Session, "after_soft_rollback")
+def _forget(session: Session, previous_transaction: Any) -> None:
+    # A savepoint rolled back keeps the mark: the transaction's earlier events still need sealing.
+    if previous_transaction.parent is None:
+        session.info.pop(_UNSEALED, None)
 
 
 def head(connection: Connection) -> tuple[int, str] | None:

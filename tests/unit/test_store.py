@@ -154,3 +154,31 @@ def test_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
         with reading(engine) as conn:
             assert conn.execute(text("SELECT last_seq FROM refsequence")).scalar() == 1  # the last commit
         writer.commit()
+
+
+def test_events_take_their_place_in_the_audit_chain_at_the_real_commit_not_at_each_savepoint(tmp_path: Path) -> None:
+    """Intake releases a savepoint per message: the chain is linked once, at the commit, and a savepoint rolled
+    back after released ones neither leaves a gap nor keeps theirs out of the chain."""
+    from mailbot.store import audit as store_audit
+    from mailbot.store import repo
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    with session(engine) as s:
+        first = s.begin_nested()
+        repo.add_event(s, None, NOW, "first")
+        first.commit()
+        places = [row[0] for row in s.connection().execute(text("SELECT seq FROM event ORDER BY id"))]
+        assert places == [None]  # released, not yet sealed: no head lock held for the rest of the batch
+        second = s.begin_nested()
+        repo.add_event(s, None, NOW, "second")
+        second.commit()
+        dropped = s.begin_nested()  # the batch's last message fails
+        repo.add_event(s, None, NOW, "dropped")
+        dropped.rollback()
+        s.commit()
+    with reading(engine) as conn:
+        rows = conn.execute(text("SELECT type, seq FROM event ORDER BY id")).all()
+        verdict = store_audit.verify(conn)
+    assert [tuple(r) for r in rows] == [("first", 1), ("second", 2)]
+    assert verdict.ok, verdict
