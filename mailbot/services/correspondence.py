@@ -124,13 +124,11 @@ class Correspondence:
             repo.add_event(session, case, now, "letter_skipped", template=template, reason="no recipient address")
             return None
         if automatic:
-            sent = repo.automatic_letters_since(session, recipients[0], repo.cap_window(now))
+            sent, caused = repo.automatic_letters(session, recipients[0], trigger_from, repo.cap_window(now))
             if sent >= self.sender.auto_reply_cap:
                 repo.add_event(session, case, now, "auto_reply_capped", template=template, to=recipients[0],
                                reason=f"{sent} automatic letters to this address in the last 24 hours")
                 return None
-            caused = (repo.automatic_letters_caused_by(session, trigger_from, repo.cap_window(now))
-                      if trigger_from else 0)
             if caused >= self.sender.auto_reply_cap:
                 repo.add_event(session, case, now, "auto_reply_capped", template=template, to=recipients[0],
                                sender=trigger_from,

@@ -40,13 +40,21 @@ class StoreRouteLookup(repo.StoreLookup):
     def __init__(self, session: Session, directory: DirectorySource) -> None:
         super().__init__(session)
         self.directory = directory
+        # The chain asks both questions of the message it routes: one query answers them (a lookup lives
+        # for one routing, before anything about the message is written).
+        self._seen: tuple[str, frozenset[str]] | None = None
+
+    def _directions(self, message_id: str) -> frozenset[str]:
+        if self._seen is None or self._seen[0] != message_id:
+            self._seen = (message_id, repo.directions_seen(self.session, message_id))
+        return self._seen[1]
 
     def is_duplicate(self, message_id: str) -> bool:
-        return repo.inbound_seen(self.session, message_id)
+        return "in" in self._directions(message_id)
 
     def is_our_message(self, message_id: str) -> bool:
-        # Only whether the letter exists: the id, not the whole row with its raw bytes.
-        return repo.message_seen(self.session, "out", message_id)
+        # Only whether the letter exists: its direction, not the whole row with its raw bytes.
+        return "out" in self._directions(message_id)
 
     def staff_roles(self, address: str) -> frozenset[str] | None:
         member = self.directory.get().staff_member(address)

@@ -47,23 +47,28 @@ _MESSAGE_SEEN = Prebuilt(
     sa_select(MESSAGE_TABLE.c.id)
     .where(MESSAGE_TABLE.c.direction == bindparam("direction"), MESSAGE_TABLE.c.message_id == bindparam("message_id"))
     .limit(1))
+_DIRECTIONS_SEEN = Prebuilt(
+    sa_select(MESSAGE_TABLE.c.direction).where(MESSAGE_TABLE.c.message_id == bindparam("message_id"))
+    .group_by(MESSAGE_TABLE.c.direction))
 _NEXT_SEQ = Prebuilt(
     update(SEQUENCE_TABLE).where(SEQUENCE_TABLE.c.year == bindparam("seq_year"))
     .values(last_seq=SEQUENCE_TABLE.c.last_seq + 1).returning(SEQUENCE_TABLE.c.last_seq))
 _INSERT_CASE = Prebuilt(insert(CASE_TABLE).returning(CASE_TABLE.c.id))
 _INSERT_MESSAGE = Prebuilt(insert(MESSAGE_TABLE).returning(MESSAGE_TABLE.c.id))
 _ADD_EVENT = Prebuilt(insert(EVENT_TABLE).returning(EVENT_TABLE.c.id))
-_AUTOMATIC_SINCE = Prebuilt(sa_select(func.count(MESSAGE_TABLE.c.id)).where(
+_AUTOMATIC_SINCE = sa_select(func.count(MESSAGE_TABLE.c.id)).where(
     MESSAGE_TABLE.c.direction == "out",
     MESSAGE_TABLE.c.automatic == True,  # noqa: E712  (SQL expression)
     MESSAGE_TABLE.c.to_addrs == bindparam("address"),
     MESSAGE_TABLE.c.at >= bindparam("since", type_=MESSAGE_TABLE.c.at.type),
-))
-_AUTOMATIC_CAUSED_SINCE = Prebuilt(sa_select(func.count(MESSAGE_TABLE.c.id)).where(
+)
+_AUTOMATIC_CAUSED_SINCE = sa_select(func.count(MESSAGE_TABLE.c.id)).where(
     MESSAGE_TABLE.c.trigger_from == bindparam("sender"),
     MESSAGE_TABLE.c.automatic == True,  # noqa: E712  (SQL expression)
     MESSAGE_TABLE.c.at >= bindparam("since", type_=MESSAGE_TABLE.c.at.type),
-))
+)
+# Both counts in one round trip (each subquery on its own index: ix_message_cap, ix_message_cap_from).
+_AUTOMATIC_COUNTS = Prebuilt(sa_select(_AUTOMATIC_SINCE.scalar_subquery(), _AUTOMATIC_CAUSED_SINCE.scalar_subquery()))
 _INSERT_DEADLINES = Prebuilt(insert(DEADLINE_TABLE))
 _RESTRICTED_ELSEWHERE = Prebuilt(
     sa_select(CASE_TABLE.c.ref, RESTRICTION_TABLE.c.mode)
@@ -182,6 +187,11 @@ def inbound_seen(session: Session, message_id: str) -> bool:
     return message_seen(session, "in", message_id)
 
 
+def directions_seen(session: Session, message_id: str) -> frozenset[str]:
+    """In which directions (``in``, ``out``) a message with this Message-ID is recorded, in one query."""
+    return frozenset(row[0] for row in _DIRECTIONS_SEEN.rows(session.connection(), {"message_id": message_id}))
+
+
 def message_seen(session: Session, direction: str, message_id: str) -> bool:
     """Whether a message with this Message-ID is recorded in that direction (``in`` or ``out``)."""
     return _MESSAGE_SEEN.scalar(session.connection(), {"direction": direction, "message_id": message_id}) is not None
@@ -203,14 +213,13 @@ def letters_not_to(session: Session, case_id: int, complainant: str) -> list[byt
             if complainant.lower() not in (to_addrs or "").lower().split(",")]
 
 
-def automatic_letters_since(session: Session, address: str, since: datetime) -> int:
+def automatic_letters(session: Session, address: str, sender: str | None, since: datetime) -> tuple[int, int]:
+    """Automatic letters queued since then to this address, and in answer to mail from this From address
+    (0 for no sender): what the per-address cap counts."""
     # On the connection: outbox letters are plain INSERTs (Correspondence.queue), so there is nothing to flush.
-    return int(_AUTOMATIC_SINCE.scalar(session.connection(), {"address": address, "since": to_db(since)}) or 0)
-
-
-def automatic_letters_caused_by(session: Session, sender: str, since: datetime) -> int:
-    """Automatic letters queued in answer to mail from this From address since then."""
-    return int(_AUTOMATIC_CAUSED_SINCE.scalar(session.connection(), {"sender": sender, "since": to_db(since)}) or 0)
+    row = _AUTOMATIC_COUNTS.rows(session.connection(), {"address": address, "sender": sender or "",
+                                                       "since": to_db(since)})[0]
+    return int(row[0] or 0), (int(row[1] or 0) if sender else 0)
 
 
 def has_read_mail(engine: Engine) -> bool:
