@@ -72,19 +72,28 @@ class SentJournal:
         """Mark every journalled letter that the database still has as pending as sent, then empty the
         journal; returns how many letters that saved from being sent again."""
         # Imported here: the SMTP child process writes this journal and must not load the database stack.
-        from sqlalchemy import bindparam, update
+        from sqlalchemy import bindparam, select, update
 
+        from mailbot.store.db import chunks
         from mailbot.store.models import MESSAGE_TABLE
 
         marks = self.entries()
         if not marks:
             return 0
-        mark_sent = update(MESSAGE_TABLE).where(
-            MESSAGE_TABLE.c.id == bindparam("letter_id"), MESSAGE_TABLE.c.delivery == "pending",
-        ).values(delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"),
-                 last_error=bindparam("note"))
+        t = MESSAGE_TABLE
+        mark_sent = update(t).where(t.c.id == bindparam("letter_id"), t.c.delivery == "pending").values(
+            delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"), last_error=bindparam("note"))
         with engine.begin() as conn:
-            saved = sum(conn.execute(mark_sent, mark).rowcount or 0 for mark in marks)
+            # Normally every one of them is marked sent already (the pass that sent them committed its marks):
+            # one query says so, instead of an UPDATE per letter of the last pass.
+            pending: set[int] = set()
+            for ids in chunks({mark["letter_id"] for mark in marks}):  # type: ignore[misc]
+                pending.update(conn.execute(select(t.c.id).where(t.c.id.in_(ids), t.c.delivery == "pending"))
+                               .scalars())
+            saving = [mark for mark in marks if mark["letter_id"] in pending]
+            if saving:
+                conn.execute(mark_sent, saving)
+        saved = len({mark["letter_id"] for mark in saving})
         with self._lock:
             os.ftruncate(self._open(), 0)
         if saved:
