@@ -22,7 +22,10 @@ class DirectoryFiles:
 
     def _current_stamp(self) -> tuple[float, float]:
         def mtime(p: Path) -> float:
-            return p.stat().st_mtime_ns if p.exists() else -1.0
+            try:  # one stat a file: intake asks for the directory several times a message
+                return p.stat().st_mtime_ns
+            except FileNotFoundError:
+                return -1.0
 
         return (mtime(self.staff_path), mtime(self.participants_path))
 

@@ -46,6 +46,18 @@ def bank_holidays(year: int) -> frozenset[date]:
     return frozenset(holidays.country_holidays("GB", subdiv="ENG", years=year))
 
 
+@lru_cache(maxsize=4096)
+def _add_working_days(closures: frozenset[date], d: date, n: int) -> date:
+    """WorkingCalendar.add_working_days, remembered: a day's mail asks for the same few sums from the same date
+    (each new case's three deadlines), and each sum walks the calendar a day at a time."""
+    step = 1 if n >= 0 else -1
+    for _ in range(abs(n)):
+        d += timedelta(days=step)
+        while d.weekday() >= 5 or d in bank_holidays(d.year) or d in closures:
+            d += timedelta(days=step)
+    return d
+
+
 @dataclass(frozen=True)
 class WorkingCalendar:
     timezone: str = "Europe/London"
@@ -91,10 +103,7 @@ class WorkingCalendar:
 
     def add_working_days(self, d: date, n: int) -> date:
         """The working day n working days after d (before it when n is negative); n == 0 gives d itself."""
-        step = self.next_working_day if n >= 0 else self.previous_working_day
-        for _ in range(abs(n)):
-            d = step(d)
-        return d
+        return _add_working_days(self.closures, d, n)
 
     def counting_start(self, received: datetime) -> date:
         """The day the procedure's clock starts on: the UK date the message arrived, whatever the hour.
