@@ -30,7 +30,6 @@ import psutil  # noqa: E402
 from tests.integration.bot import Daemon, make_mail, new_bot  # noqa: E402
 from tests.servers import DovecotServer, SmtpSink  # noqa: E402
 
-
 DEBUG = "--debug" in sys.argv
 
 

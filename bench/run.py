@@ -321,6 +321,20 @@ finally:
 """
 
 
+def postgres_cpu(server: PostgresServer) -> float:
+    """CPU seconds of a PostgreSQL server so far: the postmaster, its live processes, and those it has reaped
+    (each client connection's backend is one; its time joins the postmaster's children's when it ends)."""
+    postmaster = psutil.Process(int((server.datadir / "postmaster.pid").read_text().split()[0]))
+    times = postmaster.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in postmaster.children():
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass  # ended meanwhile: counted with the reaped ones next time
+    return total
+
+
 def reference_loop_s() -> float:
     """CPU seconds for a fixed pure-Python loop: how fast this (shared) machine is right now.
 
@@ -406,7 +420,7 @@ def bare_loop(dovecot: DovecotServer, sink: SmtpSink | PostfixSink, count: int) 
 
 
 def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str = "postfix", db: str = "sqlite",
-                  prefill: int = 0, long: bool = True, bare: bool = True) -> dict[str, object]:
+                  prefill: int = 0, long: bool = True, bare: bool = True, spy: Path | None = None) -> dict[str, object]:
     """One round: a fresh Dovecot, sink and data directory; the bare loop, then the bot, on the same mail."""
     with DovecotServer(root / "dovecot") as dovecot, make_sink(sink_kind, root / "sink") as sink, \
             (PostgresServer(root / "postgres") if db == "postgres" else contextlib.nullcontext()) as postgres:
@@ -433,6 +447,10 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
         bare_result = bare_loop(dovecot, sink, count) if bare else None
 
         cmd = [sys.executable]
+        if spy:
+            # Sampled on-CPU stacks of every thread and the SMTP child, as collapsed lines (flamegraph.pl's input).
+            cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "250", "--format", "raw",
+                   "--subprocesses", "--threads", "--nonblocking", "--output", str(spy), "--", *cmd]
         if profile:
             # CPU time, not wall time: on these shared machines the wall clock mostly measures the neighbours.
             cmd += ["-c", PROFILED_ONCE, str(profile)]
@@ -444,6 +462,7 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
         load_before = round(os.getloadavg()[0], 2)
         sink_process = psutil.Process(sink.pid)
         sink_cpu_before = sum(sink_process.cpu_times()[:2])
+        server_cpu_before = postgres_cpu(postgres) if postgres is not None else 0.0
         with open(log_path, "wb") as log:
             started = time.time()
             proc = subprocess.Popen(cmd, env=bot.env(), cwd=bot.root, stdout=log, stderr=subprocess.STDOUT,
@@ -458,11 +477,12 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
         if proc.returncode != 0:
             raise RuntimeError(f"mailbot run --once exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
         sink_cpu = sum(sink_process.cpu_times()[:2]) - sink_cpu_before
+        server_cpu = postgres_cpu(postgres) - server_cpu_before if postgres is not None else None
         watcher = SinkWatcher(sink)
         letters = [x for x in watcher.poll() if x.kind]  # the bare loop's letters carry no X-Mailbot-Letter
         acks = [x for x in letters if x.kind == ACK]
         ack_times = sorted(x.received_at - started for x in acks)
-        startup = startup_times(bot) if not profile else None
+        startup = startup_times(bot) if not (profile or spy) else None
     cpu = usage.ru_utime + usage.ru_stime
     result: dict[str, object] = {
         "messages": count,
@@ -480,6 +500,7 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
         "cpu_s": round(cpu, 2),
         "cpu_ms_per_complaint": round(1000 * cpu / count, 2),
         "sink_cpu_s": round(sink_cpu, 2),
+        "postgres_cpu_s": round(server_cpu, 2) if server_cpu is not None else None,
         "load_before": load_before,
         "reference_loop_s": reference_s,
         # Linux: KiB; for wait4 the largest of mailbot and its reaped SMTP worker, not their sum.
@@ -545,6 +566,8 @@ def table(results: dict[str, object]) -> str:
             ("  CPU per complaint (mailbot + SMTP worker, whole run)", _spread(each("cpu_ms_per_complaint"), " ms"),
              "<= 4 ms"),
             ("  CPU of the sink", _spread(each("sink_cpu_s"), " s"), ""),
+            *([("  CPU of PostgreSQL (server processes)", _spread(each("postgres_cpu_s"), " s"), "")]
+              if first.get("postgres_cpu_s") is not None else []),
             ("  peak RSS, mailbot + SMTP worker", _spread(each("peak_rss_sampled_mb"), " MB", "{:.0f}"), ""),
         ]
         if all("bare" in r for r in rounds):
@@ -591,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--verbose", action="store_true", help="print each latency sample to stderr")
     parser.add_argument("--profile", type=Path, help="run the backlog's mailbot under cProfile, writing here")
+    parser.add_argument("--spy", type=Path, help="sample the backlog's mailbot with py-spy (pip install py-spy), "
+                        "writing collapsed stacks here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = parser.parse_args(argv)
     if dovecot_binary() is None:
@@ -612,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.backlog > 0:
             results["backlog"] = [
                 bench_backlog(root / f"backlog{n}", args.backlog, args.profile.resolve() if args.profile else None,
-                              sink_kind=sink, db=args.db, prefill=args.prefill, long=long, bare=not args.no_bare)
+                              sink_kind=sink, db=args.db, prefill=args.prefill, long=long, bare=not args.no_bare,
+                              spy=args.spy.resolve() if args.spy else None)
                 for n in range(args.rounds)]
     finally:
         if args.keep:
