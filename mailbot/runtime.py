@@ -121,6 +121,15 @@ async def _smtp_process(app: App) -> SmtpProcess | None:
 # ---- one pass (--once) --------------------------------------------------------------------------------
 
 
+# While intake keeps committing (a backlog, a burst), a delivery pass begins at most this often, so each carries
+# the letters of several intake transactions. A pass has a fixed cost (the journal's fold, the first pages, the
+# claims and their release, the marks' commits: on PostgreSQL about eight checkouts, each with its ping, and as
+# many commits); one per intake commit (every ~50 ms) made a 2,000-complaint backlog on PostgreSQL 63 acks/s
+# against 82 at 0.25 s (89 at 0.5 s; SQLite, whose passes are cheap, did not move). A complaint that arrives
+# after a quiet moment meets no wait: the last pass began long before.
+PASS_SPACING = 0.25
+
+
 def run_once(app: App) -> dict[str, object]:
     """One pass; ActiveElsewhere (before the mailbox is touched) when a daemon is active on this database."""
     with _exclusively(app):
@@ -162,10 +171,14 @@ async def _run_once(app: App) -> dict[str, object]:
                 through = {"transport_factory": lambda: smtp, "concurrency": 2 * smtp.connections}
             while not intake.done():
                 woken.clear()
+                began = loop.time()
                 totals.add(await app.deliverer.deliver_due(**through))
                 waiting = asyncio.ensure_future(woken.wait())
                 await asyncio.wait({intake, waiting}, return_when=asyncio.FIRST_COMPLETED)
                 waiting.cancel()
+                rest = PASS_SPACING - (loop.time() - began)
+                if rest > 0:
+                    await asyncio.wait({intake}, timeout=rest)  # a few commits' letters to the next pass
         finally:
             # Never leave the thread behind (a failed pass still waits for intake to finish its transaction).
             await asyncio.wait({intake})
@@ -337,10 +350,12 @@ class Daemon:
         smtp = await _smtp_process(app) if self.smtp_child else None
         through: dict[str, Any] = {"transport_factory": lambda: smtp} if smtp is not None else {}
         try:
+            loop = asyncio.get_running_loop()
             while not self.stopping.is_set():
                 # Cleared before the pass, not after: a letter committed while the pass runs (after its
-                # last look at the outbox) wakes the loop and must start the next pass at once.
+                # last look at the outbox) wakes the loop and must start the next pass (see PASS_SPACING).
                 self._woken.clear()
+                began = loop.time()
                 try:
                     await app.deliverer.deliver_due(**through)
                 except Exception:  # noqa: BLE001  (delivery problems are recorded per letter; keep running)
@@ -351,6 +366,9 @@ class Daemon:
                     await asyncio.wait_for(self._woken.wait(), timeout=self._until_next_delivery())
                 except asyncio.TimeoutError:
                     pass
+                rest = PASS_SPACING - (loop.time() - began)
+                if rest > 0 and not self.stopping.is_set():
+                    await asyncio.sleep(rest)
         finally:
             self.stopping.set()
             local_wake.set()
