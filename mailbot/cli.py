@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -166,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseUnusable as exc:
         print(f"mailbot: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    except BrokenPipeError:
+        # `mailbot cases | head`: the reader has what it wanted. Nothing more can be printed, and Python's own
+        # flush at exit would complain again, so standard output goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_DONE
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -68,3 +68,17 @@ def test_the_daemon_waits_for_a_locked_database_and_says_so(bot: Bot) -> None:
         assert len(bot.letters("acknowledgement")) == 1
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_listing_whose_reader_went_away_ends_quietly(bot: Bot) -> None:
+    """`mailbot cases | head -1`: the reader has what it wanted and closes the pipe; no traceback, status 0."""
+    import subprocess
+    import sys
+
+    bot.cli("cases")  # the database exists
+    proc = subprocess.Popen([sys.executable, "-m", "mailbot", "cases"], env=bot.env(), cwd=bot.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # gone before the command has started printing (its imports alone take a few tenths)
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err.decode()) == (0, "")
