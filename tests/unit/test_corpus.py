@@ -193,3 +193,30 @@ def test_zammad_sender_and_subject_match_the_oracle(name: str, case: dict) -> No
         assert mail.from_addr == case["from_email"].lower()
     if short not in ZAMMAD_SUBJECT_EXCEPTIONS:
         assert mail.subject == (case["subject"] or "").strip()
+
+
+def test_the_word_start_shortcut_reads_the_same_terms_as_the_plain_patterns() -> None:
+    """categories.WORD_START lets matches begin only before a lower-case letter; over every corpus message the
+    category and safeguarding expressions must find exactly what their plain ``\\b(?:...)\\b`` forms find."""
+    import re
+
+    from mailbot.domain import categories as c
+
+    require_corpus()
+
+    def plain(body: str) -> re.Pattern[str]:
+        return re.compile(r"\b(?:" + body + r")\b")
+
+    pairs = [(c._SAFEGUARDING, plain("|".join(f"({p})" for _, p in c.SAFEGUARDING_TERMS)))] + [
+        (fast, plain("|".join(words))) for fast, words in (
+            (c._DATA_PROTECTION, c.DATA_PROTECTION_WORDS), (c._FUNDRAISING, c.FUNDRAISING_WORDS),
+            (c._MENTOR, c.MENTOR_WORDS), (c._BEHAVIOUR, c.BEHAVIOUR_WORDS))]
+    found = 0
+    for path in mail_files():
+        mail = parse_mail(path.read_bytes())
+        words = c._normalise(mail.subject, mail.text)
+        for fast, reference in pairs:
+            got = [(m.span(), m.lastindex) for m in fast.finditer(words)]
+            assert got == [(m.span(), m.lastindex) for m in reference.finditer(words)], path
+            found += len(got)
+    assert found >= 10  # the corpus does say some of these words: the comparison was not over empty texts
