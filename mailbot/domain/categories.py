@@ -100,7 +100,7 @@ NOT_A_MENTOR = r"one million mentors|mentee project coordinator|mentor coordinat
 
 # Every pattern above begins with a lower-case ASCII letter, so a match can only start where one does: saying so
 # first lets the engine skip every other word boundary (each word's end, digits, punctuation) without trying the
-# alternatives there, about 40% of the matching time on a 20-line complaint. tests/unit/test_categories.py checks
+# alternatives there, about 40% of the matching time on a 20-line complaint. tests/unit/test_corpus.py checks
 # that this reads the same terms as the plain form over the shared corpus.
 WORD_START = r"\b(?=[a-z])"
 
