@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sqlalchemy import event  # noqa: E402
 
 from bench.run import complaint  # noqa: E402
+from bench.statements import on_every_statement  # noqa: E402
 from mailbot.bootstrap import App  # noqa: E402
 from mailbot.services import correspondence as correspondence_mod  # noqa: E402
 from mailbot.services import ingest as ingest_mod  # noqa: E402
@@ -107,32 +107,7 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
             if args.trace:
                 trace.append(" ".join(statement.split())[:160])
 
-        # Counted by SQLite itself: the hot statements bypass SQLAlchemy's cursor events (store.prebuilt).
-        app.engine.dispose()
-
-        if database_url is None:
-            @event.listens_for(app.engine, "connect")
-            def _trace(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-                dbapi_conn.set_trace_callback(_count)
-        else:
-            # psycopg's own cursor: SQLAlchemy's events miss the prebuilt statements, which go straight to it.
-            import psycopg
-
-            for name in ("execute", "executemany"):
-                original = getattr(psycopg.Cursor, name)
-
-                def counted(self, query, *rest, _original=original, **kw):  # type: ignore[no-untyped-def]
-                    _count(query if isinstance(query, str) else str(query))
-                    return _original(self, query, *rest, **kw)
-
-                setattr(psycopg.Cursor, name, counted)
-            original_commit = psycopg.Connection.commit
-
-            def counted_commit(self):  # type: ignore[no-untyped-def]
-                _count("COMMIT")
-                return original_commit(self)
-
-            psycopg.Connection.commit = counted_commit  # type: ignore[method-assign]
+        on_every_statement(app.engine, _count)
 
         raws = [complaint(i, "timing", args.bodies == "long")[0] for i in range(args.count)]
         position = CursorPosition("bench@localhost/INBOX", 1)

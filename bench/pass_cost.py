@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sqlalchemy import event  # noqa: E402
 
 from bench.run import complaint  # noqa: E402
+from bench.statements import on_every_statement  # noqa: E402
 from mailbot.bootstrap import App  # noqa: E402
 from mailbot.services.ingest import Arrival  # noqa: E402
 from mailbot.settings import load_settings  # noqa: E402
@@ -68,29 +68,7 @@ def run(passes: int, root: Path, sink: SmtpSink, url: str | None) -> int:
         if counting[0]:  # SQLite's trace has the values written in: one line per statement, not per value
             statements[_LITERALS.sub("?", " ".join(text.split()))[:100]] += 1
 
-    app.engine.dispose()
-    if url is None:
-        @event.listens_for(app.engine, "connect")
-        def _trace(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            dbapi_conn.set_trace_callback(count)
-    else:
-        import psycopg  # the prebuilt statements go straight to psycopg's cursor, past SQLAlchemy's events
-
-        for name in ("execute", "executemany"):
-            original = getattr(psycopg.Cursor, name)
-
-            def counted(self, query, *rest, _original=original, **kw):  # type: ignore[no-untyped-def]
-                count(query if isinstance(query, str) else str(query))
-                return _original(self, query, *rest, **kw)
-
-            setattr(psycopg.Cursor, name, counted)
-        original_commit = psycopg.Connection.commit
-
-        def counted_commit(self):  # type: ignore[no-untyped-def]
-            count("COMMIT")
-            return original_commit(self)
-
-        psycopg.Connection.commit = counted_commit  # type: ignore[method-assign]
+    on_every_statement(app.engine, count)
 
     warm = 5  # the first passes build plans and connections
     cpu = 0.0

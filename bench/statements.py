@@ -1,0 +1,41 @@
+"""Every SQL statement the bot sends, handed to a callback: for the benchmarks that count them.
+
+SQLAlchemy's cursor events miss the prebuilt statements (store.prebuilt), which go straight to the driver, so
+the count is taken by the driver: SQLite's trace callback (with the values written into the text), or psycopg's
+cursor and commit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+
+def on_every_statement(engine: Engine, seen: Callable[[str], None]) -> None:
+    """Call ``seen`` with the text of each statement the engine's connections run from now on (its pool is
+    emptied first, so every connection is a new one)."""
+    engine.dispose()
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _trace(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.set_trace_callback(seen)
+        return
+    import psycopg
+
+    for name in ("execute", "executemany"):
+        original = getattr(psycopg.Cursor, name)
+
+        def counted(self, query, *rest, _original=original, **kw):  # type: ignore[no-untyped-def]
+            seen(query if isinstance(query, str) else str(query))
+            return _original(self, query, *rest, **kw)
+
+        setattr(psycopg.Cursor, name, counted)
+    original_commit = psycopg.Connection.commit
+
+    def counted_commit(self):  # type: ignore[no-untyped-def]
+        seen("COMMIT")
+        return original_commit(self)
+
+    psycopg.Connection.commit = counted_commit  # type: ignore[method-assign]
