@@ -160,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # reports): content domain.mail handles itself.
     logging.getLogger("mailparser").setLevel(logging.ERROR)
     try:
-        return _dispatch(args)
+        status = _dispatch(args)
+        sys.stdout.flush()  # a reader that went away is found here, not in Python's own flush at exit
+        return status
     except ConfigError as exc:
         print(f"mailbot: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -70,14 +70,17 @@ def test_the_daemon_waits_for_a_locked_database_and_says_so(bot: Bot) -> None:
         assert daemon.stop() == 0
 
 
-def test_a_listing_whose_reader_went_away_ends_quietly(bot: Bot) -> None:
-    """`mailbot cases | head -1`: the reader has what it wanted and closes the pipe; no traceback, status 0."""
+@pytest.mark.parametrize("unbuffered", ["", "1"], ids=["buffered", "unbuffered"])
+def test_a_listing_whose_reader_went_away_ends_quietly(bot: Bot, unbuffered: str) -> None:
+    """`mailbot cases | head -1`: the reader has what it wanted and closes the pipe; no traceback, status 0.
+    Buffered (the usual), the write fails at the final flush; unbuffered, at the first print."""
     import subprocess
     import sys
 
     bot.cli("cases")  # the database exists
-    proc = subprocess.Popen([sys.executable, "-m", "mailbot", "cases"], env=bot.env(), cwd=bot.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {k: v for k, v in bot.env().items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([sys.executable, "-m", "mailbot", "cases"], cwd=bot.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**env, **({"PYTHONUNBUFFERED": "1"} if unbuffered else {})})
     assert proc.stdout is not None
     proc.stdout.close()  # gone before the command has started printing (its imports alone take a few tenths)
     _, err = proc.communicate(timeout=120)
