@@ -3,7 +3,8 @@
 Both runtimes are the same three workers: intake (a thread reading the mailbox into the database), the
 delivery loop (the event loop, sending the outbox through the SMTP child process) and the scheduled work.
 Intake and the scheduler wake the delivery loop with ``wake`` after every commit that may have queued
-letters; the daemon stops when its ``stop`` event is set (SIGTERM, SIGINT, or ``Daemon.stop`` from anywhere).
+letters (while they keep committing, a pass begins at most every PASS_SPACING); the daemon stops when its ``stop``
+event is set (SIGTERM, SIGINT, or ``Daemon.stop`` from anywhere).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ log = logging.getLogger(__name__)
 LOCAL_MAILBOX = "local/maildir"
 # How often a standby tries to take over (so within seconds of the active bot's death).
 STANDBY_POLL = 5.0
+# While intake keeps committing (a backlog, a burst), a delivery pass begins at most this often, so each carries
+# the letters of several intake transactions. A pass has a fixed cost (the journal's fold, the first pages, the
+# claims and their release, the marks' commits: on PostgreSQL seven checkouts, each with its ping, and six
+# many commits); one per intake commit (every ~50 ms) made a 2,000-complaint backlog on PostgreSQL 63 acks/s
+# against 82 at 0.25 s (89 at 0.5 s; SQLite, whose passes are cheap, did not move). A complaint that arrives
+# after a quiet moment meets no wait: the last pass began long before.
+PASS_SPACING = 0.25
 
 Wake = Callable[[], None]
 
@@ -119,15 +127,6 @@ async def _smtp_process(app: App) -> SmtpProcess | None:
 
 
 # ---- one pass (--once) --------------------------------------------------------------------------------
-
-
-# While intake keeps committing (a backlog, a burst), a delivery pass begins at most this often, so each carries
-# the letters of several intake transactions. A pass has a fixed cost (the journal's fold, the first pages, the
-# claims and their release, the marks' commits: on PostgreSQL about eight checkouts, each with its ping, and as
-# many commits); one per intake commit (every ~50 ms) made a 2,000-complaint backlog on PostgreSQL 63 acks/s
-# against 82 at 0.25 s (89 at 0.5 s; SQLite, whose passes are cheap, did not move). A complaint that arrives
-# after a quiet moment meets no wait: the last pass began long before.
-PASS_SPACING = 0.25
 
 
 def run_once(app: App) -> dict[str, object]:
