@@ -37,9 +37,9 @@ STANDBY_POLL = 5.0
 # While intake keeps committing (a backlog, a burst), a delivery pass begins at most this often, so each carries
 # the letters of several intake transactions. A pass has a fixed cost (the journal's fold, the first pages, the
 # claims and their release, the marks' commits: on PostgreSQL seven checkouts, each with its ping, and six
-# commits, bench/pass_cost.py); one per intake commit (every ~50 ms) held a 2,000-complaint backlog on PostgreSQL to 63 acks/s
-# against 82 at 0.25 s (89 at 0.5 s; SQLite, whose passes are cheap, did not move). A complaint that arrives
-# after a quiet moment meets no wait: the last pass began long before.
+# commits; bench/pass_cost.py). One pass per intake commit (every ~50 ms) held a 2,000-complaint backlog on
+# PostgreSQL to 63 acks/s against 82 at 0.25 s (89 at 0.5 s; SQLite, whose passes are cheap, did not move).
+# A complaint that arrives after a quiet moment meets no wait: the last pass began long before.
 PASS_SPACING = 0.25
 
 Wake = Callable[[], None]
