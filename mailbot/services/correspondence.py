@@ -237,11 +237,11 @@ class Correspondence:
         copy = [a for a in (cc or []) if a not in recipients]
         if template in LEADS_WITH_WHAT_IS_NEEDED:
             extra.setdefault("needed", self.needed(session, case, deadlines))
-        context = self.letter_context(session, case, deadlines=deadlines, reply_address=self.reply_address(case),
-                                      **extra)
+        reply_address = self.reply_address(case)  # signed (an HMAC): once a letter
+        context = self.letter_context(session, case, deadlines=deadlines, reply_address=reply_address, **extra)
         first = repo.first_message_id(session, case.id or 0)
         return self.queue(session, case=case, template=template, to=recipients, cc=copy, context=context, now=now,
-                          automatic=False, reply_to=self.reply_address(case), auto_submitted="auto-generated",
+                          automatic=False, reply_to=reply_address, auto_submitted="auto-generated",
                           references=[first] if first else [], attachments=attachments)
 
     def notify_staff(self, session: Session, case: Case, mail: InboundMail, now: datetime, *, headline: str,
