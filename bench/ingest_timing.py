@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-
 from bench.run import complaint  # noqa: E402
 from bench.statements import on_every_statement  # noqa: E402
 from mailbot.bootstrap import App  # noqa: E402

@@ -451,7 +451,8 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
 
         cmd = [sys.executable]
         if spy:
-            # Sampled on-CPU stacks of every thread and the SMTP child, as collapsed lines (flamegraph.pl's input).
+            # Sampled stacks of every thread and the SMTP child, as collapsed lines (flamegraph.pl's input). Threads
+            # waiting in psycopg's poll still count as busy here: read Connection.wait as time spent on the server.
             cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "250", "--format", "raw",
                    "--subprocesses", "--threads", "--nonblocking", "--output", str(spy), "--", *cmd]
         if profile:
