@@ -172,7 +172,7 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from mailbot.domain.webform import parse_networks
+        from mailbot.domain.proxies import parse_networks
 
         parse_networks(value)
         return value

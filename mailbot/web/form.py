@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from mailbot.domain.attachments import human_size
+from mailbot.domain.proxies import client_address, parse_networks
 from mailbot.domain.webform import (
     FIELDS,
     HONEYPOT,
@@ -36,9 +37,7 @@ from mailbot.domain.webform import (
     Upload,
     check_csrf,
     clean,
-    client_address,
     csrf_token,
-    parse_networks,
     validate,
 )
 from mailbot.services.webintake import WebIntake

@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import col, select
 from starlette.testclient import TestClient
 
-from mailbot.domain.webform import parse_networks
+from mailbot.domain.proxies import parse_networks
 from mailbot.store.db import session as new_session
 from mailbot.store.models import Case, MailMessage
 from mailbot.web.app import build

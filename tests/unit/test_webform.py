@@ -6,15 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from mailbot.domain.proxies import client_address, parse_networks
 from mailbot.domain.webform import (
     Limits,
     RateLimit,
     Upload,
     check_csrf,
     check_status_token,
-    client_address,
     csrf_token,
-    parse_networks,
     status_token,
     subject_of,
     validate,
