@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session
 
 from mailbot.settings import Settings
-from mailbot.store import case_views, repo
+from mailbot.store import case_views
 from mailbot.store.db import open_database, reading, session
 from mailbot.store.faults import DatabaseUnusable
 
@@ -100,7 +100,8 @@ def _store(settings: Settings) -> Iterator[Session]:
 
 def cases(settings: Settings, as_json: bool) -> int:
     with _store(settings) as s:
-        rows = case_views.all_cases(s)
+        # The listing reads only the columns it prints; --json gives every case's whole summary.
+        rows = case_views.all_cases(s) if as_json else case_views.case_lines(s)
     if as_json:
         print_json(rows)
         return 0
@@ -114,6 +115,8 @@ def cases(settings: Settings, as_json: bool) -> int:
 
 def case(settings: Settings, ref: str, as_json: bool) -> int:
     with _store(settings) as s:
+        from mailbot.store import repo  # with the mail stack: not for the listing
+
         found = repo.case_by_ref(s, ref)
         if found is None:
             print(f"mailbot: no case {ref.upper()}", file=sys.stderr)
@@ -277,6 +280,7 @@ def export_person(settings: Settings, email: str, target: Path) -> int:
     """`mailbot export-person EMAIL DIR`: exit 0 with a summary, 2 when DIR is not empty (nothing is mixed in)."""
     from datetime import timezone
 
+    from mailbot.store import repo
     from mailbot.store.subject_access import export_person as export
 
     if "@" not in email:
