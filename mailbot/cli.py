@@ -67,11 +67,25 @@ def _version() -> str:
     return version()
 
 
+class _ShowVersion(argparse.Action):
+    """`--version`, with the installed version looked up only when asked for (the lookup reads the package
+    metadata: a few hundredths of a second every other command need not spend)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(f"mailbot {_version()}")
+        parser.exit()
+
+
 def build_parser(describe_run: bool = False) -> argparse.ArgumentParser:
     """The command line; ``describe_run`` reads the settings to say what `run` would do (for `run --help` only)."""
     parser = argparse.ArgumentParser(prog="mailbot", description="The 1MM complaints bot.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    parser.add_argument("--version", action="version", version=f"mailbot {_version()}")
+    parser.add_argument("--version", action=_ShowVersion, help="show the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the bot (the daemon), or one pass with --once",
