@@ -348,6 +348,13 @@ def test_cli_lists_cases_with_the_contract_fields(bot: Bot) -> None:
         assert {"at", "type", "detail"} <= set(e)
     text = bot.cli("cases").stdout
     assert "1MM-2026-0001" in text and "bob@example.org" in text
+    # The listing reads its own columns (not the summary): each line says what --json says of that case.
+    lines = text.splitlines()
+    assert len(lines) == len(cases)
+    for c, line in zip(cases, lines):
+        assert line == (f"{c['ref']}  {c['status']:<14} stage {c['stage']}  {c['procedure']:<8} "
+                        f"{c['complainant']:<32} {c['message_count']:>3} msg  {c['subject']}")
+        assert c["message_count"] >= 3  # the complaint, its acknowledgement and the staff copy
     missing = bot.cli("case", "1MM-2026-9999", check=False)
     assert missing.returncode == 1 and "no case 1MM-2026-9999" in missing.stderr
 
