@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import json
 import re
 import sqlite3
 import threading
@@ -126,6 +129,32 @@ def test_restarts_and_redelivery_never_answer_twice(bot: Bot) -> None:
     bot.once()
     assert len(bot.letters("acknowledgement")) == 1
     assert bot.cases_json()[0]["message_count"] >= 2
+    # Recognised as the same message, not filed again as a follow-up (and no second staff copy for it).
+    inbound = [m for m in bot.case_json("1MM-2026-0001")["messages"] if m["direction"] == "in"]
+    assert [m["kind"] for m in inbound] == ["new_case"]
+    assert len(bot.letters("staff-notification")) == 1
+
+
+def test_an_old_letter_of_ours_coming_back_stripped_is_filed_not_answered(bot: Bot) -> None:
+    """The charity moved the complaints address to a new domain; a forwarder that rewrites From and drops the
+    headers that mark our letters brings an old acknowledgement back. Only the store knows its Message-ID is one of
+    our letters (asked in the same query as "a duplicate?"): no case opens and nobody is written to. (Redelivery
+    of a complaint, the query's other question, is test_restarts_and_redelivery_never_answer_twice.)"""
+    complaint = make_mail(frm="jane@example.com", subject="Complaint")
+    bot.append(complaint)
+    bot.once()
+    ack = email.message_from_bytes(bot.letters("acknowledgement")[0].raw, policy=email.policy.default)
+    for marker in ("From", "Auto-Submitted", "X-Auto-Response-Suppress", "X-Mailbot-Letter", "X-Mailbot-Case"):
+        del ack[marker]
+    ack["From"] = "Forwarder <fwd@example.net>"
+    bot.extra["MAILBOT_ADDRESS"] = "complaints@newname.example.org"  # our letters' ids now end differently
+    bot.append(ack.as_bytes())
+    bot.once()
+    assert len(bot.sink.messages()) == 2  # still only the acknowledgement and the assignee's notification
+    assert [c["ref"] for c in bot.cases_json()] == ["1MM-2026-0001"]
+    inbound = [(m["from"], m["kind"]) for m in bot.case_json("1MM-2026-0001")["messages"] if m["direction"] == "in"]
+    unfiled = [(m["from"], m["kind"]) for m in json.loads(bot.cli("unfiled", "--json").stdout)]
+    assert ("fwd@example.net", "own_mail") in inbound + unfiled
 
 
 def test_fetching_leaves_the_shared_mailbox_flags_alone(bot: Bot) -> None:

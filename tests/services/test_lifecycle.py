@@ -404,3 +404,12 @@ def test_a_quoted_original_message_in_a_copy_to_the_ceo_names_nobody(world: Worl
     case = world.case(outcome.ref)  # type: ignore[attr-defined]
     assert case.complainant == "mallory@example.net"
     assert "victim@example.org" not in {letter.to for letter in world.take_letters()}
+
+
+def test_the_same_complaint_delivered_again_is_a_duplicate_and_writes_nothing(world: World) -> None:
+    raw = mail("jane@example.com", "My complaint", "The session never happened.")
+    first = world.receive(raw)
+    world.take_letters()
+    again = world.receive(raw)
+    assert (first.action, again.action, again.kind) == ("new_case", "duplicate", "duplicate")
+    assert world.take_letters() == []
