@@ -43,10 +43,6 @@ _CASE_BY_REF = select(Case).where(col(Case.ref) == bindparam("ref"))
 _REF_OF_MESSAGE = Prebuilt(
     sa_select(CASE_TABLE.c.ref).join(MESSAGE_TABLE, MESSAGE_TABLE.c.case_id == CASE_TABLE.c.id)
     .where(MESSAGE_TABLE.c.message_id == bindparam("message_id")).limit(1))
-_MESSAGE_SEEN = Prebuilt(
-    sa_select(MESSAGE_TABLE.c.id)
-    .where(MESSAGE_TABLE.c.direction == bindparam("direction"), MESSAGE_TABLE.c.message_id == bindparam("message_id"))
-    .limit(1))
 _DIRECTIONS_SEEN = Prebuilt(
     sa_select(MESSAGE_TABLE.c.direction).where(MESSAGE_TABLE.c.message_id == bindparam("message_id"))
     .group_by(MESSAGE_TABLE.c.direction))
@@ -181,20 +177,15 @@ def add_event(session: Session, case: Case | None, at: datetime, type_: str, act
     })))
 
 
-def inbound_seen(session: Session, message_id: str) -> bool:
-    # Straight on the connection (no autoflush, no ORM result): asked for every message, and inbound
-    # rows are flushed as soon as they are added.
-    return message_seen(session, "in", message_id)
-
-
 def directions_seen(session: Session, message_id: str) -> frozenset[str]:
     """In which directions (``in``, ``out``) a message with this Message-ID is recorded, in one query."""
+    # Straight on the connection (no autoflush, no ORM result): asked for every message, and message rows
+    # are plain INSERTs, written as soon as they are added.
     return frozenset(row[0] for row in _DIRECTIONS_SEEN.rows(session.connection(), {"message_id": message_id}))
 
 
-def message_seen(session: Session, direction: str, message_id: str) -> bool:
-    """Whether a message with this Message-ID is recorded in that direction (``in`` or ``out``)."""
-    return _MESSAGE_SEEN.scalar(session.connection(), {"direction": direction, "message_id": message_id}) is not None
+def inbound_seen(session: Session, message_id: str) -> bool:
+    return "in" in directions_seen(session, message_id)
 
 
 def outbound_by_message_id(session: Session, message_id: str) -> MailMessage | None:

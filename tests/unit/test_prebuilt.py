@@ -98,7 +98,6 @@ def test_on_psycopg_a_plan_names_its_parameters_and_fills_the_fixed_ones() -> No
     from mailbot.store import prebuilt, repo
 
     dialect = create_engine("postgresql+psycopg://u@127.0.0.1:1/db").dialect
-    plan = prebuilt._plan(repo._MESSAGE_SEEN.statement, dialect, ("direction", "message_id"))
-    assert plan is not None and "%(direction)s" in plan.sql and "?" not in plan.sql
-    assert plan.values({"direction": "in", "message_id": "<m@x>"}) == \
-        {"direction": "in", "message_id": "<m@x>", "param_1": 1}
+    plan = prebuilt._plan(repo._FIRST_MESSAGE_ID.statement, dialect, ("case_id",))
+    assert plan is not None and "%(case_id)s" in plan.sql and "?" not in plan.sql
+    assert plan.values({"case_id": 7}) == {"case_id": 7, "param_1": 1}
