@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session
-
 from mailbot.settings import Settings
-from mailbot.store import case_views
 from mailbot.store.db import open_database, reading, session
 from mailbot.store.faults import DatabaseUnusable
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from mailbot.bootstrap import App
 
 
@@ -99,12 +98,22 @@ def _store(settings: Settings) -> Iterator[Session]:
 
 
 def cases(settings: Settings, as_json: bool) -> int:
-    with _store(settings) as s:
-        # The listing reads only the columns it prints; --json gives every case's whole summary.
-        rows = case_views.all_cases(s) if as_json else case_views.case_lines(s)
-    if as_json:
-        print_json(rows)
+    if as_json:  # every case's whole summary, through the ORM
+        from mailbot.store import case_views
+
+        with _store(settings) as s:
+            summaries = case_views.all_cases(s)
+        print_json(summaries)
         return 0
+    # The listing reads only the columns it prints, with SQLAlchemy Core: no ORM, no table classes.
+    from mailbot.store import listing
+
+    engine = open_database(settings.database_url_effective)
+    try:
+        with reading(engine) as conn:
+            rows = listing.case_lines(conn)
+    finally:
+        engine.dispose()
     if not rows:
         print("no cases yet")
     for row in rows:
@@ -114,8 +123,9 @@ def cases(settings: Settings, as_json: bool) -> int:
 
 
 def case(settings: Settings, ref: str, as_json: bool) -> int:
+    from mailbot.store import case_views, repo  # the ORM, and the mail stack: not for the listing
+
     with _store(settings) as s:
-        from mailbot.store import repo  # with the mail stack: not for the listing
 
         found = repo.case_by_ref(s, ref)
         if found is None:
@@ -151,6 +161,8 @@ def uk_time(iso: str | None, zone: ZoneInfo) -> str:
 
 
 def unfiled(settings: Settings, as_json: bool) -> int:
+    from mailbot.store import case_views
+
     with _store(settings) as s:
         rows = case_views.unfiled_messages(s)
     if as_json:

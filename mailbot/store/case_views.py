@@ -7,13 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mailbot.store.db import from_db
 from mailbot.store.models import (
-    CASE_TABLE,
-    MESSAGE_TABLE,
     Case,
     Deadline,
     Event,
@@ -84,18 +81,6 @@ def restriction_summary(session: Session, case: Case, row: Restriction | None = 
         "exceptional": row.exceptional,
         "ended_at": iso(row.ended_at),
     }
-
-
-def case_lines(session: Session) -> list[dict[str, object]]:
-    """Each case as `mailbot cases` lists it (its reference, status, stage, procedure, complainant, messages and
-    subject), in one query: the listing needs none of the summary's dates, deadlines or restriction."""
-    c, m = CASE_TABLE.c, MESSAGE_TABLE.c
-    counts = sa_select(m.case_id, func.count(m.id).label("n")).group_by(m.case_id).subquery()
-    query = (sa_select(c.ref, c.status, c.stage, c.procedure, c.complainant, c.subject, counts.c.n)
-             .outerjoin_from(CASE_TABLE, counts, counts.c.case_id == c.id).order_by(c.year, c.seq))
-    return [{"ref": ref, "status": status, "stage": stage, "procedure": procedure, "complainant": complainant,
-             "message_count": n or 0, "subject": subject}
-            for ref, status, stage, procedure, complainant, subject, n in session.connection().execute(query)]
 
 
 def all_cases(session: Session) -> list[dict[str, object]]:

@@ -9,16 +9,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, create_engine
 
 from mailbot.files import make_private_sqlite
 from mailbot.store.faults import describe
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlmodel import Session
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest migration's revision. A database already there starts without loading Alembic at all
@@ -201,6 +201,9 @@ def _version_in_savepoint(conn: Connection) -> str | None:
 
 
 def session(engine: Engine) -> Session:
+    # Imported here: the case listing and the status checks run on this module without the ORM.
+    from sqlmodel import Session
+
     return Session(engine, expire_on_commit=False)
 
 

@@ -182,3 +182,13 @@ def test_events_take_their_place_in_the_audit_chain_at_the_real_commit_not_at_ea
         verdict = store_audit.verify(conn)
     assert [tuple(r) for r in rows] == [("first", 1), ("second", 2)]
     assert verdict.ok, verdict
+
+
+def test_the_case_listing_names_columns_the_tables_have() -> None:
+    # The listing reads with light table clauses (no ORM): a column renamed in the models must fail here.
+    from mailbot.store import listing
+    from mailbot.store.models import CASE_TABLE, MESSAGE_TABLE
+
+    for light, real in ((listing.CASES, CASE_TABLE), (listing.MESSAGES, MESSAGE_TABLE)):
+        assert light.name == real.name
+        assert set(light.c.keys()) <= set(real.c.keys()), set(light.c.keys()) - set(real.c.keys())
