@@ -142,8 +142,11 @@ class Jobs:
         directory = self.directory.get()
         queued = 0
         staff = frozenset(member.email for member in directory.staff)
-        for case in repo.open_cases_assigned_outside(session, OPEN_STATUSES, staff):
-            queued += len(self.lifecycle.hand_over_if_gone(session, case, now))
+        gone = repo.open_cases_assigned_outside(session, OPEN_STATUSES, staff)
+        # Cases nobody could take are tried again at every pass, but recorded as stuck only once.
+        stuck = repo.owners_without_successor(session, [case.id for case in gone if case.id is not None])
+        for case in gone:
+            queued += len(self.lifecycle.hand_over_if_gone(session, case, now, stuck=case.id in stuck))
         cal = self.calendar
         # A reminder is due on the working day before its deadline: none can be due for a deadline later than
         # the next working day.

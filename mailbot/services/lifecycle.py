@@ -341,19 +341,23 @@ class CaseLifecycle:
     # ---- an owner who is not there -------------------------------------------------------------
 
     def hand_over_if_gone(self, session: Session, case: Case, now: datetime,
-                          notify: bool = True) -> list[QueuedLetter]:
-        """A case whose owner is no longer in data/staff.toml goes to the complaints team (who are told)."""
+                          notify: bool = True, stuck: bool = False) -> list[QueuedLetter]:
+        """A case whose owner is no longer in data/staff.toml goes to the complaints team (who are told).
+        ``stuck``: that nobody could take it is on record already (``repo.owners_without_successor``)."""
         if not case.assignee or case.status not in OPEN_STATUSES:
             return []
         if self.directory.get().staff_member(case.assignee) is not None:
             return []
         return self.hand_over(session, case, now, why=f"{case.assignee} is no longer in data/staff.toml",
-                              notify=notify)
+                              notify=notify, stuck=stuck)
 
     def hand_over(self, session: Session, case: Case, now: datetime, why: str,
-                  notify: bool = True) -> list[QueuedLetter]:
+                  notify: bool = True, stuck: bool = False) -> list[QueuedLetter]:
         """The case to the complaints team (or, when the absent owner is the team, their manager), so that no case
-        waits on somebody who is not there; the new owner is told why, with the complainant's last message."""
+        waits on somebody who is not there; the new owner is told why, with the complainant's last message.
+
+        When there is nobody to take it, that is recorded once (not at every minute's pass, unless ``stuck`` says
+        it is recorded already); the case goes on the moment staff.toml names someone who can."""
         absent = case.assignee or ""
         directory = self.directory.get()
         candidates = [m.email for m in directory.with_role("complaints_team") if m.email != absent]
@@ -361,7 +365,8 @@ class CaseLifecycle:
             manager = manager_of(directory, absent)
             candidates = [manager.email] if manager else []
         if not candidates:
-            repo.add_event(session, case, now, "handover_impossible", previous=absent, reason=why)
+            if not stuck:
+                repo.add_event(session, case, now, "handover_impossible", previous=absent, reason=why)
             return []
         case.assignee = candidates[0]
         repo.add_event(session, case, now, "handed_over", previous=absent, assignee=case.assignee, reason=why)

@@ -16,6 +16,7 @@ from tests.services.conftest import World, mail
 
 PRIYA = "priya.shah@1mm.org.uk"  # the case owner (complaints team)
 SAM = "sam.carter@1mm.org.uk"  # her manager, copied when a deadline is missed
+TOM = "tom.okafor@1mm.org.uk"  # a coordinator: the owner of his mentees' complaints
 
 
 def at(day: int, hour: int, minute: int = 0, month: int = 11) -> datetime:
@@ -148,3 +149,45 @@ def test_retention_removes_personal_data_six_years_after_closing_unless_held(wor
     world.advance(minutes=1)
     world.app.jobs.run_due(world.now)
     assert world.case(kept).anonymised_at is not None
+
+
+
+def write_staff(world: World, text: str) -> None:
+    staff = world.app.settings.data_dir / "staff.toml"
+    staff.write_text(text)
+    os.utime(staff, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new stamp even on a coarse clock
+
+
+def entries(text: str, *names: str) -> str:
+    """staff.toml with only these people's entries."""
+    blocks = text.split("[[staff]]")
+    return "".join("[[staff]]" + block for block in blocks[1:] if any(f'name = "{n}"' in block for n in names))
+
+
+def test_a_case_nobody_can_take_is_recorded_once_and_handed_on_when_someone_can(world: World) -> None:
+    ref = world.receive(mail(frm="Amira Khan <amira.khan@example.org>")).ref  # Tom, her coordinator, owns it
+    assert ref is not None
+    world.take_letters()
+    full = (world.app.settings.data_dir / "staff.toml").read_text()
+    # staff.toml cut down to someone who takes no cases: Tom has gone and nobody can take his.
+    write_staff(world, entries(full, "Jo Mensah"))
+    for minute in range(3):  # the daemon's pass, minute after minute
+        world.app.fixed_now = at(16, 11, minute)
+        world.app.jobs.run_due(at(16, 11, minute))
+    assert world.events(ref).count("handover_impossible") == 1
+    assert world.case(ref).assignee == TOM
+    assert [letter for letter in world.take_letters() if letter.kind != "digest"] == []
+    # The complaints team is back: the next pass hands the case on.
+    write_staff(world, entries(full, "Jo Mensah", "Priya Shah"))
+    world.app.fixed_now = at(16, 11, 5)
+    world.app.jobs.run_due(at(16, 11, 5))
+    assert world.case(ref).assignee == PRIYA
+    assert world.events(ref).count("handed_over") == 1
+    assert [(letter.kind, letter.to) for letter in world.take_letters() if letter.kind != "digest"] == [
+        ("staff-notification", PRIYA)]
+    # Stuck again later (its new owner gone too): recorded again, once.
+    write_staff(world, entries(full, "Jo Mensah"))
+    for minute in (6, 7):
+        world.app.fixed_now = at(16, 11, minute)
+        world.app.jobs.run_due(at(16, 11, minute))
+    assert world.events(ref).count("handover_impossible") == 2
