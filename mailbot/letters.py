@@ -18,12 +18,14 @@ from email.message import Message
 from email.mime.base import MIMEBase
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from typing import TYPE_CHECKING, Any
 
 from mailbot.domain.mail import header_safe, wire_address
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 MAILBOT_ID_TAG = ".mailbot@"
 # Letters go on the wire with CRLF line ends; bodies as quoted-printable UTF-8, readable in the raw.
@@ -60,8 +62,16 @@ class LetterRenderer:
 
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
-        self.env = Environment(
-            loader=FileSystemLoader(str(templates_dir)),
+        self._stamp = templates_stamp(templates_dir)
+
+    @cached_property
+    def env(self) -> Environment:
+        """Jinja, loaded with the first letter: a start with nothing to write (an idle `run --once`) does not
+        import it."""
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+        return Environment(
+            loader=FileSystemLoader(str(self.templates_dir)),
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
             trim_blocks=True,
@@ -69,7 +79,6 @@ class LetterRenderer:
             keep_trailing_newline=True,
             auto_reload=False,
         )
-        self._stamp = templates_stamp(templates_dir)
 
     def reload_if_changed(self) -> bool:
         """Forget the compiled templates when a file under the templates folder changed; True when one did."""
@@ -77,7 +86,8 @@ class LetterRenderer:
         if stamp == self._stamp:
             return False
         self._stamp = stamp
-        self.env.cache.clear()  # type: ignore[union-attr]
+        if "env" in self.__dict__:  # nothing compiled yet otherwise
+            self.env.cache.clear()  # type: ignore[union-attr]
         return True
 
     def names(self) -> list[str]:

@@ -13,8 +13,6 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from mailparser_reply.parser import EmailMessage
-
 from mailbot.domain.mail.html import html_to_text
 
 # Every language the library knows: complainants and mentors write from many mail clients and locales.
@@ -350,6 +348,8 @@ def _looks_like_real_header(matched: str) -> bool:
 @lru_cache(maxsize=1)
 def _library_header_pattern() -> re.Pattern[str]:
     # The library builds its header pattern on a message object; an empty one gives us the compiled pattern.
+    from mailparser_reply.parser import EmailMessage
+
     return EmailMessage(text="", languages=list(_LIBRARY_LANGUAGES)).HEADER_REGEX
 
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from email.message import Message
 from functools import cached_property
 
-from flufl.bounce import all_failures
-
 from mailbot.domain.mail import InboundMail, extract_message_ids
 
 HUMAN = "human"
@@ -183,6 +181,8 @@ class _Facts:
         message = self.stdlib_message
         if message is None:
             return frozenset(), frozenset()
+        from flufl.bounce import all_failures  # here: only mail from a robot gets this far
+
         try:
             temporary, permanent = all_failures(message)
         except Exception:  # A detector crash on odd input must not stop the classification.

@@ -20,8 +20,6 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 
-import mailparser
-
 from mailbot.domain.mail.decoding import decode_bytes, safely, tidy_text
 from mailbot.domain.mail.headers import decode_header_value
 from mailbot.domain.mail.html import html_to_text
@@ -102,6 +100,8 @@ def extract_body(message: Message, defects: list[str], large: bool = False) -> B
     body = _stdlib_body(message, defects)
     if not safely(message.is_multipart, False) or large:
         return body
+    import mailparser  # here: a start with no multipart mail to read does not pay for it
+
     try:
         parsed = mailparser.MailParser(message)
         categories = set(parsed.defects_categories)
