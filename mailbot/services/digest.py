@@ -51,6 +51,9 @@ RESOLUTION_WORKING_DAYS = 14
 # A mailbox that has not fetched for this long while the bot should be running needs a look.
 STALE_FETCH = timedelta(hours=1)
 ON_TIME_DEADLINES = (("first_response", "First responses on time"), ("full_response", "Full responses on time"))
+# The most cases a deadline section lists by name (the longest overdue, the soonest due); its count, the workload
+# table and the reminders still cover every case. A backlog of thousands is a number to act on, not a list to read.
+LIST_LIMIT = 50
 
 
 class DigestError(Exception):
@@ -235,7 +238,8 @@ class Digest:
         end_of_week = today + timedelta(days=6 - today.weekday())
         cutoff = datetime.combine(max(next_day, end_of_week) + timedelta(days=1), time(0), tzinfo=cal.zone)
         running = view.keep(reads.running_deadlines_due_by(session, cutoff, OPEN_STATUSES), lambda row: row[0])
-        overdue, due_today, due_next = self._deadlines(running, view, now, today, next_day)
+        (overdue, overdue_total), (due_today, today_total), (due_next, next_total) = self._deadlines(
+            running, view, now, today, next_day)
         new_cases = [view.item(c, opened=cal.format_datetime(c.opened_at))
                      for c in view.rows(reads.cases_opened_between(session, since, now))]
         escalations = self._escalations(session, view, since, now)
@@ -251,7 +255,7 @@ class Digest:
         mailboxes = self._mailboxes(session, since, now)
         mailbox_problems = [m for m in mailboxes if m["problem"]] if recipient.sees_all else []
         needs = {
-            "overdue": len(overdue), "due": len(due_today) + len(due_next), "new": len(new_cases),
+            "overdue": overdue_total, "due": today_total + next_total, "new": len(new_cases),
             "escalations": len(escalations), "outcomes": len(outcomes),
             "restrictions": len(filed) + len(reviews) + len(persistent), "delivery": len(problems),
             "mailbox": len(mailbox_problems), "awaiting": len(awaiting), "needs_a_look": len(needs_a_look),
@@ -273,6 +277,10 @@ class Digest:
             "overdue": overdue,
             "due_today": due_today,
             "due_next": due_next,
+            # How many each list leaves out (LIST_LIMIT).
+            "not_listed": {"overdue": overdue_total - len(overdue), "due_today": today_total - len(due_today),
+                           "due_next": next_total - len(due_next)},
+            "list_limit": LIST_LIMIT,
             "next_day": cal.format_date(next_day),
             "new_cases": new_cases,
             "escalations": escalations,
@@ -296,30 +304,43 @@ class Digest:
         }
 
     def _deadlines(self, rows: list[reads.RunningDeadline], view: _CaseView, now: datetime, today: date,
-                   next_day: date) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+                   next_day: date) -> tuple[tuple[list[dict[str, Any]], int], ...]:
+        """(items listed, how many in all) of the overdue cases, the deadlines due today and those due on the next
+        working day, soonest first. A case with several missed deadlines is one overdue line: the earliest, naming
+        the others. Only the listed cases' rows are read (LIST_LIMIT)."""
         cal = self.calendar
-        overdue, due_today, due_next = [], [], []
-        overdue_by_case: dict[int, dict[str, Any]] = {}
-        view.load(case_id for case_id, _, _, due in rows if cal.local(due).date() <= next_day)
-        for case_id, name, stage, due in rows:
-            if cal.local(due).date() > next_day:
+        late: dict[int, list[tuple[str, int, datetime]]] = {}  # in order of the earliest missed deadline
+        today_rows: list[reads.RunningDeadline] = []
+        next_rows: list[reads.RunningDeadline] = []
+        for row in rows:
+            case_id, name, stage, due = row
+            day = cal.local(due).date()
+            if day > next_day:
                 continue  # read for the workload's week only
-            case = view.case(case_id)
-            item = view.item(case, deadline=_label(name), stage=view.stage_label(case, stage),
-                             due=cal.format_datetime(due))
             if due <= now:
-                # A case with several missed deadlines is one line: the earliest, naming the others.
-                earlier = overdue_by_case.get(case_id)
-                if earlier is None:
-                    overdue_by_case[case_id] = {**item, "overdue_by": self.overdue_by(due, now)}
-                    overdue.append(overdue_by_case[case_id])
-                else:
-                    earlier["deadline"] = f"{earlier['deadline']} and {_label(name)}"
-            elif cal.local(due).date() <= today:
-                due_today.append(item)
-            elif cal.local(due).date() <= next_day:
-                due_next.append(item)
-        return overdue, due_today, due_next
+                late.setdefault(case_id, []).append((name, stage, due))
+            elif day <= today:
+                today_rows.append(row)
+            else:
+                next_rows.append(row)
+        listed_late = list(late.items())[:LIST_LIMIT]
+        today_rows, today_total = today_rows[:LIST_LIMIT], len(today_rows)
+        next_rows, next_total = next_rows[:LIST_LIMIT], len(next_rows)
+        view.load([cid for cid, _ in listed_late] + [r[0] for r in today_rows] + [r[0] for r in next_rows])
+
+        def item(case_id: int, name: str, stage: int, due: datetime, **extra: Any) -> dict[str, Any]:
+            case = view.case(case_id)
+            return view.item(case, deadline=_label(name), stage=view.stage_label(case, stage),
+                             due=cal.format_datetime(due), **extra)
+
+        overdue = []
+        for case_id, missed in listed_late:
+            name, stage, due = missed[0]
+            entry = item(case_id, name, stage, due, overdue_by=self.overdue_by(due, now))
+            entry["deadline"] = " and ".join(_label(n) for n, _, _ in missed)
+            overdue.append(entry)
+        return ((overdue, len(late)), ([item(*r) for r in today_rows], today_total),
+                ([item(*r) for r in next_rows], next_total))
 
     def overdue_by(self, due: datetime, now: datetime) -> str:
         hours = int((now - due).total_seconds() // 3600)

@@ -19,6 +19,7 @@ from mailbot.domain.directory import DirectoryError
 from mailbot.domain.signing import signed_address
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer
+from mailbot.services import digest as digest_service
 from mailbot.services.correspondence import Correspondence, Sender
 from mailbot.services.digest import Digest, DigestError, digest_recipients
 from mailbot.store.db import make_engine, to_db, upgrade
@@ -673,3 +674,34 @@ def test_digest_subjects_in_staff_toml_must_be_true_or_false(world: World) -> No
 
     with pytest.raises(DirectoryError, match="'digest_subjects' must be true or false"):
         parse_staff('[[staff]]\nname = "A"\nemail = "a@1mm.org.uk"\nroles = ["smt"]\ndigest_subjects = "yes"\n')
+
+
+def test_a_long_backlog_is_counted_in_full_and_listed_longest_overdue_first(world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # With thousands of open cases a digest listing every late one is unreadable (and read every row): each
+    # deadline section names its first LIST_LIMIT and says how many more; the counts stay whole.
+    monkeypatch.setattr(digest_service, "LIST_LIMIT", 3)
+    with world.session() as s:
+        for n in range(1, 6):  # five cases overdue, case 1 the longest
+            c = add_case(s, n, f"late{n}@example.com", at(2026, 11, 2, 9), assignee="priya.shah@1mm.org.uk")
+            add_deadline(s, c, "first_response", at(2026, 11, 2 + n, 17, 30))
+        for n in range(6, 10):  # four due later today, a Monday
+            c = add_case(s, n, f"soon{n}@example.com", at(2026, 11, 20, 9), assignee="priya.shah@1mm.org.uk")
+            add_deadline(s, c, "full_response", at(2026, 11, 23, 10 + n))
+        s.commit()
+    context = context_for(world, ALEX)
+    assert context["counts"]["overdue"] == 5 and context["counts"]["due"] == 4
+    assert refs(context["overdue"]) == ["1MM-2026-0001", "1MM-2026-0002", "1MM-2026-0003"]
+    assert refs(context["due_today"]) == ["1MM-2026-0006", "1MM-2026-0007", "1MM-2026-0008"]
+    assert context["not_listed"] == {"overdue": 2, "due_today": 1, "due_next": 0}
+    workload = {w["holder"]: (w["open"], w["overdue"]) for w in context["workload"]}
+    assert workload["Priya Shah"] == (9, 5)
+
+    assert world.digest().send_now(NOW, ALEX) == 1
+    [letter] = world.digests_to(ALEX)
+    assert letter["Subject"].endswith("5 overdue, 4 due soon, 0 new")
+    text = letter.get_body(("plain",)).get_content()
+    assert "OVERDUE (5)" in text and "1MM-2026-0003" in text and "1MM-2026-0004" not in text
+    assert "and 2 more overdue, not listed here" in " ".join(text.split())
+    assert "Today: and 1 more deadlines, not listed here" in text
+    html = " ".join(letter.get_body(("html",)).get_content().split())
+    assert "Overdue (5)" in html and "<strong>2 more</strong> overdue" in html and "1MM-2026-0009" not in html
