@@ -23,6 +23,9 @@ def test_the_bot_runs_on_postgresql(bot: Bot, postgres: PostgresServer) -> None:
     cases = bot.cases_json()
     assert [c["ref"] for c in cases] == ["1MM-2026-0001", "1MM-2026-0002"]
     assert bot.case_json("1MM-2026-0001")["status"] == "resolved"
+    # The plain listing reads with SQLAlchemy Core ("case" is a reserved word on PostgreSQL).
+    lines = bot.cli("cases").stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["1MM-2026-0001", "resolved"], ["1MM-2026-0002", "open"]]
     assert bot.cli("db", "upgrade").returncode == 0
 
 
