@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy import bindparam, event, func, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
@@ -100,6 +101,12 @@ class StoreLookup:
         return None
 
 
+# session.info: case id -> its first message's Message-ID (None: a case opened in this session, no message yet).
+_FIRST_MESSAGES = "mailbot_first_messages"
+# session.info: the cases insert_case attached in the session's open transaction, each with its (sub)transaction.
+_INSERTED_CASES = "mailbot_inserted_cases"
+
+
 def insert_message(session: Session, values: dict[str, object]) -> int:
     """Insert a message row, inbound or outbound, and return its id.
 
@@ -107,7 +114,11 @@ def insert_message(session: Session, values: dict[str, object]) -> int:
     transaction that writes them, and the unit of work (with the autoflush it forced on the next
     query) cost more than the statement.
     """
-    return int(_INSERT_MESSAGE.scalar(session.connection(), values))
+    message_id = int(_INSERT_MESSAGE.scalar(session.connection(), values))
+    known = session.info.get(_FIRST_MESSAGES)
+    if known is not None and values.get("case_id") in known and known[values["case_id"]] is None:
+        known[values["case_id"]] = values["message_id"]  # the first message of a case opened here
+    return message_id
 
 
 def record_inbound(session: Session, values: dict[str, object]) -> int:
@@ -130,6 +141,10 @@ def insert_case(session: Session, **values: object) -> Case:
     case.id = _INSERT_CASE.scalar(session.connection(), values)
     make_transient_to_detached(case)
     session.add(case)
+    # Attached as persistent, a rollback would only expire it: _forget_rolled_back takes it out of the session.
+    session.info.setdefault(_INSERTED_CASES, []).append((case, session.get_nested_transaction()
+                                                         or session.get_transaction()))
+    session.info.setdefault(_FIRST_MESSAGES, {})[case.id] = None  # its first message is the next one written
     return case
 
 
@@ -316,9 +331,37 @@ def restrictions_on_other_cases(session: Session, case_id: int, person: str) -> 
 
 
 def first_message_id(session: Session, case_id: int) -> str | None:
-    """The case's first message (the complaint), which staff mail references to stay in the case's thread."""
-    session.flush()  # the inbound row may be pending
-    return _FIRST_MESSAGE_ID.scalar(session.connection(), {"case_id": case_id})
+    """The case's first message (the complaint), which staff mail references to stay in the case's thread.
+    Remembered for the session: it never changes, and a new case's staff copy needs no query for it."""
+    known = session.info.setdefault(_FIRST_MESSAGES, {})
+    if known.get(case_id) is None:
+        session.flush()  # the inbound row may be pending
+        known[case_id] = _FIRST_MESSAGE_ID.scalar(session.connection(), {"case_id": case_id})
+    return known[case_id]
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: Any) -> None:
+    """A rolled-back transaction or savepoint takes the cases it inserted with it, and SQLite hands their ids out
+    again: the objects leave the session (else the next case given the same id cannot be attached, and a good
+    complaint after a failed one failed too), and what was remembered of cases goes."""
+    session.info.pop(_FIRST_MESSAGES, None)
+    kept = []
+    for case, transaction in session.info.get(_INSERTED_CASES, ()):
+        inside = transaction
+        while inside is not None and inside is not previous_transaction:
+            inside = inside.parent
+        if inside is None:
+            kept.append((case, transaction))
+        elif case in session:
+            session.expunge(case)
+    session.info[_INSERTED_CASES] = kept
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_inserted(session: Session) -> None:
+    if not session.in_nested_transaction():  # the real commit (not a savepoint's): the cases stay
+        session.info.pop(_INSERTED_CASES, None)
 
 
 def complainant_thread(session: Session, case_id: int, complainant: str) -> list[str]:

@@ -12,7 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
+from sqlmodel import select
 
+from mailbot.services.correspondence import Correspondence
+from mailbot.services.ingest import Arrival
+from mailbot.store.db import session as new_session
+from mailbot.store.models import MailMessage
 from tests.samples import dsn_bounce
 from tests.services.conftest import World, mail
 
@@ -413,3 +418,29 @@ def test_the_same_complaint_delivered_again_is_a_duplicate_and_writes_nothing(wo
     again = world.receive(raw)
     assert (first.action, again.action, again.kind) == ("new_case", "duplicate", "duplicate")
     assert world.take_letters() == []
+
+
+def test_a_good_complaint_after_a_failed_one_opens_its_case_and_threads_on_its_own_mail(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two complaints in one fetch; the first fails after its case was opened, so its savepoint takes the case (and,
+    # on SQLite, the id the second case is then given) away. The second's staff copy must name its own complaint.
+    real_queue = Correspondence.queue
+    failed: list[str] = []
+
+    def queue_failing_once(self, session, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("template") == "staff-notification" and not failed:
+            failed.append(kwargs["template"])
+            raise RuntimeError("the disk is full")
+        return real_queue(self, session, **kwargs)
+
+    monkeypatch.setattr(Correspondence, "queue", queue_failing_once)
+    first = mail(frm="Amira Khan <amira.khan@example.org>", message_id="<first@example.org>")
+    second = mail(frm="Bob Lee <bob@example.org>", message_id="<second@example.org>")
+    outcomes = world.app.ingestor.ingest_batch([Arrival(first, world.now), Arrival(second, world.now)])
+    # The failed one is kept for staff; the good one opens its case as if alone.
+    assert [o.action for o in outcomes] == ["error", "new_case"]
+    with new_session(world.app.engine) as s:
+        [note] = s.exec(select(MailMessage).where(MailMessage.kind == "staff-notification")).all()
+    headers = note.raw.split(b"\r\n\r\n", 1)[0].decode()
+    assert "References: <second@example.org>" in headers
+    assert "first@example.org" not in headers
