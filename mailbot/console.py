@@ -39,13 +39,23 @@ def settle_memory() -> None:
 
 
 def run(settings: Settings, once: bool, now: datetime | None) -> int:
-    from imapclient.exceptions import IMAPClientError, LoginError
-
-    from mailbot import runtime
     from mailbot.bootstrap import App
 
     app = App(settings, now=now) if once else _app_when_the_database_works(settings)
     settle_memory()
+    try:
+        return _run(app, settings, once)
+    finally:
+        # Every connection closed: SQLite folds its write-ahead log into the database file and removes it, so a
+        # stopped bot's work is in mailbot.db itself (a copy of that file alone is whole).
+        app.engine.dispose()
+
+
+def _run(app: App, settings: Settings, once: bool) -> int:
+    from imapclient.exceptions import IMAPClientError, LoginError
+
+    from mailbot import runtime
+
     if not once:
         runtime.Daemon(app).run()
         return 0

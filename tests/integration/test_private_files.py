@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -83,3 +85,16 @@ def test_a_backup_of_postgresql_says_to_use_pg_dump(bot: Bot, tmp_path: Path) ->
     result = bot.cli("backup", str(tmp_path / "b"), check=False)
     assert result.returncode in (2, 3)
     assert result.stderr.strip().splitlines()[-1].startswith("mailbot: ")
+
+
+def test_a_stopped_bots_work_is_in_the_database_file_itself(bot: Bot, tmp_path: Path) -> None:
+    # A clean stop closes every connection, so SQLite folds its write-ahead log into mailbot.db: a copy of that one
+    # file (an operator's cold copy, a volume snapshot) holds the case just opened.
+    bot.append(make_mail(subject="Kept"))
+    bot.cli("run", "--once")
+    assert not (bot.data_dir / "mailbot.db-wal").exists()
+
+    copy = tmp_path / "copy.db"
+    shutil.copy(bot.data_dir / "mailbot.db", copy)
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute('SELECT subject FROM "case"').fetchall() == [("Kept",)]
