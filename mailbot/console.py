@@ -136,7 +136,6 @@ def case(settings: Settings, ref: str, as_json: bool) -> int:
     from mailbot.store import case_views, repo  # the ORM, and the mail stack: not for the listing
 
     with _store(settings) as s:
-
         found = repo.case_by_ref(s, ref)
         if found is None:
             print(f"mailbot: no case {ref.upper()}", file=sys.stderr)

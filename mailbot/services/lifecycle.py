@@ -356,8 +356,8 @@ class CaseLifecycle:
         """The case to the complaints team (or, when the absent owner is the team, their manager), so that no case
         waits on somebody who is not there; the new owner is told why, with the complainant's last message.
 
-        When there is nobody to take it, that is recorded once (not at every minute's pass, unless ``stuck`` says
-        it is recorded already); the case goes on the moment staff.toml names someone who can."""
+        When there is nobody to take it, that is recorded once: with ``stuck`` (on record already) nothing is
+        written, though the minute's pass keeps trying, so the case goes on the moment staff.toml names someone."""
         absent = case.assignee or ""
         directory = self.directory.get()
         candidates = [m.email for m in directory.with_role("complaints_team") if m.email != absent]
