@@ -17,6 +17,7 @@ from mailbot.store.db import open_database, reading, session
 from mailbot.store.faults import DatabaseUnusable
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
     from sqlmodel import Session
 
     from mailbot.bootstrap import App
@@ -97,14 +98,20 @@ def _app_when_the_database_works(settings: Settings, first_wait: float = 2.0, lo
 
 
 @contextmanager
-def _store(settings: Settings) -> Iterator[Session]:
-    """A session on the database, migrated first, for the read-only commands."""
+def _database(settings: Settings) -> Iterator[Engine]:
+    """The database, migrated first, for one command; its connections closed when the command is done."""
     engine = open_database(settings.database_url_effective)
     try:
-        with session(engine) as s:
-            yield s
+        yield engine
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[Session]:
+    """A session on the database, migrated first, for the read-only commands."""
+    with _database(settings) as engine, session(engine) as s:
+        yield s
 
 
 def cases(settings: Settings, as_json: bool) -> int:
@@ -118,12 +125,8 @@ def cases(settings: Settings, as_json: bool) -> int:
     # The listing reads only the columns it prints, with SQLAlchemy Core: no ORM, no table classes.
     from mailbot.store import listing
 
-    engine = open_database(settings.database_url_effective)
-    try:
-        with reading(engine) as conn:
-            rows = listing.case_lines(conn)
-    finally:
-        engine.dispose()
+    with _database(settings) as engine, reading(engine) as conn:
+        rows = listing.case_lines(conn)
     if not rows:
         print("no cases yet")
     for row in rows:
@@ -273,11 +276,8 @@ def status(settings: Settings, as_json: bool, now: datetime | None = None) -> in
     from mailbot.status import report as health_report
 
     now = now or datetime.now(timezone.utc)
-    engine = open_database(settings.database_url_effective)
-    try:
+    with _database(settings) as engine:
         report = health_report(settings, engine, now)
-    finally:
-        engine.dispose()
     if as_json:
         print_json(report)
     else:
@@ -312,14 +312,11 @@ def export_person(settings: Settings, email: str, target: Path) -> int:
               file=sys.stderr)
         return 2
     now = datetime.now(timezone.utc)
-    engine = open_database(settings.database_url_effective)
-    try:
+    with _database(settings) as engine:
         with session(engine) as s:
             written = export(s, email, target, settings.templates_dir, now)
             repo.add_event(s, None, now, "subject_access_export", files=len(written))
             s.commit()
-    finally:
-        engine.dispose()
     print(f"wrote {len(written)} file(s) to {target}; open {target / 'index.html'}")
     return 0
 
@@ -336,8 +333,7 @@ def erase_person(settings: Settings, email: str, reason: str, force: bool) -> in
         print(f"mailbot: {email!r} is not an email address", file=sys.stderr)
         return 2
     now = datetime.now(timezone.utc)
-    engine = open_database(settings.database_url_effective)
-    try:
+    with _database(settings) as engine:
         with session(engine) as s:
             own, about = erasure.person_cases(s, email)
             blocking = [c for c in own if c.status in OPEN_STATUSES or c.held_reason]
@@ -352,8 +348,6 @@ def erase_person(settings: Settings, email: str, reason: str, force: bool) -> in
             touched = erasure.erase_person(s, email, names, now, reason=reason)
             s.commit()
         erasure.scrub_file(engine)
-    finally:
-        engine.dispose()
     print(f"erased: {touched} case(s) anonymised or cleaned; their figures are kept")
     return 0
 
@@ -374,11 +368,8 @@ def annual_report(settings: Settings, start: date, end: date, fmt: str | None, o
         fmt = suffix if suffix in annual.FORMATS else "html"
     calendar = working_calendar(settings)
     now = now or datetime.now(timezone.utc)
-    engine = open_database(settings.database_url_effective)
-    try:
+    with _database(settings) as engine:
         data, cases = annual.build(engine, calendar, start, end, now)
-    finally:
-        engine.dispose()
     text = annual.render(fmt, data, cases, calendar, now, settings.templates_dir, settings.org_name)
     if out is None:
         sys.stdout.write(text)
@@ -392,12 +383,9 @@ def audit_verify(settings: Settings, expected: dict[int, str], as_json: bool = F
     """`mailbot audit verify`: exit 0 when every event is as recorded, 1 naming the ones that are not."""
     from mailbot.store import audit
 
-    engine = open_database(settings.database_url_effective)
-    try:
+    with _database(settings) as engine:
         with audit.snapshot(engine) as conn:
             verdict = audit.verify(conn, expected)
-    finally:
-        engine.dispose()
     findings = verdict.findings or []
     if as_json:
         print(json.dumps({"ok": verdict.ok, "events": verdict.events, "redacted": verdict.redacted,
@@ -422,12 +410,9 @@ def audit_head(settings: Settings) -> int:
 
     from mailbot.store import audit
 
-    engine = open_database(settings.database_url_effective)
-    try:
+    with _database(settings) as engine:
         with reading(engine) as conn:
             print(audit.head_line(conn, datetime.now(timezone.utc)))
-    finally:
-        engine.dispose()
     return 0
 
 
