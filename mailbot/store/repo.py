@@ -114,11 +114,11 @@ def insert_message(session: Session, values: dict[str, object]) -> int:
     transaction that writes them, and the unit of work (with the autoflush it forced on the next
     query) cost more than the statement.
     """
-    message_id = int(_INSERT_MESSAGE.scalar(session.connection(), values))
+    row_id = int(_INSERT_MESSAGE.scalar(session.connection(), values))
     known = session.info.get(_FIRST_MESSAGES)
     if known is not None and values.get("case_id") in known and known[values["case_id"]] is None:
         known[values["case_id"]] = values["message_id"]  # the first message of a case opened here
-    return message_id
+    return row_id
 
 
 def record_inbound(session: Session, values: dict[str, object]) -> int:
