@@ -105,6 +105,30 @@ class WorkingCalendar:
         """The working day n working days after d (before it when n is negative); n == 0 gives d itself."""
         return _add_working_days(self.closures, d, n)
 
+    def reminder_at(self, due: datetime) -> datetime:
+        """When staff are reminded of a deadline: the same time of day, one working day before it."""
+        local = self.local(due)
+        return datetime.combine(self.previous_working_day(local.date()), local.time(), tzinfo=self.zone)
+
+    def reminders_due_until(self, now: datetime) -> datetime:
+        """The latest deadline whose reminder can be due at ``now``: any deadline after it is reminded later.
+
+        On a working day that is the same time on the next working day (a deadline on any day up to then has
+        its reminder today or earlier; one later on that day, this evening). On a day off, the whole of the
+        next working day: its deadlines are reminded on the last working day, already past. Deadlines in
+        between that are not yet due for a reminder (Saturday evening's, seen on Friday morning) are still
+        inside; the caller checks each with ``reminder_at``. That reasoning is in local times: where the clocks
+        change between the last working day and the bound, the bound is later by the change, so it holds as
+        instants too, in any zone.
+        """
+        local = self.local(now)
+        today = local.date()
+        following = self.next_working_day(today)
+        until = datetime.combine(following, local.time() if self.is_working_day(today) else time.max, tzinfo=self.zone)
+        since = datetime.combine(self.previous_working_day(today), time(0), tzinfo=self.zone)
+        offsets = [moment.utcoffset() or timedelta(0) for moment in (since, local, until)]
+        return until + (max(offsets) - min(offsets))
+
     def counting_start(self, received: datetime) -> date:
         """The day the procedure's clock starts on: the UK date the message arrived, whatever the hour.
 

@@ -8,7 +8,7 @@ as the letter), so running it twice, or after a restart, never sends anything tw
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -128,13 +128,6 @@ class Jobs:
             queued += sum(letter is not None for letter in letters)
         return queued
 
-    def reminder_time(self, due: datetime) -> datetime:
-        """The same time of day, one working day before the deadline."""
-        cal = self.calendar
-        local = cal.local(due)
-        day_before = cal.previous_working_day(local.date())
-        return datetime.combine(day_before, local.time(), tzinfo=cal.zone)
-
     def chase_deadlines(self, session: Session, now: datetime) -> int:
         """Overdue alerts and the day-before reminders. Only deadlines that can need a letter now are read
         (due by now, or due before the end of the day after the next working day and not yet reminded), a
@@ -148,11 +141,9 @@ class Jobs:
         for case in gone:
             queued += len(self.lifecycle.hand_over_if_gone(session, case, now, stuck=case.id in stuck))
         cal = self.calendar
-        # A reminder is due on the working day before its deadline: none can be due for a deadline later than
-        # the next working day.
-        horizon = datetime.combine(cal.next_working_day(cal.next_working_day(cal.local(now).date())), time(0),
-                                   tzinfo=cal.zone)
-        for deadline, case in repo.deadlines_to_chase(session, OPEN_STATUSES, due_before=now, remind_before=horizon):
+        # A reminder comes a working day before its deadline: none is due now for a deadline after this.
+        horizon = cal.reminders_due_until(now)
+        for deadline, case in repo.deadlines_to_chase(session, OPEN_STATUSES, due_before=now, remind_until=horizon):
             due = from_db(deadline.due_at)
             assert due is not None
             if now >= due:
@@ -169,7 +160,7 @@ class Jobs:
                 continue
             if deadline.reminded_at is not None:
                 continue
-            remind_at = self.reminder_time(due)
+            remind_at = cal.reminder_at(due)
             started = from_db(case.stage_started_at)
             # A deadline set less than a working day ahead was announced by the notification itself.
             if started is not None and remind_at <= started:

@@ -457,17 +457,16 @@ CHASE_PAGE = 200
 
 
 def deadlines_to_chase(session: Session, open_statuses: tuple[str, ...], due_before: datetime,
-                       remind_before: datetime) -> Iterator[tuple[Deadline, Case]]:
+                       remind_until: datetime) -> Iterator[tuple[Deadline, Case]]:
     """Running deadlines on open cases that may need a letter now, soonest first, a page at a time: not yet
-    alerted as overdue, and either due by ``due_before`` or not yet reminded and due before
-    ``remind_before``. Everything further off waits in the database, however many open cases there are."""
+    alerted as overdue, and either due by ``due_before`` or not yet reminded and due by ``remind_until``. Everything further off waits in the database, however many open cases there are."""
     after: tuple[datetime, int] | None = None
     while True:
         query = (select(Deadline, Case).join(Case, col(Case.id) == col(Deadline.case_id))
                  .where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
                         col(Case.status).in_(open_statuses), col(Deadline.overdue_alerted_at).is_(None),
                         (col(Deadline.due_at) <= to_db(due_before))
-                        | (col(Deadline.reminded_at).is_(None) & (col(Deadline.due_at) < to_db(remind_before)))))
+                        | (col(Deadline.reminded_at).is_(None) & (col(Deadline.due_at) <= to_db(remind_until)))))
         if after is not None:
             query = query.where((col(Deadline.due_at) > after[0])
                                 | ((col(Deadline.due_at) == after[0]) & (col(Deadline.id) > after[1])))

@@ -280,3 +280,55 @@ def test_parse_closures_rejects_bad_config(spec: str, message: str) -> None:
 def test_misuse_is_refused_clearly(call: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    ("calendar", "due", "expected"),
+    [
+        (CALENDAR, at(2026, 12, 8, 17, 30), at(2026, 12, 7, 17, 30)),  # Tuesday's deadline: Monday, same time
+        (CALENDAR, at(2026, 12, 7, 17, 30), at(2026, 12, 4, 17, 30)),  # Monday's: the Friday before
+        (CALENDAR, at(2026, 12, 29, 9), at(2026, 12, 24, 9)),  # over Christmas and the Boxing Day substitute
+        (CHRISTMAS_SHUTDOWN, at(2027, 1, 4, 12), at(2026, 12, 23, 12)),  # over the office's own closure too
+        (CALENDAR, at(2026, 3, 30, 10), at(2026, 3, 27, 10)),  # 10am across the clock change is still 10am
+    ],
+)
+def test_reminder_is_the_same_time_a_working_day_before(calendar: WorkingCalendar, due: datetime,
+                                                        expected: datetime) -> None:
+    assert calendar.reminder_at(due) == expected
+
+
+@pytest.mark.parametrize(
+    ("calendar", "now", "expected"),
+    [
+        (CALENDAR, at(2026, 12, 4, 16, 38), at(2026, 12, 7, 16, 38)),  # Friday: up to Monday at the same time
+        (CALENDAR, at(2026, 12, 8, 9), at(2026, 12, 9, 9)),  # Tuesday: Wednesday
+        (CALENDAR, at(2026, 12, 5, 10), datetime.combine(date(2026, 12, 7), time.max, tzinfo=LONDON)),  # Saturday
+        (CALENDAR, at(2026, 12, 24, 11), at(2026, 12, 29, 11)),  # Christmas Eve: past Christmas and the substitute
+        (CHRISTMAS_SHUTDOWN, at(2026, 12, 27, 11), datetime.combine(date(2027, 1, 4), time.max, tzinfo=LONDON)),
+        (CALENDAR, at(2026, 3, 27, 15), at(2026, 3, 30, 16)),  # the clocks go forward on Sunday: an hour's margin
+    ],
+)
+def test_reminders_due_until(calendar: WorkingCalendar, now: datetime, expected: datetime) -> None:
+    assert calendar.reminders_due_until(now) == expected
+
+
+@pytest.mark.parametrize("calendar", [CALENDAR, CHRISTMAS_SHUTDOWN, WorkingCalendar(timezone="Asia/Jerusalem")])
+def test_no_reminder_due_now_is_for_a_deadline_after_the_bound(calendar: WorkingCalendar) -> None:
+    """The deadline chase reads only deadlines up to reminders_due_until(now): a reminder it would miss is one
+    due now for a deadline after that. Every 17 hours through a year with both clock changes, Easter and
+    Christmas, against deadlines every 40 minutes over the next nine days (Jerusalem's clocks change on a
+    Friday, a working day there)."""
+    zone = calendar.zone
+    now = datetime(2026, 1, 2, 7, 5, tzinfo=UTC)
+    checked = 0
+    while now.year < 2027:
+        bound = calendar.reminders_due_until(now)
+        assert bound > now
+        due = now + timedelta(minutes=1)
+        while due < now + timedelta(days=9):
+            if calendar.reminder_at(due.astimezone(zone)) <= now:
+                assert due <= bound, (now, due, bound)
+                checked += 1
+            due += timedelta(minutes=40)
+        now += timedelta(hours=17)
+    assert checked > 1000  # the loop met many reminders due, not none
