@@ -114,6 +114,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null >&2
     echo "$want" >"$stamp"
 fi
+# Bytecode for the bot's own modules, as a regular install has: an editable one has none, and where
+# PYTHONDONTWRITEBYTECODE is set (many shells, containers and CI images) every `mailbot` command would compile
+# its ~80 modules from source again, about 0.1 s of each start. Only changed files are compiled again.
+.venv/bin/python -m compileall -q mailbot >/dev/null
 
 # axe-core (the accessibility checker the browser tests run in the page), from the npm registry, kept in .venv.
 if [ "$runtime_only" = no ] && [ ! -f .venv/axe/node_modules/axe-core/axe.min.js ]; then
