@@ -14,13 +14,13 @@ import logging
 import signal
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from mailbot.bootstrap import App
 from mailbot.mail.imap import ImapIntake
 from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
-from mailbot.services.delivery import DeliveryReport
+from mailbot.services.delivery import DeliveryReport, Route
 from mailbot.services.ingest import FirstRunError
 from mailbot.settings import ConfigError
 from mailbot.store import repo
@@ -109,21 +109,45 @@ class _exclusively:
         self.lock.release()
 
 
-async def _smtp_process(app: App) -> SmtpProcess | None:
-    """With an SMTP server: a started child process to deliver through (see mail.smtp_process), or
-    None to deliver in-process (no SMTP server, or no child could be started)."""
-    s = app.settings
-    if not s.smtp_host:
-        return None
-    smtp = SmtpProcess(s.smtp_host, s.smtp_port_effective, s.smtp_security, s.smtp_user_effective, s.smtp_password,
-                       connections=app.deliverer.concurrency, journal=app.journal_path,
-                       token=spec.to_dict() if (spec := s.token_spec()) else None)
-    try:
-        await smtp.start()
-    except (OSError, WorkerUnavailable) as exc:  # no child process here: deliver from this one
-        log.warning("could not start the SMTP worker process (%s); delivering in-process", exc)
-        return None
-    return smtp
+class SmtpChild:
+    """The child process a run sends through when there is an SMTP server (see mail.smtp_process).
+
+    It starts at the first ``route`` (a delivery pass with letters to send), so an idle `run --once` starts
+    none; the daemon asks at once. Where no child can be started, or there is no SMTP server, ``route`` gives
+    None and letters go through the deliverer's own transport, in this process. ``in_flight`` letters per
+    connection are handed to it at a time.
+    """
+
+    def __init__(self, app: App, in_flight: int = 1) -> None:
+        self.app = app
+        self.in_flight = in_flight
+        self.process: SmtpProcess | None = None
+        self._tried = False
+
+    async def route(self) -> Route | None:
+        if not self._tried:
+            self._tried = True
+            self.process = await self._start()
+        smtp = self.process
+        return None if smtp is None else (lambda: smtp, self.in_flight * smtp.connections)
+
+    async def _start(self) -> SmtpProcess | None:
+        s = self.app.settings
+        if not s.smtp_host:
+            return None
+        smtp = SmtpProcess(s.smtp_host, s.smtp_port_effective, s.smtp_security, s.smtp_user_effective,
+                           s.smtp_password, connections=self.app.deliverer.concurrency, journal=self.app.journal_path,
+                           token=spec.to_dict() if (spec := s.token_spec()) else None)
+        try:
+            await smtp.start()
+        except (OSError, WorkerUnavailable) as exc:  # no child process here: deliver from this one
+            log.warning("could not start the SMTP worker process (%s); delivering in-process", exc)
+            return None
+        return smtp
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()
 
 
 # ---- one pass (--once) --------------------------------------------------------------------------------
@@ -160,18 +184,14 @@ async def _run_once(app: App) -> dict[str, object]:
 
     totals = DeliveryReport()
     intake = asyncio.ensure_future(asyncio.to_thread(take_in))
-    smtp: SmtpProcess | None = None
-    through: dict[str, Any] = {}  # how each pass sends: the deliverer's own transport, or the SMTP child
+    # Twice as many letters in flight as the child has connections, so it always has the next in hand.
+    smtp = SmtpChild(app, in_flight=2)
     try:
         try:
-            smtp = await _smtp_process(app)
-            if smtp is not None:
-                # Twice as many letters in flight as it has connections, so it always has the next in hand.
-                through = {"transport_factory": lambda: smtp, "concurrency": 2 * smtp.connections}
             while not intake.done():
                 woken.clear()
                 began = loop.time()
-                totals.add(await app.deliverer.deliver_due(**through))
+                totals.add(await app.deliverer.deliver_due(smtp.route))
                 waiting = asyncio.ensure_future(woken.wait())
                 await asyncio.wait({intake, waiting}, return_when=asyncio.FIRST_COMPLETED)
                 waiting.cancel()
@@ -185,10 +205,9 @@ async def _run_once(app: App) -> dict[str, object]:
             fetched, jobs = intake.result()
         finally:
             # Whatever intake committed goes out, even when it failed part-way (the error is raised after).
-            totals.add(await app.deliverer.deliver_due(**through))
+            totals.add(await app.deliverer.deliver_due(smtp.route))
     finally:
-        if smtp is not None:
-            await smtp.stop()
+        await smtp.stop()
     return {"fetched": fetched, "jobs": jobs, "sent": totals.sent, "deferred": totals.deferred,
             "failed": totals.failed}
 
@@ -346,8 +365,9 @@ class Daemon:
         # Letters go through an SMTP child process here too: it reads each 250 on a core and an interpreter
         # of its own and journals it at once (store.sent_journal), so a kill repeats a letter only in that
         # instant; in this process the 250 could wait ~10 ms behind intake for the interpreter lock.
-        smtp = await _smtp_process(app) if self.smtp_child else None
-        through: dict[str, Any] = {"transport_factory": lambda: smtp} if smtp is not None else {}
+        smtp = SmtpChild(app) if self.smtp_child else None
+        if smtp is not None:
+            await smtp.route()  # started now: the first complaint's acknowledgement does not wait for it
         try:
             loop = asyncio.get_running_loop()
             while not self.stopping.is_set():
@@ -356,7 +376,7 @@ class Daemon:
                 self._woken.clear()
                 began = loop.time()
                 try:
-                    await app.deliverer.deliver_due(**through)
+                    await app.deliverer.deliver_due(smtp.route if smtp is not None else None)
                 except Exception:  # noqa: BLE001  (delivery problems are recorded per letter; keep running)
                     log.exception("delivery pass failed")
                 if self.stopping.is_set():

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Iterator
+from typing import Awaitable, Callable, Iterator
 
 from sqlalchemy.engine import Engine
 
@@ -23,6 +23,9 @@ from mailbot.store import outbox
 from mailbot.store.db import to_db
 from mailbot.store.outbox import OUTBOX_PAGE, DueLetter, SentMarks
 from mailbot.store.sent_journal import SentJournal
+
+# Another way for a pass to send than the deliverer's own: each worker's transport, and how many workers.
+Route = tuple[Callable[[], Transport], int]
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +94,7 @@ class Deliverer:
         # Each 250 is synced here first (store.sent_journal), so a crash never loses the fact that a letter went.
         self.journal = journal
 
-    async def deliver_due(self, transport_factory: Callable[[], Transport] | None = None,
-                          concurrency: int | None = None) -> DeliveryReport:
+    async def deliver_due(self, route: Callable[[], Awaitable[Route | None]] | None = None) -> DeliveryReport:
         """Send every letter that is due now; returns what happened.
 
         One set of workers (each with its own kept-open connection) serves the whole pass, fed from the
@@ -101,8 +103,9 @@ class Deliverer:
         promises within minutes) go first, then everything else, each in the order it was queued: after
         downtime, complainants hear from us before staff get their copies.
 
-        ``transport_factory`` and ``concurrency`` replace the deliverer's own for this pass (`run --once`
-        sends through its SMTP child process this way).
+        ``route``, awaited once there is a letter to send, may give another transport factory and number of
+        workers for this pass than the deliverer's own: the runtime sends through its SMTP child process this
+        way, and starts that child only when a pass first has letters for it.
         """
         report = DeliveryReport()
         if self._paused_until is not None and self.clock() < self._paused_until:
@@ -116,11 +119,13 @@ class Deliverer:
         waiting = sum(len(page) for page in firsts)
         if not waiting:
             return report
-        workers = min(concurrency or self.concurrency, waiting)
+        factory, concurrency = self.transport_factory, self.concurrency
+        if route is not None and (chosen := await route()) is not None:
+            factory, concurrency = chosen
+        workers = min(concurrency, waiting)
         marks = SentMarks(self.engine)
         try:
-            report = await self._deliver(self._pages(firsts), workers, transport_factory or self.transport_factory,
-                                         marks, report)
+            report = await self._deliver(self._pages(firsts), workers, factory, marks, report)
             if report.sent:
                 self._paused_until = None  # signed in again
             return report

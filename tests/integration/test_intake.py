@@ -316,6 +316,23 @@ def test_run_once_delivers_in_process_when_its_smtp_worker_cannot_start(
     assert [m.rcpt_tos for m in bot.letters("acknowledgement")] == [["fallback@example.org"]]
 
 
+def test_run_once_starts_its_smtp_worker_only_when_there_is_a_letter_to_send(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run from cron every few minutes mostly finds nothing: it should not start (and stop) a second Python.
+    started: list[SmtpProcess] = []
+    start = SmtpProcess.start
+
+    async def counted(self: SmtpProcess) -> None:
+        started.append(self)
+        await start(self)
+
+    monkeypatch.setattr(SmtpProcess, "start", counted)
+    assert bot.once()["sent"] == 0 and started == []
+    bot.append(make_mail(frm="later@example.org", subject="Now there is mail"))
+    assert bot.once()["sent"] == 2 and len(started) == 1
+    assert [m.rcpt_tos for m in bot.letters("acknowledgement")] == [["later@example.org"]]
+
+
 def test_run_once_sends_what_was_taken_in_even_when_a_later_step_fails(bot: Bot) -> None:
     bot.append(make_mail(frm="first@example.org", subject="Before the failure"))
     app = bot.app()
