@@ -341,9 +341,10 @@ class CaseLifecycle:
     # ---- an owner who is not there -------------------------------------------------------------
 
     def hand_over_if_gone(self, session: Session, case: Case, now: datetime,
-                          notify: bool = True, stuck: bool = False) -> list[QueuedLetter]:
+                          notify: bool = True, stuck: bool | None = None) -> list[QueuedLetter]:
         """A case whose owner is no longer in data/staff.toml goes to the complaints team (who are told).
-        ``stuck``: that nobody could take it is on record already (``repo.owners_without_successor``)."""
+        ``stuck``: whether that nobody could take it is on record already (``repo.owners_without_successor``);
+        None to look it up if it matters."""
         if not case.assignee or case.status not in OPEN_STATUSES:
             return []
         if self.directory.get().staff_member(case.assignee) is not None:
@@ -352,12 +353,13 @@ class CaseLifecycle:
                               notify=notify, stuck=stuck)
 
     def hand_over(self, session: Session, case: Case, now: datetime, why: str,
-                  notify: bool = True, stuck: bool = False) -> list[QueuedLetter]:
+                  notify: bool = True, stuck: bool | None = None) -> list[QueuedLetter]:
         """The case to the complaints team (or, when the absent owner is the team, their manager), so that no case
         waits on somebody who is not there; the new owner is told why, with the complainant's last message.
 
-        When there is nobody to take it, that is recorded once: with ``stuck`` (on record already) nothing is
-        written, though the minute's pass keeps trying, so the case goes on the moment staff.toml names someone."""
+        When there is nobody to take it, that is recorded once: when it is on record already (``stuck``, looked up
+        here when None) nothing is written, though the minute's pass and every follow-up message keep trying, so
+        the case goes on the moment staff.toml names someone."""
         absent = case.assignee or ""
         directory = self.directory.get()
         candidates = [m.email for m in directory.with_role("complaints_team") if m.email != absent]
@@ -365,6 +367,8 @@ class CaseLifecycle:
             manager = manager_of(directory, absent)
             candidates = [manager.email] if manager else []
         if not candidates:
+            if stuck is None:
+                stuck = case.id is not None and case.id in repo.owners_without_successor(session, [case.id])
             if not stuck:
                 repo.add_event(session, case, now, "handover_impossible", previous=absent, reason=why)
             return []

@@ -176,6 +176,16 @@ def test_a_case_nobody_can_take_is_recorded_once_and_handed_on_when_someone_can(
         world.app.jobs.run_due(at(16, 11, minute))
     assert world.events(ref).count("handover_impossible") == 1
     assert world.case(ref).assignee == TOM
+    # Her follow-ups meanwhile try again too, and are passed on to staff, but add nothing to the trail's record.
+    for n in range(2):
+        world.receive(mail(frm="Amira Khan <amira.khan@example.org>", subject=f"Re: [{ref}] My complaint",
+                           body=f"Any news? ({n})"))
+    assert world.events(ref).count("message_received") == 2
+    assert world.events(ref).count("handover_impossible") == 1
+    world.take_letters()
+    world.app.fixed_now = at(16, 11, 4)
+    world.app.jobs.run_due(at(16, 11, 4))
+    assert world.events(ref).count("handover_impossible") == 1
     assert [letter for letter in world.take_letters() if letter.kind != "digest"] == []
     # The complaints team is back: the next pass hands the case on.
     write_staff(world, entries(full, "Jo Mensah", "Priya Shah"))
