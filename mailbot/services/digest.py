@@ -51,8 +51,9 @@ RESOLUTION_WORKING_DAYS = 14
 # A mailbox that has not fetched for this long while the bot should be running needs a look.
 STALE_FETCH = timedelta(hours=1)
 ON_TIME_DEADLINES = (("first_response", "First responses on time"), ("full_response", "Full responses on time"))
-# The most cases a deadline section lists by name (the longest overdue, the soonest due); its count, the workload
-# table and the reminders still cover every case. A backlog of thousands is a number to act on, not a list to read.
+# The most cases a section lists by name: the deadline sections (the longest overdue, the soonest due), new cases,
+# cases waiting for a decision and requests about personal data (the soonest due). Its count, the workload table
+# and the reminders still cover every case. A backlog of thousands is a number to act on, not a list to read.
 LIST_LIMIT = 50
 
 
@@ -279,17 +280,19 @@ class Digest:
             "due_next": due_next,
             # How many each list leaves out (LIST_LIMIT).
             "not_listed": {"overdue": overdue_total - len(overdue), "due_today": today_total - len(due_today),
-                           "due_next": next_total - len(due_next)},
+                           "due_next": next_total - len(due_next), "new": max(0, len(new_cases) - LIST_LIMIT),
+                           "awaiting": max(0, len(awaiting) - LIST_LIMIT),
+                           "data_requests": max(0, len(data_requests) - LIST_LIMIT)},
             "list_limit": LIST_LIMIT,
             "next_day": cal.format_date(next_day),
-            "new_cases": new_cases,
+            "new_cases": new_cases[:LIST_LIMIT],
             "escalations": escalations,
             "outcomes": outcomes,
             "filed": filed,
             "reviews": reviews,
             "persistent": persistent,
-            "awaiting": awaiting,
-            "data_requests": data_requests,
+            "awaiting": awaiting[:LIST_LIMIT],
+            "data_requests": data_requests[:LIST_LIMIT],
             "workload": workload,
             "needs_a_look": needs_a_look,
             "persistent_threshold": self.persistent_threshold,
@@ -425,9 +428,10 @@ class Digest:
                 if cid not in managed and cid not in late]
 
     def _awaiting(self, session: Session, view: _CaseView) -> list[dict]:
-        """Cases waiting for a member of staff to decide on a complainant's reply to the outcome."""
-        return [view.item(case, since=self.calendar.format_datetime(case.updated_at))
-                for case in view.rows(reads.cases_in_statuses(session, ("awaiting_staff",)))]
+        """Cases waiting for a member of staff to decide on a complainant's reply to the outcome, longest first."""
+        waiting = sorted(view.rows(reads.cases_in_statuses(session, ("awaiting_staff",))),
+                         key=lambda case: (case.updated_at, view.sort_key(case)))
+        return [view.item(case, since=self.calendar.format_datetime(case.updated_at)) for case in waiting]
 
     def _data_requests(self, session: Session, view: _CaseView, now: datetime) -> list[dict]:
         """Requests about personal data not yet answered, soonest due first: listed every day until they are."""

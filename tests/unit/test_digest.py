@@ -692,7 +692,8 @@ def test_a_long_backlog_is_counted_in_full_and_listed_longest_overdue_first(worl
     assert context["counts"]["overdue"] == 5 and context["counts"]["due"] == 4
     assert refs(context["overdue"]) == ["1MM-2026-0001", "1MM-2026-0002", "1MM-2026-0003"]
     assert refs(context["due_today"]) == ["1MM-2026-0006", "1MM-2026-0007", "1MM-2026-0008"]
-    assert context["not_listed"] == {"overdue": 2, "due_today": 1, "due_next": 0}
+    assert context["not_listed"] == {"overdue": 2, "due_today": 1, "due_next": 0, "new": 0, "awaiting": 0,
+                                     "data_requests": 0}
     workload = {w["holder"]: (w["open"], w["overdue"]) for w in context["workload"]}
     assert workload["Priya Shah"] == (9, 5)
 
@@ -705,3 +706,40 @@ def test_a_long_backlog_is_counted_in_full_and_listed_longest_overdue_first(worl
     assert "Today: and 1 more deadlines, not listed here" in text
     html = " ".join(letter.get_body(("html",)).get_content().split())
     assert "Overdue (5)" in html and "<strong>2 more</strong> overdue" in html and "1MM-2026-0009" not in html
+
+
+def test_new_cases_waiting_cases_and_data_requests_are_listed_up_to_the_limit_too(world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A flood of new mail, or a long queue of decisions, would otherwise make the digest as long as the flood.
+    monkeypatch.setattr(digest_service, "LIST_LIMIT", 2)
+    with world.session() as s:
+        for n in (1, 2, 3):  # new since yesterday
+            add_case(s, n, f"new{n}@example.com", NOW - timedelta(hours=n), assignee="priya.shah@1mm.org.uk")
+        for n, replied in ((11, at(2026, 11, 18, 9)), (12, at(2026, 11, 10, 9)), (13, at(2026, 11, 12, 9))):
+            add_case(s, n, f"wait{n}@example.com", replied, assignee="priya.shah@1mm.org.uk", status="awaiting_staff")
+        for n, due in ((21, at(2026, 12, 18)), (22, at(2026, 12, 4)), (23, at(2026, 12, 11))):
+            c = add_case(s, n, f"data{n}@example.com", at(2026, 11, 4, 9), assignee="priya.shah@1mm.org.uk",
+                         procedure="data_request")
+            add_deadline(s, c, "data_request_response", due)
+        s.commit()
+    context = context_for(world, ALEX)
+    counts = context["counts"]
+    assert (counts["new"], counts["awaiting"], counts["data_requests"]) == (3, 3, 3)
+    assert refs(context["new_cases"]) == ["1MM-2026-0001", "1MM-2026-0002"]
+    assert refs(context["awaiting"]) == ["1MM-2026-0012", "1MM-2026-0013"]  # waiting longest first
+    assert refs(context["data_requests"]) == ["1MM-2026-0022", "1MM-2026-0023"]  # due soonest first
+    assert {k: v for k, v in context["not_listed"].items() if k in ("new", "awaiting", "data_requests")} == {
+        "new": 1, "awaiting": 1, "data_requests": 1}
+
+    assert world.digest().send_now(NOW, ALEX) == 1
+    [letter] = world.digests_to(ALEX)
+    text = " ".join(letter.get_body(("plain",)).get_content().split())
+    for line in ("NEW CASES (3)", "and 1 more new cases, not listed here", "WAITING FOR YOUR DECISION (3)",
+                 "and 1 more waiting, not listed here (the 2 above have waited longest)",
+                 "REQUESTS ABOUT PERSONAL DATA, NOT YET ANSWERED (3)",
+                 "and 1 more requests, not listed here (the 2 above are due soonest)"):
+        assert line in text, line
+    assert "1MM-2026-0003" not in text and "1MM-2026-0011" not in text and "1MM-2026-0021" not in text
+    html = " ".join(letter.get_body(("html",)).get_content().split())
+    assert "New cases (3)" in html and "<strong>1 more</strong> new cases" in html
+    assert "Waiting for your decision (3)" in html and "<strong>1 more</strong> waiting" in html
+    assert "not yet answered (3)" in html and "<strong>1 more</strong> requests" in html
