@@ -17,6 +17,8 @@ from mailbot.domain.directory import DirectoryError
 from mailbot.domain.procedures import ProcedureFileError
 from mailbot.domain.workdays import WorkingCalendar, parse_closures
 from mailbot.files import make_private_dir
+from mailbot.holiday_store import FILE_NAME as HOLIDAYS_FILE
+from mailbot.holiday_store import StoredBankHolidays
 from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer
 from mailbot.mail.clamd import ClamdScanner
 from mailbot.mail.imap import ImapConfig
@@ -51,7 +53,8 @@ def working_calendar(settings: Settings) -> WorkingCalendar:
         closures = parse_closures(settings.closures)
     except ValueError as exc:
         raise ConfigError(f"MAILBOT_CLOSURES: {exc}") from None
-    return WorkingCalendar(settings.timezone, closures, settings.office_opens, settings.office_closes)
+    return WorkingCalendar(settings.timezone, closures, settings.office_opens, settings.office_closes,
+                           holidays=StoredBankHolidays(settings.data_dir / HOLIDAYS_FILE))
 
 
 class App:

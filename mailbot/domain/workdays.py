@@ -1,6 +1,7 @@
 """The working-day calendar the complaints procedures count in: England & Wales, office hours, closures.
 
-Pure: the bank holidays come from the `holidays` package's tables, no network or files.
+Pure: the bank holidays come from the `holidays` package's tables, no network or files (or from whatever the
+calendar is given instead that answers the same: ``bank_holidays`` is the source of truth either way).
 Every datetime going in or out is timezone-aware; the calendar converts to its own zone
 (Europe/London by default) so that counts stay right across the BST/GMT clock changes.
 """
@@ -8,9 +9,10 @@ Every datetime going in or out is timezone-aware; the calendar converts to its o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 WORKING_DAYS = "working_days"
@@ -46,14 +48,18 @@ def bank_holidays(year: int) -> frozenset[date]:
     return frozenset(holidays.country_holidays("GB", subdiv="ENG", years=year))
 
 
+# A year's bank holidays: ``bank_holidays`` itself, or a store of what it said (``mailbot.holiday_store``).
+BankHolidays = Callable[[int], frozenset[date]]
+
+
 @lru_cache(maxsize=4096)
-def _add_working_days(closures: frozenset[date], d: date, n: int) -> date:
+def _add_working_days(holidays: BankHolidays, closures: frozenset[date], d: date, n: int) -> date:
     """WorkingCalendar.add_working_days, remembered: a day's mail asks for the same few sums from the same date
     (each new case's three deadlines), and each sum walks the calendar a day at a time."""
     step = 1 if n >= 0 else -1
     for _ in range(abs(n)):
         d += timedelta(days=step)
-        while d.weekday() >= 5 or d in bank_holidays(d.year) or d in closures:
+        while d.weekday() >= 5 or d in holidays(d.year) or d in closures:
             d += timedelta(days=step)
     return d
 
@@ -64,6 +70,7 @@ class WorkingCalendar:
     closures: frozenset[date] = frozenset()
     opens: time = time(9, 0)
     closes: time = time(17, 30)
+    holidays: BankHolidays = field(default=bank_holidays, compare=False)
 
     def __post_init__(self) -> None:
         # Fail when the calendar is built from config, not on the first message that needs it.
@@ -85,7 +92,7 @@ class WorkingCalendar:
         return moment.astimezone(self.zone)
 
     def is_working_day(self, d: date) -> bool:
-        return d.weekday() < 5 and d not in bank_holidays(d.year) and d not in self.closures
+        return d.weekday() < 5 and d not in self.holidays(d.year) and d not in self.closures
 
     def next_working_day(self, d: date) -> date:
         """The first working day strictly after d."""
@@ -103,7 +110,7 @@ class WorkingCalendar:
 
     def add_working_days(self, d: date, n: int) -> date:
         """The working day n working days after d (before it when n is negative); n == 0 gives d itself."""
-        return _add_working_days(self.closures, d, n)
+        return _add_working_days(self.holidays, self.closures, d, n)
 
     def reminder_at(self, due: datetime) -> datetime:
         """When staff are reminded of a deadline: the same time of day, one working day before it."""
@@ -173,7 +180,7 @@ class WorkingCalendar:
             return datetime.combine(due, time(23, 59, 59), tzinfo=self.zone)
         if unit == MONTHS:
             due = add_months(self.local(received).date(), amount)
-            while due.weekday() >= 5 or due in bank_holidays(due.year):
+            while due.weekday() >= 5 or due in self.holidays(due.year):
                 due += timedelta(days=1)
             return datetime.combine(due, time(23, 59, 59), tzinfo=self.zone)
         raise ValueError(f"unknown deadline unit {unit!r} (expected one of {', '.join(DEADLINE_UNITS)})")
