@@ -162,8 +162,10 @@ class Jobs:
                 continue
             remind_at = cal.reminder_at(due)
             started = from_db(case.stage_started_at)
-            # A deadline set less than a working day ahead was announced by the notification itself.
+            # A deadline set less than a working day ahead was announced by the notification itself: that was its
+            # reminder, recorded so that the passes until it falls due no longer read it.
             if started is not None and remind_at <= started:
+                deadline.reminded_at = case.stage_started_at
                 continue
             if now >= remind_at:
                 letter = self.letters.staff_letter(

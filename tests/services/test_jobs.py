@@ -64,6 +64,36 @@ def test_a_met_deadline_is_not_chased(world: World) -> None:
     assert [letter.kind for letter in world.take_letters() if letter.kind != "digest"] == []
 
 
+def test_a_deadline_announced_by_its_notification_is_not_read_again_at_every_pass(world: World) -> None:
+    # Monday at 18:00: the first response is due on Tuesday at 17:30, so its reminder time (Monday 17:30) has
+    # passed; the staff notification was its reminder. Later passes must not read it again every minute.
+    from mailbot.domain.procedures import OPEN_STATUSES
+    from mailbot.store import repo
+    from mailbot.store.db import session as new_session
+
+    world.app.fixed_now = at(16, 18, 0)
+    world.receive(mail())
+    world.take_letters()
+    cal = world.app.calendar
+
+    def chased(when: datetime) -> list[str]:
+        with new_session(world.app.engine) as s:
+            return [d.name for d, _ in repo.deadlines_to_chase(s, OPEN_STATUSES, due_before=when,
+                                                               remind_until=cal.reminders_due_until(when))]
+
+    assert chased(at(16, 18, 1)) == ["first_response"]
+    for minute in (1, 2):
+        world.app.fixed_now = at(16, 18, minute)
+        world.app.jobs.run_due(at(16, 18, minute))
+    assert [letter for letter in world.take_letters() if letter.kind != "digest"] == []
+    assert chased(at(16, 18, 3)) == []
+    # It is still alerted when it is missed.
+    world.app.fixed_now = at(17, 17, 30)
+    world.app.jobs.run_due(at(17, 17, 30))
+    assert ("deadline-overdue", f"{PRIYA},{SAM}") in [
+        (letter.kind, letter.to) for letter in world.take_letters()]
+
+
 def tom_leaves(world: World) -> None:
     """Tom Okafor's entry goes from staff.toml (the directory is re-read when the file changes)."""
     staff = world.app.settings.data_dir / "staff.toml"
