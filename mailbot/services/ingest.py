@@ -108,9 +108,16 @@ class Ingestor:
                      on_committed: Callable[[list[int]], None] | None = None) -> list[IngestOutcome]:
         """Process arrivals in order in one transaction, with the cursor moved to the last of them.
 
-        Each message runs in its own savepoint, so one that the pipeline cannot handle is rolled back
-        alone and kept as a processing error; the batch, its letters and the cursor commit together.
-        Batching matters for a backlog: one commit and one cursor write per fetch, not per message.
+        A message the pipeline cannot handle is rolled back alone and kept as a processing error; the
+        batch, its letters and the cursor commit together. Batching matters for a backlog: one commit and
+        one cursor write per fetch, not per message.
+
+        Each transaction is first tried without a savepoint per message (on PostgreSQL a savepoint and its
+        release are two round trips a message, and SQLAlchemy's nested transaction costs more CPU than the
+        statements). If any message fails, the whole transaction is rolled back and its messages are
+        processed again in a fresh session, each in its own savepoint, so the failed one is kept apart as
+        before and the others are filed as if nothing had happened. Nothing outside the database is done
+        for a message until its transaction has committed: the outcome's log line and count come after.
 
         With ``max_seconds``, the batch is committed (cursor included) whenever a transaction has run
         that long and carries on in a new one: the delivery worker, sending while intake runs, needs the
@@ -122,29 +129,56 @@ class Ingestor:
         outcomes: list[IngestOutcome] = []
         pending = iter(arrivals)
         arrival = next(pending, None)
+        careful = False  # after a failure, the rest of these arrivals go one savepoint each at once
         while arrival is not None:
-            last_uid: int | None = None
-            uids: list[int] = []
+            taken: list[tuple[Arrival, InboundMail]] = []
             started = time.monotonic()
+            done: list[IngestOutcome] | None = []
             with new_session(self.engine) as session:
-                while arrival is not None:
-                    outcomes.append(self._one(session, arrival))
-                    _log_outcome(outcomes[-1])
-                    self.observer.message(outcomes[-1].action)
-                    if arrival.uid is not None:
-                        last_uid = max(last_uid or 0, arrival.uid)
-                        uids.append(arrival.uid)
-                    arrival = next(pending, None)
-                    if max_seconds is not None and time.monotonic() - started >= max_seconds:
-                        break
-                if cursor is not None and last_uid is not None:
-                    self._advance_cursor(session, cursor, last_uid)
-                session.commit()
+                try:
+                    while arrival is not None:
+                        mail = parse_mail(arrival.raw)
+                        taken.append((arrival, mail))
+                        current, arrival = arrival, next(pending, None)
+                        if careful:
+                            done.append(self._one(session, mail, current))
+                        else:
+                            done.append(self._process(session, mail, current))
+                            # What a savepoint's release did: this message's ORM changes are written before
+                            # the next message's plain statements read the tables.
+                            session.flush()
+                        if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                            break
+                    self._commit(session, cursor, taken)
+                except OperationalError:
+                    raise  # the database itself is unwell: this transaction is retried later, from the cursor
+                except Exception:  # noqa: BLE001  (the careful pass below finds the message and keeps it)
+                    if careful:
+                        raise
+                    session.rollback()
+                    done = None
+            if done is None:
+                careful = True
+                with new_session(self.engine) as session:
+                    done = [self._one(session, mail, one) for one, mail in taken]
+                    self._commit(session, cursor, taken)
+            for outcome in done:
+                _log_outcome(outcome)
+                self.observer.message(outcome.action)
+            outcomes.extend(done)
             if on_commit is not None:
                 on_commit()
+            uids = [one.uid for one, _ in taken if one.uid is not None]
             if on_committed is not None and uids:
                 on_committed(uids)
         return outcomes
+
+    def _commit(self, session: Session, cursor: CursorPosition | None,
+                taken: list[tuple[Arrival, InboundMail]]) -> None:
+        uids = [arrival.uid for arrival, _ in taken if arrival.uid is not None]
+        if cursor is not None and uids:
+            self._advance_cursor(session, cursor, max(uids))
+        session.commit()
 
     def skip_existing(self, cursor: CursorPosition, last_uid: int) -> None:
         """The cursor of a mailbox read for the first time, moved past what is there (nothing, or mail a
@@ -156,8 +190,8 @@ class Ingestor:
                                uidvalidity=cursor.uidvalidity, up_to_uid=last_uid)
             session.commit()
 
-    def _one(self, session: Session, arrival: Arrival) -> IngestOutcome:
-        mail = parse_mail(arrival.raw)
+    def _one(self, session: Session, mail: InboundMail, arrival: Arrival) -> IngestOutcome:
+        """One message in its own savepoint: if the pipeline fails on it, it is rolled back alone and kept."""
         savepoint = session.begin_nested()
         try:
             outcome = self._process(session, mail, arrival)

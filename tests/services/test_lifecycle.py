@@ -6,6 +6,7 @@ and recipient), what the message was filed as, and where the case stands.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -15,9 +16,10 @@ import pytest
 from sqlmodel import select
 
 from mailbot.services.correspondence import Correspondence
-from mailbot.services.ingest import Arrival
+from mailbot.services.ingest import Arrival, CursorPosition
 from mailbot.store.db import session as new_session
-from mailbot.store.models import MailMessage
+from mailbot.store.models import Case, Event, MailMessage
+from mailbot.store.repo import read_cursor
 from tests.samples import dsn_bounce
 from tests.services.conftest import World, mail
 
@@ -425,15 +427,13 @@ def test_a_good_complaint_after_a_failed_one_opens_its_case_and_threads_on_its_o
     # Two complaints in one fetch; the first fails after its case was opened, so its savepoint takes the case (and,
     # on SQLite, the id the second case is then given) away. The second's staff copy must name its own complaint.
     real_queue = Correspondence.queue
-    failed: list[str] = []
 
-    def queue_failing_once(self, session, **kwargs):  # type: ignore[no-untyped-def]
-        if kwargs.get("template") == "staff-notification" and not failed:
-            failed.append(kwargs["template"])
+    def queue_failing_for_amira(self, session, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("template") == "staff-notification" and kwargs["case"].complainant.startswith("amira"):
             raise RuntimeError("the disk is full")
         return real_queue(self, session, **kwargs)
 
-    monkeypatch.setattr(Correspondence, "queue", queue_failing_once)
+    monkeypatch.setattr(Correspondence, "queue", queue_failing_for_amira)
     first = mail(frm="Amira Khan <amira.khan@example.org>", message_id="<first@example.org>")
     second = mail(frm="Bob Lee <bob@example.org>", message_id="<second@example.org>")
     outcomes = world.app.ingestor.ingest_batch([Arrival(first, world.now), Arrival(second, world.now)])
@@ -444,3 +444,96 @@ def test_a_good_complaint_after_a_failed_one_opens_its_case_and_threads_on_its_o
     headers = note.raw.split(b"\r\n\r\n", 1)[0].decode()
     assert "References: <second@example.org>" in headers
     assert "first@example.org" not in headers
+
+
+class _Verdicts:
+    """An onlooker that writes down each verdict it is told of."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def message(self, verdict: str) -> None:
+        self.seen.append(verdict)
+
+    def letter(self, state: str, seconds: float | None = None) -> None:
+        return None
+
+    def fetch_failed(self, auth: bool) -> None:
+        return None
+
+
+def _fetch_of_three(world: World, monkeypatch: pytest.MonkeyPatch, fails: Callable[[], bool],
+                    caplog: pytest.LogCaptureFixture, senders: tuple[str, ...] = (
+                        "Bob Lee <bob@example.org>", "Amira Khan <amira.khan@example.org>",
+                        "Carol Ng <carol@example.org>"),
+                    max_seconds: float | None = None) -> tuple[list[str], _Verdicts]:
+    """Bob, Amira and Carol in one fetch (UIDs 1-3); Amira's staff copy fails whenever ``fails()`` says so."""
+    real_queue = Correspondence.queue
+
+    def queue(self, session, **kwargs):  # type: ignore[no-untyped-def]
+        if (kwargs.get("template") == "staff-notification" and kwargs["case"].complainant.startswith("amira")
+                and fails()):
+            raise RuntimeError("the disk is full")
+        return real_queue(self, session, **kwargs)
+
+    monkeypatch.setattr(Correspondence, "queue", queue)
+    verdicts = _Verdicts()
+    monkeypatch.setattr(world.app.ingestor, "observer", verdicts)
+    arrivals = [Arrival(mail(frm=frm), world.now, uid=uid) for uid, frm in enumerate(senders, start=1)]
+    caplog.set_level(logging.INFO, logger="mailbot.services.ingest")
+    outcomes = world.app.ingestor.ingest_batch(arrivals, CursorPosition("INBOX", 7), max_seconds=max_seconds)
+    assert read_cursor(world.app.engine, "INBOX") == (7, 3)
+    assert [r.getMessage().split(":")[0] for r in caplog.records if getattr(r, "event", None) == "message"] == [
+        f"message <{o.message_id}>" for o in outcomes]
+    return [f"{o.action} {o.ref}" for o in outcomes], verdicts
+
+
+def test_a_fetch_with_one_message_that_always_fails_files_the_others_once_each_and_keeps_it(
+        world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # The fetch is first tried without a savepoint a message; Amira's failure sends it round again, carefully.
+    attempts: list[int] = []
+    outcomes, verdicts = _fetch_of_three(world, monkeypatch, lambda: not attempts.append(1), caplog)
+    assert len(attempts) == 2  # once in the quick pass, once in the careful one, and no more
+    # No reference is lost to the failed attempts: Carol's case is the next after Bob's.
+    assert outcomes == ["new_case 1MM-2026-0001", "error None", "new_case 1MM-2026-0002"]
+    assert verdicts.seen == ["new_case", "error", "new_case"]  # each message counted once
+    letters = world.take_letters()
+    acks = sorted(letter.to for letter in letters if letter.kind == "acknowledgement")
+    assert acks == ["bob@example.org", "carol@example.org"]
+    assert [letter.kind for letter in letters].count("staff-notification") == 2
+    with new_session(world.app.engine) as s:
+        kept = s.exec(select(MailMessage).where(MailMessage.direction == "in")).all()
+    assert sorted((m.from_addr, m.kind) for m in kept) == [
+        ("amira.khan@example.org", "processing_error"), ("bob@example.org", "new_case"),
+        ("carol@example.org", "new_case")]
+
+
+def test_after_one_failure_the_rest_of_a_fetch_goes_carefully_at_once(
+        world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # One transaction a message (a limit of 0 s): the first fails in the quick pass and again in the careful one;
+    # the third, failing too, is not tried twice, since the careful way is kept for the rest of the fetch.
+    attempts: list[int] = []
+    outcomes, _ = _fetch_of_three(world, monkeypatch, lambda: not attempts.append(1), caplog, senders=(
+        "Amira Khan <amira.khan@example.org>", "Bob Lee <bob@example.org>", "Amira Khan <amira.khan@example.org>"),
+        max_seconds=0)
+    assert outcomes == ["error None", "new_case 1MM-2026-0001", "error None"]
+    assert len(attempts) == 3
+
+
+def test_a_fault_that_passes_before_the_careful_pass_leaves_no_trace(
+        world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    failures: list[int] = []
+
+    def once() -> bool:
+        failures.append(1)
+        return len(failures) == 1
+
+    outcomes, verdicts = _fetch_of_three(world, monkeypatch, once, caplog)
+    assert outcomes == ["new_case 1MM-2026-0001", "new_case 1MM-2026-0002", "new_case 1MM-2026-0003"]
+    assert verdicts.seen == ["new_case"] * 3
+    letters = world.take_letters()
+    assert sorted(letter.to for letter in letters if letter.kind == "acknowledgement") == [
+        "amira.khan@example.org", "bob@example.org", "carol@example.org"]
+    with new_session(world.app.engine) as s:
+        assert s.exec(select(Event).where(Event.type == "processing_error")).all() == []
+        assert len(s.exec(select(Case)).all()) == 3
