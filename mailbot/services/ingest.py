@@ -133,7 +133,8 @@ class Ingestor:
         while arrival is not None:
             taken: list[tuple[Arrival, InboundMail]] = []
             started = time.monotonic()
-            done: list[IngestOutcome] | None = []
+            done: list[IngestOutcome] = []
+            failed = False
             with new_session(self.engine) as session:
                 try:
                     while arrival is not None:
@@ -156,8 +157,8 @@ class Ingestor:
                     if careful:
                         raise
                     session.rollback()
-                    done = None
-            if done is None:
+                    failed = True
+            if failed:
                 careful = True
                 with new_session(self.engine) as session:
                     done = [self._one(session, mail, one) for one, mail in taken]
