@@ -128,3 +128,46 @@ def test_an_erased_person_is_gone_from_postgresqls_table_files(bot: Bot, postgre
     bot.cli("erase-person", "zelda.quist@example.com", "--reason", "asked in writing")
     assert files_holding(b"zelda.quist@example.com") == [] and files_holding(b"Zelda Quist") == []
     assert bot.cli("audit", "verify").returncode == 0
+
+
+def test_a_nul_in_a_message_id_or_subject_does_not_stop_intake_on_postgresql(postgres: PostgresServer,
+                                                                              tmp_path) -> None:
+    """PostgreSQL's text columns refuse NUL. Before the fix, a Message-ID carrying one failed the message, then
+    failed keeping it as a processing error, and so the whole fetch: intake stopped at it for good."""
+    import shutil
+    from pathlib import Path
+
+    from sqlalchemy import text
+
+    from mailbot.bootstrap import App
+    from mailbot.services.ingest import Arrival, CursorPosition
+    from mailbot.settings import load_settings
+
+    repo_root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("staff.toml", "participants.csv"):
+        shutil.copy(repo_root / "data" / name, data / name)
+    app = App(load_settings(data_dir=data, templates_dir=repo_root / "templates", database_url=postgres.url,
+                            secret="postgres-tests-secret-at-least-32-bytes"), now=T0)
+    hostile = (b"From: Bob <bob@example.org>\r\nTo: complaints@1mm.org.uk\r\n"
+               b"Subject: =?utf-8?q?my=00complaint?=\r\nMessage-ID: <b\x001@example.org>\r\n\r\nThe mentor left.\r\n")
+    raws = [make_mail(subject="Before"), hostile, make_mail(frm="carol@example.org", subject="After"), hostile]
+    try:
+        outcomes = app.ingestor.ingest_batch([Arrival(raw, T0, uid=uid) for uid, raw in enumerate(raws, start=1)],
+                                             CursorPosition("INBOX", 1))
+        assert [(o.action, o.ref) for o in outcomes] == [
+            ("new_case", "1MM-2026-0001"), ("new_case", "1MM-2026-0002"), ("new_case", "1MM-2026-0003"),
+            ("duplicate", None)]  # the same message again is known by its cleaned Message-ID
+        with app.engine.connect() as conn:
+            subject, kept = conn.execute(text(
+                "SELECT c.subject, m.raw FROM \"case\" c JOIN message m ON m.case_id = c.id "
+                "WHERE c.ref = '1MM-2026-0002' AND m.direction = 'in'")).one()
+            letters = conn.execute(text(
+                "SELECT raw FROM message m JOIN \"case\" c ON m.case_id = c.id "
+                "WHERE c.ref = '1MM-2026-0002' AND m.direction = 'out'")).scalars().all()
+        assert subject == "my\ufffdcomplaint"
+        assert bytes(kept) == hostile  # the message itself is kept as it came
+        assert len(letters) == 2 and all(b"\x00" not in bytes(letter) for letter in letters)
+    finally:
+        app.engine.dispose()

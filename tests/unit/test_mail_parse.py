@@ -16,6 +16,7 @@ from mailbot.domain.mail import (
     html_to_text,
     parse_mail,
 )
+from mailbot.domain.mail.parse import _parse
 
 
 def message(headers: str, body: str = "Hello.\n") -> bytes:
@@ -538,3 +539,54 @@ def test_a_token_written_by_the_sender_is_just_text() -> None:
     mail = parse_mail(raw)
     assert "MAILBOTLIFTED0000000000000000X0" in mail.text
     assert mail.attachments[0].payload == data
+
+
+def _strings(mail: InboundMail) -> list[str]:
+    """Every piece of text the parsed message carries (what the store writes into text columns)."""
+    found = [mail.message_id, mail.subject, mail.from_addr, mail.from_name, mail.date or "", mail.text,
+             mail.html or "", *mail.reply_to, *mail.to, *mail.cc, *mail.delivered_to, *mail.in_reply_to,
+             *mail.references, *mail.defects, *mail.part_types]
+    for name, values in mail.headers.items():
+        found += [name, *values]
+    for attachment in mail.attachments:
+        found += [attachment.filename, attachment.content_type]
+    return found
+
+
+def _flat(value: object) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{name} {_flat(values)}" for name, values in value.items())
+    if isinstance(value, tuple):
+        return " ".join(_flat(item) for item in value)
+    if hasattr(value, "filename"):
+        return f"{value.filename} {value.content_type}"
+    return str(value)
+
+
+@pytest.mark.parametrize("raw, where", [
+    (b"From: a@example.org\r\nSubject: hi\r\nMessage-ID: <b\x001@example.org>\r\n\r\nText.\r\n", "message_id"),
+    (b"From: a@example.org\r\nSubject: =?utf-8?q?bad=00subject?=\r\nMessage-ID: <s@x>\r\n\r\nText.\r\n", "subject"),
+    (b"From: B\x00ob <b\x00@example.org>\r\nSubject: hi\r\nMessage-ID: <f@x>\r\n\r\nText.\r\n", "from_addr"),
+    (b"From: a@example.org\r\nTo: c\x00@1mm.org.uk\r\nMessage-ID: <t@x>\r\n\r\nText.\r\n", "to"),
+    (b"From: a@example.org\r\nIn-Reply-To: <r\x00@x>\r\nReferences: <q\x00@x>\r\nMessage-ID: <r@x>\r\n\r\nT.\r\n",
+     "references"),
+    (b"From: a@example.org\r\nX-Odd: val\x00ue\r\nMessage-ID: <h@x>\r\n\r\nText.\r\n", "headers"),
+    (b"From: a@example.org\r\nMessage-ID: <m@x>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+     b"Content-Type: text/plain\r\n\r\nText.\r\n--b\r\nContent-Type: application/pdf\r\n"
+     b"Content-Disposition: attachment; filename=\"a\x00.pdf\"\r\n\r\n%PDF\r\n--b--\r\n", "attachments"),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_no_nul_survives_parsing_whatever_header_carried_it(raw: bytes, where: str) -> None:
+    # PostgreSQL's text columns refuse NUL: one in a Message-ID kept the whole mailbox from being read.
+    unsafe = _parse(raw)  # the parser's own reading, before the pass that cleans it
+    assert "\x00" in _flat(getattr(unsafe, where))
+    mail = parse_mail(raw)
+    assert not [text for text in _strings(mail) if "\x00" in text]
+    assert "NUL characters replaced" in mail.defects
+    assert "\ufffd" in _flat(getattr(mail, where))
+    assert mail.raw == raw  # what came is kept as it came
+
+
+def test_a_message_without_nul_is_returned_as_parsed() -> None:
+    mail = parse_mail(PLAIN)
+    assert "NUL characters replaced" not in mail.defects
+    assert not [text for text in _strings(mail) if "\ufffd" in text]

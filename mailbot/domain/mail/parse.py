@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+from dataclasses import replace
 
 from mailbot.domain.mail.decoding import looks_readable, safely
 from mailbot.domain.mail.headers import (
@@ -33,9 +34,51 @@ def parse_mail(raw: bytes) -> InboundMail:
     """Turn raw message bytes into an :class:`InboundMail`; never raises."""
     try:
         raw = bytes(raw or b"")
-        return _parse(raw)
+        return without_nul(_parse(raw))
     except Exception as error:  # A parser bug must not lose a complaint: record it as unreadable.
-        return _unreadable(raw if isinstance(raw, bytes) else b"", f"parser failed: {type(error).__name__}: {error}")
+        return without_nul(_unreadable(raw if isinstance(raw, bytes) else b"",
+                                       f"parser failed: {type(error).__name__}: {error}"))
+
+
+_NUL = "\x00"
+_TEXT_FIELDS = ("message_id", "subject", "from_addr", "from_name", "date", "text", "html")
+_TUPLE_FIELDS = ("reply_to", "to", "cc", "delivered_to", "in_reply_to", "references", "defects", "part_types")
+
+
+def without_nul(mail: InboundMail) -> InboundMail:
+    """The message with every NUL character in its text replaced by U+FFFD, and a defect saying so.
+
+    No header may carry NUL (RFC 5322), but a raw byte or an encoded word (``=?utf-8?q?=00?=``) puts one
+    in a Message-ID, a Subject or an address, and PostgreSQL's text columns refuse it: the message could
+    then not even be kept as a processing error, and intake stopped at it. The raw bytes stay as they came.
+    """
+    def has(value: object) -> bool:
+        if isinstance(value, str):
+            return _NUL in value
+        return isinstance(value, tuple) and any(_NUL in item for item in value)
+
+    headers = mail.headers
+    in_headers = any(_NUL in name or any(_NUL in value for value in values) for name, values in headers.items())
+    in_names = any(_NUL in a.filename or _NUL in a.content_type for a in mail.attachments)
+    changed = {name for name in _TEXT_FIELDS + _TUPLE_FIELDS if has(getattr(mail, name))}
+    if not (changed or in_headers or in_names):
+        return mail
+
+    def clean(value: str) -> str:
+        return value.replace(_NUL, "\ufffd")
+
+    fields: dict[str, object] = {}
+    for name in changed:
+        value = getattr(mail, name)
+        fields[name] = clean(value) if isinstance(value, str) else tuple(clean(item) for item in value)
+    if in_headers:
+        fields["headers"] = {clean(name): tuple(clean(value) for value in values) for name, values in headers.items()}
+    if in_names:
+        fields["attachments"] = tuple(replace(a, filename=clean(a.filename), content_type=clean(a.content_type))
+                                      for a in mail.attachments)
+    defects = fields.get("defects", mail.defects)
+    fields["defects"] = (*defects, "NUL characters replaced")  # type: ignore[misc]
+    return replace(mail, **fields)  # type: ignore[arg-type]
 
 
 def _parse(raw: bytes) -> InboundMail:
