@@ -70,8 +70,11 @@ def classify_automated(
             kind = rule.kind
     if kind != "bounce":
         return AutomatedVerdict(kind, tuple(reasons))
+    # Read from the report's own parts, which the parser's clean-up never saw: an id or address with a control
+    # character in it names nothing of ours (and PostgreSQL's text columns refuse NUL), so it is left out.
     return AutomatedVerdict(
-        kind, tuple(reasons), facts.bounced_message_ids, tuple(sorted(facts.failed_recipients))
+        kind, tuple(reasons), tuple(i for i in facts.bounced_message_ids if i.isprintable()),
+        tuple(sorted(a for a in facts.failed_recipients if a.isprintable()))
     )
 
 

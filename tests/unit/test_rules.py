@@ -11,6 +11,7 @@ from mailbot.domain.rules import (
     classify_automated,
     is_own_address,
 )
+from tests.samples import dsn_bounce
 
 OWN = frozenset({"complaints@1mm.org.uk", "staff@1mm.org.uk"})
 SUFFIX = "@mailbot.1mm.org.uk"
@@ -199,6 +200,18 @@ def test_bounce_details(raw: bytes, failed: tuple[str, ...], bounced_ids: tuple[
     verdict = classify(raw)
     assert verdict.failed_recipients == failed
     assert verdict.bounced_message_ids == bounced_ids
+
+
+def test_a_bounce_naming_ids_or_addresses_with_control_characters_leaves_them_out() -> None:
+    # The report's parts are read as they came; a NUL there reached a text column (and PostgreSQL refuses it).
+    raw = dsn_bounce("letter-1\x00@mailbot.1mm.org.uk", "gone\x00@example.org", "1MM-2026-0001").replace(
+        b"Final-Recipient: rfc822; gone\x00@example.org\r\n",
+        b"Final-Recipient: rfc822; gone\x00@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"Final-Recipient: rfc822; real@example.org\r\n")
+    verdict = classify(raw)
+    assert verdict.kind == "bounce"
+    assert verdict.failed_recipients == ("real@example.org",)
+    assert verdict.bounced_message_ids == ()
 
 
 def test_delayed_recipient_is_not_reported_as_failed() -> None:
