@@ -590,3 +590,25 @@ def test_a_message_without_nul_is_returned_as_parsed() -> None:
     mail = parse_mail(PLAIN)
     assert "NUL characters replaced" not in mail.defects
     assert not [text for text in _strings(mail) if "\ufffd" in text]
+
+
+def test_a_message_id_too_long_for_an_index_is_kept_as_its_hash() -> None:
+    long_id = "x" * 600 + "@example.org"
+    first = parse_mail(message(f"From: a@example.org\nMessage-ID: <{long_id}>"))
+    again = parse_mail(message(f"From: a@example.org\nReceived: by relay\nMessage-ID: <{long_id}>"))
+    assert first.message_id.endswith("@mailbot.invalid") and len(first.message_id) < 100
+    assert first.message_id == again.message_id  # the same message delivered again is still a duplicate
+    assert not first.has_message_id  # never quoted back in a letter's In-Reply-To
+    assert "Message-ID longer than 500 characters, kept as its hash" in first.defects
+    at_the_limit = "y" * 487 + "@example.org"
+    assert parse_mail(message(f"From: a@example.org\nMessage-ID: <{at_the_limit}>")).message_id == at_the_limit
+
+
+def test_an_address_longer_than_smtp_allows_is_left_out() -> None:
+    too_long = "a" * 243 + "@example.org"  # 255 characters: RFC 5321 allows 254
+    longest = "b" * 242 + "@example.org"
+    mail = parse_mail(message(f"From: {too_long}\nTo: complaints@1mm.org.uk, {too_long}, {longest}\n"
+                              "Message-ID: <l@x>\nSubject: Long"))
+    assert mail.to == ("complaints@1mm.org.uk", longest)
+    assert mail.from_addr == ""
+    assert {"no From address", "an address longer than 254 characters left out"} <= set(mail.defects)

@@ -37,6 +37,10 @@ def decode_header_value(value: str, charset_hint: str | None = None) -> str:
 _ENCODED_WORD_RUN = re.compile(r"(?:=\?[^?\s]+\?[QqBb]\?[^?]*\?=)+")
 
 
+# RFC 5321 4.5.3.1.3: a path is at most 256 octets, the angle brackets included.
+MAX_ADDRESS_LENGTH = 254
+
+
 class HeaderReader:
     """Reads headers of one compat32 message, decoding stray 8-bit bytes with one charset hint."""
 
@@ -44,6 +48,7 @@ class HeaderReader:
         self.message = message
         self._hint: str | None = None
         self._hint_known = False
+        self.too_long = False  # an address past MAX_ADDRESS_LENGTH was left out of what addresses() gave
 
     @property
     def charset_hint(self) -> str | None:
@@ -114,6 +119,9 @@ class HeaderReader:
         for display_name, address in pairs:
             address = address.strip().strip("<>").lower()
             if not address:
+                continue
+            if len(address) > MAX_ADDRESS_LENGTH:
+                self.too_long = True  # no server would take it, and an index could not hold it
                 continue
             for key, word in words.items():
                 display_name = display_name.replace(key, word)

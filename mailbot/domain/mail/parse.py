@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from mailbot.domain.mail.decoding import looks_readable, safely
 from mailbot.domain.mail.headers import (
+    MAX_ADDRESS_LENGTH,
     HeaderReader,
     has_broken_header_block,
     iso_date,
@@ -28,6 +29,8 @@ from mailbot.domain.mail.mime import (
 )
 
 _ADDRESS_HEADERS_FOR_DELIVERY = ("delivered-to", "x-original-to")
+# RFC 5322 keeps a whole header line under 998 characters; real Message-IDs are under 250.
+MAX_MESSAGE_ID_LENGTH = 500
 
 
 def parse_mail(raw: bytes) -> InboundMail:
@@ -100,13 +103,24 @@ def _parse(raw: bytes) -> InboundMail:
 
     from_name, from_addr = reader.sender or ("", "")
     message_ids = extract_message_ids(reader.raw("message-id"))
-    if message_ids:
+    if message_ids and len(message_ids[0]) <= MAX_MESSAGE_ID_LENGTH:
         message_id, has_message_id = message_ids[0], True
+    elif message_ids:
+        # Kept as its hash: still the same for the same id (a redelivery is still a duplicate), and short
+        # enough for the database's index (PostgreSQL refuses index rows over ~2.7 KB, and stopped intake).
+        message_id, has_message_id = synthetic_message_id(message_ids[0].encode("utf-8", "replace")), False
+        defects.append(f"Message-ID longer than {MAX_MESSAGE_ID_LENGTH} characters, kept as its hash")
     else:
         message_id, has_message_id = synthetic_message_id(raw), False
         defects.append("no Message-ID")
     if not from_addr:
         defects.append("no From address")
+    reply_to = just_addresses(reader.addresses("reply-to"))
+    to = just_addresses(reader.addresses("to"))
+    cc = just_addresses(reader.addresses("cc"))
+    delivered_to = just_addresses(reader.addresses(*_ADDRESS_HEADERS_FOR_DELIVERY))
+    if reader.too_long:
+        defects.append(f"an address longer than {MAX_ADDRESS_LENGTH} characters left out")
 
     body = extract_body(message, defects, large=len(raw) > LARGE_MESSAGE_BYTES)
     text = body.text
@@ -122,10 +136,10 @@ def _parse(raw: bytes) -> InboundMail:
         subject=subject,
         from_addr=from_addr,
         from_name=from_name,
-        reply_to=just_addresses(reader.addresses("reply-to")),
-        to=just_addresses(reader.addresses("to")),
-        cc=just_addresses(reader.addresses("cc")),
-        delivered_to=just_addresses(reader.addresses(*_ADDRESS_HEADERS_FOR_DELIVERY)),
+        reply_to=reply_to,
+        to=to,
+        cc=cc,
+        delivered_to=delivered_to,
         in_reply_to=extract_message_ids(" ".join(reader.raw_values("in-reply-to"))),
         references=extract_message_ids(" ".join(reader.raw_values("references"))),
         date=iso_date(reader.raw("date")),
