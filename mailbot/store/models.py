@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Index, LargeBinary, Table, Text, UniqueConstraint
+from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 
 
@@ -88,7 +89,10 @@ class MailMessage(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("direction", "message_id", name="uq_message_direction_id"),
         Index("ix_message_outbox", "delivery", "next_attempt_at"),
-        Index("ix_message_cap", "to_addrs", "automatic", "at"),
+        # Automatic letters only (the auto-reply cap counts them): an inbound row's To list can be longer than
+        # PostgreSQL lets an index row be.
+        Index("ix_message_cap", "to_addrs", "at", postgresql_where=sql_text("automatic"),
+              sqlite_where=sql_text("automatic = 1")),
         Index("ix_message_cap_from", "trigger_from", "automatic", "at"),
     )
 

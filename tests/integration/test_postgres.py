@@ -130,10 +130,10 @@ def test_an_erased_person_is_gone_from_postgresqls_table_files(bot: Bot, postgre
     assert bot.cli("audit", "verify").returncode == 0
 
 
-def test_a_nul_in_a_message_id_or_subject_does_not_stop_intake_on_postgresql(postgres: PostgresServer,
-                                                                              tmp_path) -> None:
-    """PostgreSQL's text columns refuse NUL. Before the fix, a Message-ID carrying one failed the message, then
-    failed keeping it as a processing error, and so the whole fetch: intake stopped at it for good."""
+def test_hostile_headers_do_not_stop_intake_on_postgresql(postgres: PostgresServer, tmp_path) -> None:
+    """PostgreSQL refuses NUL in text and index rows over ~2.7 KB. Before the fix, a Message-ID carrying a NUL, a
+    Message-ID of 9,000 characters, or a To header naming 400 people failed the message, then failed keeping it
+    as a processing error, and so the whole fetch: intake stopped at that message for good."""
     import shutil
     from pathlib import Path
 
@@ -150,14 +150,20 @@ def test_a_nul_in_a_message_id_or_subject_does_not_stop_intake_on_postgresql(pos
         shutil.copy(repo_root / "data" / name, data / name)
     app = App(load_settings(data_dir=data, templates_dir=repo_root / "templates", database_url=postgres.url,
                             secret="postgres-tests-secret-at-least-32-bytes"), now=T0)
-    hostile = (b"From: Bob <bob@example.org>\r\nTo: complaints@1mm.org.uk\r\n"
-               b"Subject: =?utf-8?q?my=00complaint?=\r\nMessage-ID: <b\x001@example.org>\r\n\r\nThe mentor left.\r\n")
-    raws = [make_mail(subject="Before"), hostile, make_mail(frm="carol@example.org", subject="After"), hostile]
+    nul = (b"From: Bob <bob@example.org>\r\nTo: complaints@1mm.org.uk\r\n"
+           b"Subject: =?utf-8?q?my=00complaint?=\r\nMessage-ID: <b\x001@example.org>\r\n\r\nThe mentor left.\r\n")
+    long_id = (b"From: dan@example.org\r\nTo: complaints@1mm.org.uk\r\nSubject: Long id\r\n"
+               b"Message-ID: <" + b"d" * 9000 + b"@example.org>\r\n\r\nNobody called back.\r\n")
+    crowd = [f"person{n:03d}.with.a.longish.name@example.org" for n in range(400)]
+    many = (f"From: eve@example.org\r\nTo: complaints@1mm.org.uk, {', '.join(crowd)}\r\nSubject: To everyone\r\n"
+            f"Message-ID: <e1@example.org>\r\n\r\nSent to all.\r\n").encode()
+    raws = [make_mail(subject="Before"), nul, long_id, many, make_mail(frm="carol@example.org", subject="After"), nul]
     try:
         outcomes = app.ingestor.ingest_batch([Arrival(raw, T0, uid=uid) for uid, raw in enumerate(raws, start=1)],
                                              CursorPosition("INBOX", 1))
         assert [(o.action, o.ref) for o in outcomes] == [
             ("new_case", "1MM-2026-0001"), ("new_case", "1MM-2026-0002"), ("new_case", "1MM-2026-0003"),
+            ("new_case", "1MM-2026-0004"), ("new_case", "1MM-2026-0005"),
             ("duplicate", None)]  # the same message again is known by its cleaned Message-ID
         with app.engine.connect() as conn:
             subject, kept = conn.execute(text(
@@ -166,8 +172,11 @@ def test_a_nul_in_a_message_id_or_subject_does_not_stop_intake_on_postgresql(pos
             letters = conn.execute(text(
                 "SELECT raw FROM message m JOIN \"case\" c ON m.case_id = c.id "
                 "WHERE c.ref = '1MM-2026-0002' AND m.direction = 'out'")).scalars().all()
+            to_everyone = conn.execute(text("SELECT to_addrs FROM message WHERE message_id = 'e1@example.org'")).one()
         assert subject == "my\ufffdcomplaint"
-        assert bytes(kept) == hostile  # the message itself is kept as it came
+        assert bytes(kept) == nul  # the message itself is kept as it came
         assert len(letters) == 2 and all(b"\x00" not in bytes(letter) for letter in letters)
+        # The whole To list is kept, so a request about personal data still finds the message by any of them.
+        assert to_everyone[0].split(",")[-1] == crowd[-1]
     finally:
         app.engine.dispose()
