@@ -21,7 +21,7 @@ from sqlmodel import Session
 from mailbot.domain.chain import RouteConfig, Verdict, route
 from mailbot.domain.commands import OnBehalf
 from mailbot.domain.directory import DirectorySource
-from mailbot.domain.mail import InboundMail, parse_mail
+from mailbot.domain.mail import InboundMail, bytes_only, parse_mail
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.lifecycle import CaseLifecycle
 from mailbot.services.observe import Observer, Unobserved
@@ -202,8 +202,27 @@ class Ingestor:
         except Exception as exc:  # noqa: BLE001  (one bad message must not stop the mailbox)
             log.exception("could not process message %s", mail.message_id)
             savepoint.rollback()
-            outcome = self._keep_failed(session, mail, arrival, exc)
+            outcome = self._keep(session, mail, arrival, exc)
         return outcome
+
+    def _keep(self, session: Session, mail: InboundMail, arrival: Arrival, exc: Exception) -> IngestOutcome:
+        """Keep a failed message with what was read of it; if the store refuses even that, keep its bytes alone.
+
+        A failure here used to fail the whole transaction, so intake stopped at the message for good (a NUL
+        or an over-long header on PostgreSQL did it). Its bytes under a hash of them can always be stored.
+        """
+        kept = session.begin_nested()
+        try:
+            outcome = self._keep_failed(session, mail, arrival, exc)
+            kept.commit()
+            return outcome
+        except OperationalError:
+            raise
+        except Exception:  # noqa: BLE001  (the message must still be kept and passed)
+            log.exception("could not keep message %s as read; keeping its bytes alone", mail.message_id)
+            kept.rollback()
+            return self._keep_failed(session, bytes_only(arrival.raw, "the store refused what was read of it"),
+                                     arrival, exc)
 
     def ingest(self, arrival: Arrival, cursor: CursorPosition | None = None) -> IngestOutcome:
         return self.ingest_batch([arrival], cursor)[0]

@@ -537,3 +537,28 @@ def test_a_fault_that_passes_before_the_careful_pass_leaves_no_trace(
     with new_session(world.app.engine) as s:
         assert s.exec(select(Event).where(Event.type == "processing_error")).all() == []
         assert len(s.exec(select(Case)).all()) == 3
+
+
+def test_a_failed_message_the_store_will_not_keep_as_read_is_kept_as_bytes_and_intake_goes_on(
+        world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Amira's complaint fails, and the store then refuses the processing-error row built from what was read of it
+    # (as PostgreSQL refused a NUL or an over-long header): her bytes are kept under a hash of them, the cursor
+    # moves past her, and the complaints either side open their cases.
+    from mailbot.domain.mail import SYNTHETIC_ID_DOMAIN
+    from mailbot.store import repo
+
+    real_record = repo.record_inbound
+
+    def record_refusing_what_was_read(session, values):  # type: ignore[no-untyped-def]
+        if values["kind"] == "processing_error" and values["from_addr"]:
+            raise ValueError("value refused by the database")
+        return real_record(session, values)
+
+    monkeypatch.setattr(repo, "record_inbound", record_refusing_what_was_read)
+    outcomes, _ = _fetch_of_three(world, monkeypatch, lambda: True, caplog)
+    assert outcomes == ["new_case 1MM-2026-0001", "error None", "new_case 1MM-2026-0002"]
+    with new_session(world.app.engine) as s:
+        [kept] = s.exec(select(MailMessage).where(MailMessage.kind == "processing_error")).all()
+    assert kept.message_id.endswith("@" + SYNTHETIC_ID_DOMAIN) and kept.from_addr == ""
+    assert b"amira.khan@example.org" in kept.raw  # nothing of the message is lost
+    assert [letter.kind for letter in world.take_letters()].count("unreadable-alert") == 1

@@ -38,7 +38,7 @@ from mailbot.domain.mail.message import (
     synthetic_message_id,
 )
 from mailbot.domain.mail.mime import LARGE_MESSAGE_BYTES
-from mailbot.domain.mail.parse import parse_mail
+from mailbot.domain.mail.parse import bytes_only, parse_mail
 
 __all__ = [
     "LARGE_MESSAGE_BYTES",
@@ -46,6 +46,7 @@ __all__ = [
     "Attachment",
     "InboundMail",
     "bare_address",
+    "bytes_only",
     "decode_header_value",
     "extract_message_ids",
     "header_safe",

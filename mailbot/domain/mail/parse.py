@@ -43,6 +43,12 @@ def parse_mail(raw: bytes) -> InboundMail:
                                        f"parser failed: {type(error).__name__}: {error}"))
 
 
+def bytes_only(raw: bytes, reason: str) -> InboundMail:
+    """The message as nothing but its bytes, under a hash of them: what is kept when what was read of it could
+    not be stored."""
+    return without_nul(_unreadable(raw, reason))
+
+
 _NUL = "\x00"
 _TEXT_FIELDS = ("message_id", "subject", "from_addr", "from_name", "date", "text", "html")
 _TUPLE_FIELDS = ("reply_to", "to", "cc", "delivered_to", "in_reply_to", "references", "defects", "part_types")
