@@ -104,3 +104,22 @@ def test_an_unreachable_clamd_holds_nothing_up(bot: Bot, tmp_path) -> None:  # t
     (note,) = bot.letters("staff-notification")
     assert [part.get_filename() for part in note.message.iter_attachments()] == ["statement.pdf"]
     assert len(bot.letters("acknowledgement")) == 1
+
+
+def test_an_undecodable_byte_in_a_message_id_does_not_stop_the_mailbox(bot: Bot) -> None:
+    # Python's parser carries the byte as a lone surrogate, which SQLite cannot store: before the fix the message
+    # failed, keeping it as a processing error failed the same way, and intake stopped there on every pass.
+    def raw(sender: str, message_id: bytes) -> bytes:
+        return (f"From: {sender}\r\nTo: complaints@1mm.org.uk\r\nSubject: My complaint\r\n"
+                f"Date: Mon, 16 Nov 2026 09:00:00 +0000\r\n").encode() + b"Message-ID: <" + message_id + \
+            b">\r\n\r\nNobody called me back.\r\n"
+
+    bot.append(raw("amira@example.org", b"first@example.org"), internaldate=T0)
+    bot.append(raw("bob@example.org", b"caf\xe9\xff@example.org"), internaldate=T0)
+    bot.append(raw("carol@example.org", b"third@example.org"), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=1))
+    assert sorted(letter.rcpt_tos for letter in bot.letters("acknowledgement")) == [
+        ["amira@example.org"], ["bob@example.org"], ["carol@example.org"]]
+    bot.append(raw("dan@example.org", b"fourth@example.org"), internaldate=T0)
+    bot.once(now=T0 + timedelta(seconds=2))
+    assert len(bot.letters("acknowledgement")) == 4  # the mailbox goes on

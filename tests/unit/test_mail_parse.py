@@ -16,7 +16,7 @@ from mailbot.domain.mail import (
     html_to_text,
     parse_mail,
 )
-from mailbot.domain.mail.parse import _parse
+from mailbot.domain.mail.parse import UNSTORABLE_REPLACED, _parse
 
 
 def message(headers: str, body: str = "Hello.\n") -> bytes:
@@ -581,14 +581,14 @@ def test_no_nul_survives_parsing_whatever_header_carried_it(raw: bytes, where: s
     assert "\x00" in _flat(getattr(unsafe, where))
     mail = parse_mail(raw)
     assert not [text for text in _strings(mail) if "\x00" in text]
-    assert "NUL characters replaced" in mail.defects
+    assert UNSTORABLE_REPLACED in mail.defects
     assert "\ufffd" in _flat(getattr(mail, where))
     assert mail.raw == raw  # what came is kept as it came
 
 
 def test_a_message_without_nul_is_returned_as_parsed() -> None:
     mail = parse_mail(PLAIN)
-    assert "NUL characters replaced" not in mail.defects
+    assert UNSTORABLE_REPLACED not in mail.defects
     assert not [text for text in _strings(mail) if "\ufffd" in text]
 
 
@@ -612,3 +612,15 @@ def test_an_address_longer_than_smtp_allows_is_left_out() -> None:
     assert mail.to == ("complaints@1mm.org.uk", longest)
     assert mail.from_addr == ""
     assert {"no From address", "an address longer than 254 characters left out"} <= set(mail.defects)
+
+
+def test_undecodable_bytes_in_ids_come_out_as_text_a_database_can_store() -> None:
+    # compat32 carries an undecodable byte as a lone surrogate, which neither SQLite nor PostgreSQL can encode.
+    raw = b"From: a@example.org\r\nMessage-ID: <a\xffb@x>\r\nIn-Reply-To: <caf\xc3\xa9@x>\r\n\r\nText.\r\n"
+    assert "\udcff" in _parse(raw).message_id
+    mail = parse_mail(raw)
+    for text in _strings(mail):
+        text.encode("utf-8")  # raises on a surrogate
+    assert mail.message_id == "a\ufffdb@x"
+    assert mail.in_reply_to == ("caf\u00e9@x",)  # bytes that were UTF-8 after all are read as such
+    assert UNSTORABLE_REPLACED in mail.defects

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import re
 from dataclasses import replace
 
 from mailbot.domain.mail.decoding import looks_readable, safely
@@ -37,56 +38,81 @@ def parse_mail(raw: bytes) -> InboundMail:
     """Turn raw message bytes into an :class:`InboundMail`; never raises."""
     try:
         raw = bytes(raw or b"")
-        return without_nul(_parse(raw))
+        return storable(_parse(raw))
     except Exception as error:  # A parser bug must not lose a complaint: record it as unreadable.
-        return without_nul(_unreadable(raw if isinstance(raw, bytes) else b"",
-                                       f"parser failed: {type(error).__name__}: {error}"))
+        return storable(_unreadable(raw if isinstance(raw, bytes) else b"",
+                                    f"parser failed: {type(error).__name__}: {error}"))
 
 
 def bytes_only(raw: bytes, reason: str) -> InboundMail:
     """The message as nothing but its bytes, under a hash of them: what is kept when what was read of it could
     not be stored."""
-    return without_nul(_unreadable(raw, reason))
+    return storable(_unreadable(raw, reason))
 
 
 _NUL = "\x00"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _TEXT_FIELDS = ("message_id", "subject", "from_addr", "from_name", "date", "text", "html")
 _TUPLE_FIELDS = ("reply_to", "to", "cc", "delivered_to", "in_reply_to", "references", "defects", "part_types")
+UNSTORABLE_REPLACED = "characters no database can store replaced (NUL, undecodable bytes)"
 
 
-def without_nul(mail: InboundMail) -> InboundMail:
-    """The message with every NUL character in its text replaced by U+FFFD, and a defect saying so.
+def _unstorable(value: str) -> bool:
+    """NUL, or a lone surrogate (how Python's parser carries an undecodable byte), which UTF-8 cannot encode."""
+    if _NUL in value:
+        return True
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
-    No header may carry NUL (RFC 5322), but a raw byte or an encoded word (``=?utf-8?q?=00?=``) puts one
-    in a Message-ID, a Subject or an address, and PostgreSQL's text columns refuse it: the message could
-    then not even be kept as a processing error, and intake stopped at it. The raw bytes stay as they came.
+
+def _storable(value: str) -> str:
+    value = value.replace(_NUL, "\ufffd")
+    try:
+        # An undecodable byte came in as a surrogate: read the bytes again as UTF-8 (what a run of them usually
+        # is), each byte that is not replaced by U+FFFD.
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no byte stands for (from an encoded word, say)
+        return _SURROGATE.sub("\ufffd", value)
+
+
+def storable(mail: InboundMail) -> InboundMail:
+    """The message with every character a database cannot store replaced, and a defect saying so.
+
+    No header may carry NUL (RFC 5322), but a raw byte or an encoded word (``=?utf-8?q?=00?=``) puts one in a
+    Message-ID, a Subject or an address, and PostgreSQL's text columns refuse it; a byte the parser could not
+    decode comes back as a lone surrogate, which neither SQLite nor PostgreSQL can encode. The message then
+    could not even be kept as a processing error, and intake stopped at it. The raw bytes stay as they came.
     """
     def has(value: object) -> bool:
         if isinstance(value, str):
-            return _NUL in value
-        return isinstance(value, tuple) and any(_NUL in item for item in value)
+            return _unstorable(value)
+        return isinstance(value, tuple) and any(_unstorable(item) for item in value)
 
     headers = mail.headers
-    in_headers = any(_NUL in name or any(_NUL in value for value in values) for name, values in headers.items())
-    in_names = any(_NUL in a.filename or _NUL in a.content_type for a in mail.attachments)
+    in_headers = any(_unstorable(name) or any(_unstorable(value) for value in values)
+                     for name, values in headers.items())
+    in_names = any(_unstorable(a.filename) or _unstorable(a.content_type) for a in mail.attachments)
     changed = {name for name in _TEXT_FIELDS + _TUPLE_FIELDS if has(getattr(mail, name))}
     if not (changed or in_headers or in_names):
         return mail
-
-    def clean(value: str) -> str:
-        return value.replace(_NUL, "\ufffd")
-
     fields: dict[str, object] = {}
     for name in changed:
         value = getattr(mail, name)
-        fields[name] = clean(value) if isinstance(value, str) else tuple(clean(item) for item in value)
+        fields[name] = _storable(value) if isinstance(value, str) else tuple(_storable(item) for item in value)
     if in_headers:
-        fields["headers"] = {clean(name): tuple(clean(value) for value in values) for name, values in headers.items()}
+        fields["headers"] = {_storable(name): tuple(_storable(value) for value in values)
+                             for name, values in headers.items()}
     if in_names:
-        fields["attachments"] = tuple(replace(a, filename=clean(a.filename), content_type=clean(a.content_type))
-                                      for a in mail.attachments)
+        fields["attachments"] = tuple(
+            replace(a, filename=_storable(a.filename), content_type=_storable(a.content_type))
+            for a in mail.attachments)
     defects = fields.get("defects", mail.defects)
-    fields["defects"] = (*defects, "NUL characters replaced")  # type: ignore[misc]
+    fields["defects"] = (*defects, UNSTORABLE_REPLACED)  # type: ignore[misc]
     return replace(mail, **fields)  # type: ignore[arg-type]
 
 
