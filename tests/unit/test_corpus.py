@@ -7,6 +7,7 @@ and which are oracles; the rules for skipping follow from those notes.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,56 @@ def classify(path: Path) -> AutomatedVerdict:
 
 def oracle(relative: str) -> dict:
     return json.loads((CORPUS / relative).read_text(encoding="utf-8"))
+
+
+# Bytes an attacker (or a broken mailer) puts into headers: NUL raw and encoded, undecodable 8-bit bytes, an
+# encoded surrogate, a bidi override, very long runs, and the address list's own punctuation.
+_HOSTILE = [b"\x00", b"\xff\xfe", b"\x80", b"\xed\xa0\x80", b"=?utf-8?q?=00=ff?=", b"=?x-unknown?b?AAAA?=",
+            b"\r\n\t", b"<" * 50, b"@" * 30, b"\x1b[31m", b"\xe2\x80\xae", b"A" * 5000, b",", b";", b'"', b"\\"]
+
+
+def _with_hostile_headers(raw: bytes, rng: random.Random) -> bytes:
+    cut = raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.find(b"\n\n")
+    head, body = (raw[:cut], raw[cut:]) if cut >= 0 else (raw, b"")
+    for _ in range(rng.randint(1, 6)):
+        at = rng.randrange(len(head) + 1)
+        head = head[:at] + rng.choice(_HOSTILE) + head[at:]
+    return head + body
+
+
+def _storable_everywhere(mail: InboundMail) -> list[str]:
+    """What in the parsed message a database would refuse (NUL, a lone surrogate) or an index could not hold."""
+    texts = [mail.message_id, mail.subject, mail.from_addr, mail.from_name, mail.date or "", mail.text,
+             mail.html or "", *mail.reply_to, *mail.to, *mail.cc, *mail.delivered_to, *mail.in_reply_to,
+             *mail.references, *mail.defects, *mail.part_types]
+    for name, values in mail.headers.items():
+        texts += [name, *values]
+    for attachment in mail.attachments:
+        texts += [attachment.filename, attachment.content_type]
+    problems = []
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            problems.append(f"surrogate in {text[:60]!r}")
+        if "\x00" in text:
+            problems.append(f"NUL in {text[:60]!r}")
+    if len(mail.message_id) > 500:
+        problems.append("Message-ID over 500 characters")
+    problems += [f"address over 254 characters: {a[:40]}" for a in (mail.from_addr, *mail.reply_to, *mail.to,
+                                                                    *mail.cc, *mail.delivered_to) if len(a) > 254]
+    return problems
+
+
+def test_every_corpus_message_and_a_thousand_with_hostile_headers_parse_into_storable_text() -> None:
+    # Each of these once stopped intake for good: the message failed, and so did keeping it as a processing error.
+    require_corpus()
+    files = mail_files()
+    rng = random.Random(15)
+    raws = [path.read_bytes() for path in files]
+    raws += [_with_hostile_headers(rng.choice(raws), rng) for _ in range(1000)]
+    found = {index: problems for index, raw in enumerate(raws) if (problems := _storable_everywhere(parse_mail(raw)))}
+    assert found == {}
 
 
 def test_every_corpus_file_parses_and_classifies_without_raising() -> None:
