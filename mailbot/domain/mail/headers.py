@@ -120,12 +120,12 @@ class HeaderReader:
             address = address.strip().strip("<>").lower()
             if not address:
                 continue
-            if len(address) > MAX_ADDRESS_LENGTH:
-                self.too_long = True  # no server would take it, and an index could not hold it
-                continue
             for key, word in words.items():
                 display_name = display_name.replace(key, word)
                 address = address.replace(key.lower(), word.lower())
+            if len(address) > MAX_ADDRESS_LENGTH:
+                self.too_long = True  # no server would take it, and an index could not hold it
+                continue
             result.append((decode_header_value(display_name).strip(), address))
         return result
 

@@ -73,8 +73,8 @@ def _unstorable(value: str) -> bool:
 def _storable(value: str) -> str:
     value = value.replace(_NUL, "\ufffd")
     try:
-        # An undecodable byte came in as a surrogate: read the bytes again as UTF-8 (what a run of them usually
-        # is), each byte that is not replaced by U+FFFD.
+        # An undecodable byte came in as a surrogate: read the bytes again as UTF-8, which a run of them usually
+        # is; a byte that is not UTF-8 becomes U+FFFD.
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     except UnicodeEncodeError:  # a surrogate no byte stands for (from an encoded word, say)
         return _SURROGATE.sub("\ufffd", value)
