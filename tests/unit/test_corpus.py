@@ -14,6 +14,7 @@ import pytest
 
 from mailbot.domain.mail import InboundMail, parse_mail
 from mailbot.domain.rules import AutomatedVerdict, classify_automated
+from tests.samples import every_text
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CORPUS = SHARED / "corpus"
@@ -68,15 +69,8 @@ def _with_hostile_headers(raw: bytes, rng: random.Random) -> bytes:
 
 def _storable_everywhere(mail: InboundMail) -> list[str]:
     """What in the parsed message a database would refuse (NUL, a lone surrogate) or an index could not hold."""
-    texts = [mail.message_id, mail.subject, mail.from_addr, mail.from_name, mail.date or "", mail.text,
-             mail.html or "", *mail.reply_to, *mail.to, *mail.cc, *mail.delivered_to, *mail.in_reply_to,
-             *mail.references, *mail.defects, *mail.part_types]
-    for name, values in mail.headers.items():
-        texts += [name, *values]
-    for attachment in mail.attachments:
-        texts += [attachment.filename, attachment.content_type]
     problems = []
-    for text in texts:
+    for text in every_text(mail):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:

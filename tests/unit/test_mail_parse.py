@@ -17,6 +17,7 @@ from mailbot.domain.mail import (
     parse_mail,
 )
 from mailbot.domain.mail.parse import UNSTORABLE_REPLACED, _parse
+from tests.samples import every_text
 
 
 def message(headers: str, body: str = "Hello.\n") -> bytes:
@@ -541,18 +542,6 @@ def test_a_token_written_by_the_sender_is_just_text() -> None:
     assert mail.attachments[0].payload == data
 
 
-def _strings(mail: InboundMail) -> list[str]:
-    """Every piece of text the parsed message carries (what the store writes into text columns)."""
-    found = [mail.message_id, mail.subject, mail.from_addr, mail.from_name, mail.date or "", mail.text,
-             mail.html or "", *mail.reply_to, *mail.to, *mail.cc, *mail.delivered_to, *mail.in_reply_to,
-             *mail.references, *mail.defects, *mail.part_types]
-    for name, values in mail.headers.items():
-        found += [name, *values]
-    for attachment in mail.attachments:
-        found += [attachment.filename, attachment.content_type]
-    return found
-
-
 def _flat(value: object) -> str:
     if isinstance(value, dict):
         return " ".join(f"{name} {_flat(values)}" for name, values in value.items())
@@ -580,7 +569,7 @@ def test_no_nul_survives_parsing_whatever_header_carried_it(raw: bytes, where: s
     unsafe = _parse(raw)  # the parser's own reading, before the pass that cleans it
     assert "\x00" in _flat(getattr(unsafe, where))
     mail = parse_mail(raw)
-    assert not [text for text in _strings(mail) if "\x00" in text]
+    assert not [text for text in every_text(mail) if "\x00" in text]
     assert UNSTORABLE_REPLACED in mail.defects
     assert "\ufffd" in _flat(getattr(mail, where))
     assert mail.raw == raw  # what came is kept as it came
@@ -589,7 +578,7 @@ def test_no_nul_survives_parsing_whatever_header_carried_it(raw: bytes, where: s
 def test_a_message_without_nul_is_returned_as_parsed() -> None:
     mail = parse_mail(PLAIN)
     assert UNSTORABLE_REPLACED not in mail.defects
-    assert not [text for text in _strings(mail) if "\ufffd" in text]
+    assert not [text for text in every_text(mail) if "\ufffd" in text]
 
 
 def test_a_message_id_too_long_for_an_index_is_kept_as_its_hash() -> None:
@@ -619,7 +608,7 @@ def test_undecodable_bytes_in_ids_come_out_as_text_a_database_can_store() -> Non
     raw = b"From: a@example.org\r\nMessage-ID: <a\xffb@x>\r\nIn-Reply-To: <caf\xc3\xa9@x>\r\n\r\nText.\r\n"
     assert "\udcff" in _parse(raw).message_id
     mail = parse_mail(raw)
-    for text in _strings(mail):
+    for text in every_text(mail):
         text.encode("utf-8")  # raises on a surrogate
     assert mail.message_id == "a\ufffdb@x"
     assert mail.in_reply_to == ("caf\u00e9@x",)  # bytes that were UTF-8 after all are read as such
