@@ -589,7 +589,7 @@ def test_a_message_id_too_long_for_an_index_is_kept_as_its_hash() -> None:
     assert first.message_id == again.message_id  # the same message delivered again is still a duplicate
     assert not first.has_message_id  # never quoted back in a letter's In-Reply-To
     assert "Message-ID longer than 500 characters, kept as its hash" in first.defects
-    at_the_limit = "y" * 487 + "@example.org"
+    at_the_limit = "y" * 488 + "@example.org"  # 500 characters
     assert parse_mail(message(f"From: a@example.org\nMessage-ID: <{at_the_limit}>")).message_id == at_the_limit
 
 
