@@ -169,14 +169,14 @@ class Ingestor:
             outcomes.extend(done)
             if on_commit is not None:
                 on_commit()
-            uids = [one.uid for one, _ in taken if one.uid is not None]
+            uids = _uids(taken)
             if on_committed is not None and uids:
                 on_committed(uids)
         return outcomes
 
     def _commit(self, session: Session, cursor: CursorPosition | None,
                 taken: list[tuple[Arrival, InboundMail]]) -> None:
-        uids = [arrival.uid for arrival, _ in taken if arrival.uid is not None]
+        uids = _uids(taken)
         if cursor is not None and uids:
             self._advance_cursor(session, cursor, max(uids))
         session.commit()
@@ -305,6 +305,11 @@ class Ingestor:
     @staticmethod
     def _advance_cursor(session: Session, position: CursorPosition, uid: int) -> None:
         repo.advance_cursor(session, position.mailbox, position.uidvalidity, uid)
+
+
+def _uids(taken: list[tuple[Arrival, InboundMail]]) -> list[int]:
+    """The IMAP UIDs of a transaction's arrivals (the web form's have none)."""
+    return [arrival.uid for arrival, _ in taken if arrival.uid is not None]
 
 
 def _log_outcome(outcome: IngestOutcome) -> None:

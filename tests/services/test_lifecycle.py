@@ -17,6 +17,7 @@ from sqlmodel import select
 
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.ingest import Arrival, CursorPosition
+from mailbot.services.observe import Unobserved
 from mailbot.store.db import session as new_session
 from mailbot.store.models import Case, Event, MailMessage
 from mailbot.store.repo import read_cursor
@@ -446,7 +447,7 @@ def test_a_good_complaint_after_a_failed_one_opens_its_case_and_threads_on_its_o
     assert "first@example.org" not in headers
 
 
-class _Verdicts:
+class _Verdicts(Unobserved):
     """An onlooker that writes down each verdict it is told of."""
 
     def __init__(self) -> None:
@@ -454,12 +455,6 @@ class _Verdicts:
 
     def message(self, verdict: str) -> None:
         self.seen.append(verdict)
-
-    def letter(self, state: str, seconds: float | None = None) -> None:
-        return None
-
-    def fetch_failed(self, auth: bool) -> None:
-        return None
 
 
 def _fetch_of_three(world: World, monkeypatch: pytest.MonkeyPatch, fails: Callable[[], bool],
