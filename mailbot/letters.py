@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailbot.domain.attachments import wire_content_type, wire_filename
 from mailbot.domain.mail import header_safe, wire_address
 
 if TYPE_CHECKING:
@@ -220,12 +221,12 @@ def _text_part(content: str, subtype: str) -> _Part:
 
 def _attachment_part(filename: str, content_type: str, payload: bytes) -> _Part:
     """Attachments are rare: the email package builds them (base64, RFC 2231 filenames)."""
-    maintype, _, subtype = content_type.partition("/")
-    part = MIMEBase(maintype or "application", subtype or "octet-stream")
+    maintype, _, subtype = wire_content_type(content_type).partition("/")
+    part = MIMEBase(maintype, subtype)
     del part["MIME-Version"]
     part.set_payload(payload)
     encoders.encode_base64(part)
-    name = header_safe(filename) or "attachment"
+    name = wire_filename(header_safe(filename)) or "attachment"
     part.add_header("Content-Disposition", "attachment", filename=name if name.isascii() else ("utf-8", "", name))
     content_type_value = str(part["Content-Type"])
     del part["Content-Type"]

@@ -29,6 +29,11 @@ RISKY_TYPES = frozenset({
     "application/vnd.ms-excel.sheet.binary.macroenabled.12", "application/x-iso9660-image",
 })
 _SIZE = re.compile(r"^\s*(\d+)\s*([KkMm]?)[Bb]?\s*$")
+# A media type as RFC 6838 names them: type/subtype, each at most 127 of its restricted characters.
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+# A forwarded attachment's name, in UTF-8 bytes. No file system keeps a longer name than 255 bytes, and 200
+# bytes stay on one header line of a letter (under RFC 5322's 998) however they are quoted or %-encoded.
+MAX_WIRE_NAME_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,28 @@ def human_size(size: int) -> str:
     if size >= 1024:
         return f"{size / 1024:.0f} KB"
     return f"{size} bytes"
+
+
+def wire_content_type(content_type: str) -> str:
+    """The attachment's media type as a letter to staff carries it: a valid type/subtype, or
+    application/octet-stream. A sender's Content-Type can be anything (3,000 characters, quotes)."""
+    value = content_type.strip().lower()
+    return value if _MEDIA_TYPE.fullmatch(value) else "application/octet-stream"
+
+
+def wire_filename(filename: str, limit: int = MAX_WIRE_NAME_BYTES) -> str:
+    """The attachment's name cut to ``limit`` UTF-8 bytes, with its extension kept and a ``~`` where it was cut.
+
+    A name of 5,000 characters made one header line of 5,000: past RFC 5322's 998, which Microsoft 365
+    refuses (5.6.211), so the staff notification carrying it could not be delivered.
+    """
+    if len(filename.encode("utf-8")) <= limit:
+        return filename
+    stem, dot, extension = filename.rpartition(".")
+    tail = "~" + (dot + extension if stem and 0 < len(extension.encode("utf-8")) <= 16 else "")
+    room = limit - len(tail.encode("utf-8"))
+    head = filename.encode("utf-8")[:room].decode("utf-8", "ignore")  # never half a character
+    return head + tail
 
 
 def is_risky(filename: str, content_type: str) -> bool:

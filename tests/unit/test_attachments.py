@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mailbot.domain.attachments import choose_for_staff, is_risky, parse_size
+from mailbot.domain.attachments import (
+    MAX_WIRE_NAME_BYTES,
+    choose_for_staff,
+    is_risky,
+    parse_size,
+    wire_content_type,
+    wire_filename,
+)
 
 MB = 1024 * 1024
 
@@ -56,3 +63,39 @@ def test_parse_size(value: str, size: int) -> None:
 def test_parse_size_refuses(value: str) -> None:
     with pytest.raises(ValueError):
         parse_size(value)
+
+
+@pytest.mark.parametrize(
+    "given, carried",
+    [
+        ("application/pdf", "application/pdf"),
+        ("Image/JPEG", "image/jpeg"),
+        ("application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+         "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        ("application/" + "p" * 3000, "application/octet-stream"),  # one header line of 3,000 characters
+        ('application/pdf\\"', "application/octet-stream"),
+        ("application/pdf; name=x", "application/octet-stream"),
+        ("application", "application/octet-stream"),
+        ("", "application/octet-stream"),
+        ("text/plain\r\nBcc: x@example.org", "application/octet-stream"),
+    ],
+)
+def test_a_forwarded_attachment_carries_a_valid_media_type(given: str, carried: str) -> None:
+    assert wire_content_type(given) == carried
+
+
+@pytest.mark.parametrize(
+    "given, carried",
+    [
+        ("letter.pdf", "letter.pdf"),
+        ("a" * 200, "a" * 200),  # at the limit: unchanged
+        ("a" * 5000 + ".pdf", "a" * 195 + "~.pdf"),
+        ("a" * 5000, "a" * 199 + "~"),
+        ("x." + "e" * 300, "x." + "e" * 197 + "~"),  # no real extension to keep
+        ("\U0001F600" * 300 + ".pdf", "\U0001F600" * 48 + "~.pdf"),  # cut between characters, never inside one
+        ("é" * 150 + ".docx", "é" * 97 + "~.docx"),
+    ],
+)
+def test_a_forwarded_attachment_name_fits_on_a_header_line(given: str, carried: str) -> None:
+    assert wire_filename(given) == carried
+    assert len(carried.encode("utf-8")) <= MAX_WIRE_NAME_BYTES

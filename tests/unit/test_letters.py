@@ -111,6 +111,28 @@ def test_letter_bytes_are_standard_mime_with_crlf_and_encoded_headers() -> None:
     assert attachment.get_filename() == "rapport é.pdf" and attachment.get_content() == b"%PDF-1.4" * 50
 
 
+@pytest.mark.parametrize("filename, content_type, name_carried, type_carried", [
+    ("a" * 5000 + ".pdf", "application/pdf", "a" * 195 + "~.pdf", "application/pdf"),
+    ("\U0001F600" * 300 + ".pdf", "application/pdf", "\U0001F600" * 48 + "~.pdf", "application/pdf"),
+    ("a b " * 1000 + ".pdf", "application/pdf", ("a b " * 50)[:195] + "~.pdf", "application/pdf"),
+    ("scan.pdf", "application/" + "p" * 3000, "scan.pdf", "application/octet-stream"),
+])
+def test_a_hostile_attachment_name_or_type_keeps_every_line_within_998(
+        filename: str, content_type: str, name_carried: str, type_carried: str) -> None:
+    """A complainant's attachment goes to staff with the notification. Its name and type are theirs: a name of
+    5,000 characters made a header line of 5,000, which Microsoft 365 refuses (5.6.211), so staff never got the
+    notification."""
+    from mailbot.letters import RenderedLetter, letter_bytes
+
+    raw = letter_bytes(RenderedLetter("Subject", "text", "<p>text</p>"), template="staff-notification",
+                       from_name="One Million Mentors", from_addr="complaints@1mm.org.uk", to=["staff@1mm.org.uk"],
+                       message_id="x@1mm.org.uk", attachments=[(filename, content_type, b"%PDF-1.4")])
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    attachment = email.message_from_bytes(raw, policy=email.policy.default).get_payload()[1]
+    assert attachment.get_content() == b"%PDF-1.4"
+    assert (attachment.get_filename(), attachment.get_content_type()) == (name_carried, type_carried)
+
+
 def test_non_ascii_addresses_are_never_rfc2047_encoded() -> None:
     """RFC 2047 forbids encoded-words inside an address: IDNA for the domain, RFC 6532 UTF-8 for the rest."""
     from mailbot.letters import RenderedLetter, letter_bytes
