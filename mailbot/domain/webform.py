@@ -24,7 +24,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from mailbot.domain.attachments import human_size, is_risky
+from mailbot.domain.attachments import human_size, is_risky, wire_content_type
 from mailbot.domain.mail.message import Attachment
 
 ROLES = {"mentee": "a mentee (or a parent or carer of one)", "mentor": "a mentor",
@@ -185,9 +185,7 @@ def compose(submission: Submission, *, to: str, from_fallback: str, message_id: 
     msg = message(name=values.get("name", ""), email=submission.email or from_fallback, to=to,
                   subject=subject_of(values), body=body_of(values, submission.uploads), message_id=message_id, now=now)
     for upload in submission.uploads:
-        maintype, _, subtype = (upload.content_type or "application/octet-stream").partition("/")
-        if not subtype or not re.fullmatch(r"[\w.+-]+", maintype + subtype):
-            maintype, subtype = "application", "octet-stream"
+        maintype, _, subtype = wire_content_type(upload.content_type).partition("/")
         msg.add_attachment(upload.payload, maintype=maintype, subtype=subtype,
                            filename=clean(upload.filename).replace("\n", " ")[:200] or "attachment")
     return msg.as_bytes()

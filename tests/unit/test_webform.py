@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,9 +12,11 @@ from mailbot.domain.proxies import client_address, parse_networks
 from mailbot.domain.webform import (
     Limits,
     RateLimit,
+    Submission,
     Upload,
     check_csrf,
     check_status_token,
+    compose,
     csrf_token,
     status_token,
     subject_of,
@@ -106,3 +110,22 @@ def test_status_token_is_bound_to_the_case_and_its_nonce() -> None:
     assert not check_status_token(SECRET, "1MM-2026-0002", "nonce", token)
     assert not check_status_token(SECRET, "1MM-2026-0001", "new-nonce", token)
     assert not check_status_token(SECRET, "1MM-2026-0001", None, token)
+
+
+@pytest.mark.parametrize("filename, content_type, name_carried, type_carried", [
+    ("letter.pdf", "application/pdf", "letter.pdf", "application/pdf"),
+    ("photo.JPG", "Image/JPEG", "photo.JPG", "image/jpeg"),
+    ("notes.txt", "", "notes.txt", "application/octet-stream"),  # the browser did not say
+    ("scan.pdf", "application/" + "p" * 3000, "scan.pdf", "application/octet-stream"),
+    ("scan.pdf", "application/pdf\"; x=\"", "scan.pdf", "application/octet-stream"),
+    ("a\x00b\r\nc.pdf", "application/pdf", "ab c.pdf", "application/pdf"),
+    ("x" * 300 + ".pdf", "application/pdf", "x" * 200, "application/pdf"),
+])
+def test_a_form_s_files_reach_the_pipeline_with_a_valid_type_and_a_one_line_name(
+        filename: str, content_type: str, name_carried: str, type_carried: str) -> None:
+    raw = compose(Submission(GOOD, (Upload(filename, content_type, b"%PDF-1.4"),)), to="complaints@1mm.org.uk",
+                  from_fallback="form@1mm.org.uk", message_id="<f1@1mm.org.uk>", now=NOW)
+    assert max(len(line) for line in raw.splitlines()) <= 998
+    attachment = next(email.message_from_bytes(raw, policy=email.policy.default).iter_attachments())
+    assert (attachment.get_filename(), attachment.get_content_type()) == (name_carried, type_carried)
+    assert attachment.get_content() == b"%PDF-1.4"
