@@ -423,6 +423,24 @@ def test_the_same_complaint_delivered_again_is_a_duplicate_and_writes_nothing(wo
     assert world.take_letters() == []
 
 
+def test_two_complaints_whose_ids_differ_in_an_undecodable_byte_are_two_complaints(world: World) -> None:
+    """Both ids once became ``<a\ufffd1@x.org>``, so the second person's complaint was a "duplicate" of the
+    first: no case, no acknowledgement. Each now keeps its own id, and a reply quoting it threads to its case."""
+    def raw(frm: str, byte: bytes, extra: bytes = b"") -> bytes:
+        return (b"From: " + frm.encode() + b"\r\nTo: complaints@1mm.org.uk\r\nSubject: My complaint\r\n"
+                b"Message-ID: <a" + byte + b"1@x.org>\r\n" + extra + b"\r\nThe mentor did not come.\r\n")
+
+    first = world.receive(raw("amira@example.org", b"\xff"))
+    second = world.receive(raw("bob@example.org", b"\xfe"))
+    assert (first.action, second.action) == ("new_case", "new_case")
+    assert first.ref != second.ref
+    assert sorted(letter.to for letter in world.take_letters() if letter.kind == "acknowledgement") == [
+        "amira@example.org", "bob@example.org"]
+    follow_up = world.receive(b"From: bob@example.org\r\nTo: complaints@1mm.org.uk\r\nSubject: More\r\n"
+                              b"Message-ID: <b2@x.org>\r\nIn-Reply-To: <a\xfe1@x.org>\r\n\r\nAnd another thing.\r\n")
+    assert follow_up.ref == second.ref
+
+
 def test_a_good_complaint_after_a_failed_one_opens_its_case_and_threads_on_its_own_mail(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two complaints in one fetch; the first fails after its case was opened, so its savepoint takes the case (and,

@@ -41,18 +41,43 @@ def safely(getter, default):
         return default
 
 
+def _undecoded_bytes(value: str) -> bytes | None:
+    """The bytes of a header value the compat32 parser could not decode (it keeps them as surrogates), or None
+    when the value is plain or already real Unicode text."""
+    if value.isascii():
+        return None
+    try:
+        return value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+
+
 def recover_8bit(value: str, charset_hint: str | None) -> str:
     """The compat32 parser keeps undeclared 8-bit header bytes as surrogates: decode them."""
-    if value.isascii():
+    data = _undecoded_bytes(value)
+    if data is None:
         return value
-    try:
-        data = value.encode("ascii", "surrogateescape")
-    except UnicodeEncodeError:
-        return value  # Already real Unicode text.
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return decode_bytes(data, charset_hint or "cp1252")
+
+
+def identifier_text(value: str) -> str:
+    """A Message-ID, In-Reply-To or References value with its 8-bit bytes read as UTF-8 where they are UTF-8,
+    and otherwise one character for each byte (Latin-1), whatever the message's charset.
+
+    Never U+FFFD and never the message's own charset: two ids that differ in one undecodable byte must stay two
+    ids (as U+FFFD both, the second person's complaint was taken for a duplicate of the first and dropped), and
+    a reply must spell the id it answers as the message it answers did.
+    """
+    data = _undecoded_bytes(value)
+    if data is None:
+        return value
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def _codec_for(charset: str | None) -> str | None:

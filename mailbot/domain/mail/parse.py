@@ -8,7 +8,7 @@ import email.utils
 import re
 from dataclasses import replace
 
-from mailbot.domain.mail.decoding import looks_readable, safely
+from mailbot.domain.mail.decoding import identifier_text, looks_readable, safely
 from mailbot.domain.mail.headers import (
     MAX_ADDRESS_LENGTH,
     HeaderReader,
@@ -134,7 +134,7 @@ def _parse(raw: bytes) -> InboundMail:
     headers = reader.decoded_headers(defects)
 
     from_name, from_addr = reader.sender or ("", "")
-    message_ids = extract_message_ids(reader.raw("message-id"))
+    message_ids = extract_message_ids(identifier_text(reader.raw("message-id")))
     if message_ids and len(message_ids[0]) <= MAX_MESSAGE_ID_LENGTH:
         message_id, has_message_id = message_ids[0], True
     elif message_ids:
@@ -172,8 +172,8 @@ def _parse(raw: bytes) -> InboundMail:
         to=to,
         cc=cc,
         delivered_to=delivered_to,
-        in_reply_to=extract_message_ids(" ".join(reader.raw_values("in-reply-to"))),
-        references=extract_message_ids(" ".join(reader.raw_values("references"))),
+        in_reply_to=extract_message_ids(identifier_text(" ".join(reader.raw_values("in-reply-to")))),
+        references=extract_message_ids(identifier_text(" ".join(reader.raw_values("references")))),
         date=iso_date(reader.raw("date")),
         text=text,
         html=body.html,
