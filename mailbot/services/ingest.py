@@ -21,7 +21,7 @@ from sqlmodel import Session
 from mailbot.domain.chain import RouteConfig, Verdict, route
 from mailbot.domain.commands import OnBehalf
 from mailbot.domain.directory import DirectorySource
-from mailbot.domain.mail import InboundMail, bytes_only, parse_mail
+from mailbot.domain.mail import REUSED_MESSAGE_ID, InboundMail, bytes_only, parse_mail, same_message, with_own_id
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.lifecycle import CaseLifecycle
 from mailbot.services.observe import Observer, Unobserved
@@ -229,6 +229,8 @@ class Ingestor:
 
     def _keep_failed(self, session: Session, mail: InboundMail, arrival: Arrival, exc: Exception) -> IngestOutcome:
         """Keep a message the pipeline could not handle, move past it, and leave it where staff will see it."""
+        if repo.inbound_seen(session, mail.message_id):
+            mail = self._unless_another_message(session, mail)
         if not repo.inbound_seen(session, mail.message_id):
             error = f"{type(exc).__name__}: {exc}"[:1000]
             repo.record_inbound(session, {
@@ -247,8 +249,18 @@ class Ingestor:
                 alert.rollback()
         return IngestOutcome(mail.message_id, "error", "processing_error", None, ())
 
+    @staticmethod
+    def _unless_another_message(session: Session, mail: InboundMail) -> InboundMail:
+        """A message whose Message-ID is already kept: itself when it is that message again (a duplicate), else
+        under an id of its own, so it is filed rather than dropped as a duplicate of somebody else's mail."""
+        if any(same_message(mail, parse_mail(kept)) for kept in repo.inbound_raws(session, mail.message_id)):
+            return mail
+        return with_own_id(mail)
+
     def _process(self, session: Session, mail: InboundMail, arrival: Arrival) -> IngestOutcome:
         lookup = StoreRouteLookup(session, self.directory)
+        if lookup.is_duplicate(mail.message_id):
+            mail = self._unless_another_message(session, mail)
         verdict = route(mail, lookup, self.route_config)
         if verdict.action == "duplicate":
             return IngestOutcome(mail.message_id, "duplicate", "duplicate", None, ())
@@ -284,7 +296,7 @@ class Ingestor:
         detail: dict[str, object] = {"rules": list(verdict.rules), "action": verdict.action}
         if verdict.thread:
             detail["thread_rule"] = verdict.thread.rule
-        if not mail.readable:
+        if not mail.readable or REUSED_MESSAGE_ID in mail.defects:
             detail["defects"] = list(mail.defects)
         if arrival.form is not None:
             detail["channel"] = "web"

@@ -6,6 +6,7 @@ and recipient), what the message was filed as, and where the case stands.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 import pytest
 from sqlmodel import select
 
+from mailbot.domain.mail import REUSED_MESSAGE_ID
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.ingest import Arrival, CursorPosition
 from mailbot.services.observe import Unobserved
@@ -439,6 +441,49 @@ def test_two_complaints_whose_ids_differ_in_an_undecodable_byte_are_two_complain
     follow_up = world.receive(b"From: bob@example.org\r\nTo: complaints@1mm.org.uk\r\nSubject: More\r\n"
                               b"Message-ID: <b2@x.org>\r\nIn-Reply-To: <a\xfe1@x.org>\r\n\r\nAnd another thing.\r\n")
     assert follow_up.ref == second.ref
+
+
+def test_a_different_message_under_a_known_message_id_is_filed_not_dropped(world: World) -> None:
+    """Mailers do reuse Message-IDs, and anybody can write one. Taken for a duplicate, the second person's
+    complaint was dropped: no case, no letter, no record. The same message delivered again is still a duplicate."""
+    reused = "<reused@example.com>"
+    first = world.receive(mail("Amira Khan <amira@example.org>", "My complaint", "No mentor came.", message_id=reused))
+    redelivered = mail("Amira Khan <amira@example.org>", "My complaint", "No mentor came.", message_id=reused,
+                       Received="by another.relay.example; Mon, 16 Nov 2026 10:00:00 +0000")
+    assert world.receive(redelivered).action == "duplicate"
+    second = world.receive(mail("Bob Lee <bob@example.org>", "Another complaint", "Nobody replied.",
+                                message_id=reused))
+    assert (first.action, second.action) == ("new_case", "new_case") and first.ref != second.ref
+    assert second.message_id.endswith("@mailbot.invalid")  # kept under an id of its own
+    with new_session(world.app.engine) as s:
+        detail = s.exec(select(MailMessage.detail).where(MailMessage.message_id == second.message_id)).one()
+    assert REUSED_MESSAGE_ID in json.loads(detail)["defects"]  # and the record says why
+    assert [letter.to for letter in world.take_letters() if letter.kind == "acknowledgement"] == [
+        "amira@example.org", "bob@example.org"]
+    # The id still belongs to the first message: a reply quoting it goes to the first case.
+    reply = world.receive(mail("Amira Khan <amira@example.org>", "Re: My complaint", "Any news?",
+                               In_Reply_To=reused))
+    assert reply.ref == first.ref
+
+
+def test_a_different_message_under_a_known_id_that_fails_is_kept_for_staff(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the processing error was not kept either, as the id "was already kept".
+    reused = "<reused@example.com>"
+    world.receive(mail("Amira Khan <amira@example.org>", "My complaint", "No mentor came.", message_id=reused))
+    real_queue = Correspondence.queue
+
+    def queue_failing_for_bob(self, session, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs["case"] is not None and kwargs["case"].complainant == "bob@example.org":
+            raise RuntimeError("the disk is full")
+        return real_queue(self, session, **kwargs)
+
+    monkeypatch.setattr(Correspondence, "queue", queue_failing_for_bob)
+    outcome = world.receive(mail("Bob Lee <bob@example.org>", "Another", "Nobody replied.", message_id=reused))
+    assert (outcome.action, outcome.kind) == ("error", "processing_error")
+    with new_session(world.app.engine) as s:
+        kept = s.exec(select(MailMessage.from_addr).where(MailMessage.kind == "processing_error")).all()
+    assert kept == ["bob@example.org"]
 
 
 def test_a_good_complaint_after_a_failed_one_opens_its_case_and_threads_on_its_own_mail(

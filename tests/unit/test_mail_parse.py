@@ -9,12 +9,15 @@ from email.utils import parseaddr
 import pytest
 
 from mailbot.domain.mail import (
+    REUSED_MESSAGE_ID,
     InboundMail,
     bare_address,
     extract_message_ids,
     header_safe,
     html_to_text,
     parse_mail,
+    same_message,
+    with_own_id,
 )
 from mailbot.domain.mail.parse import UNSTORABLE_REPLACED, _parse
 from tests.samples import every_text
@@ -624,3 +627,32 @@ def test_ids_differing_in_one_undecodable_byte_stay_two_ids_whatever_the_charset
     ids = [(mail.message_id, mail.references) for mail in map(parsed, (b"\xff", b"\xfe", b"\x81", b"\x9d"))]
     assert ids == [("a\u00ffb@x", ("r\u00ff@x",)), ("a\u00feb@x", ("r\u00fe@x",)),
                    ("a\u0081b@x", ("r\u0081@x",)), ("a\u009db@x", ("r\u009d@x",))]
+
+
+_ONE = (b"From: Amira <amira@example.org>\r\nTo: complaints@1mm.org.uk\r\nSubject: Complaint\r\n"
+        b"Message-ID: <one@example.org>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: text/plain\r\n\r\nNo mentor came.\r\n--b\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"JVBERi0xLjQ=\r\n--b--\r\n")
+
+
+@pytest.mark.parametrize("other, same", [
+    (_ONE, True),
+    (b"Received: by relay.example; Mon, 16 Nov 2026 10:00:00 +0000\r\nDelivered-To: complaints@1mm.org.uk\r\n"
+     + _ONE, True),  # delivered again by another route
+    (_ONE.replace(b"\r\n", b"\n"), True),  # the same message with bare line feeds
+    (_ONE.replace(b"amira@example.org", b"bob@example.org"), False),
+    (_ONE.replace(b"No mentor came.", b"Nobody replied."), False),
+    (_ONE.replace(b"Subject: Complaint", b"Subject: Another"), False),
+    (_ONE.replace(b"JVBERi0xLjQ=", b"JVBERi0xLjU="), False),  # another file
+])
+def test_one_message_delivered_twice_is_told_from_two_messages_sharing_an_id(other: bytes, same: bool) -> None:
+    assert same_message(parse_mail(_ONE), parse_mail(other)) is same
+    assert parse_mail(other).message_id == "one@example.org"
+
+
+def test_a_message_under_another_s_id_gets_one_of_its_own_from_its_bytes() -> None:
+    mail = parse_mail(_ONE)
+    own = with_own_id(mail)
+    assert own.message_id == with_own_id(parse_mail(_ONE)).message_id != mail.message_id  # the same bytes, the same id
+    assert not own.has_message_id and own.defects[-1] == REUSED_MESSAGE_ID

@@ -31,17 +31,21 @@ from mailbot.domain.mail.addresses import bare_address, header_safe, wire_addres
 from mailbot.domain.mail.headers import decode_header_value
 from mailbot.domain.mail.html import html_to_text
 from mailbot.domain.mail.message import (
+    REUSED_MESSAGE_ID,
     SYNTHETIC_ID_DOMAIN,
     Attachment,
     InboundMail,
     extract_message_ids,
+    same_message,
     synthetic_message_id,
+    with_own_id,
 )
 from mailbot.domain.mail.mime import LARGE_MESSAGE_BYTES
 from mailbot.domain.mail.parse import bytes_only, parse_mail
 
 __all__ = [
     "LARGE_MESSAGE_BYTES",
+    "REUSED_MESSAGE_ID",
     "SYNTHETIC_ID_DOMAIN",
     "Attachment",
     "InboundMail",
@@ -52,6 +56,8 @@ __all__ = [
     "header_safe",
     "html_to_text",
     "parse_mail",
+    "same_message",
     "synthetic_message_id",
     "wire_address",
+    "with_own_id",
 ]

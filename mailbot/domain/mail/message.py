@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,26 @@ _BRACKETED_ID = re.compile(r"<([^<>]*)>")
 def synthetic_message_id(raw: bytes) -> str:
     """A stable id for a message without one, so identical re-deliveries dedupe."""
     return f"{hashlib.sha256(raw).hexdigest()}@{SYNTHETIC_ID_DOMAIN}"
+
+
+REUSED_MESSAGE_ID = "Message-ID already used by a different message: kept under an id of its own"
+
+
+def same_message(a: InboundMail, b: InboundMail) -> bool:
+    """Whether two messages with one Message-ID are one message delivered twice: the same sender, subject,
+    text and files. What changes between deliveries (Received, Delivered-To, the IMAP flags) is not compared."""
+    def content(mail: InboundMail) -> tuple[object, ...]:
+        return mail.from_addr, mail.subject, mail.text, mail.html, tuple(f.payload for f in mail.attachments)
+
+    return content(a) == content(b)
+
+
+def with_own_id(mail: InboundMail) -> InboundMail:
+    """A message whose Message-ID another message already has, under an id of its own (the hash of its bytes,
+    so the same bytes delivered again are still a duplicate). Mailers do reuse ids, and anybody can write one:
+    taken for a duplicate, the second message was dropped with no case and no letter."""
+    return replace(mail, message_id=synthetic_message_id(mail.raw), has_message_id=False,
+                   defects=(*mail.defects, REUSED_MESSAGE_ID))
 
 
 def extract_message_ids(value: str) -> tuple[str, ...]:
