@@ -180,3 +180,40 @@ def test_hostile_headers_do_not_stop_intake_on_postgresql(postgres: PostgresServ
         assert to_everyone[0].split(",")[-1] == crowd[-1]
     finally:
         app.engine.dispose()
+
+
+def test_hostile_bodies_and_parts_are_filed_on_postgresql(postgres: PostgresServer, tmp_path) -> None:
+    """The service tests' hostile mail (NUL in bodies and names, MIME too deep, names and types thousands of
+    characters long...) in one fetch on PostgreSQL, which refuses what SQLite stores: every one filed, in order,
+    and every letter deliverable."""
+    import shutil
+    from pathlib import Path
+
+    from sqlalchemy import text
+
+    from mailbot.bootstrap import App
+    from mailbot.services.ingest import Arrival, CursorPosition
+    from mailbot.settings import load_settings
+    from tests.services.test_hostile_mail import HOSTILE
+
+    repo_root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("staff.toml", "participants.csv"):
+        shutil.copy(repo_root / "data" / name, data / name)
+    app = App(load_settings(data_dir=data, templates_dir=repo_root / "templates", database_url=postgres.url,
+                            secret="postgres-tests-secret-at-least-32-bytes"), now=T0)
+    raws = [build(n) for n, build in enumerate(HOSTILE.values())] + [make_mail(frm="last@example.org")]
+    try:
+        outcomes = app.ingestor.ingest_batch([Arrival(raw, T0, uid=uid) for uid, raw in enumerate(raws, start=1)],
+                                             CursorPosition("INBOX", 1))
+        assert {o.action for o in outcomes} <= {"new_case", "unreadable", "automated"}
+        assert outcomes[-1].action == "new_case"
+        with app.engine.connect() as conn:
+            kept = conn.execute(text("SELECT count(*) FROM message WHERE direction = 'in'")).scalar_one()
+            cursor = conn.execute(text("SELECT last_uid FROM mailboxcursor")).scalar_one()
+            letters = conn.execute(text("SELECT raw FROM message WHERE direction = 'out'")).scalars().all()
+        assert (kept, cursor) == (len(raws), len(raws))
+        assert all(max(map(len, bytes(letter).split(b"\r\n"))) <= 998 for letter in letters)
+    finally:
+        app.engine.dispose()
