@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Index, LargeBinary, Table, Text, UniqueConstraint
-from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 
 
@@ -90,9 +89,10 @@ class MailMessage(SQLModel, table=True):
         UniqueConstraint("direction", "message_id", name="uq_message_direction_id"),
         Index("ix_message_outbox", "delivery", "next_attempt_at"),
         # Automatic letters only (the auto-reply cap counts them): an inbound row's To list can be longer than
-        # PostgreSQL lets an index row be.
-        Index("ix_message_cap", "to_addrs", "at", postgresql_where=sql_text("automatic"),
-              sqlite_where=sql_text("automatic = 1")),
+        # PostgreSQL lets an index row be. Migration 0008 makes it partial (WHERE automatic); it is not said here
+        # with postgresql_where / sqlite_where because naming a dialect's options makes SQLAlchemy import that
+        # dialect, PostgreSQL's with asyncpg's module: ~25 ms on every start of every command, SQLite or not.
+        Index("ix_message_cap", "to_addrs", "at", info={"where": "automatic"}),
         Index("ix_message_cap_from", "trigger_from", "automatic", "at"),
     )
 
