@@ -1,5 +1,5 @@
 import sys
 
-from mailbot.cli import main
+from mailbot.launch import main
 
 sys.exit(main())

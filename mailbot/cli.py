@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -192,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from mailbot import console
+
+    if args.command != "run":
+        gc.enable()  # off while the libraries loaded (mailbot.launch); `run` switches it on once it has started
 
     settings = load_settings()
     default = logging.INFO if args.verbose or args.command == "run" else logging.WARNING

@@ -35,12 +35,12 @@ def settle_memory() -> None:
     The collector otherwise walks all of it again on every full collection; taking a backlog in,
     that was about a tenth of the CPU time. Objects created afterwards are collected as usual.
 
-    Only the young generations are collected first (well under a millisecond): a full collection walks all
-    ~80,000 start-up objects, 20 ms of every `run --once`, and found a few closures' worth of garbage, which
-    the full collections during the imports left behind and which now stays.
+    Nothing is collected first: the command started with the collector off (``mailbot.launch``), so every
+    start-up object is still young, and a collection would walk all ~100,000 of them (20 ms of every `run
+    --once`) to find a few closures' worth of garbage, which now stays. The collector is switched on here.
     """
-    gc.collect(1)
     gc.freeze()
+    gc.enable()
 
 
 def run(settings: Settings, once: bool, now: datetime | None) -> int:
@@ -96,6 +96,7 @@ def _app_when_the_database_works(settings: Settings, first_wait: float = 2.0, lo
         except DatabaseUnusable as exc:
             if not exc.retryable:
                 raise
+            gc.enable()  # start-up is not quick now: each failed try's garbage is collected as it waits
             log.warning("%s; trying again in %.0f s", exc, wait)
             time.sleep(wait)
             wait = min(wait * 2, longest_wait)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -38,3 +39,33 @@ def test_the_case_listing_starts_without_the_orm_or_the_mail_stack(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert done.stdout == "no cases yet\n"
     assert done.stderr.strip() == ""
+
+
+@pytest.mark.parametrize("command, switched_on_by", [(["run", "--once"], "settle_memory"), (["cases"], "_dispatch")])
+def test_the_garbage_collector_is_off_while_a_command_starts_and_on_for_its_work(
+        tmp_path: Path, command: list[str], switched_on_by: str) -> None:
+    # Off while the libraries load (~50 ms of an idle `run --once` was the collector walking them again and
+    # again); a daemon left with it off would never free a reference cycle.
+    probe = (
+        "import gc, sys\nfrom mailbot import cli, console, launch\nstates = []\n"
+        "def watch(owner, name):\n"
+        "    real = getattr(owner, name)\n"
+        "    def spy(*args, **kwargs):\n"
+        "        states.append((name, gc.isenabled()))\n"
+        "        return real(*args, **kwargs)\n"
+        "    setattr(owner, name, spy)\n"
+        "watch(cli, '_dispatch')\nwatch(console, 'settle_memory')\n"
+        f"sys.argv = ['mailbot', *{command!r}]\n"
+        "code = launch.main()\n"
+        "print(repr((code, states, gc.isenabled())))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env["MAILBOT_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    code, states, on_at_the_end = ast.literal_eval(done.stdout.splitlines()[-1])
+    assert code == 0
+    assert states[0] == ("_dispatch", False)  # started with the collector off
+    if switched_on_by == "settle_memory":
+        assert states[1] == ("settle_memory", False)  # and still off until `run` has built the bot
+    assert on_at_the_end  # on for the work
