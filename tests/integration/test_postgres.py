@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+from mailbot.bootstrap import App
+from mailbot.settings import load_settings
 from tests.integration.bot import Bot, make_mail, staff_reply
 from tests.servers import PostgresServer
 
@@ -130,26 +134,27 @@ def test_an_erased_person_is_gone_from_postgresqls_table_files(bot: Bot, postgre
     assert bot.cli("audit", "verify").returncode == 0
 
 
-def test_hostile_headers_do_not_stop_intake_on_postgresql(postgres: PostgresServer, tmp_path) -> None:
-    """PostgreSQL refuses NUL in text and index rows over ~2.7 KB. Before the fix, a Message-ID carrying a NUL, a
-    Message-ID of 9,000 characters, or a To header naming 400 people failed the message, then failed keeping it
-    as a processing error, and so the whole fetch: intake stopped at that message for good."""
-    import shutil
-    from pathlib import Path
-
-    from sqlalchemy import text
-
-    from mailbot.bootstrap import App
-    from mailbot.services.ingest import Arrival, CursorPosition
-    from mailbot.settings import load_settings
-
+def _app_in_process(postgres: PostgresServer, tmp_path: Path) -> App:
+    """The bot's object graph on the PostgreSQL server, in this process: intake fed arrivals directly, for bytes
+    IMAP cannot carry (NUL) and for many hostile messages at once."""
     repo_root = Path(__file__).resolve().parents[2]
     data = tmp_path / "data"
     data.mkdir()
     for name in ("staff.toml", "participants.csv"):
         shutil.copy(repo_root / "data" / name, data / name)
-    app = App(load_settings(data_dir=data, templates_dir=repo_root / "templates", database_url=postgres.url,
-                            secret="postgres-tests-secret-at-least-32-bytes"), now=T0)
+    return App(load_settings(data_dir=data, templates_dir=repo_root / "templates", database_url=postgres.url,
+                             secret="postgres-tests-secret-at-least-32-bytes"), now=T0)
+
+
+def test_hostile_headers_do_not_stop_intake_on_postgresql(postgres: PostgresServer, tmp_path) -> None:
+    """PostgreSQL refuses NUL in text and index rows over ~2.7 KB. Before the fix, a Message-ID carrying a NUL, a
+    Message-ID of 9,000 characters, or a To header naming 400 people failed the message, then failed keeping it
+    as a processing error, and so the whole fetch: intake stopped at that message for good."""
+    from sqlalchemy import text
+
+    from mailbot.services.ingest import Arrival, CursorPosition
+
+    app = _app_in_process(postgres, tmp_path)
     nul = (b"From: Bob <bob@example.org>\r\nTo: complaints@1mm.org.uk\r\n"
            b"Subject: =?utf-8?q?my=00complaint?=\r\nMessage-ID: <b\x001@example.org>\r\n\r\nThe mentor left.\r\n")
     long_id = (b"From: dan@example.org\r\nTo: complaints@1mm.org.uk\r\nSubject: Long id\r\n"
@@ -186,23 +191,12 @@ def test_hostile_bodies_and_parts_are_filed_on_postgresql(postgres: PostgresServ
     """The service tests' hostile mail (NUL in bodies and names, MIME too deep, names and types thousands of
     characters long...) in one fetch on PostgreSQL, which refuses what SQLite stores: every one filed, in order,
     and every letter deliverable."""
-    import shutil
-    from pathlib import Path
-
     from sqlalchemy import text
 
-    from mailbot.bootstrap import App
     from mailbot.services.ingest import Arrival, CursorPosition
-    from mailbot.settings import load_settings
     from tests.services.test_hostile_mail import HOSTILE
 
-    repo_root = Path(__file__).resolve().parents[2]
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("staff.toml", "participants.csv"):
-        shutil.copy(repo_root / "data" / name, data / name)
-    app = App(load_settings(data_dir=data, templates_dir=repo_root / "templates", database_url=postgres.url,
-                            secret="postgres-tests-secret-at-least-32-bytes"), now=T0)
+    app = _app_in_process(postgres, tmp_path)
     raws = [build(n) for n, build in enumerate(HOSTILE.values())] + [make_mail(frm="last@example.org")]
     try:
         outcomes = app.ingestor.ingest_batch([Arrival(raw, T0, uid=uid) for uid, raw in enumerate(raws, start=1)],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Callable
 
 # Charset labels seen in real mail that Python does not know, or knows as a narrower subset.
 _CHARSET_ALIASES = {
@@ -52,15 +53,22 @@ def _undecoded_bytes(value: str) -> bytes | None:
         return None
 
 
-def recover_8bit(value: str, charset_hint: str | None) -> str:
-    """The compat32 parser keeps undeclared 8-bit header bytes as surrogates: decode them."""
+def _utf8_or(value: str, otherwise: Callable[[bytes], str]) -> str:
+    """The value with the bytes compat32 could not decode read as UTF-8, or by ``otherwise`` when they are not."""
     data = _undecoded_bytes(value)
     if data is None:
         return value
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        return decode_bytes(data, charset_hint or "cp1252")
+        return otherwise(data)
+
+
+def recover_8bit(value: str, charset_hint: str | None) -> str:
+    """The compat32 parser keeps undeclared 8-bit header bytes as surrogates: decode them."""
+    if value.isascii():
+        return value  # nearly every header of every message: no call further
+    return _utf8_or(value, lambda data: decode_bytes(data, charset_hint or "cp1252"))
 
 
 def identifier_text(value: str) -> str:
@@ -71,13 +79,7 @@ def identifier_text(value: str) -> str:
     ids (as U+FFFD both, the second person's complaint was taken for a duplicate of the first and dropped), and
     a reply must spell the id it answers as the message it answers did.
     """
-    data = _undecoded_bytes(value)
-    if data is None:
-        return value
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    return _utf8_or(value, lambda data: data.decode("latin-1"))
 
 
 def _codec_for(charset: str | None) -> str | None:
