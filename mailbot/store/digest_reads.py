@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from mailbot.store.db import chunks, from_db, to_db
@@ -214,7 +215,7 @@ def letters_between(session: Session, kinds: Collection[str], since: datetime, n
         select(MailMessage).where(MailMessage.direction == "out", col(MailMessage.kind).in_(list(kinds)),
                                   col(MailMessage.case_id).is_not(None), MailMessage.at >= to_db(since),
                                   MailMessage.at <= to_db(now))
-        .order_by(col(MailMessage.at), col(MailMessage.id))
+        .order_by(col(MailMessage.at), col(MailMessage.id)).options(defer(MailMessage.raw))  # type: ignore[arg-type]
     ).all())
 
 
@@ -254,7 +255,7 @@ def problem_letters(session: Session, deliveries: Collection[str], since: dateti
     return list(session.exec(
         select(MailMessage).where(MailMessage.direction == "out", col(MailMessage.delivery).in_(list(deliveries)),
                                   MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))
-        .order_by(col(MailMessage.at), col(MailMessage.id))
+        .order_by(col(MailMessage.at), col(MailMessage.id)).options(defer(MailMessage.raw))  # type: ignore[arg-type]
     ).all())
 
 
@@ -280,13 +281,21 @@ def new_complaints_between(session: Session, since: datetime, now: datetime) -> 
         MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))).all()]
 
 
-def unfiled_automated_between(session: Session, since: datetime, now: datetime) -> list[MailMessage]:
-    """Inbound mail filed as automated on no case, received in the period, oldest first."""
-    return list(session.exec(
-        select(MailMessage).where(MailMessage.direction == "in", col(MailMessage.case_id).is_(None),
-                                  col(MailMessage.kind).in_(AUTOMATED_KINDS), MailMessage.at >= to_db(since),
-                                  MailMessage.at <= to_db(now))
-        .order_by(col(MailMessage.at), col(MailMessage.id))).all())
+class Unfiled(NamedTuple):
+    from_addr: str
+    subject: str
+    kind: str
+    at: datetime
+    to_addrs: str
+
+
+def unfiled_automated_between(session: Session, since: datetime, now: datetime) -> list[Unfiled]:
+    """Inbound mail filed as automated on no case, received in the period, oldest first: the columns the digest
+    shows, never the messages' bytes (a day's flood of 5,000 newsletters of 100 KB took the digest to 580 MB)."""
+    return [Unfiled(*row) for row in session.connection().execute(
+        sa_select(_M.from_addr, _M.subject, _M.kind, _M.at, _M.to_addrs).where(
+            _M.direction == "in", _M.case_id.is_(None), _M.kind.in_(AUTOMATED_KINDS), _M.at >= to_db(since),
+            _M.at <= to_db(now)).order_by(_M.at, _M.id)).all()]
 
 
 # What automated mail is filed as (domain.rules' kinds) when a person might still be behind it.

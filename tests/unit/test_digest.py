@@ -631,6 +631,39 @@ def test_automated_mail_written_to_the_complaints_address_needs_a_look(world: Wo
     assert context_for(world, HANNAH)["needs_a_look"] == []  # a regional manager sees her region's cases only
 
 
+def test_a_flood_of_robots_mail_or_refused_letters_is_counted_in_full_and_listed_up_to_the_limit(
+        world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # 5,000 newsletters of 100 KB in a day took the digest to 580 MB (every message read whole) and a 1.3 MB
+    # letter; a relay refusing everything for a day would do the same with the letters.
+    monkeypatch.setattr(digest_service, "LIST_LIMIT", 2)
+    with world.session() as s:
+        case = add_case(s, 1, "amira.khan@example.org", at(2026, 11, 19, 10))
+        for n in range(4):
+            add_message(s, None, "in", "bulk", at(2026, 11, 21, 9, n), frm=f"news{n}@example.org",
+                        to="complaints@1mm.org.uk", subject=f"Newsletter {n}")
+            add_message(s, case, "out", "acknowledgement", at(2026, 11, 21, 9, n), to=f"r{n}@example.org",
+                        delivery="failed", error="550 relay refused")
+        for who in EVERYONE:
+            s.add(DigestRun(recipient=who, day="2026-11-20", sent_at=to_db(FRIDAY_DIGEST)))
+        s.commit()
+    context = context_for(world, ALEX)
+    assert (context["counts"]["needs_a_look"], context["counts"]["delivery"]) == (4, 4)
+    assert [m["subject"] for m in context["needs_a_look"]] == ["Newsletter 0", "Newsletter 1"]
+    assert [p["to"] for p in context["delivery_problems"]] == ["r0@example.org", "r1@example.org"]
+    assert (context["not_listed"]["needs_a_look"], context["not_listed"]["delivery"]) == (2, 2)
+
+    assert world.digest().send_now(NOW, ALEX) == 1
+    [letter] = world.digests_to(ALEX)
+    text = " ".join(letter.get_body(("plain",)).get_content().split())
+    for line in ("NEEDS A LOOK (4)", "and 2 more, not listed here", "DELIVERY PROBLEMS (4)",
+                 "and 2 more letters refused or bounced, not listed here"):
+        assert line in text, line
+    assert "Newsletter 2" not in text and "r2@example.org" not in text
+    html = " ".join(letter.get_body(("html",)).get_content().split())
+    assert "Needs a look (4)" in html and "Delivery problems (4)" in html
+    assert html.count("<strong>2 more</strong>") == 2
+
+
 def test_a_coordinator_who_subscribes_gets_a_digest_of_the_cases_they_hold(world: World) -> None:
     seed(world)
     staff = world.data / "staff.toml"
@@ -693,7 +726,7 @@ def test_a_long_backlog_is_counted_in_full_and_listed_longest_overdue_first(worl
     assert refs(context["overdue"]) == ["1MM-2026-0001", "1MM-2026-0002", "1MM-2026-0003"]
     assert refs(context["due_today"]) == ["1MM-2026-0006", "1MM-2026-0007", "1MM-2026-0008"]
     assert context["not_listed"] == {"overdue": 2, "due_today": 1, "due_next": 0, "new": 0, "awaiting": 0,
-                                     "data_requests": 0}
+                                     "data_requests": 0, "delivery": 0, "needs_a_look": 0}
     workload = {w["holder"]: (w["open"], w["overdue"]) for w in context["workload"]}
     assert workload["Priya Shah"] == (9, 5)
 
