@@ -129,8 +129,11 @@ def case_detail(session: Session, case: Case) -> dict[str, object]:
 
 
 def unfiled_messages(session: Session) -> list[dict[str, object]]:
-    """Inbound mail on no case: automated mail and unreadable messages."""
-    rows = session.exec(select(MailMessage).where(MailMessage.case_id == None, MailMessage.direction == "in")  # noqa: E711
+    """Inbound mail on no case: automated mail and unreadable messages. The columns listed, never the messages'
+    bytes: a year of robots' mail can be many thousands of messages."""
+    rows = session.exec(select(MailMessage.message_id, MailMessage.subject, MailMessage.from_addr, MailMessage.at,
+                               MailMessage.kind)
+                        .where(MailMessage.case_id == None, MailMessage.direction == "in")  # noqa: E711
                         .order_by(col(MailMessage.id))).all()
-    return [{"message_id": m.message_id, "subject": m.subject, "from": m.from_addr, "at": iso(m.at),
-             "kind": m.kind} for m in rows]
+    return [{"message_id": message_id, "subject": subject, "from": from_addr, "at": iso(at), "kind": kind}
+            for message_id, subject, from_addr, at, kind in rows]
