@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
@@ -26,6 +27,28 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SCHEMA_HEAD = "0008"
 
 
+def _write_ahead_log(cursor: Any, patience: float = 30.0) -> None:
+    """Put the database in WAL mode, waiting for other programs as long as any writer would (``busy_timeout``).
+
+    Turning a new database to WAL takes it for a moment alone, and SQLite then answers "database is locked" at
+    once rather than through its busy handler: two bots started together on a fresh data directory (a daemon
+    and an operator's first command, say) had one fail its start about one time in eight.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("database is locked (could not switch it to WAL mode)")
+        time.sleep(0.02)
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs to be safe under concurrent use."""
     if url.startswith("sqlite"):
@@ -39,7 +62,7 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            _write_ahead_log(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")

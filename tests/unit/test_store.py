@@ -15,6 +15,7 @@ from sqlmodel import select
 from mailbot.store.db import (
     WriterTurns,
     make_engine,
+    open_database,
     reading,
     session,
     upgrade,
@@ -192,3 +193,24 @@ def test_the_case_listing_names_columns_the_tables_have() -> None:
     for light, real in ((listing.CASES, CASE_TABLE), (listing.MESSAGES, MESSAGE_TABLE)):
         assert light.name == real.name
         assert set(light.c.keys()) <= set(real.c.keys()), set(light.c.keys()) - set(real.c.keys())
+
+
+def test_a_new_database_another_program_is_writing_is_waited_for_not_refused(tmp_path: Path) -> None:
+    # Switching a new database to WAL needs it alone for a moment, and SQLite refused at once, without waiting:
+    # two bots started together on a fresh data directory had one fail its start about one time in eight.
+    path = tmp_path / "mailbot.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE left_by_another_program (a)")  # a database in SQLite's default journal mode
+    other.execute("BEGIN IMMEDIATE")  # and another program in the middle of writing to it
+    finished = threading.Timer(0.5, other.execute, args=("COMMIT",))
+    finished.start()
+    began = time.monotonic()
+    try:
+        engine = open_database(f"sqlite:///{path}")
+    finally:
+        finished.join()
+        other.close()
+    assert time.monotonic() - began >= 0.4  # it waited for the other program
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
