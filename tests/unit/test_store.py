@@ -214,3 +214,12 @@ def test_a_new_database_another_program_is_writing_is_waited_for_not_refused(tmp
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     engine.dispose()
+
+
+def test_a_database_that_cannot_be_put_in_wal_mode_still_opens() -> None:
+    # SQLite answers the switch with the mode it keeps ("memory" here) rather than an error: that is no lock to
+    # wait for.
+    engine = open_database("sqlite://")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "memory"
+    engine.dispose()
