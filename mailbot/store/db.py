@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -51,7 +51,7 @@ def _write_ahead_log(cursor: Any, patience: float = 30.0) -> None:
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs to be safe under concurrent use."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1].split("?", 1)[0]
+        path = make_url(url).database  # None for "sqlite://", an in-memory database like ":memory:"
         if path and path != ":memory:" and not path.startswith("file:"):
             make_private_sqlite(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -216,10 +217,14 @@ def test_a_new_database_another_program_is_writing_is_waited_for_not_refused(tmp
     engine.dispose()
 
 
-def test_a_database_that_cannot_be_put_in_wal_mode_still_opens() -> None:
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_a_database_that_cannot_be_put_in_wal_mode_still_opens(url: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # SQLite answers the switch with the mode it keeps ("memory" here) rather than an error: that is no lock to
-    # wait for.
-    engine = open_database("sqlite://")
+    # wait for. And an in-memory database is no file to create ("sqlite://" once left a file named "sqlite:").
+    monkeypatch.chdir(tmp_path)
+    engine = open_database(url)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "memory"
     engine.dispose()
+    assert list(tmp_path.iterdir()) == []
