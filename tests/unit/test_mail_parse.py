@@ -19,6 +19,7 @@ from mailbot.domain.mail import (
     same_message,
     with_own_id,
 )
+from mailbot.domain.mail.html import HTML_CUT_NOTE, HTML_TEXT_LIMIT
 from mailbot.domain.mail.parse import UNSTORABLE_REPLACED, _parse
 from tests.samples import every_text
 
@@ -656,3 +657,22 @@ def test_a_message_under_another_s_id_gets_one_of_its_own_from_its_bytes() -> No
     own = with_own_id(mail)
     assert own.message_id == with_own_id(parse_mail(_ONE)).message_id != mail.message_id  # the same bytes, the same id
     assert not own.has_message_id and own.defects[-1] == REUSED_MESSAGE_ID
+
+
+def test_html_past_the_limit_is_read_as_text_up_to_it_and_says_so() -> None:
+    # html.parser takes ~1.2 s a MB of nothing but tags: a 30 MB body held intake for half a minute.
+    flood = "<p>My complaint.</p>" + "<" * (2 * HTML_TEXT_LIMIT)
+    text = html_to_text(flood)
+    assert text.startswith("My complaint.")
+    assert text.endswith(HTML_CUT_NOTE.format(HTML_TEXT_LIMIT))
+    assert len(text) < HTML_TEXT_LIMIT + 200
+    # A tag the limit cuts in half is left out, not read as text.
+    cut_tag = "<p>" + "x" * (HTML_TEXT_LIMIT - 10) + '<a href="' + "h" * 100 + '">y</a>'
+    assert "href" not in html_to_text(cut_tag) and "hhh" not in html_to_text(cut_tag)
+
+
+def test_an_inline_image_does_not_count_against_the_html_limit() -> None:
+    picture = '<img src="data:image/png;base64,' + "A" * (3 * HTML_TEXT_LIMIT) + '">'
+    text = html_to_text(f"<p>Before the picture.</p>{picture}<p>My complaint, after it.</p>")
+    assert text == "Before the picture.\n\nMy complaint, after it."
+    assert html_to_text("<p>A short message.</p>") == "A short message."  # no note under the limit
