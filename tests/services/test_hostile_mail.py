@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+from collections.abc import Callable
 
 import pytest
 from sqlmodel import select
@@ -103,7 +104,8 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("build", HOSTILE.values(), ids=HOSTILE.keys())
-def test_hostile_mail_is_filed_and_every_letter_it_causes_can_be_delivered(world: World, build) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_mail_is_filed_and_every_letter_it_causes_can_be_delivered(
+        world: World, build: Callable[[int], bytes]) -> None:
     raw = build(7)
     outcome = world.receive(raw)
     assert outcome.action in {"new_case", "unreadable", "automated"}, outcome
