@@ -666,6 +666,9 @@ def test_html_past_the_limit_is_read_as_text_up_to_it_and_says_so() -> None:
     assert text.startswith("My complaint.")
     assert text.endswith(HTML_CUT_NOTE.format(HTML_TEXT_LIMIT))
     assert len(text) < HTML_TEXT_LIMIT + 200
+    # A staff reply's text can reach a complainant: it is cut the same way, without the note.
+    assert html_to_text(flood, history=False).startswith("My complaint.")
+    assert HTML_CUT_NOTE.format(HTML_TEXT_LIMIT) not in html_to_text(flood, history=False)
     # A tag the limit cuts in half is left out, not read as text.
     cut_tag = "<p>" + "x" * (HTML_TEXT_LIMIT - 10) + '<a href="' + "h" * 100 + '">y</a>'
     assert "href" not in html_to_text(cut_tag) and "hhh" not in html_to_text(cut_tag)

@@ -40,7 +40,9 @@ def html_to_text(html: str, *, history: bool = True) -> str:
         pass
     lines = (line.strip() for line in "".join(extractor.pieces).split("\n"))
     text = tidy_text("\n".join(lines))
-    return f"{text}\n\n{HTML_CUT_NOTE.format(HTML_TEXT_LIMIT)}" if cut else text
+    # Said only of a whole body: what a member of staff wrote (history=False) can reach a complainant, and past the
+    # limit a real reply holds only its quoted history.
+    return f"{text}\n\n{HTML_CUT_NOTE.format(HTML_TEXT_LIMIT)}" if cut and history else text
 
 
 class _TextExtractor(HTMLParser):
