@@ -253,9 +253,8 @@ class Ingestor:
     def _unless_another_message(session: Session, mail: InboundMail) -> InboundMail:
         """A message whose Message-ID is already kept: itself when it is that message again (a duplicate), else
         under an id of its own, so it is filed rather than dropped as a duplicate of somebody else's mail."""
-        if any(same_message(mail, parse_mail(kept)) for kept in repo.inbound_raws(session, mail.message_id)):
-            return mail
-        return with_own_id(mail)
+        kept = repo.inbound_raw(session, mail.message_id)
+        return mail if kept is not None and same_message(mail, parse_mail(kept)) else with_own_id(mail)
 
     def _process(self, session: Session, mail: InboundMail, arrival: Arrival) -> IngestOutcome:
         lookup = StoreRouteLookup(session, self.directory)

@@ -201,13 +201,12 @@ def directions_seen(session: Session, message_id: str) -> frozenset[str]:
     return frozenset(row[0] for row in _DIRECTIONS_SEEN.rows(session.connection(), {"message_id": message_id}))
 
 
-def inbound_raws(session: Session, message_id: str) -> list[bytes]:
-    """The bytes of every inbound message kept under this Message-ID (almost always one; asked only when the id
-    is already known)."""
-    rows = session.connection().execute(
+def inbound_raw(session: Session, message_id: str) -> bytes | None:
+    """The bytes of the inbound message kept under this Message-ID (one at most: uq_message_direction_id)."""
+    raw = session.connection().execute(
         sa_select(MESSAGE_TABLE.c.raw).where(MESSAGE_TABLE.c.message_id == message_id,
-                                             MESSAGE_TABLE.c.direction == "in").order_by(MESSAGE_TABLE.c.id))
-    return [bytes(row[0]) for row in rows]
+                                             MESSAGE_TABLE.c.direction == "in")).scalar()
+    return None if raw is None else bytes(raw)
 
 
 def inbound_seen(session: Session, message_id: str) -> bool:
