@@ -60,6 +60,25 @@ def test_a_complaint_gets_one_acknowledgement_with_a_reference(bot: Bot) -> None
     assert ("in", "new_case") in kinds and ("out", "acknowledgement") in kinds
 
 
+def test_a_reused_message_id_through_dovecot_is_two_complaints_and_a_redelivery_is_one(bot: Bot) -> None:
+    """The Message-ID is the sender's to write: a second person's complaint under an id already kept was once
+    dropped as a duplicate. Through the real mailbox and sink: each gets one acknowledgement, and the first
+    message delivered again (another relay's Received line on it) gets none."""
+    reused = "<reused.id@example.com>"
+    first = make_mail(frm="Amira Khan <amira@example.org>", subject="No mentor came", message_id=reused,
+                      date=MONDAY_10)
+    bot.append(first, internaldate=MONDAY_10)
+    bot.append(b"Received: by another.relay.example; Mon, 16 Nov 2026 10:00:05 +0000\r\n" + first,
+               internaldate=MONDAY_10)
+    bot.append(make_mail(frm="Bob Lee <bob@example.org>", subject="Nobody replied", message_id=reused,
+                         date=MONDAY_10), internaldate=MONDAY_10)
+    bot.once(now=MONDAY_10 + timedelta(seconds=1))
+    assert sorted(letter.rcpt_tos[0] for letter in bot.letters("acknowledgement")) == [
+        "amira@example.org", "bob@example.org"]
+    complainants = {bot.case_json(f"1MM-2026-000{n}")["complainant"] for n in (1, 2)}
+    assert complainants == {"amira@example.org", "bob@example.org"}
+
+
 def test_replies_join_the_case_by_headers_subject_or_plus_address_without_a_second_ack(bot: Bot) -> None:
     complaint = make_mail(subject="Rude volunteer")
     bot.append(complaint, internaldate=MONDAY_10)
