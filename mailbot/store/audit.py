@@ -5,6 +5,13 @@ the chain as it commits, and reading the chain back for ``mailbot audit verify``
 Events get their place in the chain when their transaction commits, not when they are added: a savepoint
 rolled back takes its events with it without leaving a gap, and on PostgreSQL two transactions adding events
 at once take turns only for the moment of linking (the ``audit_head`` row's lock), so the chain never forks.
+
+An event is written when its transaction commits, too, already linked: intake adds three a complaint, and
+writing each as it came was three of its round trips to PostgreSQL, and three UPDATEs more to link them. Until
+then it waits on its connection (``add``), and it is written, unlinked, before any other statement runs there
+(a read of the trail, a flush, a SAVEPOINT), so whatever the transaction reads afterwards finds it, in the order
+it was added. Only the prebuilt hot-path statements (``store.prebuilt``), which never read the trail, pass it
+by. Inside a savepoint an event is written at once, so the savepoint's rollback takes it away.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, update
+from sqlalchemy import bindparam, event, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
@@ -25,12 +32,15 @@ from mailbot.store.models import AUDIT_HEAD_TABLE, EVENT_TABLE
 from mailbot.store.prebuilt import Prebuilt
 
 _UNSEALED = "mailbot_audit_unsealed"  # session.info: this transaction added events
+_PENDING = "mailbot_audit_pending"  # connection.info: events added in this transaction, not yet written
+_WRITTEN = "mailbot_audit_written"  # connection.info: events written in this transaction without a place
 _E = EVENT_TABLE.c
 
 _HEAD = sa_select(AUDIT_HEAD_TABLE.c.seq, AUDIT_HEAD_TABLE.c.hash).where(AUDIT_HEAD_TABLE.c.id == 1)
 _TO_SEAL = Prebuilt(sa_select(_E.id, _E.content_hash).where(_E.seq.is_(None)).order_by(_E.id))
 _SEAL = Prebuilt(update(EVENT_TABLE).where(_E.id == bindparam("event_id"))
                  .values(seq=bindparam("new_seq"), chain_hash=bindparam("new_chain")))
+_INSERT = Prebuilt(insert(EVENT_TABLE))
 _MOVE_HEAD = Prebuilt(update(AUDIT_HEAD_TABLE).where(AUDIT_HEAD_TABLE.c.id == 1)
                       .values(seq=bindparam("head_seq"), hash=bindparam("head_hash")))
 
@@ -46,25 +56,72 @@ def stamp_event(session: Session, values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def seal(connection: Connection) -> int:
-    """Link every committed-or-ours event without a place into the chain; returns how many. The head row is
-    locked first (PostgreSQL: FOR UPDATE; SQLite's writer already holds the whole database)."""
+def add(session: Session, values: dict[str, Any]) -> None:
+    """A stamped event (``stamp_event``) for the trail: written and linked when the transaction commits, or
+    earlier, unlinked, before the next statement that is not one of the prebuilt ones (module docstring)."""
+    connection = session.connection()
+    if connection.in_nested_transaction():
+        write_pending(connection)
+        _INSERT.run(connection, written_now(connection, values))
+    else:
+        connection.info.setdefault(_PENDING, []).append(values)
+
+
+def written_now(connection: Connection, values: dict[str, Any]) -> dict[str, Any]:
+    """``values``, about to be written by the caller without a place: ``seal`` will look for it."""
+    connection.info[_WRITTEN] = True
+    return values
+
+
+def write_pending(connection: Connection) -> None:
+    """The transaction's waiting events written now, unlinked (``seal`` links them at the commit)."""
+    pending = connection.info.pop(_PENDING, None)
+    if pending:
+        connection.info[_WRITTEN] = True
+        _INSERT.run_many(connection, pending)
+
+
+@event.listens_for(Engine, "before_execute")
+def _before_any_other_statement(connection: Connection, *_: Any) -> None:
+    if connection.info.get(_PENDING):
+        write_pending(connection)
+
+
+@event.listens_for(Engine, "rollback")
+def _drop_pending(connection: Connection) -> None:
+    connection.info.pop(_PENDING, None)
+    connection.info.pop(_WRITTEN, None)
+
+
+def seal(connection: Connection, waiting: list[dict[str, Any]] | None = None) -> int:
+    """Link the transaction's events into the chain; returns how many. Those written without a place (in a
+    savepoint, or before another statement), with any committed event without one, are linked first, in the
+    order of their ids; then the events still ``waiting`` are written, linked, in the order they were added.
+    The head row is locked first (PostgreSQL: FOR UPDATE; SQLite's writer already holds the whole database)."""
+    if waiting is None:
+        waiting = connection.info.pop(_PENDING, None) or []
     head_query = _HEAD.with_for_update() if connection.dialect.name == "postgresql" else _HEAD
     head = connection.execute(head_query).first()
     if head is None:  # the row the migration made is gone: the chain cannot be extended honestly
         raise RuntimeError("the audit trail's head row is missing: run `mailbot audit verify`")
     seq, previous = int(head[0]), str(head[1])
-    pending = _TO_SEAL.rows(connection, {})
-    if not pending:
+    look = connection.info.pop(_WRITTEN, False) or not waiting
+    written = _TO_SEAL.rows(connection, {}) if look else []
+    if not written and not waiting:
         return 0
     updates = []
-    for event_id, content in pending:
+    for event_id, content in written:
         seq += 1
         previous = audit.link(previous, seq, content or "")
         updates.append({"event_id": event_id, "new_seq": seq, "new_chain": previous})
+    for values in waiting:
+        seq += 1
+        previous = audit.link(previous, seq, values["content_hash"])
+        values.update(seq=seq, chain_hash=previous)
     _SEAL.run_many(connection, updates)
+    _INSERT.run_many(connection, waiting)
     _MOVE_HEAD.run(connection, {"head_seq": seq, "head_hash": previous})
-    return len(updates)
+    return len(updates) + len(waiting)
 
 
 @event.listens_for(Session, "before_commit")
@@ -74,8 +131,10 @@ def _seal_before_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return
     if session.info.pop(_UNSEALED, False):
+        connection = session.connection()
+        waiting = connection.info.pop(_PENDING, None) or []  # taken first: the flush need not write them
         session.flush()  # ORM-added rows first, so nothing flushed after this is left out
-        seal(session.connection())
+        seal(connection, waiting)
 
 
 @event.listens_for(Session, "after_soft_rollback")

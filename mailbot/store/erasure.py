@@ -68,7 +68,7 @@ def mark_redacted(session: Session, redacted: dict[int, Event], now: datetime, t
                   **detail: object) -> int:
     """Record the redaction (an event saying how many it redacted, which the audit check counts) and point
     each redacted event at it; returns the record's id."""
-    record = repo.add_event(session, case, now, type_, events=len(redacted), **detail)
+    record = repo.add_event_now(session, case, now, type_, events=len(redacted), **detail)
     for event in redacted.values():
         event.redacted_by = record
     return record

@@ -179,19 +179,31 @@ def case_id(session: Session, case: Case | None) -> int | None:
     return case.id if case else None
 
 
-def add_event(session: Session, case: Case | None, at: datetime, type_: str, actor: str = "", **detail: object) -> int:
-    """Append to the audit trail in the caller's transaction; returns the event's id. Its contents are hashed
-    now and it is linked into the chain when the transaction commits (store.audit).
+def add_event(session: Session, case: Case | None, at: datetime, type_: str, actor: str = "", **detail: object) -> None:
+    """Append to the audit trail in the caller's transaction. Its contents are hashed now; it is written and
+    linked into the chain when the transaction commits, or earlier if anything else runs first (store.audit).
 
     A plain INSERT rather than an ORM object: events are write-only here, and the unit of work's
     bookkeeping for them was a measurable share of each acknowledgement's time.
     """
-    # On the session's connection, not session.execute: the ORM's bulk-insert path and its autoflush
-    # cost more than the INSERT itself, and nothing pending needs flushing for an event.
-    return int(_ADD_EVENT.scalar(session.connection(), audit.stamp_event(session, {
+    audit.add(session, _event_row(session, case, at, type_, actor, detail))
+
+
+def add_event_now(session: Session, case: Case | None, at: datetime, type_: str, actor: str = "",
+                  **detail: object) -> int:
+    """``add_event`` written at once, for a caller that needs the event's id; returns it."""
+    connection = session.connection()
+    audit.write_pending(connection)  # the events added before it keep their order
+    return int(_ADD_EVENT.scalar(connection, audit.written_now(connection, _event_row(session, case, at, type_,
+                                                                                      actor, detail))))
+
+
+def _event_row(session: Session, case: Case | None, at: datetime, type_: str, actor: str,
+               detail: dict[str, object]) -> dict[str, object]:
+    return audit.stamp_event(session, {
         "case_id": case_id(session, case), "at": to_db(at), "type": type_, "actor": actor,
         "detail": json.dumps(detail, default=str, sort_keys=True) if detail else "",
-    })))
+    })
 
 
 def directions_seen(session: Session, message_id: str) -> frozenset[str]:

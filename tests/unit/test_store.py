@@ -186,6 +186,53 @@ def test_events_take_their_place_in_the_audit_chain_at_the_real_commit_not_at_ea
     assert verdict.ok, verdict
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_events_written_at_the_commit_keep_their_order_and_are_read_back_before_it(
+        database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Events wait to be written until the commit (one statement for a transaction's events), but a read in the
+    same transaction still finds them, a savepoint still takes back only its own, and the trail keeps the order
+    they were added in."""
+    from mailbot.store import audit as store_audit
+    from mailbot.store import repo
+    from mailbot.store.models import Event
+
+    url = (request.getfixturevalue("postgres").url if database == "postgresql"
+           else f"sqlite:///{tmp_path / 'db.sqlite'}")
+    engine = make_engine(url)
+    upgrade(engine)
+    try:
+        with session(engine) as s:
+            repo.add_event(s, None, NOW, "a")
+            repo.add_event(s, None, NOW, "b")
+            assert [e.type for e in s.exec(select(Event).order_by(Event.id))] == ["a", "b"]  # read before commit
+            dropped = s.begin_nested()
+            repo.add_event(s, None, NOW, "dropped")
+            dropped.rollback()
+            repo.add_event(s, None, NOW, "c")
+            kept = s.begin_nested()
+            repo.add_event(s, None, NOW, "d")
+            kept.commit()
+            repo.add_event(s, None, NOW, "e")
+            f_id = repo.add_event_now(s, None, NOW, "f")
+            repo.add_event(s, None, NOW, "g")
+            s.commit()
+        with session(engine) as s:  # a transaction rolled back: its waiting events go with it
+            repo.add_event(s, None, NOW, "never")
+            s.rollback()
+            s.commit()
+        with session(engine) as s:  # nor do they come back in the next transaction on the same connection
+            repo.add_event(s, None, NOW, "h")
+            s.commit()
+        with reading(engine) as conn:
+            rows = [tuple(r) for r in conn.execute(text("SELECT id, type, seq FROM event ORDER BY id"))]
+            verdict = store_audit.verify(conn)
+    finally:
+        engine.dispose()
+    assert [(kind, seq) for _, kind, seq in rows] == [(k, n) for n, k in enumerate("abcdefgh", start=1)]
+    assert dict((kind, id_) for id_, kind, _ in rows)["f"] == f_id
+    assert verdict.ok, verdict
+
+
 def test_the_case_listing_names_columns_the_tables_have() -> None:
     # The listing reads with light table clauses (no ORM): a column renamed in the models must fail here.
     from mailbot.store import listing
