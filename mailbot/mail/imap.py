@@ -20,12 +20,16 @@ from typing import Callable
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from mailbot.domain.mail import unfetchable_record
 from mailbot.mail.oauth import TokenError, invalidate, monotonic_until
 from mailbot.services.ingest import Arrival, CursorPosition, FirstRunError, MailboxHooks
 
 log = logging.getLogger(__name__)
 
 FETCH_CHUNK = 100
+FETCH_ITEMS = ["BODY.PEEK[]", "INTERNALDATE"]
+# A message the server refuses is tried alone this many times, each on a fresh session, within one pass.
+ATTEMPTS_ALONE = 3
 BACKOFF_START = 1.0
 # A server that went away is tried again at least this often, so mail that arrives once it is back waits
 # at most this long (a 60 s cap once left new mail waiting 57 s after a 75 s outage).
@@ -72,6 +76,7 @@ class ImapIntake:
         self._announced = False
         self._connected_at = 0.0
         self._renew_at: float | None = None  # when the token signed in with nears its expiry
+        self._unmovable: set[int] = set()  # UIDs the server would not move to the processed folder
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -155,25 +160,105 @@ class ImapIntake:
         fetched = 0
         for start in range(0, len(uids), FETCH_CHUNK):
             chunk = uids[start:start + FETCH_CHUNK]
-            response = client.fetch(chunk, ["BODY.PEEK[]", "INTERNALDATE"])
-            arrivals = []
-            for uid in chunk:
-                data = response.get(uid)
-                if not data or b"BODY[]" not in data:
-                    continue  # expunged between SEARCH and FETCH
-                arrivals.append(Arrival(raw=bytes(data[b"BODY[]"]), received_at=_aware(data.get(b"INTERNALDATE")),
-                                        uid=uid))
-            del response
-            # Each transaction's messages are moved as soon as it commits, not at the end of the chunk.
-            moved = self._move_processed if cfg.processed_folder else None
-            self.hooks.ingest(arrivals, position, committed=moved)
+            arrivals, refused = self._fetch(chunk, uidvalidity)
             fetched += len(arrivals)
+            # Each transaction's messages are moved as soon as it commits, not at the end of the chunk.
+            moved = self._mover(set(refused)) if cfg.processed_folder else None
+            if refused and not fetched and not self._gives_another(set(refused)):
+                # Nothing shows the fault is the message's rather than the server's (this pass got no other
+                # message): file nothing, and try again after the usual wait, as after an outage.
+                first = min(refused)
+                raise MessageRefused(f"the server would not give message UID {first}: {refused[first]}")
+            now = datetime.now(timezone.utc)
+            arrivals.extend(Arrival(raw=unfetchable_record(cfg.mailbox, uidvalidity, uid, error, now),
+                                    received_at=now, uid=uid, unfetchable=error) for uid, error in refused.items())
+            arrivals.sort(key=lambda a: a.uid or 0)
+            self.hooks.ingest(arrivals, position, committed=moved)
         self.hooks.fetch_succeeded(cfg.mailbox)
         return fetched
 
+    def _fetch(self, chunk: list[int], uidvalidity: int) -> tuple[list[Arrival], dict[int, str]]:
+        """The chunk's messages, and those the server would not give even alone (UID: what it said).
+
+        A server that cannot give one message refuses the whole FETCH (Dovecot answers NO and drops the
+        session when a message's file cannot be read); the chunk is then fetched one message at a time, each
+        refusal tried again on a fresh session, so the others still come in.
+        """
+        assert self.client is not None
+        try:
+            arrivals, unanswered = _arrivals(self.client.fetch(chunk, FETCH_ITEMS), chunk)
+        except IMAPClientError as exc:
+            log.warning("IMAP %s: the server refused to FETCH %d message(s) (%s); fetching them one at a time",
+                        self.config.mailbox, len(chunk), exc)
+            self._reopen(uidvalidity)
+            arrivals, unanswered = [], chunk
+        refused: dict[int, str] = {}
+        for uid in unanswered:
+            for _ in range(ATTEMPTS_ALONE):
+                try:
+                    assert self.client is not None
+                    got, missing = _arrivals(self.client.fetch([uid], FETCH_ITEMS), [uid])
+                    if missing and self.client.search(["UID", str(uid)]):
+                        refused[uid] = "it gave no body for it"
+                        continue
+                    arrivals.extend(got)  # or nothing: expunged between SEARCH and FETCH
+                    refused.pop(uid, None)
+                    break
+                except IMAPClientError as exc:
+                    refused[uid] = str(exc)
+                    self._reopen(uidvalidity)
+            if uid in refused:
+                log.error("IMAP %s: the server would not give message UID %d: %s", self.config.mailbox, uid,
+                          refused[uid])
+        arrivals.sort(key=lambda a: a.uid or 0)
+        return arrivals, refused
+
+    def _reopen(self, uidvalidity: int) -> None:
+        """A fresh session on the same folder (a refused FETCH may have ended the last one). A server that
+        cannot be reached now raises, as any outage does."""
+        if self.client is not None:
+            _quietly_close(self.client)
+            self.client = None
+        self.connect()
+        assert self.client is not None
+        selected = self.client.select_folder(self.config.folder, readonly=self.config.processed_folder is None)
+        if int(selected.get(b"UIDVALIDITY", 0)) != uidvalidity:
+            raise MessageRefused("the folder's UIDVALIDITY changed while reading it; reading it again")
+
+    def _gives_another(self, refused: set[int]) -> bool:
+        """Whether the server gives some other message of the folder: proof the refusal is the message's."""
+        assert self.client is not None
+        others = [uid for uid in self.client.search(["ALL"]) if uid not in refused]
+        if not others:
+            return False
+        try:
+            return bool(self.client.fetch([others[-1]], ["BODY.PEEK[HEADER]"]))
+        except IMAPClientError:
+            return False
+
+    def _mover(self, refused: set[int]) -> Callable[[list[int]], None]:
+        return lambda uids: self._move_processed([uid for uid in uids if uid not in refused])
+
     def _move_processed(self, uids: list[int]) -> None:
+        uids = [uid for uid in uids if uid not in self._unmovable]
         if not uids:
             return
+        try:
+            self._move(uids)
+        except IMAPClientError as exc:
+            # One message the server cannot move (one it would not give, say) refuses the whole MOVE: move
+            # them one at a time, and leave in place, once said, what will not go.
+            log.warning("IMAP %s: the server refused to move %d message(s) (%s); moving them one at a time",
+                        self.config.mailbox, len(uids), exc)
+            for uid in uids:
+                try:
+                    self._move([uid])
+                except IMAPClientError as one:
+                    log.error("IMAP %s: message UID %d stays in %s: the server would not move it: %s",
+                              self.config.mailbox, uid, self.config.folder, one)
+                    self._unmovable.add(uid)
+
+    def _move(self, uids: list[int]) -> None:
         client = self.client
         assert client is not None and self.config.processed_folder
         if client.has_capability("MOVE"):
@@ -267,6 +352,23 @@ class ImapIntake:
         finally:
             if quick_empty < 3:
                 client.idle_done()
+
+
+class MessageRefused(IMAPClientError):
+    """The server would not give a message, and nothing yet shows the fault is that message's: intake waits
+    and tries again, as after an outage, with the mail before it taken in."""
+
+
+def _arrivals(response: dict, uids: list[int]) -> tuple[list[Arrival], list[int]]:
+    """The messages a FETCH gave, and the UIDs it gave no body for (expunged meanwhile, or refused)."""
+    arrivals, missing = [], []
+    for uid in uids:
+        body = (response.get(uid) or {}).get(b"BODY[]")
+        if isinstance(body, (bytes, bytearray)):
+            arrivals.append(Arrival(raw=bytes(body), received_at=_aware(response[uid].get(b"INTERNALDATE")), uid=uid))
+        else:
+            missing.append(uid)
+    return arrivals, missing
 
 
 def _signals_new_mail(response: object) -> bool:

@@ -70,6 +70,9 @@ class Arrival:
     # reach them, and the form's fields as typed, kept with the message.
     submission: OnBehalf | None = None
     form: dict[str, str] | None = None
+    # Set only by the mailbox adapter, never read from a message: the server would not give this message (its
+    # words), and ``raw`` is the bot's own record saying so (``domain.mail.unfetchable_record``).
+    unfetchable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,24 @@ class Ingestor:
                 alert.rollback()
         return IngestOutcome(mail.message_id, "error", "processing_error", None, ())
 
+    def _keep_unfetchable(self, session: Session, mail: InboundMail, arrival: Arrival, error: str) -> IngestOutcome:
+        """Record a message the server would not give (the bot's own note of it stands in for its bytes) and
+        tell staff, who can still open it in the mailbox. Without this, one such message stopped the mailbox
+        for good: every fetch of it failed, and nothing after it was read."""
+        if repo.inbound_seen(session, mail.message_id):
+            return IngestOutcome(mail.message_id, "duplicate", "duplicate", None, ())
+        now = self.clock()
+        said = " ".join(error.split())[:300]
+        repo.record_inbound(session, {
+            "message_id": mail.message_id, "subject": mail.subject, "from_addr": "", "to_addrs": "",
+            "kind": "processing_error", "at": to_db(arrival.received_at), "raw": mail.raw, "uid": arrival.uid,
+            "detail": json.dumps({"error": f"the mail server would not give this message: {said}"})})
+        repo.add_event(session, None, now, "message_unfetchable", message_id=mail.message_id, error=said)
+        letters = self.letters.alert_unreadable(session, None, mail, [
+            f"the mail server would not give the bot this message ({said}); it is still in the mailbox"], now)
+        return IngestOutcome(mail.message_id, "error", "processing_error", None,
+                             tuple(letter.kind for letter in letters))
+
     @staticmethod
     def _unless_another_message(session: Session, mail: InboundMail) -> InboundMail:
         """A message whose Message-ID is already kept: itself when it is that message again (a duplicate), else
@@ -257,6 +278,8 @@ class Ingestor:
         return mail if kept is not None and same_message(mail, parse_mail(kept)) else with_own_id(mail)
 
     def _process(self, session: Session, mail: InboundMail, arrival: Arrival) -> IngestOutcome:
+        if arrival.unfetchable is not None:
+            return self._keep_unfetchable(session, mail, arrival, arrival.unfetchable)
         lookup = StoreRouteLookup(session, self.directory)
         if lookup.is_duplicate(mail.message_id):
             mail = self._unless_another_message(session, mail)
@@ -348,9 +371,10 @@ class MailboxHooks(Protocol):
 
     def read_cursor(self, mailbox: str) -> tuple[int, int]: ...
 
-    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None,
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition | None, skip_to: int | None = None,
                committed: Callable[[list[int]], None] | None = None) -> None:
-        """Process arrivals; ``committed`` is called with the UIDs of each transaction once it commits."""
+        """Process arrivals; ``committed`` is called with the UIDs of each transaction once it commits. With
+        no ``position`` the cursor stays where it is (mail after one the server would not give yet)."""
 
     def first_run(self, mailbox: str, waiting: int) -> bool:
         """Called when the mailbox has never been read and holds mail: True to process it, False to skip
@@ -384,9 +408,10 @@ class MailboxIntake:
     def read_cursor(self, mailbox: str) -> tuple[int, int]:
         return repo.read_cursor(self.engine, mailbox)
 
-    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None,
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition | None, skip_to: int | None = None,
                committed: Callable[[list[int]], None] | None = None) -> None:
         if skip_to is not None:
+            assert position is not None
             self.ingestor.skip_existing(position, skip_to)
             return
         self.ingestor.ingest_batch(arrivals, position, max_seconds=INTAKE_TRANSACTION_SECONDS,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -589,3 +590,61 @@ def test_run_help_says_which_mode_it_will_run_in_and_where_settings_come_from(bo
     assert f"reads the mailbox complaints@{bot.dovecot.host} over IMAP (signing in with a password)" in text
     assert f"sends letters through {bot.sink.host}" in text
     assert "Settings come from MAILBOT_* environment variables and a .env file" in text
+
+
+def _unreadable_on_the_server(bot: Bot, subject: str) -> None:
+    """Make the server unable to give the message with this subject: its Maildir file unreadable to Dovecot,
+    which then answers any FETCH that includes it with NO and ends the session."""
+    for path in (bot.dovecot.maildir() / "new").iterdir():
+        if f"Subject: {subject}".encode() in path.read_bytes():
+            os.chown(path, 0, 0)
+            path.chmod(0o000)
+            return
+    raise AssertionError(f"no message {subject!r} in the Maildir")
+
+
+def _unfiled(bot: Bot) -> list[dict]:
+    return json.loads(bot.cli("unfiled", "--json").stdout)
+
+
+@pytest.mark.parametrize("processed_folder", [None, "Processed"])
+def test_a_message_the_server_will_not_give_is_filed_for_staff_and_the_mail_around_it_is_answered(
+        bot: Bot, processed_folder: str | None) -> None:
+    """One message the server cannot give used to stop intake for good: every FETCH that included it failed,
+    so the complaints before and after it were never answered, on every pass."""
+    if processed_folder:
+        bot.extra["MAILBOT_IMAP_PROCESSED_FOLDER"] = processed_folder
+    bot.once(now=MONDAY_10)  # the mailbox read once, empty
+    for who in ("ann", "bob", "cat"):
+        bot.deliver(make_mail(frm=f"{who}@example.org", subject=f"Complaint from {who}"), MONDAY_10)
+    _unreadable_on_the_server(bot, "Complaint from bob")
+
+    bot.once(now=MONDAY_10)
+    assert sorted(a["To"] for a in (m.message for m in bot.letters("acknowledgement"))) == [
+        "ann@example.org", "cat@example.org"]
+    alert = bot.letters("unreadable-alert")
+    assert len(alert) == 1 and "would not give the bot this message" in alert[0].message.get_body(("plain",)).get_content()
+    kept = [m for m in _unfiled(bot) if m["kind"] == "processing_error"]
+    assert len(kept) == 1 and "UID 2" in kept[0]["subject"], kept
+    if processed_folder:
+        assert folder_sizes(bot, "INBOX", processed_folder) == [1, 2]  # the refused one stays where staff look
+
+    bot.deliver(make_mail(frm="dan@example.org", subject="Complaint from dan"), MONDAY_10)
+    bot.once(now=MONDAY_10)  # the refused message is not filed again, and it stops nothing
+    assert len(bot.letters("acknowledgement")) == 3 and len(bot.letters("unreadable-alert")) == 1
+    assert len([m for m in _unfiled(bot) if m["kind"] == "processing_error"]) == 1
+
+
+def test_a_refused_message_with_nothing_else_to_read_waits_instead_of_being_filed(bot: Bot) -> None:
+    """When the server gives nothing at all, the fault may be the server's: nothing is filed (the message
+    could be read once the server is mended); the pass fails as an outage does, and is tried again."""
+    bot.once(now=MONDAY_10)
+    bot.deliver(make_mail(frm="ann@example.org", subject="Complaint from ann"), MONDAY_10)
+    _unreadable_on_the_server(bot, "Complaint from ann")
+    with pytest.raises(Exception, match="would not give message UID 1"):
+        bot.once(now=MONDAY_10)
+    assert _unfiled(bot) == [] and bot.letters("unreadable-alert") == []
+    bot.deliver(make_mail(frm="bob@example.org", subject="Complaint from bob"), MONDAY_10)
+    bot.once(now=MONDAY_10)  # another message comes: the refusal is the message's, so it is filed now
+    assert [m.message["To"] for m in bot.letters("acknowledgement")] == ["bob@example.org"]
+    assert len(bot.letters("unreadable-alert")) == 1

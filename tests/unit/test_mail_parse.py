@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from datetime import datetime, timezone
 from email.utils import parseaddr
 
 import pytest
@@ -679,3 +680,19 @@ def test_an_inline_image_does_not_count_against_the_html_limit() -> None:
     text = html_to_text(f"<p>Before the picture.</p>{picture}<p>My complaint, after it.</p>")
     assert text == "Before the picture.\n\nMy complaint, after it."
     assert html_to_text("<p>A short message.</p>") == "A short message."  # no note under the limit
+
+
+def test_the_record_of_a_message_the_server_would_not_give_is_one_per_place_and_carries_no_headers_from_it() -> None:
+    from mailbot.domain.mail import unfetchable_record
+
+    at = datetime(2026, 12, 5, 9, 0, tzinfo=timezone.utc)
+    said = "FETCH failed\r\nBcc: victim@example.org\r\n\r\nInternal error"
+    record = parse_mail(unfetchable_record("complaints@imap.example/INBOX", 7, 42, said, at))
+    again = parse_mail(unfetchable_record("complaints@imap.example/INBOX", 7, 42, "another reason", at))
+    others = {parse_mail(unfetchable_record(box, v, uid, said, at)).message_id
+              for box, v, uid in [("complaints@imap.example/INBOX", 7, 43), ("complaints@imap.example/INBOX", 8, 42),
+                                  ("other@imap.example/INBOX", 7, 42)]}
+    assert record.message_id == again.message_id and record.message_id not in others and len(others) == 3
+    assert "bcc" not in record.headers and record.subject.endswith("(UID 42)")
+    assert "FETCH failed Bcc: victim@example.org Internal error" in record.text
+    assert "UID 42 in complaints@imap.example/INBOX" in record.text

@@ -38,6 +38,7 @@ from mailbot.domain.mail.message import (
     extract_message_ids,
     same_message,
     synthetic_message_id,
+    unfetchable_record,
     with_own_id,
 )
 from mailbot.domain.mail.mime import LARGE_MESSAGE_BYTES
@@ -58,6 +59,7 @@ __all__ = [
     "parse_mail",
     "same_message",
     "synthetic_message_id",
+    "unfetchable_record",
     "wire_address",
     "with_own_id",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from email.utils import format_datetime
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,22 @@ def with_own_id(mail: InboundMail) -> InboundMail:
     taken for a duplicate, the second message was dropped with no case and no letter."""
     return replace(mail, message_id=synthetic_message_id(mail.raw), has_message_id=False,
                    defects=(*mail.defects, REUSED_MESSAGE_ID))
+
+
+def unfetchable_record(mailbox: str, uidvalidity: int, uid: int, error: str, at: datetime) -> bytes:
+    """What the bot keeps for a message its mail server would not give it (a FETCH refused again and again
+    while the server gave other messages): a message of the bot's own saying so, under an id of its own for
+    that place in that mailbox, so filing it twice is a duplicate. The message itself stays on the server."""
+    where = f"{mailbox} {uidvalidity} {uid}".encode("utf-8", "replace")
+    said = " ".join(error.split())[:300] or "no reason given"
+    body = (f"The mail server would not give the bot message UID {uid} in {mailbox} (UIDVALIDITY "
+            f"{uidvalidity}).\nIt answered: {said}\n\nThe message is still in the mailbox: open it there "
+            f"with a mail client and deal with it by hand.\n")
+    return (f"Message-ID: <unfetchable.{hashlib.sha256(where).hexdigest()[:32]}@{SYNTHETIC_ID_DOMAIN}>\r\n"
+            f"Date: {format_datetime(at)}\r\n"
+            f"Subject: A message the mail server would not give the bot (UID {uid})\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+            f"\r\n{body}").replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
 
 
 def extract_message_ids(value: str) -> tuple[str, ...]:
