@@ -164,9 +164,9 @@ class ImapIntake:
             fetched += len(arrivals)
             # Each transaction's messages are moved as soon as it commits, not at the end of the chunk.
             moved = self._mover(set(refused)) if cfg.processed_folder else None
-            if refused and not fetched and not self._gives_another(set(refused)):
-                # Nothing shows the fault is the message's rather than the server's (this pass got no other
-                # message): file nothing, and try again after the usual wait, as after an outage.
+            if refused and not self._gives_another(set(refused), [a.uid for a in arrivals if a.uid]):
+                # Nothing shows the fault is the message's rather than the server's: file nothing, and try
+                # again after the usual wait, as after an outage.
                 first = min(refused)
                 raise MessageRefused(f"the server would not give message UID {first}: {refused[first]}")
             now = datetime.now(timezone.utc)
@@ -225,16 +225,18 @@ class ImapIntake:
         if int(selected.get(b"UIDVALIDITY", 0)) != uidvalidity:
             raise MessageRefused("the folder's UIDVALIDITY changed while reading it; reading it again")
 
-    def _gives_another(self, refused: set[int]) -> bool:
-        """Whether the server gives some other message of the folder: proof the refusal is the message's."""
+    def _gives_another(self, refused: set[int], given: list[int]) -> bool:
+        """Whether the server, after refusing these, still gives another message of the folder (one it gave
+        in this chunk if any): proof the refusals are the messages' own, not a server failing as it goes."""
         assert self.client is not None
-        others = [uid for uid in self.client.search(["ALL"]) if uid not in refused]
+        others = given or [uid for uid in self.client.search(["ALL"]) if uid not in refused]
         if not others:
             return False
         try:
-            return bool(self.client.fetch([others[-1]], ["BODY.PEEK[HEADER]"]))
+            answer = self.client.fetch([others[-1]], ["BODY.PEEK[HEADER]"])
         except IMAPClientError:
             return False
+        return isinstance((answer.get(others[-1]) or {}).get(b"BODY[HEADER]"), (bytes, bytearray))
 
     def _mover(self, refused: set[int]) -> Callable[[list[int]], None]:
         return lambda uids: self._move_processed([uid for uid in uids if uid not in refused])

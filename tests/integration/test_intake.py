@@ -639,12 +639,14 @@ def test_a_refused_message_with_nothing_else_to_read_waits_instead_of_being_file
     """When the server gives nothing at all, the fault may be the server's: nothing is filed (the message
     could be read once the server is mended); the pass fails as an outage does, and is tried again."""
     bot.once(now=MONDAY_10)
-    bot.deliver(make_mail(frm="ann@example.org", subject="Complaint from ann"), MONDAY_10)
-    _unreadable_on_the_server(bot, "Complaint from ann")
-    with pytest.raises(Exception, match="would not give message UID 1"):
-        bot.once(now=MONDAY_10)
+    for who in ("ann", "eve"):  # every message the server has, refused: as a server failing would
+        bot.deliver(make_mail(frm=f"{who}@example.org", subject=f"Complaint from {who}"), MONDAY_10)
+        _unreadable_on_the_server(bot, f"Complaint from {who}")
+    for _ in range(2):
+        with pytest.raises(Exception, match="would not give message UID 1"):
+            bot.once(now=MONDAY_10)
     assert _unfiled(bot) == [] and bot.letters("unreadable-alert") == []
     bot.deliver(make_mail(frm="bob@example.org", subject="Complaint from bob"), MONDAY_10)
-    bot.once(now=MONDAY_10)  # another message comes: the refusal is the message's, so it is filed now
+    bot.once(now=MONDAY_10)  # another message comes: the refusals are the messages', so they are filed now
     assert [m.message["To"] for m in bot.letters("acknowledgement")] == ["bob@example.org"]
-    assert len(bot.letters("unreadable-alert")) == 1
+    assert len(bot.letters("unreadable-alert")) == 2
