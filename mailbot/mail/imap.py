@@ -27,6 +27,9 @@ from mailbot.services.ingest import Arrival, CursorPosition, FirstRunError, Mail
 log = logging.getLogger(__name__)
 
 FETCH_CHUNK = 100
+# At most this many bytes of mail in one FETCH (a message larger than this comes alone): 100 complaints
+# carrying phone videos were one 700 MB answer, and the process that held it.
+FETCH_BYTES = 24 * 1024 * 1024
 FETCH_ITEMS = ["BODY.PEEK[]", "INTERNALDATE"]
 # A message the server refuses is tried alone this many times, each on a fresh session, within one pass.
 ATTEMPTS_ALONE = 3
@@ -85,6 +88,7 @@ class ImapIntake:
         context = ssl.create_default_context() if cfg.security != "none" else None
         client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.security == "ssl", ssl_context=context,
                             timeout=cfg.timeout, use_uid=True)
+        quiet_imaplib(client)
         try:
             if cfg.security == "starttls":
                 client.starttls(context)
@@ -158,8 +162,7 @@ class ImapIntake:
             log.info("first run: skipped %d message(s) already in %s", len(uids), cfg.mailbox)
             uids = []
         fetched = 0
-        for start in range(0, len(uids), FETCH_CHUNK):
-            chunk = uids[start:start + FETCH_CHUNK]
+        for chunk in fetch_chunks(uids, self._sizes(uids, uidvalidity)):
             arrivals, refused = self._fetch(chunk, uidvalidity)
             fetched += len(arrivals)
             # Each transaction's messages are moved as soon as it commits, not at the end of the chunk.
@@ -176,6 +179,24 @@ class ImapIntake:
             self.hooks.ingest(arrivals, position, committed=moved)
         self.hooks.fetch_succeeded(cfg.mailbox)
         return fetched
+
+    def _sizes(self, uids: list[int], uidvalidity: int) -> dict[int, int]:
+        """Each message's size, from the server's index, so a backlog of large messages is fetched a few at a
+        time (one message needs no plan). A server that will not say is fetched by count alone."""
+        if len(uids) < 2:
+            return {}
+        assert self.client is not None
+        sizes: dict[int, int] = {}
+        try:
+            for start in range(0, len(uids), 1000):
+                for uid, data in self.client.fetch(uids[start:start + 1000], ["RFC822.SIZE"]).items():
+                    size = data.get(b"RFC822.SIZE")
+                    if isinstance(size, int):
+                        sizes[uid] = size
+        except IMAPClientError as exc:
+            log.warning("IMAP %s: the server would not give the messages' sizes (%s)", self.config.mailbox, exc)
+            self._reopen(uidvalidity)
+        return sizes
 
     def _fetch(self, chunk: list[int], uidvalidity: int) -> tuple[list[Arrival], dict[int, str]]:
         """The chunk's messages, and those the server would not give even alone (UID: what it said).
@@ -354,6 +375,35 @@ class ImapIntake:
         finally:
             if quick_empty < 3:
                 client.idle_done()
+
+
+def quiet_imaplib(client: IMAPClient) -> None:
+    """Turn off imaplib's own debugging, which imapclient sets to its highest level to route it to logging:
+    imaplib then writes the whole of every FETCH answer (each message's bytes, as a repr) into a log line,
+    whether or not anything logs it. On a backlog that was a copy several times the size of every chunk of
+    mail fetched, and the CPU to make it. Left on when its logger is set to show it."""
+    imap = getattr(client, "_imap", None)
+    if imap is not None and not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+        imap.debug = 0
+
+
+def fetch_chunks(uids: list[int], sizes: dict[int, int], count: int = FETCH_CHUNK,
+                 budget: int = FETCH_BYTES) -> list[list[int]]:
+    """The UIDs in order, in FETCHes of at most ``count`` messages and ``budget`` bytes (by ``sizes``; a
+    message of unknown size counts as nothing, one larger than the budget goes alone)."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for uid in uids:
+        size = max(sizes.get(uid, 0), 0)
+        if current and (len(current) >= count or total + size > budget):
+            chunks.append(current)
+            current, total = [], 0
+        current.append(uid)
+        total += size
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class MessageRefused(IMAPClientError):
