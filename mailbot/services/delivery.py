@@ -21,7 +21,7 @@ from mailbot.services.observe import Observer, Unobserved
 from mailbot.services.transport import PermanentFailure, TemporaryFailure, Transport
 from mailbot.store import outbox
 from mailbot.store.db import to_db
-from mailbot.store.outbox import OUTBOX_PAGE, DueLetter, SentMarks
+from mailbot.store.outbox import DueLetter, SentMarks
 from mailbot.store.sent_journal import SentJournal
 
 # Another way for a pass to send than the deliverer's own: each worker's transport, and how many workers.
@@ -139,7 +139,7 @@ class Deliverer:
             claimed, self._claimed = self._claimed, set()
             await asyncio.to_thread(outbox.release, self.engine, claimed)
 
-    def _pages(self, firsts: list[list[DueLetter]]) -> Iterator[list[_Job]]:
+    def _pages(self, firsts: list[outbox.DuePage]) -> Iterator[list[_Job]]:
         """The outbox page by page: automatic letters, then the others, each by id (read as they are needed).
         Each page's letters are claimed as it is taken (PostgreSQL); a page another deliverer had all of is
         passed over, and the next starts after the page, not after what this one claimed."""
@@ -148,7 +148,7 @@ class Deliverer:
                 jobs = self._claimed_jobs(page)
                 if jobs:
                     yield jobs
-                if len(page) < OUTBOX_PAGE:
+                if not page.more:
                     break
                 page = outbox.due_page(self.engine, self.clock(), after=page[-1].id, automatic=automatic)
 
@@ -197,7 +197,7 @@ class Deliverer:
         """When the earliest deferred letter becomes due, for the daemon's sleep."""
         return outbox.next_due_at(self.engine)
 
-    def _first_pages(self) -> list[list[DueLetter]]:
+    def _first_pages(self) -> list[outbox.DuePage]:
         return list(outbox.first_pages(self.engine, self.clock()))
 
     def _claimed_jobs(self, page: list[DueLetter]) -> list[_Job]:

@@ -28,8 +28,11 @@ from mailbot.store.prebuilt import Prebuilt
 
 log = logging.getLogger(__name__)
 
-# Letters read from the outbox at a time.
+# Letters read from the outbox at a time: at most this many, and at most this many bytes of them (a letter
+# larger than that comes alone). Staff notifications carry up to 10 MB of files each: two hundred of them were
+# one 2 GB read.
 OUTBOX_PAGE = 200
+OUTBOX_BYTES = 24 * 1024 * 1024
 
 _MARK_SENT = Prebuilt(
     update(MESSAGE_TABLE).where(MESSAGE_TABLE.c.id == bindparam("letter_id"))
@@ -49,27 +52,46 @@ class DueLetter:
     message_id: str = ""
 
 
+class DuePage(list[DueLetter]):
+    """A page of due letters; ``more``: another page may follow it."""
+
+    more: bool = False
+
+
 def due_page(engine: Engine, now: datetime, *, after: int, automatic: bool,
-             conn: Connection | None = None) -> list[DueLetter]:
-    """The next page of due letters of one kind (automatic or not) with an id above ``after``, oldest first."""
-    query = (
-        sa_select(MailMessage.id, MailMessage.raw, MailMessage.from_addr, MailMessage.to_addrs, MailMessage.attempts,
-                  MailMessage.message_id)
-        .where(MailMessage.direction == "out", MailMessage.delivery == "pending", col(MailMessage.id) > after,
-               MailMessage.automatic == automatic,
-               (col(MailMessage.next_attempt_at).is_(None)) | (col(MailMessage.next_attempt_at) <= to_db(now)))
-        .order_by(col(MailMessage.id))
+             conn: Connection | None = None) -> DuePage:
+    """The next page of due letters of one kind (automatic or not) with an id above ``after``, oldest first:
+    their sizes are read first, and the bytes of only as many as fit in OUTBOX_BYTES."""
+    m = MESSAGE_TABLE.c
+    heads = (
+        sa_select(m.id, func.length(m.raw), m.from_addr, m.to_addrs, m.attempts, m.message_id)
+        .where(m.direction == "out", m.delivery == "pending", m.id > after, m.automatic == automatic,
+               m.next_attempt_at.is_(None) | (m.next_attempt_at <= to_db(now)))
+        .order_by(m.id)
         .limit(OUTBOX_PAGE)
     )
-    if conn is None:
-        with reading(engine) as own:
-            rows = own.execute(query).all()
-    else:
-        rows = conn.execute(query).all()
-    return [DueLetter(r.id, r.raw, r.from_addr, r.to_addrs, r.attempts, r.message_id) for r in rows if r.id]
+
+    def read(conn: Connection) -> DuePage:
+        rows = conn.execute(heads).all()
+        taken, total = [], 0
+        for row in rows:
+            if taken and total + (row[1] or 0) > OUTBOX_BYTES:
+                break
+            taken.append(row)
+            total += row[1] or 0
+        raws = dict(conn.execute(sa_select(m.id, m.raw).where(m.id.in_([row[0] for row in taken]))).all()) \
+            if taken else {}
+        page = DuePage(DueLetter(r[0], bytes(raws[r[0]]), r[2], r[3], r[4], r[5]) for r in taken if r[0] in raws)
+        page.more = len(rows) == OUTBOX_PAGE or len(taken) < len(rows)
+        return page
+
+    if conn is not None:
+        return read(conn)
+    with reading(engine) as own:
+        return read(own)
 
 
-def first_pages(engine: Engine, now: datetime) -> tuple[list[DueLetter], list[DueLetter]]:
+def first_pages(engine: Engine, now: datetime) -> tuple[DuePage, DuePage]:
     """The first page of automatic letters and of the others, read in one snapshot (a letter committed
     between two reads could otherwise send a staff copy ahead of its acknowledgement)."""
     with reading(engine) as conn:

@@ -110,6 +110,30 @@ def test_acknowledgements_go_before_staff_copies(world: World) -> None:
     assert transport.closed == 1
 
 
+def test_large_letters_are_read_from_the_outbox_a_few_at_a_time_and_all_go(world: World,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailbot.store import outbox
+
+    for n in range(5):
+        world.receive(mail(frm=f"person{n}@example.com"))
+    with new_session(world.app.engine) as s:
+        sizes = [len(row.raw) for row in s.exec(select(MailMessage).where(MailMessage.direction == "out"))]
+    monkeypatch.setattr(outbox, "OUTBOX_BYTES", max(sizes) * 2)  # two letters fit, three do not
+    pages: list[int] = []
+    reader = outbox.due_page
+
+    def read(*args, **kwargs):  # type: ignore[no-untyped-def]
+        page = reader(*args, **kwargs)
+        pages.append(len(page))
+        return page
+
+    monkeypatch.setattr(outbox, "due_page", read)
+    transport = FakeTransport()
+    assert deliver(world, transport).sent == 10
+    assert transport.sent == [[f"person{n}@example.com"] for n in range(5)] + [[PRIYA]] * 5
+    assert pages and max(pages) <= 2 and sum(pages) == 10
+
+
 def test_a_deferred_letter_waits_for_its_time(world: World) -> None:
     world.receive(mail(frm=JANE))
     deliver(world, FakeTransport({JANE: TemporaryFailure("451")}))
