@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from mailbot.launch import steady_malloc
 from mailbot.settings import Settings
 from mailbot.store.db import open_database, reading, session
 from mailbot.store.faults import DatabaseUnusable
@@ -48,6 +49,7 @@ def run(settings: Settings, once: bool, now: datetime | None) -> int:
 
     app = App(settings, now=now) if once else _app_when_the_database_works(settings)
     settle_memory()
+    steady_malloc()
     try:
         return _run(app, settings, once)
     finally:

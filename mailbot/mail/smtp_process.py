@@ -243,4 +243,7 @@ async def _child() -> None:
 
 
 if __name__ == "__main__":
+    from mailbot.launch import steady_malloc
+
+    steady_malloc()
     asyncio.run(_child())
