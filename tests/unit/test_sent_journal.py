@@ -62,3 +62,39 @@ def test_the_journal_is_private(tmp_path: Path) -> None:
     journal.record(1, WHEN, 1, None)
     journal.close()
     assert (tmp_path / "sent.journal").stat().st_mode & 0o777 == 0o600
+
+
+def test_lines_are_in_the_file_at_once_and_synced_together_by_the_journals_own_thread(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """A burst of 250s costs one or two syncs, not one each, and the sending loop never waits for them:
+    each line is in the file (a killed bot keeps it) the moment ``record`` returns."""
+    import os
+    import threading
+    import time
+
+    synced_sizes: list[int] = []
+    sync_threads: set[str] = set()
+    real = os.fdatasync
+
+    def slow_sync(fd: int) -> None:  # a disk under load: each sync takes a while
+        sync_threads.add(threading.current_thread().name)
+        size = os.fstat(fd).st_size
+        time.sleep(0.05)
+        real(fd)
+        synced_sizes.append(size)
+
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    path = tmp_path / "sent.journal"
+    journal = SentJournal(path)
+    for n in range(1, 51):
+        journal.record(n, WHEN, 1, None)
+        assert path.read_bytes().count(b"\n") == n
+    journal.close()
+    assert [e["letter_id"] for e in SentJournal(path).entries()] == list(range(1, 51))
+    assert 1 <= len(synced_sizes) <= 3
+    assert synced_sizes[-1] == path.stat().st_size  # close waited for the last line's sync
+    assert threading.current_thread().name not in sync_threads
+    journal.record(51, WHEN, 1, None)  # a new pass opens the journal again, with its own sync thread
+    journal.wait_synced()
+    assert synced_sizes[-1] == path.stat().st_size
+    journal.close()
