@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 SAFEGUARDING = "safeguarding"
@@ -67,9 +68,13 @@ DATA_PROTECTION_WORDS = (
     r"my (?:personal )?data|my personal information",
     r"personal data|personal information",
     r"subject access",
-    r"(?:uk )?gdpr",
+    r"uk gdpr|gdpr",
     r"data protection",
-    r"(?:delete|erase|remove) (?:all )?(?:of )?my (?:data|details|information|account|records)",
+    # Spelt out rather than "(?:delete|erase|remove) ...": an alternative that starts with a letter is passed
+    # over at a glance where the word starts with another, one that starts with a group is not.
+    r"delete (?:all )?(?:of )?my (?:data|details|information|account|records)",
+    r"erase (?:all )?(?:of )?my (?:data|details|information|account|records)",
+    r"remove (?:all )?(?:of )?my (?:data|details|information|account|records)",
     r"right to (?:be forgotten|erasure)",
     r"privacy",
     r"information commissioner|\bico",
@@ -110,8 +115,12 @@ def _words(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(WORD_START + "(?:" + "|".join(patterns) + r")\b")
 
 
-_SAFEGUARDING = re.compile(WORD_START + "(?:" + "|".join(f"({pattern})" for _, pattern in SAFEGUARDING_TERMS)
-                           + r")\b")
+# The terms' patterns in one alternation with no group around each term: the engine passes over an alternative
+# that starts with another letter at a glance, but it enters every capturing group, so the grouped form took twice
+# as long (85 against 43 us on a 20-line complaint). Which term matched is asked only of the few matches there are:
+# the first term whose own pattern matches there, as the alternation itself chose.
+_SAFEGUARDING = _words(tuple(pattern for _, pattern in SAFEGUARDING_TERMS))
+_TERM_PATTERNS = tuple(re.compile(f"(?:{pattern})\\b") for _, pattern in SAFEGUARDING_TERMS)
 _DATA_PROTECTION = _words(DATA_PROTECTION_WORDS)
 _FUNDRAISING = _words(FUNDRAISING_WORDS)
 _MENTOR = _words(MENTOR_WORDS)
@@ -123,7 +132,7 @@ def _normalise(subject: str, text: str) -> str:
     # Curly apostrophes from phones would otherwise defeat "don't feel safe"; runs of whitespace and line
     # breaks would defeat every two-word phrase.
     joined = f"{subject}\n{text}".lower().replace("\u2019", "'").replace("\u2018", "'")
-    return re.sub(r"\s+", " ", joined)
+    return " ".join(joined.split())  # str.split's whitespace is re's \s; twice as fast as re.sub
 
 
 @dataclass(frozen=True)
@@ -146,11 +155,20 @@ def safeguarding_concern(subject: str, text: str) -> tuple[str, ...]:
     return read(subject, text).safeguarding
 
 
+def _term_matches(words: str) -> Iterator[tuple[int, int, int]]:
+    """(start, end, index in SAFEGUARDING_TERMS) of each safeguarding match, in order."""
+    for match in _SAFEGUARDING.finditer(words):
+        start = match.start()
+        for index, term in enumerate(_TERM_PATTERNS):
+            if term.match(words, start):
+                yield start, match.end(), index
+                break
+
+
 def _safeguarding_terms(words: str) -> tuple[str, ...]:
     found: list[str] = []
-    for match in _SAFEGUARDING.finditer(words):
-        # Each term is one capturing group, so the group that matched names the term.
-        term = SAFEGUARDING_TERMS[(match.lastindex or 1) - 1][0]
+    for _, _, index in _term_matches(words):
+        term = SAFEGUARDING_TERMS[index][0]
         if term not in found:
             found.append(term)
     return tuple(found)

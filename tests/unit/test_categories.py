@@ -23,6 +23,9 @@ from mailbot.domain.categories import (
         ("", "I have been self-harming again", ("self-harm",)),
         ("", "I keep thinking about self harm", ("self-harm",)),
         ("", "sometimes I want to hurt myself", ("self-harm",)),
+        # "harm" matches here too: the longer phrase, listed first, names it.
+        ("", "I have been harming myself again", ("self-harm",)),
+        ("", "I want to harm myself", ("self-harm",)),
         ("", "I feel suicidal", ("suicide",)),
         ("", "I want to end my life", ("suicide",)),
         ("", "I think he is grooming my daughter", ("grooming",)),
