@@ -150,7 +150,7 @@ class Deliverer:
                     yield jobs
                 if not page.more:
                     break
-                page = outbox.due_page(self.engine, self.clock(), after=page[-1].id, automatic=automatic)
+                page = outbox.due_page(self.engine, self.clock(), after=page.last, automatic=automatic)
 
     async def _deliver(self, pages: Iterator[list[_Job]], workers_wanted: int,
                        transport_factory: Callable[[], Transport], marks: SentMarks,

@@ -53,9 +53,11 @@ class DueLetter:
 
 
 class DuePage(list[DueLetter]):
-    """A page of due letters; ``more``: another page may follow it."""
+    """A page of due letters; ``more``: another page may follow it, after the id ``last`` (the last letter
+    this page looked at, even if it was gone by the time its bytes were read)."""
 
     more: bool = False
+    last: int = 0
 
 
 def due_page(engine: Engine, now: datetime, *, after: int, automatic: bool,
@@ -83,6 +85,7 @@ def due_page(engine: Engine, now: datetime, *, after: int, automatic: bool,
             if taken else {}
         page = DuePage(DueLetter(r[0], bytes(raws[r[0]]), r[2], r[3], r[4], r[5]) for r in taken if r[0] in raws)
         page.more = len(rows) == OUTBOX_PAGE or len(taken) < len(rows)
+        page.last = taken[-1][0] if taken else after
         return page
 
     if conn is not None:

@@ -23,6 +23,7 @@ from mailbot.store.db import (
     writer_turns,
 )
 from mailbot.store.models import RefSequence
+from tests.servers import PostgresServer
 
 NOW = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
 
@@ -275,3 +276,41 @@ def test_a_database_that_cannot_be_put_in_wal_mode_still_opens(url: str, tmp_pat
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "memory"
     engine.dispose()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_outbox_page_passes_over_a_letter_removed_between_its_size_and_its_bytes(
+        postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL each statement of a page sees the latest commits, so a letter can go (an erasure, a purge)
+    between the read of the sizes and the read of the bytes. The page comes back without it, saying where the
+    next page starts, and the letters after it still come (the delivery pass once indexed an empty page)."""
+    from sqlalchemy import event
+
+    from mailbot.store import outbox
+
+    engine = make_engine(postgres.url)
+    upgrade(engine)
+    try:
+        with engine.begin() as conn:
+            for n in (1, 2, 3):
+                conn.execute(text("INSERT INTO message (id, direction, message_id, subject, from_addr, to_addrs, kind, "
+                                  "at, raw, delivery, attempts, automatic) VALUES (:id, 'out', :mid, '', '', "
+                                  "'a@b.c', 'acknowledgement', :at, :raw, 'pending', 0, true)"),
+                             {"id": n, "mid": f"m{n}", "at": NOW.replace(tzinfo=None), "raw": b"letter"})
+        monkeypatch.setattr(outbox, "OUTBOX_BYTES", 1)  # one letter a page
+        removed: list[bool] = []
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def remove_letter_1(conn, cursor, statement, *_):  # type: ignore[no-untyped-def]
+            if not removed and "message.raw" in statement and "length" not in statement:
+                removed.append(True)
+                with engine.begin() as other:
+                    other.execute(text("DELETE FROM message WHERE id = 1"))
+
+        pages = [outbox.due_page(engine, NOW, after=0, automatic=True)]
+        while pages[-1].more:
+            pages.append(outbox.due_page(engine, NOW, after=pages[-1].last, automatic=True))
+    finally:
+        engine.dispose()
+    assert removed
+    assert [[letter.id for letter in page] for page in pages] == [[], [2], [3]]
+    assert pages[0].last == 1 and pages[0].more
