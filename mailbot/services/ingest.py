@@ -371,10 +371,9 @@ class MailboxHooks(Protocol):
 
     def read_cursor(self, mailbox: str) -> tuple[int, int]: ...
 
-    def ingest(self, arrivals: list[Arrival], position: CursorPosition | None, skip_to: int | None = None,
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None,
                committed: Callable[[list[int]], None] | None = None) -> None:
-        """Process arrivals; ``committed`` is called with the UIDs of each transaction once it commits. With
-        no ``position`` the cursor stays where it is (mail after one the server would not give yet)."""
+        """Process arrivals; ``committed`` is called with the UIDs of each transaction once it commits."""
 
     def first_run(self, mailbox: str, waiting: int) -> bool:
         """Called when the mailbox has never been read and holds mail: True to process it, False to skip
@@ -408,10 +407,9 @@ class MailboxIntake:
     def read_cursor(self, mailbox: str) -> tuple[int, int]:
         return repo.read_cursor(self.engine, mailbox)
 
-    def ingest(self, arrivals: list[Arrival], position: CursorPosition | None, skip_to: int | None = None,
+    def ingest(self, arrivals: list[Arrival], position: CursorPosition, skip_to: int | None = None,
                committed: Callable[[list[int]], None] | None = None) -> None:
         if skip_to is not None:
-            assert position is not None
             self.ingestor.skip_existing(position, skip_to)
             return
         self.ingestor.ingest_batch(arrivals, position, max_seconds=INTAKE_TRANSACTION_SECONDS,
