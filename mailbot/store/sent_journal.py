@@ -48,6 +48,7 @@ class SentJournal:
         self._written = self._synced = 0  # lines appended / lines known to be on disk
         self._syncer: threading.Thread | None = None
         self._stopping = False
+        self._refused = 0  # lines the disk would not take since the journal was last closed
 
     def _open(self) -> int:
         if self._fd is None:
@@ -56,16 +57,28 @@ class SentJournal:
         return self._fd
 
     def record(self, letter_id: int, sent_when: datetime, tries: int, note: str | None) -> None:
-        """Append one 250 before returning; the journal's sync thread puts it on disk moments later."""
+        """Append one 250 before returning; the journal's sync thread puts it on disk moments later.
+
+        A disk that refuses the line (full, read-only) is said in the log, once a pass, and the letter is sent
+        all the same: the server has it, and the database's mark follows. Only the safeguard against a crash
+        in the moment before that mark is missing; raising here made the letter a failure to send again.
+        """
         line = json.dumps([letter_id, sent_when.isoformat(), tries, note], separators=(",", ":")) + "\n"
-        with self._changed:
-            fd = self._open()
-            os.write(fd, line.encode("utf-8"))
-            self._written += 1
-            if self._syncer is None:
-                self._syncer = threading.Thread(target=self._sync, name="sent-journal-sync", daemon=True)
-                self._syncer.start()
-            self._changed.notify_all()
+        try:
+            with self._changed:
+                fd = self._open()
+                os.write(fd, line.encode("utf-8"))
+                self._written += 1
+                if self._syncer is None:
+                    self._syncer = threading.Thread(target=self._sync, name="sent-journal-sync", daemon=True)
+                    self._syncer.start()
+                self._changed.notify_all()
+        except OSError as exc:
+            self._refused += 1
+            if self._refused == 1:
+                log.error("could not write the sent journal %s (%s): the letters are sent and marked in the "
+                          "database as usual, but a bot stopped in the moment between could send them again",
+                          self.path, exc)
 
     def wait_synced(self) -> None:
         """Return once every line recorded so far is on disk."""
@@ -146,6 +159,9 @@ class SentJournal:
             syncer, self._syncer = self._syncer, None
         if syncer is not None:
             syncer.join()
+        if self._refused > 1:
+            log.error("the sent journal %s could not take %d letters' lines in this pass", self.path, self._refused)
+        self._refused = 0
         with self._changed:
             self._stopping = False
             if self._fd is not None:

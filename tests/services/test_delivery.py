@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from sqlmodel import col, select
@@ -132,6 +133,28 @@ def test_large_letters_are_read_from_the_outbox_a_few_at_a_time_and_all_go(world
     assert deliver(world, transport).sent == 10
     assert transport.sent == [[f"person{n}@example.com"] for n in range(5)] + [[PRIYA]] * 5
     assert pages and max(pages) <= 2 and sum(pages) == 10
+
+
+def test_a_sent_letter_whose_journal_line_cannot_be_written_is_still_sent_once(
+        world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The sent journal is a safeguard for a bot killed mid-pass; a disk that refuses it (full, read-only)
+    must not turn a letter the server accepted into a failure to send it again (it stopped the whole pass)."""
+    import logging
+
+    from mailbot.store.sent_journal import SentJournal
+
+    (tmp_path / "not-a-folder").write_text("")
+    journal = SentJournal(tmp_path / "not-a-folder" / "sent.journal")  # os.open fails: NotADirectoryError
+    world.receive(mail(frm=JANE))
+    transport = FakeTransport()
+    deliverer = Deliverer(world.app.engine, lambda: transport, world.app.clock, concurrency=1, journal=journal)
+    with caplog.at_level(logging.ERROR, logger="mailbot.store.sent_journal"):
+        report = asyncio.run(deliverer.deliver_due())
+    assert report.sent == 2 and report.deferred == 0 and len(transport.sent) == 2
+    assert letter_to(world, JANE).delivery == "sent"
+    said = [r.getMessage() for r in caplog.records if r.name == "mailbot.store.sent_journal"]
+    assert len(said) == 2 and "could not write the sent journal" in said[0] and "2 letters' lines" in said[1]
+    assert asyncio.run(deliverer.deliver_due()).sent == 0 and len(transport.sent) == 2  # nothing sent again
 
 
 def test_a_deferred_letter_waits_for_its_time(world: World) -> None:
