@@ -20,6 +20,7 @@ from typing import Callable
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from mailbot.domain.batches import sized_batches
 from mailbot.domain.mail import unfetchable_record
 from mailbot.mail.oauth import TokenError, invalidate, monotonic_until
 from mailbot.services.ingest import Arrival, CursorPosition, FirstRunError, MailboxHooks
@@ -391,19 +392,7 @@ def fetch_chunks(uids: list[int], sizes: dict[int, int], count: int = FETCH_CHUN
                  budget: int = FETCH_BYTES) -> list[list[int]]:
     """The UIDs in order, in FETCHes of at most ``count`` messages and ``budget`` bytes (by ``sizes``; a
     message of unknown size counts as nothing, one larger than the budget goes alone)."""
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    total = 0
-    for uid in uids:
-        size = max(sizes.get(uid, 0), 0)
-        if current and (len(current) >= count or total + size > budget):
-            chunks.append(current)
-            current, total = [], 0
-        current.append(uid)
-        total += size
-    if current:
-        chunks.append(current)
-    return chunks
+    return list(sized_batches(uids, sizes.get, count, budget))
 
 
 class MessageRefused(IMAPClientError):

@@ -20,6 +20,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col, func
 
+from mailbot.domain.batches import sized_batches
 from mailbot.store import repo
 from mailbot.store.db import from_db, reading, to_db
 from mailbot.store.db import session as new_session
@@ -75,12 +76,7 @@ def due_page(engine: Engine, now: datetime, *, after: int, automatic: bool,
 
     def read(conn: Connection) -> DuePage:
         rows = conn.execute(heads).all()
-        taken, total = [], 0
-        for row in rows:
-            if taken and total + (row[1] or 0) > OUTBOX_BYTES:
-                break
-            taken.append(row)
-            total += row[1] or 0
+        taken = next(sized_batches(rows, lambda row: row[1], OUTBOX_PAGE, OUTBOX_BYTES), [])
         raws = dict(conn.execute(sa_select(m.id, m.raw).where(m.id.in_([row[0] for row in taken]))).all()) \
             if taken else {}
         page = DuePage(DueLetter(r[0], bytes(raws[r[0]]), r[2], r[3], r[4], r[5]) for r in taken if r[0] in raws)
