@@ -28,7 +28,7 @@ from bench.statements import on_every_statement  # noqa: E402
 from mailbot.bootstrap import App  # noqa: E402
 from mailbot.services import correspondence as correspondence_mod  # noqa: E402
 from mailbot.services import ingest as ingest_mod  # noqa: E402
-from mailbot.services.ingest import Arrival, CursorPosition  # noqa: E402
+from mailbot.services.ingest import INTAKE_TRANSACTION_SECONDS, Arrival, CursorPosition  # noqa: E402
 from mailbot.settings import load_settings  # noqa: E402
 
 TIMES: collections.Counter[str] = collections.Counter()
@@ -73,6 +73,8 @@ def main() -> int:
     parser.add_argument("--bodies", choices=("short", "long"), default="short", help="long: 20-line complaints")
     parser.add_argument("--trace", action="store_true", help="print every statement of the last complaint")
     parser.add_argument("--postgres", action="store_true", help="on a throwaway PostgreSQL server, not SQLite")
+    parser.add_argument("--as-intake", action="store_true",
+                        help="commit as intake does (every 50 ms), not once for all the complaints")
     args = parser.parse_args()
     if args.postgres:
         from tests.servers import PostgresServer
@@ -106,7 +108,12 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
             if args.trace:
                 trace.append(" ".join(statement.split())[:160])
 
-        on_every_statement(app.engine, _count)
+        trips = [0]
+
+        def _trip() -> None:
+            trips[0] += 1
+
+        on_every_statement(app.engine, _count, _trip)
 
         raws = [complaint(i, "timing", args.bodies == "long")[0] for i in range(args.count)]
         position = CursorPosition("bench@localhost/INBOX", 1)
@@ -117,7 +124,8 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
         cpu_began = time.process_time()
         if profiler:
             profiler.enable()
-        app.ingestor.ingest_batch(arrivals[:-1], position)
+        app.ingestor.ingest_batch(arrivals[:-1], position,
+                                  max_seconds=INTAKE_TRANSACTION_SECONDS if args.as_intake else None)
         del trace[:]
         app.ingestor.ingest_batch(arrivals[-1:], position)
         if profiler:
@@ -129,6 +137,8 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
               f"(CPU {cpu / args.count * 1000:.2f} ms each)")
         print("  SQL statements per complaint: " + ", ".join(
             f"{verb} {n / args.count:.1f}" for verb, n in statements.most_common()))
+        if app.engine.dialect.name == "postgresql":
+            print(f"  round trips to the server per complaint: {trips[0] / args.count:.2f}")
         for statement in trace:
             print("    " + statement)
         for label, seconds in TIMES.items():

@@ -13,9 +13,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 
-def on_every_statement(engine: Engine, seen: Callable[[str], None]) -> None:
+def on_every_statement(engine: Engine, seen: Callable[[str], None],
+                       round_trip: Callable[[], None] | None = None) -> None:
     """Call ``seen`` with the text of each statement the engine's connections run from now on (its pool is
-    emptied first, so every connection is a new one)."""
+    emptied first, so every connection is a new one). On PostgreSQL, ``round_trip`` is called each time the
+    driver waits for the server's answer: a statement on its own, a pipeline as it ends (however many statements
+    it carried; an executemany is one), a commit."""
     engine.dispose()
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
@@ -27,8 +30,11 @@ def on_every_statement(engine: Engine, seen: Callable[[str], None]) -> None:
     for name in ("execute", "executemany"):
         original = getattr(psycopg.Cursor, name)
 
-        def counted(self, query, *rest, _original=original, **kw):  # type: ignore[no-untyped-def]
+        def counted(self, query, *rest, _original=original, _many=name == "executemany",
+                    **kw):  # type: ignore[no-untyped-def]
             seen(query if isinstance(query, str) else str(query))
+            if round_trip is not None and not _many and self.connection._pipeline is None:
+                round_trip()
             return _original(self, query, *rest, **kw)
 
         setattr(psycopg.Cursor, name, counted)
@@ -36,6 +42,17 @@ def on_every_statement(engine: Engine, seen: Callable[[str], None]) -> None:
 
     def counted_commit(self):  # type: ignore[no-untyped-def]
         seen("COMMIT")
+        if round_trip is not None:
+            round_trip()
         return original_commit(self)
 
     psycopg.Connection.commit = counted_commit  # type: ignore[method-assign]
+    if round_trip is not None:
+        original_exit = psycopg.Pipeline.__exit__
+
+        def counted_exit(self, *exc):  # type: ignore[no-untyped-def]
+            if self.level == 1:
+                round_trip()
+            return original_exit(self, *exc)
+
+        psycopg.Pipeline.__exit__ = counted_exit  # type: ignore[method-assign]

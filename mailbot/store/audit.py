@@ -118,9 +118,10 @@ def seal(connection: Connection, waiting: list[dict[str, Any]] | None = None) ->
         seq += 1
         previous = audit.link(previous, seq, values["content_hash"])
         values.update(seq=seq, chain_hash=previous)
-    _SEAL.run_many(connection, updates)
-    _INSERT.run_many(connection, waiting)
-    _MOVE_HEAD.run(connection, {"head_seq": seq, "head_hash": previous})
+    # Nothing here needs an answer: on PostgreSQL these go with the COMMIT's pipeline (store.prebuilt).
+    _SEAL.write_many(connection, updates)
+    _INSERT.write_many(connection, waiting)
+    _MOVE_HEAD.write(connection, {"head_seq": seq, "head_hash": previous})
     return len(updates) + len(waiting)
 
 

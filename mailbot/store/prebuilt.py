@@ -15,18 +15,34 @@ driver, or outside a transaction, or for anything it cannot plan, it runs the st
 
 Results come back as SQLite returns them, without SQLAlchemy's result processing: use it for
 statements whose results are integers or text (ids, references, counts), not dates.
+
+On PostgreSQL a statement whose answer nobody reads (an INSERT with its id chosen beforehand, an UPDATE whose
+row count does not matter) can be ``write``-n: it waits on the connection and goes out with the next statement
+that does need an answer, all of them in one pipeline (psycopg's pipeline mode), so they cost one round trip
+together instead of one each. Every way a statement can run on the connection writes the waiting ones first,
+in the order they were written: a prebuilt read here, any statement through SQLAlchemy (``before_execute``), a
+SAVEPOINT and the commit; a rollback drops them. Inside a savepoint a write runs at once, so a savepoint's
+failure is that savepoint's. A waiting write that fails makes the statement that carried it fail (raised as
+SQLAlchemy's own exception for the driver's error): the transaction is lost either way. On SQLite, where a
+statement costs no round trip, every write runs at once.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import Pool
 from sqlalchemy.sql import Executable
 
 Params = Mapping[str, Any]
+
+_WAITING = "mailbot_waiting_writes"  # connection.info: (sql, values) written on PostgreSQL, not yet sent
 
 
 @dataclass(frozen=True)
@@ -45,9 +61,13 @@ class _Plan:
         return out if self.names is None else dict(zip(self.names, out))
 
     def execute(self, connection: Connection, params: Params) -> Any:
-        """Run on the connection's driver connection (sqlite3 or psycopg), inside its transaction; returns the
-        driver's cursor."""
-        return connection.connection.driver_connection.execute(self.sql, self.values(params))
+        """Run on the connection's driver connection (sqlite3 or psycopg), inside its transaction, after the
+        writes waiting there; returns the driver's cursor."""
+        driver = connection.connection.driver_connection
+        values = self.values(params)
+        if self.names is None:
+            return driver.execute(self.sql, values)
+        return _with_waiting(connection, driver, lambda: driver.execute(self.sql, values), self.sql, values)
 
 
 class Prebuilt:
@@ -92,8 +112,28 @@ class Prebuilt:
         if plan.names is None:
             driver.executemany(plan.sql, [plan.values(p) for p in many])
             return
+        rows = [plan.values(p) for p in many]
         with driver.cursor() as cursor:  # psycopg: executemany is the cursor's
-            cursor.executemany(plan.sql, [plan.values(p) for p in many])
+            _with_waiting(connection, driver, lambda: cursor.executemany(plan.sql, rows), plan.sql, rows)
+
+    def write(self, connection: Connection, params: Params) -> None:
+        """Run it for its effect, on PostgreSQL with the next statement that needs an answer (module docstring);
+        at once where that cannot be (SQLite, a savepoint, a statement it cannot plan)."""
+        plan = self._plan_for(connection, params)
+        if plan is None or plan.names is None or connection.in_nested_transaction():
+            self.run(connection, params)
+            return
+        connection.info.setdefault(_WAITING, []).append((plan.sql, plan.values(params)))
+
+    def write_many(self, connection: Connection, many: Sequence[Params]) -> None:
+        """``write`` for each parameter set (all with the same keys)."""
+        if not many:
+            return
+        plan = self._plan_for(connection, many[0])
+        if plan is None or plan.names is None or connection.in_nested_transaction():
+            self.run_many(connection, many)
+            return
+        connection.info.setdefault(_WAITING, []).extend((plan.sql, plan.values(p)) for p in many)
 
     # ---- planning ----------------------------------------------------------------------------
 
@@ -148,3 +188,60 @@ def _plan(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Pl
 
 
 _PYFORMAT = re.compile(r"%\((\w+)\)s")
+
+
+# ---- the writes waiting on a PostgreSQL connection ----------------------------------------------------------
+
+
+def _with_waiting(connection: Connection, driver: Any, run: Callable[[], Any], sql: str, values: Any) -> Any:
+    """``run()`` (one psycopg call), after the connection's waiting writes, in one pipeline with them."""
+    waiting = connection.info.pop(_WAITING, None)
+    try:
+        if not waiting:
+            return run()
+        with driver.pipeline():
+            with driver.cursor() as cursor:
+                # A run of the same statement (a stage's deadlines, a case's letters) as one executemany.
+                for waiting_sql, run_of in itertools.groupby(waiting, key=lambda write: write[0]):
+                    rows = [row for _, row in run_of]
+                    if len(rows) == 1:
+                        cursor.execute(waiting_sql, rows[0])
+                    else:
+                        cursor.executemany(waiting_sql, rows)
+            return run()
+    except driver.Error as exc:  # as SQLAlchemy would raise it, so callers catch one kind of error
+        raise DBAPIError.instance(sql, values, exc, driver.Error, dialect=connection.dialect) from exc
+
+
+def send_waiting(connection: Connection) -> None:
+    """The connection's waiting writes sent now, in one pipeline (before a statement SQLAlchemy runs)."""
+    if connection.info.get(_WAITING):
+        driver = connection.connection.driver_connection
+        _with_waiting(connection, driver, lambda: None, "(writes waiting for the next statement)", None)
+
+
+@event.listens_for(Engine, "before_execute")
+def _before_other_statements(connection: Connection, *_: Any) -> None:
+    send_waiting(connection)
+
+
+@event.listens_for(Engine, "savepoint")
+def _before_savepoint(connection: Connection, *_: Any) -> None:
+    send_waiting(connection)
+
+
+@event.listens_for(Engine, "commit")
+def _before_commit(connection: Connection) -> None:
+    send_waiting(connection)
+
+
+@event.listens_for(Engine, "rollback")
+def _drop_waiting(connection: Connection) -> None:
+    connection.info.pop(_WAITING, None)
+
+
+@event.listens_for(Pool, "checkin")
+def _drop_at_checkin(_dbapi_connection: Any, record: Any) -> None:
+    # However its transaction ended, nothing waiting outlives the connection's turn.
+    if record is not None:
+        record.info.pop(_WAITING, None)

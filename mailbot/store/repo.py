@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
-from mailbot.store import audit
+from mailbot.store import ahead, audit
 from mailbot.store.db import chunks, from_db, reading, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import (
@@ -48,8 +48,13 @@ _DIRECTIONS_SEEN = Prebuilt(
 _NEXT_SEQ = Prebuilt(
     update(SEQUENCE_TABLE).where(SEQUENCE_TABLE.c.year == bindparam("seq_year"))
     .values(last_seq=SEQUENCE_TABLE.c.last_seq + 1).returning(SEQUENCE_TABLE.c.last_seq))
+_SET_SEQ = Prebuilt(update(SEQUENCE_TABLE).where(SEQUENCE_TABLE.c.year == bindparam("seq_year"))
+                   .values(last_seq=bindparam("last")))
 _INSERT_CASE = Prebuilt(insert(CASE_TABLE).returning(CASE_TABLE.c.id))
 _INSERT_MESSAGE = Prebuilt(insert(MESSAGE_TABLE).returning(MESSAGE_TABLE.c.id))
+# With the id taken ahead (PostgreSQL): nothing to wait for, so they go with the next statement (store.ahead).
+_WRITE_CASE = Prebuilt(insert(CASE_TABLE))
+_WRITE_MESSAGE = Prebuilt(insert(MESSAGE_TABLE))
 _ADD_EVENT = Prebuilt(insert(EVENT_TABLE).returning(EVENT_TABLE.c.id))
 _AUTOMATIC_SINCE = sa_select(func.count(MESSAGE_TABLE.c.id)).where(
     MESSAGE_TABLE.c.direction == "out",
@@ -114,7 +119,12 @@ def insert_message(session: Session, values: dict[str, object]) -> int:
     transaction that writes them, and the unit of work (with the autoflush it forced on the next
     query) cost more than the statement.
     """
-    row_id = int(_INSERT_MESSAGE.scalar(session.connection(), values))
+    connection = session.connection()
+    row_id = ahead.new_id(connection, "message")
+    if row_id is None:
+        row_id = int(_INSERT_MESSAGE.scalar(connection, values))
+    else:
+        _WRITE_MESSAGE.write(connection, {**values, "id": row_id})
     known = session.info.get(_FIRST_MESSAGES)
     if known is not None and values.get("case_id") in known and known[values["case_id"]] is None:
         known[values["case_id"]] = values["message_id"]  # the first message of a case opened here
@@ -138,7 +148,12 @@ def insert_case(session: Session, **values: object) -> Case:
     everything pending) cost more than the rest of opening a case.
     """
     case = Case(**values)
-    case.id = _INSERT_CASE.scalar(session.connection(), values)
+    connection = session.connection()
+    case.id = ahead.new_id(connection, "case")
+    if case.id is None:
+        case.id = _INSERT_CASE.scalar(connection, values)
+    else:
+        _WRITE_CASE.write(connection, {**values, "id": case.id})
     make_transient_to_detached(case)
     session.add(case)
     # Attached as persistent, a rollback would only expire it: _forget_rolled_back takes it out of the session.
@@ -152,13 +167,19 @@ def allocate_ref(session: Session, year: int) -> tuple[int, str]:
     """The next per-year sequence number and its reference, inside the caller's transaction."""
     # One UPDATE ... RETURNING: its row lock serialises two processes allocating at once on PostgreSQL
     # (as SELECT ... FOR UPDATE did); SQLite serialises writers anyway.
+    # On PostgreSQL a transaction that already holds the row counts on by itself (store.ahead).
     connection = session.connection()
+    seq = ahead.counted(connection, year)
+    if seq is not None:
+        _SET_SEQ.write(connection, {"seq_year": year, "last": seq})
+        return seq, f"1MM-{year}-{seq:04d}"
     seq = _NEXT_SEQ.scalar(connection, {"seq_year": year})
     if seq is None:
         # The year's first case. Two processes can both get here: the row is inserted only if absent (the
         # second waits for the first's row, then inserts nothing), and the UPDATE then numbers them in turn.
         connection.execute(_year_row(connection.dialect.name), {"year": year, "last_seq": 0})
         seq = _NEXT_SEQ.scalar(connection, {"seq_year": year})
+    ahead.hold_counter(connection, year, seq)
     return seq, f"1MM-{year}-{seq:04d}"
 
 
@@ -316,7 +337,7 @@ def record_fetch(engine: Engine, mailbox: str, now: datetime, error: str | None 
 
 def insert_deadlines(session: Session, case_id: int, stage: int, due: dict[str, datetime]) -> None:
     """A stage's deadlines as plain INSERTs: nothing reads them back as objects in the transaction that writes them."""
-    _INSERT_DEADLINES.run_many(session.connection(), [
+    _INSERT_DEADLINES.write_many(session.connection(), [
         {"case_id": case_id, "stage": stage, "name": name, "due_at": to_db(at)} for name, at in due.items()])
 
 

@@ -6,6 +6,8 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from sqlalchemy import text
+
 from mailbot.bootstrap import App
 from mailbot.settings import load_settings
 from tests.integration.bot import Bot, make_mail, staff_reply
@@ -211,3 +213,128 @@ def test_hostile_bodies_and_parts_are_filed_on_postgresql(postgres: PostgresServ
         assert all(max(map(len, bytes(letter).split(b"\r\n"))) <= 998 for letter in letters)
     finally:
         app.engine.dispose()
+
+
+def test_references_counted_within_a_transaction_hold_the_years_counter(postgres: PostgresServer) -> None:
+    """A transaction numbers its first case from the database and the next ones itself, holding the year's row:
+    another transaction waits for it and goes on from its last number; a rollback, whole or a savepoint's, gives
+    its numbers back."""
+    import threading
+
+    from sqlmodel import Session
+
+    from mailbot.store import repo
+    from mailbot.store.db import make_engine, upgrade
+
+    engine = make_engine(postgres.url)
+    upgrade(engine)
+    other: list[str] = []
+    try:
+        with Session(engine) as session:
+            first = [repo.allocate_ref(session, 2027)[1] for _ in range(3)]
+            waiting = threading.Thread(target=lambda: other.append(_one_ref(engine, 2027)))
+            waiting.start()
+            waiting.join(0.5)
+            assert waiting.is_alive() and other == []  # the counter's row is this transaction's until it ends
+            session.commit()
+        waiting.join(10)
+        with Session(engine) as session:
+            given_back = [repo.allocate_ref(session, 2027)[1] for _ in range(2)]
+            session.rollback()
+        with Session(engine) as session:
+            again = repo.allocate_ref(session, 2027)[1]
+            inner = session.begin_nested()
+            in_savepoint = repo.allocate_ref(session, 2027)[1]
+            inner.rollback()
+            after_savepoint = [repo.allocate_ref(session, 2027)[1] for _ in range(2)]
+            session.commit()
+        with Session(engine) as session:
+            last = repo.allocate_ref(session, 2027)[1]
+            session.commit()
+    finally:
+        engine.dispose()
+    assert first == ["1MM-2027-0001", "1MM-2027-0002", "1MM-2027-0003"]
+    assert other == ["1MM-2027-0004"]
+    assert given_back == ["1MM-2027-0005", "1MM-2027-0006"]
+    assert (again, in_savepoint, after_savepoint) == ("1MM-2027-0005", "1MM-2027-0006",
+                                                      ["1MM-2027-0006", "1MM-2027-0007"])
+    assert last == "1MM-2027-0008"
+
+
+def _one_ref(engine, year: int) -> str:  # type: ignore[no-untyped-def]
+    from sqlmodel import Session
+
+    from mailbot.store import repo
+
+    with Session(engine) as session:
+        ref = repo.allocate_ref(session, year)[1]
+        session.commit()
+    return ref
+
+
+def test_ids_taken_ahead_keep_the_order_rows_were_written_in(postgres: PostgresServer) -> None:
+    """Messages and cases get their ids from their sequences a few at a time; within a transaction and from one
+    transaction to the next, a later row has a larger id, and a rolled-back transaction's ids are not reused."""
+    from sqlmodel import Session
+
+    from mailbot.store import repo
+    from mailbot.store.db import make_engine, upgrade
+
+    engine = make_engine(postgres.url)
+    upgrade(engine)
+
+    def message(n: int) -> dict[str, object]:
+        return {"direction": "in", "message_id": f"m{n}@example.org", "to_addrs": "complaints@1mm.org.uk",
+                "kind": "complaint", "at": T0, "raw": b"x"}
+
+    try:
+        with Session(engine) as session:
+            first = [repo.insert_message(session, message(n)) for n in range(20)]  # more than the first block
+            session.commit()
+        with Session(engine) as session:
+            lost = repo.insert_message(session, message(99))
+            session.rollback()
+        with Session(engine) as session:
+            second = [repo.insert_message(session, message(n)) for n in range(20, 23)]
+            session.commit()
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT id, message_id FROM message ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    assert first == sorted(first) and second == sorted(second) and first[-1] < lost < second[0]
+    assert [tuple(row) for row in stored] == [(i, f"m{n}@example.org") for n, i in enumerate(first + second)]
+
+
+def test_a_complaint_whose_letter_postgresql_refuses_is_kept_apart_from_its_fetch(postgres: PostgresServer,
+                                                                                  tmp_path) -> None:
+    """The letters wait to go with the next statement, so the database refuses one while intake is on the next
+    complaint. The fetch is done again one savepoint a message: the refused complaint is kept for staff, the
+    others are answered, numbered in order with no gap."""
+    from mailbot.services.ingest import Arrival, CursorPosition
+
+    app = _app_in_process(postgres, tmp_path)
+    senders = ["bob@example.org", "amira@example.org", "carol@example.org"]
+    try:
+        with app.engine.begin() as conn:
+            conn.execute(text(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ "
+                "LANGUAGE plpgsql"))
+            conn.execute(text(
+                "CREATE TRIGGER refuse_letters_to_amira BEFORE INSERT ON message FOR EACH ROW "
+                "WHEN (NEW.direction = 'out' AND NEW.to_addrs = 'amira@example.org') EXECUTE FUNCTION refuse()"))
+        outcomes = app.ingestor.ingest_batch(
+            [Arrival(make_mail(frm=who, subject=f"From {who}"), T0, uid=uid) for uid, who in enumerate(senders, 1)],
+            CursorPosition("INBOX", 1))
+        with app.engine.connect() as conn:
+            cases = conn.execute(text('SELECT ref, complainant FROM "case" ORDER BY id')).all()
+            acknowledged = conn.execute(text(
+                "SELECT to_addrs FROM message WHERE kind = 'acknowledgement' ORDER BY id")).scalars().all()
+            kept = conn.execute(text(
+                "SELECT kind FROM message WHERE direction = 'in' AND from_addr = 'amira@example.org'")).scalars().all()
+            cursor = conn.execute(text("SELECT last_uid FROM mailboxcursor")).scalar_one()
+    finally:
+        app.engine.dispose()
+    assert [o.action for o in outcomes] == ["new_case", "error", "new_case"]
+    assert [tuple(c) for c in cases] == [("1MM-2026-0001", "bob@example.org"), ("1MM-2026-0002", "carol@example.org")]
+    assert acknowledged == ["bob@example.org", "carol@example.org"]
+    assert kept == ["processing_error"] and cursor == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,13 +16,15 @@ from sqlalchemy import (
     bindparam,
     insert,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from mailbot.store.db import from_db, make_engine, session, upgrade
 from mailbot.store.models import MESSAGE_TABLE, MailMessage
 from mailbot.store.prebuilt import Prebuilt
+from tests.servers import PostgresServer
 
 AT = datetime(2026, 11, 16, 10, 0, 0, 123456, tzinfo=timezone.utc)
 ON_THE_HOUR = datetime(2026, 11, 16, 11, 0, tzinfo=timezone.utc)  # no microseconds: the format must not change
@@ -101,3 +104,79 @@ def test_on_psycopg_a_plan_names_its_parameters_and_fills_the_fixed_ones() -> No
     plan = prebuilt._plan(repo._FIRST_MESSAGE_ID.statement, dialect, ("case_id",))
     assert plan is not None and "%(case_id)s" in plan.sql and "?" not in plan.sql
     assert plan.values({"case_id": 7}) == {"case_id": 7, "param_1": 1}
+
+
+# ---- PostgreSQL: writes that wait for the next statement ------------------------------------------------------
+
+WRITE_MESSAGE = Prebuilt(insert(MESSAGE_TABLE))
+
+
+@pytest.fixture
+def pg_engine(postgres: PostgresServer) -> Iterator[Engine]:
+    engine = make_engine(postgres.url)
+    upgrade(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _on_the_server(conn: Connection) -> list[str]:
+    """The transaction's message ids as the server has them, read on the driver itself (so nothing waiting is
+    sent first)."""
+    return [row[0] for row in conn.connection.driver_connection.execute("SELECT message_id FROM message ORDER BY id")]
+
+
+def _committed(engine: Engine) -> list[str]:
+    with engine.connect() as other:
+        return [row[0] for row in other.execute(text("SELECT message_id FROM message ORDER BY id"))]
+
+
+def test_on_postgresql_a_write_waits_and_goes_with_the_next_statement_whatever_runs_it(pg_engine: Engine) -> None:
+    with pg_engine.connect() as conn:
+        conn.begin()
+        WRITE_MESSAGE.write(conn, {**letter("a@x", AT), "id": 1})
+        WRITE_MESSAGE.write(conn, {**letter("b@x", AT), "id": 2})
+        assert _on_the_server(conn) == []  # waiting: no round trip of their own
+        assert ID_OF.scalar(conn, {"mid": "b@x"}) == 2  # a prebuilt read takes them with it, in order
+        WRITE_MESSAGE.write(conn, {**letter("c@x", AT), "id": 3})
+        assert conn.execute(select(MESSAGE_TABLE.c.message_id).order_by(MESSAGE_TABLE.c.id)).scalars().all() \
+            == ["a@x", "b@x", "c@x"]  # so does any statement through SQLAlchemy
+        WRITE_MESSAGE.write_many(conn, [{**letter("d@x", AT), "id": 4}, {**letter("e@x", AT), "id": 5}])
+        MARK.write(conn, {"row_id": 4, "when": AT})
+        assert _on_the_server(conn) == ["a@x", "b@x", "c@x"]
+        conn.commit()  # and the commit
+    assert _committed(pg_engine) == ["a@x", "b@x", "c@x", "d@x", "e@x"]
+    with pg_engine.connect() as conn:
+        assert conn.execute(text("SELECT delivery FROM message WHERE id = 4")).scalar() == "sent"
+
+
+def test_on_postgresql_a_rollback_drops_waiting_writes_and_a_savepoint_writes_at_once(pg_engine: Engine) -> None:
+    with pg_engine.connect() as conn:
+        conn.begin()
+        WRITE_MESSAGE.write(conn, {**letter("dropped@x", AT), "id": 1})
+        conn.rollback()
+        conn.begin()  # the same connection's next transaction does not send it either
+        WRITE_MESSAGE.write(conn, {**letter("kept@x", AT), "id": 2})
+        inner = conn.begin_nested()  # the SAVEPOINT takes the waiting write with it first
+        WRITE_MESSAGE.write(conn, {**letter("in-savepoint@x", AT), "id": 3})
+        assert _on_the_server(conn) == ["kept@x", "in-savepoint@x"]  # inside a savepoint: at once
+        inner.rollback()
+        conn.commit()
+    assert _committed(pg_engine) == ["kept@x"]
+
+
+def test_on_postgresql_a_waiting_write_that_fails_fails_the_statement_carrying_it(pg_engine: Engine) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    with pg_engine.connect() as conn:
+        conn.begin()
+        WRITE_MESSAGE.write(conn, {**letter("first@x", AT), "id": 1})
+        WRITE_MESSAGE.write(conn, {**letter("same-id@x", AT), "id": 1})
+        with pytest.raises(IntegrityError):  # SQLAlchemy's kind, as from any other statement
+            ID_OF.scalar(conn, {"mid": "first@x"})
+        conn.rollback()
+        conn.begin()
+        WRITE_MESSAGE.write(conn, {**letter("then@x", AT), "id": 2})
+        conn.commit()
+    assert _committed(pg_engine) == ["then@x"]

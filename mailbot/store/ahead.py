@@ -1,0 +1,93 @@
+"""What a PostgreSQL transaction takes ahead, so its INSERTs need no answer and can wait (``store.prebuilt``).
+
+An INSERT that returns its new row's id costs a round trip of its own: the id is needed before the next
+statement. Here a transaction takes ids from the table's sequence a few at a time (8, then 16, 32, up to 64:
+one round trip for many rows) and writes them into its INSERTs itself. Ids left over when the transaction ends
+are never used, as a sequence's numbers never are after a rollback: the ids keep their order within a
+transaction, and a transaction never holds ids taken before it began, so two transactions' ids interleave no
+more than they did when each INSERT took its own.
+
+The year's reference counter (``1MM-YYYY-NNNN``) is the same kind of round trip: ``UPDATE ... RETURNING``. The
+first case a transaction opens takes it that way, and with it the row's lock until the commit; no other
+transaction can move the counter meanwhile, so the next references are counted here and the counter written
+with them. Inside a savepoint the counter is read from the database each time (a savepoint rolled back puts it
+back there).
+
+On SQLite (no round trips) nothing is taken ahead: ``new_id`` is None and the counter is always read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Integer, bindparam, event, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import Pool
+
+from mailbot.store.prebuilt import Prebuilt
+
+_IDS = "mailbot_ids_ahead"  # connection.info: table -> (ids still free, size of the last block)
+_COUNTERS = "mailbot_counters"  # connection.info: year -> the last reference number this transaction gave
+
+FIRST_BLOCK = 8
+LARGEST_BLOCK = 64
+
+
+def _next_ids(table: str) -> Prebuilt:
+    quoted = '"' + table.replace('"', '""') + '"'
+    return Prebuilt(text(f"SELECT nextval(pg_get_serial_sequence('{quoted}', 'id')) FROM generate_series(1, :n)")
+                    .bindparams(bindparam("n", type_=Integer)))
+
+
+_NEXT_IDS: dict[str, Prebuilt] = {}
+
+
+def new_id(connection: Connection, table: str) -> int | None:
+    """An id for a new row of ``table`` (its sequence's own), on PostgreSQL; None elsewhere (let the INSERT
+    choose and return it)."""
+    if connection.dialect.name != "postgresql" or not connection.in_transaction():
+        return None
+    ahead = connection.info.setdefault(_IDS, {})
+    free, size = ahead.get(table, ([], FIRST_BLOCK // 2))
+    if not free:
+        size = min(size * 2, LARGEST_BLOCK)
+        query = _NEXT_IDS.get(table) or _NEXT_IDS.setdefault(table, _next_ids(table))
+        free = [int(row[0]) for row in query.rows(connection, {"n": size})]
+        free.reverse()  # popped from the end: lowest first
+        ahead[table] = (free, size)
+    return free.pop()
+
+
+def counted(connection: Connection, year: int) -> int | None:
+    """The year's next reference number if this transaction already holds the counter (it has numbered a case
+    outside a savepoint); None when the database must be asked."""
+    if connection.in_nested_transaction():
+        connection.info.pop(_COUNTERS, None)  # a savepoint's numbers may be rolled back: ask each time
+        return None
+    counters = connection.info.get(_COUNTERS)
+    if counters is None or year not in counters:
+        return None
+    counters[year] += 1
+    return counters[year]
+
+
+def hold_counter(connection: Connection, year: int, last: int) -> None:
+    """The transaction took the year's counter, at ``last``: the next numbers can be counted here (PostgreSQL,
+    outside a savepoint; elsewhere the counter is always read)."""
+    if connection.dialect.name == "postgresql" and not connection.in_nested_transaction():
+        connection.info.setdefault(_COUNTERS, {})[year] = last
+
+
+@event.listens_for(Engine, "commit")
+@event.listens_for(Engine, "rollback")
+def _forget(connection: Connection, *_: Any) -> None:
+    connection.info.pop(_IDS, None)
+    connection.info.pop(_COUNTERS, None)
+
+
+@event.listens_for(Pool, "checkin")
+def _forget_at_checkin(_dbapi_connection: Any, record: Any) -> None:
+    # However its transaction ended, nothing taken ahead outlives the connection's turn.
+    if record is not None:
+        record.info.pop(_IDS, None)
+        record.info.pop(_COUNTERS, None)
