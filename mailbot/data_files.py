@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mailbot.domain.directory import Directory, DirectoryError, parse_participants, parse_staff
@@ -19,6 +22,7 @@ class DirectoryFiles:
         self.participants_path = data_dir / "participants.csv"
         self._stamp: tuple[float, float] | None = None
         self._directory = Directory()
+        self._held = threading.local()  # .directory: what ``steady`` holds on this thread
 
     def _current_stamp(self) -> tuple[float, float]:
         def mtime(p: Path) -> float:
@@ -42,10 +46,26 @@ class DirectoryFiles:
 
     def get(self) -> Directory:
         """Like load(), but a bad edit while running keeps the last good directory instead of stopping intake."""
+        held = getattr(self._held, "directory", None)
+        if held is not None:
+            return held
         try:
             return self.load()
         except DirectoryError:
             return self._directory
+
+    @contextmanager
+    def steady(self) -> Iterator[None]:
+        """Within it, ``get`` on this thread answers the directory as it was on entry, without looking at the
+        files again: one transaction of intake sees one directory (and asks about eight times a message)."""
+        if getattr(self._held, "directory", None) is not None:
+            yield
+            return
+        self._held.directory = self.get()
+        try:
+            yield
+        finally:
+            self._held.directory = None
 
     @staticmethod
     def _read(path: Path) -> str:

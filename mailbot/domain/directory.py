@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import tomllib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -152,6 +153,10 @@ class DirectorySource(Protocol):
     """Where the services get the directory from: the current one, as of now (``data_files.DirectoryFiles``)."""
 
     def get(self) -> Directory: ...
+
+    def steady(self) -> AbstractContextManager[None]:
+        """Within it, ``get`` on this thread keeps answering the directory it had on entry."""
+        ...
 
 
 def choose_procedure(directory: Directory, email: str) -> str:

@@ -138,7 +138,7 @@ class Ingestor:
             started = time.monotonic()
             done: list[IngestOutcome] = []
             failed = False
-            with new_session(self.engine) as session:
+            with self.directory.steady(), new_session(self.engine) as session:
                 try:
                     while arrival is not None:
                         mail = parse_mail(arrival.raw)
@@ -163,7 +163,7 @@ class Ingestor:
                     failed = True
             if failed:
                 careful = True
-                with new_session(self.engine) as session:
+                with self.directory.steady(), new_session(self.engine) as session:
                     done = [self._one(session, mail, one) for one, mail in taken]
                     self._commit(session, cursor, taken)
             for outcome in done:

@@ -106,3 +106,31 @@ def test_a_bad_staff_file_names_the_line_and_reason(text: str, message: str) -> 
 def test_a_bad_participants_file_names_the_line_and_reason(text: str, message: str) -> None:
     with pytest.raises(DirectoryError, match=message):
         parse_participants(text)
+
+
+def test_a_steady_directory_is_the_one_of_its_start_on_its_thread_only(tmp_path) -> None:
+    """Intake holds the directory steady for a transaction: an edit made meanwhile reaches the next one, and any
+    other thread at once."""
+    import os
+    import threading
+
+    from mailbot.data_files import DirectoryFiles
+
+    staff = tmp_path / "staff.toml"
+    staff.write_text(STAFF)
+    files = DirectoryFiles(tmp_path)
+    with files.steady():
+        assert files.get().staff_member("coord@1mm.org.uk") is not None
+        staff.write_text(STAFF.replace("coord@1mm.org.uk", "new.coord@1mm.org.uk"))
+        os.utime(staff, ns=(1, 1))  # a different modification time, however fast the file system's clock
+        with files.steady():  # nested: still the outer one's
+            assert files.get().staff_member("coord@1mm.org.uk") is not None
+        elsewhere: list[bool] = []
+        other = threading.Thread(target=lambda: elsewhere.append(files.get().staff_member("coord@1mm.org.uk")
+                                                                 is None))
+        other.start()
+        other.join()
+        assert elsewhere == [True]
+        assert files.get().staff_member("coord@1mm.org.uk") is not None
+    assert files.get().staff_member("coord@1mm.org.uk") is None
+    assert files.get().staff_member("new.coord@1mm.org.uk") is not None
