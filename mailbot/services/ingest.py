@@ -280,13 +280,15 @@ class Ingestor:
     def _process(self, session: Session, mail: InboundMail, arrival: Arrival) -> IngestOutcome:
         if arrival.unfetchable is not None:
             return self._keep_unfetchable(session, mail, arrival, arrival.unfetchable)
+        now = self.clock()
+        # Whether it is known, and what a new case for it would ask: one round trip on PostgreSQL, not three.
+        repo.foresee(session, [repo.ask_directions(mail.message_id), *self.lifecycle.asks_ahead(mail, now)])
         lookup = StoreRouteLookup(session, self.directory)
         if lookup.is_duplicate(mail.message_id):
             mail = self._unless_another_message(session, mail)
         verdict = route(mail, lookup, self.route_config)
         if verdict.action == "duplicate":
             return IngestOutcome(mail.message_id, "duplicate", "duplicate", None, ())
-        now = self.clock()
         case = repo.case_by_ref(session, verdict.ref) if verdict.ref else None
         # Mail for a merged case belongs to the case it was merged into (and its restriction, if any).
         seen: set[str] = set()

@@ -30,7 +30,7 @@ from mailbot.domain.directory import (
     stage_reviewers,
 )
 from mailbot.domain.forwards import Forwarded
-from mailbot.domain.mail import InboundMail, header_safe, parse_mail
+from mailbot.domain.mail import InboundMail, bare_address, header_safe, parse_mail
 from mailbot.domain.procedures import CEO_DIRECT, OPEN_STATUSES, Procedure, next_stage_offered, stage_deadlines
 from mailbot.domain.quotes import extract_new_text
 from mailbot.domain.replies import ESCALATE, THANKS, reply_intent
@@ -104,6 +104,16 @@ class CaseLifecycle:
         if not sender or sender in self.addresses.form_senders or self.is_ours(sender):
             return None
         return sender
+
+    def asks_ahead(self, mail: InboundMail, now: datetime) -> list[repo.Ask]:
+        """What a new case opened for ``mail`` will ask the store, for intake to ask at once (``repo.foresee``):
+        the cap on automatic letters to the complainant and from the sender, and the restrictions on either of
+        the person's addresses."""
+        complainant = self.complainant_of(mail)
+        asks = [repo.ask_automatic_letters(bare_address(complainant), self.cap_sender(mail), repo.cap_window(now))]
+        asks += [repo.ask_restrictions(person) for person in dict.fromkeys([complainant, mail.from_addr,
+                                                                             *mail.reply_to]) if person]
+        return asks
 
     def open_case(self, session: Session, mail: InboundMail, received_at: datetime, now: datetime,
                   on_behalf: OnBehalf | None = None, never_redirect: bool = False) -> Case:

@@ -193,11 +193,31 @@ _PYFORMAT = re.compile(r"%\((\w+)\)s")
 # ---- the writes waiting on a PostgreSQL connection ----------------------------------------------------------
 
 
-def _with_waiting(connection: Connection, driver: Any, run: Callable[[], Any], sql: str, values: Any) -> Any:
-    """``run()`` (one psycopg call), after the connection's waiting writes, in one pipeline with them."""
-    waiting = connection.info.pop(_WAITING, None)
+def rows_together(connection: Connection, asks: Sequence[tuple[Prebuilt, Params]]) -> list[list[tuple[Any, ...]]]:
+    """Each ask's rows, as ``Prebuilt.rows`` gives them; on PostgreSQL all in one round trip, with the waiting
+    writes ahead of them."""
+    plans = [prebuilt._plan_for(connection, params) for prebuilt, params in asks]
+    if not asks or any(plan is None or plan.names is None for plan in plans):
+        return [prebuilt.rows(connection, params) for prebuilt, params in asks]
+    driver = connection.connection.driver_connection
+    cursors: list[Any] = []
+
+    def run() -> None:
+        for plan, (_, params) in zip(plans, asks):
+            assert plan is not None
+            cursors.append(driver.execute(plan.sql, plan.values(params)))
+
+    _with_waiting(connection, driver, run, "(statements asked together)", None, pipeline=True)
+    return [cursor.fetchall() for cursor in cursors]
+
+
+def _with_waiting(connection: Connection, driver: Any, run: Callable[[], Any], sql: str, values: Any,
+                  pipeline: bool = False) -> Any:
+    """``run()`` (psycopg calls), after the connection's waiting writes, in one pipeline with them (and in one
+    pipeline anyway with ``pipeline``)."""
+    waiting = connection.info.pop(_WAITING, None) or []
     try:
-        if not waiting:
+        if not waiting and not pipeline:
             return run()
         with driver.pipeline():
             with driver.cursor() as cursor:

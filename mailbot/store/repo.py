@@ -32,7 +32,7 @@ from mailbot.store.models import (
     MentorAction,
     Restriction,
 )
-from mailbot.store.prebuilt import Prebuilt
+from mailbot.store.prebuilt import Prebuilt, rows_together
 
 # The statements every message runs, built once, with values as bind parameters (why, and what it
 # saves: store.prebuilt's docstring and bench/README.md).
@@ -70,11 +70,12 @@ _AUTOMATIC_CAUSED_SINCE = sa_select(func.count(MESSAGE_TABLE.c.id)).where(
 # Both counts in one round trip (each subquery on its own index: ix_message_cap, ix_message_cap_from).
 _AUTOMATIC_COUNTS = Prebuilt(sa_select(_AUTOMATIC_SINCE.scalar_subquery(), _AUTOMATIC_CAUSED_SINCE.scalar_subquery()))
 _INSERT_DEADLINES = Prebuilt(insert(DEADLINE_TABLE))
-_RESTRICTED_ELSEWHERE = Prebuilt(
-    sa_select(CASE_TABLE.c.ref, RESTRICTION_TABLE.c.mode)
+# The person's restrictions in force, on whichever case (the caller leaves out its own): asked ahead of a new
+# complaint's case, whose id it cannot know yet.
+_RESTRICTED = Prebuilt(
+    sa_select(RESTRICTION_TABLE.c.case_id, CASE_TABLE.c.ref, RESTRICTION_TABLE.c.mode)
     .join(CASE_TABLE, CASE_TABLE.c.id == RESTRICTION_TABLE.c.case_id)
-    .where(RESTRICTION_TABLE.c.complainant == bindparam("complainant"), RESTRICTION_TABLE.c.state == "restricted",
-           RESTRICTION_TABLE.c.case_id != bindparam("case_id"))
+    .where(RESTRICTION_TABLE.c.complainant == bindparam("complainant"), RESTRICTION_TABLE.c.state == "restricted")
     .order_by(RESTRICTION_TABLE.c.id)
 )
 _FIRST_MESSAGE_ID = Prebuilt(
@@ -119,6 +120,7 @@ def insert_message(session: Session, values: dict[str, object]) -> int:
     transaction that writes them, and the unit of work (with the autoflush it forced on the next
     query) cost more than the statement.
     """
+    _unforesee_message(session, values)
     connection = session.connection()
     row_id = ahead.new_id(connection, "message")
     if row_id is None:
@@ -227,11 +229,81 @@ def _event_row(session: Session, case: Case | None, at: datetime, type_: str, ac
     })
 
 
+# ---- what the message in hand will ask, asked ahead in one round trip --------------------------------------
+#
+# Handling a new complaint asks the store three things, each a round trip on PostgreSQL: is its Message-ID
+# known, how many automatic letters its sender has had today, and is the person restricted on another case.
+# All three are known from the message before anything is written, so intake asks them together at the start
+# (``foresee``) and the functions below take the answer from there: once, for exactly the same question, and
+# only while nothing the answer depends on has been written since (a message row with that Message-ID, an
+# automatic letter, a restriction; a rollback of any kind forgets everything). Anything else is asked as usual.
+
+Ask = tuple[Prebuilt, dict[str, Any]]
+_FORESEEN = "mailbot_foreseen"  # session.info: {(statement, its parameters): rows}
+
+
+def ask_directions(message_id: str) -> Ask:
+    return _DIRECTIONS_SEEN, {"message_id": message_id}
+
+
+def ask_automatic_letters(address: str, sender: str | None, since: datetime) -> Ask:
+    return _AUTOMATIC_COUNTS, {"address": address, "sender": sender or "", "since": to_db(since)}
+
+
+def ask_restrictions(person: str) -> Ask:
+    return _RESTRICTED, {"complainant": person}
+
+
+def foresee(session: Session, asks: list[Ask]) -> None:
+    """Ask these now, together (one round trip on PostgreSQL, with the writes waiting there), for the
+    functions that will ask them next; whatever was foreseen before is forgotten."""
+    unique = list({_key(prebuilt, params): (prebuilt, params) for prebuilt, params in asks}.items())
+    answers = rows_together(session.connection(), [ask for _, ask in unique])
+    session.info[_FORESEEN] = {key: rows for (key, _), rows in zip(unique, answers)}
+
+
+def _rows(session: Session, prebuilt: Prebuilt, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    foreseen = session.info.get(_FORESEEN)
+    if foreseen:
+        rows = foreseen.pop(_key(prebuilt, params), None)
+        if rows is not None:
+            return rows
+    return prebuilt.rows(session.connection(), params)
+
+
+def _key(prebuilt: Prebuilt, params: dict[str, Any]) -> tuple[Any, ...]:
+    return (id(prebuilt), *sorted(params.items()))
+
+
+def _unforesee_message(session: Session, values: dict[str, object]) -> None:
+    """A message row written: what was foreseen about its Message-ID, or about automatic letters, is stale."""
+    foreseen = session.info.get(_FORESEEN)
+    if foreseen:
+        foreseen.pop(_key(*ask_directions(str(values.get("message_id")))), None)
+        if values.get("automatic"):
+            for key in [key for key in foreseen if key[0] == id(_AUTOMATIC_COUNTS)]:
+                del foreseen[key]
+
+
+@event.listens_for(Session, "after_flush")
+def _unforesee_restrictions(session: Session, _context: Any) -> None:
+    foreseen = session.info.get(_FORESEEN)
+    if foreseen and any(isinstance(row, Restriction) for row in (*session.new, *session.dirty, *session.deleted)):
+        for key in [key for key in foreseen if key[0] == id(_RESTRICTED)]:
+            del foreseen[key]
+
+
+@event.listens_for(Session, "after_soft_rollback")
+@event.listens_for(Session, "after_commit")
+def _forget_foreseen(session: Session, *_: Any) -> None:
+    session.info.pop(_FORESEEN, None)
+
+
 def directions_seen(session: Session, message_id: str) -> frozenset[str]:
     """In which directions (``in``, ``out``) a message with this Message-ID is recorded, in one query."""
     # Straight on the connection (no autoflush, no ORM result): asked for every message, and message rows
     # are plain INSERTs, written as soon as they are added.
-    return frozenset(row[0] for row in _DIRECTIONS_SEEN.rows(session.connection(), {"message_id": message_id}))
+    return frozenset(row[0] for row in _rows(session, *ask_directions(message_id)))
 
 
 def inbound_raw(session: Session, message_id: str) -> bytes | None:
@@ -266,8 +338,7 @@ def automatic_letters(session: Session, address: str, sender: str | None, since:
     """Automatic letters queued since then to this address, and in answer to mail from this From address
     (0 for no sender): what the per-address cap counts."""
     # On the connection: outbox letters are plain INSERTs (Correspondence.queue), so there is nothing to flush.
-    row = _AUTOMATIC_COUNTS.rows(session.connection(), {"address": address, "sender": sender or "",
-                                                       "since": to_db(since)})[0]
+    row = _rows(session, *ask_automatic_letters(address, sender, since))[0]
     return int(row[0] or 0), (int(row[1] or 0) if sender else 0)
 
 
@@ -367,8 +438,8 @@ def restriction_of(session: Session, case_id: int) -> Restriction | None:
 def restrictions_on_other_cases(session: Session, case_id: int, person: str) -> list[tuple[str, str]]:
     """(reference, mode) of the person's restrictions in force on cases other than this one."""
     session.flush()  # restrictions are ORM rows: a pending one must count
-    rows = _RESTRICTED_ELSEWHERE.rows(session.connection(), {"complainant": person, "case_id": case_id})
-    return [(ref, mode or "") for ref, mode in rows]
+    rows = _rows(session, *ask_restrictions(person))
+    return [(ref, mode or "") for other, ref, mode in rows if other != case_id]
 
 
 def first_message_id(session: Session, case_id: int) -> str | None:

@@ -314,3 +314,104 @@ def test_an_outbox_page_passes_over_a_letter_removed_between_its_size_and_its_by
     assert removed
     assert [[letter.id for letter in page] for page in pages] == [[], [2], [3]]
     assert pages[0].last == 1 and pages[0].more
+
+
+def _letter_row(message_id: str, to: str, automatic: bool, direction: str = "out") -> dict[str, object]:
+    return {"direction": direction, "message_id": message_id, "to_addrs": to, "kind": "acknowledgement", "at": NOW,
+            "raw": b"x", "automatic": automatic, "trigger_from": to if automatic else None}
+
+
+def _restrict(s, person: str) -> None:  # type: ignore[no-untyped-def]
+    from mailbot.store import repo
+    from mailbot.store.models import Restriction
+
+    year_seq, ref = repo.allocate_ref(s, 2026)
+    case = repo.insert_case(s, ref=ref, year=2026, seq=year_seq, status="open", stage=1, procedure="mentee",
+                            complainant=person, from_addr=person, subject="", opened_at=NOW, stage_started_at=NOW,
+                            updated_at=NOW)
+    s.add(Restriction(case_id=case.id, complainant=person, state="restricted", mode="one_contact",
+                      reason="test", restricted_at=NOW, review_due=NOW, by="test"))
+
+
+# (what is written between asking ahead and asking, the question, the answer only a fresh look gives)
+FORESIGHT_CASES = {
+    "its own message row": (lambda s: _insert(s, _letter_row("m@x", "ann@x", False, direction="in")),
+                            lambda s: sorted(_repo().directions_seen(s, "m@x")), ["in"]),
+    "an automatic letter to the address": (lambda s: _insert(s, _letter_row("a1@x", "ann@x", True)),
+                                           lambda s: _repo().automatic_letters(s, "ann@x", "ann@x", NOW - _DAY),
+                                           (1, 1)),
+    "a restriction of the person": (lambda s: _restrict(s, "ann@x"),
+                                    lambda s: [mode for _, mode in _repo().restrictions_on_other_cases(s, 0, "ann@x")],
+                                    ["one_contact"]),
+    "its own message row, in a savepoint rolled back": (lambda s: _rolled_back_savepoint(s),
+                                                        lambda s: sorted(_repo().directions_seen(s, "m@x")), []),
+}
+
+
+def _repo():  # type: ignore[no-untyped-def]
+    from mailbot.store import repo
+    return repo
+
+
+def _insert(s, row: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
+    _repo().insert_message(s, row)
+
+
+def _rolled_back_savepoint(s) -> None:  # type: ignore[no-untyped-def]
+    inner = s.begin_nested()
+    _insert(s, _letter_row("m@x", "ann@x", False, direction="in"))
+    inner.rollback()
+
+
+_DAY = __import__("datetime").timedelta(days=1)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("case", FORESIGHT_CASES)
+def test_an_answer_asked_ahead_is_not_used_after_a_write_it_depends_on(
+        case: str, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Intake asks a message's questions in one round trip before handling it (repo.foresee); a write in between
+    that changes an answer makes the store be asked again."""
+    repo = _repo()
+    write, ask, fresh = FORESIGHT_CASES[case]
+    url = (request.getfixturevalue("postgres").url if database == "postgresql"
+           else f"sqlite:///{tmp_path / 'db.sqlite'}")
+    engine = make_engine(url)
+    upgrade(engine)
+    try:
+        with session(engine) as s:
+            repo.foresee(s, [repo.ask_directions("m@x"), repo.ask_automatic_letters("ann@x", "ann@x", NOW - _DAY),
+                             repo.ask_restrictions("ann@x")])
+            write(s)
+            assert ask(s) == fresh
+            s.commit()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_answers_asked_ahead_are_the_store_s_and_serve_once(database: str, tmp_path: Path,
+                                                              request: pytest.FixtureRequest) -> None:
+    repo = _repo()
+    url = (request.getfixturevalue("postgres").url if database == "postgresql"
+           else f"sqlite:///{tmp_path / 'db.sqlite'}")
+    engine = make_engine(url)
+    upgrade(engine)
+    try:
+        with session(engine) as s:
+            _insert(s, _letter_row("a1@x", "ann@x", True))
+            _insert(s, _letter_row("m@x", "ann@x", False, direction="in"))
+            _restrict(s, "ann@x")
+            s.commit()
+        with session(engine) as s:
+            repo.foresee(s, [repo.ask_directions("m@x"), repo.ask_automatic_letters("ann@x", "ann@x", NOW - _DAY),
+                             repo.ask_restrictions("ann@x")])
+            foreseen = dict(s.info[repo._FORESEEN])
+            answers = (sorted(repo.directions_seen(s, "m@x")), repo.automatic_letters(s, "ann@x", "ann@x", NOW - _DAY),
+                       [mode for _, mode in repo.restrictions_on_other_cases(s, 0, "ann@x")])
+            left = dict(s.info[repo._FORESEEN])
+            again = sorted(repo.directions_seen(s, "m@x"))  # asked again: the store, as the answer is used up
+    finally:
+        engine.dispose()
+    assert answers == (["in"], (1, 1), ["one_contact"])
+    assert len(foreseen) == 3 and left == {} and again == ["in"]
