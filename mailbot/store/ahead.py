@@ -39,7 +39,7 @@ def _next_ids(table: str) -> Prebuilt:
                     .bindparams(bindparam("n", type_=Integer)))
 
 
-_NEXT_IDS: dict[str, Prebuilt] = {}
+_NEXT_IDS = {table: _next_ids(table) for table in ("case", "message")}
 
 
 def new_id(connection: Connection, table: str) -> int | None:
@@ -51,8 +51,7 @@ def new_id(connection: Connection, table: str) -> int | None:
     free, size = ahead.get(table, ([], FIRST_BLOCK // 2))
     if not free:
         size = min(size * 2, LARGEST_BLOCK)
-        query = _NEXT_IDS.get(table) or _NEXT_IDS.setdefault(table, _next_ids(table))
-        free = [int(row[0]) for row in query.rows(connection, {"n": size})]
+        free = [int(row[0]) for row in _NEXT_IDS[table].rows(connection, {"n": size})]
         free.reverse()  # popped from the end: lowest first
         ahead[table] = (free, size)
     return free.pop()

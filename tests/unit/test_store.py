@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from mailbot.store import repo as store_repo
 from mailbot.store.db import (
     WriterTurns,
     make_engine,
@@ -22,10 +23,19 @@ from mailbot.store.db import (
     upgrade,
     writer_turns,
 )
-from mailbot.store.models import RefSequence
+from mailbot.store.models import RefSequence, Restriction
 from tests.servers import PostgresServer
 
 NOW = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
+
+
+def _engine_for(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> Engine:
+    """An upgraded engine on SQLite in tmp_path, or on the test's PostgreSQL server."""
+    url = (request.getfixturevalue("postgres").url if database == "postgresql"
+           else f"sqlite:///{tmp_path / 'db.sqlite'}")
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine
 
 
 def test_a_rolled_back_savepoint_leaves_the_rest_of_the_transaction(tmp_path: Path) -> None:
@@ -197,10 +207,7 @@ def test_events_written_at_the_commit_keep_their_order_and_are_read_back_before_
     from mailbot.store import repo
     from mailbot.store.models import Event
 
-    url = (request.getfixturevalue("postgres").url if database == "postgresql"
-           else f"sqlite:///{tmp_path / 'db.sqlite'}")
-    engine = make_engine(url)
-    upgrade(engine)
+    engine = _engine_for(database, tmp_path, request)
     try:
         with session(engine) as s:
             repo.add_event(s, None, NOW, "a")
@@ -322,11 +329,8 @@ def _letter_row(message_id: str, to: str, automatic: bool, direction: str = "out
 
 
 def _restrict(s, person: str) -> None:  # type: ignore[no-untyped-def]
-    from mailbot.store import repo
-    from mailbot.store.models import Restriction
-
-    year_seq, ref = repo.allocate_ref(s, 2026)
-    case = repo.insert_case(s, ref=ref, year=2026, seq=year_seq, status="open", stage=1, procedure="mentee",
+    year_seq, ref = store_repo.allocate_ref(s, 2026)
+    case = store_repo.insert_case(s, ref=ref, year=2026, seq=year_seq, status="open", stage=1, procedure="mentee",
                             complainant=person, from_addr=person, subject="", opened_at=NOW, stage_started_at=NOW,
                             updated_at=NOW)
     s.add(Restriction(case_id=case.id, complainant=person, state="restricted", mode="one_contact",
@@ -336,25 +340,21 @@ def _restrict(s, person: str) -> None:  # type: ignore[no-untyped-def]
 # (what is written between asking ahead and asking, the question, the answer only a fresh look gives)
 FORESIGHT_CASES = {
     "its own message row": (lambda s: _insert(s, _letter_row("m@x", "ann@x", False, direction="in")),
-                            lambda s: sorted(_repo().directions_seen(s, "m@x")), ["in"]),
+                            lambda s: sorted(store_repo.directions_seen(s, "m@x")), ["in"]),
     "an automatic letter to the address": (lambda s: _insert(s, _letter_row("a1@x", "ann@x", True)),
-                                           lambda s: _repo().automatic_letters(s, "ann@x", "ann@x", NOW - _DAY),
+                                           lambda s: store_repo.automatic_letters(s, "ann@x", "ann@x", NOW - _DAY),
                                            (1, 1)),
     "a restriction of the person": (lambda s: _restrict(s, "ann@x"),
-                                    lambda s: [mode for _, mode in _repo().restrictions_on_other_cases(s, 0, "ann@x")],
+                                    lambda s: [mode for _, mode in
+                                               store_repo.restrictions_on_other_cases(s, 0, "ann@x")],
                                     ["one_contact"]),
     "its own message row, in a savepoint rolled back": (lambda s: _rolled_back_savepoint(s),
-                                                        lambda s: sorted(_repo().directions_seen(s, "m@x")), []),
+                                                        lambda s: sorted(store_repo.directions_seen(s, "m@x")), []),
 }
 
 
-def _repo():  # type: ignore[no-untyped-def]
-    from mailbot.store import repo
-    return repo
-
-
 def _insert(s, row: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
-    _repo().insert_message(s, row)
+    store_repo.insert_message(s, row)
 
 
 def _rolled_back_savepoint(s) -> None:  # type: ignore[no-untyped-def]
@@ -363,7 +363,13 @@ def _rolled_back_savepoint(s) -> None:  # type: ignore[no-untyped-def]
     inner.rollback()
 
 
-_DAY = __import__("datetime").timedelta(days=1)
+_DAY = timedelta(days=1)
+
+
+def _foresee_ann(s) -> None:  # type: ignore[no-untyped-def]
+    store_repo.foresee(s, [store_repo.ask_directions("m@x"),
+                           store_repo.ask_automatic_letters("ann@x", "ann@x", NOW - _DAY),
+                           store_repo.ask_restrictions("ann@x")])
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -372,16 +378,11 @@ def test_an_answer_asked_ahead_is_not_used_after_a_write_it_depends_on(
         case: str, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Intake asks a message's questions in one round trip before handling it (repo.foresee); a write in between
     that changes an answer makes the store be asked again."""
-    repo = _repo()
     write, ask, fresh = FORESIGHT_CASES[case]
-    url = (request.getfixturevalue("postgres").url if database == "postgresql"
-           else f"sqlite:///{tmp_path / 'db.sqlite'}")
-    engine = make_engine(url)
-    upgrade(engine)
+    engine = _engine_for(database, tmp_path, request)
     try:
         with session(engine) as s:
-            repo.foresee(s, [repo.ask_directions("m@x"), repo.ask_automatic_letters("ann@x", "ann@x", NOW - _DAY),
-                             repo.ask_restrictions("ann@x")])
+            _foresee_ann(s)
             write(s)
             assert ask(s) == fresh
             s.commit()
@@ -392,11 +393,7 @@ def test_an_answer_asked_ahead_is_not_used_after_a_write_it_depends_on(
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_answers_asked_ahead_are_the_store_s_and_serve_once(database: str, tmp_path: Path,
                                                               request: pytest.FixtureRequest) -> None:
-    repo = _repo()
-    url = (request.getfixturevalue("postgres").url if database == "postgresql"
-           else f"sqlite:///{tmp_path / 'db.sqlite'}")
-    engine = make_engine(url)
-    upgrade(engine)
+    engine = _engine_for(database, tmp_path, request)
     try:
         with session(engine) as s:
             _insert(s, _letter_row("a1@x", "ann@x", True))
@@ -404,13 +401,13 @@ def test_answers_asked_ahead_are_the_store_s_and_serve_once(database: str, tmp_p
             _restrict(s, "ann@x")
             s.commit()
         with session(engine) as s:
-            repo.foresee(s, [repo.ask_directions("m@x"), repo.ask_automatic_letters("ann@x", "ann@x", NOW - _DAY),
-                             repo.ask_restrictions("ann@x")])
-            foreseen = dict(s.info[repo._FORESEEN])
-            answers = (sorted(repo.directions_seen(s, "m@x")), repo.automatic_letters(s, "ann@x", "ann@x", NOW - _DAY),
-                       [mode for _, mode in repo.restrictions_on_other_cases(s, 0, "ann@x")])
-            left = dict(s.info[repo._FORESEEN])
-            again = sorted(repo.directions_seen(s, "m@x"))  # asked again: the store, as the answer is used up
+            _foresee_ann(s)
+            foreseen = dict(s.info[store_repo._FORESEEN])
+            answers = (sorted(store_repo.directions_seen(s, "m@x")),
+                       store_repo.automatic_letters(s, "ann@x", "ann@x", NOW - _DAY),
+                       [mode for _, mode in store_repo.restrictions_on_other_cases(s, 0, "ann@x")])
+            left = dict(s.info[store_repo._FORESEEN])
+            again = sorted(store_repo.directions_seen(s, "m@x"))  # asked again: the store, as the answer is used up
     finally:
         engine.dispose()
     assert answers == (["in"], (1, 1), ["one_contact"])
