@@ -338,3 +338,42 @@ def test_a_complaint_whose_letter_postgresql_refuses_is_kept_apart_from_its_fetc
     assert [tuple(c) for c in cases] == [("1MM-2026-0001", "bob@example.org"), ("1MM-2026-0002", "carol@example.org")]
     assert acknowledged == ["bob@example.org", "carol@example.org"]
     assert kept == ["processing_error"] and cursor == 3
+
+
+def test_a_reply_to_naming_hundreds_is_filed_on_postgresql(postgres: PostgresServer, tmp_path) -> None:
+    """Intake asks ahead about each of a message's addresses (repo.foresee): a Reply-To of 300 people is 300
+    questions in one pipeline, and the message is still filed once, answered at its first address, with the
+    person restricted at one of the later addresses still noticed."""
+    from sqlmodel import Session
+
+    from mailbot.services.ingest import Arrival, CursorPosition
+    from mailbot.store.models import Restriction
+
+    app = _app_in_process(postgres, tmp_path)
+    crowd = [f"person{n:03d}@example.org" for n in range(300)]
+    earlier = make_mail(frm=crowd[-1], subject="An earlier complaint")
+    hostile = (f"From: mallory@example.org\r\nTo: complaints@1mm.org.uk\r\nReply-To: {', '.join(crowd)}\r\n"
+               f"Subject: For everyone\r\nMessage-ID: <crowd@example.org>\r\n\r\nThe mentor never came.\r\n").encode()
+    try:
+        first = app.ingestor.ingest_batch([Arrival(earlier, T0, uid=1)], CursorPosition("INBOX", 1))
+        with app.engine.begin() as conn:
+            case_id = conn.execute(text('SELECT id FROM "case" WHERE ref = :r'), {"r": first[0].ref}).scalar_one()
+        with Session(app.engine) as s:
+            s.add(Restriction(case_id=case_id, complainant=crowd[-1], state="restricted", mode="one_contact",
+                              reason="test", restricted_at=T0, review_due=T0, by="test"))
+            s.commit()
+        outcomes = app.ingestor.ingest_batch([Arrival(hostile, T0, uid=2)], CursorPosition("INBOX", 1))
+        with app.engine.connect() as conn:
+            complainant = conn.execute(text('SELECT complainant FROM "case" WHERE ref = :r'),
+                                       {"r": outcomes[0].ref}).scalar_one()
+            acks = conn.execute(text("SELECT to_addrs FROM message m JOIN \"case\" c ON m.case_id = c.id "
+                                     "WHERE c.ref = :r AND m.kind = 'acknowledgement'"),
+                                {"r": outcomes[0].ref}).scalars().all()
+            noted = conn.execute(text("SELECT detail FROM event e JOIN \"case\" c ON e.case_id = c.id "
+                                      "WHERE c.ref = :r AND e.type = 'restricted_elsewhere'"),
+                                 {"r": outcomes[0].ref}).scalars().all()
+    finally:
+        app.engine.dispose()
+    assert [o.action for o in outcomes] == ["new_case"]
+    assert complainant == crowd[0] and acks == [crowd[0]]
+    assert len(noted) == 1 and first[0].ref in noted[0]
