@@ -33,6 +33,18 @@ def test_the_bot_runs_on_postgresql(bot: Bot, postgres: PostgresServer) -> None:
     lines = bot.cli("cases").stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [["1MM-2026-0001", "resolved"], ["1MM-2026-0002", "open"]]
     assert bot.cli("db", "upgrade").returncode == 0
+    # The kept mail is compressed with lz4 (migration 0009), and reads back whole.
+    from mailbot.store.db import make_engine
+
+    engine = make_engine(postgres.url)
+    try:
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT pg_column_compression(raw), raw FROM message "
+                                     "WHERE direction = 'out' AND kind = 'staff-notification' ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    assert kept and {method for method, _ in kept} == {"lz4"}
+    assert all(b"On Postgres" in bytes(raw) or b"Second" in bytes(raw) for _, raw in kept)
 
 
 def test_two_processes_taking_the_years_first_reference_at_once_both_get_one(postgres: PostgresServer,
