@@ -187,12 +187,18 @@ class SentMarks:
     SQLite, intake holds it for up to ~50 ms at a time), so the other workers keep sending. A failed
     commit is retried, keeping the marks, until it succeeds; ``close`` returns once every mark is
     committed, so the next pass never sees a letter that went out as still pending.
+
+    With ``gather`` (seconds), a batch waits that long after its first mark for more to join it. Where the
+    sent journal already holds every 250, a mark a few milliseconds later costs nothing, and each commit saves
+    one: on PostgreSQL nothing else makes the marks wait, so they went one or two a transaction, and each
+    transaction is four round trips (the pool's ping, BEGIN, the UPDATEs, COMMIT).
     """
 
     RETRY_SECONDS = (0.05, 0.2, 1.0, 5.0, 30.0)
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, gather: float = 0.0) -> None:
         self.engine = engine
+        self.gather = gather
         self.queue: queue.SimpleQueue[dict[str, object] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="sent-marks", daemon=True)
         self.thread.start()
@@ -212,9 +218,10 @@ class SentMarks:
             if first is None:
                 return
             batch = [first]
+            until = time.monotonic() + self.gather
             while True:
                 try:
-                    item = self.queue.get_nowait()
+                    item = self.queue.get(timeout=max(0.0, until - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is None:

@@ -98,3 +98,46 @@ def test_lines_are_in_the_file_at_once_and_synced_together_by_the_journals_own_t
     journal.wait_synced()
     assert synced_sizes[-1] == path.stat().st_size
     journal.close()
+
+
+def test_with_the_journal_behind_them_sent_marks_gather_into_one_commit_and_close_does_not_wait(
+        tmp_path: Path) -> None:
+    import time
+
+    from sqlalchemy import event
+
+    from mailbot.store.outbox import SentMarks
+
+    engine = outbox(tmp_path)
+    commits: list[float] = []
+    event.listen(engine, "commit", lambda _conn: commits.append(time.monotonic()))
+    marks = SentMarks(engine, gather=0.5)
+    began = time.monotonic()
+    marks.put(1, WHEN, 1, None)
+    time.sleep(0.1)  # well inside the window: the second mark joins the first one's commit
+    marks.put(2, WHEN, 1, None)
+    marks.close()  # the window is cut short: everything queued is committed, and close returns
+    assert time.monotonic() - began < 0.45
+    assert states(engine) == {1: "sent", 2: "sent", 3: "failed"}
+    assert len(commits) == 1
+    engine.dispose()
+
+
+def test_without_gathering_each_mark_is_committed_as_soon_as_it_can_be(tmp_path: Path) -> None:
+    import time
+
+    from sqlalchemy import event
+
+    from mailbot.store.outbox import SentMarks
+
+    engine = outbox(tmp_path)
+    commits: list[float] = []
+    event.listen(engine, "commit", lambda _conn: commits.append(time.monotonic()))
+    marks = SentMarks(engine)
+    marks.put(1, WHEN, 1, None)
+    time.sleep(0.3)
+    assert states(engine)[1] == "sent"  # no journal to lean on: it did not wait for company
+    marks.put(2, WHEN, 1, None)
+    marks.close()
+    assert states(engine) == {1: "sent", 2: "sent", 3: "failed"} and len(commits) == 2
+    engine.dispose()
