@@ -29,6 +29,7 @@ statement costs no round trip, every write runs at once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass
@@ -221,16 +222,60 @@ def _with_waiting(connection: Connection, driver: Any, run: Callable[[], Any], s
             return run()
         with driver.pipeline():
             with driver.cursor() as cursor:
-                # A run of the same statement (a stage's deadlines, a case's letters) as one executemany.
+                # A run of the same statement (a stage's deadlines, a case's letters, a commit's events): an
+                # INSERT as one statement of many rows, anything else as one executemany.
                 for waiting_sql, run_of in itertools.groupby(waiting, key=lambda write: write[0]):
                     rows = [row for _, row in run_of]
                     if len(rows) == 1:
                         cursor.execute(waiting_sql, rows[0])
+                    elif _insert_parts(waiting_sql) is not None:
+                        for size, start in _row_blocks(len(rows)):
+                            block = rows[start:start + size]
+                            cursor.execute(_many_rows(waiting_sql, size), {
+                                f"{name}_{i}": value for i, row in enumerate(block) for name, value in row.items()})
                     else:
                         cursor.executemany(waiting_sql, rows)
             return run()
     except driver.Error as exc:  # as SQLAlchemy would raise it, so callers catch one kind of error
         raise DBAPIError.instance(sql, values, exc, driver.Error, dialect=connection.dialect) from exc
+
+
+# A run of waiting INSERTs goes as INSERTs of several rows each: psycopg sends and polls the socket for every
+# statement in a pipeline, and the server runs each statement's executor once. The row counts used are few
+# (1-8, then 16, 32 and 64), so that psycopg's cache of prepared statements keeps each table's few shapes.
+_ROW_BLOCKS = (64, 32, 16, 8)
+# (SQLAlchemy may have compiled RETURNING the new id into it: nobody reads a waiting write's rows.)
+_INSERT_SQL = re.compile(r"(INSERT INTO [^;]+ VALUES )(\((?:%\(\w+\)s(?:::[A-Z][A-Z ]*(?:\(\d+\))?)?(?:, )?)+\))"
+                         r"(?: RETURNING [\w.\", ]+)?")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_parts(sql: str) -> tuple[str, str] | None:
+    """A waiting INSERT of one row of bound values, as its head and its row (None for any other statement)."""
+    found = _INSERT_SQL.fullmatch(sql)
+    return (found.group(1), found.group(2)) if found else None
+
+
+def _row_blocks(count: int) -> list[tuple[int, int]]:
+    """``count`` rows as (size, start) blocks: one block up to 8 rows, larger runs in blocks of 64, 32, 16
+    and 8 and one of what is left."""
+    blocks, start = [], 0
+    for size in _ROW_BLOCKS:
+        while count - start >= size and count - start > _ROW_BLOCKS[-1]:
+            blocks.append((size, start))
+            start += size
+    if start < count:
+        blocks.append((count - start, start))
+    return blocks
+
+
+@functools.lru_cache(maxsize=256)
+def _many_rows(sql: str, size: int) -> str:
+    """The INSERT ``sql`` for ``size`` rows, the i-th row's parameter ``name`` renamed ``name_i``."""
+    parts = _insert_parts(sql)
+    assert parts is not None
+    head, row = parts
+    return head + ", ".join(_PYFORMAT.sub(lambda m, i=i: f"%({m.group(1)}_{i})s", row) for i in range(size))
 
 
 def send_waiting(connection: Connection) -> None:

@@ -180,3 +180,72 @@ def test_on_postgresql_a_waiting_write_that_fails_fails_the_statement_carrying_i
         WRITE_MESSAGE.write(conn, {**letter("then@x", AT), "id": 2})
         conn.commit()
     assert _committed(pg_engine) == ["then@x"]
+
+
+class _Counting:
+    """Statements the driver is handed, and how many parameter sets each (psycopg's cursor, counted)."""
+
+    def __init__(self, conn: Connection) -> None:
+        import psycopg
+
+        self.seen: list[tuple[str, int]] = []
+        seen = self.seen
+
+        class Cursor(psycopg.Cursor):  # type: ignore[type-arg]
+            def execute(self, query, params=None, **kw):  # type: ignore[no-untyped-def]
+                seen.append((str(query), 1))
+                return super().execute(query, params, **kw)
+
+            def executemany(self, query, params_seq, **kw):  # type: ignore[no-untyped-def]
+                params_seq = list(params_seq)
+                seen.append((str(query), len(params_seq)))
+                return super().executemany(query, params_seq, **kw)
+
+        conn.connection.driver_connection.cursor_factory = Cursor
+
+
+def test_on_postgresql_a_run_of_waiting_inserts_goes_as_inserts_of_many_rows(pg_engine: Engine) -> None:
+    rows = [{**letter(f"{n}@x", AT), "id": n, "raw": f"letter {n}".encode()} for n in range(1, 46)]
+    with pg_engine.connect() as conn:
+        conn.begin()
+        counting = _Counting(conn)
+        WRITE_MESSAGE.write_many(conn, rows[:3])
+        MARK.write(conn, {"row_id": 2, "when": ON_THE_HOUR})  # not an INSERT: it ends the run
+        WRITE_MESSAGE.write_many(conn, rows[3:])
+        conn.commit()
+    inserts = [(sql.count("), ("), many) for sql, many in counting.seen if sql.startswith("INSERT")]
+    # 3 rows in one statement; then 42 as 32 + 8 + 2 (few shapes, for the server's prepared statements)
+    assert inserts == [(2, 1), (31, 1), (7, 1), (1, 1)]
+    assert [(n, raw) for n, raw in _rows(pg_engine)] == [(n, f"letter {n}".encode()) for n in range(1, 46)]
+    with pg_engine.connect() as conn:
+        assert conn.execute(text("SELECT delivery, sent_at FROM message WHERE id = 2")).one() == ("sent", ON_THE_HOUR)
+        assert conn.execute(text("SELECT count(*) FROM message WHERE at = :at"), {"at": AT}).scalar() == 45
+
+
+def _rows(engine: Engine) -> list[tuple[int, bytes]]:
+    with engine.connect() as conn:
+        return [(row[0], bytes(row[1])) for row in conn.execute(text("SELECT id, raw FROM message ORDER BY id"))]
+
+
+def test_on_postgresql_a_failing_row_in_an_insert_of_many_fails_the_statement_carrying_it(pg_engine: Engine) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    with pg_engine.connect() as conn:
+        conn.begin()
+        WRITE_MESSAGE.write_many(conn, [{**letter(f"{n}@x", AT), "id": n} for n in (1, 2, 3)]
+                                 + [{**letter("again@x", AT), "id": 2}])
+        with pytest.raises(IntegrityError):
+            ID_OF.scalar(conn, {"mid": "1@x"})
+        conn.rollback()
+    assert _committed(pg_engine) == []
+
+
+@pytest.mark.parametrize("count, blocks", [
+    (2, [2]), (8, [8]), (9, [8, 1]), (16, [16]), (45, [32, 8, 5]), (64, [64]), (200, [64, 64, 64, 8]),
+])
+def test_runs_of_rows_are_cut_into_few_sizes(count: int, blocks: list[int]) -> None:
+    from mailbot.store.prebuilt import _row_blocks
+
+    cut = _row_blocks(count)
+    assert [size for size, _ in cut] == blocks
+    assert [start for _, start in cut] == [sum(blocks[:i]) for i in range(len(blocks))]
