@@ -9,9 +9,9 @@ more than they did when each INSERT took its own.
 
 The year's reference counter (``1MM-YYYY-NNNN``) is the same kind of round trip: ``UPDATE ... RETURNING``. The
 first case a transaction opens takes it that way, and with it the row's lock until the commit; no other
-transaction can move the counter meanwhile, so the next references are counted here and the counter written
-with them. Inside a savepoint the counter is read from the database each time (a savepoint rolled back puts it
-back there).
+transaction can move the counter meanwhile, so the next references are counted here, and the counter is written
+once, where it stands, before the COMMIT (nothing but this module reads it meanwhile) or before a SAVEPOINT.
+Inside a savepoint the counter is read from the database each time (a savepoint rolled back puts it back there).
 
 On SQLite (no round trips) nothing is taken ahead: ``new_id`` is None and the counter is always read.
 """
@@ -20,14 +20,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, event, text
+from sqlalchemy import Integer, bindparam, event, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import Pool
 
+from mailbot.store import prebuilt
+from mailbot.store.models import SEQUENCE_TABLE
 from mailbot.store.prebuilt import Prebuilt
 
 _IDS = "mailbot_ids_ahead"  # connection.info: table -> (ids still free, size of the last block)
 _COUNTERS = "mailbot_counters"  # connection.info: year -> the last reference number this transaction gave
+_UNWRITTEN = "mailbot_counters_unwritten"  # connection.info: years whose counter is ahead of its row
 
 FIRST_BLOCK = 8
 LARGEST_BLOCK = 64
@@ -40,6 +43,8 @@ def _next_ids(table: str) -> Prebuilt:
 
 
 _NEXT_IDS = {table: _next_ids(table) for table in ("case", "message")}
+_WRITE_COUNTER = Prebuilt(update(SEQUENCE_TABLE).where(SEQUENCE_TABLE.c.year == bindparam("seq_year"))
+                          .values(last_seq=bindparam("last")))
 
 
 def new_id(connection: Connection, table: str) -> int | None:
@@ -67,7 +72,15 @@ def counted(connection: Connection, year: int) -> int | None:
     if counters is None or year not in counters:
         return None
     counters[year] += 1
+    connection.info.setdefault(_UNWRITTEN, set()).add(year)
     return counters[year]
+
+
+def write_counters(connection: Connection) -> None:
+    """The counters this transaction counted on, written where they stand (with the next statement)."""
+    years = connection.info.pop(_UNWRITTEN, None)
+    for year in sorted(years or ()):
+        _WRITE_COUNTER.write(connection, {"seq_year": year, "last": connection.info[_COUNTERS][year]})
 
 
 def hold_counter(connection: Connection, year: int, last: int) -> None:
@@ -77,11 +90,15 @@ def hold_counter(connection: Connection, year: int, last: int) -> None:
         connection.info.setdefault(_COUNTERS, {})[year] = last
 
 
+prebuilt.last_writes.append(write_counters)
+
+
 @event.listens_for(Engine, "commit")
 @event.listens_for(Engine, "rollback")
 def _forget(connection: Connection, *_: Any) -> None:
     connection.info.pop(_IDS, None)
     connection.info.pop(_COUNTERS, None)
+    connection.info.pop(_UNWRITTEN, None)
 
 
 @event.listens_for(Pool, "checkin")
@@ -90,3 +107,4 @@ def _forget_at_checkin(_dbapi_connection: Any, record: Any) -> None:
     if record is not None:
         record.info.pop(_IDS, None)
         record.info.pop(_COUNTERS, None)
+        record.info.pop(_UNWRITTEN, None)

@@ -290,13 +290,22 @@ def _before_other_statements(connection: Connection, *_: Any) -> None:
     send_waiting(connection)
 
 
+# Called with the connection before a SAVEPOINT or the COMMIT sends what waits there, for writes kept back
+# until then (store.ahead's reference counter).
+last_writes: list[Callable[[Connection], None]] = []
+
+
 @event.listens_for(Engine, "savepoint")
 def _before_savepoint(connection: Connection, *_: Any) -> None:
+    for write in last_writes:
+        write(connection)
     send_waiting(connection)
 
 
 @event.listens_for(Engine, "commit")
 def _before_commit(connection: Connection) -> None:
+    for write in last_writes:
+        write(connection)
     send_waiting(connection)
 
 

@@ -48,8 +48,6 @@ _DIRECTIONS_SEEN = Prebuilt(
 _NEXT_SEQ = Prebuilt(
     update(SEQUENCE_TABLE).where(SEQUENCE_TABLE.c.year == bindparam("seq_year"))
     .values(last_seq=SEQUENCE_TABLE.c.last_seq + 1).returning(SEQUENCE_TABLE.c.last_seq))
-_SET_SEQ = Prebuilt(update(SEQUENCE_TABLE).where(SEQUENCE_TABLE.c.year == bindparam("seq_year"))
-                   .values(last_seq=bindparam("last")))
 _INSERT_CASE = Prebuilt(insert(CASE_TABLE).returning(CASE_TABLE.c.id))
 _INSERT_MESSAGE = Prebuilt(insert(MESSAGE_TABLE).returning(MESSAGE_TABLE.c.id))
 # With the id taken ahead (PostgreSQL): nothing to wait for, so they go with the next statement (store.ahead).
@@ -173,8 +171,7 @@ def allocate_ref(session: Session, year: int) -> tuple[int, str]:
     connection = session.connection()
     seq = ahead.counted(connection, year)
     if seq is not None:
-        _SET_SEQ.write(connection, {"seq_year": year, "last": seq})
-        return seq, f"1MM-{year}-{seq:04d}"
+        return seq, f"1MM-{year}-{seq:04d}"  # its row is written before the commit
     seq = _NEXT_SEQ.scalar(connection, {"seq_year": year})
     if seq is None:
         # The year's first case. Two processes can both get here: the row is inserted only if absent (the

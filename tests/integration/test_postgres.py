@@ -273,6 +273,38 @@ def test_references_counted_within_a_transaction_hold_the_years_counter(postgres
     assert last == "1MM-2027-0008"
 
 
+def test_a_counted_reference_is_on_the_counters_row_before_a_savepoint_and_at_the_commit(
+        postgres: PostgresServer) -> None:
+    """References counted by the transaction are written to the year's row once, where they stand: before a
+    SAVEPOINT (whose own numbers come from the row, and go back there if it is rolled back) and before the
+    COMMIT."""
+    from sqlalchemy import text
+    from sqlmodel import Session
+
+    from mailbot.store import repo
+    from mailbot.store.db import make_engine, upgrade
+
+    engine = make_engine(postgres.url)
+    upgrade(engine)
+    try:
+        with Session(engine) as session:
+            counted = [repo.allocate_ref(session, 2028)[1] for _ in range(3)]
+            inner = session.begin_nested()
+            in_savepoint = repo.allocate_ref(session, 2028)[1]
+            inner.rollback()
+            after = [repo.allocate_ref(session, 2028)[1] for _ in range(3)]
+            session.commit()
+        with engine.connect() as conn:
+            on_the_row = conn.execute(text("SELECT last_seq FROM refsequence WHERE year = 2028")).scalar()
+        following = _one_ref(engine, 2028)
+    finally:
+        engine.dispose()
+    assert counted == ["1MM-2028-0001", "1MM-2028-0002", "1MM-2028-0003"]
+    assert in_savepoint == "1MM-2028-0004"  # the row had 0003 before the SAVEPOINT, not 0001
+    assert after == ["1MM-2028-0004", "1MM-2028-0005", "1MM-2028-0006"]  # the savepoint's number given back
+    assert on_the_row == 6 and following == "1MM-2028-0007"
+
+
 def _one_ref(engine, year: int) -> str:  # type: ignore[no-untyped-def]
     from sqlmodel import Session
 
