@@ -578,7 +578,10 @@ class CaseLifecycle:
                 old.superseded = True
         due = stage_deadlines(procedure, stage, started_at, self.calendar)
         if due:
-            repo.insert_deadlines(session, case.id or 0, stage, due)
+            # A deadline less than a working day ahead has its reminder in the notification that announces
+            # it: recorded now, so the deadline passes never read it for one (jobs.chase_deadlines).
+            reminded = {name for name, at in due.items() if self.calendar.reminder_at(at) <= started_at}
+            repo.insert_deadlines(session, case.id or 0, stage, due, reminded_at=started_at, reminded=reminded)
         return due
 
     def open_deadlines(self, session: Session, case: Case) -> list[Deadline]:

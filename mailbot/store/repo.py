@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -403,10 +403,13 @@ def record_fetch(engine: Engine, mailbox: str, now: datetime, error: str | None 
 # ---- a case's deadlines, restriction and thread -------------------------------------------------
 
 
-def insert_deadlines(session: Session, case_id: int, stage: int, due: dict[str, datetime]) -> None:
-    """A stage's deadlines as plain INSERTs: nothing reads them back as objects in the transaction that writes them."""
+def insert_deadlines(session: Session, case_id: int, stage: int, due: dict[str, datetime],
+                     reminded_at: datetime | None = None, reminded: Collection[str] = ()) -> None:
+    """A stage's deadlines as plain INSERTs: nothing reads them back as objects in the transaction that writes
+    them. Those named in ``reminded`` are recorded as reminded at ``reminded_at``."""
     _INSERT_DEADLINES.write_many(session.connection(), [
-        {"case_id": case_id, "stage": stage, "name": name, "due_at": to_db(at)} for name, at in due.items()])
+        {"case_id": case_id, "stage": stage, "name": name, "due_at": to_db(at),
+         "reminded_at": to_db(reminded_at) if name in reminded else None} for name, at in due.items()])
 
 
 def open_deadlines(session: Session, case_id: int) -> list[Deadline]:

@@ -12,6 +12,8 @@ import os
 import time
 from datetime import datetime, timezone
 
+import pytest
+
 from tests.services.conftest import World, mail
 
 PRIYA = "priya.shah@1mm.org.uk"  # the case owner (complaints team)
@@ -64,9 +66,14 @@ def test_a_met_deadline_is_not_chased(world: World) -> None:
     assert [letter.kind for letter in world.take_letters() if letter.kind != "digest"] == []
 
 
-def test_a_deadline_announced_by_its_notification_is_not_read_again_at_every_pass(world: World) -> None:
+@pytest.mark.parametrize("written_before_0009", [False, True])
+def test_a_deadline_announced_by_its_notification_is_not_read_again_at_every_pass(world: World,
+                                                                                  written_before_0009: bool) -> None:
     # Monday at 18:00: the first response is due on Tuesday at 17:30, so its reminder time (Monday 17:30) has
-    # passed; the staff notification was its reminder. Later passes must not read it again every minute.
+    # passed; the staff notification was its reminder. The deadline passes must not read it every minute: it is
+    # recorded as reminded when it is set, and a deadline set by an older version is recorded at the first pass.
+    from sqlalchemy import text
+
     from mailbot.domain.procedures import OPEN_STATUSES
     from mailbot.store import repo
     from mailbot.store.db import session as new_session
@@ -81,7 +88,12 @@ def test_a_deadline_announced_by_its_notification_is_not_read_again_at_every_pas
             return [d.name for d, _ in repo.deadlines_to_chase(s, OPEN_STATUSES, due_before=when,
                                                                remind_until=cal.reminders_due_until(when))]
 
-    assert chased(at(16, 18, 1)) == ["first_response"]
+    if written_before_0009:
+        with world.app.engine.begin() as conn:
+            conn.execute(text("UPDATE deadline SET reminded_at = NULL"))
+        assert chased(at(16, 18, 1)) == ["first_response"]
+    else:
+        assert chased(at(16, 18, 1)) == []
     for minute in (1, 2):
         world.app.fixed_now = at(16, 18, minute)
         world.app.jobs.run_due(at(16, 18, minute))
