@@ -23,8 +23,9 @@ together instead of one each. Every way a statement can run on the connection wr
 in the order they were written: a prebuilt read here, any statement through SQLAlchemy (``before_execute``), a
 SAVEPOINT and the commit; a rollback drops them. Inside a savepoint a write runs at once, so a savepoint's
 failure is that savepoint's. A waiting write that fails makes the statement that carried it fail (raised as
-SQLAlchemy's own exception for the driver's error): the transaction is lost either way. On SQLite, where a
-statement costs no round trip, every write runs at once.
+SQLAlchemy's own exception for the driver's error): the transaction is lost either way. A run of the same
+waiting INSERT goes as INSERTs of many rows each (a stage's deadlines, a commit's audit events). On SQLite,
+where a statement costs no round trip, every write runs at once.
 """
 
 from __future__ import annotations
