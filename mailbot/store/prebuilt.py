@@ -23,9 +23,10 @@ together instead of one each. Every way a statement can run on the connection wr
 in the order they were written: a prebuilt read here, any statement through SQLAlchemy (``before_execute``), a
 SAVEPOINT and the commit; a rollback drops them. Inside a savepoint a write runs at once, so a savepoint's
 failure is that savepoint's. A waiting write that fails makes the statement that carried it fail (raised as
-SQLAlchemy's own exception for the driver's error): the transaction is lost either way. A run of the same
-waiting INSERT goes as INSERTs of many rows each (a stage's deadlines, a commit's audit events). On SQLite,
-where a statement costs no round trip, every write runs at once.
+SQLAlchemy's own exception for the driver's error): the transaction is lost either way. The waiting INSERTs
+go table by table, parents first (their foreign keys allow nothing else), each table's rows in the order they
+were written and in one statement (``_unnest``); nothing moves past a waiting statement of any other kind. On
+SQLite, where a statement costs no round trip, every write runs at once.
 """
 
 from __future__ import annotations
@@ -127,6 +128,11 @@ class Prebuilt:
             return
         connection.info.setdefault(_WAITING, []).append((plan.sql, plan.values(params)))
 
+    def waiting(self, connection: Connection) -> list[dict[str, Any]]:
+        """The values of this statement's writes waiting on the connection (as the driver will get them)."""
+        mine = {plan.sql for plan in self._plans.values() if plan is not None}
+        return [values for sql, values in connection.info.get(_WAITING, ()) if sql in mine]
+
     def write_many(self, connection: Connection, many: Sequence[Params]) -> None:
         """``write`` for each parameter set (all with the same keys)."""
         if not many:
@@ -195,9 +201,11 @@ _PYFORMAT = re.compile(r"%\((\w+)\)s")
 # ---- the writes waiting on a PostgreSQL connection ----------------------------------------------------------
 
 
-def rows_together(connection: Connection, asks: Sequence[tuple[Prebuilt, Params]]) -> list[list[tuple[Any, ...]]]:
+def rows_together(connection: Connection, asks: Sequence[tuple[Prebuilt, Params]],
+                  before_waiting: bool = False) -> list[list[tuple[Any, ...]]]:
     """Each ask's rows, as ``Prebuilt.rows`` gives them; on PostgreSQL all in one round trip, with the waiting
-    writes ahead of them."""
+    writes ahead of them; with ``before_waiting``, without them (they stay waiting): only for a caller that
+    knows none of them could change the answers."""
     plans = [prebuilt._plan_for(connection, params) for prebuilt, params in asks]
     if not asks or any(plan is None or plan.names is None for plan in plans):
         return [prebuilt.rows(connection, params) for prebuilt, params in asks]
@@ -209,31 +217,29 @@ def rows_together(connection: Connection, asks: Sequence[tuple[Prebuilt, Params]
             assert plan is not None
             cursors.append(driver.execute(plan.sql, plan.values(params)))
 
-    _with_waiting(connection, driver, run, "(statements asked together)", None, pipeline=True)
+    _with_waiting(connection, driver, run, "(statements asked together)", None, pipeline=True,
+                  send_waiting=not before_waiting)
     return [cursor.fetchall() for cursor in cursors]
 
 
 def _with_waiting(connection: Connection, driver: Any, run: Callable[[], Any], sql: str, values: Any,
-                  pipeline: bool = False) -> Any:
+                  pipeline: bool = False, send_waiting: bool = True) -> Any:
     """``run()`` (psycopg calls), after the connection's waiting writes, in one pipeline with them (and in one
     pipeline anyway with ``pipeline``)."""
-    waiting = connection.info.pop(_WAITING, None) or []
+    waiting = _in_table_order(connection.info.pop(_WAITING, None) or []) if send_waiting else []
     try:
         if not waiting and not pipeline:
             return run()
         with driver.pipeline():
             with driver.cursor() as cursor:
-                # A run of the same statement (a stage's deadlines, a case's letters, a commit's events): an
-                # INSERT as one statement of many rows, anything else as one executemany.
+                # A run of the same statement (a transaction's cases, letters, deadlines, events): an INSERT
+                # as one statement of all its rows, anything else as one executemany.
                 for waiting_sql, run_of in itertools.groupby(waiting, key=lambda write: write[0]):
                     rows = [row for _, row in run_of]
                     if len(rows) == 1:
                         cursor.execute(waiting_sql, rows[0])
-                    elif _insert_parts(waiting_sql) is not None:
-                        for size, start in _row_blocks(len(rows)):
-                            block = rows[start:start + size]
-                            cursor.execute(_many_rows(waiting_sql, size), {
-                                f"{name}_{i}": value for i, row in enumerate(block) for name, value in row.items()})
+                    elif (columns := _unnest(waiting_sql, connection.dialect)) is not None:
+                        cursor.execute(columns[0], {name: [row[name] for row in rows] for name in columns[1]})
                     else:
                         cursor.executemany(waiting_sql, rows)
             return run()
@@ -241,10 +247,10 @@ def _with_waiting(connection: Connection, driver: Any, run: Callable[[], Any], s
         raise DBAPIError.instance(sql, values, exc, driver.Error, dialect=connection.dialect) from exc
 
 
-# A run of waiting INSERTs goes as INSERTs of several rows each: psycopg sends and polls the socket for every
-# statement in a pipeline, and the server runs each statement's executor once. The row counts used are few
-# (1-8, then 16, 32 and 64), so that psycopg's cache of prepared statements keeps each table's few shapes.
-_ROW_BLOCKS = (64, 32, 16, 8)
+# A run of waiting INSERTs into one table goes as one INSERT of all its rows, one array a column (``_unnest``):
+# psycopg sends and polls the socket for every statement in a pipeline, and the server runs each statement's
+# executor once. The statement's text is the same whatever the number of rows, so psycopg caches its parsing
+# and the server keeps it prepared; the arrays go in binary.
 # (SQLAlchemy may have compiled RETURNING the new id into it: nobody reads a waiting write's rows.)
 _INSERT_SQL = re.compile(r"(INSERT INTO [^;]+ VALUES )(\((?:%\(\w+\)s(?:::[A-Z][A-Z ]*(?:\(\d+\))?)?(?:, )?)+\))"
                          r"(?: RETURNING [\w.\", ]+)?")
@@ -257,26 +263,59 @@ def _insert_parts(sql: str) -> tuple[str, str] | None:
     return (found.group(1), found.group(2)) if found else None
 
 
-def _row_blocks(count: int) -> list[tuple[int, int]]:
-    """``count`` rows as (size, start) blocks: one block up to 8 rows, larger runs in blocks of 64, 32, 16
-    and 8 and one of what is left."""
-    blocks, start = [], 0
-    for size in _ROW_BLOCKS:
-        while count - start >= size and count - start > _ROW_BLOCKS[-1]:
-            blocks.append((size, start))
-            start += size
-    if start < count:
-        blocks.append((count - start, start))
-    return blocks
+_INSERT_INTO = re.compile(r'INSERT INTO ("[^"]+"|\w+) ')
 
 
-@functools.lru_cache(maxsize=256)
-def _many_rows(sql: str, size: int) -> str:
-    """The INSERT ``sql`` for ``size`` rows, the i-th row's parameter ``name`` renamed ``name_i``."""
+def _in_table_order(waiting: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The waiting writes in an order that sends each run of INSERTs table by table, parents first (by the
+    tables' foreign keys), and each statement's rows together, in the order they were written; anything but
+    an INSERT into a known table stays where it was, and nothing moves past it."""
+    order = _table_order()
+    out: list[tuple[str, Any]] = []
+    run: list[tuple[int, int, int, tuple[str, Any]]] = []
+    first_seen: dict[str, int] = {}
+    for index, write in enumerate(waiting):
+        found = _INSERT_INTO.match(write[0])
+        rank = order.get(found.group(1).strip('"')) if found and _insert_parts(write[0]) else None
+        if rank is None:
+            out.extend(item[-1] for item in sorted(run, key=lambda item: item[:3]))
+            run, first_seen = [], {}
+            out.append(write)
+            continue
+        run.append((rank, first_seen.setdefault(write[0], index), index, write))
+    out.extend(item[-1] for item in sorted(run, key=lambda item: item[:3]))
+    return out
+
+
+@functools.cache
+def _table_order() -> dict[str, int]:
+    from sqlmodel import SQLModel
+
+    return {table.name: rank for rank, table in enumerate(SQLModel.metadata.sorted_tables)}
+
+
+_COLUMNS = re.compile(r'INSERT INTO (?:"[^"]+"|\w+) \(([^()]*)\) VALUES ')
+
+
+@functools.lru_cache(maxsize=64)
+def _unnest(sql: str, dialect: Dialect) -> tuple[str, tuple[str, ...]] | None:
+    """The one-row INSERT ``sql`` as an INSERT of any number of rows, one array per column (each parameter a
+    list, the i-th row's value at i), and its parameters' names; None where that cannot be."""
     parts = _insert_parts(sql)
-    assert parts is not None
-    head, row = parts
-    return head + ", ".join(_PYFORMAT.sub(lambda m, i=i: f"%({m.group(1)}_{i})s", row) for i in range(size))
+    found = _INSERT_INTO.match(sql)
+    columns = _COLUMNS.match(sql)
+    if parts is None or found is None or columns is None:
+        return None
+    from sqlmodel import SQLModel
+
+    table = SQLModel.metadata.tables.get(found.group(1).strip('"'))
+    names = tuple(_PYFORMAT.findall(parts[1]))
+    column_names = [name.strip().strip('"') for name in columns.group(1).split(",")]
+    if table is None or len(names) != len(column_names) or any(c not in table.c for c in column_names):
+        return None
+    arrays = ", ".join(f"%({name})b::{table.c[column].type.compile(dialect=dialect)}[]"
+                       for name, column in zip(names, column_names))
+    return f"{parts[0][:-len('VALUES ')]}SELECT * FROM unnest({arrays})", names
 
 
 def send_waiting(connection: Connection) -> None:

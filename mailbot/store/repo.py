@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, event, func, insert, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
@@ -234,6 +234,9 @@ def _event_row(session: Session, case: Case | None, at: datetime, type_: str, ac
 # (``foresee``) and the functions below take the answer from there: once, for exactly the same question, and
 # only while nothing the answer depends on has been written since (a message row with that Message-ID, an
 # automatic letter, a restriction; a rollback of any kind forgets everything). Anything else is asked as usual.
+# On PostgreSQL the transaction's writes still waiting (store.prebuilt) go with the questions only if one of
+# them could change an answer; otherwise they wait on for the commit, where a whole transaction's cases,
+# messages and deadlines go as one INSERT a table.
 
 Ask = tuple[Prebuilt, dict[str, Any]]
 _FORESEEN = "mailbot_foreseen"  # session.info: {(statement, its parameters): rows}
@@ -255,8 +258,31 @@ def foresee(session: Session, asks: list[Ask]) -> None:
     """Ask these now, together (one round trip on PostgreSQL, with the writes waiting there), for the
     functions that will ask them next; whatever was foreseen before is forgotten."""
     unique = list({_key(prebuilt, params): (prebuilt, params) for prebuilt, params in asks}.items())
-    answers = rows_together(session.connection(), [ask for _, ask in unique])
+    connection = session.connection()
+    answers = rows_together(connection, [ask for _, ask in unique],
+                            before_waiting=not _changed_by_waiting(connection, [ask for _, ask in unique]))
     session.info[_FORESEEN] = {key: rows for (key, _), rows in zip(unique, answers)}
+
+
+def _changed_by_waiting(connection: Connection, asks: list[Ask]) -> bool:
+    """Whether a write still waiting on the connection (PostgreSQL, store.prebuilt) could change an answer:
+    a message row with the Message-ID asked about, or an automatic letter to the address or caused by the
+    sender asked about. If none could, the questions go without them, and the transaction's writes wait for
+    its commit and go there as a few INSERTs of many rows. (Restrictions are never written that way.)"""
+    rows = _WRITE_MESSAGE.waiting(connection)
+    if not rows:
+        return False
+    for prebuilt, params in asks:
+        if prebuilt is _DIRECTIONS_SEEN:
+            if any(row.get("message_id") == params["message_id"] for row in rows):
+                return True
+        elif prebuilt is _AUTOMATIC_COUNTS:
+            if any(row.get("automatic") and (row.get("to_addrs") == params["address"]
+                                             or (row.get("trigger_from") or "") == params["sender"]) for row in rows):
+                return True
+        elif prebuilt is not _RESTRICTED:
+            return True
+    return False
 
 
 def _rows(session: Session, prebuilt: Prebuilt, params: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -204,22 +204,48 @@ class _Counting:
         conn.connection.driver_connection.cursor_factory = Cursor
 
 
-def test_on_postgresql_a_run_of_waiting_inserts_goes_as_inserts_of_many_rows(pg_engine: Engine) -> None:
-    rows = [{**letter(f"{n}@x", AT), "id": n, "raw": f"letter {n}".encode()} for n in range(1, 46)]
+def test_on_postgresql_a_run_of_waiting_inserts_goes_as_one_insert(pg_engine: Engine) -> None:
+    rows = [{**letter(f"{n}@x", AT), "id": n, "raw": f"letter {n}".encode() * n, "last_error": f"e{n}",
+             "sent_at": None} for n in range(1, 46)]
+    rows[7]["last_error"], rows[8]["sent_at"] = None, ON_THE_HOUR  # NULLs and values mixed in a column
     with pg_engine.connect() as conn:
         conn.begin()
         counting = _Counting(conn)
         WRITE_MESSAGE.write_many(conn, rows[:3])
-        MARK.write(conn, {"row_id": 2, "when": ON_THE_HOUR})  # not an INSERT: it ends the run
+        MARK.write(conn, {"row_id": 2, "when": ON_THE_HOUR})  # not an INSERT: nothing moves past it
         WRITE_MESSAGE.write_many(conn, rows[3:])
         conn.commit()
-    inserts = [(sql.count("), ("), many) for sql, many in counting.seen if sql.startswith("INSERT")]
-    # 3 rows in one statement; then 42 as 32 + 8 + 2 (few shapes, for the server's prepared statements)
-    assert inserts == [(2, 1), (31, 1), (7, 1), (1, 1)]
-    assert [(n, raw) for n, raw in _rows(pg_engine)] == [(n, f"letter {n}".encode()) for n in range(1, 46)]
+    assert [(sql.split()[0], many) for sql, many in counting.seen] == [("INSERT", 1), ("UPDATE", 1), ("INSERT", 1)]
+    assert _rows(pg_engine) == [(n, f"letter {n}".encode() * n) for n in range(1, 46)]
     with pg_engine.connect() as conn:
         assert conn.execute(text("SELECT delivery, sent_at FROM message WHERE id = 2")).one() == ("sent", ON_THE_HOUR)
+        assert conn.execute(text("SELECT last_error, sent_at FROM message WHERE id IN (8, 9) ORDER BY id")).all() \
+            == [(None, None), ("e9", ON_THE_HOUR)]
         assert conn.execute(text("SELECT count(*) FROM message WHERE at = :at"), {"at": AT}).scalar() == 45
+
+
+def test_on_postgresql_waiting_inserts_go_parents_first_each_table_in_the_order_written(pg_engine: Engine) -> None:
+    from mailbot.store.models import CASE_TABLE
+
+    write_case = Prebuilt(insert(CASE_TABLE))
+
+    def case(n: int) -> dict[str, object]:
+        return {"id": n, "ref": f"1MM-2026-{n:04d}", "year": 2026, "seq": n, "status": "open", "stage": 1,
+                "procedure": "mentee", "complainant": f"p{n}@x", "from_addr": f"p{n}@x", "subject": "",
+                "opened_at": AT, "stage_started_at": AT, "updated_at": AT}
+
+    with pg_engine.connect() as conn:
+        conn.begin()
+        counting = _Counting(conn)
+        for n in (1, 2, 3):  # as intake writes them: a case, then its messages
+            write_case.write(conn, case(n))
+            WRITE_MESSAGE.write(conn, {**letter(f"in{n}@x", AT), "direction": "in", "id": 10 * n, "case_id": n})
+            WRITE_MESSAGE.write(conn, {**letter(f"out{n}@x", AT), "id": 10 * n + 1, "case_id": n})
+        conn.commit()  # a message ahead of its case would have failed the foreign key
+    assert [sql.split()[2] for sql, _ in counting.seen] == ['"case"', "message"]
+    with pg_engine.connect() as conn:
+        assert conn.execute(text("SELECT id, case_id FROM message ORDER BY id")).all() == [
+            (10, 1), (11, 1), (20, 2), (21, 2), (30, 3), (31, 3)]
 
 
 def _rows(engine: Engine) -> list[tuple[int, bytes]]:
@@ -238,14 +264,3 @@ def test_on_postgresql_a_failing_row_in_an_insert_of_many_fails_the_statement_ca
             ID_OF.scalar(conn, {"mid": "1@x"})
         conn.rollback()
     assert _committed(pg_engine) == []
-
-
-@pytest.mark.parametrize("count, blocks", [
-    (2, [2]), (8, [8]), (9, [8, 1]), (16, [16]), (45, [32, 8, 5]), (64, [64]), (200, [64, 64, 64, 8]),
-])
-def test_runs_of_rows_are_cut_into_few_sizes(count: int, blocks: list[int]) -> None:
-    from mailbot.store.prebuilt import _row_blocks
-
-    cut = _row_blocks(count)
-    assert [size for size, _ in cut] == blocks
-    assert [start for _, start in cut] == [sum(blocks[:i]) for i in range(len(blocks))]

@@ -412,3 +412,44 @@ def test_answers_asked_ahead_are_the_store_s_and_serve_once(database: str, tmp_p
         engine.dispose()
     assert answers == (["in"], (1, 1), ["one_contact"])
     assert len(foreseen) == 3 and left == {} and again == ["in"]
+
+
+def _on_the_server(s) -> list[str]:  # type: ignore[no-untyped-def]
+    """The message ids the server has now in this transaction, read on the driver (sending nothing waiting)."""
+    return [row[0] for row in s.connection().connection.driver_connection.execute(
+        "SELECT message_id FROM message ORDER BY id")]
+
+
+# (a write left waiting before the questions, whether it can change their answers, the answers asked ahead)
+WAITING_BEFORE_ASKING = {
+    "a row with the Message-ID asked about": (_letter_row("m@x", "bob@x", False, direction="in"), True,
+                                              (["in"], (0, 0))),
+    "an automatic letter to the address asked about": (_letter_row("a1@x", "ann@x", True), True, ([], (1, 1))),
+    "an automatic letter the sender asked about caused": ({**_letter_row("a2@x", "bob@x", True),
+                                                           "trigger_from": "ann@x"}, True, ([], (0, 1))),
+    "a letter to somebody else": (_letter_row("a3@x", "bob@x", True), False, ([], (0, 0))),
+    "a letter to the address that is not automatic": (_letter_row("s1@x", "ann@x", False), False, ([], (0, 0))),
+}
+
+
+@pytest.mark.parametrize("case", WAITING_BEFORE_ASKING)
+def test_on_postgresql_waiting_writes_go_with_the_questions_only_if_they_could_change_an_answer(
+        case: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    row, carried, answers = WAITING_BEFORE_ASKING[case]
+    engine = _engine_for("postgresql", tmp_path, request)
+    try:
+        with session(engine) as s:
+            _insert(s, row)
+            assert _on_the_server(s) == []  # waiting (store.prebuilt)
+            _foresee_ann(s)
+            on_the_server = _on_the_server(s)
+            asked = (sorted(store_repo.directions_seen(s, "m@x")),
+                     store_repo.automatic_letters(s, "ann@x", "ann@x", NOW - _DAY))
+            s.commit()
+        with session(engine) as s:
+            committed = _on_the_server(s)
+    finally:
+        engine.dispose()
+    assert on_the_server == ([row["message_id"]] if carried else [])
+    assert asked == answers
+    assert committed == [row["message_id"]]
