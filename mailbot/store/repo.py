@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -226,17 +226,18 @@ def _event_row(session: Session, case: Case | None, at: datetime, type_: str, ac
     })
 
 
-# ---- what the message in hand will ask, asked ahead in one round trip --------------------------------------
+# ---- what the messages in hand will ask, asked ahead in one round trip ------------------------------------
 #
 # Handling a new complaint asks the store three things, each a round trip on PostgreSQL: is its Message-ID
 # known, how many automatic letters its sender has had today, and is the person restricted on another case.
-# All three are known from the message before anything is written, so intake asks them together at the start
-# (``foresee``) and the functions below take the answer from there: once, for exactly the same question, and
-# only while nothing the answer depends on has been written since (a message row with that Message-ID, an
-# automatic letter, a restriction; a rollback of any kind forgets everything). Anything else is asked as usual.
-# On PostgreSQL the transaction's writes still waiting (store.prebuilt) go with the questions only if one of
-# them could change an answer; otherwise they wait on for the commit, where a whole transaction's cases,
-# messages and deadlines go as one INSERT a table.
+# All three are known from the message before anything is written, so intake asks them together, for the next
+# few messages at once (``foresee``; services.ingest), and the functions below take the answer from there:
+# once, for exactly the same question, and only while nothing the answer depends on has been written since (a
+# message row with that Message-ID, an automatic letter to that address or caused by that sender, any
+# restriction; a rollback of any kind forgets everything). Anything else is asked as usual. On PostgreSQL the
+# transaction's writes still waiting (store.prebuilt) go with the questions only if one of them could change an
+# answer; otherwise they wait on for the commit, where a whole transaction's cases, messages and deadlines go
+# as one INSERT a table. The ids new cases and their messages will take are asked for there too (store.ahead).
 
 Ask = tuple[Prebuilt, dict[str, Any]]
 _FORESEEN = "mailbot_foreseen"  # session.info: {(statement, its parameters): rows}
@@ -254,13 +255,16 @@ def ask_restrictions(person: str) -> Ask:
     return _RESTRICTED, {"complainant": person}
 
 
-def foresee(session: Session, asks: list[Ask]) -> None:
-    """Ask these now, together (one round trip on PostgreSQL, with the writes waiting there), for the
-    functions that will ask them next; whatever was foreseen before is forgotten."""
+def foresee(session: Session, asks: list[Ask], complaints: int = 1) -> None:
+    """Ask these now, together (one round trip on PostgreSQL), for the functions that will ask them next, for
+    the next ``complaints`` messages; whatever was foreseen before is forgotten."""
     unique = list({_key(prebuilt, params): (prebuilt, params) for prebuilt, params in asks}.items())
     connection = session.connection()
-    answers = rows_together(connection, [ask for _, ask in unique],
+    ids = ahead.asks_for_ids(connection, complaints)  # and the ids new cases would take, if too few are left
+    answers = rows_together(connection, [ask for _, ask in unique] + [(pb, params) for _, _, pb, params in ids],
                             before_waiting=not _changed_by_waiting(connection, [ask for _, ask in unique]))
+    for (table, size, _, _), rows in zip(ids, answers[len(unique):]):
+        ahead.took_ids(connection, table, size, rows)
     session.info[_FORESEEN] = {key: rows for (key, _), rows in zip(unique, answers)}
 
 
@@ -277,8 +281,7 @@ def _changed_by_waiting(connection: Connection, asks: list[Ask]) -> bool:
             if any(row.get("message_id") == params["message_id"] for row in rows):
                 return True
         elif prebuilt is _AUTOMATIC_COUNTS:
-            if any(row.get("automatic") and (row.get("to_addrs") == params["address"]
-                                             or (row.get("trigger_from") or "") == params["sender"]) for row in rows):
+            if any(_counted_in(row, params) for row in rows):
                 return True
         elif prebuilt is not _RESTRICTED:
             return True
@@ -298,13 +301,22 @@ def _key(prebuilt: Prebuilt, params: dict[str, Any]) -> tuple[Any, ...]:
     return (id(prebuilt), *sorted(params.items()))
 
 
+def _counted_in(row: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    """Whether a message row (as written) is, or may be, one of the automatic letters ``ask_automatic_letters``
+    counts with these parameters: an automatic letter to that address, or caused by that sender."""
+    return bool(row.get("automatic")) and (row.get("to_addrs") == params["address"]
+                                           or (row.get("trigger_from") or "") == params["sender"])
+
+
 def _unforesee_message(session: Session, values: dict[str, object]) -> None:
-    """A message row written: what was foreseen about its Message-ID, or about automatic letters, is stale."""
+    """A message row written: what was foreseen about its Message-ID, or about the automatic letters it counts
+    in, is stale."""
     foreseen = session.info.get(_FORESEEN)
     if foreseen:
         foreseen.pop(_key(*ask_directions(str(values.get("message_id")))), None)
         if values.get("automatic"):
-            for key in [key for key in foreseen if key[0] == id(_AUTOMATIC_COUNTS)]:
+            for key in [key for key in foreseen
+                        if key[0] == id(_AUTOMATIC_COUNTS) and _counted_in(values, dict(key[1:]))]:
                 del foreseen[key]
 
 
