@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable, Protocol
@@ -128,29 +129,54 @@ class Ingestor:
         ``on_commit`` is called after each commit (to wake that worker: there are letters to send).
         Intake uses a limit of 50 ms (INTAKE_TRANSACTION_SECONDS); without one, a fetch is one transaction.
         ``on_committed`` gets the UIDs each commit made processed (to move them to the processed folder).
+
+        Outside the careful pass, messages are read a few at a time (``ASK_AHEAD``) and what handling them
+        will ask the store is asked for all of them at once (``repo.foresee``): one round trip for several
+        messages on PostgreSQL. Those messages are handled at one ``now``, the moment they were read.
         """
         outcomes: list[IngestOutcome] = []
         pending = iter(arrivals)
-        arrival = next(pending, None)
+        ahead: deque[tuple[Arrival, InboundMail]] = deque()  # read, not yet handled
+
+        def read_ahead(count: int) -> None:
+            size = sum(len(arrival.raw) for arrival, _ in ahead)
+            while len(ahead) < count and (not ahead or size < ASK_AHEAD_BYTES):
+                arrival = next(pending, None)
+                if arrival is None:
+                    return
+                ahead.append((arrival, parse_mail(arrival.raw)))
+                size += len(arrival.raw)
+
         careful = False  # after a failure, the rest of these arrivals go one savepoint each at once
-        while arrival is not None:
+        read_ahead(1)
+        while ahead:
             taken: list[tuple[Arrival, InboundMail]] = []
             started = time.monotonic()
             done: list[IngestOutcome] = []
             failed = False
+            asked = 0  # how many of the messages ahead had their questions asked in this transaction
             with self.directory.steady(), new_session(self.engine) as session:
                 try:
-                    while arrival is not None:
-                        mail = parse_mail(arrival.raw)
-                        taken.append((arrival, mail))
-                        current, arrival = arrival, next(pending, None)
+                    while ahead:
                         if careful:
+                            current, mail = ahead.popleft()
+                            taken.append((current, mail))
                             done.append(self._one(session, mail, current))
                         else:
-                            done.append(self._process(session, mail, current))
+                            if not asked:
+                                read_ahead(ASK_AHEAD)
+                                now = self.clock()
+                                self._ask_ahead(session, [mail for arrival, mail in ahead if not arrival.unfetchable],
+                                                now)
+                                asked = len(ahead)
+                            current, mail = ahead.popleft()
+                            taken.append((current, mail))
+                            asked -= 1
+                            done.append(self._process(session, mail, current, now=now))
                             # What a savepoint's release did: this message's ORM changes are written before
                             # the next message's plain statements read the tables.
                             session.flush()
+                        read_ahead(1)
                         if max_seconds is not None and time.monotonic() - started >= max_seconds:
                             break
                     self._commit(session, cursor, taken)
@@ -277,12 +303,21 @@ class Ingestor:
         kept = repo.inbound_raw(session, mail.message_id)
         return mail if kept is not None and same_message(mail, parse_mail(kept)) else with_own_id(mail)
 
-    def _process(self, session: Session, mail: InboundMail, arrival: Arrival) -> IngestOutcome:
+    def _ask_ahead(self, session: Session, mails: list[InboundMail], now: datetime) -> None:
+        """Whether each message is known, and what a new case for it would ask: one round trip on PostgreSQL
+        for them all, not three for each."""
+        repo.foresee(session, [ask for mail in mails
+                               for ask in (repo.ask_directions(mail.message_id), *self.lifecycle.asks_ahead(mail, now))],
+                     complaints=len(mails))
+
+    def _process(self, session: Session, mail: InboundMail, arrival: Arrival,
+                 now: datetime | None = None) -> IngestOutcome:
+        """Handle one message; with ``now``, its questions were asked ahead at that moment (``_ask_ahead``)."""
         if arrival.unfetchable is not None:
             return self._keep_unfetchable(session, mail, arrival, arrival.unfetchable)
-        now = self.clock()
-        # Whether it is known, and what a new case for it would ask: one round trip on PostgreSQL, not three.
-        repo.foresee(session, [repo.ask_directions(mail.message_id), *self.lifecycle.asks_ahead(mail, now)])
+        if now is None:
+            now = self.clock()
+            self._ask_ahead(session, [mail], now)
         lookup = StoreRouteLookup(session, self.directory)
         if lookup.is_duplicate(mail.message_id):
             mail = self._unless_another_message(session, mail)
@@ -362,6 +397,10 @@ def _log_outcome(outcome: IngestOutcome) -> None:
 # Intake commits at least this often, so the delivery worker, sending while intake runs (it marks each
 # letter sent right after the server's 250, and reads the outbox), never waits long for SQLite's writer lock.
 INTAKE_TRANSACTION_SECONDS = 0.05
+# Messages read ahead, whose questions of the store are asked together (Ingestor.ingest_batch): at most this many,
+# and no more once they come to this many bytes (a backlog of large mail is not all parsed at once).
+ASK_AHEAD = 16
+ASK_AHEAD_BYTES = 4 * 1024 * 1024
 
 
 class FirstRunError(Exception):

@@ -421,3 +421,26 @@ def test_a_reply_to_naming_hundreds_is_filed_on_postgresql(postgres: PostgresSer
     assert [o.action for o in outcomes] == ["new_case"]
     assert complainant == crowd[0] and acks == [crowd[0]]
     assert len(noted) == 1 and first[0].ref in noted[0]
+
+
+def test_one_fetch_on_postgresql_meets_the_cap_on_automatic_letters_and_files_a_repeat_once(
+        bot: Bot, postgres: PostgresServer) -> None:
+    """Intake asks what a fetch's messages will ask of the store together, ahead of handling them, while their
+    writes wait for the commit: each acknowledgement still counts against the cap for the messages after it in
+    the same transaction, whether they come from the same address or the same sender, and a message seen twice
+    in one fetch is still a duplicate."""
+    bot.extra.update({"MAILBOT_DATABASE_URL": postgres.url, "MAILBOT_AUTO_REPLY_CAP": "3"})
+    for n in range(5):
+        bot.append(make_mail(frm="ann@example.org", subject=f"Complaint {n}"), internaldate=T0)
+        bot.append(make_mail(frm="bob@example.org", subject=f"Other {n}"), internaldate=T0)
+        bot.append(make_mail(frm="robot@example.net", subject=f"Ticket {n}", Reply_To=f"t{n}@example.net"),
+                   internaldate=T0)
+    repeat = make_mail(frm="cat@example.org", subject="Twice")
+    bot.append(repeat, internaldate=T0)
+    bot.append(repeat, internaldate=T0)
+    bot.once(now=T0 + timedelta(minutes=1))
+    acks = [letter.rcpt_tos for letter in bot.letters("acknowledgement")]
+    assert acks.count(["ann@example.org"]) == 3 and acks.count(["bob@example.org"]) == 3
+    assert len([to for to in acks if to[0].endswith("@example.net")]) == 3  # the robot's From is capped
+    assert acks.count(["cat@example.org"]) == 1
+    assert len(bot.cases_json()) == 16  # every message opens its case but the repeat

@@ -344,6 +344,9 @@ FORESIGHT_CASES = {
     "an automatic letter to the address": (lambda s: _insert(s, _letter_row("a1@x", "ann@x", True)),
                                            lambda s: store_repo.automatic_letters(s, "ann@x", "ann@x", NOW - _DAY),
                                            (1, 1)),
+    "an automatic letter the sender caused, to another address": (
+        lambda s: _insert(s, {**_letter_row("a2@x", "ann.other@x", True), "trigger_from": "ann@x"}),
+        lambda s: store_repo.automatic_letters(s, "ann@x", "ann@x", NOW - _DAY), (0, 1)),
     "a restriction of the person": (lambda s: _restrict(s, "ann@x"),
                                     lambda s: [mode for _, mode in
                                                store_repo.restrictions_on_other_cases(s, 0, "ann@x")],
@@ -388,6 +391,25 @@ def test_an_answer_asked_ahead_is_not_used_after_a_write_it_depends_on(
             s.commit()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_letter_to_one_of_the_messages_asked_about_leaves_the_others_answers_standing(
+        database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Intake asks for several messages at once: the acknowledgement of the first does not send the next ones'
+    questions to the store again (only a letter that counts in an answer does)."""
+    engine = _engine_for(database, tmp_path, request)
+    try:
+        with session(engine) as s:
+            store_repo.foresee(s, [store_repo.ask_automatic_letters(person, person, NOW - _DAY)
+                                   for person in ("ann@x", "bob@x")], complaints=2)
+            _insert(s, _letter_row("ack1@x", "ann@x", True))
+            standing = {dict(key[1:])["address"] for key in s.info[store_repo._FORESEEN]}
+            answers = [store_repo.automatic_letters(s, person, person, NOW - _DAY) for person in ("ann@x", "bob@x")]
+            s.commit()
+    finally:
+        engine.dispose()
+    assert standing == {"bob@x"} and answers == [(1, 1), (0, 0)]
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
