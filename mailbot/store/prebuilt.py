@@ -21,9 +21,11 @@ row count does not matter) can be ``write``-n: it waits on the connection and go
 that does need an answer, all of them in one pipeline (psycopg's pipeline mode), so they cost one round trip
 together instead of one each. Every way a statement can run on the connection writes the waiting ones first,
 in the order they were written: a prebuilt read here, any statement through SQLAlchemy (``before_execute``), a
-SAVEPOINT and the commit; a rollback drops them. Inside a savepoint a write runs at once, so a savepoint's
-failure is that savepoint's. A waiting write that fails makes the statement that carried it fail (raised as
-SQLAlchemy's own exception for the driver's error): the transaction is lost either way. The waiting INSERTs
+SAVEPOINT and the commit (a read whose caller knows no waiting write could change its answer may leave them
+waiting: ``rows_together(before_waiting=True)``, for the sequences' ids and intake's questions); a rollback
+drops them. Inside a savepoint a write runs at once, so a savepoint's failure is that savepoint's. A waiting
+write that fails makes the statement that carried it fail (raised as SQLAlchemy's own exception for the
+driver's error): the transaction is lost either way. The waiting INSERTs
 go table by table, parents first (their foreign keys allow nothing else), each table's rows in the order they
 were written and in one statement (``_unnest``); nothing moves past a waiting statement of any other kind. On
 SQLite, where a statement costs no round trip, every write runs at once.

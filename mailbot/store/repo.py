@@ -272,7 +272,7 @@ def _changed_by_waiting(connection: Connection, asks: list[Ask]) -> bool:
     """Whether a write still waiting on the connection (PostgreSQL, store.prebuilt) could change an answer:
     a message row with the Message-ID asked about, or an automatic letter to the address or caused by the
     sender asked about. If none could, the questions go without them, and the transaction's writes wait for
-    its commit and go there as a few INSERTs of many rows. (Restrictions are never written that way.)"""
+    its commit and go there as one INSERT a table. (Restrictions are never written that way.)"""
     rows = _WRITE_MESSAGE.waiting(connection)
     if not rows:
         return False
