@@ -25,10 +25,10 @@ SAVEPOINT and the commit (a read whose caller knows no waiting write could chang
 waiting: ``rows_together(before_waiting=True)``, for the sequences' ids and intake's questions); a rollback
 drops them. Inside a savepoint a write runs at once, so a savepoint's failure is that savepoint's. A waiting
 write that fails makes the statement that carried it fail (raised as SQLAlchemy's own exception for the
-driver's error): the transaction is lost either way. The waiting INSERTs
-go table by table, parents first (their foreign keys allow nothing else), each table's rows in the order they
-were written and in one statement (``_unnest``); nothing moves past a waiting statement of any other kind. On
-SQLite, where a statement costs no round trip, every write runs at once.
+driver's error): the transaction is lost either way. The waiting INSERTs go table by table, parents first
+(their foreign keys allow nothing else), each table's rows in the order they were written and in one statement
+(``_unnest``); nothing moves past a waiting statement of any other kind. On SQLite, where a statement costs no
+round trip, every write runs at once.
 """
 
 from __future__ import annotations
@@ -254,18 +254,20 @@ def _with_waiting(connection: Connection, driver: Any, run: Callable[[], Any], s
 # executor once. The statement's text is the same whatever the number of rows, so psycopg caches its parsing
 # and the server keeps it prepared; the arrays go in binary.
 # (SQLAlchemy may have compiled RETURNING the new id into it: nobody reads a waiting write's rows.)
-_INSERT_SQL = re.compile(r"(INSERT INTO [^;]+ VALUES )(\((?:%\(\w+\)s(?:::[A-Z][A-Z ]*(?:\(\d+\))?)?(?:, )?)+\))"
-                         r"(?: RETURNING [\w.\", ]+)?")
+_ONE_ROW_INSERT = re.compile(r'(INSERT INTO ("[^"]+"|\w+) \(([^()]*)\) )VALUES '
+                             r"(\((?:%\(\w+\)s(?:::[A-Z][A-Z ]*(?:\(\d+\))?)?(?:, )?)+\))"
+                             r"(?: RETURNING [\w.\", ]+)?")
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_parts(sql: str) -> tuple[str, str] | None:
-    """A waiting INSERT of one row of bound values, as its head and its row (None for any other statement)."""
-    found = _INSERT_SQL.fullmatch(sql)
-    return (found.group(1), found.group(2)) if found else None
-
-
-_INSERT_INTO = re.compile(r'INSERT INTO ("[^"]+"|\w+) ')
+def _one_row_insert(sql: str) -> tuple[str, str, tuple[str, ...], str] | None:
+    """A waiting INSERT of one row of bound values into a table of ours, as its table, its head (up to
+    ``VALUES``), its columns and its row; None for any other statement."""
+    found = _ONE_ROW_INSERT.fullmatch(sql)
+    if found is None or found.group(2).strip('"') not in _table_order():
+        return None
+    head, table, columns, row = found.groups()
+    return table.strip('"'), head, tuple(column.strip().strip('"') for column in columns.split(",")), row
 
 
 def _in_table_order(waiting: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -274,18 +276,17 @@ def _in_table_order(waiting: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     an INSERT into a known table stays where it was, and nothing moves past it."""
     order = _table_order()
     out: list[tuple[str, Any]] = []
-    run: list[tuple[int, int, int, tuple[str, Any]]] = []
+    run: list[tuple[int, int, int, tuple[str, Any]]] = []  # (table's rank, statement's first place, place, write)
     first_seen: dict[str, int] = {}
     for index, write in enumerate(waiting):
-        found = _INSERT_INTO.match(write[0])
-        rank = order.get(found.group(1).strip('"')) if found and _insert_parts(write[0]) else None
-        if rank is None:
-            out.extend(item[-1] for item in sorted(run, key=lambda item: item[:3]))
+        insert = _one_row_insert(write[0])
+        if insert is None:
+            out.extend(item[-1] for item in sorted(run))
             run, first_seen = [], {}
             out.append(write)
-            continue
-        run.append((rank, first_seen.setdefault(write[0], index), index, write))
-    out.extend(item[-1] for item in sorted(run, key=lambda item: item[:3]))
+        else:
+            run.append((order[insert[0]], first_seen.setdefault(write[0], index), index, write))
+    out.extend(item[-1] for item in sorted(run))  # the places are all different: the writes are never compared
     return out
 
 
@@ -296,28 +297,23 @@ def _table_order() -> dict[str, int]:
     return {table.name: rank for rank, table in enumerate(SQLModel.metadata.sorted_tables)}
 
 
-_COLUMNS = re.compile(r'INSERT INTO (?:"[^"]+"|\w+) \(([^()]*)\) VALUES ')
-
-
 @functools.lru_cache(maxsize=64)
 def _unnest(sql: str, dialect: Dialect) -> tuple[str, tuple[str, ...]] | None:
     """The one-row INSERT ``sql`` as an INSERT of any number of rows, one array per column (each parameter a
     list, the i-th row's value at i), and its parameters' names; None where that cannot be."""
-    parts = _insert_parts(sql)
-    found = _INSERT_INTO.match(sql)
-    columns = _COLUMNS.match(sql)
-    if parts is None or found is None or columns is None:
+    insert = _one_row_insert(sql)
+    if insert is None:
         return None
     from sqlmodel import SQLModel
 
-    table = SQLModel.metadata.tables.get(found.group(1).strip('"'))
-    names = tuple(_PYFORMAT.findall(parts[1]))
-    column_names = [name.strip().strip('"') for name in columns.group(1).split(",")]
-    if table is None or len(names) != len(column_names) or any(c not in table.c for c in column_names):
+    table_name, head, columns, row = insert
+    table = SQLModel.metadata.tables[table_name]
+    names = tuple(_PYFORMAT.findall(row))
+    if len(names) != len(columns) or any(column not in table.c for column in columns):
         return None
     arrays = ", ".join(f"%({name})b::{table.c[column].type.compile(dialect=dialect)}[]"
-                       for name, column in zip(names, column_names))
-    return f"{parts[0][:-len('VALUES ')]}SELECT * FROM unnest({arrays})", names
+                       for name, column in zip(names, columns))
+    return f"{head}SELECT * FROM unnest({arrays})", names
 
 
 def send_waiting(connection: Connection) -> None:
@@ -338,14 +334,8 @@ last_writes: list[Callable[[Connection], None]] = []
 
 
 @event.listens_for(Engine, "savepoint")
-def _before_savepoint(connection: Connection, *_: Any) -> None:
-    for write in last_writes:
-        write(connection)
-    send_waiting(connection)
-
-
 @event.listens_for(Engine, "commit")
-def _before_commit(connection: Connection) -> None:
+def _before_savepoint_or_commit(connection: Connection, *_: Any) -> None:
     for write in last_writes:
         write(connection)
     send_waiting(connection)
