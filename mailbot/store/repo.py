@@ -269,23 +269,12 @@ def foresee(session: Session, asks: list[Ask], complaints: int = 1) -> None:
 
 
 def _changed_by_waiting(connection: Connection, asks: list[Ask]) -> bool:
-    """Whether a write still waiting on the connection (PostgreSQL, store.prebuilt) could change an answer:
-    a message row with the Message-ID asked about, or an automatic letter to the address or caused by the
-    sender asked about. If none could, the questions go without them, and the transaction's writes wait for
-    its commit and go there as one INSERT a table. (Restrictions are never written that way.)"""
+    """Whether a write still waiting on the connection (PostgreSQL, store.prebuilt) could change an answer: a
+    message row that would make it stale (``_stales``). If none could, the questions go without them, and the
+    transaction's writes wait for its commit and go there as one INSERT a table. (Restrictions and cases are
+    never written in a way a question here could read.)"""
     rows = _WRITE_MESSAGE.waiting(connection)
-    if not rows:
-        return False
-    for prebuilt, params in asks:
-        if prebuilt is _DIRECTIONS_SEEN:
-            if any(row.get("message_id") == params["message_id"] for row in rows):
-                return True
-        elif prebuilt is _AUTOMATIC_COUNTS:
-            if any(_counted_in(row, params) for row in rows):
-                return True
-        elif prebuilt is not _RESTRICTED:
-            return True
-    return False
+    return any(_stales(row, prebuilt, params) for row in rows for prebuilt, params in asks)
 
 
 def _rows(session: Session, prebuilt: Prebuilt, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -298,33 +287,34 @@ def _rows(session: Session, prebuilt: Prebuilt, params: dict[str, Any]) -> list[
 
 
 def _key(prebuilt: Prebuilt, params: dict[str, Any]) -> tuple[Any, ...]:
-    return (id(prebuilt), *sorted(params.items()))
+    return (prebuilt, *sorted(params.items()))
 
 
-def _counted_in(row: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
-    """Whether a message row (as written) is, or may be, one of the automatic letters ``ask_automatic_letters``
-    counts with these parameters: an automatic letter to that address, or caused by that sender."""
-    return bool(row.get("automatic")) and (row.get("to_addrs") == params["address"]
-                                           or (row.get("trigger_from") or "") == params["sender"])
+def _stales(row: Mapping[str, Any], prebuilt: Prebuilt, params: Mapping[str, Any]) -> bool:
+    """Whether a message row (as written) could change the answer to this question: it has the Message-ID asked
+    about, or it is (or may be) one of the automatic letters counted, one to that address or caused by that
+    sender. Restrictions do not depend on message rows; any other question is taken to."""
+    if prebuilt is _DIRECTIONS_SEEN:
+        return row.get("message_id") == params["message_id"]
+    if prebuilt is _AUTOMATIC_COUNTS:
+        return bool(row.get("automatic")) and (row.get("to_addrs") == params["address"]
+                                               or (row.get("trigger_from") or "") == params["sender"])
+    return prebuilt is not _RESTRICTED
 
 
 def _unforesee_message(session: Session, values: dict[str, object]) -> None:
-    """A message row written: what was foreseen about its Message-ID, or about the automatic letters it counts
-    in, is stale."""
+    """A message row written: what was foreseen that it could change is stale."""
     foreseen = session.info.get(_FORESEEN)
     if foreseen:
-        foreseen.pop(_key(*ask_directions(str(values.get("message_id")))), None)
-        if values.get("automatic"):
-            for key in [key for key in foreseen
-                        if key[0] == id(_AUTOMATIC_COUNTS) and _counted_in(values, dict(key[1:]))]:
-                del foreseen[key]
+        for key in [key for key in foreseen if _stales(values, key[0], dict(key[1:]))]:
+            del foreseen[key]
 
 
 @event.listens_for(Session, "after_flush")
 def _unforesee_restrictions(session: Session, _context: Any) -> None:
     foreseen = session.info.get(_FORESEEN)
     if foreseen and any(isinstance(row, Restriction) for row in (*session.new, *session.dirty, *session.deleted)):
-        for key in [key for key in foreseen if key[0] == id(_RESTRICTED)]:
+        for key in [key for key in foreseen if key[0] is _RESTRICTED]:
             del foreseen[key]
 
 
