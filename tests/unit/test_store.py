@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -20,10 +20,11 @@ from mailbot.store.db import (
     open_database,
     reading,
     session,
+    to_db,
     upgrade,
     writer_turns,
 )
-from mailbot.store.models import RefSequence, Restriction
+from mailbot.store.models import Case, RefSequence, Restriction
 from tests.servers import PostgresServer
 
 NOW = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
@@ -475,3 +476,36 @@ def test_on_postgresql_waiting_writes_go_with_the_questions_only_if_they_could_c
     assert on_the_server == ([row["message_id"]] if carried else [])
     assert asked == answers
     assert committed == [row["message_id"]]
+
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_new_case_reads_as_its_row_without_asking_the_database_and_a_change_to_it_is_written(
+        database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    engine = _engine_for(database, tmp_path, request)
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, *rest) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    try:
+        with session(engine) as s:
+            seq, ref = store_repo.allocate_ref(s, 2026)
+            case = store_repo.insert_case(s, ref=ref, year=2026, seq=seq, complainant="ann@x", opened_at=to_db(NOW),
+                                          stage_started_at=to_db(NOW), updated_at=to_db(NOW))
+            event.listen(engine, "before_cursor_execute", note)
+            try:
+                # Every column reads as written or as its default, and none of them asks the database.
+                seen = {name: getattr(case, name) for name in Case.model_fields}
+                assert statements == []
+            finally:
+                event.remove(engine, "before_cursor_execute", note)
+            assert (case.status, case.stage, case.category, case.channel, case.outcome) == (
+                "open", 1, "service", "email", None)
+            case.status = "resolved"
+            s.commit()
+        with session(engine) as s:
+            stored = s.exec(select(Case).where(Case.ref == ref)).one()
+            assert {name: getattr(stored, name) for name in Case.model_fields} == {**seen, "status": "resolved"}
+    finally:
+        engine.dispose()
