@@ -111,6 +111,19 @@ def test_letter_bytes_are_standard_mime_with_crlf_and_encoded_headers() -> None:
     assert attachment.get_filename() == "rapport é.pdf" and attachment.get_content() == b"%PDF-1.4" * 50
 
 
+@pytest.mark.parametrize("value", [
+    'multipart/alternative; boundary="=_0123456789abcdef0123456789abcdef"',  # folded after the ";"
+    'multipart/mixed; boundary="=_0123456789abcdef0123456789abcdef"',  # short enough for one line
+    'multipart/alternative; boundary="=_' + "b" * 80 + '"',  # too long for the quick fold
+    'multipart/alternative; boundary="=_x"; charset="utf-8"; format=flowed; delsp=yes; more=' + "m" * 20,
+    'text/html; charset="utf-8"',
+])
+def test_a_content_type_line_is_folded_as_the_email_package_folds_it(value: str) -> None:
+    from mailbot.letters import WIRE, _header_line
+
+    assert _header_line("Content-Type", value) == WIRE.fold_binary("Content-Type", value)
+
+
 @pytest.mark.parametrize("filename, content_type, name_carried, type_carried", [
     ("a" * 5000 + ".pdf", "application/pdf", "a" * 195 + "~.pdf", "application/pdf"),
     ("\U0001F600" * 300 + ".pdf", "application/pdf", "\U0001F600" * 48 + "~.pdf", "application/pdf"),
