@@ -257,6 +257,7 @@ def _event_row(session: Session, case: Case | None, at: datetime, type_: str, ac
 
 Ask = tuple[Prebuilt, dict[str, Any]]
 _FORESEEN = "mailbot_foreseen"  # session.info: {(statement, its parameters): rows}
+_FORESEEN_BY = "mailbot_foreseen_by"  # session.info: {what a row may touch: the keys of the answers it makes stale}
 
 
 def ask_directions(message_id: str) -> Ask:
@@ -276,21 +277,22 @@ def foresee(session: Session, asks: list[Ask], complaints: int = 1) -> None:
     the next ``complaints`` messages; whatever was foreseen before is forgotten."""
     unique = list({_key(prebuilt, params): (prebuilt, params) for prebuilt, params in asks}.items())
     connection = session.connection()
+    listening = _listening(unique)
     ids = ahead.asks_for_ids(connection, complaints)  # and the ids new cases would take, if too few are left
     answers = rows_together(connection, [ask for _, ask in unique] + [(pb, params) for _, _, pb, params in ids],
-                            before_waiting=not _changed_by_waiting(connection, [ask for _, ask in unique]))
+                            before_waiting=not _changed_by_waiting(connection, listening))
     for (table, size, _, _), rows in zip(ids, answers[len(unique):]):
         ahead.took_ids(connection, table, size, rows)
     session.info[_FORESEEN] = {key: rows for (key, _), rows in zip(unique, answers)}
+    session.info[_FORESEEN_BY] = listening
 
 
-def _changed_by_waiting(connection: Connection, asks: list[Ask]) -> bool:
+def _changed_by_waiting(connection: Connection, listening: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> bool:
     """Whether a write still waiting on the connection (PostgreSQL, store.prebuilt) could change an answer: a
-    message row that would make it stale (``_stales``). If none could, the questions go without them, and the
+    message row that would make it stale (``_touches``). If none could, the questions go without them, and the
     transaction's writes wait for its commit and go there as one INSERT a table. (Restrictions and cases are
     never written in a way a question here could read.)"""
-    rows = _WRITE_MESSAGE.waiting(connection)
-    return any(_stales(row, prebuilt, params) for row in rows for prebuilt, params in asks)
+    return any(touched in listening for row in _WRITE_MESSAGE.waiting(connection) for touched in _touches(row))
 
 
 def _rows(session: Session, prebuilt: Prebuilt, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -306,24 +308,45 @@ def _key(prebuilt: Prebuilt, params: dict[str, Any]) -> tuple[Any, ...]:
     return (prebuilt, *sorted(params.items()))
 
 
-def _stales(row: Mapping[str, Any], prebuilt: Prebuilt, params: Mapping[str, Any]) -> bool:
-    """Whether a message row (as written) could change the answer to this question: it has the Message-ID asked
-    about, or it is (or may be) one of the automatic letters counted, one to that address or caused by that
-    sender. Restrictions do not depend on message rows; any other question is taken to."""
+# The one rule for which answers a message row makes stale: those listening for something the row touches.
+# A row touches its Message-ID, and if it is an automatic letter, its address and the sender who caused it. An
+# answer listens for the Message-ID asked about (directions_seen) or for the address and the sender whose
+# automatic letters it counts (automatic_letters). Restrictions listen for none; any other question, for all.
+_ANY = ("any",)
+
+
+def _touches(row: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    touched = [("message_id", row.get("message_id")), _ANY]
+    if row.get("automatic"):
+        touched += [("automatic_to", row.get("to_addrs")), ("automatic_from", row.get("trigger_from") or "")]
+    return touched
+
+
+def _listens(prebuilt: Prebuilt, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
     if prebuilt is _DIRECTIONS_SEEN:
-        return row.get("message_id") == params["message_id"]
+        return [("message_id", params["message_id"])]
     if prebuilt is _AUTOMATIC_COUNTS:
-        return bool(row.get("automatic")) and (row.get("to_addrs") == params["address"]
-                                               or (row.get("trigger_from") or "") == params["sender"])
-    return prebuilt is not _RESTRICTED
+        return [("automatic_to", params["address"]), ("automatic_from", params["sender"])]
+    return [] if prebuilt is _RESTRICTED else [_ANY]
+
+
+def _listening(asks: list[tuple[tuple[Any, ...], Ask]]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+    """What the rows written next may touch, with the keys of the answers each would make stale."""
+    listening: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for key, (prebuilt, params) in asks:
+        for listened in _listens(prebuilt, params):
+            listening.setdefault(listened, []).append(key)
+    return listening
 
 
 def _unforesee_message(session: Session, values: dict[str, object]) -> None:
     """A message row written: what was foreseen that it could change is stale."""
     foreseen = session.info.get(_FORESEEN)
     if foreseen:
-        for key in [key for key in foreseen if _stales(values, key[0], dict(key[1:]))]:
-            del foreseen[key]
+        listening = session.info[_FORESEEN_BY]
+        for touched in _touches(values):
+            for key in listening.get(touched, ()):
+                foreseen.pop(key, None)
 
 
 @event.listens_for(Session, "after_flush")
@@ -338,6 +361,7 @@ def _unforesee_restrictions(session: Session, _context: Any) -> None:
 @event.listens_for(Session, "after_commit")
 def _forget_foreseen(session: Session, *_: Any) -> None:
     session.info.pop(_FORESEEN, None)
+    session.info.pop(_FORESEEN_BY, None)
 
 
 def directions_seen(session: Session, message_id: str) -> frozenset[str]:
