@@ -31,6 +31,7 @@ from mailbot.services.digest import Digest
 from mailbot.services.ingest import Ingestor, MailboxIntake
 from mailbot.services.jobs import Jobs
 from mailbot.services.lifecycle import Addresses, CaseLifecycle
+from mailbot.services.observe import Observer, Unobserved
 from mailbot.services.staffdesk import StaffDesk
 from mailbot.services.transport import Transport
 from mailbot.services.webintake import WebIntake
@@ -39,10 +40,10 @@ from mailbot.store import health_reads
 from mailbot.store.db import open_database
 from mailbot.store.db import session as new_session
 from mailbot.store.sent_journal import SentJournal
-from mailbot.web.metrics import Metrics
 
 if TYPE_CHECKING:
     from mailbot.web.form import ComplaintsForm
+    from mailbot.web.metrics import Metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +61,9 @@ def working_calendar(settings: Settings) -> WorkingCalendar:
 class App:
     """The object graph of one bot: built once from the settings, then run by ``mailbot.runtime``."""
 
-    def __init__(self, settings: Settings, now: datetime | None = None) -> None:
+    def __init__(self, settings: Settings, now: datetime | None = None, counted: bool = True) -> None:
+        """``counted``: keep the counters /metrics serves. A `run --once` has nobody to serve them to, so it
+        neither counts nor imports prometheus-client."""
         self.settings = settings
         self.fixed_now = now
         self.engine = open_database(settings.database_url_effective)
@@ -100,12 +103,17 @@ class App:
         self.lifecycle = CaseLifecycle(Addresses(own, settings.domain, settings.form_sender_set), self.letters,
                                        self.calendar, self.procedures, self.directory)
         self.staff_desk = StaffDesk(self.lifecycle, self.letters, self.directory, self.signposts)
-        self.metrics = Metrics(self._outbox_by_state)
+        self.metrics: Metrics | None = None
+        observer: Observer = Unobserved()
+        if counted:
+            from mailbot.web.metrics import Metrics
+
+            self.metrics = observer = Metrics(self._outbox_by_state)
         self.ingestor = Ingestor(self.engine, self.route_config, self.lifecycle, self.staff_desk, self.letters,
-                                 self.directory, self.clock, observer=self.metrics)
+                                 self.directory, self.clock, observer=observer)
         self.journal_path = settings.data_dir / "sent.journal"
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,
-                                   journal=SentJournal(self.journal_path), observer=self.metrics,
+                                   journal=SentJournal(self.journal_path), observer=observer,
                                    sign_in_pause=timedelta(seconds=settings.sign_in_retry))
         self.digest = Digest(self.engine, self.letters, self.calendar, self.directory, self.procedures,
                              settings.digest_time, persistent_threshold=settings.persistent_threshold)

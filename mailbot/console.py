@@ -47,7 +47,7 @@ def settle_memory() -> None:
 def run(settings: Settings, once: bool, now: datetime | None) -> int:
     from mailbot.bootstrap import App
 
-    app = App(settings, now=now) if once else _app_when_the_database_works(settings)
+    app = App(settings, now=now, counted=False) if once else _app_when_the_database_works(settings)
     settle_memory()
     steady_malloc()
     try:

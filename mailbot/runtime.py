@@ -286,6 +286,7 @@ class Daemon:
         settings = self.app.settings
         if not settings.http_port:
             return None
+        assert self.app.metrics is not None, "the daemon's App counts for /metrics"
         web = build(lambda: report(settings, self.app.engine, self.app.clock(), instance=self.role),
                     self.app.metrics, self.app.web_form.routes())
         http = HttpListener(web, settings.http_host, settings.http_port)
