@@ -119,13 +119,26 @@ def _words(patterns: tuple[str, ...]) -> re.Pattern[str]:
 # that starts with another letter at a glance, but it enters every capturing group, so the grouped form took twice
 # as long (85 against 43 us on a 20-line complaint). Which term matched is asked only of the few matches there are:
 # the first term whose own pattern matches there, as the alternation itself chose.
-_SAFEGUARDING = _words(tuple(pattern for _, pattern in SAFEGUARDING_TERMS))
-_TERM_PATTERNS = tuple(re.compile(f"(?:{pattern})\\b") for _, pattern in SAFEGUARDING_TERMS)
-_DATA_PROTECTION = _words(DATA_PROTECTION_WORDS)
-_FUNDRAISING = _words(FUNDRAISING_WORDS)
-_MENTOR = _words(MENTOR_WORDS)
-_BEHAVIOUR = _words(BEHAVIOUR_WORDS)
-_NOT_A_MENTOR = re.compile(NOT_A_MENTOR)
+@dataclass(frozen=True)
+class _Patterns:
+    safeguarding: re.Pattern[str]
+    terms: tuple[re.Pattern[str], ...]
+    data_protection: re.Pattern[str]
+    fundraising: re.Pattern[str]
+    mentor: re.Pattern[str]
+    behaviour: re.Pattern[str]
+    not_a_mentor: re.Pattern[str]
+
+
+# Compiled when a message is first read, not at import: they take 10-15 ms to compile, which every command that
+# imports the intake (an idle `run --once`, the daemon's start) paid whether or not any mail came.
+@functools.cache
+def _patterns() -> _Patterns:
+    return _Patterns(
+        safeguarding=_words(tuple(pattern for _, pattern in SAFEGUARDING_TERMS)),
+        terms=tuple(re.compile(f"(?:{pattern})\\b") for _, pattern in SAFEGUARDING_TERMS),
+        data_protection=_words(DATA_PROTECTION_WORDS), fundraising=_words(FUNDRAISING_WORDS),
+        mentor=_words(MENTOR_WORDS), behaviour=_words(BEHAVIOUR_WORDS), not_a_mentor=re.compile(NOT_A_MENTOR))
 
 
 def _normalise(subject: str, text: str) -> str:
@@ -157,9 +170,10 @@ def safeguarding_concern(subject: str, text: str) -> tuple[str, ...]:
 
 def _term_matches(words: str) -> Iterator[tuple[int, int, int]]:
     """(start, end, index in SAFEGUARDING_TERMS) of each safeguarding match, in order."""
-    for match in _SAFEGUARDING.finditer(words):
+    patterns = _patterns()
+    for match in patterns.safeguarding.finditer(words):
         start = match.start()
-        for index, term in enumerate(_TERM_PATTERNS):
+        for index, term in enumerate(patterns.terms):
             if term.match(words, start):
                 yield start, match.end(), index
                 break
@@ -182,11 +196,12 @@ def guess_category(subject: str, text: str) -> str:
 def _category(words: str, safeguarding: tuple[str, ...]) -> str:
     if safeguarding:
         return SAFEGUARDING
-    if _DATA_PROTECTION.search(words):
+    patterns = _patterns()
+    if patterns.data_protection.search(words):
         return DATA_PROTECTION
-    if _FUNDRAISING.search(words):
+    if patterns.fundraising.search(words):
         return FUNDRAISING
-    about_people = _NOT_A_MENTOR.sub(" ", words)
-    if _MENTOR.search(about_people) and _BEHAVIOUR.search(about_people):
+    about_people = patterns.not_a_mentor.sub(" ", words)
+    if patterns.mentor.search(about_people) and patterns.behaviour.search(about_people):
         return MENTOR_BEHAVIOUR
     return DEFAULT_CATEGORY

@@ -41,6 +41,22 @@ def test_the_case_listing_starts_without_the_orm_or_the_mail_stack(tmp_path: Pat
     assert done.stderr.strip() == ""
 
 
+def test_a_single_pass_with_no_mail_imports_no_web_stack_and_compiles_no_category_words(tmp_path: Path) -> None:
+    # Only the daemon serves /metrics; a `run --once` has nobody to count for, so it pays neither for importing
+    # prometheus-client nor for counting each letter (the daemon's counters: tests/integration/test_operator_view).
+    # The category words' patterns (10-15 ms to compile) wait for the first message.
+    probe = ("import sys\nfrom mailbot import launch\nsys.argv = ['mailbot', 'run', '--once']\ncode = launch.main()\n"
+             "from mailbot.domain import categories\n"
+             "heavy = ('prometheus_client', 'mailbot.web.metrics', 'starlette', 'uvicorn')\n"
+             "print(code, [m for m in heavy if m in sys.modules], categories._patterns.cache_info().currsize)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env["MAILBOT_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 [] 0"
+
+
 @pytest.mark.parametrize("command, switched_on_by", [(["run", "--once"], "settle_memory"), (["cases"], "_dispatch")])
 def test_the_garbage_collector_is_off_while_a_command_starts_and_on_for_its_work(
         tmp_path: Path, command: list[str], switched_on_by: str) -> None:

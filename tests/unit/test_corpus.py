@@ -257,8 +257,8 @@ def test_the_word_start_shortcut_reads_the_same_terms_as_the_plain_patterns() ->
     grouped = plain("|".join(f"({p})" for _, p in c.SAFEGUARDING_TERMS))
     pairs = [
         (fast, plain("|".join(words))) for fast, words in (
-            (c._DATA_PROTECTION, c.DATA_PROTECTION_WORDS), (c._FUNDRAISING, c.FUNDRAISING_WORDS),
-            (c._MENTOR, c.MENTOR_WORDS), (c._BEHAVIOUR, c.BEHAVIOUR_WORDS))]
+            (c._patterns().data_protection, c.DATA_PROTECTION_WORDS), (c._patterns().fundraising, c.FUNDRAISING_WORDS),
+            (c._patterns().mentor, c.MENTOR_WORDS), (c._patterns().behaviour, c.BEHAVIOUR_WORDS))]
     found = 0
     for path in mail_files():
         mail = parse_mail(path.read_bytes())
