@@ -21,6 +21,19 @@ def test_version_prints_the_installed_version_and_exits_0(capsys: pytest.Capture
     assert capsys.readouterr().out == f"mailbot {version('mailbot')}\n"
 
 
+def _mailbot_env(data_dir: Path) -> dict[str, str]:
+    """This environment without its MAILBOT_ settings, on a data directory of the test's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env["MAILBOT_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def _fresh_python(probe: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """The probe run by a new interpreter (this one has imported everything), in the data directory."""
+    return subprocess.run([sys.executable, "-c", probe], env=_mailbot_env(data_dir), cwd=data_dir,
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_the_case_listing_starts_without_the_orm_or_the_mail_stack(tmp_path: Path) -> None:
     # Start-up is most of what `mailbot cases` costs: the listing must not pay for the ORM's table classes
     # (sqlmodel, pydantic's models), the templates or the mail parser. A fresh interpreter, since this one has
@@ -29,13 +42,10 @@ def test_the_case_listing_starts_without_the_orm_or_the_mail_stack(tmp_path: Pat
              "try:\n    main(['cases'])\nexcept SystemExit:\n    pass\n"
              "heavy = ('sqlmodel', 'sqlalchemy.orm', 'mailbot.store.models', 'jinja2', 'mailparser', 'holidays')\n"
              "print(' '.join(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
-    env["MAILBOT_DATA_DIR"] = str(tmp_path)
     # A database already at the newest schema, as a deployed bot's is (a first start migrates, with the models).
-    subprocess.run([sys.executable, "-m", "mailbot", "db", "upgrade"], env=env, cwd=tmp_path, check=True,
-                   capture_output=True, timeout=60)
-    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    subprocess.run([sys.executable, "-m", "mailbot", "db", "upgrade"], env=_mailbot_env(tmp_path), cwd=tmp_path,
+                   check=True, capture_output=True, timeout=60)
+    done = _fresh_python(probe, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "no cases yet\n"
     assert done.stderr.strip() == ""
@@ -49,10 +59,7 @@ def test_a_single_pass_with_no_mail_imports_no_web_stack_and_compiles_no_categor
              "from mailbot.domain import categories\n"
              "heavy = ('prometheus_client', 'mailbot.web.metrics', 'starlette', 'uvicorn')\n"
              "print(code, [m for m in heavy if m in sys.modules], categories._patterns.cache_info().currsize)\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
-    env["MAILBOT_DATA_DIR"] = str(tmp_path)
-    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    done = _fresh_python(probe, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0 [] 0"
 
@@ -74,10 +81,7 @@ def test_the_garbage_collector_is_off_while_a_command_starts_and_on_for_its_work
         f"sys.argv = ['mailbot', *{command!r}]\n"
         "code = launch.main()\n"
         "print(repr((code, states, gc.isenabled())))\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
-    env["MAILBOT_DATA_DIR"] = str(tmp_path)
-    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    done = _fresh_python(probe, tmp_path)
     assert done.returncode == 0, done.stderr
     code, states, on_at_the_end = ast.literal_eval(done.stdout.splitlines()[-1])
     assert code == 0
