@@ -52,15 +52,19 @@ def new_id(connection: Connection, table: str) -> int | None:
     choose and return it)."""
     if connection.dialect.name != "postgresql" or not connection.in_transaction():
         return None
-    ahead = connection.info.setdefault(_IDS, {})
-    free, size = ahead.get(table, ([], FIRST_BLOCK // 2))
+    free, size = _held(connection, table)
     if not free:
         # A sequence is outside the transaction: the writes waiting on the connection need not go first.
         size = min(size * 2, LARGEST_BLOCK)
         [rows] = prebuilt.rows_together(connection, [(_NEXT_IDS[table], {"n": size})], before_waiting=True)
         took_ids(connection, table, size, rows)
-        free = ahead[table][0]
+        free = _held(connection, table)[0]
     return free.pop()
+
+
+def _held(connection: Connection, table: str) -> tuple[list[int], int]:
+    """The ids this transaction holds for ``table`` (popped from the end) and the size of its last block."""
+    return connection.info.setdefault(_IDS, {}).get(table, ([], FIRST_BLOCK // 2))
 
 
 # The ids one complaint takes: its case's, and its message's and two letters'.
@@ -73,10 +77,9 @@ def asks_for_ids(connection: Connection, complaints: int = 1) -> list[tuple[str,
     each table with fewer ids left than they would take (PostgreSQL; none elsewhere)."""
     if connection.dialect.name != "postgresql" or not connection.in_transaction():
         return []
-    ahead = connection.info.setdefault(_IDS, {})
     asks = []
     for table, each in _ONE_COMPLAINT.items():
-        free, size = ahead.get(table, ([], FIRST_BLOCK // 2))
+        free, size = _held(connection, table)
         wanted = each * complaints
         if len(free) < wanted:
             size = min(max(size * 2, wanted - len(free)), LARGEST_BLOCK)
@@ -86,9 +89,9 @@ def asks_for_ids(connection: Connection, complaints: int = 1) -> list[tuple[str,
 
 def took_ids(connection: Connection, table: str, size: int, rows: list[tuple[Any, ...]]) -> None:
     """A block of ``size`` ids the sequence gave, to use after any left of the last one."""
-    ahead = connection.info.setdefault(_IDS, {})
-    free = ahead.get(table, ([], 0))[0]
-    ahead[table] = ([int(row[0]) for row in reversed(rows)] + free, size)  # popped from the end: lowest first
+    free = _held(connection, table)[0]
+    # Popped from the end: lowest first.
+    connection.info[_IDS][table] = ([int(row[0]) for row in reversed(rows)] + free, size)
 
 
 def counted(connection: Connection, year: int) -> int | None:
