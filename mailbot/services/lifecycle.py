@@ -134,12 +134,12 @@ class CaseLifecycle:
         seq, ref = repo.allocate_ref(session, year)
         if on_behalf is not None and not complainant:
             complainant = f"post+{ref.lower()}@{POSTAL_DOMAIN}"  # never deliverable: letters go to staff to post
-        category = categories.guess_category(mail.subject, mail.text)
+        category = mail.reading.category
         assignee = assigned_contact(directory, complainant)
         request = None
         if procedure_key != "staff" and data_requests.PROCEDURE in self.procedures:
             # A request for a copy or the erasure of one's data is its own case on the law's clock, whoever asks.
-            request = data_requests.recognise(mail.subject, mail.text)
+            request = mail.data_request
             if request:
                 procedure_key, category = data_requests.PROCEDURE, categories.DATA_PROTECTION
                 team = directory.first_with_role("complaints_team")
@@ -262,7 +262,7 @@ class CaseLifecycle:
     def _safeguarding_words(self, session: Session, case: Case, mail: InboundMail,
                             now: datetime) -> list[QueuedLetter]:
         """The safeguarding lead alerted at once when a new complaint's words suggest a safeguarding matter."""
-        terms = categories.safeguarding_concern(mail.subject, mail.text)
+        terms = mail.reading.safeguarding
         if not terms:
             return []
         return self.letters.safeguarding_alert(session, case, mail, now,

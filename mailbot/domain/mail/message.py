@@ -7,6 +7,9 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime
+from functools import cached_property
+
+from mailbot.domain import categories, data_requests
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,19 @@ class InboundMail:
         """First value of a header, or None."""
         values = self.headers.get(name.lower())
         return values[0] if values else None
+
+    # What the words say, read once a message. Kept in the instance's dict, they travel with it when it is
+    # pickled: a backlog's messages are read in a child process (mail.parse_pool) and come back read.
+
+    @cached_property
+    def reading(self) -> categories.Reading:
+        """Its category and the safeguarding terms in it (domain.categories)."""
+        return categories.read(self.subject, self.text)
+
+    @cached_property
+    def data_request(self) -> str | None:
+        """``erasure``, ``access`` or None: whether it asks for a copy or the erasure of personal data."""
+        return data_requests.recognise(self.subject, self.text)
 
 
 SYNTHETIC_ID_DOMAIN = "mailbot.invalid"
