@@ -28,7 +28,7 @@ from mailbot.services.alerts import Alerts
 from mailbot.services.correspondence import Correspondence, Sender
 from mailbot.services.delivery import Deliverer
 from mailbot.services.digest import Digest
-from mailbot.services.ingest import Ingestor, MailboxIntake
+from mailbot.services.ingest import Ingestor, MailboxIntake, Reader
 from mailbot.services.jobs import Jobs
 from mailbot.services.lifecycle import Addresses, CaseLifecycle
 from mailbot.services.observe import Observer, Unobserved
@@ -160,13 +160,15 @@ class App:
         sent = s.data_dir / "sent"
         return lambda: MaildirTransport(sent)
 
-    def mailbox(self, on_commit: Callable[[], None]) -> MailboxIntake:
-        """The bot's side of the mailbox port; ``on_commit`` wakes whatever delivers the letters."""
+    def mailbox(self, on_commit: Callable[[], None], reader: Reader | None = None) -> MailboxIntake:
+        """The bot's side of the mailbox port; ``on_commit`` wakes whatever delivers the letters; ``reader``
+        parses what it fetches."""
         return MailboxIntake(self.ingestor, self.settings.first_run,
                              self.settings.database_url_effective.split("@")[-1], on_commit,
                              # A failed read tells the administrator at once, not at the next minute's check,
                              # and the next good read says it has recovered.
-                             after_failure=self.alerts.check, after_success=self.alerts.check_if_standing)
+                             after_failure=self.alerts.check, after_success=self.alerts.check_if_standing,
+                             reader=reader)
 
     def imap_config(self) -> ImapConfig:
         return imap_config(self.settings)

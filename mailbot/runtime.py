@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 from mailbot.bootstrap import App
 from mailbot.mail.imap import ImapIntake
 from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
+from mailbot.mail.parse_pool import ParsePool
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport, Route
 from mailbot.services.ingest import FirstRunError
@@ -53,22 +54,24 @@ def _nobody() -> None:
 
 
 def intake_once(app: App, wake: Wake = _nobody) -> int:
-    """Take in everything waiting in the mailbox now; ``wake`` is called after each commit."""
+    """Take in everything waiting in the mailbox now; ``wake`` is called after each commit. A backlog's
+    messages are read in a child process, which ends with the pass (mail.parse_pool)."""
     if app.settings.local_mode:
         return local_intake(app, wake)
-    mailbox = app.mailbox(on_commit=wake)
-    intake = ImapIntake(app.imap_config(), mailbox)
-    try:
-        intake.connect()
-        return intake.fetch_new()
-    except FirstRunError as exc:
-        raise ConfigError(str(exc)) from None
-    except Exception as exc:
-        mailbox.fetch_failed(intake.config.mailbox, f"{type(exc).__name__}: {exc}",
-                             auth=type(exc).__name__ == "LoginError")
-        raise
-    finally:
-        intake.disconnect()
+    with ParsePool(log_format=app.settings.log_format) as reader:
+        mailbox = app.mailbox(on_commit=wake, reader=reader.read)
+        intake = ImapIntake(app.imap_config(), mailbox)
+        try:
+            intake.connect()
+            return intake.fetch_new()
+        except FirstRunError as exc:
+            raise ConfigError(str(exc)) from None
+        except Exception as exc:
+            mailbox.fetch_failed(intake.config.mailbox, f"{type(exc).__name__}: {exc}",
+                                 auth=type(exc).__name__ == "LoginError")
+            raise
+        finally:
+            intake.disconnect()
 
 
 def local_intake(app: App, wake: Wake = _nobody) -> int:

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -109,7 +109,8 @@ class Ingestor:
     def ingest_batch(self, arrivals: Iterable[Arrival], cursor: CursorPosition | None = None,
                      max_seconds: float | None = None,
                      on_commit: Callable[[], None] | None = None,
-                     on_committed: Callable[[list[int]], None] | None = None) -> list[IngestOutcome]:
+                     on_committed: Callable[[list[int]], None] | None = None,
+                     reader: Reader | None = None) -> list[IngestOutcome]:
         """Process arrivals in order in one transaction, with the cursor moved to the last of them.
 
         A message the pipeline cannot handle is rolled back alone and kept as a processing error; the
@@ -133,19 +134,23 @@ class Ingestor:
         Outside the careful pass, messages are read a few at a time (``ASK_AHEAD``) and what handling them
         will ask the store is asked for all of them at once (``repo.foresee``): one round trip for several
         messages on PostgreSQL. Those messages are handled at one ``now``, the moment they were read.
+
+        ``reader`` parses the arrivals, in order, as they are asked for (by default here, one by one; a backlog's
+        in a child process: mail.parse_pool).
         """
         outcomes: list[IngestOutcome] = []
-        pending = iter(arrivals)
+        arrivals = list(arrivals)
+        pending = zip(arrivals, (reader or read_in_turn)([arrival.raw for arrival in arrivals]))
         ahead: deque[tuple[Arrival, InboundMail]] = deque()  # read, not yet handled
 
         def read_ahead(count: int) -> None:
             size = sum(len(arrival.raw) for arrival, _ in ahead)
             while len(ahead) < count and (not ahead or size < ASK_AHEAD_BYTES):
-                arrival = next(pending, None)
-                if arrival is None:
+                read = next(pending, None)
+                if read is None:
                     return
-                ahead.append((arrival, parse_mail(arrival.raw)))
-                size += len(arrival.raw)
+                ahead.append(read)
+                size += len(read[0].raw)
 
         careful = False  # after a failure, the rest of these arrivals go one savepoint each at once
         read_ahead(1)
@@ -397,6 +402,15 @@ def _log_outcome(outcome: IngestOutcome) -> None:
 # Intake commits at least this often, so the delivery worker, sending while intake runs (it marks each
 # letter sent right after the server's 250, and reads the outbox), never waits long for SQLite's writer lock.
 INTAKE_TRANSACTION_SECONDS = 0.05
+# Parses a batch's messages, in order, lazily (Ingestor.ingest_batch's ``reader``).
+Reader = Callable[[Sequence[bytes]], Iterator[InboundMail]]
+
+
+def read_in_turn(raws: Sequence[bytes]) -> Iterator[InboundMail]:
+    """Each message parsed here as it is asked for."""
+    return (parse_mail(raw) for raw in raws)
+
+
 # Messages read ahead, whose questions of the store are asked together (Ingestor.ingest_batch): at most this many,
 # and no more once they come to this many bytes (a backlog of large mail is not all parsed at once).
 ASK_AHEAD = 16
@@ -429,12 +443,13 @@ class MailboxIntake:
     """The bot's side of the mailbox port: arrivals into the ingestor, the cursor and health into the store.
 
     ``first_run_choice`` is MAILBOT_FIRST_RUN ("process-existing", "skip-existing" or None: ask);
-    ``on_commit`` wakes the delivery worker after each commit (there are letters to send).
+    ``on_commit`` wakes the delivery worker after each commit (there are letters to send); ``reader`` parses
+    each fetch's messages (``Ingestor.ingest_batch``).
     """
 
     def __init__(self, ingestor: Ingestor, first_run_choice: str | None, database_label: str,
                  on_commit: Callable[[], None], after_failure: Callable[[], int] | None = None,
-                 after_success: Callable[[], int] | None = None) -> None:
+                 after_success: Callable[[], int] | None = None, reader: Reader | None = None) -> None:
         # Called after a failed or a successful read is recorded; each returns how many letters it queued
         # (the administrator's alert, or its "recovered").
         self.after_failure = after_failure
@@ -444,6 +459,7 @@ class MailboxIntake:
         self.first_run_choice = first_run_choice
         self.database_label = database_label
         self.on_commit = on_commit
+        self.reader = reader
 
     def read_cursor(self, mailbox: str) -> tuple[int, int]:
         return repo.read_cursor(self.engine, mailbox)
@@ -454,7 +470,7 @@ class MailboxIntake:
             self.ingestor.skip_existing(position, skip_to)
             return
         self.ingestor.ingest_batch(arrivals, position, max_seconds=INTAKE_TRANSACTION_SECONDS,
-                                   on_commit=self.on_commit, on_committed=committed)
+                                   on_commit=self.on_commit, on_committed=committed, reader=self.reader)
 
     def first_run(self, mailbox: str, waiting: int) -> bool:
         """Whether to process mail found in a mailbox this database has never read (False: skip it).

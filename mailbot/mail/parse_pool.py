@@ -1,0 +1,178 @@
+"""A backlog's messages read in a child process while intake handles the ones before them.
+
+Reading a message is a pure function of its bytes: parsing it (``domain.mail.parse``), and what its words say
+(its category, any safeguarding terms, any request about personal data: ``InboundMail.reading`` and
+``data_request``). On a 20-line complaint that is about a quarter of the CPU intake's thread spends holding the
+interpreter lock, and during a backlog that thread is what the bot waits on. Here that work is done by one child
+process, on the other core, a few dozen messages ahead of intake; the messages come back parsed and read
+(pickled, with what was read of them: the child runs this very code on the same bytes, so nothing differs).
+
+The child is worth its round trip only for a batch: a fetch of fewer than ``MIN_BATCH`` messages (what the
+daemon meets as mail arrives) is read in this process, as before, with no added latency. The child starts at the
+first larger batch and is read from once it is ready; until then, and for good once it has failed, messages are
+read here. A message larger than ``LARGEST`` bytes is read here too: it would cross the pipe twice. A message
+the child could not read is read again here, so a failure there is never a message lost or read differently.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+from mailbot.domain.mail.message import InboundMail
+from mailbot.domain.mail.parse import parse_mail
+
+log = logging.getLogger(__name__)
+
+MIN_BATCH = 8
+LARGEST = 256 * 1024
+# Messages a child's task carries (fewer round trips than one each, and the first come back soon), and how many
+# tasks it may be given ahead of intake: 32 messages, more than intake reads ahead (services.ingest.ASK_AHEAD).
+CHUNK = 8
+IN_FLIGHT = 4
+
+
+def read_mail(raw: bytes) -> InboundMail:
+    """A message parsed, and its words read (what opening a case asks of them)."""
+    mail = parse_mail(raw)
+    mail.reading  # noqa: B018  (computed now, kept in the instance: it goes back with it)
+    mail.data_request  # noqa: B018
+    return mail
+
+
+def read_mails(raws: list[bytes]) -> list[InboundMail]:
+    """A task of the child: several messages read."""
+    return [read_mail(raw) for raw in raws]
+
+
+def read_here(raws: Sequence[bytes]) -> Iterator[InboundMail]:
+    """The messages parsed in this process, one at a time as they are asked for (the default reader)."""
+    return (parse_mail(raw) for raw in raws)
+
+
+def _ready() -> bool:
+    return True
+
+
+def _log_as(level: int, fmt: str) -> None:
+    """The child's log lines (the mail parser's warnings) go out as the parent's do, JSON included."""
+    from mailbot import logs
+
+    logs.configure(level, fmt)
+
+
+class ParsePool:
+    """A reader (``read``) for ``Ingestor.ingest_batch`` that reads large batches in a child process.
+
+    Used as a context manager around a pass of intake: the child, if one was started, ends with it.
+    """
+
+    def __init__(self, min_batch: int = MIN_BATCH, largest: int = LARGEST, log_format: str = "text") -> None:
+        self.min_batch = min_batch
+        self.largest = largest
+        self.log_format = log_format  # MAILBOT_LOG_FORMAT: the child logs as the parent does
+        self._executor: ProcessPoolExecutor | None = None
+        self._ready: Future[bool] | None = None
+        self._failed = False
+        self.read_there = 0  # messages the child read (for the tests and the log)
+
+    def __enter__(self) -> ParsePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def read(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
+        """Each message of ``raws`` read, in order; lazily, as ``read_here`` gives them."""
+        if len(raws) < self.min_batch or not self.start():
+            return read_here(raws)
+        return self._read_there(raws)
+
+    def start(self, wait: float = 0.0) -> bool:
+        """Start the child if there is none yet; whether it can take work now (waiting up to ``wait`` seconds
+        for it to be ready). False for good once it has failed."""
+        if self._failed:
+            return False
+        if self._executor is None:
+            try:
+                # spawn: a fork would copy this process's threads' locks in whatever state they are in.
+                self._executor = ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_log_as,
+                    initargs=(logging.getLogger().getEffectiveLevel(), self.log_format))
+                self._ready = self._executor.submit(_ready)
+            except Exception as exc:  # noqa: BLE001  (reading here is always possible)
+                self._give_up("could not start", exc)
+                return False
+        assert self._ready is not None
+        try:
+            self._ready.result(timeout=wait)
+        except TimeoutError:
+            return False
+        except Exception as exc:  # noqa: BLE001
+            self._give_up("could not start", exc)
+            return False
+        return True
+
+    def _read_there(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
+        """The child reads the batch CHUNK messages a task, at most IN_FLIGHT tasks ahead of what was asked for
+        (so a fetch's worth of parsed mail is never held at once); a large message is read here, in its turn."""
+        groups: list[tuple[list[int], bool]] = []  # (indices in raws, read there?), in order
+        run: list[int] = []
+        for index, raw in enumerate(raws):
+            if len(raw) > self.largest:
+                if run:
+                    groups.append((run, True))
+                    run = []
+                groups.append(([index], False))
+                continue
+            run.append(index)
+            if len(run) == CHUNK:
+                groups.append((run, True))
+                run = []
+        if run:
+            groups.append((run, True))
+
+        futures: dict[int, Future[list[InboundMail]]] = {}
+
+        def send(group: int) -> None:
+            if group < len(groups) and groups[group][1] and not self._failed and self._executor is not None:
+                try:
+                    futures[group] = self._executor.submit(read_mails, [raws[i] for i in groups[group][0]])
+                except Exception as exc:  # noqa: BLE001  (read here instead)
+                    self._give_up("could not take work", exc)
+
+        for group in range(IN_FLIGHT):
+            send(group)
+        try:
+            for group, (indices, _) in enumerate(groups):
+                send(group + IN_FLIGHT)
+                future = futures.pop(group, None)
+                mails: list[InboundMail] | None = None
+                if future is not None:
+                    try:
+                        mails = future.result()
+                    except Exception as exc:  # noqa: BLE001  (these messages and the rest are read here)
+                        self._give_up("failed", exc)
+                    else:
+                        self.read_there += len(mails)
+                if mails is None:
+                    yield from read_here([raws[i] for i in indices])
+                else:
+                    yield from mails
+        finally:
+            for future in futures.values():  # intake stopped short (a failed transaction): nobody will ask
+                future.cancel()
+
+    def _give_up(self, what: str, exc: BaseException | Any) -> None:
+        if not self._failed:
+            log.warning("the process reading a backlog's mail %s (%s: %s): reading it in this process instead",
+                        what, type(exc).__name__, exc)
+        self._failed = True
