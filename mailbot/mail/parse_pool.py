@@ -17,13 +17,14 @@ the child could not read is read again here, so a failure there is never a messa
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailbot.domain.mail.message import InboundMail
 from mailbot.domain.mail.parse import parse_mail
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,10 @@ class ParsePool:
         if self._failed:
             return False
         if self._executor is None:
+            # Imported here: multiprocessing's machinery is ~9 ms of every start, and most passes need no child.
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             try:
                 # spawn: a fork would copy this process's threads' locks in whatever state they are in.
                 self._executor = ProcessPoolExecutor(

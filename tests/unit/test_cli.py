@@ -54,10 +54,12 @@ def test_the_case_listing_starts_without_the_orm_or_the_mail_stack(tmp_path: Pat
 def test_a_single_pass_with_no_mail_imports_no_web_stack_and_compiles_no_category_words(tmp_path: Path) -> None:
     # Only the daemon serves /metrics; a `run --once` has nobody to count for, so it pays neither for importing
     # prometheus-client nor for counting each letter (the daemon's counters: tests/integration/test_operator_view).
-    # The category words' patterns (10-15 ms to compile) wait for the first message.
+    # The category words' patterns (10-15 ms to compile) wait for the first message, and multiprocessing (~9 ms)
+    # for a backlog to read in a child process (mail.parse_pool).
     probe = ("import sys\nfrom mailbot import launch\nsys.argv = ['mailbot', 'run', '--once']\ncode = launch.main()\n"
              "from mailbot.domain import categories\n"
-             "heavy = ('prometheus_client', 'mailbot.web.metrics', 'starlette', 'uvicorn')\n"
+             "heavy = ('prometheus_client', 'mailbot.web.metrics', 'starlette', 'uvicorn', 'multiprocessing',\n"
+             "         'concurrent.futures.process')\n"
              "print(code, [m for m in heavy if m in sys.modules], categories._patterns.cache_info().currsize)\n")
     done = _fresh_python(probe, tmp_path)
     assert done.returncode == 0, done.stderr
