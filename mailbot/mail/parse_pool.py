@@ -7,8 +7,9 @@ interpreter lock, and during a backlog that thread is what the bot waits on. Her
 process, on the other core, a few dozen messages ahead of intake; the messages come back parsed and read
 (pickled, with what was read of them: the child runs this very code on the same bytes, so nothing differs).
 
-The child is worth its round trip only for a batch: a fetch of fewer than ``MIN_BATCH`` messages (what the
-daemon meets as mail arrives) is read in this process, as before, with no added latency. The child starts at the
+The child is worth its round trip only for a batch, and only with a second CPU to run on: a fetch of fewer than
+``MIN_BATCH`` messages (what the daemon meets as mail arrives) is read in this process, as before, with no added
+latency, and so is everything on a machine (or a container's CPU set) of one CPU. The child starts at the
 first larger batch and is read from once it is ready; until then, and for good once it has failed, messages are
 read here. A message larger than ``LARGEST`` bytes is read here too: it would cross the pipe twice. A message
 the child could not read is read again here, so a failure there is never a message lost or read differently.
@@ -17,6 +18,7 @@ the child could not read is read again here, so a failure there is never a messa
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +73,11 @@ class ParsePool:
     Used as a context manager around a pass of intake: the child, if one was started, ends with it.
     """
 
-    def __init__(self, min_batch: int = MIN_BATCH, largest: int = LARGEST, log_format: str = "text") -> None:
+    def __init__(self, min_batch: int = MIN_BATCH, largest: int = LARGEST, log_format: str = "text",
+                 cpus: int | None = None) -> None:
+        # With one CPU to run on, a child could only take turns with intake, and its pickling would be extra.
+        self.cpus = cpus if cpus is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
         self.min_batch = min_batch
         self.largest = largest
         self.log_format = log_format  # MAILBOT_LOG_FORMAT: the child logs as the parent does
@@ -93,7 +99,7 @@ class ParsePool:
 
     def read(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
         """Each message of ``raws`` read, in order; lazily, as ``read_here`` gives them."""
-        if len(raws) < self.min_batch or not self.start():
+        if len(raws) < self.min_batch or self.cpus < 2 or not self.start():
             return read_here(raws)
         return self._read_there(raws)
 

@@ -74,6 +74,14 @@ def test_few_messages_are_read_here_and_start_no_child() -> None:
     assert [m.subject for m in read] == ["My mentor 0", "My mentor 1", "My mentor 2"]
 
 
+def test_with_one_cpu_no_child_is_started() -> None:
+    with ParsePool(cpus=1) as pool:
+        read = list(pool.read(complaints(50)))
+        assert pool.read_there == 0
+        assert multiprocessing.active_children() == []
+    assert len(read) == 50
+
+
 def test_until_the_child_is_ready_the_batch_is_read_here() -> None:
     with ParsePool() as pool:
         first = list(pool.read(complaints(10)))  # starts the child, which is not ready yet
