@@ -124,6 +124,58 @@ def test_a_content_type_line_is_folded_as_the_email_package_folds_it(value: str)
     assert _header_line("Content-Type", value) == WIRE.fold_binary("Content-Type", value)
 
 
+def _random_text(seed: int) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    alphabet = "ab =\t.\u00e9\u2019xyz0123456789<>\"'=;:-" + "\n" * rng.randint(0, 4)
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400))).encode("utf-8")
+
+
+QP_CASES = [
+    b"", b"\n", b"\n\n", b"no newline at the end", b"ends with a newline\n", b"trailing space \ntrailing tab\t\n",
+    b"trailing space at the very end ", b"=" * 200 + b"\n", b"a" * 75 + b"=\n" + b"b" * 76 + b" \n" + b"c" * 77,
+    b"x" * 74 + b" \t\n" + b"y" * 75 + b"\t", b". a line of a dot\n.\n", "caf\u00e9 \u2019quoted\u2019\n".encode("utf-8"),
+    b"<p style=\"margin:0 0 16px 0;font-family:Arial,Helvetica,sans-serif;font-size:15px;line-height:1.5;color:#222\">"
+    b"Dear Amira,</p>\n" * 3,
+    b"L" * 3000 + b"\n" + b"L" * 3000,  # longer than the memo keeps
+]
+
+
+@pytest.mark.parametrize("text", QP_CASES + [_random_text(seed) for seed in range(300)])
+def test_quoted_printable_is_binasciis_byte_for_byte(text: bytes) -> None:
+    """Line by line from a memo, the encoding is binascii's whole-text one, the first time and when the lines
+    come again (from the memo)."""
+    import binascii
+
+    from mailbot.letters import quoted_printable
+
+    expected = binascii.b2a_qp(text, istext=True)
+    assert quoted_printable(text) == expected
+    assert quoted_printable(text) == expected
+
+
+def test_every_letter_part_is_encoded_as_binascii_encodes_it() -> None:
+    """The letters as they are: each rendered text and HTML part, against binascii, twice over (the second from
+    the memo of lines), and with the memo emptied in between as it is when full."""
+    import binascii
+
+    from mailbot import letters
+
+    proc = PROCEDURES["mentee"]
+    for name in LETTERS:
+        stage = 2 if name in LATER_STAGE_LETTERS else 1
+        letter = RENDERER.render(name, sample_context(proc, WorkingCalendar(), SIGNPOSTS, org_name="1MM",
+                                                      address="c@1mm.org.uk", stage=stage, letter=name))
+        for part in (letter.text, letter.html):
+            data = part.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+            expected = binascii.b2a_qp(data, istext=True)
+            assert letters.quoted_printable(data) == expected
+            assert letters.quoted_printable(data) == expected
+            letters._QP_LINES.clear()
+            assert letters.quoted_printable(data) == expected
+
+
 @pytest.mark.parametrize("filename, content_type, name_carried, type_carried", [
     ("a" * 5000 + ".pdf", "application/pdf", "a" * 195 + "~.pdf", "application/pdf"),
     ("\U0001F600" * 300 + ".pdf", "application/pdf", "\U0001F600" * 48 + "~.pdf", "application/pdf"),
