@@ -60,10 +60,14 @@ def _ready() -> bool:
     return True
 
 
-def _log_as(level: int, fmt: str) -> None:
-    """The child's log lines (the mail parser's warnings) go out as the parent's do, JSON included."""
+def _child_start(level: int, fmt: str) -> None:
+    """The child's log lines (the mail parser's warnings) go out as the parent's do, JSON included; a Ctrl-C at
+    the terminal, which reaches the whole process group, is the parent's to act on (the child ends with it)."""
+    import signal
+
     from mailbot import logs
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.configure(level, fmt)
 
 
@@ -116,7 +120,7 @@ class ParsePool:
             try:
                 # spawn: a fork would copy this process's threads' locks in whatever state they are in.
                 self._executor = ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_log_as,
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_start,
                     initargs=(logging.getLogger().getEffectiveLevel(), self.log_format))
                 self._ready = self._executor.submit(_ready)
             except Exception as exc:  # noqa: BLE001  (reading here is always possible)

@@ -149,3 +149,17 @@ def test_the_childs_log_lines_are_in_the_bots_format(capfd: pytest.CaptureFixtur
     said = [line for line in capfd.readouterr().err.splitlines() if "not handled" in line]
     assert len(said) == 10
     assert all(json.loads(line)["level"] == "warning" for line in said)
+
+
+def test_a_ctrl_c_is_the_parents_to_act_on() -> None:
+    """Ctrl-C at a terminal reaches the whole process group: the child carries on (no traceback of its own) and
+    ends when the parent closes the pass."""
+    with ParsePool() as pool:
+        assert pool.start(wait=60)
+        [child] = multiprocessing.active_children()
+        os.kill(child.pid, signal.SIGINT)  # type: ignore[arg-type]
+        read = list(pool.read(complaints(20)))
+        assert pool.read_there == 20
+        assert child.is_alive()
+    assert len(read) == 20
+    assert multiprocessing.active_children() == []
