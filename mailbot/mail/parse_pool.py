@@ -52,7 +52,8 @@ def read_mails(raws: list[bytes]) -> list[InboundMail]:
 
 
 def read_here(raws: Sequence[bytes]) -> Iterator[InboundMail]:
-    """The messages parsed in this process, one at a time as they are asked for (the default reader)."""
+    """The messages parsed in this process, one at a time as they are asked for (as services.ingest does when
+    it is given no reader)."""
     return (parse_mail(raw) for raw in raws)
 
 
