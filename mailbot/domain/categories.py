@@ -154,10 +154,9 @@ class Reading:
     safeguarding: tuple[str, ...]
 
 
-@functools.lru_cache(maxsize=16)
 def read(subject: str, text: str) -> Reading:
-    """One pass over a message's words for both its category and its safeguarding terms. Opening a case asks
-    for the category and then for the terms of the same words: the second answer comes from this cache."""
+    """One pass over a message's words for both its category and its safeguarding terms (a message reads them
+    once: ``InboundMail.reading``)."""
     words = _normalise(subject, text)
     terms = _safeguarding_terms(words)
     return Reading(_category(words, terms), terms)

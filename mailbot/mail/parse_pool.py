@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mailbot.domain.mail.message import InboundMail
-from mailbot.domain.mail.parse import parse_mail
+from mailbot.domain.mail.parse import parse_each, parse_mail
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -49,12 +49,6 @@ def read_mail(raw: bytes) -> InboundMail:
 def read_mails(raws: list[bytes]) -> list[InboundMail]:
     """A task of the child: several messages read."""
     return [read_mail(raw) for raw in raws]
-
-
-def read_here(raws: Sequence[bytes]) -> Iterator[InboundMail]:
-    """The messages parsed in this process, one at a time as they are asked for (as services.ingest does when
-    it is given no reader)."""
-    return (parse_mail(raw) for raw in raws)
 
 
 def _ready() -> bool:
@@ -89,7 +83,7 @@ class ParsePool:
         self._executor: ProcessPoolExecutor | None = None
         self._ready: Future[bool] | None = None
         self._failed = False
-        self.read_there = 0  # messages the child read (for the tests and the log)
+        self.read_there = 0  # messages the child read (what the tests look at)
 
     def __enter__(self) -> ParsePool:
         return self
@@ -103,9 +97,9 @@ class ParsePool:
             self._executor = None
 
     def read(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
-        """Each message of ``raws`` read, in order; lazily, as ``read_here`` gives them."""
+        """Each message of ``raws`` read, in order; lazily, as ``parse_each`` gives them."""
         if len(raws) < self.min_batch or self.cpus < 2 or not self.start():
-            return read_here(raws)
+            return parse_each(raws)
         return self._read_there(raws)
 
     def start(self, wait: float = 0.0) -> bool:
@@ -180,7 +174,7 @@ class ParsePool:
                     else:
                         self.read_there += len(mails)
                 if mails is None:
-                    yield from read_here([raws[i] for i in indices])
+                    yield from parse_each([raws[i] for i in indices])
                 else:
                     yield from mails
         finally:

@@ -22,7 +22,15 @@ from sqlmodel import Session
 from mailbot.domain.chain import RouteConfig, Verdict, route
 from mailbot.domain.commands import OnBehalf
 from mailbot.domain.directory import DirectorySource
-from mailbot.domain.mail import REUSED_MESSAGE_ID, InboundMail, bytes_only, parse_mail, same_message, with_own_id
+from mailbot.domain.mail import (
+    REUSED_MESSAGE_ID,
+    InboundMail,
+    bytes_only,
+    parse_each,
+    parse_mail,
+    same_message,
+    with_own_id,
+)
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.lifecycle import CaseLifecycle
 from mailbot.services.observe import Observer, Unobserved
@@ -135,12 +143,12 @@ class Ingestor:
         will ask the store is asked for all of them at once (``repo.foresee``): one round trip for several
         messages on PostgreSQL. Those messages are handled at one ``now``, the moment they were read.
 
-        ``reader`` parses the arrivals, in order, as they are asked for (by default here, one by one; a backlog's
-        in a child process: mail.parse_pool).
+        ``reader`` parses the arrivals, in order, as they are asked for (by default here, one by one:
+        ``parse_each``; a backlog's in a child process: mail.parse_pool).
         """
         outcomes: list[IngestOutcome] = []
         arrivals = list(arrivals)
-        pending = zip(arrivals, (reader or read_in_turn)([arrival.raw for arrival in arrivals]))
+        pending = zip(arrivals, (reader or parse_each)([arrival.raw for arrival in arrivals]))
         ahead: deque[tuple[Arrival, InboundMail]] = deque()  # read, not yet handled
 
         def read_ahead(count: int) -> None:
@@ -402,13 +410,8 @@ def _log_outcome(outcome: IngestOutcome) -> None:
 # Intake commits at least this often, so the delivery worker, sending while intake runs (it marks each
 # letter sent right after the server's 250, and reads the outbox), never waits long for SQLite's writer lock.
 INTAKE_TRANSACTION_SECONDS = 0.05
-# Parses a batch's messages, in order, lazily (Ingestor.ingest_batch's ``reader``).
+# Parses a batch's messages, in order, lazily (Ingestor.ingest_batch's ``reader``; by default ``parse_each``).
 Reader = Callable[[Sequence[bytes]], Iterator[InboundMail]]
-
-
-def read_in_turn(raws: Sequence[bytes]) -> Iterator[InboundMail]:
-    """Each message parsed here as it is asked for."""
-    return (parse_mail(raw) for raw in raws)
 
 
 # Messages read ahead, whose questions of the store are asked together (Ingestor.ingest_batch): at most this many,

@@ -42,7 +42,7 @@ from mailbot.domain.mail.message import (
     with_own_id,
 )
 from mailbot.domain.mail.mime import LARGE_MESSAGE_BYTES
-from mailbot.domain.mail.parse import bytes_only, parse_mail
+from mailbot.domain.mail.parse import bytes_only, parse_each, parse_mail
 
 __all__ = [
     "LARGE_MESSAGE_BYTES",
@@ -56,6 +56,7 @@ __all__ = [
     "extract_message_ids",
     "header_safe",
     "html_to_text",
+    "parse_each",
     "parse_mail",
     "same_message",
     "synthetic_message_id",

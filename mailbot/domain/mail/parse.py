@@ -6,6 +6,7 @@ import email
 import email.policy
 import email.utils
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from mailbot.domain.mail.decoding import identifier_text, looks_readable, safely
@@ -42,6 +43,11 @@ def parse_mail(raw: bytes) -> InboundMail:
     except Exception as error:  # A parser bug must not lose a complaint: record it as unreadable.
         return storable(_unreadable(raw if isinstance(raw, bytes) else b"",
                                     f"parser failed: {type(error).__name__}: {error}"))
+
+
+def parse_each(raws: Sequence[bytes]) -> Iterator[InboundMail]:
+    """Each message parsed, in order, as it is asked for."""
+    return (parse_mail(raw) for raw in raws)
 
 
 def bytes_only(raw: bytes, reason: str) -> InboundMail:
