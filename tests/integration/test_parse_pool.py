@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -132,7 +133,8 @@ def test_what_was_read_travels_with_a_pickled_message() -> None:
     assert copy.reading == categories.read(mail.subject, mail.text)
 
 
-ENRICHED = (b"From: carol@example.org\r\nTo: complaints@1mm.org.uk\r\nSubject: Enriched %d\r\nMessage-ID: <e%d@example.org>\r\n"
+ENRICHED = (b"From: carol@example.org\r\nTo: complaints@1mm.org.uk\r\nSubject: Enriched %d\r\n"
+            b"Message-ID: <e%d@example.org>\r\n"
             b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
             b"Content-Type: text/plain\r\n\r\nPlain words.\r\n--b\r\nContent-Type: text/enriched\r\n\r\n"
             b"<bold>Rich words.</bold>\r\n--b--\r\n")
@@ -163,3 +165,66 @@ def test_a_ctrl_c_is_the_parents_to_act_on() -> None:
         assert child.is_alive()
     assert len(read) == 20
     assert multiprocessing.active_children() == []
+
+
+def test_a_hostile_backlog_through_dovecot_is_filed_as_if_read_here(tmp_path: Path, dovecot, smtp_sink,  # type: ignore[no-untyped-def]
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog fetched from a real Dovecot with the child reading it: complaints whose words steer the case
+    (safeguarding, a data request), broken MIME, encoded-word and control-character headers, a forged staff
+    sender and a message too large for the child. Every one is filed as this process reads it: the category,
+    the procedure and the safeguarding alert come from the same reading, and nothing is dropped."""
+    from datetime import datetime, timezone
+
+    from mailbot import runtime
+    from tests.integration.bot import new_bot
+
+    pools: list[ParsePool] = []
+
+    class Recorded(ParsePool):  # the bot's own pool, kept so the test can see the child read the mail
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            pools.append(self)
+            # Ready before the fetch: a backlog's first batch is otherwise read here while the child starts,
+            # and this one is a single batch.
+            assert self.start(wait=60)
+
+    monkeypatch.setattr(runtime, "ParsePool", Recorded)
+    bot = new_bot(tmp_path / "bot", dovecot, smtp_sink)
+    t0 = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
+
+    def mail(sender: str, subject: bytes, body: bytes, n: int, extra: bytes = b"") -> bytes:
+        return (b"From: " + sender.encode() + b"\r\nTo: complaints@1mm.org.uk\r\nSubject: " + subject +
+                b"\r\nMessage-ID: <hostile" + str(n).encode() + b"@example.org>\r\n" + extra +
+                b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body + b"\r\n")
+
+    raws = [mail(f"plain{n}@example.org", b"Sessions cancelled", b"My sessions keep being cancelled.", n)
+            for n in range(6)]
+    raws += [
+        mail("amira@example.org", b"=?utf-8?b?TXkgbWVudG9y?=", b"My mentor shouted at me and I do not feel safe.", 6),
+        mail("bob@example.org", b"Please delete my data", b"I want you to erase all my personal data.", 7),
+        mail("carol@example.org", b"Tabs\x01and\x7fcontrols =?x-unknown?q?=FF?=", b"Body with \xff\xfe bad bytes.", 8),
+        mail("priya.shah@1mm.org.uk", b"Re: [1MM-2026-0001] close", b"close", 9,  # staff From, unsigned: no authority
+             extra=b"X-Mailbot-Staff: yes\r\n"),
+        BROKEN.replace(b"From: =?utf-8?q?broken", b"From: dan@example.org\r\nMessage-ID: <hostile10@example.org>"),
+        mail("erin@example.org", b"Big evidence", b"See the attached log.\r\n" + b"x" * (LARGEST + 10_000), 11),
+    ]
+    for raw in raws:
+        bot.append(raw, internaldate=t0)
+    bot.once(now=t0 + timedelta(seconds=1))
+
+    assert pools and sum(pool.read_there for pool in pools) == len(raws) - 1  # all but the largest, by the child
+    cases = {c["complainant"]: c for c in bot.cases_json()}
+    expected = {m.from_addr: m for m in (parse_mail(raw) for raw in raws)}
+    for who in [f"plain{n}@example.org" for n in range(6)] + ["amira@example.org", "carol@example.org",
+                                                             "erin@example.org"]:
+        assert cases[who]["category"] == expected[who].reading.category, who
+    assert cases["amira@example.org"]["category"] == categories.SAFEGUARDING
+    assert cases["bob@example.org"]["procedure"] == data_requests.PROCEDURE
+    assert len(bot.letters("safeguarding-alert")) == 1
+    # Nothing was dropped: eleven complaints, each its own case, none left unfiled; and the forged staff message
+    # is the complainant-side follow-up of case 0001, not a staff command: the case is still open.
+    assert len(cases) == len(raws) - 1 and json.loads(bot.cli("unfiled", "--json").stdout) == []
+    first = bot.case_json("1MM-2026-0001")
+    assert [(m["kind"], m["from"]) for m in first["messages"] if m["direction"] == "in"] == [
+        ("new_case", "plain0@example.org"), ("follow_up", "priya.shah@1mm.org.uk")]
+    assert all(c["status"] == "open" for c in cases.values()) and not bot.letters("command-result")

@@ -135,7 +135,8 @@ def _random_text(seed: int) -> bytes:
 QP_CASES = [
     b"", b"\n", b"\n\n", b"no newline at the end", b"ends with a newline\n", b"trailing space \ntrailing tab\t\n",
     b"trailing space at the very end ", b"=" * 200 + b"\n", b"a" * 75 + b"=\n" + b"b" * 76 + b" \n" + b"c" * 77,
-    b"x" * 74 + b" \t\n" + b"y" * 75 + b"\t", b". a line of a dot\n.\n", "caf\u00e9 \u2019quoted\u2019\n".encode("utf-8"),
+    b"x" * 74 + b" \t\n" + b"y" * 75 + b"\t", b". a line of a dot\n.\n",
+    "caf\u00e9 \u2019quoted\u2019\n".encode("utf-8"),
     b"<p style=\"margin:0 0 16px 0;font-family:Arial,Helvetica,sans-serif;font-size:15px;line-height:1.5;color:#222\">"
     b"Dear Amira,</p>\n" * 3,
     b"L" * 3000 + b"\n" + b"L" * 3000,  # longer than the memo keeps
