@@ -9,7 +9,8 @@ process, on the other core, a few dozen messages ahead of intake; the messages c
 
 The child is worth its round trip only for a batch, and only with a second CPU to run on: a fetch of fewer than
 ``MIN_BATCH`` messages (what the daemon meets as mail arrives) is read in this process, as before, with no added
-latency, and so is everything on a machine (or a container's CPU set) of one CPU. The child starts at the
+latency, and so is everything on a machine of one CPU, or in a container whose CPU set or CPU quota allows less
+than two. The child starts at the
 first larger batch and is read from once it is ready; until then, and for good once it has failed, messages are
 read here. A message larger than ``LARGEST`` bytes is read here too: it would cross the pipe twice. A message
 the child could not read is read again here, so a failure there is never a message lost or read differently.
@@ -36,6 +37,40 @@ LARGEST = 256 * 1024
 # tasks it may be given ahead of intake: 32 messages, more than intake reads ahead (services.ingest.ASK_AHEAD).
 CHUNK = 8
 IN_FLIGHT = 4
+
+
+def quota_cpus(cpu_max: str | None, quota_us: str | None = None, period_us: str | None = None) -> float | None:
+    """The CPUs a container's quota allows, from cgroup v2's ``cpu.max`` ("150000 100000": 1.5 CPUs; "max 100000":
+    no quota) or, without it, cgroup v1's ``cpu.cfs_quota_us`` and ``cpu.cfs_period_us`` (-1: no quota); None when
+    there is no quota or the files say something else."""
+    if cpu_max is not None:
+        quota, _, period = cpu_max.strip().partition(" ")
+    elif quota_us is not None and period_us is not None:
+        quota, period = quota_us.strip(), period_us.strip()
+    else:
+        return None
+    try:
+        allowed, per = int(quota), int(period or "100000")
+    except ValueError:
+        return None  # "max", or something unexpected: no limit we can read
+    return allowed / per if allowed > 0 and per > 0 else None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def usable_cpus() -> float:
+    """The CPUs this process may use: those it may run on (its CPU set), or fewer where a container's CPU quota
+    says so (``docker run --cpus 1`` leaves every core in the CPU set but allows one core's time)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = quota_cpus(_read("/sys/fs/cgroup/cpu.max"), _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                       _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+    return min(cpus, quota) if quota is not None else cpus
 
 
 def read_mail(raw: bytes) -> InboundMail:
@@ -73,10 +108,9 @@ class ParsePool:
     """
 
     def __init__(self, min_batch: int = MIN_BATCH, largest: int = LARGEST, log_format: str = "text",
-                 cpus: int | None = None) -> None:
+                 cpus: float | None = None) -> None:
         # With one CPU to run on, a child could only take turns with intake, and its pickling would be extra.
-        self.cpus = cpus if cpus is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 1)
+        self.cpus = cpus if cpus is not None else usable_cpus()
         self.min_batch = min_batch
         self.largest = largest
         self.log_format = log_format  # MAILBOT_LOG_FORMAT: the child logs as the parent does
