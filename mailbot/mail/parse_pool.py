@@ -9,11 +9,11 @@ process, on the other core, a few dozen messages ahead of intake; the messages c
 
 The child is worth its round trip only for a batch, and only with a second CPU to run on: a fetch of fewer than
 ``MIN_BATCH`` messages (what the daemon meets as mail arrives) is read in this process, as before, with no added
-latency, and so is everything on a machine of one CPU, or in a container whose CPU set or CPU quota allows less
-than two. The child starts at the
-first larger batch and is read from once it is ready; until then, and for good once it has failed, messages are
-read here. A message larger than ``LARGEST`` bytes is read here too: it would cross the pipe twice. A message
-the child could not read is read again here, so a failure there is never a message lost or read differently.
+latency, and so is everything where the CPU set or a CPU quota (a container's, a systemd unit's) allows less than
+two CPUs. The child starts at the first larger batch and is read from once it is ready; until then, and for good
+once it has failed, messages are read here. A message larger than ``LARGEST`` bytes is read here too: it would
+cross the pipe twice. A message the child could not read is read again here, so a failure there is never a message
+lost or read differently.
 """
 
 from __future__ import annotations
@@ -56,6 +56,17 @@ def quota_cpus(cpu_max: str | None, quota_us: str | None = None, period_us: str 
     return allowed / per if allowed > 0 and per > 0 else None
 
 
+def cgroup_v2_dirs(proc_self_cgroup: str | None, root: str = "/sys/fs/cgroup") -> list[str]:
+    """The cgroup v2 directories whose ``cpu.max`` limits this process, its own first and then each parent's, from
+    ``/proc/self/cgroup`` ("0::/system.slice/mailbot.service": a systemd unit's CPUQuota is in that directory, not
+    in the root's). Just the root where the file names none (inside a container, "0::/" is the container's own)."""
+    for line in (proc_self_cgroup or "").splitlines():
+        if line.startswith("0::/"):
+            parts = [part for part in line[len("0::/"):].strip().split("/") if part and part != ".."]
+            return [root + "".join("/" + part for part in parts[:depth]) for depth in range(len(parts), -1, -1)]
+    return [root]
+
+
 def _read(path: str) -> str | None:
     try:
         with open(path) as f:
@@ -65,12 +76,14 @@ def _read(path: str) -> str | None:
 
 
 def usable_cpus() -> float:
-    """The CPUs this process may use: those it may run on (its CPU set), or fewer where a container's CPU quota
-    says so (``docker run --cpus 1`` leaves every core in the CPU set but allows one core's time)."""
+    """The CPUs this process may use: those it may run on (its CPU set), or fewer where a CPU quota says so
+    (``docker run --cpus 1`` or a systemd unit's ``CPUQuota=100%`` leave every core in the CPU set but allow one
+    core's time): the smallest quota of its cgroup and their parents (v2), else of the v1 CPU controller's mount."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = quota_cpus(_read("/sys/fs/cgroup/cpu.max"), _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
-                       _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
-    return min(cpus, quota) if quota is not None else cpus
+    quotas = [quota_cpus(_read(f"{folder}/cpu.max")) for folder in cgroup_v2_dirs(_read("/proc/self/cgroup"))]
+    quotas.append(quota_cpus(None, _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                             _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")))
+    return min([cpus, *(quota for quota in quotas if quota is not None)])
 
 
 def read_mail(raw: bytes) -> InboundMail:
