@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mailbot.domain.mail.message import InboundMail
@@ -122,8 +123,8 @@ class ParsePool:
 
     def __init__(self, min_batch: int = MIN_BATCH, largest: int = LARGEST, log_format: str = "text",
                  cpus: float | None = None) -> None:
-        # With one CPU to run on, a child could only take turns with intake, and its pickling would be extra.
-        self.cpus = cpus if cpus is not None else usable_cpus()
+        if cpus is not None:
+            self.cpus = cpus
         self.min_batch = min_batch
         self.largest = largest
         self.log_format = log_format  # MAILBOT_LOG_FORMAT: the child logs as the parent does
@@ -131,6 +132,12 @@ class ParsePool:
         self._ready: Future[bool] | None = None
         self._failed = False
         self.read_there = 0  # messages the child read (what the tests look at)
+
+    @cached_property
+    def cpus(self) -> float:
+        """With one CPU to run on, a child could only take turns with intake, and its pickling would be extra.
+        Asked only of a batch large enough for a child: the daemon's pass over a message or two reads no file."""
+        return usable_cpus()
 
     def __enter__(self) -> ParsePool:
         return self

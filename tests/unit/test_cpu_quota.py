@@ -83,3 +83,13 @@ def test_a_quota_of_one_cpu_keeps_the_reading_in_this_process(monkeypatch: pytes
     assert [m.subject for m in pool.read(raws)] == [f"s{i}" for i in range(20)]
     assert pool.read_there == 0
     assert multiprocessing.active_children() == []
+
+
+def test_a_pass_over_a_message_or_two_reads_no_cgroup_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon builds a reader for every pass; its message or two is read here without asking about CPUs."""
+    asked: list[str] = []
+    monkeypatch.setattr(parse_pool, "_read", lambda path: asked.append(path))
+    with ParsePool() as pool:
+        raws = [f"From: a{i}@example.org\r\nSubject: s{i}\r\n\r\nbody {i}\r\n".encode() for i in range(2)]
+        assert [m.subject for m in pool.read(raws)] == ["s0", "s1"]
+    assert asked == []
