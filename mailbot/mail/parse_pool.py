@@ -41,7 +41,7 @@ IN_FLIGHT = 4
 
 
 def quota_cpus(cpu_max: str | None, quota_us: str | None = None, period_us: str | None = None) -> float | None:
-    """The CPUs a container's quota allows, from cgroup v2's ``cpu.max`` ("150000 100000": 1.5 CPUs; "max 100000":
+    """The CPUs a CPU quota allows, from cgroup v2's ``cpu.max`` ("150000 100000": 1.5 CPUs; "max 100000":
     no quota) or, without it, cgroup v1's ``cpu.cfs_quota_us`` and ``cpu.cfs_period_us`` (-1: no quota); None when
     there is no quota or the files say something else."""
     if cpu_max is not None:
@@ -79,7 +79,8 @@ def _read(path: str) -> str | None:
 def usable_cpus() -> float:
     """The CPUs this process may use: those it may run on (its CPU set), or fewer where a CPU quota says so
     (``docker run --cpus 1`` or a systemd unit's ``CPUQuota=100%`` leave every core in the CPU set but allow one
-    core's time): the smallest quota of its cgroup and their parents (v2), else of the v1 CPU controller's mount."""
+    core's time): the smallest of the CPU set, the quotas of its cgroup and each parent (v2), and the v1 CPU
+    controller's."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quotas = [quota_cpus(_read(f"{folder}/cpu.max")) for folder in cgroup_v2_dirs(_read("/proc/self/cgroup"))]
     quotas.append(quota_cpus(None, _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
