@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import statistics
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy.engine import Engine
@@ -26,6 +27,7 @@ from sqlmodel import Session
 from mailbot.domain import data_requests as data_request_rules
 from mailbot.domain.categories import SAFEGUARDING
 from mailbot.domain.directory import Directory, DirectorySource, StaffMember
+from mailbot.domain.idsets import IdFlags, IdSet
 from mailbot.domain.procedures import OPEN_STATUSES, Procedure
 from mailbot.domain.restrictions import persistent_suggestion
 from mailbot.domain.workdays import WorkingCalendar, format_time
@@ -55,6 +57,9 @@ ON_TIME_DEADLINES = (("first_response", "First responses on time"), ("full_respo
 # cases waiting for a decision and requests about personal data (the soonest due). Its count, the workload table
 # and the reminders still cover every case. A backlog of thousands is a number to act on, not a list to read.
 LIST_LIMIT = 50
+# Rows a section reads as they come (the open cases, the running deadlines, a month of complaints) are checked
+# against what the recipient may see this many at a time: the undecided ones in one query a batch.
+STREAM_BATCH = 500
 
 
 class DigestError(Exception):
@@ -238,9 +243,9 @@ class Digest:
         # later), read once for the deadline sections and the workload; later ones are in neither.
         end_of_week = today + timedelta(days=6 - today.weekday())
         cutoff = datetime.combine(max(next_day, end_of_week) + timedelta(days=1), time(0), tzinfo=cal.zone)
-        running = view.keep(reads.running_deadlines_due_by(session, cutoff, OPEN_STATUSES), lambda row: row[0])
-        (overdue, overdue_total), (due_today, today_total), (due_next, next_total) = self._deadlines(
-            running, view, now, today, next_day)
+        running = reads.running_deadlines_due_by(session, cutoff, OPEN_STATUSES)
+        (overdue, overdue_total), (due_today, today_total), (due_next, next_total), workload = self._deadlines(
+            running, view, now, today, next_day, end_of_week)
         new_cases = [view.item(c, opened=cal.format_datetime(c.opened_at))
                      for c in view.rows(reads.cases_opened_between(session, since, now))]
         escalations = self._escalations(session, view, since, now)
@@ -250,7 +255,6 @@ class Digest:
         persistent = self._persistent(session, view, now)
         awaiting = self._awaiting(session, view)
         data_requests = self._data_requests(session, view, now)
-        workload = self._workload(running, view, now, end_of_week)
         needs_a_look = self._needs_a_look(session, view, since, now)
         problems = self._delivery_problems(session, view, since, now)
         mailboxes = self._mailboxes(session, since, now)
@@ -308,30 +312,43 @@ class Digest:
             "audit_head": audit.head_line(session.connection(), now).rsplit(": ", 1)[-1],
         }
 
-    def _deadlines(self, rows: list[reads.RunningDeadline], view: _CaseView, now: datetime, today: date,
-                   next_day: date) -> tuple[tuple[list[dict[str, Any]], int], ...]:
+    def _deadlines(self, rows: Iterable[reads.HeldDeadline], view: _CaseView, now: datetime, today: date,
+                   next_day: date, end_of_week: date) -> tuple[Any, ...]:
         """(items listed, how many in all) of the overdue cases, the deadlines due today and those due on the next
-        working day, soonest first. A case with several missed deadlines is one overdue line: the earliest, naming
-        the others. Only the listed cases' rows are read (LIST_LIMIT)."""
+        working day, soonest first, and the workload table. A case with several missed deadlines is one overdue
+        line: the earliest, naming the others. One pass over the deadlines as read, keeping only the listed ones
+        (LIST_LIMIT) and the counts: an overdue backlog of thousands is counted, never held."""
         cal = self.calendar
-        late: dict[int, list[tuple[str, int, datetime]]] = {}  # in order of the earliest missed deadline
+        late: dict[int, list[tuple[str, int, datetime]]] = {}  # the listed overdue cases, by earliest missed deadline
+        late_cases, this_week_cases = IdSet(), IdSet()
+        late_by: Counter[str | None] = Counter()  # overdue cases by assignee, for the workload
+        this_week_by: Counter[str | None] = Counter()  # cases with a deadline later this week, by assignee
         today_rows: list[reads.RunningDeadline] = []
         next_rows: list[reads.RunningDeadline] = []
-        for row in rows:
-            case_id, name, stage, due = row
+        today_total = next_total = 0
+        for case_id, name, stage, due, assignee in view.stream(rows, lambda row: row[0]):
+            if due <= now:
+                if late_cases.add(case_id):
+                    late_by[assignee] += 1
+                    if len(late) < LIST_LIMIT:
+                        late[case_id] = []
+                if case_id in late:
+                    late[case_id].append((name, stage, due))
+                continue
             day = cal.local(due).date()
+            if day <= end_of_week and this_week_cases.add(case_id):
+                this_week_by[assignee] += 1
             if day > next_day:
                 continue  # read for the workload's week only
-            if due <= now:
-                late.setdefault(case_id, []).append((name, stage, due))
-            elif day <= today:
-                today_rows.append(row)
+            if day <= today:
+                today_total += 1
+                if len(today_rows) < LIST_LIMIT:
+                    today_rows.append((case_id, name, stage, due))
             else:
-                next_rows.append(row)
-        listed_late = list(late.items())[:LIST_LIMIT]
-        today_rows, today_total = today_rows[:LIST_LIMIT], len(today_rows)
-        next_rows, next_total = next_rows[:LIST_LIMIT], len(next_rows)
-        view.load([cid for cid, _ in listed_late] + [r[0] for r in today_rows] + [r[0] for r in next_rows])
+                next_total += 1
+                if len(next_rows) < LIST_LIMIT:
+                    next_rows.append((case_id, name, stage, due))
+        view.load(list(late) + [r[0] for r in today_rows] + [r[0] for r in next_rows])
 
         def item(case_id: int, name: str, stage: int, due: datetime, **extra: Any) -> dict[str, Any]:
             case = view.case(case_id)
@@ -339,13 +356,13 @@ class Digest:
                              due=cal.format_datetime(due), **extra)
 
         overdue = []
-        for case_id, missed in listed_late:
+        for case_id, missed in late.items():
             name, stage, due = missed[0]
             entry = item(case_id, name, stage, due, overdue_by=self.overdue_by(due, now))
             entry["deadline"] = " and ".join(_label(n) for n, _, _ in missed)
             overdue.append(entry)
-        return ((overdue, len(late)), ([item(*r) for r in today_rows], today_total),
-                ([item(*r) for r in next_rows], next_total))
+        return ((overdue, len(late_cases)), ([item(*r) for r in today_rows], today_total),
+                ([item(*r) for r in next_rows], next_total), self._workload(view, this_week_by, late_by))
 
     def overdue_by(self, due: datetime, now: datetime) -> str:
         hours = int((now - due).total_seconds() // 3600)
@@ -412,15 +429,13 @@ class Digest:
     def _persistent(self, session: Session, view: _CaseView, now: datetime) -> list[dict]:
         """Cases with more than the threshold of the complainant's messages in a week: a suggestion only."""
         week = now - timedelta(days=PERSISTENT_DAYS)
-        rows = view.keep(reads.inbound_senders_between(session, week, now), lambda row: row[0])
-        view.load(cid for cid, _ in rows)
-        counts: Counter[int] = Counter()
-        for case_id, sender in rows:
-            if sender.lower() == view.case(case_id).complainant.lower():
-                counts[case_id] += 1
-        flagged = [cid for cid, n in counts.items() if persistent_suggestion(n, self.persistent_threshold)]
+        # Counted by the database, case by case; only the cases over the threshold are kept.
+        counts = {cid: n for cid, n in reads.complainant_messages_between(session, week, now)
+                  if persistent_suggestion(n, self.persistent_threshold)}
+        flagged = view.keep(counts, lambda cid: cid)
         if not flagged:
             return []
+        view.load(flagged)
         managed = reads.cases_under_management(session, flagged)
         # Not while our own response to them is overdue: the messages may be chasing us, with reason.
         late = {cid for cid, _, _, due in reads.running_deadlines_of(session, flagged) if due <= now}
@@ -453,23 +468,16 @@ class Digest:
                 overdue=bool(when and when < now), sort=when or now))
         return sorted(items, key=lambda i: (i["sort"], i["ref"]))
 
-    def _workload(self, running: list[reads.RunningDeadline], view: _CaseView, now: datetime,
-                  end_of_week: date) -> list[dict]:
+    @staticmethod
+    def _workload(view: _CaseView, this_week: Counter[str | None], late: Counter[str | None]) -> list[dict]:
         """Open cases by who holds them: how many, how many with a deadline this week, how many overdue."""
-        due_this_week: set[int] = set()
-        late: set[int] = set()
-        for case_id, _, _, due in running:
-            if due <= now:
-                late.add(case_id)
-            elif self.calendar.local(due).date() <= end_of_week:
-                due_this_week.add(case_id)
         rows: dict[str, dict[str, Any]] = {}
-        for cid, _stage, _category, assignee in view.open:
+        for assignee, count in view.by_assignee.items():
             holder = view.holder_of(assignee)
             row = rows.setdefault(holder, {"holder": holder, "open": 0, "this_week": 0, "overdue": 0})
-            row["open"] += 1
-            row["this_week"] += cid in due_this_week
-            row["overdue"] += cid in late
+            row["open"] += count
+            row["this_week"] += this_week[assignee]
+            row["overdue"] += late[assignee]
         return sorted(rows.values(), key=lambda r: (-r["overdue"], -r["open"], r["holder"]))
 
     def _needs_a_look(self, session: Session, view: _CaseView, since: datetime, now: datetime) -> list[dict]:
@@ -551,29 +559,34 @@ class Digest:
         ack = self._ack_times(session, view, window, now)
         rates = []
         for name, label in ON_TIME_DEADLINES:
-            kept = [on_time for _, on_time in view.keep(reads.deadlines_kept_between(session, name, window, now),
-                                                        lambda row: row[0])]
-            rates.append(_rate(label, sum(kept), len(kept), "none due"))
+            met = due = 0
+            for _, on_time in view.stream(reads.deadlines_kept_between(session, name, window, now), lambda r: r[0]):
+                met, due = met + on_time, due + 1
+            rates.append(_rate(label, met, due, "none due"))
         within, resolved = self._resolved_within(session, view, window, now)
         rates.append(_rate(f"Resolved within {RESOLUTION_WORKING_DAYS} working days", within, resolved, "none resolved"))
-        by_stage = Counter(stage for _, stage, _, _ in view.open)
-        by_category = Counter(category for _, _, category, _ in view.open)
+        by_stage, by_category = view.by_stage, view.by_category
         return {
             "days": FIGURES_DAYS,
             "ack": ack,
             "rates": rates,
-            "open_total": len(view.open),
+            "open_total": view.open_total,
             "by_stage": _bars([(f"Stage {n}", by_stage[n]) for n in sorted(by_stage)]),
             "by_category": _bars(sorted(by_category.items(), key=lambda kv: (-kv[1], kv[0]))),
         }
 
     def _ack_times(self, session: Session, view: _CaseView, window: datetime, now: datetime) -> dict[str, Any]:
-        arrivals = view.keep(reads.new_complaints_between(session, window, now), lambda row: row[0])
-        acks = reads.first_sent(session, view.open_kinds, {cid for cid, _ in arrivals})
-        seconds = [max(0.0, (acks[cid] - at).total_seconds()) for cid, at in arrivals if cid in acks]
+        seconds = array("d")  # 8 bytes a complaint: a month of them is counted without holding a row each
+        waiting = 0
+        for _, at, sent in view.stream(reads.acknowledgement_times(session, view.open_kinds, window, now),
+                                       lambda row: row[0]):
+            if sent is None:
+                waiting += 1
+            else:
+                seconds.append(max(0.0, (sent - at).total_seconds()))
         return {
             "count": len(seconds),
-            "waiting": sum(1 for cid, _ in arrivals if cid not in acks),
+            "waiting": waiting,
             "median": _duration(statistics.median(seconds)) if seconds else "",
             "worst": _duration(max(seconds)) if seconds else "",
         }
@@ -598,9 +611,10 @@ class Digest:
 class _CaseView:
     """The cases one recipient may see, with the helpers that turn a case into a digest line.
 
-    It never holds every case: the open ones as small tuples (``open``: id, stage, category, assignee) for the
-    figures and the workload, and whole rows (``store.digest_reads.CaseRow``) only for the cases a section names.
-    Whether a recipient may see a case is decided once per case, as the sections ask.
+    It never holds every case: the open ones are counted as they are read (by stage, category and assignee, for
+    the figures and the workload), and whole rows (``store.digest_reads.CaseRow``) are read only for the cases a
+    section names. Whether a recipient may see a case is decided once per case, as the sections ask, and kept in
+    a byte (``domain.idsets.IdFlags``).
     """
 
     def __init__(self, session: Session, digest: Digest, recipient: Recipient, directory: Directory) -> None:
@@ -613,24 +627,31 @@ class _CaseView:
         self.open_kinds = sorted({p.letters.get("open", "acknowledgement") for p in procedures.values()})
         self.everything = recipient.sees_all
         self._alerted = reads.safeguarding_alerted(session)
-        self._seen: dict[int, bool] = {}
+        self._seen = IdFlags()  # whether the recipient may see each case decided so far: a byte a case
         self._rows: dict[int, reads.CaseRow] = {}
-        keys = reads.open_case_keys(session, OPEN_STATUSES, with_complainant=not self.everything)
-        if self.everything:
-            self.open: list[tuple[Any, ...]] = keys
-        else:
-            self.open = [key[:4] for key in keys if self._decide(key[0], key[4], key[3], key[2])]
+        # The open cases the recipient may see, counted as they are read and never kept: the figures and the
+        # workload need only how many there are by stage, by category and by assignee.
+        self.open_total = 0
+        self.by_stage: Counter[int] = Counter()
+        self.by_category: Counter[str] = Counter()
+        self.by_assignee: Counter[str | None] = Counter()
+        for case_id, stage, category, assignee, complainant in reads.open_case_keys(session, OPEN_STATUSES):
+            if self.everything or self._decide(case_id, complainant, assignee, category):
+                self.open_total += 1
+                self.by_stage[stage] += 1
+                self.by_category[category] += 1
+                self.by_assignee[assignee] += 1
 
     def _decide(self, case_id: int, complainant: str, assignee: str | None, category: str) -> bool:
         safeguarding = category == SAFEGUARDING or case_id in self._alerted
         seen = self.recipient.sees(self.region_of(complainant, assignee), safeguarding) or (
             self.recipient.own_cases and assignee == self.recipient.email)
-        self._seen[case_id] = seen
+        self._seen.set(case_id, seen)
         return seen
 
     def _decide_all(self, ids: Iterable[int | None]) -> None:
         """Decide, in a few queries, every case of these not decided yet."""
-        unknown = {cid for cid in ids if cid is not None and cid not in self._seen}
+        unknown = {cid for cid in ids if cid is not None and self._seen.get(cid) is None}
         for key in reads.case_visibility_keys(self.session, unknown):
             self._decide(*key)
 
@@ -640,7 +661,7 @@ class _CaseView:
         if self.everything:
             return True
         self._decide_all([case_id])
-        return self._seen.get(case_id, False)
+        return bool(self._seen.get(case_id))
 
     def keep(self, found: Iterable[T], case_id: Callable[[T], int | None]) -> list[T]:
         """Of what a query found (in its order), what is on a case the recipient may see: the cases not decided
@@ -649,7 +670,17 @@ class _CaseView:
         if self.everything:
             return [x for x in found if case_id(x) is not None]
         self._decide_all(case_id(x) for x in found)
-        return [x for x in found if self._seen.get(case_id(x), False)]  # type: ignore[arg-type]
+        return [x for x in found if self._seen.get(case_id(x))]  # type: ignore[arg-type]
+
+    def stream(self, found: Iterable[T], case_id: Callable[[T], int | None]) -> Iterator[T]:
+        """``keep`` for rows read as they come: decided STREAM_BATCH at a time, so none is held for long."""
+        pending: list[T] = []
+        for row in found:
+            pending.append(row)
+            if len(pending) >= STREAM_BATCH:
+                yield from self.keep(pending, case_id)
+                pending = []
+        yield from self.keep(pending, case_id)
 
     def region_of(self, complainant: str, assignee: str | None) -> str:
         """The complainant's region from the participant directory, else the assignee's."""

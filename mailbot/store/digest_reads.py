@@ -6,7 +6,7 @@ Each takes the case ids the recipient may see (``case_ids``) where it reads case
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
@@ -121,14 +121,17 @@ def cases_closed_between(session: Session, status: str, since: datetime, now: da
     return case_rows_where(session, _C.status == status, _C.closed_at >= to_db(since), _C.closed_at <= to_db(now))
 
 
-def open_case_keys(session: Session, open_statuses: Collection[str],
-                   with_complainant: bool) -> list[tuple[Any, ...]]:
-    """(id, stage, category, assignee[, complainant]) of every open case: the figures and the workload are counted
-    from these. The repeated words are shared, so 50,000 of them take a few megabytes."""
-    columns = [_C.id, _C.stage, _C.category, _C.assignee] + ([_C.complainant] if with_complainant else [])
-    intern: dict[Any, Any] = {}
-    result = session.connection().execute(sa_select(*columns).where(_C.status.in_(list(open_statuses))))
-    return [tuple(intern.setdefault(v, v) if isinstance(v, str) else v for v in row) for row in result]
+# Rows read as they come, a thousand at a time (a server-side cursor on PostgreSQL), for the reads that cover every
+# open case or a month of complaints: the digest counts them as it goes and keeps none.
+_STREAM = {"yield_per": 1000}
+
+
+def open_case_keys(session: Session, open_statuses: Collection[str]) -> Iterator[tuple[int, int, str, str | None, str]]:
+    """(id, stage, category, assignee, complainant) of every open case, as read: the figures and the workload
+    are counted from these, and a recipient's view decides which cases it may see from them."""
+    yield from session.connection().execute(  # type: ignore[misc]
+        sa_select(_C.id, _C.stage, _C.category, _C.assignee, _C.complainant)
+        .where(_C.status.in_(list(open_statuses))).execution_options(**_STREAM))
 
 
 def case_visibility_keys(session: Session, ids: Collection[int]) -> list[tuple[int, str, str | None, str]]:
@@ -161,17 +164,20 @@ def delivery_problem_events(session: Session, since: datetime, now: datetime) ->
 
 # (case id, deadline name, stage, due)
 RunningDeadline = tuple[int, str, int, datetime]
+# (case id, deadline name, stage, due, the case's assignee)
+HeldDeadline = tuple[int, str, int, datetime, str | None]
 _RUNNING = (_D.superseded == False, _D.met_at.is_(None))  # noqa: E712  (SQL expression)
 
 
 def running_deadlines_due_by(session: Session, cutoff: datetime,
-                             open_statuses: Collection[str]) -> list[RunningDeadline]:
-    """(case id, name, stage, due) of the open cases' running deadlines due by ``cutoff``, soonest first."""
-    rows = session.connection().execute(
-        sa_select(_D.case_id, _D.name, _D.stage, _D.due_at).join(CASE_TABLE, _C.id == _D.case_id)
-        .where(*_RUNNING, _D.due_at <= to_db(cutoff), _C.status.in_(list(open_statuses)))
-        .order_by(_D.due_at, _D.id)).all()
-    return [(cid, name, stage, from_db(due)) for cid, name, stage, due in rows]  # type: ignore[misc]
+                             open_statuses: Collection[str]) -> Iterator[HeldDeadline]:
+    """(case id, name, stage, due, the case's assignee) of the open cases' running deadlines due by ``cutoff``,
+    soonest first, as read."""
+    for cid, name, stage, due, assignee in session.connection().execute(
+            sa_select(_D.case_id, _D.name, _D.stage, _D.due_at, _C.assignee).join(CASE_TABLE, _C.id == _D.case_id)
+            .where(*_RUNNING, _D.due_at <= to_db(cutoff), _C.status.in_(list(open_statuses)))
+            .order_by(_D.due_at, _D.id).execution_options(**_STREAM)):
+        yield cid, name, stage, from_db(due), assignee  # type: ignore[misc]
 
 
 def running_deadlines_of(session: Session, case_ids: Collection[int]) -> list[RunningDeadline]:
@@ -183,12 +189,14 @@ def running_deadlines_of(session: Session, case_ids: Collection[int]) -> list[Ru
     return [(cid, name, stage, from_db(due)) for cid, name, stage, due, _ in rows]  # type: ignore[misc]
 
 
-def deadlines_kept_between(session: Session, name: str, since: datetime, now: datetime) -> list[tuple[int, bool]]:
-    """(case id, met on time) of the named deadline, not replaced, falling due in the period."""
-    rows = session.connection().execute(sa_select(_D.case_id, _D.met_at.is_not(None) & (_D.met_at <= _D.due_at))
-                                        .where(_D.name == name, _D.superseded == False,  # noqa: E712
-                                               _D.due_at >= to_db(since), _D.due_at <= to_db(now))).all()
-    return [(cid, bool(on_time)) for cid, on_time in rows]
+def deadlines_kept_between(session: Session, name: str, since: datetime,
+                           now: datetime) -> Iterator[tuple[int, bool]]:
+    """(case id, met on time) of the named deadline, not replaced, falling due in the period, as read."""
+    for cid, on_time in session.connection().execute(
+            sa_select(_D.case_id, _D.met_at.is_not(None) & (_D.met_at <= _D.due_at))
+            .where(_D.name == name, _D.superseded == False,  # noqa: E712
+                   _D.due_at >= to_db(since), _D.due_at <= to_db(now)).execution_options(**_STREAM)):
+        yield cid, bool(on_time)
 
 
 def restrictions_with_review(session: Session) -> list[Restriction]:
@@ -237,18 +245,6 @@ def cases_with_letters(session: Session, kinds: Collection[str], case_ids: Colle
                                                _M.case_id.in_(chunk))).all()}
 
 
-def first_sent(session: Session, kinds: Collection[str], case_ids: Collection[int]) -> dict[int, datetime]:
-    """Each of these cases' first letter of these kinds the server accepted: when."""
-    conn = session.connection()
-    out: dict[int, datetime] = {}
-    for chunk in chunks(case_ids):
-        for cid, at in conn.execute(sa_select(_M.case_id, func.min(_M.sent_at)).where(
-                _M.direction == "out", _M.kind.in_(list(kinds)), _M.case_id.in_(chunk),
-                _M.sent_at.is_not(None)).group_by(_M.case_id)).all():
-            out[cid] = from_db(at)  # type: ignore[assignment]
-    return out
-
-
 def problem_letters(session: Session, deliveries: Collection[str], since: datetime,
                     now: datetime) -> list[MailMessage]:
     """Letters written in the period whose delivery is one of these (failed, undelivered), oldest first."""
@@ -267,18 +263,41 @@ def inbound_kinds_between(session: Session, kinds: Collection[str], since: datet
         MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))).all()]  # type: ignore[misc]
 
 
-def inbound_senders_between(session: Session, since: datetime, now: datetime) -> list[tuple[int, str]]:
-    """(case id, From address) of each inbound message on a case, received in the period."""
-    return [(cid, sender) for cid, sender in session.exec(select(MailMessage.case_id, MailMessage.from_addr).where(
-        MailMessage.direction == "in", col(MailMessage.case_id).is_not(None),
-        MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))).all()]  # type: ignore[misc]
+def complainant_messages_between(session: Session, since: datetime,
+                                 now: datetime) -> Iterator[tuple[int, int]]:
+    """(case id, how many) of the inbound messages on each case received in the period from its complainant's own
+    address (compared as Python's ``str.lower`` folds case), in case id order, as counted. Cases with none are left
+    out."""
+    rows = session.connection().execute(
+        sa_select(_M.case_id, _M.from_addr, _C.complainant, func.count()).join(CASE_TABLE, _C.id == _M.case_id)
+        .where(_M.direction == "in", _M.at >= to_db(since), _M.at <= to_db(now))
+        .group_by(_M.case_id, _M.from_addr, _C.complainant).order_by(_M.case_id).execution_options(**_STREAM))
+    # Grouped by the address as written and compared here: SQLite's lower() folds only ASCII letters.
+    current, total = None, 0
+    for cid, sender, complainant, count in rows:
+        if cid != current:
+            if current is not None and total:
+                yield current, total
+            current, total = cid, 0
+        if (sender or "").lower() == (complainant or "").lower():
+            total += count
+    if current is not None and total:
+        yield current, total
 
 
-def new_complaints_between(session: Session, since: datetime, now: datetime) -> list[tuple[int, datetime]]:
-    """(case id, received at) of each complaint that opened a case in the period."""
-    return [(cid, from_db(at)) for cid, at in session.exec(select(MailMessage.case_id, MailMessage.at).where(  # type: ignore[misc]
-        MailMessage.direction == "in", MailMessage.kind == "new_case", col(MailMessage.case_id).is_not(None),
-        MailMessage.at >= to_db(since), MailMessage.at <= to_db(now))).all()]
+def acknowledgement_times(session: Session, kinds: Collection[str], since: datetime,
+                          now: datetime) -> Iterator[tuple[int, datetime, datetime | None]]:
+    """(case id, received at, when the server accepted its first letter of these kinds, or None) of each
+    complaint that opened a case in the period, as read: one query, each first letter found by the case's index."""
+    letter = MESSAGE_TABLE.alias("letter")
+    first = (sa_select(func.min(letter.c.sent_at))
+             .where(letter.c.case_id == _M.case_id, letter.c.direction == "out", letter.c.kind.in_(list(kinds)),
+                    letter.c.sent_at.is_not(None)).scalar_subquery())
+    for cid, at, sent in session.connection().execute(
+            sa_select(_M.case_id, _M.at, first)
+            .where(_M.direction == "in", _M.kind == "new_case", _M.case_id.is_not(None),
+                   _M.at >= to_db(since), _M.at <= to_db(now)).execution_options(**_STREAM)):
+        yield cid, from_db(at), from_db(sent)  # type: ignore[misc]
 
 
 class Unfiled(NamedTuple):

@@ -129,15 +129,22 @@ class World:
                 if m.to_addrs == address]
 
 
+# The digest's reads stream rows (a server-side cursor on PostgreSQL) and count in SQL: the tests marked with this
+# run on both databases.
+ON_BOTH = pytest.mark.parametrize("world", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> World:
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> World:
+    database = getattr(request, "param", "sqlite")
     data = tmp_path / "data"
     data.mkdir()
     (data / "staff.toml").write_text(STAFF)
     (data / "participants.csv").write_text(PARTICIPANTS)
     directory = DirectoryFiles(data)
     directory.load()
-    engine = make_engine(f"sqlite:///{tmp_path / 'digest.db'}")
+    engine = make_engine(request.getfixturevalue("postgres").url if database == "postgresql"
+                         else f"sqlite:///{tmp_path / 'digest.db'}")
     upgrade(engine)
     sender = Sender("One Million Mentors", "complaints@1mm.org.uk", "1mm.org.uk", 5)
     letters = Correspondence(sender, SECRET, LetterRenderer(REPO / "templates"), WorkingCalendar(),
@@ -279,6 +286,7 @@ def context_for(world: World, address: str, now: datetime = NOW, threshold: int 
 
 # ---- content -------------------------------------------------------------------------------------
 
+@ON_BOTH
 def test_every_section_for_someone_who_sees_every_case(world: World) -> None:
     seed(world)
     ctx = context_for(world, SAM)
@@ -383,6 +391,7 @@ def test_a_restricted_or_warned_case_is_not_suggested_again(world: World) -> Non
     assert context_for(world, SAM)["persistent"] == []
 
 
+@ON_BOTH
 def test_the_persistent_threshold_is_a_setting(world: World) -> None:
     seed(world)
     assert context_for(world, SAM, threshold=11)["persistent"] == []
@@ -404,6 +413,7 @@ def test_without_a_previous_digest_new_means_the_last_24_hours(world: World) -> 
 
 # ---- who sees what -------------------------------------------------------------------------------
 
+@ON_BOTH
 def test_regional_managers_see_their_region_by_complainant_or_assignee(world: World) -> None:
     seed(world)
     london = context_for(world, HANNAH)
@@ -576,6 +586,7 @@ def test_preview_writes_the_most_senior_recipients_html_and_sends_nothing(world:
 # ---- what a manager acts on (issue 13) -------------------------------------------------------------
 
 
+@ON_BOTH
 def test_a_case_with_two_overdue_deadlines_is_listed_once(world: World) -> None:
     with world.session() as s:
         c = add_case(s, 30, "sam@example.com", at(2026, 11, 16, 9), assignee="priya.shah@1mm.org.uk")
@@ -588,6 +599,7 @@ def test_a_case_with_two_overdue_deadlines_is_listed_once(world: World) -> None:
     assert overdue[0]["overdue_by"].startswith("5 days")
 
 
+@ON_BOTH
 def test_cases_waiting_for_a_decision_and_the_workload_by_holder(world: World) -> None:
     seed(world)
     with world.session() as s:
@@ -608,6 +620,7 @@ def test_cases_waiting_for_a_decision_and_the_workload_by_holder(world: World) -
     assert "times are UK time, GMT" in text  # November: the digest says which UK time it shows
 
 
+@ON_BOTH
 def test_no_persistence_suggestion_while_our_own_response_to_them_is_overdue(world: World) -> None:
     seed(world)
     assert refs(context_for(world, ALEX)["persistent"]) == ["1MM-2026-0005"]
@@ -709,6 +722,7 @@ def test_digest_subjects_in_staff_toml_must_be_true_or_false(world: World) -> No
         parse_staff('[[staff]]\nname = "A"\nemail = "a@1mm.org.uk"\nroles = ["smt"]\ndigest_subjects = "yes"\n')
 
 
+@ON_BOTH
 def test_a_long_backlog_is_counted_in_full_and_listed_longest_overdue_first(world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # With thousands of open cases a digest listing every late one is unreadable (and read every row): each
     # deadline section names its first LIST_LIMIT and says how many more; the counts stay whole.
@@ -776,3 +790,73 @@ def test_new_cases_waiting_cases_and_data_requests_are_listed_up_to_the_limit_to
     assert "New cases (3)" in html and "<strong>1 more</strong> new cases" in html
     assert "Waiting for your decision (3)" in html and "<strong>1 more</strong> waiting" in html
     assert "not yet answered (3)" in html and "<strong>1 more</strong> requests" in html
+
+
+@ON_BOTH
+def test_the_persistent_count_is_the_complainants_own_messages_whatever_the_case_of_the_address(
+        world: World) -> None:
+    # Counted by the database per address as written, and compared as Python folds case (SQLite's lower() leaves
+    # the "Ë" alone): the complainant writing from their address in capitals is still the complainant.
+    with world.session() as s:
+        c = add_case(s, 40, "Zoë.Pat@Example.net", at(2026, 11, 2, 9), assignee="priya.shah@1mm.org.uk")
+        for n in range(6):
+            add_message(s, c, "in", "follow_up", NOW - timedelta(days=2, hours=n), frm="zoë.pat@example.NET")
+        for n in range(5):
+            add_message(s, c, "in", "follow_up", NOW - timedelta(days=3, hours=n), frm="ZOË.PAT@EXAMPLE.NET")
+        for n in range(9):  # their solicitor, copied in: not the complainant's own contact
+            add_message(s, c, "in", "follow_up", NOW - timedelta(days=1, hours=n), frm="office@solicitors.example")
+        add_message(s, c, "in", "follow_up", NOW - timedelta(days=9), frm="zoë.pat@example.net")  # before the week
+        s.commit()
+    [row] = context_for(world, ALEX)["persistent"]
+    assert (row["ref"], row["messages"]) == ("1MM-2026-0040", 11)
+    assert context_for(world, ALEX, threshold=11)["persistent"] == []
+
+
+@ON_BOTH
+def test_a_regional_digest_counts_its_regions_cases_when_they_are_read_a_few_at_a_time(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The open cases, the running deadlines and a month of complaints are read as they come and checked against
+    # the recipient's region a batch at a time; with batches of two, every count still covers every case.
+    monkeypatch.setattr(digest_service, "STREAM_BATCH", 2)
+    with world.session() as s:
+        for n in range(1, 8):  # London: Amira's (a London mentee) and the London coordinator's cases, all overdue
+            london_mentee = n % 2 == 1
+            c = add_case(s, n, "amira.khan@example.org" if london_mentee else "kim@example.com", at(2026, 11, 2, 9),
+                         assignee="priya.shah@1mm.org.uk" if london_mentee else "tom.okafor@1mm.org.uk",
+                         stage=2 if london_mentee else 1)
+            add_deadline(s, c, "first_response", at(2026, 11, 3 + n, 17, 30))
+            add_message(s, c, "in", "new_case", at(2026, 11, 2, 9))
+            if london_mentee:  # acknowledged; the coordinator's cases never were
+                add_message(s, c, "out", "acknowledgement", at(2026, 11, 2, 9), delivery="sent",
+                            sent_at=at(2026, 11, 2, 9, 0, 3))
+        for n in range(8, 14):  # the Midlands: Leo's cases, each with a response due on Wednesday
+            c = add_case(s, n, "leo.baker@example.org", at(2026, 11, 9, 9), assignee=GARETH)
+            add_deadline(s, c, "full_response", at(2026, 11, 25, 12))
+            add_message(s, c, "in", "new_case", at(2026, 11, 9, 9))
+            add_message(s, c, "out", "acknowledgement", at(2026, 11, 9, 9), delivery="sent",
+                        sent_at=at(2026, 11, 9, 9, 0, 5))
+        for n in (14, 15):  # resolved London cases: not open, but their acknowledgements are in the month's figures
+            c = add_case(s, n, "amira.khan@example.org", at(2026, 11, 3, 9), assignee=HANNAH, status="resolved")
+            add_message(s, c, "in", "new_case", at(2026, 11, 3, 9))
+            add_message(s, c, "out", "acknowledgement", at(2026, 11, 3, 9), delivery="sent",
+                        sent_at=at(2026, 11, 3, 9, 0, 3))
+        s.commit()
+
+    london = context_for(world, HANNAH)
+    assert london["figures"]["open_total"] == 7
+    assert [(b["label"], b["count"]) for b in london["figures"]["by_stage"]] == [("Stage 1", 3), ("Stage 2", 4)]
+    assert london["counts"]["overdue"] == 7 and london["counts"]["due"] == 0
+    assert refs(london["overdue"]) == [f"1MM-2026-{n:04d}" for n in range(1, 8)]  # longest overdue first
+    assert {w["holder"]: (w["open"], w["this_week"], w["overdue"]) for w in london["workload"]} == {
+        "Priya Shah": (4, 0, 4), "Tom Okafor": (3, 0, 3)}
+    assert (london["figures"]["ack"]["count"], london["figures"]["ack"]["waiting"]) == (6, 3)
+
+    midlands = context_for(world, GARETH)
+    assert midlands["figures"]["open_total"] == 6 and midlands["counts"]["overdue"] == 0
+    assert {w["holder"]: (w["open"], w["this_week"], w["overdue"]) for w in midlands["workload"]} == {
+        "Gareth Lewis": (6, 6, 0)}
+    assert midlands["figures"]["ack"] == {"count": 6, "waiting": 0, "median": "5.0 seconds", "worst": "5.0 seconds"}
+
+    everyone = context_for(world, ALEX)
+    assert everyone["figures"]["open_total"] == 13 and everyone["counts"]["overdue"] == 7
+    assert (everyone["figures"]["ack"]["count"], everyone["figures"]["ack"]["waiting"]) == (12, 3)
