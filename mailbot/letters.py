@@ -20,7 +20,7 @@ from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from mailbot.domain.attachments import wire_content_type, wire_filename
 from mailbot.domain.mail import header_safe, wire_address
@@ -90,6 +90,28 @@ class LetterRenderer:
         if "env" in self.__dict__:  # nothing compiled yet otherwise
             self.env.cache.clear()  # type: ignore[union-attr]
         return True
+
+    def compile(self, names: Iterable[str]) -> None:
+        """Compile these letters' templates now rather than at their first use, with the layouts and parts they
+        extend and include (Jinja loads those only as it renders). One that is missing or does not compile is
+        left for the letter itself to report."""
+        from jinja2 import TemplateError, meta
+
+        env = self.env
+        assert env.loader is not None
+        pending = [f"letters/{name}.{ext}" for name in names for ext in ("txt", "html")]
+        seen: set[str] = set()
+        while pending:
+            path = pending.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                env.get_template(path)
+                source = env.loader.get_source(env, path)[0]
+                pending.extend(ref for ref in meta.find_referenced_templates(env.parse(source)) if ref)
+            except TemplateError:
+                pass
 
     def names(self) -> list[str]:
         """Every letter that has both a text and an HTML template."""

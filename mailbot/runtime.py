@@ -13,10 +13,12 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
 from mailbot.bootstrap import App
+from mailbot.domain import categories
 from mailbot.mail.imap import ImapIntake
 from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
 from mailbot.mail.parse_pool import ParsePool
@@ -218,6 +220,22 @@ async def _run_once(app: App) -> dict[str, object]:
 # ---- the daemon ---------------------------------------------------------------------------------------
 
 
+def warm_up(app: App) -> None:
+    """What a new complaint needs at once, made ready before the daemon first reads its mailbox: the templates of
+    the letters it writes (each procedure's opening letter and the staff copy) compiled, and the words it reads
+    for. The first complaint after a start was acknowledged ~40 ms later than the rest for these. A template
+    that does not compile is left for its letter to report."""
+    began = time.perf_counter()
+    try:
+        app.renderer.compile(sorted({p.letters.get("open", "acknowledgement") for p in app.procedures.values()}
+                                    | {"staff-notification"}))
+        categories.warm()
+    except Exception:  # noqa: BLE001  (a warm-up must never keep the bot from its mail)
+        log.exception("warming up failed; the first complaint will do it")
+        return
+    log.debug("warmed up in %.0f ms", (time.perf_counter() - began) * 1000)
+
+
 class Daemon:
     """The bot running until it is stopped: intake on a thread, scheduled work every minute, and the
     delivery loop on the event loop, woken by both.
@@ -342,6 +360,7 @@ class Daemon:
             intake = ImapIntake(app.imap_config(), app.mailbox(on_commit=self.wake))
 
             def read_mailbox() -> None:
+                warm_up(app)
                 try:
                     intake.run(self.stopping)
                 except FirstRunError as exc:
@@ -436,6 +455,7 @@ class Daemon:
         return max(0.05, min(30.0, (due - self.app.clock()).total_seconds()))
 
     def _local_loop(self, local_wake: threading.Event) -> None:
+        warm_up(self.app)
         while not self.stopping.is_set():
             try:
                 if local_intake(self.app, self.wake):

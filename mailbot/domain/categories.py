@@ -141,6 +141,11 @@ def _patterns() -> _Patterns:
         mentor=_words(MENTOR_WORDS), behaviour=_words(BEHAVIOUR_WORDS), not_a_mentor=re.compile(NOT_A_MENTOR))
 
 
+def warm() -> None:
+    """Compile the patterns now (the daemon does at start, so its first complaint does not wait for them)."""
+    _patterns()
+
+
 def _normalise(subject: str, text: str) -> str:
     # Curly apostrophes from phones would otherwise defeat "don't feel safe"; runs of whitespace and line
     # breaks would defeat every two-word phrase.
