@@ -635,12 +635,19 @@ class _CaseView:
         self.by_stage: Counter[int] = Counter()
         self.by_category: Counter[str] = Counter()
         self.by_assignee: Counter[str | None] = Counter()
+        if self.everything:  # counted by the database
+            for stage, category, assignee, count in reads.open_case_counts(session, OPEN_STATUSES):
+                self._count_open(stage, category, assignee, count)
+            return
         for case_id, stage, category, assignee, complainant in reads.open_case_keys(session, OPEN_STATUSES):
-            if self.everything or self._decide(case_id, complainant, assignee, category):
-                self.open_total += 1
-                self.by_stage[stage] += 1
-                self.by_category[category] += 1
-                self.by_assignee[assignee] += 1
+            if self._decide(case_id, complainant, assignee, category):
+                self._count_open(stage, category, assignee, 1)
+
+    def _count_open(self, stage: int, category: str, assignee: str | None, count: int) -> None:
+        self.open_total += count
+        self.by_stage[stage] += count
+        self.by_category[category] += count
+        self.by_assignee[assignee] += count
 
     def _decide(self, case_id: int, complainant: str, assignee: str | None, category: str) -> bool:
         safeguarding = category == SAFEGUARDING or case_id in self._alerted

@@ -134,6 +134,14 @@ def open_case_keys(session: Session, open_statuses: Collection[str]) -> Iterator
         .where(_C.status.in_(list(open_statuses))).execution_options(**_STREAM))
 
 
+def open_case_counts(session: Session, open_statuses: Collection[str]) -> list[tuple[int, str, str | None, int]]:
+    """(stage, category, assignee, how many) of the open cases, counted by the database: all a recipient who
+    sees every case needs of them."""
+    return [tuple(row) for row in session.connection().execute(  # type: ignore[misc]
+        sa_select(_C.stage, _C.category, _C.assignee, func.count()).where(_C.status.in_(list(open_statuses)))
+        .group_by(_C.stage, _C.category, _C.assignee))]
+
+
 def case_visibility_keys(session: Session, ids: Collection[int]) -> list[tuple[int, str, str | None, str]]:
     """(id, complainant, assignee, category): what deciding who may see a case needs."""
     conn = session.connection()
