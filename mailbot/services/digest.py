@@ -14,6 +14,7 @@ import logging
 import statistics
 from array import array
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -34,7 +35,7 @@ from mailbot.domain.workdays import WorkingCalendar, format_time
 from mailbot.services.correspondence import Correspondence
 from mailbot.store import audit
 from mailbot.store import digest_reads as reads
-from mailbot.store.db import from_db
+from mailbot.store.db import from_db, reading
 from mailbot.store.db import session as new_session
 from mailbot.store.models import detail_of
 
@@ -167,8 +168,8 @@ class Digest:
     def preview(self, now: datetime, to: str | None, path: Path) -> None:
         """The HTML part of one recipient's digest (the most senior if none is named), written to ``path``."""
         recipient = self._choose(to, all_if_none=False)[0]
-        with new_session(self.engine) as session:
-            context = self.context(session, recipient, now)
+        with self._reader() as reader:
+            context = self.context(reader, recipient, now)
         sender = self.letters.sender
         letter = self.letters.renderer.render(TEMPLATE, {"org_name": sender.org_name, "address": sender.address,
                                                          **context})
@@ -191,13 +192,19 @@ class Digest:
                           f"({', '.join(r.email for r in everyone)})")
 
     def _send(self, recipient: Recipient, now: datetime, day: date, *, record: bool, once: bool) -> int:
-        """Queue one digest. ``once``: skip it if today's is recorded; ``record``: record it as today's."""
-        with new_session(self.engine) as session:
-            if record and self._recorded(session, recipient, day):
+        """Queue one digest. ``once``: skip it if today's is recorded; ``record``: record it as today's.
+
+        The digest is put together on a connection that only reads: on SQLite a writer's transaction holds the
+        database's one writer slot, and intake waited for as long as a recipient's digest took to gather
+        (half a second at 50,000 open cases). Only recording it and queueing its letter write.
+        """
+        with self._reader() as reader:
+            if record and self._recorded(reader, recipient, day):
                 if once:
                     return 0
                 record = False
-            context = self.context(session, recipient, now)
+            context = self.context(reader, recipient, now)
+        with new_session(self.engine) as session:
             run = None
             if record:
                 # Recorded before the letter so that a second process loses at once.
@@ -219,6 +226,12 @@ class Digest:
                 session.rollback()
                 return 0
         return 1 if letter is not None else 0
+
+    @contextmanager
+    def _reader(self) -> Iterator[Session]:
+        """A session on a reading connection (on SQLite it takes no writer's lock and waits for no writer)."""
+        with reading(self.engine) as connection, Session(bind=connection) as session:
+            yield session
 
     @staticmethod
     def _recorded(session: Session, recipient: Recipient, day: date) -> bool:

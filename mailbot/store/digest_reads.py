@@ -60,8 +60,8 @@ def claim_digest(session: Session, recipient: str, day: date, now: datetime) -> 
 
 # ---- cases -------------------------------------------------------------------------------------
 #
-# Nothing here loads every case: the digest of a database with 50,000 open cases reads the open ones as small
-# tuples, what happened in the period as it happened, and whole case rows only for the cases it names.
+# Nothing here loads every case: the digest of a database with 50,000 open cases counts the open ones as it reads
+# them, what happened in the period as it happened, and whole case rows only for the cases it names.
 # Visibility (regions, safeguarding) is the digest's to decide; the reads return every case's rows.
 
 _C, _D, _M, _E = CASE_TABLE.c, DEADLINE_TABLE.c, MESSAGE_TABLE.c, EVENT_TABLE.c

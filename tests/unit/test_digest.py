@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import os
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -860,3 +861,29 @@ def test_a_regional_digest_counts_its_regions_cases_when_they_are_read_a_few_at_
     everyone = context_for(world, ALEX)
     assert everyone["figures"]["open_total"] == 13 and everyone["counts"]["overdue"] == 7
     assert (everyone["figures"]["ack"]["count"], everyone["figures"]["ack"]["waiting"]) == (12, 3)
+
+
+def test_intake_can_write_while_a_digest_is_being_put_together(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQLite has one writer at a time. A digest gathered inside a writer's transaction kept intake (and every
+    # "sent" mark) waiting for as long as it took, half a second a recipient at 50,000 open cases; gathered on a
+    # reading connection, another writer gets the database at once, and only queueing the letter writes.
+    seed(world)
+    database = world.engine.url.database  # type: ignore[attr-defined]
+    gathered = Digest.context
+    writes_meanwhile: list[str] = []
+
+    def gather_while_another_process_writes(self: Digest, session: Session, recipient: object, now: datetime) -> dict:
+        context = gathered(self, session, recipient, now)  # type: ignore[arg-type]
+        other = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # "database is locked" after 0.2 s while a writer holds it
+            other.execute("ROLLBACK")
+            writes_meanwhile.append(recipient.email)  # type: ignore[attr-defined]
+        finally:
+            other.close()
+        return context
+
+    monkeypatch.setattr(Digest, "context", gather_while_another_process_writes)
+    assert world.digest().run_due(NOW) == 6
+    assert sorted(writes_meanwhile) == sorted(EVERYONE)
+    assert len(world.outbox()) == 6
