@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from datetime import date, datetime
+from itertools import groupby
 from typing import Any, NamedTuple
 
 from sqlalchemy import func
@@ -281,16 +282,11 @@ def complainant_messages_between(session: Session, since: datetime,
         .where(_M.direction == "in", _M.at >= to_db(since), _M.at <= to_db(now))
         .group_by(_M.case_id, _M.from_addr, _C.complainant).order_by(_M.case_id).execution_options(**_STREAM))
     # Grouped by the address as written and compared here: SQLite's lower() folds only ASCII letters.
-    current, total = None, 0
-    for cid, sender, complainant, count in rows:
-        if cid != current:
-            if current is not None and total:
-                yield current, total
-            current, total = cid, 0
-        if (sender or "").lower() == (complainant or "").lower():
-            total += count
-    if current is not None and total:
-        yield current, total
+    for cid, senders in groupby(rows, key=lambda row: row[0]):
+        total = sum(count for _, sender, complainant, count in senders
+                    if (sender or "").lower() == (complainant or "").lower())
+        if total:
+            yield cid, total
 
 
 def acknowledgement_times(session: Session, kinds: Collection[str], since: datetime,
