@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from mailbot.bootstrap import App
 from mailbot.domain import categories
+from mailbot.domain.procedures import opening_letters
 from mailbot.mail.imap import ImapIntake
 from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
 from mailbot.mail.parse_pool import ParsePool
@@ -227,8 +228,7 @@ def warm_up(app: App) -> None:
     that does not compile is left for its letter to report."""
     began = time.perf_counter()
     try:
-        app.renderer.compile(sorted({p.letters.get("open", "acknowledgement") for p in app.procedures.values()}
-                                    | {"staff-notification"}))
+        app.renderer.compile([*opening_letters(app.procedures), "staff-notification"])
         categories.warm()
     except Exception:  # noqa: BLE001  (a warm-up must never keep the bot from its mail)
         log.exception("warming up failed; the first complaint will do it")

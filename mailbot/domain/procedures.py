@@ -8,6 +8,7 @@ The file is read by ``mailbot.data_files``; this module parses its text.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -92,6 +93,12 @@ class Signpost:
     website: str
     applies_to: str  # APPLIES_TO_ALL or a category
     notify_within_weeks: int | None = None
+
+
+def opening_letters(procedures: Mapping[str, Procedure]) -> list[str]:
+    """The letters cases are opened with, each once: every procedure's "open" letter (the acknowledgement where
+    one names none)."""
+    return sorted({procedure.letters.get("open", "acknowledgement") for procedure in procedures.values()})
 
 
 def next_stage_offered(procedure: Procedure, number: int) -> Stage | None:

@@ -29,7 +29,7 @@ from mailbot.domain import data_requests as data_request_rules
 from mailbot.domain.categories import SAFEGUARDING
 from mailbot.domain.directory import Directory, DirectorySource, StaffMember
 from mailbot.domain.idsets import IdFlags, IdSet
-from mailbot.domain.procedures import OPEN_STATUSES, Procedure
+from mailbot.domain.procedures import OPEN_STATUSES, Procedure, opening_letters
 from mailbot.domain.restrictions import persistent_suggestion
 from mailbot.domain.workdays import WorkingCalendar, format_time
 from mailbot.services.correspondence import Correspondence
@@ -637,7 +637,7 @@ class _CaseView:
         self.directory = directory
         procedures = digest.procedures
         self.outcome_kinds = sorted({p.letters.get("resolve", "outcome") for p in procedures.values()} | {"outcome"})
-        self.open_kinds = sorted({p.letters.get("open", "acknowledgement") for p in procedures.values()})
+        self.open_kinds = opening_letters(procedures)
         self.everything = recipient.sees_all
         self._alerted = reads.safeguarding_alerted(session)
         self._seen = IdFlags()  # whether the recipient may see each case decided so far: a byte a case

@@ -14,6 +14,7 @@ from mailbot.domain.procedures import (
     CEO_DIRECT,
     ProcedureFileError,
     next_stage_offered,
+    opening_letters,
     signposting,
     stage_deadlines,
 )
@@ -331,3 +332,10 @@ def test_the_next_stage_offered(key: str, stage: int, offered: int | None) -> No
 def test_the_stages_reached_by_writing_to_the_ceo_say_so() -> None:
     direct = {(key, s.number) for key, p in PROCEDURES.items() for s in p.stages if s.entry == CEO_DIRECT}
     assert direct == {("external", 3), ("mentee", 3), ("mentor", 3)}
+
+
+def test_the_letters_cases_open_with_are_each_procedures_open_letter_once() -> None:
+    # What the daemon compiles before its first complaint, and what the digest counts as an acknowledgement.
+    expected = sorted({procedure.letters["open"] for procedure in PROCEDURES.values()})
+    assert opening_letters(PROCEDURES) == expected
+    assert "acknowledgement" in expected and len(expected) < len(PROCEDURES)  # shared letters named once
