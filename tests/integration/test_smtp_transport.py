@@ -165,3 +165,66 @@ def test_a_worker_process_whose_parent_goes_away_drops_the_letters_in_hand_at_on
         assert asyncio.run(run()) == 0
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize("silent_after", ["MAIL", "RCPT", "DATA", "the letter"])
+def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout_and_the_next_letter_reconnects(
+        silent_after: str) -> None:
+    """A server that goes quiet part-way through a letter: the letter waits for a retry (never sent twice, never
+    failed for good) once the timeout has passed, not minutes later; the next letter starts a new connection."""
+
+    async def run() -> tuple[list[object], float, int]:
+        connections = [0]
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections[0] += 1
+            quiet = connections[0] == 1  # the first connection goes quiet; later ones answer
+            writer.write(b"220 stalling ESMTP\r\n")
+            in_data = False
+            while line := await reader.readline():
+                if in_data:
+                    if line == b".\r\n":
+                        in_data = False
+                        if not (quiet and silent_after == "the letter"):
+                            writer.write(b"250 queued\r\n")
+                    continue
+                verb = line[:4].upper().decode()
+                if quiet and verb == silent_after:
+                    continue
+                if verb == "EHLO":
+                    writer.write(b"250-stalling\r\n250 SIZE 1000000\r\n")
+                elif verb == "DATA":
+                    writer.write(b"354 go ahead\r\n")
+                    in_data = True
+                elif verb == "QUIT":
+                    writer.write(b"221 bye\r\n")
+                    break
+                else:
+                    writer.write(b"250 ok\r\n")
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = SmtpTransport("127.0.0.1", port, "none", timeout=0.4)
+        results: list[object] = []
+        began = asyncio.get_running_loop().time()
+        try:
+            for n in range(2):
+                try:
+                    # Bounded here too, so a timeout that does not work fails the test instead of hanging it.
+                    results.append(await asyncio.wait_for(
+                        transport.send(make_mail(subject=f"Letter {n}"), SENDER, ["jane@example.org"]), 10))
+                except (PermanentFailure, TemporaryFailure) as exc:
+                    results.append(exc)
+            took = asyncio.get_running_loop().time() - began
+        finally:
+            await transport.close()
+            server.close()
+        return results, took, connections[0]
+
+    results, took, connections = asyncio.run(run())
+    assert isinstance(results[0], TemporaryFailure), results
+    assert "Timed out waiting for server response" in str(results[0])  # what the outbox row's last error says
+    assert results[1] is None
+    assert connections == 2
+    assert 0.4 <= took < 5
