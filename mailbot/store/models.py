@@ -13,7 +13,15 @@ from sqlalchemy import Column, Index, LargeBinary, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
-class Case(SQLModel, table=True):
+class _Table(SQLModel):
+    """Every table's base. pydantic builds no validator for the tables when they are defined (a tenth of the
+    module's import, which every command pays): SQLModel never validates a table row, it constructs it, and the
+    rows are written and read through SQLAlchemy."""
+
+    model_config = {"defer_build": True}
+
+
+class Case(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     ref: str = Field(index=True, unique=True)
     year: int
@@ -51,7 +59,7 @@ class Case(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("year", "seq", name="uq_case_year_seq"),)
 
 
-class MailMessage(SQLModel, table=True):
+class MailMessage(_Table, table=True):
     """One message in or out. Outbound rows double as the transactional outbox."""
 
     __tablename__ = "message"
@@ -97,7 +105,7 @@ class MailMessage(SQLModel, table=True):
     )
 
 
-class Event(SQLModel, table=True):
+class Event(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
     at: datetime
@@ -114,7 +122,7 @@ class Event(SQLModel, table=True):
     redacted_by: int | None = None
 
 
-class AuditHead(SQLModel, table=True):
+class AuditHead(_Table, table=True):
     """One row: the audit chain's last place and hash, locked while a transaction links its events."""
 
     __tablename__ = "audit_head"
@@ -123,7 +131,7 @@ class AuditHead(SQLModel, table=True):
     hash: str
 
 
-class MailboxCursor(SQLModel, table=True):
+class MailboxCursor(_Table, table=True):
     """Where intake got to in one mailbox folder, so restarts never re-process a message."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -137,12 +145,12 @@ class MailboxCursor(SQLModel, table=True):
     auth_failures: int = 0
 
 
-class RefSequence(SQLModel, table=True):
+class RefSequence(_Table, table=True):
     year: int = Field(primary_key=True)
     last_seq: int = 0
 
 
-class Deadline(SQLModel, table=True):
+class Deadline(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case.id", index=True)
     stage: int
@@ -155,7 +163,7 @@ class Deadline(SQLModel, table=True):
     superseded: bool = False
 
 
-class Restriction(SQLModel, table=True):
+class Restriction(_Table, table=True):
     """The unreasonably-persistent-complainant register: one row per complainant and matter (case).
 
     The row holds the current state; every change is also an event on the case, which is the history.
@@ -185,7 +193,7 @@ class Restriction(SQLModel, table=True):
     last_acknowledged_at: datetime | None = None
 
 
-class DigestRun(SQLModel, table=True):
+class DigestRun(_Table, table=True):
     """One row per recipient per day: the once-a-day rule survives restarts and parallel runs."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -197,7 +205,7 @@ class DigestRun(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("recipient", "day", name="uq_digest_recipient_day"),)
 
 
-class MentorAction(SQLModel, table=True):
+class MentorAction(_Table, table=True):
     """What the mentee procedure's mentor-behaviour steps did to a mentor, on which case, and why."""
 
     id: int | None = Field(default=None, primary_key=True)
