@@ -121,7 +121,7 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
         max_seconds = INTAKE_TRANSACTION_SECONDS if args.as_intake else None
         # The statements are counted on complaints of their own, taken in first and not timed: SQLite hands its
         # trace callback each statement written out with its values (a letter's raw bytes as hex), which made
-        # every complaint look ~0.5 ms slower than it is. With --trace the timed ones are traced as well.
+        # every complaint look ~1 ms slower than it is. With --trace the timed ones are traced as well.
         stop_counting = on_every_statement(app.engine, _count, _trip)
         app.ingestor.ingest_batch(arrivals[:COUNTED], position, max_seconds=max_seconds)
         counted = statements.copy()
