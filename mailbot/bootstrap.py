@@ -37,8 +37,7 @@ from mailbot.services.transport import Transport
 from mailbot.services.webintake import WebIntake
 from mailbot.settings import ConfigError, Settings
 from mailbot.store import health_reads
-from mailbot.store.db import open_database
-from mailbot.store.db import session as new_session
+from mailbot.store.db import open_database, reading
 from mailbot.store.sent_journal import SentJournal
 
 if TYPE_CHECKING:
@@ -142,8 +141,8 @@ class App:
         return self.fixed_now or datetime.now(timezone.utc)
 
     def _outbox_by_state(self) -> dict[str, int]:
-        with new_session(self.engine) as s:
-            return health_reads.outbox_by_state(s)
+        with reading(self.engine) as conn:  # each scrape of /metrics: never SQLite's writer slot
+            return health_reads.outbox_by_state(conn)
 
     def _data_file(self, name: str) -> Path:
         """A file from the data dir, falling back to the copy shipped with the code."""

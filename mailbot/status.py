@@ -11,7 +11,7 @@ from mailbot.domain.health import EXIT_STATUS, findings, verdict
 from mailbot.mail.oauth import read_token_state
 from mailbot.settings import Settings
 from mailbot.store import health_reads as reads
-from mailbot.store.db import schema_version, session
+from mailbot.store.db import reading, schema_version
 from mailbot.store.locks import instance_lock
 
 
@@ -39,11 +39,12 @@ def report(settings: Settings, engine: Engine, now: datetime, instance: str | No
     """The health report. ``instance`` is the asking daemon's own role (active or standby); without it the
     report says whether any bot is running on the database."""
     holder = running_elsewhere(engine) if instance is None else None
-    with session(engine) as s:
-        facts = reads.facts(s, now, bool(settings.imap_host), None if instance is not None else holder is not None)
-        outbox = reads.outbox_by_state(s)
-        sent = reads.last_sent(s)
-        revision = schema_version(s.connection())
+    # A reading connection: on SQLite a report never waits for (or holds up) the writer.
+    with reading(engine) as conn:
+        facts = reads.facts(conn, now, bool(settings.imap_host), None if instance is not None else holder is not None)
+        outbox = reads.outbox_by_state(conn)
+        sent = reads.last_sent(conn)
+        revision = schema_version(conn)
     found = findings(facts)
     state, reasons = verdict(found)
     boxes, oldest, smtp_refused = facts.mailboxes, facts.oldest_pending, facts.smtp_refused

@@ -64,8 +64,9 @@ class Alerts:
         now = now or self.clock()
         queued = 0
         with self._lock, new_session(self.engine) as session:
-            current = alert_conditions(health_reads.facts(session, now, self.reads_a_mailbox, running=True))
-            standing = health_reads.raised_alerts(session)
+            current = alert_conditions(health_reads.facts(session.connection(), now, self.reads_a_mailbox,
+                                                          running=True))
+            standing = health_reads.raised_alerts(session.connection())
             for condition, words in current.items():
                 if condition not in standing:
                     log.error("alert: %s", words, extra={"event": "alert", "condition": condition})

@@ -252,6 +252,24 @@ def test_the_case_listing_names_columns_the_tables_have() -> None:
         assert set(light.c.keys()) <= set(real.c.keys()), set(light.c.keys()) - set(real.c.keys())
 
 
+def test_the_health_report_names_columns_the_tables_have() -> None:
+    # `mailbot status` reads with light table clauses (no ORM): a column renamed in the models must fail here, and
+    # its times must be read and written as the tables' own columns read and write them.
+    from sqlalchemy import DateTime
+
+    from mailbot.store import health_reads
+    from mailbot.store.models import Event, MailboxCursor, MailMessage
+
+    for light, model in ((health_reads.MESSAGES, MailMessage), (health_reads.EVENTS, Event),
+                         (health_reads.CURSORS, MailboxCursor)):
+        real = model.__table__  # type: ignore[attr-defined]
+        assert light.name == real.name
+        assert set(light.c.keys()) <= set(real.c.keys()), set(light.c.keys()) - set(real.c.keys())
+        for name in light.c.keys():
+            is_time = isinstance(getattr(real.c[name].type, "impl", real.c[name].type), DateTime)
+            assert isinstance(light.c[name].type, DateTime) == is_time, name
+
+
 def test_a_new_database_another_program_is_writing_is_waited_for_not_refused(tmp_path: Path) -> None:
     # Switching a new database to WAL needs it alone for a moment, and SQLite refused at once, without waiting:
     # two bots started together on a fresh data directory had one fail its start about one time in eight.
