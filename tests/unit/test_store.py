@@ -242,32 +242,23 @@ def test_events_written_at_the_commit_keep_their_order_and_are_read_back_before_
     assert verdict.ok, verdict
 
 
-def test_the_case_listing_names_columns_the_tables_have() -> None:
-    # The listing reads with light table clauses (no ORM): a column renamed in the models must fail here.
-    from mailbot.store import listing
-    from mailbot.store.models import CASE_TABLE, MESSAGE_TABLE
-
-    for light, real in ((listing.CASES, CASE_TABLE), (listing.MESSAGES, MESSAGE_TABLE)):
-        assert light.name == real.name
-        assert set(light.c.keys()) <= set(real.c.keys()), set(light.c.keys()) - set(real.c.keys())
-
-
-def test_the_health_report_names_columns_the_tables_have() -> None:
-    # `mailbot status` reads with light table clauses (no ORM): a column renamed in the models must fail here, and
-    # its times must be read and written as the tables' own columns read and write them.
+def test_the_light_tables_name_columns_the_tables_have() -> None:
+    # The case listing and `mailbot status` read with light table clauses (no ORM): a column renamed in the models
+    # must fail here, and their times must be read and written as the tables' own columns read and write them.
     from sqlalchemy import DateTime
 
-    from mailbot.store import health_reads
-    from mailbot.store.models import Event, MailboxCursor, MailMessage
+    from mailbot.store import health_reads, listing
+    from mailbot.store.models import CASE_TABLE, MESSAGE_TABLE, Event, MailboxCursor
 
-    for light, model in ((health_reads.MESSAGES, MailMessage), (health_reads.EVENTS, Event),
-                         (health_reads.CURSORS, MailboxCursor)):
-        real = model.__table__  # type: ignore[attr-defined]
+    event_table, cursor_table = Event.__table__, MailboxCursor.__table__  # type: ignore[attr-defined]
+    for light, real in ((listing.CASES, CASE_TABLE), (listing.MESSAGES, MESSAGE_TABLE),
+                        (health_reads.MESSAGES, MESSAGE_TABLE), (health_reads.EVENTS, event_table),
+                        (health_reads.CURSORS, cursor_table)):
         assert light.name == real.name
         assert set(light.c.keys()) <= set(real.c.keys()), set(light.c.keys()) - set(real.c.keys())
         for name in light.c.keys():
             is_time = isinstance(getattr(real.c[name].type, "impl", real.c[name].type), DateTime)
-            assert isinstance(light.c[name].type, DateTime) == is_time, name
+            assert isinstance(light.c[name].type, DateTime) == is_time, (light.name, name)
 
 
 def test_a_new_database_another_program_is_writing_is_waited_for_not_refused(tmp_path: Path) -> None:
