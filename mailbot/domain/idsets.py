@@ -13,6 +13,12 @@ from __future__ import annotations
 DENSE_LIMIT = 1 << 24
 
 
+def _reach(buffer: bytearray, index: int) -> None:
+    """Grow ``buffer`` with zeros to hold ``index``, by half again at least, so growing costs little per id."""
+    if index >= len(buffer):
+        buffer.extend(bytes(max(index + 1 - len(buffer), len(buffer) // 2)))
+
+
 class IdSet:
     """A set of non-negative row ids, one bit each."""
 
@@ -32,8 +38,7 @@ class IdSet:
             self._count += 1
             return True
         byte, bit = row_id >> 3, 1 << (row_id & 7)
-        if byte >= len(self._bits):
-            self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits) // 2)))
+        _reach(self._bits, byte)
         if self._bits[byte] & bit:
             return False
         self._bits[byte] |= bit
@@ -67,8 +72,7 @@ class IdFlags:
         if not 0 <= row_id < DENSE_LIMIT:
             self._sparse[row_id] = value
             return
-        if row_id >= len(self._bytes):
-            self._bytes.extend(bytes(max(row_id + 1 - len(self._bytes), len(self._bytes) // 2)))
+        _reach(self._bytes, row_id)
         self._bytes[row_id] = self._YES if value else self._NO
 
     def get(self, row_id: int) -> bool | None:
