@@ -19,7 +19,6 @@ from mailbot.store.faults import DatabaseUnusable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-    from sqlmodel import Session
 
     from mailbot.bootstrap import App
 
@@ -114,26 +113,16 @@ def _database(settings: Settings) -> Iterator[Engine]:
         engine.dispose()
 
 
-@contextmanager
-def _store(settings: Settings) -> Iterator[Session]:
-    """A session on the database, migrated first, for the read-only commands."""
-    with _database(settings) as engine, session(engine) as s:
-        yield s
-
-
 def cases(settings: Settings, as_json: bool) -> int:
-    if as_json:  # every case's whole summary, through the ORM
-        from mailbot.store import case_views
-
-        with _store(settings) as s:
-            summaries = case_views.all_cases(s)
-        print_json(summaries)
-        return 0
-    # The listing reads only the columns it prints, with SQLAlchemy Core: no ORM, no table classes.
-    from mailbot.store import listing
+    # Read with SQLAlchemy Core alone (store.case_reads): no ORM, no table classes, no mail stack.
+    from mailbot.store import case_reads
 
     with _database(settings) as engine, reading(engine) as conn:
-        rows = listing.case_lines(conn)
+        # --json: every case's whole summary; otherwise only the columns the listing prints.
+        rows = case_reads.summaries(conn) if as_json else case_reads.case_lines(conn)
+    if as_json:
+        print_json(rows)
+        return 0
     if not rows:
         print("no cases yet")
     for row in rows:
@@ -143,14 +132,13 @@ def cases(settings: Settings, as_json: bool) -> int:
 
 
 def case(settings: Settings, ref: str, as_json: bool) -> int:
-    from mailbot.store import case_views, repo  # the ORM, and the mail stack: not for the listing
+    from mailbot.store import case_reads
 
-    with _store(settings) as s:
-        found = repo.case_by_ref(s, ref)
-        if found is None:
-            print(f"mailbot: no case {ref.upper()}", file=sys.stderr)
-            return 1
-        detail = case_views.case_detail(s, found)
+    with _database(settings) as engine, reading(engine) as conn:
+        detail = case_reads.detail(conn, ref)
+    if detail is None:
+        print(f"mailbot: no case {ref.upper()}", file=sys.stderr)
+        return 1
     if as_json:
         print_json(detail)
         return 0
@@ -180,10 +168,10 @@ def uk_time(iso: str | None, zone: ZoneInfo) -> str:
 
 
 def unfiled(settings: Settings, as_json: bool) -> int:
-    from mailbot.store import case_views
+    from mailbot.store import case_reads
 
-    with _store(settings) as s:
-        rows = case_views.unfiled_messages(s)
+    with _database(settings) as engine, reading(engine) as conn:
+        rows = case_reads.unfiled(conn)
     if as_json:
         print_json(rows)
         return 0

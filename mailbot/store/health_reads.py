@@ -2,7 +2,7 @@
 
 `mailbot status` is what a monitor runs every minute, so it loads neither the ORM nor the table classes
 (``store.models``, built with SQLModel and pydantic): those imports took about 0.15 s of a 0.55 s command. It names
-the few columns it reads as light table clauses, as the case listing does (``store.listing``);
+the few columns it reads as light table clauses, as the case commands do (``store.case_reads``);
 ``tests/unit/test_store.py`` holds them to the real tables, so a renamed column fails there and not in front of a
 user. Times are typed, so they are written and read as the tables' own columns write and read them.
 """

@@ -19,7 +19,7 @@ from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from mailbot.files import make_private_dir, write_private_file
-from mailbot.store import case_views
+from mailbot.store import case_reads
 from mailbot.store.db import from_db
 from mailbot.store.models import Case, Event, MailMessage, MentorAction
 
@@ -95,9 +95,9 @@ def export_person(session: Session, email: str, target: Path, templates_dir: Pat
             events.append({"at": _when(event.at), "type": event.type,
                            "detail": {k: v for k, v in detail.items() if k not in STAFF_WORDS}})
         put(folder / "events.json", json.dumps(events, indent=2).encode())
-        summary = case_views.case_summary(session, case)
-        put(folder / "case.json", json.dumps({"case": summary, "restriction": case_views.restriction_summary(
-            session, case), "your_role": role}, indent=2, default=str).encode())
+        summary = case_reads.summaries(session.connection(), only=case.id)[0]
+        put(folder / "case.json", json.dumps({"case": summary, "restriction": case_reads.restriction(
+            session.connection(), case.id), "your_role": role}, indent=2, default=str).encode())
         exports.append(export)
     unfiled = session.exec(select(MailMessage).where(col(MailMessage.case_id).is_(None), MailMessage.direction == "in",
                                                      MailMessage.from_addr == email).order_by(col(MailMessage.id))).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import mailbox
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from mailbot.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_version_prints_the_installed_version_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,21 +37,47 @@ def _fresh_python(probe: str, data_dir: Path) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=60)
 
 
-def test_the_case_listing_starts_without_the_orm_or_the_mail_stack(tmp_path: Path) -> None:
-    # Start-up is most of what `mailbot cases` costs: the listing must not pay for the ORM's table classes
-    # (sqlmodel, pydantic's models), the templates or the mail parser. A fresh interpreter, since this one has
-    # imported everything.
+@pytest.fixture(scope="module")
+def one_case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory whose database holds one case (a complaint taken in by a local-mode pass) and one unfiled
+    bounce, as a deployed bot's is: already at the newest schema (a first start migrates, with the models)."""
+    data_dir = tmp_path_factory.mktemp("one-case")
+    inbox = mailbox.Maildir(data_dir / "maildir")
+    for sample in ("01-complaint.eml", "04-bounce.eml"):
+        inbox.add((REPO / "data" / "samples" / sample).read_bytes())
+    subprocess.run([sys.executable, "-m", "mailbot", "run", "--once"], env=_mailbot_env(data_dir), cwd=data_dir,
+                   check=True, capture_output=True, timeout=120)
+    return data_dir
+
+
+@pytest.mark.parametrize(("command", "shows"), [
+    (["cases"], "1MM-2026-0001  open"),
+    (["cases", "--json"], '"ref": "1MM-2026-0001"'),
+    (["case", "1mm-2026-0001"], "1MM-2026-0001: Nobody called me back about volunteering"),
+    (["case", "1MM-2026-0001", "--json"], '"kind": "acknowledgement"'),
+    (["unfiled"], "Undelivered Mail Returned to Sender"),
+    (["unfiled", "--json"], '"kind": "bounce"'),
+])
+def test_the_case_commands_start_without_the_orm_or_the_mail_stack(one_case: Path, command: list[str],
+                                                                  shows: str) -> None:
+    # Start-up is most of what these commands cost: they must not pay for the ORM's table classes (sqlmodel,
+    # pydantic's models), the templates or the mail parser. A fresh interpreter, since this one has imported
+    # everything.
     probe = ("import sys\nfrom mailbot.cli import main\n"
-             "try:\n    main(['cases'])\nexcept SystemExit:\n    pass\n"
+             f"try:\n    main({command!r})\nexcept SystemExit:\n    pass\n"
              "heavy = ('sqlmodel', 'sqlalchemy.orm', 'mailbot.store.models', 'jinja2', 'mailparser', 'holidays')\n"
              "print(' '.join(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
-    # A database already at the newest schema, as a deployed bot's is (a first start migrates, with the models).
+    done = _fresh_python(probe, one_case)
+    assert done.returncode == 0, done.stderr
+    assert shows in done.stdout
+    assert done.stderr.strip() == ""
+
+
+def test_the_listing_of_an_empty_database_says_so(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "mailbot", "db", "upgrade"], env=_mailbot_env(tmp_path), cwd=tmp_path,
                    check=True, capture_output=True, timeout=60)
-    done = _fresh_python(probe, tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "no cases yet\n"
-    assert done.stderr.strip() == ""
+    done = _fresh_python("from mailbot.cli import main\nmain(['cases'])\n", tmp_path)
+    assert done.stdout == "no cases yet\n", done.stderr
 
 
 def test_a_single_pass_with_no_mail_imports_no_web_stack_and_compiles_no_category_words(tmp_path: Path) -> None:
@@ -91,3 +120,4 @@ def test_the_garbage_collector_is_off_while_a_command_starts_and_on_for_its_work
     if switched_on_by == "settle_memory":
         assert states[1] == ("settle_memory", False)  # and still off until `run` has built the bot
     assert on_at_the_end  # on for the work
+

@@ -243,22 +243,34 @@ def test_events_written_at_the_commit_keep_their_order_and_are_read_back_before_
 
 
 def test_the_light_tables_name_columns_the_tables_have() -> None:
-    # The case listing and `mailbot status` read with light table clauses (no ORM): a column renamed in the models
-    # must fail here, and their times must be read and written as the tables' own columns read and write them.
-    from sqlalchemy import DateTime
+    # The case commands and `mailbot status` read with light table clauses (no ORM): a column renamed in the models
+    # must fail here, and their times and flags must be read and written as the tables' own columns read and write
+    # them (an untyped flag reads back from SQLite as 0 or 1, not false or true).
+    from sqlalchemy import Boolean, DateTime
 
-    from mailbot.store import health_reads, listing
-    from mailbot.store.models import CASE_TABLE, MESSAGE_TABLE, Event, MailboxCursor
+    from mailbot.store import case_reads, health_reads
+    from mailbot.store.models import (
+        CASE_TABLE,
+        DEADLINE_TABLE,
+        EVENT_TABLE,
+        MESSAGE_TABLE,
+        RESTRICTION_TABLE,
+        MailboxCursor,
+        MentorAction,
+    )
 
-    event_table, cursor_table = Event.__table__, MailboxCursor.__table__  # type: ignore[attr-defined]
-    for light, real in ((listing.CASES, CASE_TABLE), (listing.MESSAGES, MESSAGE_TABLE),
-                        (health_reads.MESSAGES, MESSAGE_TABLE), (health_reads.EVENTS, event_table),
+    cursor_table, action_table = MailboxCursor.__table__, MentorAction.__table__  # type: ignore[attr-defined]
+    for light, real in ((case_reads.CASES, CASE_TABLE), (case_reads.MESSAGES, MESSAGE_TABLE),
+                        (case_reads.DEADLINES, DEADLINE_TABLE), (case_reads.RESTRICTIONS, RESTRICTION_TABLE),
+                        (case_reads.EVENTS, EVENT_TABLE), (case_reads.MENTOR_ACTIONS, action_table),
+                        (health_reads.MESSAGES, MESSAGE_TABLE), (health_reads.EVENTS, EVENT_TABLE),
                         (health_reads.CURSORS, cursor_table)):
         assert light.name == real.name
         assert set(light.c.keys()) <= set(real.c.keys()), set(light.c.keys()) - set(real.c.keys())
         for name in light.c.keys():
-            is_time = isinstance(getattr(real.c[name].type, "impl", real.c[name].type), DateTime)
-            assert isinstance(light.c[name].type, DateTime) == is_time, (light.name, name)
+            real_type = getattr(real.c[name].type, "impl", real.c[name].type)
+            for kind in (DateTime, Boolean):
+                assert isinstance(light.c[name].type, kind) == isinstance(real_type, kind), (light.name, name, kind)
 
 
 def test_a_new_database_another_program_is_writing_is_waited_for_not_refused(tmp_path: Path) -> None:

@@ -1,0 +1,179 @@
+"""What the command line shows of the cases (`mailbot cases`, `case` and `unfiled`, with or without --json), read
+with SQLAlchemy Core alone.
+
+These are the commands people run most, so they load neither the ORM nor the table classes (``store.models``,
+built with SQLModel and pydantic): those imports alone took about 0.15 s of a 0.6 s command, and the ORM's
+objects for every case made `cases --json` on a large database heavy as well. The columns read are named as light
+table clauses; ``tests/unit/test_store.py`` holds them to the real tables (a renamed column fails there, not in
+front of a user), and the times are typed as the tables' own, so they are read as those columns read them.
+
+The --json fields are a public contract: each dict here is what a command prints, key for key.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, column, func, select, table
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql import Select
+
+from mailbot.store.db import from_db
+
+_TIME = DateTime(timezone=True)
+CASES = table("case", column("id"), column("ref"), column("year"), column("seq"), column("status"), column("stage"),
+              column("procedure"), column("channel"), column("postal_address"), column("complainant"),
+              column("from_addr"), column("reply_to"), column("subject"), column("opened_at", _TIME),
+              column("assignee"), column("category"), column("outcome"), column("merged_into"),
+              column("updated_at", _TIME), column("closed_at", _TIME))
+MESSAGES = table("message", column("id"), column("case_id"), column("direction"), column("message_id"),
+                 column("subject"), column("at", _TIME), column("kind"), column("from_addr"), column("to_addrs"),
+                 column("delivery"), column("sent_at", _TIME), column("last_error"))
+DEADLINES = table("deadline", column("id"), column("case_id"), column("name"), column("due_at", _TIME),
+                  column("superseded", Boolean))
+RESTRICTIONS = table("restriction", column("case_id"), column("state"), column("mode"), column("options"),
+                     column("reason"), column("warned_at", _TIME), column("warned_by"), column("started_at", _TIME),
+                     column("ends_at", _TIME), column("review_at", _TIME), column("decided_by"),
+                     column("exceptional"), column("ended_at", _TIME))
+EVENTS = table("event", column("id"), column("case_id"), column("at", _TIME), column("type"), column("detail"),
+               column("actor"))
+MENTOR_ACTIONS = table("mentoraction", column("id"), column("case_id"), column("mentor_email"), column("action"),
+                       column("reason"), column("by"), column("at", _TIME))
+
+
+def iso(dt: datetime | None) -> str | None:
+    value = from_db(dt)
+    return value.isoformat() if value else None
+
+
+def case_lines(connection: Connection) -> list[dict[str, object]]:
+    """Each case as `mailbot cases` lists it (its reference, status, stage, procedure, complainant, messages and
+    subject), in one query: the listing needs none of the summary's dates, deadlines or restriction."""
+    c, m = CASES.c, MESSAGES.c
+    counts = select(m.case_id, func.count(m.id).label("n")).group_by(m.case_id).subquery()
+    query = (select(c.ref, c.status, c.stage, c.procedure, c.complainant, c.subject, counts.c.n)
+             .outerjoin_from(CASES, counts, counts.c.case_id == c.id).order_by(c.year, c.seq))
+    return [{"ref": ref, "status": status, "stage": stage, "procedure": procedure, "complainant": complainant,
+             "message_count": n or 0, "subject": subject}
+            for ref, status, stage, procedure, complainant, subject, n in connection.execute(query)]
+
+
+def _of(query: Select[Any], case_id: Any, only: int | None) -> Select[Any]:
+    return query if only is None else query.where(case_id == only)
+
+
+def summaries(connection: Connection, only: int | None = None) -> list[dict[str, object]]:
+    """Every case as `mailbot cases --json` gives it (or the one case ``only``), in five queries whatever the
+    number of cases: the cases, their message counts, their current deadlines and their restrictions."""
+    c, m, d, r = CASES.c, MESSAGES.c, DEADLINES.c, RESTRICTIONS.c
+    counts = dict(connection.execute(_of(select(m.case_id, func.count(m.id)), m.case_id, only)  # type: ignore[arg-type]
+                                     .group_by(m.case_id)).all())
+    deadlines: dict[int, dict[str, str | None]] = {}
+    # In the order they were set: a later deadline of the same name is the one that stands.
+    for case_id, name, due_at in connection.execute(
+            _of(select(d.case_id, d.name, d.due_at), d.case_id, only)
+            .where(d.superseded == False).order_by(d.id)):  # noqa: E712
+        deadlines.setdefault(case_id, {})[name] = iso(due_at)
+    restrictions = {row.case_id: row for row in connection.execute(_of(select(RESTRICTIONS), r.case_id, only))}
+    return [_summary(case, counts.get(case.id, 0), deadlines.get(case.id, {}), restrictions.get(case.id))
+            for case in connection.execute(_of(select(CASES), c.id, only).order_by(c.year, c.seq))]
+
+
+def _summary(case: Row[Any], message_count: int, deadlines: dict[str, str | None],
+             restriction: Row[Any] | None) -> dict[str, object]:
+    return {
+        "ref": case.ref,
+        "status": case.status,
+        "stage": case.stage,
+        "procedure": case.procedure,
+        "channel": case.channel,
+        "postal_address": case.postal_address,
+        "complainant": case.complainant,
+        "from_addr": case.from_addr,
+        "reply_to": case.reply_to,
+        "subject": case.subject,
+        "opened_at": iso(case.opened_at),
+        "message_count": message_count,
+        "assignee": case.assignee,
+        "category": case.category,
+        "deadlines": deadlines,
+        "outcome": case.outcome,
+        "merged_into": case.merged_into,
+        "restriction": _restriction(restriction),
+        "updated_at": iso(case.updated_at),
+        "closed_at": iso(case.closed_at),
+    }
+
+
+def restriction(connection: Connection, case_id: int) -> dict[str, object] | None:
+    """The case's entry in the persistent-complainant register, as the summary gives it; None if it has none."""
+    return _restriction(connection.execute(select(RESTRICTIONS).where(RESTRICTIONS.c.case_id == case_id)).first())
+
+
+def _restriction(row: Row[Any] | None) -> dict[str, object] | None:
+    if row is None:
+        return None
+    return {
+        "state": row.state,
+        "mode": row.mode,
+        "options": json.loads(row.options),
+        "since": iso(row.started_at),
+        "until": iso(row.ends_at),
+        "review_at": iso(row.review_at),
+        "decided_by": row.decided_by,
+        "warned_at": iso(row.warned_at),
+        "warned_by": row.warned_by,
+        "reason": row.reason,
+        "exceptional": row.exceptional,
+        "ended_at": iso(row.ended_at),
+    }
+
+
+def detail(connection: Connection, ref: str) -> dict[str, object] | None:
+    """One case as `mailbot case REF --json` gives it: its summary, its messages, the mentor actions taken on it
+    and its events; None if no case has that reference (written in either case)."""
+    case_id = connection.execute(select(CASES.c.id).where(CASES.c.ref == ref.upper())).scalar()
+    if case_id is None:
+        return None
+    out = summaries(connection, only=case_id)[0]
+    m, a, e = MESSAGES.c, MENTOR_ACTIONS.c, EVENTS.c
+    out["messages"] = [
+        {
+            "direction": row.direction,
+            "message_id": row.message_id,
+            "subject": row.subject,
+            "at": iso(row.at),
+            "kind": row.kind,
+            "from": row.from_addr,
+            "to": row.to_addrs,
+            **({"delivery": row.delivery, "sent_at": iso(row.sent_at), "error": row.last_error}
+               if row.direction == "out" else {}),
+        }
+        # The columns named, never the messages' bytes.
+        for row in connection.execute(select(m.direction, m.message_id, m.subject, m.at, m.kind, m.from_addr,
+                                             m.to_addrs, m.delivery, m.sent_at, m.last_error)
+                                      .where(m.case_id == case_id).order_by(m.at, m.id))
+    ]
+    out["mentor_actions"] = [
+        {"mentor": row.mentor_email, "action": row.action, "reason": row.reason, "by": row.by, "at": iso(row.at)}
+        for row in connection.execute(select(MENTOR_ACTIONS).where(a.case_id == case_id).order_by(a.id))
+    ]
+    out["events"] = [
+        {"at": iso(row.at), "type": row.type, "detail": json.loads(row.detail) if row.detail else {},
+         "actor": row.actor}
+        for row in connection.execute(select(e.at, e.type, e.detail, e.actor).where(e.case_id == case_id)
+                                      .order_by(e.id))
+    ]
+    return out
+
+
+def unfiled(connection: Connection) -> list[dict[str, object]]:
+    """Inbound mail on no case: automated mail and unreadable messages. The columns listed, never the messages'
+    bytes: a year of robots' mail can be many thousands of messages."""
+    m = MESSAGES.c
+    rows = connection.execute(select(m.message_id, m.subject, m.from_addr, m.at, m.kind)
+                              .where(m.case_id == None, m.direction == "in").order_by(m.id))  # noqa: E711
+    return [{"message_id": message_id, "subject": subject, "from": from_addr, "at": iso(at), "kind": kind}
+            for message_id, subject, from_addr, at, kind in rows]
