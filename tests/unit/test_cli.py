@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import mailbox
 import os
 import subprocess
@@ -121,3 +122,16 @@ def test_the_garbage_collector_is_off_while_a_command_starts_and_on_for_its_work
         assert states[1] == ("settle_memory", False)  # and still off until `run` has built the bot
     assert on_at_the_end  # on for the work
 
+
+@pytest.mark.parametrize("value", [
+    [], {}, None, "plain", 3, [[]], [{}], [1], [1, 2, 3], [[1, [2, []]], {"a": []}],
+    [{"ref": "1MM-2026-0001", "deadlines": {"first_response": "2026-12-07T17:30:00+00:00"}, "restriction": None,
+      "options": ["no-phone", "one-contact"], "subject": "Line one\nline two \u2014 \u00e9t\u00e9 \"quoted\""}],
+    {"messages": [{"at": None, "to": "a@example.org, b@example.org"}], "events": []},
+])
+def test_json_goes_out_as_json_dump_writes_it(value: object, capsys: pytest.CaptureFixture[str]) -> None:
+    # `--json` is a public contract: a list written one element at a time must come out as json.dump writes it.
+    from mailbot.console import print_json
+
+    print_json(value)
+    assert capsys.readouterr().out == json.dumps(value, indent=2, ensure_ascii=False) + "\n"
