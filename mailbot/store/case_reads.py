@@ -65,10 +65,10 @@ def _of(query: Select[Any], case_id: Any, only: int | None) -> Select[Any]:
 
 
 def summaries(connection: Connection, only: int | None = None) -> list[dict[str, object]]:
-    """Every case as `mailbot cases --json` gives it (or the one case ``only``), in five queries whatever the
+    """Every case as `mailbot cases --json` gives it (or the one case ``only``), in four queries whatever the
     number of cases: the cases, their message counts, their current deadlines and their restrictions."""
     c, m, d, r = CASES.c, MESSAGES.c, DEADLINES.c, RESTRICTIONS.c
-    counts = dict(connection.execute(_of(select(m.case_id, func.count(m.id)), m.case_id, only)  # type: ignore[arg-type]
+    counts = dict(connection.execute(_of(select(m.case_id, func.count(m.id)), m.case_id, only)
                                      .group_by(m.case_id)).all())
     deadlines: dict[int, dict[str, str | None]] = {}
     # In the order they were set: a later deadline of the same name is the one that stands.
