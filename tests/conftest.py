@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from tests.servers import (
     ClamdServer,
@@ -80,3 +81,17 @@ def postgres() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_engine(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on an empty database at the newest schema: a SQLite file, then a throwaway PostgreSQL, for the
+    reads that must come back the same from both."""
+    from mailbot.store.db import make_engine, upgrade
+
+    url = (request.getfixturevalue("postgres").url if request.param == "postgresql"
+           else f"sqlite:///{tmp_path / 'store.db'}")
+    engine = make_engine(url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()

@@ -4,16 +4,14 @@ themselves (no ORM), and must give back what the tables' own columns wrote, as t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from mailbot.store import case_reads
-from mailbot.store.db import make_engine, reading, to_db, upgrade
+from mailbot.store.db import reading, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import Case, Deadline, Event, MailMessage, MentorAction, Restriction
 
@@ -25,16 +23,6 @@ UTC = "2026-12-07T09:00:00+00:00"  # T in UTC
 
 def utc(delta: timedelta = timedelta()) -> str:
     return (T + delta).astimezone(timezone.utc).isoformat()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Engine]:
-    url = (request.getfixturevalue("postgres").url if request.param == "postgresql"
-           else f"sqlite:///{tmp_path / 'cases.db'}")
-    engine = make_engine(url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def new_case(ref: str, seq: int, **values: object) -> Case:
@@ -49,8 +37,8 @@ def message(case: Case | None, n: int, direction: str, at: timedelta, **values: 
 
 
 @pytest.fixture
-def filled(engine: Engine) -> Engine:
-    with new_session(engine) as s:
+def filled(store_engine: Engine) -> Engine:
+    with new_session(store_engine) as s:
         # Written out of order: the listing goes by reference number, not by row.
         later = new_case("1MM-2026-0002", 2, status="closed", closed_at=to_db(T + timedelta(days=3)),
                          outcome="upheld", channel="post", postal_address="1 High Street")
@@ -85,7 +73,7 @@ def filled(engine: Engine) -> Engine:
         s.add(Event(case_id=first.id, at=to_db(T), type="case_opened", detail=json.dumps({"assignee": "priya"})))
         s.add(Event(case_id=first.id, at=to_db(T + timedelta(hours=1)), type="note", detail="", actor="priya"))
         s.commit()
-    return engine
+    return store_engine
 
 
 def test_every_case_is_summarised_in_reference_order_with_the_deadlines_that_stand(filled: Engine) -> None:
@@ -149,7 +137,7 @@ def test_unfiled_mail_is_the_inbound_mail_on_no_case(filled: Engine) -> None:
                                              "kind": "bounce"}]
 
 
-def test_an_empty_store_has_nothing_to_show(engine: Engine) -> None:
-    with reading(engine) as conn:
+def test_an_empty_store_has_nothing_to_show(store_engine: Engine) -> None:
+    with reading(store_engine) as conn:
         assert (case_reads.summaries(conn), case_reads.case_lines(conn), case_reads.unfiled(conn),
                 case_reads.detail(conn, "1MM-2026-0001")) == ([], [], [], None)

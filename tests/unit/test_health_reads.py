@@ -4,31 +4,18 @@ as the tables' own columns write them, though the reads name the columns themsel
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import Engine
 
 from mailbot.store import health_reads
-from mailbot.store.db import make_engine, reading, to_db, upgrade
+from mailbot.store.db import reading, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import Event, MailboxCursor, MailMessage
 
 # Times with an offset, to show they are compared as instants, not as the digits written.
 PARIS = timezone(timedelta(hours=1))
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=PARIS)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Engine]:
-    url = (request.getfixturevalue("postgres").url if request.param == "postgresql"
-           else f"sqlite:///{tmp_path / 'health.db'}")
-    engine = make_engine(url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def letter(n: int, at: datetime, delivery: str, sent_at: datetime | None = None) -> MailMessage:
@@ -40,8 +27,8 @@ def event(type_: str, at: datetime, **detail: object) -> Event:
     return Event(at=to_db(at), type=type_, detail=json.dumps(detail))
 
 
-def test_the_health_facts_read_back_as_written(engine: Engine) -> None:
-    with new_session(engine) as s:
+def test_the_health_facts_read_back_as_written(store_engine: Engine) -> None:
+    with new_session(store_engine) as s:
         s.add(MailboxCursor(mailbox="b@host/INBOX", uidvalidity=1, last_success_at=to_db(NOW - timedelta(minutes=3))))
         s.add(MailboxCursor(mailbox="a@host/INBOX", uidvalidity=1, last_error="refused",
                             last_error_at=to_db(NOW - timedelta(minutes=1))))
@@ -58,7 +45,7 @@ def test_the_health_facts_read_back_as_written(engine: Engine) -> None:
         s.add(event("admin_alert", NOW - timedelta(hours=7), condition="imap", words="reading again", raised=False))
         s.commit()
 
-    with reading(engine) as conn:
+    with reading(store_engine) as conn:
         facts = health_reads.facts(conn, NOW, reads_a_mailbox=True, running=None)
         outbox = health_reads.outbox_by_state(conn)
         sent = health_reads.last_sent(conn)
@@ -76,16 +63,16 @@ def test_the_health_facts_read_back_as_written(engine: Engine) -> None:
     assert outbox == {"pending": 2, "sent": 1, "failed": 1}
     assert alerts == {"smtp": "cannot send"}
 
-    with new_session(engine) as s:
+    with new_session(store_engine) as s:
         s.add(letter(5, NOW - timedelta(hours=2), "sent", sent_at=NOW - timedelta(hours=2)))
         s.commit()
-    with reading(engine) as conn:
+    with reading(store_engine) as conn:
         # A letter has gone since the refusal: the sign-in works again.
         assert health_reads.smtp_refusal(conn) is None
 
 
-def test_an_empty_store_reports_nothing_wrong(engine: Engine) -> None:
-    with reading(engine) as conn:
+def test_an_empty_store_reports_nothing_wrong(store_engine: Engine) -> None:
+    with reading(store_engine) as conn:
         facts = health_reads.facts(conn, NOW, reads_a_mailbox=False, running=False)
         assert (facts.mailboxes, facts.oldest_pending, facts.failed_last_day, facts.smtp_refused) == ((), None, 0, None)
         assert health_reads.outbox_by_state(conn) == {}
