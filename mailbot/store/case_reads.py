@@ -3,9 +3,8 @@ with SQLAlchemy Core alone.
 
 These are the commands people run most, so they load neither the ORM nor the table classes (``store.models``,
 built with SQLModel and pydantic): those imports alone took about 0.15 s of a 0.6 s command, and the ORM's
-objects for every case made `cases --json` on a large database heavy as well. The columns read are named as light
-table clauses; ``tests/unit/test_store.py`` holds them to the real tables (a renamed column fails there, not in
-front of a user), and the times are typed as the tables' own, so they are read as those columns read them.
+objects for every case made `cases --json` on a large database heavy as well. The columns are read through the
+light table clauses of ``store.light_tables``.
 
 The --json fields are a public contract: each dict here is what a command prints, key for key.
 """
@@ -16,31 +15,12 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, column, func, select, table
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
 from mailbot.store.db import from_db
-
-_TIME = DateTime(timezone=True)
-CASES = table("case", column("id"), column("ref"), column("year"), column("seq"), column("status"), column("stage"),
-              column("procedure"), column("channel"), column("postal_address"), column("complainant"),
-              column("from_addr"), column("reply_to"), column("subject"), column("opened_at", _TIME),
-              column("assignee"), column("category"), column("outcome"), column("merged_into"),
-              column("updated_at", _TIME), column("closed_at", _TIME))
-MESSAGES = table("message", column("id"), column("case_id"), column("direction"), column("message_id"),
-                 column("subject"), column("at", _TIME), column("kind"), column("from_addr"), column("to_addrs"),
-                 column("delivery"), column("sent_at", _TIME), column("last_error"))
-DEADLINES = table("deadline", column("id"), column("case_id"), column("name"), column("due_at", _TIME),
-                  column("superseded", Boolean))
-RESTRICTIONS = table("restriction", column("case_id"), column("state"), column("mode"), column("options"),
-                     column("reason"), column("warned_at", _TIME), column("warned_by"), column("started_at", _TIME),
-                     column("ends_at", _TIME), column("review_at", _TIME), column("decided_by"),
-                     column("exceptional"), column("ended_at", _TIME))
-EVENTS = table("event", column("id"), column("case_id"), column("at", _TIME), column("type"), column("detail"),
-               column("actor"))
-MENTOR_ACTIONS = table("mentoraction", column("id"), column("case_id"), column("mentor_email"), column("action"),
-                       column("reason"), column("by"), column("at", _TIME))
+from mailbot.store.light_tables import CASES, DEADLINES, EVENTS, MENTOR_ACTIONS, MESSAGES, RESTRICTIONS
 
 
 def iso(dt: datetime | None) -> str | None:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from mailbot.store import case_reads
 from mailbot.store.db import reading, to_db
 from mailbot.store.db import session as new_session
+from mailbot.store.light_tables import CASES
 from mailbot.store.models import Case, Deadline, Event, MailMessage, MentorAction, Restriction
 
 # Written with an offset, to show the times come back as the same instants, in UTC.
@@ -101,7 +102,7 @@ def test_every_case_is_summarised_in_reference_order_with_the_deadlines_that_sta
 
 def test_a_case_in_detail_has_its_messages_actions_and_events_and_nobody_elses(filled: Engine) -> None:
     with reading(filled) as conn:
-        ids = dict(conn.execute(select(case_reads.CASES.c.ref, case_reads.CASES.c.id)).all())
+        ids = dict(conn.execute(select(CASES.c.ref, CASES.c.id)).all())
         detail = case_reads.detail(conn, "1mm-2026-0001")  # as typed, in either case
         missing = case_reads.detail(conn, "1MM-2026-0099")
         every = case_reads.summaries(conn)
