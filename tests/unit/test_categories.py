@@ -121,3 +121,73 @@ def test_the_most_serious_category_wins(text: str, category: str) -> None:
 
 def test_every_category_has_a_label() -> None:
     assert set(CATEGORY_LABELS) == set(CATEGORIES)
+
+
+# ---- the category expressions' fast form (categories._by_first_letters) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "branches"),
+    [
+        ("abc", ["abc"]),
+        ("ab|cd", ["ab", "cd"]),
+        ("a(?:b|c)d|e", ["a(?:b|c)d", "e"]),
+        ("a[|(]b|c\\|d|e", ["a[|(]b", "c\\|d", "e"]),  # a bar in a class or escaped is no alternative
+    ],
+)
+def test_branches_split_only_at_the_top_level(pattern: str, branches: list[str]) -> None:
+    from mailbot.domain.categories import _branches
+
+    assert _branches(pattern) == branches
+
+
+@pytest.mark.parametrize(
+    ("branch", "spread"),
+    [
+        ("donate", ["donate"]),
+        ("\\bico", ["ico"]),
+        ("(?:did not|never) show", ["did not show", "never show"]),
+        ("(?:a|(?:b|c)x)y", ["ay", "bxy", "cxy"]),  # in the order the engine would try them
+    ],
+)
+def test_a_leading_group_is_spread_over_what_follows_it(branch: str, spread: list[str]) -> None:
+    from mailbot.domain.categories import _by_first_letter
+
+    assert _by_first_letter(branch) == spread
+
+
+@pytest.mark.parametrize("branch", ["(?:a|b)?c", "a?b", "Abc", "1st", "[ab]c"])
+def test_a_pattern_that_cannot_begin_with_one_letter_is_refused(branch: str) -> None:
+    from mailbot.domain.categories import _by_first_letter
+
+    with pytest.raises(ValueError):
+        _by_first_letter(branch)
+
+
+def test_the_fast_category_expressions_find_what_the_plain_ones_find() -> None:
+    """Texts made of the expressions' own words (and of the same with other first letters), glued to letters,
+    digits, underscores, accents and apostrophes so that matches may begin mid-word, between words and at either
+    end: each fast expression finds exactly the matches its plain ``\\b(?:...)\\b`` form finds. The shared corpus
+    is checked the same way (test_corpus)."""
+    import random
+    import re
+
+    from mailbot.domain import categories as c
+
+    rng = random.Random(15)
+    for words in (c.DATA_PROTECTION_WORDS, c.FUNDRAISING_WORDS, c.MENTOR_WORDS, c.BEHAVIOUR_WORDS):
+        fast = c._words(words)
+        plain = re.compile(r"\b(?:" + "|".join(words) + r")\b")
+        vocabulary = sorted(set(re.findall(r"[a-z']+", " ".join(words)))) + ["s", "ed", "ing", "me", "my", "the"]
+        # Each word again with another first letter ("gonate"): what follows one letter must not match after another.
+        firsts = sorted({word[0] for word in vocabulary})
+        swapped = [letter + word[1:] for word in vocabulary for letter in firsts if letter != word[0]]
+        glue = [" ", " ", " ", "", "-", "x", "9", "_", "é", "'", ".", "\n"]
+        found = 0
+        for _ in range(3000):
+            text = "".join(rng.choice(glue) + rng.choice(vocabulary if rng.random() < 0.8 else swapped)
+                           for _ in range(rng.randint(1, 6)))
+            expected = [m.span() for m in plain.finditer(text)]
+            assert [m.span() for m in fast.finditer(text)] == expected, text
+            found += len(expected)
+        assert found > 100, words  # the texts did say the words: the comparison was not over misses alone

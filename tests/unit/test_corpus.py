@@ -241,10 +241,10 @@ def test_zammad_sender_and_subject_match_the_oracle(name: str, case: dict) -> No
 
 
 def test_the_word_start_shortcut_reads_the_same_terms_as_the_plain_patterns() -> None:
-    """categories.WORD_START lets matches begin only before a lower-case letter, and the safeguarding terms are
-    matched in one alternation with no group each; over every corpus message the category expressions must find
-    exactly what their plain ``\\b(?:...)\\b`` forms find, and the safeguarding matches name the same term as
-    the plain form with one group a term."""
+    """The category expressions are written by the letters a match can begin with (categories._by_first_letters),
+    and the safeguarding terms matched in one alternation with no group each, after categories.WORD_START; over
+    every corpus message the category expressions must find exactly what their plain ``\\b(?:...)\\b`` forms
+    find, and the safeguarding matches name the same term as the plain form with one group a term."""
     import re
 
     from mailbot.domain import categories as c
