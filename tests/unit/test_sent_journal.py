@@ -100,6 +100,44 @@ def test_lines_are_in_the_file_at_once_and_synced_together_by_the_journals_own_t
     journal.close()
 
 
+def test_lines_a_few_milliseconds_apart_share_one_sync_and_a_waiter_does_not_wait_out_the_gathering(
+        tmp_path: Path, monkeypatch) -> None:
+    """On a quick disk the thread would sync each line of a backlog on its own (a line every millisecond or
+    two): it gathers for SYNC_GATHER after the first, so the lines that come meanwhile share its sync. Here the
+    gathering is long enough to see: three lines 50 ms apart are one sync; asking for the sync (a closing pass)
+    cuts the gathering short; a lone line is still synced when the gathering ends, with nobody asking."""
+    import os
+    import time
+
+    from mailbot.store import sent_journal
+
+    monkeypatch.setattr(sent_journal, "SYNC_GATHER", 0.5)
+    synced_sizes: list[int] = []
+    real = os.fdatasync
+
+    def counted(fd: int) -> None:
+        synced_sizes.append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counted)
+    path = tmp_path / "sent.journal"
+    journal = SentJournal(path)
+    began = time.monotonic()
+    for n in (1, 2, 3):
+        journal.record(n, WHEN, 1, None)
+        time.sleep(0.05)
+    journal.wait_synced()
+    assert time.monotonic() - began < 0.45  # not the whole half second after the first line
+    assert synced_sizes == [path.stat().st_size]
+    journal.record(4, WHEN, 1, None)
+    deadline = time.monotonic() + 5
+    while len(synced_sizes) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert synced_sizes[1:] == [path.stat().st_size]
+    journal.close()
+    assert [e["letter_id"] for e in SentJournal(path).entries()] == [1, 2, 3, 4]
+
+
 def test_with_the_journal_behind_them_sent_marks_gather_into_one_commit_and_close_does_not_wait(
         tmp_path: Path) -> None:
     import time
