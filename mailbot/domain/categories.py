@@ -151,6 +151,8 @@ def _by_first_letter(branch: str) -> list[str]:
             depth += (ch == "(") - (ch == ")")
             if depth == 0:
                 break
+        else:
+            raise ValueError(f"a group that is never closed: {branch!r}")
         inner, rest = branch[3:end], branch[end + 1:]
         if rest[:1] in ("?", "*", "+", "{"):
             raise ValueError(f"a leading group with a quantifier cannot be split by its first letter: {branch!r}")

@@ -156,7 +156,7 @@ def test_a_leading_group_is_spread_over_what_follows_it(branch: str, spread: lis
     assert _by_first_letter(branch) == spread
 
 
-@pytest.mark.parametrize("branch", ["(?:a|b)?c", "a?b", "Abc", "1st", "[ab]c"])
+@pytest.mark.parametrize("branch", ["(?:a|b)?c", "a?b", "Abc", "1st", "[ab]c", "(?:ab|c"])
 def test_a_pattern_that_cannot_begin_with_one_letter_is_refused(branch: str) -> None:
     from mailbot.domain.categories import _by_first_letter
 
