@@ -121,7 +121,7 @@ class SmtpTransport:
                 if len(refused) == len(recipients):
                     raise aiosmtplib.SMTPRecipientsRefused(refused)
                 deadline.reschedule(loop.time() + 2 * self.timeout)  # DATA's answer, then the letter's
-                await client.data(raw, timeout=None)
+                await _data(client, raw)
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -153,3 +153,34 @@ class SmtpTransport:
             except (aiosmtplib.SMTPException, OSError):
                 self._client.close()
         self._client = None
+
+
+def _on_the_wire(raw: bytes) -> bool:
+    """Every line of ``raw`` ends in CRLF, and nothing else does: how the bot writes its letters."""
+    crlf = raw.count(b"\r\n")
+    return raw.endswith(b"\r\n") and raw.count(b"\r") == crlf and raw.count(b"\n") == crlf
+
+
+async def _data(client: aiosmtplib.SMTP, raw: bytes) -> None:
+    """DATA and the letter, as aiosmtplib's ``data`` sends them, with the same errors.
+
+    aiosmtplib runs every letter through two regular expressions, one making each line end CRLF and one doubling
+    a dot that begins a line (RFC 5321 4.5.2): 60-90 us for one of the bot's 4-6 KB letters, which already end
+    every line in CRLF. A letter in that form is sent here with its dots doubled by ``bytes.replace``; any other
+    goes through ``data``."""
+    if not _on_the_wire(raw):
+        await client.data(raw, timeout=None)
+        return
+    response = await client.execute_command(b"DATA", timeout=None)
+    if response.code != 354:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    protocol = client.protocol
+    if protocol is None:  # the server hung up after its 354
+        client.close()
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    stuffed = (b"." + raw if raw.startswith(b".") else raw).replace(b"\r\n.", b"\r\n..")
+    # read_response is called before this task can yield: its reply cannot arrive unclaimed.
+    protocol.write(stuffed + b".\r\n")
+    response = await protocol.read_response(timeout=None)
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)

@@ -57,6 +57,59 @@ def test_letters_arrive_with_their_envelope(smtp_sink: SmtpSink, send_all: Sende
     assert [m.message["Subject"] for m in arrived] == ["Letter 0", "Letter 1"]
 
 
+def _send_raw(sink: SmtpSink, kind: str, raws: list[bytes]) -> list[str | None | Exception]:
+    """Send each letter as these bytes, one after another, by the daemon's transport or `run --once`'s child."""
+    async def run() -> list[str | None | Exception]:
+        if kind == "in-process":
+            transport: SmtpTransport | SmtpProcess = SmtpTransport(sink.host, sink.port, "none")
+        else:
+            transport = SmtpProcess(sink.host, sink.port, "none", connections=1)
+        results: list[str | None | Exception] = []
+        try:
+            for raw in raws:
+                try:
+                    results.append(await transport.send(raw, SENDER, ["jane@example.org"]))
+                except (PermanentFailure, TemporaryFailure) as exc:
+                    results.append(exc)
+        finally:
+            await transport.close()
+            if isinstance(transport, SmtpProcess):
+                await transport.stop()
+        return results
+
+    return asyncio.run(run())
+
+
+DOTTED_BODY = [b".", b"..", b".a line that begins with a dot", b"a dot . inside", b"", b"the end.", b". "]
+
+
+@pytest.mark.parametrize("kind", ["in-process", "child process"])
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_a_letter_arrives_byte_for_byte_with_the_dots_that_begin_its_lines(
+        smtp_sink: SmtpSink, kind: str, line_end: bytes) -> None:
+    """A line that begins with a dot goes out with it doubled (RFC 5321 4.5.2), so the server keeps it, and a
+    lone "." line does not end the letter early. The bot's letters end every line in CRLF and are sent as they
+    are; a letter with bare LFs (none of the bot's) goes out with CRLFs, as aiosmtplib sends it."""
+    headers = [b"From: complaints@1mm.org.uk", b"To: jane@example.org", b"Subject: Dots", b""]
+    raw = line_end.join(headers + DOTTED_BODY) + line_end
+    assert _send_raw(smtp_sink, kind, [raw]) == [None]
+    [arrived] = smtp_sink.wait_for(1)
+    assert arrived.raw == raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("kind", ["in-process", "child process"])
+@pytest.mark.parametrize("code, failure", [(550, PermanentFailure), (451, TemporaryFailure)])
+def test_a_letter_refused_at_its_end_fails_as_the_server_says_and_the_next_one_is_sent(
+        smtp_sink: SmtpSink, kind: str, code: int, failure: type[Exception]) -> None:
+    smtp_sink.refuse(code, times=1)
+    # CRLF throughout, as the bot writes its letters.
+    letters = [make_mail(subject=f"Letter {n}").replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for n in range(2)]
+    refused, after = _send_raw(smtp_sink, kind, letters)
+    assert isinstance(refused, failure) and str(code) in str(refused)
+    assert after is None
+    assert [m.message["Subject"] for m in smtp_sink.wait_for(1)] == ["Letter 1"]
+
+
 def test_a_refused_recipient_is_noted_and_the_others_still_get_the_letter(
         smtp_sink: SmtpSink, send_all: Sender) -> None:
     smtp_sink.refuse_recipients({"gone@example.org": 550})
