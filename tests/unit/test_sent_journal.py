@@ -111,7 +111,7 @@ def test_lines_a_few_milliseconds_apart_share_one_sync_and_a_waiter_does_not_wai
 
     from mailbot.store import sent_journal
 
-    monkeypatch.setattr(sent_journal, "SYNC_GATHER", 0.5)
+    monkeypatch.setattr(sent_journal, "SYNC_GATHER", 1.0)
     synced_sizes: list[int] = []
     real = os.fdatasync
 
@@ -127,7 +127,7 @@ def test_lines_a_few_milliseconds_apart_share_one_sync_and_a_waiter_does_not_wai
         journal.record(n, WHEN, 1, None)
         time.sleep(0.05)
     journal.wait_synced()
-    assert time.monotonic() - began < 0.45  # not the whole half second after the first line
+    assert time.monotonic() - began < 0.8  # not the whole second after the first line
     assert synced_sizes == [path.stat().st_size]
     journal.record(4, WHEN, 1, None)
     deadline = time.monotonic() + 5
