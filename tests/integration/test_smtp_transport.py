@@ -19,31 +19,38 @@ SENDER = "complaints@1mm.org.uk"
 Sender = Callable[[SmtpSink, list[tuple[str, list[str]]]], list[str | None | Exception]]
 
 
+def _send(sink: SmtpSink, kind: str, letters: list[tuple[bytes, str, list[str]]]) -> list[str | None | Exception]:
+    """Send each (bytes, sender, recipients) letter, one after another, by the daemon's own transport
+    ("in-process") or `run --once`'s child process; what each send gave."""
+    async def run() -> list[str | None | Exception]:
+        if kind == "in-process":
+            transport: SmtpTransport | SmtpProcess = SmtpTransport(sink.host, sink.port, "none")
+        else:
+            transport = SmtpProcess(sink.host, sink.port, "none", connections=2)
+        results: list[str | None | Exception] = []
+        try:
+            for raw, sender, recipients in letters:
+                try:
+                    results.append(await transport.send(raw, sender, recipients))
+                except (PermanentFailure, TemporaryFailure) as exc:
+                    results.append(exc)
+        finally:
+            await transport.close()
+            if isinstance(transport, SmtpProcess):
+                await transport.stop()
+        return results
+
+    return asyncio.run(run())
+
+
 @pytest.fixture(params=["in-process", "child process"])
 def send_all(request: pytest.FixtureRequest, smtp_sink: SmtpSink) -> Callable[..., list[str | None | Exception]]:
     """Send each (sender, recipients) letter, one after another; what each send gave. Both transports:
     the daemon's own connections and `run --once`'s child process must answer alike."""
 
     def send(sink: SmtpSink, letters: list[tuple[str, list[str]]]) -> list[str | None | Exception]:
-        async def run() -> list[str | None | Exception]:
-            if request.param == "in-process":
-                transport: SmtpTransport | SmtpProcess = SmtpTransport(sink.host, sink.port, "none")
-            else:
-                transport = SmtpProcess(sink.host, sink.port, "none", connections=2)
-            results: list[str | None | Exception] = []
-            try:
-                for n, (sender, recipients) in enumerate(letters):
-                    try:
-                        results.append(await transport.send(make_mail(subject=f"Letter {n}"), sender, recipients))
-                    except (PermanentFailure, TemporaryFailure) as exc:
-                        results.append(exc)
-            finally:
-                await transport.close()
-                if isinstance(transport, SmtpProcess):
-                    await transport.stop()
-            return results
-
-        return asyncio.run(run())
+        return _send(sink, request.param, [(make_mail(subject=f"Letter {n}"), sender, recipients)
+                                           for n, (sender, recipients) in enumerate(letters)])
 
     return send
 
@@ -55,29 +62,6 @@ def test_letters_arrive_with_their_envelope(smtp_sink: SmtpSink, send_all: Sende
     assert [(m.mail_from, m.rcpt_tos) for m in arrived] == [
         (SENDER, ["jane@example.org"]), (SENDER, ["a@example.org", "b@example.net"])]
     assert [m.message["Subject"] for m in arrived] == ["Letter 0", "Letter 1"]
-
-
-def _send_raw(sink: SmtpSink, kind: str, raws: list[bytes]) -> list[str | None | Exception]:
-    """Send each letter as these bytes, one after another, by the daemon's transport or `run --once`'s child."""
-    async def run() -> list[str | None | Exception]:
-        if kind == "in-process":
-            transport: SmtpTransport | SmtpProcess = SmtpTransport(sink.host, sink.port, "none")
-        else:
-            transport = SmtpProcess(sink.host, sink.port, "none", connections=1)
-        results: list[str | None | Exception] = []
-        try:
-            for raw in raws:
-                try:
-                    results.append(await transport.send(raw, SENDER, ["jane@example.org"]))
-                except (PermanentFailure, TemporaryFailure) as exc:
-                    results.append(exc)
-        finally:
-            await transport.close()
-            if isinstance(transport, SmtpProcess):
-                await transport.stop()
-        return results
-
-    return asyncio.run(run())
 
 
 DOTTED_BODY = [b".", b"..", b".a line that begins with a dot", b"a dot . inside", b"", b"the end.", b". "]
@@ -92,7 +76,7 @@ def test_a_letter_arrives_byte_for_byte_with_the_dots_that_begin_its_lines(
     are; a letter with bare LFs (none of the bot's) goes out with CRLFs, as aiosmtplib sends it."""
     headers = [b"From: complaints@1mm.org.uk", b"To: jane@example.org", b"Subject: Dots", b""]
     raw = line_end.join(headers + DOTTED_BODY) + line_end
-    assert _send_raw(smtp_sink, kind, [raw]) == [None]
+    assert _send(smtp_sink, kind, [(raw, SENDER, ["jane@example.org"])]) == [None]
     [arrived] = smtp_sink.wait_for(1)
     assert arrived.raw == raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
@@ -104,7 +88,7 @@ def test_a_letter_refused_at_its_end_fails_as_the_server_says_and_the_next_one_i
     smtp_sink.refuse(code, times=1)
     # CRLF throughout, as the bot writes its letters.
     letters = [make_mail(subject=f"Letter {n}").replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for n in range(2)]
-    refused, after = _send_raw(smtp_sink, kind, letters)
+    refused, after = _send(smtp_sink, kind, [(raw, SENDER, ["jane@example.org"]) for raw in letters])
     assert isinstance(refused, failure) and str(code) in str(refused)
     assert after is None
     assert [m.message["Subject"] for m in smtp_sink.wait_for(1)] == ["Letter 1"]
