@@ -116,9 +116,10 @@ NOT_A_MENTOR = r"one million mentors|mentee project coordinator|mentor coordinat
 WORD_START = r"\b(?=[a-z])"
 
 
-def _branches(pattern: str) -> list[str]:
-    """The top-level alternatives of a pattern (``|`` outside any group or character class)."""
-    out, depth, start, i, in_class = [], 0, 0, 0, False
+def _structure(pattern: str) -> Iterator[tuple[int, str, int]]:
+    """(index, character, depth before it) of each bracket and bar of a pattern that is structure: not escaped, not
+    inside a character class."""
+    depth, i, in_class = 0, 0, False
     while i < len(pattern):
         ch = pattern[i]
         if ch == "\\":
@@ -127,16 +128,16 @@ def _branches(pattern: str) -> list[str]:
             in_class = ch != "]"
         elif ch == "[":
             in_class = True
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
-            out.append(pattern[start:i])
-            start = i + 1
+        elif ch in "()|":
+            yield i, ch, depth
+            depth += (ch == "(") - (ch == ")")
         i += 1
-    out.append(pattern[start:])
-    return out
+
+
+def _branches(pattern: str) -> list[str]:
+    """The top-level alternatives of a pattern (``|`` outside any group or character class)."""
+    bars = [i for i, ch, depth in _structure(pattern) if ch == "|" and depth == 0]
+    return [pattern[start + 1:end] for start, end in zip([-1, *bars], [*bars, len(pattern)])]
 
 
 def _by_first_letter(branch: str) -> list[str]:
@@ -146,12 +147,9 @@ def _by_first_letter(branch: str) -> list[str]:
     if branch.startswith("\\b"):
         return _by_first_letter(branch[2:])
     if branch.startswith("(?:"):
-        depth = 0
-        for end, ch in enumerate(branch):  # the group's own closing bracket (the patterns escape none inside it)
-            depth += (ch == "(") - (ch == ")")
-            if depth == 0:
-                break
-        else:
+        # The group's own closing bracket: the first that brings the depth back to the top level.
+        end = next((i for i, ch, depth in _structure(branch) if ch == ")" and depth == 1), None)
+        if end is None:
             raise ValueError(f"a group that is never closed: {branch!r}")
         inner, rest = branch[3:end], branch[end + 1:]
         if rest[:1] in ("?", "*", "+", "{"):

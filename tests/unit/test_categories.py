@@ -148,6 +148,7 @@ def test_branches_split_only_at_the_top_level(pattern: str, branches: list[str])
         ("\\bico", ["ico"]),
         ("(?:did not|never) show", ["did not show", "never show"]),
         ("(?:a|(?:b|c)x)y", ["ay", "bxy", "cxy"]),  # in the order the engine would try them
+        ("(?:a\\)|b)c", ["a\\)c", "bc"]),  # an escaped bracket does not close the group
     ],
 )
 def test_a_leading_group_is_spread_over_what_follows_it(branch: str, spread: list[str]) -> None:
