@@ -87,11 +87,6 @@ def _summary(case: Row[Any], message_count: int, deadlines: dict[str, str | None
     }
 
 
-def restriction(connection: Connection, case_id: int) -> dict[str, object] | None:
-    """The case's entry in the persistent-complainant register, as the summary gives it; None if it has none."""
-    return _restriction(connection.execute(select(RESTRICTIONS).where(RESTRICTIONS.c.case_id == case_id)).first())
-
-
 def _restriction(row: Row[Any] | None) -> dict[str, object] | None:
     if row is None:
         return None

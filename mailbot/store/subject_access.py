@@ -96,8 +96,8 @@ def export_person(session: Session, email: str, target: Path, templates_dir: Pat
                            "detail": {k: v for k, v in detail.items() if k not in STAFF_WORDS}})
         put(folder / "events.json", json.dumps(events, indent=2).encode())
         summary = case_reads.summaries(session.connection(), only=case.id)[0]
-        put(folder / "case.json", json.dumps({"case": summary, "restriction": case_reads.restriction(
-            session.connection(), case.id), "your_role": role}, indent=2, default=str).encode())
+        put(folder / "case.json", json.dumps({"case": summary, "restriction": summary["restriction"],
+                                              "your_role": role}, indent=2, default=str).encode())
         exports.append(export)
     unfiled = session.exec(select(MailMessage).where(col(MailMessage.case_id).is_(None), MailMessage.direction == "in",
                                                      MailMessage.from_addr == email).order_by(col(MailMessage.id))).all()

@@ -3,6 +3,7 @@ and lists (never writes out) what staff wrote among themselves."""
 
 from __future__ import annotations
 
+import json
 import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,6 +31,11 @@ def test_an_export_holds_all_of_one_persons_mail_and_nobody_elses(bot: Bot, tmp_
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert "index.html" in files and "1MM-2026-0001/events.json" in files and "1MM-2026-0001/case.json" in files
     assert not any(f.startswith("1MM-2026-0002") for f in files)  # Ken's case is not hers
+    # Her case as `mailbot case --json` summarises it, and its entry in the register (none here) beside it.
+    case_file = json.loads((out / "1MM-2026-0001" / "case.json").read_text())
+    summary = {k: v for k, v in bot.case_json("1MM-2026-0001").items()
+               if k not in ("messages", "mentor_actions", "events")}
+    assert (case_file["case"], case_file["restriction"]) == (summary, None)
     emls = [f for f in files if f.endswith(".eml")]
     assert any("from-you-new_case" in f for f in emls)
     assert any("to-you-acknowledgement" in f for f in emls) and any("to-you-staff-reply" in f for f in emls)

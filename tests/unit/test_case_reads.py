@@ -107,12 +107,10 @@ def test_a_case_in_detail_has_its_messages_actions_and_events_and_nobody_elses(f
         missing = case_reads.detail(conn, "1MM-2026-0099")
         every = case_reads.summaries(conn)
         only = case_reads.summaries(conn, only=ids["1MM-2026-0001"])
-        restrictions = [case_reads.restriction(conn, ids[ref]) for ref in ("1MM-2026-0001", "1MM-2026-0002")]
     assert missing is None
     # The detail is the case's summary, as the listing gives it, and more.
     assert detail is not None and only == [every[0]] == [{k: v for k, v in detail.items()
                                                           if k not in ("messages", "mentor_actions", "events")}]
-    assert restrictions == [every[0]["restriction"], None]
     assert detail["messages"] == [
         {"direction": "in", "message_id": "<1@example.org>", "subject": "message 1", "at": UTC, "kind": "new_case",
          "from": "jo@example.org", "to": "complaints@1mm.org.uk"},
