@@ -12,35 +12,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from mailbot.data_files import DirectoryFiles, is_sample_directory, load_procedures, load_signposts
-from mailbot.domain.chain import RouteConfig
 from mailbot.domain.directory import DirectoryError
 from mailbot.domain.procedures import ProcedureFileError
 from mailbot.domain.workdays import WorkingCalendar, parse_closures
 from mailbot.files import make_private_dir
 from mailbot.holiday_store import FILE_NAME as HOLIDAYS_FILE
 from mailbot.holiday_store import StoredBankHolidays
-from mailbot.letters import MAILBOT_ID_TAG, LetterRenderer
-from mailbot.mail.clamd import ClamdScanner
 from mailbot.mail.imap import ImapConfig
 from mailbot.mail.maildir import MaildirTransport
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.services.alerts import Alerts
-from mailbot.services.correspondence import Correspondence, Sender
 from mailbot.services.delivery import Deliverer
-from mailbot.services.digest import Digest
-from mailbot.services.ingest import Ingestor, MailboxIntake, Reader
 from mailbot.services.jobs import Jobs
-from mailbot.services.lifecycle import Addresses, CaseLifecycle
+from mailbot.services.mailbox import MailboxIntake, Reader
 from mailbot.services.observe import Observer, Unobserved
-from mailbot.services.staffdesk import StaffDesk
 from mailbot.services.transport import Transport
-from mailbot.services.webintake import WebIntake
 from mailbot.settings import ConfigError, Settings
 from mailbot.store import health_reads
 from mailbot.store.db import open_database, reading
 from mailbot.store.sent_journal import SentJournal
 
 if TYPE_CHECKING:
+    from mailbot.domain.chain import RouteConfig
+    from mailbot.letters import LetterRenderer
+    from mailbot.services.correspondence import Correspondence, Sender
+    from mailbot.services.digest import Digest
+    from mailbot.services.ingest import Ingestor
+    from mailbot.services.lifecycle import CaseLifecycle
+    from mailbot.services.staffdesk import StaffDesk
+    from mailbot.services.webintake import WebIntake
     from mailbot.web.form import ComplaintsForm
     from mailbot.web.metrics import Metrics
 
@@ -58,7 +58,13 @@ def working_calendar(settings: Settings) -> WorkingCalendar:
 
 
 class App:
-    """The object graph of one bot: built once from the settings, then run by ``mailbot.runtime``."""
+    """The object graph of one bot: built once from the settings, then run by ``mailbot.runtime``.
+
+    What every pass uses is built here at once, and every setting and data file is checked (a misconfiguration
+    stops start-up). The case machinery (the ingest pipeline, the lifecycle, the letters and their templates, the
+    staff desk, the digest, the web intake) is built the first time it is asked for: a pass that finds no mail and
+    nothing due (most `run --once` passes) never loads the parser, the templates or the staff commands' grammar.
+    """
 
     def __init__(self, settings: Settings, now: datetime | None = None, counted: bool = True) -> None:
         """``counted``: keep the counters /metrics serves. A `run --once` has nobody to serve them to, so it
@@ -66,7 +72,6 @@ class App:
         self.settings = settings
         self.fixed_now = now
         self.engine = open_database(settings.database_url_effective)
-        self.renderer = LetterRenderer(settings.templates_dir)
         self.calendar = working_calendar(settings)
         try:
             self.procedures = load_procedures(self._data_file("procedures.toml"))
@@ -85,42 +90,98 @@ class App:
                 f"container, mount them into /data), or set MAILBOT_SAMPLE_DIRECTORY=allow for a trial")
         make_private_dir(settings.data_dir)
         self.secret = settings.secret_bytes()
-        own = frozenset({settings.address})
-        self.sender = Sender(settings.org_name, settings.address, settings.domain, settings.auto_reply_cap)
-        self.route_config = RouteConfig(
-            address=settings.address, own_addresses=own, message_id_suffix=f"{MAILBOT_ID_TAG}{settings.domain}",
-            secret=self.secret, trusted_authserv_id=settings.trusted_authserv_id,
-            exchange_tenant_id=settings.trust_exchange_internal,
-            form_senders=settings.form_sender_set, ceo_address=settings.ceo_address,
-        )
-        team_cc = tuple(a.strip().lower() for a in (settings.complaints_team_cc or "").split(",") if a.strip())
-        self.letters = Correspondence(
-            self.sender, self.secret, self.renderer, self.calendar, self.procedures, self.directory,
-            complaints_team_cc=team_cc, notification_attachments_max=settings.notification_attachments_bytes,
-            scan=ClamdScanner(settings.clamd_socket) if settings.clamd_socket else None,
-            ceo_address=settings.ceo_address, public_url=settings.public_url_effective)
-        self.lifecycle = CaseLifecycle(Addresses(own, settings.domain, settings.form_sender_set), self.letters,
-                                       self.calendar, self.procedures, self.directory)
-        self.staff_desk = StaffDesk(self.lifecycle, self.letters, self.directory, self.signposts)
         self.metrics: Metrics | None = None
-        observer: Observer = Unobserved()
+        self.observer: Observer = Unobserved()
         if counted:
             from mailbot.web.metrics import Metrics
 
-            self.metrics = observer = Metrics(self._outbox_by_state)
-        self.ingestor = Ingestor(self.engine, self.route_config, self.lifecycle, self.staff_desk, self.letters,
-                                 self.directory, self.clock, observer=observer)
+            self.metrics = self.observer = Metrics(self._outbox_by_state)
         self.journal_path = settings.data_dir / "sent.journal"
         self.deliverer = Deliverer(self.engine, self.transport_factory(), self.clock,
-                                   journal=SentJournal(self.journal_path), observer=observer,
+                                   journal=SentJournal(self.journal_path), observer=self.observer,
                                    sign_in_pause=timedelta(seconds=settings.sign_in_retry))
-        self.digest = Digest(self.engine, self.letters, self.calendar, self.directory, self.procedures,
-                             settings.digest_time, persistent_threshold=settings.persistent_threshold)
-        self.web_intake = WebIntake(self.engine, self.ingestor, self.letters, self.secret, settings.address,
-                                    settings.domain, self.clock)
-        self.alerts = Alerts(self.engine, self.letters, settings.admin_email, bool(settings.imap_host), self.clock)
-        self.jobs = Jobs(self.engine, self.lifecycle, self.letters, self.calendar, self.directory, digest=self.digest,
+        self.alerts = Alerts(self.engine, lambda: self.letters, settings.admin_email, bool(settings.imap_host),
+                             self.clock)
+        self.jobs = Jobs(self.engine, lambda: self.lifecycle, lambda: self.letters, self.calendar, self.directory,
+                         digest=lambda: self.digest, digest_time=settings.digest_time,
                          retention_years=settings.retention_years)
+
+    # ---- the case machinery, built when first asked for ------------------------------------------------------
+
+    @cached_property
+    def renderer(self) -> LetterRenderer:
+        from mailbot.letters import LetterRenderer
+
+        return LetterRenderer(self.settings.templates_dir)
+
+    @cached_property
+    def sender(self) -> Sender:
+        from mailbot.services.correspondence import Sender
+
+        s = self.settings
+        return Sender(s.org_name, s.address, s.domain, s.auto_reply_cap)
+
+    @cached_property
+    def route_config(self) -> RouteConfig:
+        from mailbot.domain.chain import RouteConfig
+        from mailbot.letters import MAILBOT_ID_TAG
+
+        s = self.settings
+        return RouteConfig(
+            address=s.address, own_addresses=frozenset({s.address}), message_id_suffix=f"{MAILBOT_ID_TAG}{s.domain}",
+            secret=self.secret, trusted_authserv_id=s.trusted_authserv_id,
+            exchange_tenant_id=s.trust_exchange_internal,
+            form_senders=s.form_sender_set, ceo_address=s.ceo_address,
+        )
+
+    @cached_property
+    def letters(self) -> Correspondence:
+        from mailbot.mail.clamd import ClamdScanner
+        from mailbot.services.correspondence import Correspondence
+
+        s = self.settings
+        team_cc = tuple(a.strip().lower() for a in (s.complaints_team_cc or "").split(",") if a.strip())
+        return Correspondence(
+            self.sender, self.secret, self.renderer, self.calendar, self.procedures, self.directory,
+            complaints_team_cc=team_cc, notification_attachments_max=s.notification_attachments_bytes,
+            scan=ClamdScanner(s.clamd_socket) if s.clamd_socket else None,
+            ceo_address=s.ceo_address, public_url=s.public_url_effective)
+
+    @cached_property
+    def lifecycle(self) -> CaseLifecycle:
+        from mailbot.services.lifecycle import Addresses, CaseLifecycle
+
+        s = self.settings
+        return CaseLifecycle(Addresses(frozenset({s.address}), s.domain, s.form_sender_set), self.letters,
+                             self.calendar, self.procedures, self.directory)
+
+    @cached_property
+    def staff_desk(self) -> StaffDesk:
+        from mailbot.services.staffdesk import StaffDesk
+
+        return StaffDesk(self.lifecycle, self.letters, self.directory, self.signposts)
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        from mailbot.services.ingest import Ingestor
+
+        return Ingestor(self.engine, self.route_config, self.lifecycle, self.staff_desk, self.letters,
+                        self.directory, self.clock, observer=self.observer)
+
+    @cached_property
+    def digest(self) -> Digest:
+        from mailbot.services.digest import Digest
+
+        s = self.settings
+        return Digest(self.engine, self.letters, self.calendar, self.directory, self.procedures, s.digest_time,
+                      persistent_threshold=s.persistent_threshold)
+
+    @cached_property
+    def web_intake(self) -> WebIntake:
+        from mailbot.services.webintake import WebIntake
+
+        s = self.settings
+        return WebIntake(self.engine, self.ingestor, self.letters, self.secret, s.address, s.domain, self.clock)
 
     @cached_property
     def web_form(self) -> ComplaintsForm:
@@ -162,12 +223,12 @@ class App:
     def mailbox(self, on_commit: Callable[[], None], reader: Reader | None = None) -> MailboxIntake:
         """The bot's side of the mailbox port; ``on_commit`` wakes whatever delivers the letters; ``reader``
         parses what it fetches."""
-        return MailboxIntake(self.ingestor, self.settings.first_run,
+        return MailboxIntake(lambda: self.ingestor, self.engine, self.clock, self.settings.first_run,
                              self.settings.database_url_effective.split("@")[-1], on_commit,
                              # A failed read tells the administrator at once, not at the next minute's check,
                              # and the next good read says it has recovered.
                              after_failure=self.alerts.check, after_success=self.alerts.check_if_standing,
-                             reader=reader)
+                             reader=reader, observer=self.observer)
 
     def imap_config(self) -> ImapConfig:
         return imap_config(self.settings)

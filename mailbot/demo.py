@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mailbot import runtime
 from mailbot.bootstrap import REPO_ROOT, App
-from mailbot.services.ingest import Arrival
+from mailbot.services.mailbox import Arrival
 from mailbot.settings import Settings
 
 EXPLAIN = {

@@ -25,9 +25,9 @@ from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed,
 from mailbot.mail.parse_pool import ParsePool
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport, Route
-from mailbot.services.ingest import FirstRunError
+from mailbot.services.mailbox import FirstRunError
 from mailbot.settings import ConfigError
-from mailbot.store import repo
+from mailbot.store import mailbox_rows
 from mailbot.store.locks import InstanceLock, instance_lock
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def local_intake(app: App, wake: Wake = _nobody) -> int:
         mark_processed(path)
         wake()
         count += 1
-    repo.record_fetch(app.engine, LOCAL_MAILBOX, app.clock())
+    mailbox_rows.record_fetch(app.engine, LOCAL_MAILBOX, app.clock())
     return count
 
 

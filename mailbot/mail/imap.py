@@ -21,9 +21,8 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from mailbot.domain.batches import sized_batches
-from mailbot.domain.mail import unfetchable_record
 from mailbot.mail.oauth import TokenError, invalidate, monotonic_until
-from mailbot.services.ingest import Arrival, CursorPosition, FirstRunError, MailboxHooks
+from mailbot.services.mailbox import Arrival, CursorPosition, FirstRunError, MailboxHooks
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +172,9 @@ class ImapIntake:
                 # again after the usual wait, as after an outage.
                 first = min(refused)
                 raise MessageRefused(f"the server would not give message UID {first}: {refused[first]}")
+            # Here, not at the top: the parser's module, which a read that finds nothing new never needs.
+            from mailbot.domain.mail import unfetchable_record
+
             now = datetime.now(timezone.utc)
             arrivals.extend(Arrival(raw=unfetchable_record(cfg.mailbox, uidvalidity, uid, error, now),
                                     received_at=now, uid=uid, unfetchable=error) for uid, error in refused.items())

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from mailbot.services.ingest import Arrival
+from mailbot.services.mailbox import Arrival
 
 log = logging.getLogger(__name__)
 

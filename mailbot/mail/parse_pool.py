@@ -24,11 +24,13 @@ from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from mailbot.domain.mail.message import InboundMail
-from mailbot.domain.mail.parse import parse_each, parse_mail
-
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
+
+    from mailbot.domain.mail.message import InboundMail
+
+# The parser (``domain.mail.parse``) is imported where a message is read, not here: a pass that finds no mail never
+# loads it.
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ def usable_cpus() -> float:
 
 def read_mail(raw: bytes) -> InboundMail:
     """A message parsed, and its words read (what opening a case asks of them)."""
+    from mailbot.domain.mail.parse import parse_mail
+
     mail = parse_mail(raw)
     mail.reading  # noqa: B018  (computed now, kept in the instance: it goes back with it)
     mail.data_request  # noqa: B018
@@ -153,6 +157,8 @@ class ParsePool:
 
     def read(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
         """Each message of ``raws`` read, in order; lazily, as ``parse_each`` gives them."""
+        from mailbot.domain.mail.parse import parse_each
+
         if len(raws) < self.min_batch or self.cpus < 2 or not self.start():
             return parse_each(raws)
         return self._read_there(raws)
@@ -189,6 +195,8 @@ class ParsePool:
     def _read_there(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
         """The child reads the batch CHUNK messages a task, at most IN_FLIGHT tasks ahead of what was asked for
         (so a fetch's worth of parsed mail is never held at once); a large message is read here, in its turn."""
+        from mailbot.domain.mail.parse import parse_each
+
         groups: list[tuple[list[int], bool]] = []  # (indices in raws, read there?), in order
         run: list[int] = []
         for index, raw in enumerate(raws):

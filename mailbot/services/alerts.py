@@ -13,15 +13,17 @@ import logging
 import socket
 import threading
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from mailbot.domain.health import alert_conditions
-from mailbot.services.correspondence import Correspondence
 from mailbot.store import health_reads, repo
 from mailbot.store.db import session as new_session
+
+if TYPE_CHECKING:
+    from mailbot.services.correspondence import Correspondence
 
 log = logging.getLogger(__name__)
 TEMPLATE = "admin-alert"
@@ -40,8 +42,9 @@ ADVICE = {
 
 
 class Alerts:
-    def __init__(self, engine: Engine, letters: Correspondence, admin: str | None, reads_a_mailbox: bool,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, letters: Callable[[], Correspondence], admin: str | None,
+                 reads_a_mailbox: bool, clock: Callable[[], datetime]) -> None:
+        """``letters`` builds the letters' service, the first time an alert is written."""
         self.engine = engine
         self.letters = letters
         self.admin = admin
@@ -82,7 +85,7 @@ class Alerts:
     def _letter(self, session: Session, condition: str, words: str, now: datetime, raised: bool) -> int:
         assert self.admin
         repo.add_event(session, None, now, "admin_alert", condition=condition, raised=raised, words=words)
-        letter = self.letters.queue(
+        letter = self.letters().queue(
             session, case=None, template=TEMPLATE, to=[self.admin], now=now, automatic=False,
             auto_submitted="auto-generated", reply_to=self.admin,
             context={"raised": raised, "words": words, "condition": condition, "host": socket.gethostname(),

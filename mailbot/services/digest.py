@@ -31,7 +31,7 @@ from mailbot.domain.directory import Directory, DirectorySource, StaffMember
 from mailbot.domain.idsets import IdFlags, IdSet
 from mailbot.domain.procedures import OPEN_STATUSES, Procedure, opening_letters
 from mailbot.domain.restrictions import persistent_suggestion
-from mailbot.domain.workdays import WorkingCalendar, format_time
+from mailbot.domain.workdays import WorkingCalendar, digest_due, format_time
 from mailbot.services.correspondence import Correspondence
 from mailbot.store import audit
 from mailbot.store import digest_reads as reads
@@ -131,10 +131,7 @@ class Digest:
 
     def is_due(self, now: datetime) -> bool:
         """A working day, at or after the digest time, in the organisation's time zone."""
-        if self.digest_time is None:
-            return False
-        local = self.calendar.local(now)
-        return self.calendar.is_working_day(local.date()) and local.time() >= self.digest_time
+        return digest_due(self.calendar, self.digest_time, now)
 
     def run_due(self, now: datetime) -> int:
         """The scheduled digest: each recipient's, once on a working day from the digest time on.

@@ -8,38 +8,54 @@ as the letter), so running it twice, or after a restart, never sends anything tw
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from mailbot.domain.directory import DirectorySource, manager_of
 from mailbot.domain.procedures import OPEN_STATUSES
-from mailbot.domain.workdays import WorkingCalendar
-from mailbot.services.correspondence import Correspondence
-from mailbot.services.digest import Digest
-from mailbot.services.lifecycle import CaseLifecycle
+from mailbot.domain.workdays import WorkingCalendar, digest_due
 from mailbot.store import audit, erasure, repo
 from mailbot.store.db import from_db, reading, to_db
 from mailbot.store.db import session as new_session
 from mailbot.store.models import Event
 
+if TYPE_CHECKING:
+    from mailbot.services.correspondence import Correspondence
+    from mailbot.services.digest import Digest
+    from mailbot.services.lifecycle import CaseLifecycle
+
 log = logging.getLogger(__name__)
 
 
 class Jobs:
-    def __init__(self, engine: Engine, lifecycle: CaseLifecycle, letters: Correspondence, calendar: WorkingCalendar,
-                 directory: DirectorySource, digest: Digest | None = None, retention_years: int = 6) -> None:
+    """``lifecycle``, ``letters`` and ``digest`` are given as callables that build them: a pass with nothing due
+    (most of them) needs neither the letters nor the case machinery, and does not load them."""
+
+    def __init__(self, engine: Engine, lifecycle: Callable[[], CaseLifecycle], letters: Callable[[], Correspondence],
+                 calendar: WorkingCalendar, directory: DirectorySource, digest: Callable[[], Digest] | None = None,
+                 digest_time: time | None = None, retention_years: int = 6) -> None:
         # No clock of its own: every job is given the instant it runs at (``now``), from the one clock.
         self.engine = engine
         # For a case whose owner has left: it moves to the complaints team before anyone is chased.
-        self.lifecycle = lifecycle
-        self.letters = letters
+        self._lifecycle = lifecycle
+        self._letters = letters
         self.calendar = calendar
         self.directory = directory
-        self.digest = digest
+        self._digest = digest
+        self.digest_time = digest_time
         self.retention_years = retention_years
         self._head_logged_on: date | None = None
+
+    @property
+    def lifecycle(self) -> CaseLifecycle:
+        return self._lifecycle()
+
+    @property
+    def letters(self) -> Correspondence:
+        return self._letters()
 
     def run_due(self, now: datetime) -> int:
         """Run everything due at ``now``; returns how many letters were queued."""
@@ -52,9 +68,9 @@ class Jobs:
         if anonymised:
             erasure.scrub_after_retention(self.engine)
         self.log_audit_head(now)
-        if self.digest is not None:
+        if self._digest is not None and digest_due(self.calendar, self.digest_time, now):
             # The digest commits per recipient, after the deadline work, so it reports what just happened.
-            queued += self.digest.run_due(now)
+            queued += self._digest().run_due(now)
         return queued
 
     def log_audit_head(self, now: datetime) -> bool:

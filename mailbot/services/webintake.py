@@ -21,7 +21,8 @@ from mailbot.domain.commands import POSTAL_DOMAIN, OnBehalf
 from mailbot.domain.mail import parse_mail
 from mailbot.domain.webform import Submission, check_status_token, compose, message
 from mailbot.services.correspondence import Correspondence
-from mailbot.services.ingest import Arrival, Ingestor
+from mailbot.services.ingest import Ingestor
+from mailbot.services.mailbox import Arrival
 from mailbot.store import repo
 from mailbot.store.db import from_db
 from mailbot.store.db import session as new_session

@@ -31,5 +31,6 @@ EVENTS = table("event", column("id"), column("case_id"), column("at", _TIME), co
                column("actor"))
 MENTOR_ACTIONS = table("mentoraction", column("id"), column("case_id"), column("mentor_email"), column("action"),
                        column("reason"), column("by"), column("at", _TIME))
-CURSORS = table("mailboxcursor", column("mailbox"), column("last_success_at", _TIME), column("last_error"),
-                column("last_error_at", _TIME))
+CURSORS = table("mailboxcursor", column("id"), column("mailbox"), column("uidvalidity"), column("last_uid"),
+                column("last_success_at", _TIME), column("last_error"), column("last_error_at", _TIME),
+                column("error_count"), column("auth_failures"))

@@ -9,13 +9,12 @@ from typing import Any
 
 from sqlalchemy import bindparam, event, func, insert, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailbot.store import ahead, audit
-from mailbot.store.db import chunks, from_db, reading, to_db
-from mailbot.store.db import session as new_session
+from mailbot.store.db import chunks, from_db, to_db
 from mailbot.store.models import (
     CASE_TABLE,
     CURSOR_TABLE,
@@ -407,15 +406,6 @@ def automatic_letters(session: Session, address: str, sender: str | None, since:
     return int(row[0] or 0), (int(row[1] or 0) if sender else 0)
 
 
-def has_read_mail(engine: Engine) -> bool:
-    """Whether this database has ever read a mailbox or recorded a message (an existing database)."""
-    with reading(engine) as conn:
-        cursor = conn.execute(sa_select(func.count()).select_from(MailboxCursor.__table__)  # type: ignore[attr-defined]
-                              .where(MailboxCursor.uidvalidity != 0)).scalar()
-        message = conn.execute(sa_select(MESSAGE_TABLE.c.id).where(MESSAGE_TABLE.c.direction == "in").limit(1)).first()
-    return bool(cursor) or message is not None
-
-
 def cursor_for(session: Session, mailbox: str) -> MailboxCursor:
     cur = session.exec(select(MailboxCursor).where(MailboxCursor.mailbox == mailbox)).first()
     if cur is None:
@@ -423,14 +413,6 @@ def cursor_for(session: Session, mailbox: str) -> MailboxCursor:
         session.add(cur)
         session.flush()
     return cur
-
-
-def read_cursor(engine: Engine, mailbox: str) -> tuple[int, int]:
-    """(uidvalidity, last_uid) for a mailbox, (0, 0) when it was never read."""
-    with reading(engine) as conn:
-        row = conn.execute(sa_select(CURSOR_TABLE.c.uidvalidity, CURSOR_TABLE.c.last_uid)
-                           .where(CURSOR_TABLE.c.mailbox == mailbox)).first()
-    return (row[0], row[1]) if row else (0, 0)
 
 
 # The common case in one statement, built once: the cursor exists, with this UIDVALIDITY, behind this UID.
@@ -452,20 +434,6 @@ def advance_cursor(session: Session, mailbox: str, uidvalidity: int, uid: int) -
         cur.uidvalidity = uidvalidity
         cur.last_uid = 0
     cur.last_uid = max(cur.last_uid, uid)
-
-
-def record_fetch(engine: Engine, mailbox: str, now: datetime, error: str | None = None, auth: bool = False) -> None:
-    """The mailbox's health: when it was last read, or what went wrong (the digest and status show it)."""
-    with new_session(engine) as session:
-        cur = cursor_for(session, mailbox)
-        if error is None:
-            cur.last_success_at = to_db(now)
-        else:
-            cur.last_error, cur.last_error_at = error[:1000], to_db(now)
-            cur.error_count += 1
-            if auth:
-                cur.auth_failures += 1
-        session.commit()
 
 
 # ---- a case's deadlines, restriction and thread -------------------------------------------------

@@ -19,7 +19,7 @@ from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport
 from mailbot.services.ingest import Arrival
 from mailbot.services.transport import Transport
-from mailbot.store import repo
+from mailbot.store import mailbox_rows
 from tests.integration.bot import Bot, make_mail, msgid
 from tests.samples import dsn_bounce
 
@@ -509,7 +509,7 @@ def test_processed_mail_left_in_the_inbox_by_a_stop_is_moved_on_the_next_start(b
     app = bot.app()
     try:
         cursor = app.imap_config().mailbox
-        validity = repo.read_cursor(app.engine, cursor)[0]
+        validity = mailbox_rows.read_cursor(app.engine, cursor)[0]
         app.ingestor.ingest_batch([Arrival(bytes(fetched[b"BODY[]"]), datetime.now(timezone.utc), uid)],
                                   CursorPosition(cursor, validity))
     finally:

@@ -21,8 +21,8 @@ from mailbot.services.correspondence import Correspondence
 from mailbot.services.ingest import Arrival, CursorPosition
 from mailbot.services.observe import Unobserved
 from mailbot.store.db import session as new_session
+from mailbot.store.mailbox_rows import read_cursor
 from mailbot.store.models import Case, Event, MailMessage
-from mailbot.store.repo import read_cursor
 from tests.samples import dsn_bounce
 from tests.services.conftest import World, mail
 

@@ -27,22 +27,51 @@ mail-parser, and large attachments), ``html`` (HTML to text, for bodies and repl
 stored and as they go on the wire) and ``decoding`` (charsets and text tidying).
 """
 
-from mailbot.domain.mail.addresses import bare_address, header_safe, wire_address
-from mailbot.domain.mail.headers import decode_header_value
-from mailbot.domain.mail.html import html_to_text
-from mailbot.domain.mail.message import (
-    REUSED_MESSAGE_ID,
-    SYNTHETIC_ID_DOMAIN,
-    Attachment,
-    InboundMail,
-    extract_message_ids,
-    same_message,
-    synthetic_message_id,
-    unfetchable_record,
-    with_own_id,
-)
-from mailbot.domain.mail.mime import LARGE_MESSAGE_BYTES
-from mailbot.domain.mail.parse import bytes_only, parse_each, parse_mail
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailbot.domain.mail.addresses import bare_address, header_safe, wire_address
+    from mailbot.domain.mail.headers import decode_header_value
+    from mailbot.domain.mail.html import html_to_text
+    from mailbot.domain.mail.message import (
+        REUSED_MESSAGE_ID,
+        SYNTHETIC_ID_DOMAIN,
+        Attachment,
+        InboundMail,
+        extract_message_ids,
+        same_message,
+        synthetic_message_id,
+        unfetchable_record,
+        with_own_id,
+    )
+    from mailbot.domain.mail.mime import LARGE_MESSAGE_BYTES
+    from mailbot.domain.mail.parse import bytes_only, parse_each, parse_mail
+
+# Each name's module, loaded when the name is first asked for (PEP 562): what only addresses the bot's letters or
+# records an unreadable message (the delivery loop, the mailbox adapter) does not load the parser, its patterns
+# and its dataclasses, which an idle `run --once` never uses.
+_HOME = {
+    **dict.fromkeys(("bare_address", "header_safe", "wire_address"), "addresses"),
+    "decode_header_value": "headers",
+    "html_to_text": "html",
+    **dict.fromkeys(("REUSED_MESSAGE_ID", "SYNTHETIC_ID_DOMAIN", "Attachment", "InboundMail", "extract_message_ids",
+                     "same_message", "synthetic_message_id", "unfetchable_record", "with_own_id"), "message"),
+    "LARGE_MESSAGE_BYTES": "mime",
+    **dict.fromkeys(("bytes_only", "parse_each", "parse_mail"), "parse"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "LARGE_MESSAGE_BYTES",
