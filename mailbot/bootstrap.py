@@ -11,7 +11,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from mailbot.data_files import DirectoryFiles, is_sample_directory, load_procedures, load_signposts
+from mailbot.data_files import (
+    DirectoryFiles,
+    is_sample_directory,
+    load_procedures,
+    load_signposts,
+)
 from mailbot.domain.directory import DirectoryError
 from mailbot.domain.procedures import ProcedureFileError
 from mailbot.domain.workdays import WorkingCalendar, parse_closures
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
     from mailbot.services.digest import Digest
     from mailbot.services.ingest import Ingestor
     from mailbot.services.lifecycle import CaseLifecycle
+    from mailbot.services.scheduled_work import ScheduledWork
     from mailbot.services.staffdesk import StaffDesk
     from mailbot.services.webintake import WebIntake
     from mailbot.web.form import ComplaintsForm
@@ -102,7 +108,7 @@ class App:
                                    sign_in_pause=timedelta(seconds=settings.sign_in_retry))
         self.alerts = Alerts(self.engine, lambda: self.letters, settings.admin_email, bool(settings.imap_host),
                              self.clock)
-        self.jobs = Jobs(self.engine, lambda: self.lifecycle, lambda: self.letters, self.calendar, self.directory,
+        self.jobs = Jobs(self.engine, lambda: self.scheduled_work, self.calendar, self.directory,
                          digest=lambda: self.digest, digest_time=settings.digest_time,
                          retention_years=settings.retention_years)
 
@@ -175,6 +181,13 @@ class App:
         s = self.settings
         return Digest(self.engine, self.letters, self.calendar, self.directory, self.procedures, s.digest_time,
                       persistent_threshold=s.persistent_threshold)
+
+    @cached_property
+    def scheduled_work(self) -> ScheduledWork:
+        from mailbot.services.scheduled_work import ScheduledWork
+
+        return ScheduledWork(self.engine, self.lifecycle, self.letters, self.calendar, self.directory,
+                             retention_years=self.settings.retention_years)
 
     @cached_property
     def web_intake(self) -> WebIntake:

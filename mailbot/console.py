@@ -417,11 +417,11 @@ def audit_verify(settings: Settings, expected: dict[int, str], as_json: bool = F
 def audit_head(settings: Settings) -> int:
     from datetime import timezone
 
-    from mailbot.store import audit
+    from mailbot.store.audit_head import head_line
 
     with _database(settings) as engine:
         with reading(engine) as conn:
-            print(audit.head_line(conn, datetime.now(timezone.utc)))
+            print(head_line(conn, datetime.now(timezone.utc)))
     return 0
 
 

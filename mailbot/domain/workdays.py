@@ -204,15 +204,6 @@ def add_months(d: date, months: int) -> date:
     return date(year, month, min(d.day, (next_first - timedelta(days=1)).day))
 
 
-def digest_due(calendar: WorkingCalendar, digest_time: time | None, now: datetime) -> bool:
-    """Whether the daily digest is due at ``now``: a working day, at or after the digest time (None: no digest),
-    in the organisation's time zone."""
-    if digest_time is None:
-        return False
-    local = calendar.local(now)
-    return calendar.is_working_day(local.date()) and local.time() >= digest_time
-
-
 def format_time(t: time) -> str:
     """GOV.UK style times: "5:30pm", "9am", "midday", "midnight" (seconds are dropped)."""
     if (t.hour, t.minute) == (12, 0):

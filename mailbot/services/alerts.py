@@ -15,14 +15,15 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlalchemy.engine import Connection, Engine
 
 from mailbot.domain.health import alert_conditions
-from mailbot.store import health_reads, repo
-from mailbot.store.db import session as new_session
+from mailbot.store import health_reads
+from mailbot.store.db import reading
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from mailbot.services.correspondence import Correspondence
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,28 @@ class Alerts:
         if not self.admin:
             return 0
         now = now or self.clock()
+        with self._lock:
+            # A look first, on a reading connection: nearly always nothing has started or stopped, and then
+            # nothing is written (and the writer's session, the ORM and the letters are not needed).
+            with reading(self.engine) as conn:
+                current, standing = self._conditions(conn, now)
+            if current.keys() == standing.keys():
+                self._standing = bool(current)
+                return 0
+            return self._raise_and_clear(now)
+
+    def _conditions(self, conn: Connection, now: datetime) -> tuple[dict[str, str], dict[str, str]]:
+        """(the conditions now, the alerts standing), each by condition, with its words."""
+        return (alert_conditions(health_reads.facts(conn, now, self.reads_a_mailbox, running=True)),
+                health_reads.raised_alerts(conn))
+
+    def _raise_and_clear(self, now: datetime) -> int:
+        from mailbot.store.db import session as new_session
+
         queued = 0
-        with self._lock, new_session(self.engine) as session:
-            current = alert_conditions(health_reads.facts(session.connection(), now, self.reads_a_mailbox,
-                                                          running=True))
-            standing = health_reads.raised_alerts(session.connection())
+        with new_session(self.engine) as session:
+            # Looked at again in the writer's transaction: what it writes is decided on what is there now.
+            current, standing = self._conditions(session.connection(), now)
             for condition, words in current.items():
                 if condition not in standing:
                     log.error("alert: %s", words, extra={"event": "alert", "condition": condition})
@@ -83,6 +101,8 @@ class Alerts:
         return queued
 
     def _letter(self, session: Session, condition: str, words: str, now: datetime, raised: bool) -> int:
+        from mailbot.store import repo
+
         assert self.admin
         repo.add_event(session, None, now, "admin_alert", condition=condition, raised=raised, words=words)
         letter = self.letters().queue(

@@ -15,7 +15,6 @@ import statistics
 from array import array
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -27,14 +26,16 @@ from sqlmodel import Session
 
 from mailbot.domain import data_requests as data_request_rules
 from mailbot.domain.categories import SAFEGUARDING
-from mailbot.domain.directory import Directory, DirectorySource, StaffMember
+from mailbot.domain.directory import Directory, DirectorySource
 from mailbot.domain.idsets import IdFlags, IdSet
 from mailbot.domain.procedures import OPEN_STATUSES, Procedure, opening_letters
+from mailbot.domain.recipients import SENIORITY, Recipient, digest_recipients
 from mailbot.domain.restrictions import persistent_suggestion
-from mailbot.domain.workdays import WorkingCalendar, digest_due, format_time
+from mailbot.domain.schedule import digest_due
+from mailbot.domain.workdays import WorkingCalendar, format_time
 from mailbot.services.correspondence import Correspondence
-from mailbot.store import audit
 from mailbot.store import digest_reads as reads
+from mailbot.store.audit_head import head_line
 from mailbot.store.db import from_db, reading
 from mailbot.store.db import session as new_session
 from mailbot.store.models import detail_of
@@ -43,9 +44,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TEMPLATE = "digest"
-# Roles that receive a digest, most senior first: the order decides whose digest a bare preview shows.
-SENIORITY = ("ceo", "head_of_delivery", "smt", "safeguarding_lead", "regional_manager")
-ALL_CASES_ROLES = frozenset({"ceo", "head_of_delivery", "smt"})
 FILED_KINDS = ("restricted_filed", "restricted_acknowledged")
 PROBLEM_DELIVERY = ("failed", "undelivered")
 FIGURES_DAYS = 30
@@ -65,55 +63,6 @@ STREAM_BATCH = 500
 
 class DigestError(Exception):
     """A by-hand digest that cannot be sent as asked (for example to someone who gets no digest)."""
-
-
-@dataclass(frozen=True)
-class Recipient:
-    email: str
-    name: str
-    roles: frozenset[str]
-    region: str
-    # Subscribed with `digest = true`: the cases they hold, on top of whatever their roles show them.
-    own_cases: bool = False
-    # `digest_subjects = true`: complainants' subject lines; otherwise the category stands in for them.
-    subjects: bool = False
-
-    @property
-    def sees_all(self) -> bool:
-        return bool(self.roles & ALL_CASES_ROLES)
-
-    @property
-    def scope_label(self) -> str:
-        if self.sees_all:
-            return "every case"
-        parts = []
-        if "regional_manager" in self.roles:
-            parts.append(f"cases in {self.region}" if self.region else "cases in your region")
-        if "safeguarding_lead" in self.roles:
-            parts.append("safeguarding cases")
-        if self.own_cases:
-            parts.append("the cases you hold")
-        return " and ".join(parts)
-
-    def sees(self, region: str, safeguarding: bool) -> bool:
-        if self.sees_all:
-            return True
-        if "safeguarding_lead" in self.roles and safeguarding:
-            return True
-        return ("regional_manager" in self.roles and bool(self.region) and bool(region)
-                and region.strip().lower() == self.region.strip().lower())
-
-
-def digest_recipients(directory: Directory) -> list[Recipient]:
-    """Everyone with a digest role, most senior first (then in file order)."""
-    def rank(member: StaffMember) -> int:
-        return min(SENIORITY.index(r) for r in member.roles if r in SENIORITY)
-
-    members = [m for m in directory.staff if m.roles & set(SENIORITY)]
-    members.sort(key=rank)
-    subscribed = [m for m in directory.staff if m.digest and m not in members]
-    return [Recipient(m.email, m.name, m.roles, m.region, own_cases=m.digest, subjects=m.digest_subjects)
-            for m in (*members, *subscribed)]
 
 
 class Digest:
@@ -317,9 +266,9 @@ class Digest:
             "mailboxes": mailboxes,
             "mailbox_problems": mailbox_problems,
             "figures": self._figures(session, view, now),
-            # A copy of the audit chain's head outside the database (store.audit.head_line): kept in the
+            # A copy of the audit chain's head outside the database (store.audit_head.head_line): kept in the
             # recipients' mailboxes, it lets `mailbot audit verify --expect` catch a rewrite of the whole chain.
-            "audit_head": audit.head_line(session.connection(), now).rsplit(": ", 1)[-1],
+            "audit_head": head_line(session.connection(), now).rsplit(": ", 1)[-1],
         }
 
     def _deadlines(self, rows: Iterable[reads.HeldDeadline], view: _CaseView, now: datetime, today: date,

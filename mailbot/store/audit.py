@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, event, insert, update
@@ -27,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 from mailbot.domain import audit
+from mailbot.store.audit_head import head
 from mailbot.store.db import reading
 from mailbot.store.models import AUDIT_HEAD_TABLE, EVENT_TABLE
 from mailbot.store.prebuilt import Prebuilt
@@ -145,11 +145,6 @@ def _forget(session: Session, previous_transaction: Any) -> None:
         session.info.pop(_UNSEALED, None)
 
 
-def head(connection: Connection) -> tuple[int, str] | None:
-    row = connection.execute(_HEAD).first()
-    return (int(row[0]), str(row[1])) if row is not None else None
-
-
 def _rows(connection: Connection, page: int = 5000) -> Iterator[audit.Row]:
     """The chain in order, a page at a time (a trail of millions of events is read in constant memory)."""
     after = 0
@@ -175,10 +170,3 @@ def snapshot(engine: Engine) -> Connection:
 def verify(connection: Connection, expected: dict[int, str] | None = None) -> audit.Verdict:
     unsealed = [row[0] for row in connection.execute(sa_select(_E.id).where(_E.seq.is_(None)).order_by(_E.id))]
     return audit.verify(_rows(connection), head(connection), expected or {}, unsealed)
-
-
-def head_line(connection: Connection, now: datetime) -> str:
-    """The line written each day to the log and the digest: keep it, and `mailbot audit verify --expect` with
-    it later proves the chain up to here was not rewritten."""
-    current = head(connection) or (0, audit.GENESIS)
-    return f"audit trail head on {now.date().isoformat()}: {current[0]}:{current[1]}"

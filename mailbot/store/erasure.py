@@ -20,9 +20,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot.domain import audit
-from mailbot.store import repo
+from mailbot.store import due_reads, repo
 from mailbot.store.db import to_db
-from mailbot.store.models import Case, Event, MailMessage, MentorAction, Restriction, detail_of
+from mailbot.store.models import (
+    Case,
+    Event,
+    MailMessage,
+    MentorAction,
+    Restriction,
+    detail_of,
+)
 
 ERASED_DOMAIN = "erased.invalid"
 REMOVED = "(removed)"
@@ -100,10 +107,8 @@ def anonymise_case(session: Session, case: Case, now: datetime, redacted: dict[i
 
 def cases_past_retention(session: Session, closed_before: datetime, limit: int = 100) -> list[Case]:
     """Closed cases not yet anonymised and not on hold, closed before the cut-off, oldest first."""
-    return list(session.exec(select(Case).where(
-        col(Case.closed_at).is_not(None), col(Case.closed_at) < to_db(closed_before),
-        col(Case.anonymised_at).is_(None), col(Case.held_reason).is_(None),
-    ).order_by(col(Case.closed_at)).limit(limit)).all())
+    return list(session.exec(select(Case).where(due_reads.retention_filter(Case, closed_before))
+                             .order_by(col(Case.closed_at)).limit(limit)).all())
 
 
 def person_cases(session: Session, email: str) -> tuple[list[Case], list[Case]]:

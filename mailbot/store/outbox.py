@@ -4,6 +4,10 @@ Letters go into the outbox in the intake or command transaction that decides the
 (``services.correspondence``); the delivery worker (``services.delivery``) reads them from here a
 page at a time and records each answer. A 250 is recorded by ``SentMarks``, from a thread of its own,
 so the event loop never waits for the database's writer lock.
+
+Reading the outbox and marking letters sent is SQLAlchemy Core on the light table (``store.light_tables``): a pass
+with nothing to send, or with letters that all go, needs neither the ORM nor the table classes. A deferred or failed
+letter is recorded with them, since its case's trail gets an event.
 """
 
 from __future__ import annotations
@@ -15,16 +19,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, or_, update
+from sqlalchemy import bindparam, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import col, func
 
 from mailbot.domain.batches import sized_batches
-from mailbot.store import repo
 from mailbot.store.db import from_db, reading, to_db
-from mailbot.store.db import session as new_session
-from mailbot.store.models import MESSAGE_TABLE, Case, MailMessage
+from mailbot.store.light_tables import MESSAGES
 from mailbot.store.prebuilt import Prebuilt
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ OUTBOX_PAGE = 200
 OUTBOX_BYTES = 24 * 1024 * 1024
 
 _MARK_SENT = Prebuilt(
-    update(MESSAGE_TABLE).where(MESSAGE_TABLE.c.id == bindparam("letter_id"))
+    update(MESSAGES).where(MESSAGES.c.id == bindparam("letter_id"))
     .values(delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"), last_error=bindparam("note"))
 )
 
@@ -65,7 +66,7 @@ def due_page(engine: Engine, now: datetime, *, after: int, automatic: bool,
              conn: Connection | None = None) -> DuePage:
     """The next page of due letters of one kind (automatic or not) with an id above ``after``, oldest first:
     their sizes are read first, and the bytes of only as many as fit in OUTBOX_BYTES."""
-    m = MESSAGE_TABLE.c
+    m = MESSAGES.c
     heads = (
         sa_select(m.id, func.length(m.raw), m.from_addr, m.to_addrs, m.attempts, m.message_id)
         .where(m.direction == "out", m.delivery == "pending", m.id > after, m.automatic == automatic,
@@ -113,7 +114,7 @@ def claim(engine: Engine, letters: list[DueLetter], now: datetime) -> list[DueLe
     this one. Rows another transaction is claiming at this moment are skipped, not waited for."""
     if not letters or not claims(engine):
         return letters
-    t = MESSAGE_TABLE
+    t = MESSAGES
     free = (sa_select(t.c.id)
             .where(t.c.id.in_([letter.id for letter in letters]), t.c.delivery == "pending",
                    or_(t.c.claimed_until.is_(None), t.c.claimed_until < to_db(now)))
@@ -128,7 +129,7 @@ def release(engine: Engine, letter_ids: set[int]) -> None:
     """Let go of claims on letters still pending at the end of a pass (sent ones are sent)."""
     if not letter_ids or not claims(engine):
         return
-    t = MESSAGE_TABLE
+    t = MESSAGES
     with engine.begin() as conn:
         conn.execute(update(t).where(t.c.id.in_(sorted(letter_ids)), t.c.delivery == "pending")
                      .values(claimed_until=None))
@@ -137,8 +138,9 @@ def release(engine: Engine, letter_ids: set[int]) -> None:
 def next_due_at(engine: Engine) -> datetime | None:
     """When the earliest deferred letter becomes due, for the daemon's sleep."""
     with reading(engine) as conn:
-        value = conn.execute(sa_select(func.min(col(MailMessage.next_attempt_at))).where(
-            MailMessage.direction == "out", MailMessage.delivery == "pending")).scalar()
+        m = MESSAGES.c
+        value = conn.execute(sa_select(func.min(m.next_attempt_at)).where(m.direction == "out",
+                                                                          m.delivery == "pending")).scalar()
     return from_db(value)
 
 
@@ -146,6 +148,10 @@ def record_deferred(engine: Engine, letter_id: int, attempts: int, retry_at: dat
                     now: datetime, repeat_in_trail: bool = True) -> None:
     """A temporary failure: the letter waits until ``retry_at``, and the case's trail says why (with
     ``repeat_in_trail`` False, only when the reason is new for this letter)."""
+    from mailbot.store import repo
+    from mailbot.store.db import session as new_session
+    from mailbot.store.models import Case, MailMessage
+
     with new_session(engine) as session:
         row = session.get(MailMessage, letter_id)
         if row is not None:
@@ -163,6 +169,10 @@ def record_deferred(engine: Engine, letter_id: int, attempts: int, retry_at: dat
 
 def record_failed(engine: Engine, letter_id: int, attempts: int, error: str, now: datetime) -> None:
     """A permanent failure (or the last temporary one): the letter is given up on, and the case's trail says why."""
+    from mailbot.store import repo
+    from mailbot.store.db import session as new_session
+    from mailbot.store.models import Case, MailMessage
+
     with new_session(engine) as session:
         row = session.get(MailMessage, letter_id)
         if row is not None:

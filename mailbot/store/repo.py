@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 from sqlmodel import Session, col, select
 
-from mailbot.store import ahead, audit
+from mailbot.store import ahead, audit, due_reads
 from mailbot.store.db import chunks, from_db, to_db
 from mailbot.store.models import (
     CASE_TABLE,
@@ -586,8 +586,7 @@ def restrictions_due_review(session: Session, now: datetime,
     """Restrictions in force whose six-month review is due and not yet asked for, on cases still open."""
     return list(session.exec(
         select(Restriction, Case).join(Case, col(Case.id) == col(Restriction.case_id))
-        .where(Restriction.state == "restricted", col(Restriction.reviewed_at).is_(None),
-               col(Restriction.review_at) <= to_db(now), col(Case.status).in_(open_statuses))
+        .where(due_reads.review_filter(Restriction, Case, now, open_statuses))
     ).all())
 
 
@@ -595,8 +594,7 @@ def restrictions_at_term(session: Session, now: datetime) -> list[tuple[Restrict
     """Restrictions in force whose term has ended."""
     return list(session.exec(
         select(Restriction, Case).join(Case, col(Case.id) == col(Restriction.case_id))
-        .where(Restriction.state == "restricted", col(Restriction.ends_at).is_not(None),
-               col(Restriction.ends_at) <= to_db(now))
+        .where(due_reads.expiry_filter(Restriction, now))
     ).all())
 
 
@@ -611,10 +609,7 @@ def deadlines_to_chase(session: Session, open_statuses: tuple[str, ...], due_bef
     after: tuple[datetime, int] | None = None
     while True:
         query = (select(Deadline, Case).join(Case, col(Case.id) == col(Deadline.case_id))
-                 .where(Deadline.superseded == False, col(Deadline.met_at).is_(None),  # noqa: E712
-                        col(Case.status).in_(open_statuses), col(Deadline.overdue_alerted_at).is_(None),
-                        (col(Deadline.due_at) <= to_db(due_before))
-                        | (col(Deadline.reminded_at).is_(None) & (col(Deadline.due_at) <= to_db(remind_until)))))
+                 .where(due_reads.chase_filter(Deadline, Case, open_statuses, due_before, remind_until)))
         if after is not None:
             query = query.where((col(Deadline.due_at) > after[0])
                                 | ((col(Deadline.due_at) == after[0]) & (col(Deadline.id) > after[1])))
@@ -629,8 +624,7 @@ def deadlines_to_chase(session: Session, open_statuses: tuple[str, ...], due_bef
 def open_cases_assigned_outside(session: Session, open_statuses: tuple[str, ...],
                                 staff: frozenset[str]) -> list[Case]:
     """Open cases whose owner is not one of these addresses (no longer in staff.toml)."""
-    return list(session.exec(select(Case).where(col(Case.status).in_(open_statuses), col(Case.assignee).is_not(None),
-                                                col(Case.assignee).not_in(sorted(staff)))).all())
+    return list(session.exec(select(Case).where(due_reads.gone_filter(Case, open_statuses, staff))).all())
 
 
 # The events that change (or fail to change) who owns a case.

@@ -145,16 +145,18 @@ class SentJournal:
     def fold(self, engine: Engine) -> int:
         """Mark every journalled letter that the database still has as pending as sent, then empty the
         journal; returns how many letters that saved from being sent again."""
-        # Imported here: the SMTP child process writes this journal and must not load the database stack.
-        from sqlalchemy import bindparam, select, update
-
-        from mailbot.store.db import chunks
-        from mailbot.store.models import MESSAGE_TABLE
-
         marks = self.entries()
         if not marks:
             return 0
-        t = MESSAGE_TABLE
+        # Imported here: the SMTP child process writes this journal and must not load the database stack.
+        from sqlalchemy import bindparam, select, update
+
+        from mailbot.store.db import chunks, to_db
+        from mailbot.store.light_tables import MESSAGES
+
+        for mark in marks:
+            mark["sent_when"] = to_db(mark["sent_when"])  # type: ignore[arg-type]  (an aware time, as written)
+        t = MESSAGES
         mark_sent = update(t).where(t.c.id == bindparam("letter_id"), t.c.delivery == "pending").values(
             delivery="sent", sent_at=bindparam("sent_when"), attempts=bindparam("tries"), last_error=bindparam("note"))
         with engine.begin() as conn:

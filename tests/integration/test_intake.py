@@ -8,6 +8,8 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -351,6 +353,31 @@ def test_run_once_starts_its_smtp_worker_only_when_there_is_a_letter_to_send(
     bot.append(make_mail(frm="later@example.org", subject="Now there is mail"))
     assert bot.once()["sent"] == 2 and len(started) == 1
     assert [m.rcpt_tos for m in bot.letters("acknowledgement")] == [["later@example.org"]]
+
+
+def test_a_pass_that_finds_nothing_new_loads_no_case_machinery_and_the_next_one_answers_mail(bot: Bot) -> None:
+    # An idle pass reads the mailbox's cursor, the outbox and what is due in Core, and builds the ingest pipeline,
+    # the ORM and the letters only when there is something for them: in a fresh interpreter, as from cron.
+    probe = ("import sys\nfrom mailbot import launch\nsys.argv = ['mailbot', 'run', '--once']\ncode = launch.main()\n"
+             "heavy = ('sqlmodel', 'mailbot.store.models', 'jinja2', 'mailbot.domain.mail.parse',\n"
+             "         'mailbot.services.ingest', 'mailbot.services.correspondence')\n"
+             "print(code, [m for m in heavy if m in sys.modules])\n")
+
+    def fresh_pass() -> list[str]:
+        done = subprocess.run([sys.executable, "-c", probe], env=bot.env(), cwd=bot.root, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-2:]
+
+    bot.append(make_mail(frm="first@example.org", subject="The first"))
+    assert bot.once()["sent"] == 2
+    assert fresh_pass() == ["fetched 0 message(s); scheduled work queued 0 letter(s); sent 0, deferred 0, failed 0",
+                            "0 []"]
+    bot.append(make_mail(frm="second@example.org", subject="The second"))
+    first, imported = fresh_pass()
+    assert first == "fetched 1 message(s); scheduled work queued 0 letter(s); sent 2, deferred 0, failed 0"
+    assert "mailbot.services.ingest" in imported and "sqlmodel" in imported
+    assert [m.rcpt_tos for m in bot.letters("acknowledgement")] == [["first@example.org"], ["second@example.org"]]
 
 
 def test_run_once_sends_what_was_taken_in_even_when_a_later_step_fails(bot: Bot) -> None:

@@ -243,3 +243,50 @@ def test_a_case_nobody_can_take_is_recorded_once_and_handed_on_when_someone_can(
         world.app.fixed_now = at(16, 11, minute)
         world.app.jobs.run_due(at(16, 11, minute))
     assert world.events(ref).count("handover_impossible") == 2
+
+
+def test_the_look_before_the_work_never_misses_what_the_work_would_do(world: World) -> None:
+    # Each pass first asks the database, without the ORM, whether any job has something due (store.due_reads), and
+    # builds the work only then. Hour by hour through three weeks of two complaints (one arriving after the day's
+    # reminders, whose first deadline its notification announced), whenever the look finds nothing, the work run
+    # anyway must queue no letter and change no deadline; whenever it finds something, the pass runs as usual.
+    from sqlalchemy import text
+
+    from mailbot.domain.procedures import OPEN_STATUSES
+    from mailbot.store import due_reads
+    from mailbot.store.db import reading
+
+    world.app.fixed_now = at(16, 18, 0)
+    world.receive(mail(frm="Late Sender <late@example.org>", subject="Sent in the evening"))
+    with world.app.engine.begin() as conn:  # as an older version left it: the announced deadline not yet recorded
+        conn.execute(text("UPDATE deadline SET reminded_at = NULL"))
+    staff = frozenset(member.email for member in world.app.directory.get().staff)
+
+    def deadlines() -> list[tuple[object, ...]]:
+        with reading(world.app.engine) as conn:
+            return [tuple(row) for row in conn.execute(text(
+                "SELECT id, reminded_at, overdue_alerted_at, met_at, superseded FROM deadline ORDER BY id"))]
+
+    found = []
+    when = at(16, 18, 30)
+    while when < at(9, 9, 0, month=12):
+        world.app.fixed_now = when
+        if when == at(17, 10, 0):
+            world.receive(mail())  # the second complaint, on Tuesday morning
+        with reading(world.app.engine) as conn:
+            due = due_reads.work_due(conn, when, world.app.calendar, OPEN_STATUSES, staff, 6)
+        if due is None:
+            before = deadlines()
+            assert world.app.scheduled_work.run(when) == 0, when
+            assert deadlines() == before, when
+        else:
+            found.append((when, due))
+            world.app.jobs.run_due(when)
+        when = datetime.fromtimestamp(when.timestamp() + 3600, tz=timezone.utc)
+    assert world.take_letters() != []
+    # The look found each thing the two timelines hold, and nothing else: the announced deadline to record at the
+    # first pass, then the moments of TIMELINE (the evening complaint's clock starts with the next working day, so
+    # both complaints' reminders and alerts fall at the same moments).
+    assert found[0] == (at(16, 18, 30), "deadlines")
+    assert [moment for moment, _ in found] == [at(16, 18, 30), at(17, 17, 30), at(18, 17, 30),
+                                               at(3, 17, 30, month=12), at(4, 17, 30, month=12)]

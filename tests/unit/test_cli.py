@@ -6,6 +6,7 @@ import ast
 import json
 import mailbox
 import os
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -94,6 +95,26 @@ def test_a_single_pass_with_no_mail_imports_no_web_stack_and_compiles_no_categor
     done = _fresh_python(probe, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0 [] 0"
+
+
+def test_a_pass_with_no_mail_and_nothing_due_loads_no_orm_parser_templates_or_staff_grammar(
+        one_case: Path, tmp_path: Path) -> None:
+    # Most `run --once` passes (from cron, every few minutes) find nothing: no mail, no deadline to remind, no
+    # letter to send. The scheduled work asks the database without the ORM first (store.due_reads), the outbox and
+    # the mailbox's cursor are read in Core, and the case machinery is built only when asked for (bootstrap.App).
+    # On a copy of a database holding an open case, whose first deadline is a working day away.
+    data_dir = tmp_path / "data"
+    shutil.copytree(one_case, data_dir)
+    probe = ("import sys\nfrom mailbot import launch\nsys.argv = ['mailbot', 'run', '--once']\ncode = launch.main()\n"
+             "heavy = ('sqlmodel', 'sqlalchemy.orm', 'mailbot.store.models', 'jinja2', 'mailparser',\n"
+             "         'mailbot.domain.mail.parse', 'mailbot.domain.commands', 'mailbot.domain.chain',\n"
+             "         'mailbot.services.ingest', 'mailbot.services.correspondence', 'mailbot.services.digest')\n"
+             "print(code, [m for m in heavy if m in sys.modules])\n")
+    done = _fresh_python(probe, data_dir)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-2:] == [
+        "fetched 0 message(s); scheduled work queued 0 letter(s); sent 0, deferred 0, failed 0", "0 []"]
+    assert "audit trail head on" in done.stderr  # the pass still logs the chain's head, as every start does
 
 
 @pytest.mark.parametrize("command, switched_on_by", [(["run", "--once"], "settle_memory"), (["cases"], "_dispatch")])

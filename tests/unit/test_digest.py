@@ -17,12 +17,13 @@ from sqlmodel import Session, col, select
 
 from mailbot.data_files import DirectoryFiles, load_procedures
 from mailbot.domain.directory import DirectoryError
+from mailbot.domain.recipients import digest_recipients
 from mailbot.domain.signing import signed_address
 from mailbot.domain.workdays import WorkingCalendar
 from mailbot.letters import LetterRenderer
 from mailbot.services import digest as digest_service
 from mailbot.services.correspondence import Correspondence, Sender
-from mailbot.services.digest import Digest, DigestError, digest_recipients
+from mailbot.services.digest import Digest, DigestError
 from mailbot.store.db import make_engine, to_db, upgrade
 from mailbot.store.db import session as new_session
 from mailbot.store.models import (

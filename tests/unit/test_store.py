@@ -253,7 +253,7 @@ def test_the_light_tables_name_columns_the_tables_have() -> None:
     from mailbot.store.models import SQLModel
 
     lights = [v for v in vars(light_tables).values() if isinstance(v, TableClause)]
-    assert len(lights) == 7
+    assert len(lights) == 9
     for light in lights:
         real = SQLModel.metadata.tables[light.name]
         assert set(light.c.keys()) <= set(real.c.keys()), set(light.c.keys()) - set(real.c.keys())
