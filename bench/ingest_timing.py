@@ -29,7 +29,7 @@ from bench.statements import on_every_statement  # noqa: E402
 from mailbot.bootstrap import App  # noqa: E402
 from mailbot.services import correspondence as correspondence_mod  # noqa: E402
 from mailbot.services import ingest as ingest_mod  # noqa: E402
-from mailbot.services.ingest import INTAKE_TRANSACTION_SECONDS, Arrival, CursorPosition  # noqa: E402
+from mailbot.services.mailbox import INTAKE_TRANSACTION_SECONDS, Arrival, CursorPosition  # noqa: E402
 from mailbot.settings import load_settings  # noqa: E402
 
 TIMES: collections.Counter[str] = collections.Counter()

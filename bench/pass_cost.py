@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 from bench.run import complaint  # noqa: E402
 from bench.statements import on_every_statement  # noqa: E402
 from mailbot.bootstrap import App  # noqa: E402
-from mailbot.services.ingest import Arrival  # noqa: E402
+from mailbot.services.mailbox import Arrival  # noqa: E402
 from mailbot.settings import load_settings  # noqa: E402
 from tests.servers import PostgresServer, SmtpSink  # noqa: E402
 

@@ -11,12 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from mailbot.data_files import (
-    DirectoryFiles,
-    is_sample_directory,
-    load_procedures,
-    load_signposts,
-)
+from mailbot.data_files import DirectoryFiles, is_sample_directory, load_procedures, load_signposts
 from mailbot.domain.directory import DirectoryError
 from mailbot.domain.procedures import ProcedureFileError
 from mailbot.domain.workdays import WorkingCalendar, parse_closures

@@ -10,19 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mailbot.domain.directory import (
-    Directory,
-    DirectoryError,
-    parse_participants,
-    parse_staff,
-)
-from mailbot.domain.procedures import (
-    Procedure,
-    ProcedureFileError,
-    Signpost,
-    parse_procedures,
-    parse_signposts,
-)
+from mailbot.domain.directory import Directory, DirectoryError, parse_participants, parse_staff
+from mailbot.domain.procedures import Procedure, ProcedureFileError, Signpost, parse_procedures, parse_signposts
 
 
 class DirectoryFiles:

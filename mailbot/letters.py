@@ -69,12 +69,7 @@ class LetterRenderer:
     def env(self) -> Environment:
         """Jinja, loaded with the first letter: a start with nothing to write (an idle `run --once`) does not
         import it."""
-        from jinja2 import (
-            Environment,
-            FileSystemLoader,
-            StrictUndefined,
-            select_autoescape,
-        )
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
         return Environment(
             loader=FileSystemLoader(str(self.templates_dir)),

@@ -21,12 +21,7 @@ from mailbot.bootstrap import App
 from mailbot.domain import categories
 from mailbot.domain.procedures import opening_letters
 from mailbot.mail.imap import ImapIntake
-from mailbot.mail.local import (
-    LocalListener,
-    arrival_from_file,
-    mark_processed,
-    pending_files,
-)
+from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
 from mailbot.mail.parse_pool import ParsePool
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport, Route

@@ -15,12 +15,7 @@ import authres
 from mailbot.domain.commands import OnBehalf, on_behalf_line, parse_on_behalf
 from mailbot.domain.forwards import Forwarded, forwarded
 from mailbot.domain.mail import InboundMail
-from mailbot.domain.rules import (
-    AutomatedVerdict,
-    classify_automated,
-    is_own_address,
-    is_robot_address,
-)
+from mailbot.domain.rules import AutomatedVerdict, classify_automated, is_own_address, is_robot_address
 from mailbot.domain.signing import verify_signature
 from mailbot.domain.threads import CaseLookup, ThreadMatch, match_case
 

@@ -184,9 +184,7 @@ class _Facts:
         message = self.stdlib_message
         if message is None:
             return frozenset(), frozenset()
-        from flufl.bounce import (
-            all_failures,  # here: only mail from a robot gets this far
-        )
+        from flufl.bounce import all_failures  # here: only mail from a robot gets this far
 
         try:
             temporary, permanent = all_failures(message)

@@ -18,13 +18,7 @@ from sqlmodel import Session
 from mailbot.domain.attachments import AttachmentNote, choose_for_staff
 from mailbot.domain.commands import POSTAL_DOMAIN, command_reference_for
 from mailbot.domain.directory import DirectorySource, Reviewers
-from mailbot.domain.mail import (
-    Attachment,
-    InboundMail,
-    bare_address,
-    html_to_text,
-    parse_mail,
-)
+from mailbot.domain.mail import Attachment, InboundMail, bare_address, html_to_text, parse_mail
 from mailbot.domain.procedures import (
     CEO_DIRECT,
     DEADLINE_NEEDS,

@@ -32,15 +32,7 @@ from mailbot.domain.mail import (
 )
 from mailbot.services.correspondence import Correspondence
 from mailbot.services.lifecycle import CaseLifecycle
-from mailbot.services.mailbox import (  # noqa: F401  (the port's names, as they were found here before)
-    INTAKE_TRANSACTION_SECONDS,
-    Arrival,
-    CursorPosition,
-    FirstRunError,
-    MailboxHooks,
-    MailboxIntake,
-    Reader,
-)
+from mailbot.services.mailbox import Arrival, CursorPosition, Reader
 from mailbot.services.observe import Observer, Unobserved
 from mailbot.services.staffdesk import StaffDesk
 from mailbot.store import repo

@@ -31,13 +31,7 @@ from mailbot.domain.directory import (
 )
 from mailbot.domain.forwards import Forwarded
 from mailbot.domain.mail import InboundMail, bare_address, header_safe, parse_mail
-from mailbot.domain.procedures import (
-    CEO_DIRECT,
-    OPEN_STATUSES,
-    Procedure,
-    next_stage_offered,
-    stage_deadlines,
-)
+from mailbot.domain.procedures import CEO_DIRECT, OPEN_STATUSES, Procedure, next_stage_offered, stage_deadlines
 from mailbot.domain.quotes import extract_new_text
 from mailbot.domain.replies import ESCALATE, THANKS, reply_intent
 from mailbot.domain.restrictions import inbound_action

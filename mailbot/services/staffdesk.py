@@ -11,12 +11,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from mailbot.domain.commands import (
-    COMMAND_REFERENCE,
-    Command,
-    check_permission,
-    parse_commands,
-)
+from mailbot.domain.commands import COMMAND_REFERENCE, Command, check_permission, parse_commands
 from mailbot.domain.directory import DirectorySource
 from mailbot.domain.mail import InboundMail
 from mailbot.domain.procedures import Signpost

@@ -20,14 +20,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
 from mailbot.store.db import from_db
-from mailbot.store.light_tables import (
-    CASES,
-    DEADLINES,
-    EVENTS,
-    MENTOR_ACTIONS,
-    MESSAGES,
-    RESTRICTIONS,
-)
+from mailbot.store.light_tables import CASES, DEADLINES, EVENTS, MENTOR_ACTIONS, MESSAGES, RESTRICTIONS
 
 
 def iso(dt: datetime | None) -> str | None:

@@ -22,14 +22,7 @@ from sqlmodel import Session, col, select
 from mailbot.domain import audit
 from mailbot.store import due_reads, repo
 from mailbot.store.db import to_db
-from mailbot.store.models import (
-    Case,
-    Event,
-    MailMessage,
-    MentorAction,
-    Restriction,
-    detail_of,
-)
+from mailbot.store.models import Case, Event, MailMessage, MentorAction, Restriction, detail_of
 
 ERASED_DOMAIN = "erased.invalid"
 REMOVED = "(removed)"

@@ -13,14 +13,7 @@ from sqlalchemy.engine import Connection
 
 from mailbot.domain.report import CaseFacts, DeadlineFact, EventFact
 from mailbot.store.db import chunks, from_db, to_db
-from mailbot.store.models import (
-    CASE_TABLE,
-    DEADLINE_TABLE,
-    EVENT_TABLE,
-    MESSAGE_TABLE,
-    MentorAction,
-    detail_of,
-)
+from mailbot.store.models import CASE_TABLE, DEADLINE_TABLE, EVENT_TABLE, MESSAGE_TABLE, MentorAction, detail_of
 
 # The events the report counts (domain.report).
 EVENT_TYPES = ("escalated", "resolved", "escalation_requested", "escalation_declined", "deadline_extended",

@@ -129,7 +129,7 @@ def test_a_rewrite_of_the_whole_chain_is_caught_by_the_head_in_the_digest_and_th
 
 
 def test_writers_at_once_on_postgresql_keep_one_unbroken_chain(bot: Bot, postgres: PostgresServer) -> None:
-    from mailbot.services.ingest import Arrival
+    from mailbot.services.mailbox import Arrival
 
     bot.extra["MAILBOT_DATABASE_URL"] = postgres.url
     apps = [bot.app(now=T0), bot.app(now=T0)]

@@ -19,7 +19,7 @@ from sqlalchemy import event
 from mailbot import runtime
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport
-from mailbot.services.ingest import Arrival
+from mailbot.services.mailbox import Arrival
 from mailbot.services.transport import Transport
 from mailbot.store import mailbox_rows
 from tests.integration.bot import Bot, make_mail, msgid
@@ -531,7 +531,7 @@ def test_processed_mail_left_in_the_inbox_by_a_stop_is_moved_on_the_next_start(b
         fetched = raw.fetch([uid], ["BODY.PEEK[]", "INTERNALDATE"])[uid]
     finally:
         raw.logout()
-    from mailbot.services.ingest import Arrival, CursorPosition
+    from mailbot.services.mailbox import Arrival, CursorPosition
 
     app = bot.app()
     try:

@@ -104,7 +104,7 @@ def test_two_deliverers_on_postgresql_never_send_a_letter_twice(bot: Bot, postgr
     import asyncio
     import collections
 
-    from mailbot.services.ingest import Arrival
+    from mailbot.services.mailbox import Arrival
 
     bot.extra["MAILBOT_DATABASE_URL"] = postgres.url
     first, second = bot.app(now=T0), bot.app(now=T0)
@@ -166,7 +166,7 @@ def test_hostile_headers_do_not_stop_intake_on_postgresql(postgres: PostgresServ
     as a processing error, and so the whole fetch: intake stopped at that message for good."""
     from sqlalchemy import text
 
-    from mailbot.services.ingest import Arrival, CursorPosition
+    from mailbot.services.mailbox import Arrival, CursorPosition
 
     app = _app_in_process(postgres, tmp_path)
     nul = (b"From: Bob <bob@example.org>\r\nTo: complaints@1mm.org.uk\r\n"
@@ -207,7 +207,7 @@ def test_hostile_bodies_and_parts_are_filed_on_postgresql(postgres: PostgresServ
     and every letter deliverable."""
     from sqlalchemy import text
 
-    from mailbot.services.ingest import Arrival, CursorPosition
+    from mailbot.services.mailbox import Arrival, CursorPosition
     from tests.services.test_hostile_mail import HOSTILE
 
     app = _app_in_process(postgres, tmp_path)
@@ -354,7 +354,7 @@ def test_a_complaint_whose_letter_postgresql_refuses_is_kept_apart_from_its_fetc
     """The letters wait to go with the next statement, so the database refuses one while intake is on the next
     complaint. The fetch is done again one savepoint a message: the refused complaint is kept for staff, the
     others are answered, numbered in order with no gap."""
-    from mailbot.services.ingest import Arrival, CursorPosition
+    from mailbot.services.mailbox import Arrival, CursorPosition
 
     app = _app_in_process(postgres, tmp_path)
     senders = ["bob@example.org", "amira@example.org", "carol@example.org"]
@@ -390,7 +390,7 @@ def test_a_reply_to_naming_hundreds_is_filed_on_postgresql(postgres: PostgresSer
     person restricted at one of the later addresses still noticed."""
     from sqlmodel import Session
 
-    from mailbot.services.ingest import Arrival, CursorPosition
+    from mailbot.services.mailbox import Arrival, CursorPosition
     from mailbot.store.models import Restriction
 
     app = _app_in_process(postgres, tmp_path)

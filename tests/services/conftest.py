@@ -22,7 +22,8 @@ from sqlmodel import col, select
 
 from mailbot.bootstrap import App
 from mailbot.domain.signing import signed_address
-from mailbot.services.ingest import Arrival, IngestOutcome
+from mailbot.services.ingest import IngestOutcome
+from mailbot.services.mailbox import Arrival
 from mailbot.settings import load_settings
 from mailbot.store.db import session as new_session
 from mailbot.store.models import Case, Event, MailMessage

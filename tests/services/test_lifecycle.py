@@ -18,7 +18,7 @@ from sqlmodel import select
 
 from mailbot.domain.mail import REUSED_MESSAGE_ID
 from mailbot.services.correspondence import Correspondence
-from mailbot.services.ingest import Arrival, CursorPosition
+from mailbot.services.mailbox import Arrival, CursorPosition
 from mailbot.services.observe import Unobserved
 from mailbot.store.db import session as new_session
 from mailbot.store.mailbox_rows import read_cursor
