@@ -20,7 +20,6 @@ from mailbot.holiday_store import FILE_NAME as HOLIDAYS_FILE
 from mailbot.holiday_store import StoredBankHolidays
 from mailbot.mail.imap import ImapConfig
 from mailbot.mail.maildir import MaildirTransport
-from mailbot.mail.smtp import SmtpTransport
 from mailbot.services.alerts import Alerts
 from mailbot.services.delivery import Deliverer
 from mailbot.services.jobs import Jobs
@@ -224,7 +223,15 @@ class App:
             host, port, security = s.smtp_host, s.smtp_port_effective, s.smtp_security
             # One token source for every connection: a refused token is forgotten once, for all of them.
             user, token = s.smtp_user_effective, s.token_source()
-            return lambda: SmtpTransport(host, port, security, user, s.smtp_password, token=token)
+
+            def smtp() -> Transport:
+                # Imported here: aiosmtplib (and the email package's header classes) only for a letter sent from
+                # this process; a pass's letters go through the SMTP worker process (runtime.SmtpChild).
+                from mailbot.mail.smtp import SmtpTransport
+
+                return SmtpTransport(host, port, security, user, s.smtp_password, token=token)
+
+            return smtp
         sent = s.data_dir / "sent"
         return lambda: MaildirTransport(sent)
 

@@ -360,7 +360,7 @@ def test_a_pass_that_finds_nothing_new_loads_no_case_machinery_and_the_next_one_
     # the ORM and the letters only when there is something for them: in a fresh interpreter, as from cron.
     probe = ("import sys\nfrom mailbot import launch\nsys.argv = ['mailbot', 'run', '--once']\ncode = launch.main()\n"
              "heavy = ('sqlmodel', 'mailbot.store.models', 'jinja2', 'mailbot.domain.mail.parse',\n"
-             "         'mailbot.services.ingest', 'mailbot.services.correspondence')\n"
+             "         'mailbot.services.ingest', 'mailbot.services.correspondence', 'aiosmtplib')\n"
              "print(code, [m for m in heavy if m in sys.modules])\n")
 
     def fresh_pass() -> list[str]:
