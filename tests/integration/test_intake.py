@@ -23,6 +23,7 @@ from mailbot.services.mailbox import Arrival
 from mailbot.services.transport import Transport
 from mailbot.store import mailbox_rows
 from tests.integration.bot import Bot, make_mail, msgid
+from tests.probes import run_once_probe
 from tests.samples import dsn_bounce
 
 # Dovecot ignores an APPEND date in the future, so the tests live in the recent past.
@@ -358,10 +359,8 @@ def test_run_once_starts_its_smtp_worker_only_when_there_is_a_letter_to_send(
 def test_a_pass_that_finds_nothing_new_loads_no_case_machinery_and_the_next_one_answers_mail(bot: Bot) -> None:
     # An idle pass reads the mailbox's cursor, the outbox and what is due in Core, and builds the ingest pipeline,
     # the ORM and the letters only when there is something for them: in a fresh interpreter, as from cron.
-    probe = ("import sys\nfrom mailbot import launch\nsys.argv = ['mailbot', 'run', '--once']\ncode = launch.main()\n"
-             "heavy = ('sqlmodel', 'mailbot.store.models', 'jinja2', 'mailbot.domain.mail.parse',\n"
-             "         'mailbot.services.ingest', 'mailbot.services.correspondence', 'aiosmtplib')\n"
-             "print(code, [m for m in heavy if m in sys.modules])\n")
+    probe = run_once_probe(("sqlmodel", "mailbot.store.models", "jinja2", "mailbot.domain.mail.parse",
+                            "mailbot.services.ingest", "mailbot.services.correspondence", "aiosmtplib"))
 
     def fresh_pass() -> list[str]:
         done = subprocess.run([sys.executable, "-c", probe], env=bot.env(), cwd=bot.root, capture_output=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailbot.cli import main
+from tests.probes import run_once_probe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,11 +88,9 @@ def test_a_single_pass_with_no_mail_imports_no_web_stack_and_compiles_no_categor
     # prometheus-client nor for counting each letter (the daemon's counters: tests/integration/test_operator_view).
     # The category words' patterns (10-15 ms to compile) wait for the first message, and multiprocessing (~9 ms)
     # for a backlog to read in a child process (mail.parse_pool).
-    probe = ("import sys\nfrom mailbot import launch\nsys.argv = ['mailbot', 'run', '--once']\ncode = launch.main()\n"
-             "from mailbot.domain import categories\n"
-             "heavy = ('prometheus_client', 'mailbot.web.metrics', 'starlette', 'uvicorn', 'multiprocessing',\n"
-             "         'concurrent.futures.process')\n"
-             "print(code, [m for m in heavy if m in sys.modules], categories._patterns.cache_info().currsize)\n")
+    probe = run_once_probe(("prometheus_client", "mailbot.web.metrics", "starlette", "uvicorn", "multiprocessing",
+                            "concurrent.futures.process"), then="from mailbot.domain import categories\n",
+                           shows="categories._patterns.cache_info().currsize")
     done = _fresh_python(probe, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0 [] 0"
@@ -105,11 +104,9 @@ def test_a_pass_with_no_mail_and_nothing_due_loads_no_orm_parser_templates_or_st
     # On a copy of a database holding an open case, whose first deadline is a working day away.
     data_dir = tmp_path / "data"
     shutil.copytree(one_case, data_dir)
-    probe = ("import sys\nfrom mailbot import launch\nsys.argv = ['mailbot', 'run', '--once']\ncode = launch.main()\n"
-             "heavy = ('sqlmodel', 'sqlalchemy.orm', 'mailbot.store.models', 'jinja2', 'mailparser',\n"
-             "         'mailbot.domain.mail.parse', 'mailbot.domain.commands', 'mailbot.domain.chain',\n"
-             "         'mailbot.services.ingest', 'mailbot.services.correspondence', 'mailbot.services.digest')\n"
-             "print(code, [m for m in heavy if m in sys.modules])\n")
+    probe = run_once_probe(("sqlmodel", "sqlalchemy.orm", "mailbot.store.models", "jinja2", "mailparser",
+                            "mailbot.domain.mail.parse", "mailbot.domain.commands", "mailbot.domain.chain",
+                            "mailbot.services.ingest", "mailbot.services.correspondence", "mailbot.services.digest"))
     done = _fresh_python(probe, data_dir)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-2:] == [
