@@ -276,7 +276,10 @@ class Daemon:
     async def _run(self) -> None:
         self._loop, self._woken = asyncio.get_running_loop(), asyncio.Event()
         local_wake = threading.Event()  # the local listener saved a message
-        self.app.web_intake.on_commit = self.wake  # a complaint from the web form: its letters go at once
+        # A complaint from the web form: its letters go at once. This builds the case machinery (the ingestor,
+        # the lifecycle, the letters) here, before the intake and scheduler threads start, so no two threads
+        # build it at once (bootstrap.App's cached properties).
+        self.app.web_intake.on_commit = self.wake
 
         def on_signal() -> None:
             log.info("stopping")

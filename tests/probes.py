@@ -4,9 +4,10 @@ so tests hold it to the modules it needs (this interpreter has imported everythi
 from __future__ import annotations
 
 
-def run_once_probe(heavy: tuple[str, ...], then: str = "", shows: str = "") -> str:
-    """Python source that runs one pass and prints its exit code, those of ``heavy`` it loaded, and ``shows``
-    (an expression, evaluated after ``then``)."""
+def run_once_probe(heavy: tuple[str, ...], then: str = "", shows: str = "", args: tuple[str, ...] = ()) -> str:
+    """Python source that runs one pass (`mailbot run --once` and ``args``) and prints its exit code, those of
+    ``heavy`` it loaded, and ``shows`` (an expression, evaluated after ``then``)."""
     extra = f", {shows}" if shows else ""
-    return ("import sys\nfrom mailbot import launch\nsys.argv = ['mailbot', 'run', '--once']\ncode = launch.main()\n"
+    argv = ["mailbot", "run", "--once", *args]
+    return (f"import sys\nfrom mailbot import launch\nsys.argv = {argv!r}\ncode = launch.main()\n"
             f"{then}heavy = {heavy!r}\nprint(code, [m for m in heavy if m in sys.modules]{extra})\n")

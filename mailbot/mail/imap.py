@@ -22,12 +22,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from mailbot.domain.batches import sized_batches
 from mailbot.mail.oauth import TokenError, invalidate, monotonic_until
-from mailbot.services.mailbox import (
-    Arrival,
-    CursorPosition,
-    FirstRunError,
-    MailboxHooks,
-)
+from mailbot.services.mailbox import Arrival, CursorPosition, FirstRunError, MailboxHooks
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from mailbot.domain.health import alert_conditions
 from mailbot.store import health_reads
 from mailbot.store.db import reading
+from mailbot.store.db import session as new_session
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -82,8 +83,6 @@ class Alerts:
                 health_reads.raised_alerts(conn))
 
     def _raise_and_clear(self, now: datetime) -> int:
-        from mailbot.store.db import session as new_session
-
         queued = 0
         with new_session(self.engine) as session:
             # Looked at again in the writer's transaction: what it writes is decided on what is there now.
@@ -101,7 +100,7 @@ class Alerts:
         return queued
 
     def _letter(self, session: Session, condition: str, words: str, now: datetime, raised: bool) -> int:
-        from mailbot.store import repo
+        from mailbot.store import repo  # the ORM's module: only when an alert starts or stops
 
         assert self.admin
         repo.add_event(session, None, now, "admin_alert", condition=condition, raised=raised, words=words)

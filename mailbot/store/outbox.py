@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailbot.domain.batches import sized_batches
 from mailbot.store.db import from_db, reading, to_db
+from mailbot.store.db import session as new_session
 from mailbot.store.light_tables import MESSAGES
 from mailbot.store.prebuilt import Prebuilt
 
@@ -149,7 +150,6 @@ def record_deferred(engine: Engine, letter_id: int, attempts: int, retry_at: dat
     """A temporary failure: the letter waits until ``retry_at``, and the case's trail says why (with
     ``repeat_in_trail`` False, only when the reason is new for this letter)."""
     from mailbot.store import repo
-    from mailbot.store.db import session as new_session
     from mailbot.store.models import Case, MailMessage
 
     with new_session(engine) as session:
@@ -170,7 +170,6 @@ def record_deferred(engine: Engine, letter_id: int, attempts: int, retry_at: dat
 def record_failed(engine: Engine, letter_id: int, attempts: int, error: str, now: datetime) -> None:
     """A permanent failure (or the last temporary one): the letter is given up on, and the case's trail says why."""
     from mailbot.store import repo
-    from mailbot.store.db import session as new_session
     from mailbot.store.models import Case, MailMessage
 
     with new_session(engine) as session:

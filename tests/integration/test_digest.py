@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 from tests.integration.bot import Bot, make_mail
+from tests.probes import run_once_probe
 
 # Dovecot ignores an APPEND date in the future, so the tests live in the recent past (November is GMT).
 MONDAY_7 = datetime(2026, 11, 16, 7, 0, tzinfo=timezone.utc)
@@ -56,6 +59,13 @@ def test_digest_by_hand_preview_then_send_then_once_a_day_on_schedule(bot: Bot) 
     bot.once(now=datetime(2026, 11, 17, 8, 5, tzinfo=timezone.utc))
     assert len(bot.letters("digest")) == 10
     assert len(bot.letters("digest", to="hannah.reid@1mm.org.uk")) == 2
+    # A pass later that day finds every digest recorded without building the digest (or the ORM) to ask.
+    probe = run_once_probe(("mailbot.services.digest", "sqlmodel"), args=("--now", "2026-11-17T08:10:00+00:00"))
+    done = subprocess.run([sys.executable, "-c", probe], env=bot.env(), cwd=bot.root, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 []"
+    assert len(bot.letters("digest")) == 10
 
 
 def test_digest_time_off_sends_no_scheduled_digest(bot: Bot) -> None:
