@@ -358,22 +358,23 @@ def test_run_once_starts_its_smtp_worker_only_when_there_is_a_letter_to_send(
 
 def test_a_pass_that_finds_nothing_new_loads_no_case_machinery_and_the_next_one_answers_mail(bot: Bot) -> None:
     # An idle pass reads the mailbox's cursor, the outbox and what is due in Core, and builds the ingest pipeline,
-    # the ORM and the letters only when there is something for them: in a fresh interpreter, as from cron.
-    probe = run_once_probe(("sqlmodel", "mailbot.store.models", "jinja2", "mailbot.domain.mail.parse",
-                            "mailbot.services.ingest", "mailbot.services.correspondence", "aiosmtplib"))
-
-    def fresh_pass() -> list[str]:
+    # the ORM and the letters only when there is something for them: in a fresh interpreter, as from cron. On a
+    # fixed clock, so that no reminder can fall due between the passes.
+    def fresh_pass(now: str) -> list[str]:
+        probe = run_once_probe(("sqlmodel", "mailbot.store.models", "jinja2", "mailbot.domain.mail.parse",
+                                "mailbot.services.ingest", "mailbot.services.correspondence", "aiosmtplib"),
+                               args=("--now", now))
         done = subprocess.run([sys.executable, "-c", probe], env=bot.env(), cwd=bot.root, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout.splitlines()[-2:]
 
     bot.append(make_mail(frm="first@example.org", subject="The first"))
-    assert bot.once()["sent"] == 2
-    assert fresh_pass() == ["fetched 0 message(s); scheduled work queued 0 letter(s); sent 0, deferred 0, failed 0",
-                            "0 []"]
+    assert bot.once(now=MONDAY_10)["sent"] == 2
+    assert fresh_pass("2026-11-16T10:01:00+00:00") == [
+        "fetched 0 message(s); scheduled work queued 0 letter(s); sent 0, deferred 0, failed 0", "0 []"]
     bot.append(make_mail(frm="second@example.org", subject="The second"))
-    first, imported = fresh_pass()
+    first, imported = fresh_pass("2026-11-16T10:02:00+00:00")
     assert first == "fetched 1 message(s); scheduled work queued 0 letter(s); sent 2, deferred 0, failed 0"
     assert "mailbot.services.ingest" in imported and "sqlmodel" in imported
     assert [m.rcpt_tos for m in bot.letters("acknowledgement")] == [["first@example.org"], ["second@example.org"]]

@@ -7,6 +7,7 @@ import json
 import mailbox
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from importlib.metadata import version
@@ -101,12 +102,16 @@ def test_a_pass_with_no_mail_and_nothing_due_loads_no_orm_parser_templates_or_st
     # Most `run --once` passes (from cron, every few minutes) find nothing: no mail, no deadline to remind, no
     # letter to send. The scheduled work asks the database without the ORM first (store.due_reads), the outbox and
     # the mailbox's cursor are read in Core, and the case machinery is built only when asked for (bootstrap.App).
-    # On a copy of a database holding an open case, whose first deadline is a working day away.
+    # On a copy of a database holding an open case, at the moment the case was opened (on the wall clock a reminder
+    # could fall due between the fixture and this test), when none of its deadlines needs anything.
     data_dir = tmp_path / "data"
     shutil.copytree(one_case, data_dir)
+    with sqlite3.connect(data_dir / "mailbot.db") as db:
+        [(opened,)] = db.execute('SELECT opened_at FROM "case"').fetchall()
     probe = run_once_probe(("sqlmodel", "sqlalchemy.orm", "mailbot.store.models", "jinja2", "mailparser",
                             "mailbot.domain.mail.parse", "mailbot.domain.commands", "mailbot.domain.chain",
-                            "mailbot.services.ingest", "mailbot.services.correspondence", "mailbot.services.digest"))
+                            "mailbot.services.ingest", "mailbot.services.correspondence", "mailbot.services.digest"),
+                           args=("--now", f"{opened.replace(' ', 'T')}+00:00"))
     done = _fresh_python(probe, data_dir)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-2:] == [
