@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import random
 from datetime import datetime, timezone
 from email.utils import parseaddr
@@ -696,3 +697,16 @@ def test_the_record_of_a_message_the_server_would_not_give_is_one_per_place_and_
     assert "bcc" not in record.headers and record.subject.endswith("(UID 42)")
     assert "FETCH failed Bcc: victim@example.org Internal error" in record.text
     assert "UID 42 in complaints@imap.example/INBOX" in record.text
+
+
+def test_every_name_the_mail_package_offers_is_found_in_its_module() -> None:
+    # domain.mail loads each name's module when the name is first asked for (so the delivery loop's address helper
+    # does not load the parser): a name added to __all__ without its module, or moved, must fail here, not in use.
+    import mailbot.domain.mail as package
+
+    assert set(package._HOME) == set(package.__all__)
+    for name in package.__all__:
+        assert getattr(package, name) is getattr(importlib.import_module(f"mailbot.domain.mail.{package._HOME[name]}"),
+                                                 name), name
+    with pytest.raises(AttributeError):
+        package.no_such_name  # noqa: B018
