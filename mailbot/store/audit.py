@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 from mailbot.domain import audit
-from mailbot.store.audit_head import head
+from mailbot.store.audit_head import HEAD_QUERY, head
 from mailbot.store.db import reading
 from mailbot.store.models import AUDIT_HEAD_TABLE, EVENT_TABLE
 from mailbot.store.prebuilt import Prebuilt
@@ -36,7 +36,6 @@ _PENDING = "mailbot_audit_pending"  # connection.info: events added in this tran
 _WRITTEN = "mailbot_audit_written"  # connection.info: events written in this transaction without a place
 _E = EVENT_TABLE.c
 
-_HEAD = sa_select(AUDIT_HEAD_TABLE.c.seq, AUDIT_HEAD_TABLE.c.hash).where(AUDIT_HEAD_TABLE.c.id == 1)
 _TO_SEAL = Prebuilt(sa_select(_E.id, _E.content_hash).where(_E.seq.is_(None)).order_by(_E.id))
 _SEAL = Prebuilt(update(EVENT_TABLE).where(_E.id == bindparam("event_id"))
                  .values(seq=bindparam("new_seq"), chain_hash=bindparam("new_chain")))
@@ -100,7 +99,7 @@ def seal(connection: Connection, waiting: list[dict[str, Any]] | None = None) ->
     The head row is locked first (PostgreSQL: FOR UPDATE; SQLite's writer already holds the whole database)."""
     if waiting is None:
         waiting = connection.info.pop(_PENDING, None) or []
-    head_query = _HEAD.with_for_update() if connection.dialect.name == "postgresql" else _HEAD
+    head_query = HEAD_QUERY.with_for_update() if connection.dialect.name == "postgresql" else HEAD_QUERY
     head = connection.execute(head_query).first()
     if head is None:  # the row the migration made is gone: the chain cannot be extended honestly
         raise RuntimeError("the audit trail's head row is missing: run `mailbot audit verify`")

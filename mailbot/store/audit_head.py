@@ -14,9 +14,12 @@ from sqlalchemy.engine import Connection
 from mailbot.domain.audit import GENESIS
 from mailbot.store.light_tables import AUDIT_HEAD
 
+# The head's one row: read here, and locked by ``store.audit.seal`` while it links a transaction's events.
+HEAD_QUERY = select(AUDIT_HEAD.c.seq, AUDIT_HEAD.c.hash).where(AUDIT_HEAD.c.id == 1)
+
 
 def head(connection: Connection) -> tuple[int, str] | None:
-    row = connection.execute(select(AUDIT_HEAD.c.seq, AUDIT_HEAD.c.hash).where(AUDIT_HEAD.c.id == 1)).first()
+    row = connection.execute(HEAD_QUERY).first()
     return (int(row[0]), str(row[1])) if row is not None else None
 
 
