@@ -418,8 +418,12 @@ class SmtpSink(_ServerProcess):
 
     host = HOST
 
-    def __init__(self, root: Path, port: int | None = None, xoauth2_tokens: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, xoauth2_tokens: dict[str, str] | None = None,
+                 pipelining: bool = True) -> None:
         self.root = Path(root)
+        # Offer PIPELINING (RFC 2920), as Microsoft 365, Gmail and Postfix do; aiosmtpd reads a group of commands
+        # one line at a time and answers each in turn, but does not say so itself.
+        self.pipelining = pipelining
         self.port = port if port is not None else free_port()
         self.dir = self.root / "messages"
         # With tokens (token -> user), the sink requires AUTH XOAUTH2 and accepts only those; the file is read at
@@ -450,6 +454,7 @@ class SmtpSink(_ServerProcess):
                     "--control", str(self.control_path),
                     "--ready", str(self._ready_path),
                     *(["--xoauth2", str(self.xoauth2_path)] if self.xoauth2_path else []),
+                    *(["--pipelining"] if self.pipelining else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -561,7 +566,7 @@ class SmtpSink(_ServerProcess):
 
 
 def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path,
-              xoauth2: Path | None = None) -> None:
+              xoauth2: Path | None = None, pipelining: bool = False) -> None:
     """The sink child process: serve SMTP until SIGTERM."""
     import asyncio
     import base64
@@ -591,6 +596,12 @@ def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path,
     recipients_rules = control.with_name("recipients.json")
 
     class Handler:
+        async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                              responses: list[str]) -> list[str]:
+            session.host_name = hostname  # what aiosmtpd does itself when no handler answers EHLO
+            *lines, last = responses  # the last is "250 HELP"
+            return [*lines, *(["250-PIPELINING"] if pipelining else []), last]
+
         async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
             """AUTH XOAUTH2 with the initial response: base64 of user=U^Aauth=Bearer T^A^A."""
             try:
@@ -658,9 +669,10 @@ def _main(argv: list[str]) -> None:
     sink.add_argument("--control", type=Path, required=True)
     sink.add_argument("--ready", type=Path, required=True)
     sink.add_argument("--xoauth2", type=Path, default=None)
+    sink.add_argument("--pipelining", action="store_true")
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
-    _run_sink(args.host, args.port, args.dir, args.control, args.ready, args.xoauth2)
+    _run_sink(args.host, args.port, args.dir, args.control, args.ready, args.xoauth2, args.pipelining)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import signal
 import socket
-from typing import Callable
+import ssl
+from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -43,13 +47,26 @@ def _send(sink: SmtpSink, kind: str, letters: list[tuple[bytes, str, list[str]]]
     return asyncio.run(run())
 
 
+def _on_the_wire(raw: bytes) -> bytes:
+    """``raw`` with every line ending CRLF, as the bot writes its letters."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining server", "one-command server"])
+def smtp_sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SmtpSink]:
+    """Every test here against a server that offers PIPELINING (RFC 2920; every server the bot is meant for) and
+    one that does not: the letters, refusals and failures must come out alike."""
+    with SmtpSink(tmp_path / "sink", pipelining=request.param) as sink:
+        yield sink
+
+
 @pytest.fixture(params=["in-process", "child process"])
 def send_all(request: pytest.FixtureRequest, smtp_sink: SmtpSink) -> Callable[..., list[str | None | Exception]]:
     """Send each (sender, recipients) letter, one after another; what each send gave. Both transports:
     the daemon's own connections and `run --once`'s child process must answer alike."""
 
     def send(sink: SmtpSink, letters: list[tuple[str, list[str]]]) -> list[str | None | Exception]:
-        return _send(sink, request.param, [(make_mail(subject=f"Letter {n}"), sender, recipients)
+        return _send(sink, request.param, [(_on_the_wire(make_mail(subject=f"Letter {n}")), sender, recipients)
                                            for n, (sender, recipients) in enumerate(letters)])
 
     return send
@@ -87,7 +104,7 @@ def test_a_letter_refused_at_its_end_fails_as_the_server_says_and_the_next_one_i
         smtp_sink: SmtpSink, kind: str, code: int, failure: type[Exception]) -> None:
     smtp_sink.refuse(code, times=1)
     # CRLF throughout, as the bot writes its letters.
-    letters = [make_mail(subject=f"Letter {n}").replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for n in range(2)]
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
     refused, after = _send(smtp_sink, kind, [(raw, SENDER, ["jane@example.org"]) for raw in letters])
     assert isinstance(refused, failure) and str(code) in str(refused)
     assert after is None
@@ -204,9 +221,10 @@ def test_a_worker_process_whose_parent_goes_away_drops_the_letters_in_hand_at_on
         silent.close()
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining server", "one-command server"])
 @pytest.mark.parametrize("silent_after", ["MAIL", "RCPT", "DATA", "the letter"])
 def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout_and_the_next_letter_reconnects(
-        silent_after: str) -> None:
+        silent_after: str, pipelining: bool) -> None:
     """A server that goes quiet part-way through a letter: the letter waits for a retry (never sent twice, never
     failed for good) once the timeout has passed, not minutes later; the next letter starts a new connection."""
 
@@ -229,7 +247,8 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout_and_the_
                 if quiet and verb == silent_after:
                     continue
                 if verb == "EHLO":
-                    writer.write(b"250-stalling\r\n250 SIZE 1000000\r\n")
+                    writer.write(b"250-stalling\r\n" + (b"250-PIPELINING\r\n" if pipelining else b"")
+                                 + b"250 SIZE 1000000\r\n")
                 elif verb == "DATA":
                     writer.write(b"354 go ahead\r\n")
                     in_data = True
@@ -249,8 +268,8 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout_and_the_
             for n in range(2):
                 try:
                     # Bounded here too, so a timeout that does not work fails the test instead of hanging it.
-                    results.append(await asyncio.wait_for(
-                        transport.send(make_mail(subject=f"Letter {n}"), SENDER, ["jane@example.org"]), 10))
+                    results.append(await asyncio.wait_for(transport.send(
+                        _on_the_wire(make_mail(subject=f"Letter {n}")), SENDER, ["jane@example.org"]), 10))
                 except (PermanentFailure, TemporaryFailure) as exc:
                     results.append(exc)
             took = asyncio.get_running_loop().time() - began
@@ -265,3 +284,197 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout_and_the_
     assert results[1] is None
     assert connections == 2
     assert 0.4 <= took < 5
+
+
+class _ScriptedServer(asyncio.Protocol):
+    """An SMTP server on loopback that answers each command as a test says, holding its replies to a group until
+    its DATA when it offers PIPELINING (so a client that waits for each reply never gets one), then sending them
+    one by one. It keeps each letter's text and every read, and notes a command that came while a reply was still
+    owed to one before it."""
+
+    def __init__(self, pipelining: bool, answers: dict[bytes, bytes], log: dict[str, list[object]]) -> None:
+        self.pipelining, self.answers, self.log = pipelining, answers, log
+        self.buffer = b""
+        self.held: list[bytes] = []
+        self.text: list[bytes] = []
+        self.in_data = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.log["connections"].append(len(self.log["connections"]) + 1)
+        self.transport.write(b"220 scripted ESMTP\r\n")  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.log["reads"].append(data)
+        self.buffer += data
+        while b"\r\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            if self.in_data:
+                if line == b".":
+                    self.in_data = False
+                    self.log["texts"].append(b"".join(self.text))
+                    self.reply(self.answers.get(b".", b"250 queued"))
+                else:
+                    self.text.append(line + b"\r\n")
+                continue
+            if not self.pipelining and b"\r\n" in self.buffer:
+                self.log["early"].append(self.buffer)  # the next command came before this one's reply
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                self.reply(b"250-scripted\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"") + b"250 SIZE 100000")
+            elif verb == b"QUIT":
+                self.reply(b"221 bye")
+                self.transport.close()
+            else:
+                answer = self.answers.get(verb, b"354 go ahead" if verb == b"DATA" else b"250 ok")
+                if verb == b"DATA" and answer.startswith(b"354"):
+                    self.in_data, self.text = True, []
+                self.reply(answer, group_ends=verb in (b"DATA", b"RSET", b"NOOP"))
+
+    def reply(self, answer: bytes, group_ends: bool = True) -> None:
+        self.held.append(answer + b"\r\n")
+        if group_ends or not self.pipelining:
+            # A group's replies go one at a time, 20 ms apart: a client must wait for the last of them, not
+            # only for those that came in the same read as the first.
+            loop = asyncio.get_running_loop()
+            for n, held in enumerate(self.held):
+                loop.call_later(0.02 * n, self.write, held)
+            self.held = []
+
+    def write(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)  # type: ignore[attr-defined]
+
+
+def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[bytes, bytes]],
+                   tls: ssl.SSLContext | None = None) -> tuple[list[object], dict[str, list[object]]]:
+    """Send ``letters`` one after another through one SmtpTransport to a scripted server (over TLS from the first
+    byte with ``tls``, the server's context); the n-th connection answers by ``answers[n]`` (the last for any
+    after). What each send gave, and the server's log."""
+    log: dict[str, list[object]] = {"connections": [], "reads": [], "texts": [], "early": []}
+
+    async def run() -> list[object]:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _ScriptedServer(pipelining, answers[min(len(log["connections"]), len(answers) - 1)], log),
+            "127.0.0.1", 0, ssl=tls)
+        transport = SmtpTransport("127.0.0.1", server.sockets[0].getsockname()[1], "ssl" if tls else "none",
+                                  timeout=2)
+        results: list[object] = []
+        try:
+            for raw in letters:
+                try:
+                    results.append(await asyncio.wait_for(transport.send(raw, SENDER, ["jane@example.org"]), 10))
+                except (PermanentFailure, TemporaryFailure) as exc:
+                    results.append(exc)
+        finally:
+            await transport.close()
+            server.close()
+        return results
+
+    return asyncio.run(run()), log
+
+
+def test_a_server_offering_pipelining_gets_each_letters_commands_in_one_group_and_then_its_text() -> None:
+    """Two round trips a letter instead of four. The server answers nothing until the group's DATA has come, so a
+    client that waited for each reply would time out instead."""
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=True, answers=[{}])
+    assert results == [None, None]
+    groups = [read for read in log["reads"] if isinstance(read, bytes) and read.startswith(b"MAIL FROM:")]
+    assert groups == [b"MAIL FROM:<complaints@1mm.org.uk> SIZE=%d\r\nRCPT TO:<jane@example.org>\r\nDATA\r\n"
+                      % len(raw) for raw in letters]
+    assert log["texts"] == letters
+    assert log["connections"] == [1]
+
+
+def test_a_server_without_pipelining_gets_one_command_at_a_time() -> None:
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=False, answers=[{}])
+    assert results == [None, None]
+    assert log["early"] == []
+    assert log["texts"] == letters
+
+
+@pytest.mark.parametrize("answers, failure, code, texts", [
+    ({b"MAIL": b"550 sender refused", b"RCPT": b"503 no sender", b"DATA": b"503 no recipients"},
+     PermanentFailure, "550", []),
+    ({b"MAIL": b"451 try later", b"RCPT": b"503 no sender", b"DATA": b"503 no recipients"},
+     TemporaryFailure, "451", []),
+    # A server may take DATA although every recipient was refused (RFC 2920 3.1): it gets an empty text's end.
+    ({b"RCPT": b"550 no such mailbox", b"DATA": b"354 go ahead", b".": b"554 no valid recipients"},
+     PermanentFailure, "550", [b""]),
+    ({b"RCPT": b"450 mailbox busy", b"DATA": b"503 no recipients"}, TemporaryFailure, "450", []),
+    ({b"DATA": b"451 not now"}, TemporaryFailure, "451", []),
+    ({b".": b"552 too big"}, PermanentFailure, "552", ["the letter"]),
+], ids=["sender refused", "sender refused for now", "DATA taken after every recipient refused",
+        "every recipient refused for now", "DATA refused", "the text refused"])
+def test_a_refusal_in_a_group_fails_the_letter_as_the_server_says_and_the_next_goes_on_the_same_connection(
+        answers: dict[bytes, bytes], failure: type[Exception], code: str, texts: list[object]) -> None:
+    """Every reply to the group is read before the letter fails, so the RSET after it is answered in turn."""
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    scripted = dict(answers, RSET=b"250 reset")
+
+    class Once(dict[bytes, bytes]):  # the script for the first letter, plain answers after the RSET
+        def get(self, verb: bytes, default: bytes) -> bytes:  # type: ignore[override]
+            if verb == b"RSET":
+                scripted.clear()
+            return scripted.get(verb, default)
+
+    results, log = _send_scripted(letters, pipelining=True, answers=[Once()])
+    assert isinstance(results[0], failure) and code in str(results[0]), results
+    assert results[1] is None
+    assert log["connections"] == [1]
+    assert log["texts"] == [letters[0] if t == "the letter" else t for t in texts] + [letters[1]]
+
+
+@pytest.mark.parametrize("garbage", [b"hello there", b"25O ok", b"250-" + b"x" * 9000])
+def test_a_reply_that_is_no_smtp_reply_drops_the_connection_and_the_next_letter_starts_a_new_one(
+        garbage: bytes) -> None:
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=True, answers=[{b"MAIL": garbage}, {}])
+    assert isinstance(results[0], TemporaryFailure), results
+    assert "Malformed SMTP response line" in str(results[0]) or "Response too long" in str(results[0])
+    assert results[1] is None
+    assert log["connections"] == [1, 2]
+    assert log["texts"] == [letters[1]]
+
+
+def test_a_group_over_tls_is_read_whole_and_the_connection_goes_on_after_a_refusal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Microsoft 365 and Gmail take letters over TLS, where the replies come through TLS's own transport."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_path, key_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))  # the bot's context trusts the system's store: this one
+
+    scripted = {b"MAIL": b"451 try later", b"RCPT": b"503 no sender", b"DATA": b"503 no recipients"}
+
+    class Once(dict[bytes, bytes]):  # the script for the first letter, plain answers after the RSET
+        def get(self, verb: bytes, default: bytes) -> bytes:  # type: ignore[override]
+            if verb == b"RSET":
+                scripted.clear()
+            return scripted.get(verb, default)
+
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(3)]
+    results, log = _send_scripted(letters, pipelining=True, answers=[Once()], tls=server_tls)
+    assert isinstance(results[0], TemporaryFailure) and "451" in str(results[0]), results
+    assert results[1:] == [None, None]
+    assert log["connections"] == [1]
+    assert log["texts"] == letters[1:]
