@@ -9,7 +9,8 @@ that arrives while a parsed reply waits to be collected. So for the length of on
 transport hands what arrives to ``_Replies``, which keeps every reply in order, and then back to aiosmtplib's
 protocol, which signs in before and says RSET or QUIT after as it always has. Between transactions nothing is
 left unread: every reply to the group is read before a refusal is raised, so an RSET that follows is answered in
-turn. A connection that goes quiet or breaks part-way is dropped by the caller, never reused.
+turn. A connection left owing a reply (too slow, a reply that is no SMTP reply, a cancelled send) is closed here,
+never reused.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ async def pipelined_transaction(client: aiosmtplib.SMTP, raw: bytes, mail_from: 
     # on after each reply took a fifth of a letter's CPU (a timer cancelled and another pushed on the heap).
     commands = len(recipients) + 2
     deadline = asyncio.timeout(timeout * commands)
+    in_step = False  # every command written has had its reply read
     transport.set_protocol(replies)
     try:
         async with deadline:
@@ -139,15 +141,18 @@ async def pipelined_transaction(client: aiosmtplib.SMTP, raw: bytes, mail_from: 
                 transport.write(b".\r\n")
                 deadline.reschedule(loop.time() + timeout)
                 await replies.read()
+            in_step = True
             if mail.code != 250:
                 raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, mail_from)
             if not taken:
                 raise aiosmtplib.SMTPRecipientsRefused(refused)
             if data.code != 354:
                 raise aiosmtplib.SMTPDataError(data.code, data.message)
+            in_step = False
             deadline.reschedule(loop.time() + 2 * timeout)  # the text's answer
             transport.write(stuffed(raw) + b".\r\n")
             answer = await replies.read()
+            in_step = True
             if answer.code != 250:
                 raise aiosmtplib.SMTPDataError(answer.code, answer.message)
     except TimeoutError:
@@ -155,8 +160,12 @@ async def pipelined_transaction(client: aiosmtplib.SMTP, raw: bytes, mail_from: 
             raise
         raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
     finally:
-        if not transport.is_closing():
+        if in_step and not transport.is_closing():
             transport.set_protocol(protocol)
+        else:
+            # A reply is still owed (too slow, no SMTP reply, the connection lost, or this task cancelled): the
+            # next command's answer could be anything, so the connection goes and the next letter starts anew.
+            transport.close()
     return {r.recipient: aiosmtplib.SMTPResponse(r.code, r.message) for r in refused}
 
 

@@ -327,6 +327,8 @@ class _ScriptedServer(asyncio.Protocol):
                 self.transport.close()
             else:
                 answer = self.answers.get(verb, b"354 go ahead" if verb == b"DATA" else b"250 ok")
+                if not answer:  # this command is never answered
+                    continue
                 if verb == b"DATA" and answer.startswith(b"354"):
                     self.in_data, self.text = True, []
                 self.reply(answer, group_ends=verb in (b"DATA", b"RSET", b"NOOP"))
@@ -347,10 +349,12 @@ class _ScriptedServer(asyncio.Protocol):
 
 
 def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[bytes, bytes]],
-                   tls: ssl.SSLContext | None = None) -> tuple[list[object], dict[str, list[object]]]:
+                   tls: ssl.SSLContext | None = None, patience: tuple[float, ...] = (10,)
+                   ) -> tuple[list[object], dict[str, list[object]]]:
     """Send ``letters`` one after another through one SmtpTransport to a scripted server (over TLS from the first
     byte with ``tls``, the server's context); the n-th connection answers by ``answers[n]`` (the last for any
-    after). What each send gave, and the server's log."""
+    after; an empty answer is none, ever). The n-th send is cancelled after ``patience[n]`` seconds (the last for
+    any after), and gives "cancelled". What each send gave, and the server's log."""
     log: dict[str, list[object]] = {"connections": [], "reads": [], "texts": [], "early": []}
 
     async def run() -> list[object]:
@@ -361,11 +365,14 @@ def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[by
                                   timeout=2)
         results: list[object] = []
         try:
-            for raw in letters:
+            for n, raw in enumerate(letters):
                 try:
-                    results.append(await asyncio.wait_for(transport.send(raw, SENDER, ["jane@example.org"]), 10))
+                    results.append(await asyncio.wait_for(transport.send(raw, SENDER, ["jane@example.org"]),
+                                                          patience[min(n, len(patience) - 1)]))
                 except (PermanentFailure, TemporaryFailure) as exc:
                     results.append(exc)
+                except TimeoutError:
+                    results.append("cancelled")
         finally:
             await transport.close()
             server.close()
@@ -478,3 +485,13 @@ def test_a_group_over_tls_is_read_whole_and_the_connection_goes_on_after_a_refus
     assert results[1:] == [None, None]
     assert log["connections"] == [1]
     assert log["texts"] == letters[1:]
+
+
+def test_a_send_cancelled_while_its_group_is_unanswered_closes_the_connection_and_the_next_letter_starts_anew() -> None:
+    """The daemon cancels a send when it stops, and the SMTP worker when its parent goes away. The connection
+    still owes that group's replies, which would answer the next letter's commands, so it is not used again."""
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=True, answers=[{b"DATA": b""}, {}], patience=(0.3, 10))
+    assert results == ["cancelled", None]
+    assert log["connections"] == [1, 2]
+    assert log["texts"] == [letters[1]]
