@@ -9,8 +9,8 @@ that arrives while a parsed reply waits to be collected. So for the length of on
 transport hands what arrives to ``_Replies``, which keeps every reply in order, and then back to aiosmtplib's
 protocol, which signs in before and says RSET or QUIT after as it always has. Between transactions nothing is
 left unread: every reply to the group is read before a refusal is raised, so an RSET that follows is answered in
-turn. A connection left owing a reply (too slow, a reply that is no SMTP reply, a cancelled send) is closed here,
-never reused.
+turn. A connection left owing a reply (too slow, a reply that is no SMTP reply, a cancelled send), or given one it
+did not ask for, is closed here, never reused.
 """
 
 from __future__ import annotations
@@ -96,6 +96,12 @@ class _Replies(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    @property
+    def quiet(self) -> bool:
+        """Nothing came that no command has asked for (a server that answers more than it is asked is out of step
+        with us, and its next answer could belong to anything)."""
+        return not self._replies and not self._buffer and self._error is None
+
     async def read(self) -> aiosmtplib.SMTPResponse:
         """The next reply, in the order the commands went."""
         while not self._replies:
@@ -160,11 +166,12 @@ async def pipelined_transaction(client: aiosmtplib.SMTP, raw: bytes, mail_from: 
             raise
         raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
     finally:
-        if in_step and not transport.is_closing():
+        if in_step and replies.quiet and not transport.is_closing():
             transport.set_protocol(protocol)
         else:
-            # A reply is still owed (too slow, no SMTP reply, the connection lost, or this task cancelled): the
-            # next command's answer could be anything, so the connection goes and the next letter starts anew.
+            # A reply is still owed (too slow, no SMTP reply, the connection lost, this task cancelled) or came
+            # unasked: the next command's answer could be anything, so the connection goes and the next letter
+            # starts anew.
             transport.close()
     return {r.recipient: aiosmtplib.SMTPResponse(r.code, r.message) for r in refused}
 

@@ -495,3 +495,11 @@ def test_a_send_cancelled_while_its_group_is_unanswered_closes_the_connection_an
     assert results == ["cancelled", None]
     assert log["connections"] == [1, 2]
     assert log["texts"] == [letters[1]]
+
+
+def test_a_server_that_answers_more_than_it_was_asked_is_not_trusted_with_the_next_letter() -> None:
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=True, answers=[{b".": b"250 queued\r\n250 and again"}, {}])
+    assert results == [None, None]
+    assert log["connections"] == [1, 2]  # the second letter on a new connection, where each answer is its own
+    assert log["texts"] == letters
