@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/smtp_round_trips.py [--letters 400] [--connections 8] [--distance-ms 20] [--rounds 3]
 
-A loopback server answers every command (holding a pipelined group's replies until its DATA, as a real server
-may) but sends each answer ``--distance-ms`` after the command's arrival, as a server that far away would be heard;
-the bot's ``SmtpTransport`` sends the same letters over the same number of connections, the server offering
-PIPELINING or not, alternating. Prints letters a second and this process's CPU a letter for each.
+A loopback server (``tests.servers.ScriptedSmtp``) answers every command (holding a pipelined group's replies until
+its DATA, as a real server may) but sends each answer ``--distance-ms`` after the command's arrival, as a server
+that far away would be heard; the bot's ``SmtpTransport`` sends the same letters over the same number of
+connections, the server offering PIPELINING or not, alternating. Prints letters a second and this process's CPU a
+letter for each.
 """
 
 from __future__ import annotations
@@ -23,53 +24,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mailbot.mail.smtp import SmtpTransport  # noqa: E402
-
-
-class DistantServer(asyncio.Protocol):
-    def __init__(self, pipelining: bool, distance: float) -> None:
-        self.pipelining, self.distance = pipelining, distance
-        self.buffer, self.held, self.in_data = b"", b"", False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-        self.transport.write(b"220 distant ESMTP\r\n")
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\r\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\r\n", 1)
-            if self.in_data:
-                if line == b".":
-                    self.in_data = False
-                    self.answer(b"250 queued")
-                continue
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                self.answer(b"250-distant\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"") + b"250 SIZE 0")
-            elif verb == b"DATA":
-                self.in_data = True
-                self.answer(b"354 go ahead")
-            elif verb == b"QUIT":
-                self.answer(b"221 bye")
-            else:
-                self.answer(b"250 ok", group_ends=not self.pipelining)
-
-    def answer(self, reply: bytes, group_ends: bool = True) -> None:
-        self.held += reply + b"\r\n"
-        if group_ends:
-            held, self.held = self.held, b""
-            asyncio.get_running_loop().call_later(self.distance, self.write, held)
-
-    def write(self, data: bytes) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(data)
+from tests.servers import ScriptedSmtp  # noqa: E402
 
 
 async def one_round(pipelining: bool, letters: int, connections: int, distance: float) -> tuple[float, float]:
     raw = (b"From: complaints@1mm.org.uk\r\nTo: jane@example.org\r\nSubject: Your complaint\r\n\r\n"
            + b"A line of the letter's text, as long as the bot's lines are.\r\n" * 60)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: DistantServer(pipelining, distance), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: ScriptedSmtp(pipelining, distance=distance, gap=0), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     transports = [SmtpTransport("127.0.0.1", port, "none") for _ in range(connections)]
     free: asyncio.Queue[SmtpTransport] = asyncio.Queue()

@@ -10,6 +10,7 @@ The sink's child process is this file itself: `python tests/servers.py sink --po
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import email
 import email.policy
@@ -31,7 +32,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Callable, Self
+from typing import TYPE_CHECKING, Callable, Self, cast
 
 import psutil
 
@@ -565,10 +566,80 @@ class SmtpSink(_ServerProcess):
         self.recipients_path.unlink(missing_ok=True)
 
 
+class ScriptedSmtp(asyncio.Protocol):
+    """An SMTP server on loopback (``loop.create_server(lambda: ScriptedSmtp(...), ...)``) that answers each command
+    as ``answers`` says (by verb, b"." for the letter's end; an empty answer is none, ever), otherwise 250 and 354.
+    Offering PIPELINING, it holds its replies to a group until the group's DATA (so a client that waits for each
+    reply never gets one), then sends them ``gap`` seconds apart; every answer goes ``distance`` seconds after the
+    command, as from a server that far away. ``log`` keeps each connection, every read, each letter's text, and a
+    command that came while a reply was still owed to one before it ("early") to a server without PIPELINING."""
+
+    def __init__(self, pipelining: bool, answers: dict[bytes, bytes] | None = None,
+                 log: dict[str, list[object]] | None = None, distance: float = 0.0, gap: float = 0.02) -> None:
+        self.pipelining, self.answers = pipelining, answers if answers is not None else {}
+        self.log = log if log is not None else self.new_log()
+        self.distance, self.gap = distance, gap
+        self.buffer = b""
+        self.held: list[bytes] = []
+        self.text: list[bytes] = []
+        self.in_data = False
+
+    @staticmethod
+    def new_log() -> dict[str, list[object]]:
+        return {"connections": [], "reads": [], "texts": [], "early": []}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+        self.log["connections"].append(len(self.log["connections"]) + 1)
+        self.transport.write(b"220 scripted ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        self.log["reads"].append(data)
+        self.buffer += data
+        while b"\r\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            if self.in_data:
+                if line == b".":
+                    self.in_data = False
+                    self.log["texts"].append(b"".join(self.text))
+                    self.reply(self.answers.get(b".", b"250 queued"))
+                else:
+                    self.text.append(line + b"\r\n")
+                continue
+            if not self.pipelining and b"\r\n" in self.buffer:
+                self.log["early"].append(self.buffer)  # the next command came before this one's reply
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                self.reply(b"250-scripted\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"") + b"250 SIZE 100000")
+            elif verb == b"QUIT":
+                self.reply(b"221 bye")
+                self.transport.close()
+            else:
+                answer = self.answers.get(verb, b"354 go ahead" if verb == b"DATA" else b"250 ok")
+                if not answer:  # this command is never answered
+                    continue
+                if verb == b"DATA" and answer.startswith(b"354"):
+                    self.in_data, self.text = True, []
+                self.reply(answer, group_ends=verb in (b"DATA", b"RSET", b"NOOP"))
+
+    def reply(self, answer: bytes, group_ends: bool = True) -> None:
+        self.held.append(answer + b"\r\n")
+        if group_ends or not self.pipelining:
+            # A group's replies go one at a time: a client must wait for the last of them, not only for those
+            # that came in the same read as the first.
+            loop = asyncio.get_running_loop()
+            for n, held in enumerate(self.held):
+                loop.call_later(self.distance + self.gap * n, self.write, held)
+            self.held = []
+
+    def write(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+
 def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path,
               xoauth2: Path | None = None, pipelining: bool = False) -> None:
     """The sink child process: serve SMTP until SIGTERM."""
-    import asyncio
     import base64
 
     from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session

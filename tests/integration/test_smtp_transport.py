@@ -17,7 +17,7 @@ from mailbot.mail.smtp import SmtpTransport
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.transport import PermanentFailure, TemporaryFailure
 from tests.integration.bot import make_mail
-from tests.servers import SmtpSink
+from tests.servers import ScriptedSmtp, SmtpSink
 
 SENDER = "complaints@1mm.org.uk"
 Sender = Callable[[SmtpSink, list[tuple[str, list[str]]]], list[str | None | Exception]]
@@ -286,68 +286,6 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout_and_the_
     assert 0.4 <= took < 5
 
 
-class _ScriptedServer(asyncio.Protocol):
-    """An SMTP server on loopback that answers each command as a test says, holding its replies to a group until
-    its DATA when it offers PIPELINING (so a client that waits for each reply never gets one), then sending them
-    one by one. It keeps each letter's text and every read, and notes a command that came while a reply was still
-    owed to one before it."""
-
-    def __init__(self, pipelining: bool, answers: dict[bytes, bytes], log: dict[str, list[object]]) -> None:
-        self.pipelining, self.answers, self.log = pipelining, answers, log
-        self.buffer = b""
-        self.held: list[bytes] = []
-        self.text: list[bytes] = []
-        self.in_data = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.log["connections"].append(len(self.log["connections"]) + 1)
-        self.transport.write(b"220 scripted ESMTP\r\n")  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        self.log["reads"].append(data)
-        self.buffer += data
-        while b"\r\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\r\n", 1)
-            if self.in_data:
-                if line == b".":
-                    self.in_data = False
-                    self.log["texts"].append(b"".join(self.text))
-                    self.reply(self.answers.get(b".", b"250 queued"))
-                else:
-                    self.text.append(line + b"\r\n")
-                continue
-            if not self.pipelining and b"\r\n" in self.buffer:
-                self.log["early"].append(self.buffer)  # the next command came before this one's reply
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                self.reply(b"250-scripted\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"") + b"250 SIZE 100000")
-            elif verb == b"QUIT":
-                self.reply(b"221 bye")
-                self.transport.close()
-            else:
-                answer = self.answers.get(verb, b"354 go ahead" if verb == b"DATA" else b"250 ok")
-                if not answer:  # this command is never answered
-                    continue
-                if verb == b"DATA" and answer.startswith(b"354"):
-                    self.in_data, self.text = True, []
-                self.reply(answer, group_ends=verb in (b"DATA", b"RSET", b"NOOP"))
-
-    def reply(self, answer: bytes, group_ends: bool = True) -> None:
-        self.held.append(answer + b"\r\n")
-        if group_ends or not self.pipelining:
-            # A group's replies go one at a time, 20 ms apart: a client must wait for the last of them, not
-            # only for those that came in the same read as the first.
-            loop = asyncio.get_running_loop()
-            for n, held in enumerate(self.held):
-                loop.call_later(0.02 * n, self.write, held)
-            self.held = []
-
-    def write(self, data: bytes) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(data)  # type: ignore[attr-defined]
-
-
 def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[bytes, bytes]],
                    tls: ssl.SSLContext | None = None, patience: tuple[float, ...] = (10,)
                    ) -> tuple[list[object], dict[str, list[object]]]:
@@ -355,11 +293,11 @@ def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[by
     byte with ``tls``, the server's context); the n-th connection answers by ``answers[n]`` (the last for any
     after; an empty answer is none, ever). The n-th send is cancelled after ``patience[n]`` seconds (the last for
     any after), and gives "cancelled". What each send gave, and the server's log."""
-    log: dict[str, list[object]] = {"connections": [], "reads": [], "texts": [], "early": []}
+    log = ScriptedSmtp.new_log()
 
     async def run() -> list[object]:
         server = await asyncio.get_running_loop().create_server(
-            lambda: _ScriptedServer(pipelining, answers[min(len(log["connections"]), len(answers) - 1)], log),
+            lambda: ScriptedSmtp(pipelining, answers[min(len(log["connections"]), len(answers) - 1)], log),
             "127.0.0.1", 0, ssl=tls)
         transport = SmtpTransport("127.0.0.1", server.sockets[0].getsockname()[1], "ssl" if tls else "none",
                                   timeout=2)
