@@ -319,6 +319,15 @@ def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[by
     return asyncio.run(run()), log
 
 
+class _UntilReset(dict[bytes, bytes]):
+    """A scripted server's answers until the client says RSET (after a refusal); the plain answers after it."""
+
+    def get(self, verb: bytes, default: bytes) -> bytes:  # type: ignore[override]
+        if verb == b"RSET":
+            self.clear()
+        return super().get(verb, default)
+
+
 def test_a_server_offering_pipelining_gets_each_letters_commands_in_one_group_and_then_its_text() -> None:
     """Two round trips a letter instead of four. The server answers nothing until the group's DATA has come, so a
     client that waited for each reply would time out instead."""
@@ -357,22 +366,15 @@ def test_a_refusal_in_a_group_fails_the_letter_as_the_server_says_and_the_next_g
         answers: dict[bytes, bytes], failure: type[Exception], code: str, texts: list[object]) -> None:
     """Every reply to the group is read before the letter fails, so the RSET after it is answered in turn."""
     letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
-    scripted = dict(answers, RSET=b"250 reset")
-
-    class Once(dict[bytes, bytes]):  # the script for the first letter, plain answers after the RSET
-        def get(self, verb: bytes, default: bytes) -> bytes:  # type: ignore[override]
-            if verb == b"RSET":
-                scripted.clear()
-            return scripted.get(verb, default)
-
-    results, log = _send_scripted(letters, pipelining=True, answers=[Once()])
+    results, log = _send_scripted(letters, pipelining=True, answers=[_UntilReset(answers)])
     assert isinstance(results[0], failure) and code in str(results[0]), results
     assert results[1] is None
     assert log["connections"] == [1]
     assert log["texts"] == [letters[0] if t == "the letter" else t for t in texts] + [letters[1]]
 
 
-@pytest.mark.parametrize("garbage", [b"hello there", b"25O ok", b"250-" + b"x" * 9000])
+@pytest.mark.parametrize("garbage", [b"hello there", b"25O ok", b"250-" + b"x" * 9000],
+                         ids=["words", "a letter O for a zero", "a line of 9,000 bytes"])
 def test_a_reply_that_is_no_smtp_reply_drops_the_connection_and_the_next_letter_starts_a_new_one(
         garbage: bytes) -> None:
     letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
@@ -409,16 +411,9 @@ def test_a_group_over_tls_is_read_whole_and_the_connection_goes_on_after_a_refus
     server_tls.load_cert_chain(cert_path, key_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))  # the bot's context trusts the system's store: this one
 
-    scripted = {b"MAIL": b"451 try later", b"RCPT": b"503 no sender", b"DATA": b"503 no recipients"}
-
-    class Once(dict[bytes, bytes]):  # the script for the first letter, plain answers after the RSET
-        def get(self, verb: bytes, default: bytes) -> bytes:  # type: ignore[override]
-            if verb == b"RSET":
-                scripted.clear()
-            return scripted.get(verb, default)
-
+    refused = _UntilReset({b"MAIL": b"451 try later", b"RCPT": b"503 no sender", b"DATA": b"503 no recipients"})
     letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(3)]
-    results, log = _send_scripted(letters, pipelining=True, answers=[Once()], tls=server_tls)
+    results, log = _send_scripted(letters, pipelining=True, answers=[refused], tls=server_tls)
     assert isinstance(results[0], TemporaryFailure) and "451" in str(results[0]), results
     assert results[1:] == [None, None]
     assert log["connections"] == [1]
