@@ -612,7 +612,7 @@ class ScriptedSmtp(asyncio.Protocol):
             if verb == b"EHLO":
                 self.reply(b"250-scripted\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"") + b"250 SIZE 100000")
             elif verb == b"QUIT":
-                self.reply(b"221 bye")
+                self.transport.write(b"221 bye\r\n")
                 self.transport.close()
             else:
                 answer = self.answers.get(verb, b"354 go ahead" if verb == b"DATA" else b"250 ok")
