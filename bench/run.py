@@ -557,7 +557,8 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
 
 
 def startup_times(bot: Bot, runs: int = 5) -> dict[str, object]:
-    """Wall time of `mailbot cases` and of `mailbot run --once` with nothing to do (the backlog done), alternated."""
+    """Wall time of `mailbot cases` and of `mailbot run --once` with nothing to do (the backlog done), alternated;
+    and the idle pass's peak RSS."""
     timings: dict[str, list[float]] = {"cases": [], "once_idle": [], "libraries": [], "core_libraries": [],
                                        "mail_libraries": []}
     # The floors: a Python that only imports the libraries each command cannot do without. Every command reads the
@@ -575,8 +576,31 @@ def startup_times(bot: Bot, runs: int = 5) -> dict[str, object]:
             subprocess.run([sys.executable, *args], env=bot.env(), cwd=bot.root, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             timings[name].append(round(time.monotonic() - began, 3))
-    return {name: {"median_s": round(statistics.median(values), 3), "runs": values}
-            for name, values in timings.items()}
+    result: dict[str, object] = {name: {"median_s": round(statistics.median(values), 3), "runs": values}
+                                 for name, values in timings.items()}
+    result["once_idle_peak_rss_mb"] = max(idle_peak_rss_mb(bot) for _ in range(2))
+    return result
+
+
+# Forks and runs its arguments, then prints the child's peak RSS (KiB). Linux carries the peak of the process that
+# forked over into the program it execs, so a child of this benchmark (hundreds of MB after filling a database)
+# would report the benchmark's own peak: this small Python in between brings that floor down to its own ~10 MB.
+_PEAK_RSS = ("import os, sys\n"
+             "pid = os.fork()\n"
+             "if pid == 0:\n"
+             "    os.execv(sys.argv[1], sys.argv[1:])\n"
+             "_, status, usage = os.wait4(pid, 0)\n"
+             "print(usage.ru_maxrss)\n"
+             "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
+def idle_peak_rss_mb(bot: Bot) -> float:
+    """Peak RSS of one `mailbot run --once` with nothing to do: the issue's "bot idle on a database of N open
+    cases" (start-up, the mailbox, the scheduled work's look)."""
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "mailbot", "run", "--once"],
+                          env=bot.env(), cwd=bot.root, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True)
+    return round(int(done.stdout.split()[-1]) / 1024, 1)
 
 
 # ---- output ------------------------------------------------------------------------------------------
@@ -638,6 +662,9 @@ def table(results: dict[str, object]) -> str:
                  _spread([float(r["startup"]["cases"]["median_s"]) for r in rounds], " s", "{:.3f}"), "< 0.5 s"),
                 ("  `mailbot run --once` with nothing to do",
                  _spread([float(r["startup"]["once_idle"]["median_s"]) for r in rounds], " s", "{:.3f}"), "< 0.5 s"),
+                (f"  peak RSS of `mailbot run --once` with nothing to do, on the {n + first['prefill']:,} open cases",
+                 _spread([float(r["startup"]["once_idle_peak_rss_mb"]) for r in rounds], " MB", "{:.0f}"),
+                 "< 150 MB, flat"),
                 ("  a Python importing only sqlalchemy and pydantic_settings (the floor under `cases`)",
                  _spread([float(r["startup"]["core_libraries"]["median_s"]) for r in rounds], " s", "{:.3f}"), ""),
                 ("  ... and imapclient and asyncio (the floor under an idle `run --once`)",
