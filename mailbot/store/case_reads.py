@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.sql import Select
 
 from mailbot.store.db import from_db
@@ -28,16 +28,37 @@ def iso(dt: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def case_lines(connection: Connection) -> list[dict[str, object]]:
-    """Each case as `mailbot cases` lists it (its reference, status, stage, procedure, complainant, messages and
-    subject), in one query: the listing needs none of the summary's dates, deadlines or restriction."""
+def _listing() -> Select[Any]:
     c, m = CASES.c, MESSAGES.c
     counts = select(m.case_id, func.count(m.id).label("n")).group_by(m.case_id).subquery()
-    query = (select(c.ref, c.status, c.stage, c.procedure, c.complainant, c.subject, counts.c.n)
-             .outerjoin_from(CASES, counts, counts.c.case_id == c.id).order_by(c.year, c.seq))
-    return [{"ref": ref, "status": status, "stage": stage, "procedure": procedure, "complainant": complainant,
-             "message_count": n or 0, "subject": subject}
-            for ref, status, stage, procedure, complainant, subject, n in connection.execute(query)]
+    return (select(c.ref, c.status, c.stage, c.procedure, c.complainant, func.coalesce(counts.c.n, 0), c.subject)
+            .outerjoin_from(CASES, counts, counts.c.case_id == c.id).order_by(c.year, c.seq))
+
+
+_LISTING_SQL: dict[str, str] = {}  # by dialect name
+
+
+def _listing_sql(dialect: Dialect) -> str:
+    sql = _LISTING_SQL.get(dialect.name)
+    if sql is None:  # compiled with its one constant written in: the driver gets no parameters
+        sql = _LISTING_SQL[dialect.name] = str(_listing().compile(dialect=dialect,
+                                                                  compile_kwargs={"literal_binds": True}))
+    return sql
+
+
+def case_lines(connection: Connection) -> list[tuple[str, str, int, str, str, int, str]]:
+    """Each case as `mailbot cases` lists it: (reference, status, stage, procedure, complainant, messages,
+    subject), in one query; the listing needs none of the summary's dates, deadlines or restriction.
+
+    Its columns are text and integers, and it has no parameters, so it runs on the driver's own cursor
+    (sqlite3 or psycopg) and the rows come back as the driver's tuples: with 50,000 cases SQLAlchemy's result
+    rows and a dict a case took 30-50 ms of a 0.5 s listing."""
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_listing_sql(connection.dialect))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _of(query: Select[Any], case_id: Any, only: int | None) -> Select[Any]:

@@ -129,6 +129,19 @@ def test_a_case_in_detail_has_its_messages_actions_and_events_and_nobody_elses(f
                                 {"at": utc(timedelta(hours=1)), "type": "note", "detail": {}, "actor": "priya"}]
 
 
+def test_the_listing_gives_each_case_in_reference_order_with_its_message_count(filled: Engine) -> None:
+    with new_session(filled) as s:
+        s.add(new_case("1MM-2026-0003", 3, channel="phone"))  # taken by phone: no message on it yet
+        s.commit()
+    with reading(filled) as conn:
+        lines = case_reads.case_lines(conn)
+    assert [tuple(line) for line in lines] == [
+        ("1MM-2026-0001", "open", 1, "external", "1mm-2026-0001@example.org", 3, "About 1MM-2026-0001"),
+        ("1MM-2026-0002", "closed", 1, "external", "1mm-2026-0002@example.org", 1, "About 1MM-2026-0002"),
+        ("1MM-2026-0003", "open", 1, "external", "1mm-2026-0003@example.org", 0, "About 1MM-2026-0003"),
+    ]
+
+
 def test_unfiled_mail_is_the_inbound_mail_on_no_case(filled: Engine) -> None:
     with reading(filled) as conn:
         assert case_reads.unfiled(conn) == [{"message_id": "<4@example.org>", "subject": "message 4",
