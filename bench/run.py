@@ -40,6 +40,7 @@ if str(REPO) not in sys.path:
 
 import psutil  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
+from peak_rss import peak_rss_mb  # noqa: E402  (bench/, beside this script)
 
 from tests.integration.bot import Bot, Daemon, make_mail, new_bot  # noqa: E402
 from tests.servers import DovecotServer, PostgresServer, SmtpSink, dovecot_binary, free_port  # noqa: E402
@@ -584,25 +585,12 @@ def startup_times(bot: Bot, runs: int = 5) -> dict[str, object]:
     return result
 
 
-# Forks and runs its arguments, then prints the child's peak RSS (KiB). Linux carries the peak of the process that
-# forked over into the program it execs, so a child of this benchmark (hundreds of MB after filling a database)
-# would report the benchmark's own peak: this small Python in between brings that floor down to its own ~10 MB.
-_PEAK_RSS = ("import os, sys\n"
-             "pid = os.fork()\n"
-             "if pid == 0:\n"
-             "    os.execv(sys.argv[1], sys.argv[1:])\n"
-             "_, status, usage = os.wait4(pid, 0)\n"
-             "print(usage.ru_maxrss)\n"
-             "sys.exit(os.waitstatus_to_exitcode(status))\n")
-
-
 def idle_peak_rss_mb(bot: Bot) -> float:
     """Peak RSS of one `mailbot run --once` with nothing to do: the issue's "bot idle on a database of N open
     cases" (start-up, the mailbox, the scheduled work's look)."""
-    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "mailbot", "run", "--once"],
-                          env=bot.env(), cwd=bot.root, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          text=True)
-    return round(int(done.stdout.split()[-1]) / 1024, 1)
+    # Through bench/peak_rss.py: started from here, the bot would report this benchmark's own peak.
+    return peak_rss_mb([sys.executable, "-m", "mailbot", "run", "--once"], env=bot.env(), cwd=bot.root,
+                       stderr=subprocess.DEVNULL)
 
 
 # ---- output ------------------------------------------------------------------------------------------
