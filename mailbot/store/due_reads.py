@@ -76,7 +76,8 @@ def owner_outside(connection: Connection, open_statuses: Collection[str], staff:
     Asked by walking the distinct owners of each open status in the database's own order, one index seek each
     (``ix_case_status_assignee``): as many reads as there are owners, where ``NOT IN`` reads every open case. The
     walk compares owners with ``>`` in the database, whatever its collation, and with the staff as ``NOT IN`` does
-    (equal only when the same); the test of the two holds them to choosing the same cases."""
+    (equal only when the same); tests/unit/test_due_reads.py holds the two to choosing the same cases, on a
+    PostgreSQL that sorts text as British English does among others."""
     c = CASES.c
     members = set(staff)
     for status in open_statuses:

@@ -173,7 +173,8 @@ class Deadline(_Table, table=True):
     __table_args__ = (
         # The running deadlines by when they fall due (partial: met, superseded and alerted ones leave it), which
         # the deadline chase reads soonest first (store.due_reads, migration 0010).
-        Index("ix_deadline_running", "due_at", info={"where": "NOT superseded AND met_at IS NULL AND overdue_alerted_at IS NULL"}),
+        Index("ix_deadline_running", "due_at",
+              info={"where": "NOT superseded AND met_at IS NULL AND overdue_alerted_at IS NULL"}),
     )
 
 

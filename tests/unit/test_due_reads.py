@@ -69,7 +69,8 @@ OWNERS = [
     (["Jo@1mm.org.uk"], [], {JO}, True),  # equal only when the same, as NOT IN
     ([JO + ".evil"], [], {JO}, True),
     (["jom@1mm.org.uk", JO], [], {JO, "Jo@1mm.org.uk"}, True),
-    (["a@x", "B@x", "jo.mensah@x", "jom@x"], [], {"a@x", "jom@x", "jo.mensah@x"}, True),  # B@x between, ICU only
+    # In en-GB order "B@x" falls between staff addresses, which in code point order it does not.
+    (["a@x", "B@x", "jo.mensah@x", "jom@x"], [], {"a@x", "jom@x", "jo.mensah@x"}, True),
     (["a@x", "B@x", "jo.mensah@x", "jom@x"], [], {"a@x", "B@x", "jom@x", "jo.mensah@x"}, False),
     (["zoë@example.org", "zoe@example.org"], [], {"zoe@example.org"}, True),
     ([""], [], {JO}, True),
@@ -80,7 +81,7 @@ OWNERS = [
 def test_the_hand_over_look_finds_an_owner_outside_the_staff_exactly_when_the_work_would(engine: Engine) -> None:
     for number, (open_owners, other_owners, staff, outside) in enumerate(OWNERS):
         with new_session(engine) as s:
-            s.exec(delete(Case))  # type: ignore[call-overload]
+            s.exec(delete(Case))
             owners = [(owner, "open" if n % 2 else "awaiting_staff") for n, owner in enumerate(open_owners)]
             owners += [(owner, status) for owner in other_owners for status in ("closed", "resolved")]
             for seq, (owner, status) in enumerate(owners, start=1):
@@ -124,8 +125,8 @@ def test_no_look_reads_the_open_cases_or_the_running_deadlines_whole(tmp_path: P
     plans = []
     with engine.connect() as conn:
         for statement, parameters in statements:
-            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()  # type: ignore[arg-type]
-            plans.append(" / ".join(row[-1] for row in plan))
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            plans.append(" / ".join(row[-1] for row in plan.fetchall()))
     engine.dispose()
     whole = ("SCAN case", "SCAN deadline", "(status=?)")
     assert not [plan for plan in plans if any(read in plan for read in whole)], plans
