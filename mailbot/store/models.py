@@ -84,8 +84,8 @@ class MailMessage(_Table, table=True):
     kind: str = ""
     at: datetime  # inbound: the server's arrival time; outbound: when the letter was created
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    # Outbound delivery state: pending, sent, failed (permanent), undelivered (bounced later).
-    delivery: str | None = Field(default=None, index=True)
+    # Outbound delivery state: pending, sent, failed (permanent), undelivered (bounced later). Inbound: None.
+    delivery: str | None = None
     attempts: int = 0
     next_attempt_at: datetime | None = None
     # PostgreSQL: a deliverer's claim on a pending letter it is sending (store.outbox.claim).
@@ -104,6 +104,10 @@ class MailMessage(_Table, table=True):
     __table_args__ = (
         UniqueConstraint("direction", "message_id", name="uq_message_direction_id"),
         Index("ix_message_outbox", "delivery", "next_attempt_at"),
+        # What `mailbot status`, /healthz and /metrics count and date (store.health_reads), read from the index
+        # alone: without it each read every letter ever sent, row by row (migration 0011). It takes the place of
+        # an index on delivery alone, whose reads the outbox index answers as well.
+        Index("ix_message_state", "direction", "delivery", "sent_at"),
         # Automatic letters only (the auto-reply cap counts them): an inbound row's To list can be longer than
         # PostgreSQL lets an index row be. Migration 0008 makes it partial (WHERE automatic); it is not said here
         # with postgresql_where / sqlite_where because naming a dialect's options makes SQLAlchemy import that

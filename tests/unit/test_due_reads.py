@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.engine import Engine
 
 from mailbot.domain.procedures import OPEN_STATUSES
@@ -19,6 +19,7 @@ from mailbot.store.db import make_engine, reading, to_db, upgrade
 from mailbot.store.db import session as new_session
 from mailbot.store.light_tables import CASES
 from mailbot.store.models import Case, Deadline
+from tests.probes import sqlite_plans
 
 T = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
 JO, PRIYA = "jo.mensah@1mm.org.uk", "priya.shah@1mm.org.uk"
@@ -111,23 +112,11 @@ def test_no_look_reads_the_open_cases_or_the_running_deadlines_whole(tmp_path: P
             s.flush()
             s.add(Deadline(case_id=case.id, stage=1, name="full_response", due_at=to_db(T + timedelta(days=20))))
         s.commit()
-    statements: list[tuple[str, object]] = []
-
-    def keep(conn: object, cursor: object, statement: str, parameters: object, context: object,
-             executemany: bool) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    with reading(engine) as conn:
-        assert due_reads.work_due(conn, T, WorkingCalendar(), OPEN_STATUSES, {JO}, 6) is None
-    event.remove(engine, "before_cursor_execute", keep)
-    assert len(statements) >= 6
-    plans = []
-    with engine.connect() as conn:
-        for statement, parameters in statements:
-            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
-            plans.append(" / ".join(row[-1] for row in plan.fetchall()))
+    due, plans = sqlite_plans(engine, lambda conn: due_reads.work_due(conn, T, WorkingCalendar(), OPEN_STATUSES,
+                                                                      {JO}, 6))
     engine.dispose()
+    assert due is None
+    assert len(plans) >= 6
     whole = ("SCAN case", "SCAN deadline", "(status=?)")
     assert not [plan for plan in plans if any(read in plan for read in whole)], plans
     assert [plan for plan in plans if "ix_deadline_running" in plan]
