@@ -25,10 +25,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from peak_rss import peak_rss_mb  # bench/, beside this script
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.peak_rss import peak_rss_mb  # noqa: E402
+
 NOW = datetime(2027, 3, 16, 10, 0, tzinfo=timezone.utc)  # a Tuesday
 BODY = ("I am writing about my mentoring sessions, which have not happened as promised. " * 12).encode()
 

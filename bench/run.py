@@ -40,8 +40,8 @@ if str(REPO) not in sys.path:
 
 import psutil  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
-from peak_rss import peak_rss_mb  # noqa: E402  (bench/, beside this script)
 
+from bench.peak_rss import peak_rss_mb  # noqa: E402
 from tests.integration.bot import Bot, Daemon, make_mail, new_bot  # noqa: E402
 from tests.servers import DovecotServer, PostgresServer, SmtpSink, dovecot_binary, free_port  # noqa: E402
 
