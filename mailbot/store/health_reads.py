@@ -26,7 +26,8 @@ def mailboxes(conn: Connection) -> tuple[Mailbox, ...]:
 
 def outbox_by_state(conn: Connection) -> dict[str, int]:
     m = MESSAGES.c
-    # count(*), not count(id): the rows are counted in ix_message_state alone, which on PostgreSQL holds no id.
+    # count(*), not count(id): ix_message_state can then answer alone, as it does on SQLite, on a database whose
+    # index rows hold no id (PostgreSQL's).
     rows = conn.execute(select(m.delivery, func.count()).where(m.direction == "out").group_by(m.delivery))
     return {str(state or "unknown"): int(count) for state, count in rows}
 
