@@ -406,6 +406,35 @@ class SinkMessage:
     message: EmailMessage = field(repr=False)
     received_at: float
     path: Path
+    tls: bool = False  # the session had said STARTTLS before this letter
+
+
+def self_signed_cert(folder: Path, host: str = HOST) -> tuple[Path, Path]:
+    """A certificate for ``host`` (an IP address) that is its own authority, and its key: ``cert.pem`` and
+    ``key.pem`` in ``folder``. A client trusts it through ``SSL_CERT_FILE``, as the system's store."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 class SmtpSink(_ServerProcess):
@@ -420,8 +449,11 @@ class SmtpSink(_ServerProcess):
     host = HOST
 
     def __init__(self, root: Path, port: int | None = None, xoauth2_tokens: dict[str, str] | None = None,
-                 pipelining: bool = True) -> None:
+                 pipelining: bool = True, starttls: tuple[Path, Path] | None = None) -> None:
         self.root = Path(root)
+        # With a certificate and its key, the sink offers STARTTLS and takes no mail before it (as Microsoft 365
+        # and Gmail on port 587), and each message's envelope says whether its session had said it.
+        self.starttls = starttls
         # Offer PIPELINING (RFC 2920), as Microsoft 365, Gmail and Postfix do; aiosmtpd reads a group of commands
         # one line at a time and answers each in turn, but does not say so itself.
         self.pipelining = pipelining
@@ -456,6 +488,7 @@ class SmtpSink(_ServerProcess):
                     "--ready", str(self._ready_path),
                     *(["--xoauth2", str(self.xoauth2_path)] if self.xoauth2_path else []),
                     *(["--pipelining"] if self.pipelining else []),
+                    *(["--starttls", str(self.starttls[0]), str(self.starttls[1])] if self.starttls else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -513,6 +546,7 @@ class SmtpSink(_ServerProcess):
                     message=parsed,
                     received_at=float(envelope["received_at"]),
                     path=eml,
+                    tls=bool(envelope.get("tls")),
                 )
             )
         return result
@@ -638,9 +672,11 @@ class ScriptedSmtp(asyncio.Protocol):
 
 
 def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path,
-              xoauth2: Path | None = None, pipelining: bool = False) -> None:
+              xoauth2: Path | None = None, pipelining: bool = False,
+              starttls: tuple[Path, Path] | None = None) -> None:
     """The sink child process: serve SMTP until SIGTERM."""
     import base64
+    import ssl
 
     from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
@@ -703,7 +739,8 @@ def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path,
             number = state["next"]
             state["next"] = number + 1  # type: ignore[operator]
             name = f"{number:06d}"
-            meta = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos, "received_at": received_at}
+            meta = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos, "received_at": received_at,
+                    "tls": session.ssl is not None}
             content = envelope.original_content if envelope.original_content is not None else envelope.content
             assert isinstance(content, bytes)
             write_atomically(directory / f"{name}.json", json.dumps(meta).encode())
@@ -716,8 +753,13 @@ def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path,
         loop.add_signal_handler(signal.SIGTERM, stopping.set)
         loop.add_signal_handler(signal.SIGINT, stopping.set)
         handler = Handler()
+        tls: dict[str, object] = {}
+        if starttls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*starttls)
+            tls = {"tls_context": context, "require_starttls": True}
         server = await loop.create_server(
-            lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True,
+            lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True, **tls,  # type: ignore[arg-type]
                          **({"auth_required": True, "auth_require_tls": False} if xoauth2 else {})),
             host=host,
             port=port,
@@ -741,9 +783,11 @@ def _main(argv: list[str]) -> None:
     sink.add_argument("--ready", type=Path, required=True)
     sink.add_argument("--xoauth2", type=Path, default=None)
     sink.add_argument("--pipelining", action="store_true")
+    sink.add_argument("--starttls", type=Path, nargs=2, metavar=("CERT", "KEY"), default=None)
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
-    _run_sink(args.host, args.port, args.dir, args.control, args.ready, args.xoauth2, args.pipelining)
+    _run_sink(args.host, args.port, args.dir, args.control, args.ready, args.xoauth2, args.pipelining,
+              tuple(args.starttls) if args.starttls else None)
 
 
 if __name__ == "__main__":

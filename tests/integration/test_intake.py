@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event
@@ -22,9 +23,10 @@ from mailbot.services.delivery import DeliveryReport
 from mailbot.services.mailbox import Arrival
 from mailbot.services.transport import Transport
 from mailbot.store import mailbox_rows
-from tests.integration.bot import Bot, make_mail, msgid
+from tests.integration.bot import Bot, make_mail, msgid, new_bot
 from tests.probes import run_once_probe
 from tests.samples import dsn_bounce
+from tests.servers import DovecotServer, SmtpSink, self_signed_cert
 
 # Dovecot ignores an APPEND date in the future, so the tests live in the recent past.
 MONDAY_10 = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
@@ -337,6 +339,22 @@ def test_run_once_delivers_in_process_when_its_smtp_worker_cannot_start(
     bot.append(make_mail(frm="fallback@example.org", subject="Still answered"))
     assert bot.once()["sent"] == 2
     assert [m.rcpt_tos for m in bot.letters("acknowledgement")] == [["fallback@example.org"]]
+
+
+def test_run_once_sends_its_letters_after_starttls_as_the_default_security_asks(
+        tmp_path: Path, dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAILBOT_SMTP_SECURITY's default, STARTTLS, as on Microsoft 365's and Gmail's port 587: the SMTP worker
+    process upgrades its connections before the first letter, and the server takes none in clear."""
+    cert, key = self_signed_cert(tmp_path / "tls")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the worker inherits it: the machine trusts this server
+    with SmtpSink(tmp_path / "sink", starttls=(cert, key)) as sink:
+        bot = new_bot(tmp_path / "bot", dovecot, sink)
+        bot.extra["MAILBOT_SMTP_SECURITY"] = "starttls"
+        bot.append(make_mail(frm="jane@example.org", subject="Over TLS"))
+        assert bot.once()["sent"] == 2
+        arrived = sink.wait_for(2)
+        assert sorted(m.message["X-Mailbot-Letter"] for m in arrived) == ["acknowledgement", "staff-notification"]
+        assert all(m.tls for m in arrived)
 
 
 def test_run_once_starts_its_smtp_worker_only_when_there_is_a_letter_to_send(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import signal
 import socket
 import ssl
@@ -17,20 +15,21 @@ from mailbot.mail.smtp import SmtpTransport
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.transport import PermanentFailure, TemporaryFailure
 from tests.integration.bot import make_mail
-from tests.servers import ScriptedSmtp, SmtpSink
+from tests.servers import ScriptedSmtp, SmtpSink, self_signed_cert
 
 SENDER = "complaints@1mm.org.uk"
 Sender = Callable[[SmtpSink, list[tuple[str, list[str]]]], list[str | None | Exception]]
 
 
-def _send(sink: SmtpSink, kind: str, letters: list[tuple[bytes, str, list[str]]]) -> list[str | None | Exception]:
+def _send(sink: SmtpSink, kind: str, letters: list[tuple[bytes, str, list[str]]],
+          security: str = "none") -> list[str | None | Exception]:
     """Send each (bytes, sender, recipients) letter, one after another, by the daemon's own transport
     ("in-process") or `run --once`'s child process; what each send gave."""
     async def run() -> list[str | None | Exception]:
         if kind == "in-process":
-            transport: SmtpTransport | SmtpProcess = SmtpTransport(sink.host, sink.port, "none")
+            transport: SmtpTransport | SmtpProcess = SmtpTransport(sink.host, sink.port, security)
         else:
-            transport = SmtpProcess(sink.host, sink.port, "none", connections=2)
+            transport = SmtpProcess(sink.host, sink.port, security, connections=2)
         results: list[str | None | Exception] = []
         try:
             for raw, sender, recipients in letters:
@@ -78,6 +77,7 @@ def test_letters_arrive_with_their_envelope(smtp_sink: SmtpSink, send_all: Sende
     arrived = smtp_sink.wait_for(2)
     assert [(m.mail_from, m.rcpt_tos) for m in arrived] == [
         (SENDER, ["jane@example.org"]), (SENDER, ["a@example.org", "b@example.net"])]
+    assert not any(m.tls for m in arrived)  # security "none": the sink's record of TLS says so too
     assert [m.message["Subject"] for m in arrived] == ["Letter 0", "Letter 1"]
 
 
@@ -389,24 +389,7 @@ def test_a_reply_that_is_no_smtp_reply_drops_the_connection_and_the_next_letter_
 def test_a_group_over_tls_is_read_whole_and_the_connection_goes_on_after_a_refusal(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Microsoft 365 and Gmail take letters over TLS, where the replies come through TLS's own transport."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert_path, key_path = self_signed_cert(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert_path, key_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))  # the bot's context trusts the system's store: this one
@@ -418,6 +401,49 @@ def test_a_group_over_tls_is_read_whole_and_the_connection_goes_on_after_a_refus
     assert results[1:] == [None, None]
     assert log["connections"] == [1]
     assert log["texts"] == letters[1:]
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining server", "one-command server"])
+def starttls_sink(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                  ) -> Iterator[SmtpSink]:
+    """A server that takes mail only after STARTTLS, as Microsoft 365 and Gmail do on port 587 and as the bot's
+    default MAILBOT_SMTP_SECURITY expects; its certificate trusted as the system's store would be."""
+    cert, key = self_signed_cert(tmp_path / "tls")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the bot's context trusts the system's store: this one
+    with SmtpSink(tmp_path / "sink", pipelining=request.param, starttls=(cert, key)) as sink:
+        yield sink
+
+
+@pytest.mark.parametrize("kind", ["in-process", "child process"])
+def test_after_starttls_letters_arrive_byte_for_byte_and_a_refused_one_leaves_the_connection_usable(
+        starttls_sink: SmtpSink, kind: str) -> None:
+    """After the upgrade the commands, a group's replies, the RSET after a refusal and each letter's text all go
+    through TLS's own transport, which took over the connection's socket mid-conversation."""
+    headers = [b"From: complaints@1mm.org.uk", b"To: jane@example.org", b"Subject: Dots", b""]
+    dotted = b"\r\n".join(headers + DOTTED_BODY) + b"\r\n"
+    letters = [_on_the_wire(make_mail(subject="Refused")), dotted, _on_the_wire(make_mail(subject="Two of them"))]
+    starttls_sink.refuse(451, times=1)
+    results = _send(starttls_sink, kind, [(letters[0], SENDER, ["jane@example.org"]),
+                                          (letters[1], SENDER, ["jane@example.org"]),
+                                          (letters[2], SENDER, ["a@example.org", "b@example.net"])],
+                    security="starttls")
+    assert isinstance(results[0], TemporaryFailure) and "451" in str(results[0]), results
+    assert results[1:] == [None, None]
+    arrived = starttls_sink.wait_for(2)
+    assert [m.raw for m in arrived] == letters[1:]
+    assert [m.rcpt_tos for m in arrived] == [["jane@example.org"], ["a@example.org", "b@example.net"]]
+    assert all(m.tls for m in arrived)
+
+
+@pytest.mark.parametrize("kind", ["in-process", "child process"])
+def test_with_starttls_asked_a_server_that_does_not_offer_it_gets_no_letter_in_clear(
+        smtp_sink: SmtpSink, kind: str) -> None:
+    """A server (or someone between) that leaves STARTTLS out of its EHLO does not get the letter in clear: it
+    waits, as after an outage, and the failure says why."""
+    [result] = _send(smtp_sink, kind, [(_on_the_wire(make_mail()), SENDER, ["jane@example.org"])],
+                     security="starttls")
+    assert isinstance(result, TemporaryFailure) and "STARTTLS" in str(result), result
+    assert smtp_sink.count() == 0
 
 
 def test_a_send_cancelled_while_its_group_is_unanswered_closes_the_connection_and_the_next_letter_starts_anew() -> None:
