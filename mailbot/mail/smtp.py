@@ -86,12 +86,14 @@ class SmtpTransport:
             if 500 <= exc.code < 600:
                 raise PermanentFailure(f"{exc.code} {exc.message}") from None
             raise TemporaryFailure(f"{exc.code} {exc.message}") from None
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            # Before ValueError: a certificate that fails its check (ssl.SSLCertVerificationError) is both. It is
+            # the server's or the network's fault, not the letter's, so the letter waits as after an outage.
+            await self._drop()
+            raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
         except ValueError as exc:
             # aiosmtplib refuses an address that cannot go on an SMTP command line safely; retrying won't help.
             raise PermanentFailure(f"unsendable address: {exc}") from None
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            await self._drop()
-            raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
         if errors:
             # Some recipients were refused while others accepted: the letter went out, note who missed it.
             return "partly refused: " + "; ".join(f"{addr}: {resp.code} {resp.message}" for addr, resp in errors.items())

@@ -446,6 +446,21 @@ def test_with_starttls_asked_a_server_that_does_not_offer_it_gets_no_letter_in_c
     assert smtp_sink.count() == 0
 
 
+@pytest.mark.parametrize("kind", ["in-process", "child process"])
+def test_with_starttls_a_certificate_nobody_vouches_for_gets_no_letter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """The certificate is checked against the system's authorities and the host's name: one signed by nobody the
+    machine trusts (here, itself) could be anyone's, so the letter waits."""
+    cert, key = self_signed_cert(tmp_path / "tls")
+    other, _ = self_signed_cert(tmp_path / "other")
+    monkeypatch.setenv("SSL_CERT_FILE", str(other))  # the machine trusts another authority, not this one
+    with SmtpSink(tmp_path / "sink", starttls=(cert, key)) as sink:
+        [result] = _send(sink, kind, [(_on_the_wire(make_mail()), SENDER, ["jane@example.org"])],
+                         security="starttls")
+        assert isinstance(result, TemporaryFailure) and "CERTIFICATE_VERIFY_FAILED" in str(result), result
+        assert sink.count() == 0
+
+
 def test_a_send_cancelled_while_its_group_is_unanswered_closes_the_connection_and_the_next_letter_starts_anew() -> None:
     """The daemon cancels a send when it stops, and the SMTP worker when its parent goes away. The connection
     still owes that group's replies, which would answer the next letter's commands, so it is not used again."""
