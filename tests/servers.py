@@ -602,7 +602,8 @@ class SmtpSink(_ServerProcess):
 
 class ScriptedSmtp(asyncio.Protocol):
     """An SMTP server on loopback (``loop.create_server(lambda: ScriptedSmtp(...), ...)``) that answers each command
-    as ``answers`` says (by verb, b"." for the letter's end; an empty answer is none, ever), otherwise 250 and 354.
+    as ``answers`` says (by verb, b"." for the letter's end, b"greeting" for its first words; an empty answer is none,
+    ever), otherwise 250 and 354.
     Offering PIPELINING, it holds its replies to a group until the group's DATA (so a client that waits for each
     reply never gets one), then sends them ``gap`` seconds apart; every answer goes ``distance`` seconds after the
     command, as from a server that far away. ``log`` keeps each connection, every read, each letter's text, and a
@@ -625,7 +626,7 @@ class ScriptedSmtp(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)
         self.log["connections"].append(len(self.log["connections"]) + 1)
-        self.transport.write(b"220 scripted ESMTP\r\n")
+        self.transport.write(self.answers.get(b"greeting", b"220 scripted ESMTP") + b"\r\n")
 
     def data_received(self, data: bytes) -> None:
         self.log["reads"].append(data)
@@ -643,7 +644,7 @@ class ScriptedSmtp(asyncio.Protocol):
             if not self.pipelining and b"\r\n" in self.buffer:
                 self.log["early"].append(self.buffer)  # the next command came before this one's reply
             verb = line[:4].upper()
-            if verb == b"EHLO":
+            if verb == b"EHLO" and verb not in self.answers:
                 self.reply(b"250-scripted\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"") + b"250 SIZE 100000")
             elif verb == b"QUIT":
                 self.transport.write(b"221 bye\r\n")
@@ -654,7 +655,7 @@ class ScriptedSmtp(asyncio.Protocol):
                     continue
                 if verb == b"DATA" and answer.startswith(b"354"):
                     self.in_data, self.text = True, []
-                self.reply(answer, group_ends=verb in (b"DATA", b"RSET", b"NOOP"))
+                self.reply(answer, group_ends=verb in (b"DATA", b"RSET", b"NOOP", b"EHLO", b"HELO"))
 
     def reply(self, answer: bytes, group_ends: bool = True) -> None:
         self.held.append(answer + b"\r\n")

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from typing import Callable
+from typing import Callable, NoReturn
 
 import aiosmtplib
 
 from mailbot.mail.oauth import TokenError, invalidate
 from mailbot.mail.smtp_pipeline import pipelined_transaction, stuffed
-from mailbot.services.transport import PermanentFailure, TemporaryFailure
+from mailbot.services.transport import SIGN_IN_REFUSED, PermanentFailure, TemporaryFailure
 
 # An address that is plainly safe on an SMTP command line as it stands: ASCII atoms and dots, no spaces,
 # quotes, brackets, commas or angle brackets. Every letter's sender and nearly every recipient is one;
 # anything else goes through aiosmtplib's ``sendmail``, which parses and checks each address.
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+# "530 Authentication required" (RFC 4954 6): the server wants a sign-in before it takes a letter.
+AUTH_REQUIRED = 530
 
 
 class SmtpTransport:
@@ -36,16 +38,20 @@ class SmtpTransport:
             use_tls=self.security == "ssl", start_tls=self.security == "starttls",
             tls_context=ssl.create_default_context() if self.security != "none" else None,
         )
-        await client.connect()
-        if client.is_ehlo_or_helo_needed:
-            try:
-                await client.ehlo()
-            except aiosmtplib.SMTPHeloError:
-                await client.helo()
-        if self.user and self.token is not None:
-            await client.auth_xoauth2(self.user, await asyncio.to_thread(self.token))
-        elif self.user:
-            await client.login(self.user, self.password or "")
+        try:
+            await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
+            if self.user and self.token is not None:
+                await client.auth_xoauth2(self.user, await asyncio.to_thread(self.token))
+            elif self.user:
+                await client.login(self.user, self.password or "")
+        except BaseException:
+            client.close()  # a greeting, EHLO, STARTTLS or sign-in refused: the socket is not left open
+            raise
         self._client = client
         return client
 
@@ -54,8 +60,8 @@ class SmtpTransport:
         await self._connect()
 
     async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+        client = await self._connected()
         try:
-            client = await self._connect()
             if all(_PLAIN_ADDRESS.fullmatch(address) for address in (mail_from, *recipients)):
                 if client.supports_extension("pipelining") and _on_the_wire(raw):
                     errors = await pipelined_transaction(client, raw, mail_from, recipients, self.timeout)
@@ -69,26 +75,20 @@ class SmtpTransport:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             message = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            if AUTH_REQUIRED in codes:
+                await self._unsigned(message)
             await self._reset()
             if all(500 <= c < 600 for c in codes):
                 raise PermanentFailure(message) from None
             raise TemporaryFailure(message) from None
-        except (aiosmtplib.SMTPAuthenticationError, TokenError) as exc:
-            # A refused sign-in is the bot's problem, not the letter's: it waits and is tried again (and the
-            # operator is told), never failed for good because a password or token went stale. A refused
-            # token is forgotten, so the next try asks the provider for a new one.
-            if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-                invalidate(self.token)
-            await self._drop()
-            raise TemporaryFailure(f"sign-in refused: {exc}") from None
         except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == AUTH_REQUIRED:
+                await self._unsigned(f"{exc.code} {exc.message}")
             await self._reset()
             if 500 <= exc.code < 600:
                 raise PermanentFailure(f"{exc.code} {exc.message}") from None
             raise TemporaryFailure(f"{exc.code} {exc.message}") from None
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            # Before ValueError: a certificate that fails its check (ssl.SSLCertVerificationError) is both. It is
-            # the server's or the network's fault, not the letter's, so the letter waits as after an outage.
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:  # before ValueError, as below
             await self._drop()
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
         except ValueError as exc:
@@ -98,6 +98,35 @@ class SmtpTransport:
             # Some recipients were refused while others accepted: the letter went out, note who missed it.
             return "partly refused: " + "; ".join(f"{addr}: {resp.code} {resp.message}" for addr, resp in errors.items())
         return None
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        """The connection, signed in. Whatever goes wrong before a letter is offered is the server's or the bot's,
+        never the letter's, so it is a TemporaryFailure: the letter waits and is tried again, and never fails for
+        good because a server greeted the bot with 554 or a certificate failed its check."""
+        try:
+            return await self._connect()
+        except (aiosmtplib.SMTPAuthenticationError, TokenError) as exc:
+            # A refused sign-in is the bot's problem, not the letter's: it waits and is tried again (and the
+            # operator is told), never failed for good because a password or token went stale. A refused
+            # token is forgotten, so the next try asks the provider for a new one.
+            if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+                invalidate(self.token)
+            await self._drop()
+            raise TemporaryFailure(f"{SIGN_IN_REFUSED}: {exc}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._drop()
+            raise TemporaryFailure(f"the server refused the connection: {exc.code} {exc.message}") from None
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ValueError) as exc:
+            # OSError before ValueError: a certificate that fails its check (ssl.SSLCertVerificationError) is both.
+            await self._drop()
+            raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
+
+    async def _unsigned(self, answer: str) -> NoReturn:
+        """The server asked for a sign-in (RFC 4954's 530) in the middle of a letter: none was configured, or it
+        lapsed. Like a refused sign-in, that is the bot's to mend, not the letter's to fail for."""
+        invalidate(self.token)
+        await self._drop()
+        raise TemporaryFailure(f"{SIGN_IN_REFUSED}: {answer}") from None
 
     async def _transaction(self, client: aiosmtplib.SMTP, raw: bytes, mail_from: str,
                            recipients: list[str]) -> dict[str, aiosmtplib.SMTPResponse]:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from mailbot.domain.mail import wire_address
 from mailbot.services.observe import Observer, Unobserved
-from mailbot.services.transport import PermanentFailure, TemporaryFailure, Transport
+from mailbot.services.transport import SIGN_IN_REFUSED, PermanentFailure, TemporaryFailure, Transport
 from mailbot.store import outbox
 from mailbot.store.db import to_db
 from mailbot.store.outbox import DueLetter, SentMarks
@@ -29,9 +29,6 @@ Route = tuple[Callable[[], Transport], int]
 
 log = logging.getLogger(__name__)
 
-# Waits between attempts after a temporary failure; after the last, the letter is given up on.
-# How a transport's TemporaryFailure begins when the server refused the bot's own sign-in (mail.smtp).
-SIGN_IN_REFUSED = "sign-in refused"
 SIGN_IN_PAUSE_MAX = timedelta(minutes=30)
 # With a sent journal, each 250 is on disk before its mark: the marks thread gathers this long per commit.
 MARKS_GATHER_SECONDS = 0.02
@@ -41,6 +38,7 @@ class _SignInRefused(Exception):
     """Ends a delivery pass: every other letter would be refused the same way."""
 
 
+# Waits between attempts after a temporary failure; after the last, the letter is given up on.
 RETRY_DELAYS = (
     timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), timedelta(minutes=30),
     timedelta(hours=1), timedelta(hours=2), timedelta(hours=4), timedelta(hours=8), timedelta(hours=16),

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# How a transport's TemporaryFailure begins when the fault is the bot's own sign-in (a refused password or token, or a
+# server asking for a sign-in the bot did not give): the delivery waits without spending the letter's attempts.
+SIGN_IN_REFUSED = "sign-in refused"
+
 
 class TemporaryFailure(Exception):
     """Try again later (4xx, connection refused, timeout)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -355,6 +356,31 @@ def test_run_once_sends_its_letters_after_starttls_as_the_default_security_asks(
         arrived = sink.wait_for(2)
         assert sorted(m.message["X-Mailbot-Letter"] for m in arrived) == ["acknowledgement", "staff-notification"]
         assert all(m.tls for m in arrived)
+
+
+def test_a_server_asking_for_a_sign_in_the_bot_did_not_give_holds_the_letters_until_the_setting_is_mended(
+        tmp_path: Path, dovecot: DovecotServer) -> None:
+    """MAILBOT_SMTP_USER left unset where the server needs a sign-in: it answers MAIL with 530. No letter fails
+    for good over the bot's own setting. They wait without spending an attempt, `mailbot status` says why, and
+    they go once the server takes them."""
+    t0 = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+    with SmtpSink(tmp_path / "sink", xoauth2_tokens={"token-1": "complaints"}) as sink:  # wants a sign-in
+        bot = new_bot(tmp_path / "bot", dovecot, sink)
+        bot.append(make_mail(frm="jane@example.org", subject="Waiting"), internaldate=t0)
+        assert bot.once(now=t0)["sent"] == 0
+        ack = next(m for m in bot.case_json("1MM-2026-0001")["messages"] if m["kind"] == "acknowledgement")
+        assert ack["delivery"] == "pending"
+        assert ack["error"] == "sign-in refused: 530 5.7.0 Authentication required"
+        with contextlib.closing(sqlite3.connect(bot.data_dir / "mailbot.db")) as db:
+            assert db.execute("SELECT attempts FROM message WHERE direction = 'out'").fetchall() == [(0,), (0,)]
+        status = json.loads(bot.cli("status", "--json", check=False).stdout)
+        assert any("sign-in refused" in reason for reason in status["reasons"]), status
+        assert sink.count() == 0
+    with SmtpSink(tmp_path / "sink2", port=sink.port) as open_sink:  # the server now takes the bot's mail
+        bot.sink = open_sink
+        assert bot.once(now=t0 + timedelta(hours=1))["sent"] == 2
+        assert sorted(m.message["X-Mailbot-Letter"] for m in open_sink.wait_for(2)) == [
+            "acknowledgement", "staff-notification"]
 
 
 def test_run_once_starts_its_smtp_worker_only_when_there_is_a_letter_to_send(

@@ -477,3 +477,39 @@ def test_a_server_that_answers_more_than_it_was_asked_is_not_trusted_with_the_ne
     assert results == [None, None]
     assert log["connections"] == [1, 2]  # the second letter on a new connection, where each answer is its own
     assert log["texts"] == letters
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining server", "one-command server"])
+@pytest.mark.parametrize("answers, said", [
+    ({b"greeting": b"554 no SMTP service here for you"}, "554 no SMTP service here for you"),
+    ({b"EHLO": b"550 not you", b"HELO": b"550 not you either"}, "550 not you either"),
+], ids=["refused at the greeting", "refused at EHLO and HELO"])
+def test_a_server_that_will_not_serve_the_bot_fails_no_letter_for_good(
+        pipelining: bool, answers: dict[bytes, bytes], said: str) -> None:
+    """A refusal before any letter is offered (the server will not serve this client: its address blocked, the
+    wrong port) says nothing about the letter. It waits and is tried again, as after an outage, and the reason
+    is the server's own words."""
+    results, log = _send_scripted([_on_the_wire(make_mail())], pipelining=pipelining, answers=[answers])
+    assert isinstance(results[0], TemporaryFailure), results
+    assert str(results[0]) == f"the server refused the connection: {said}"
+    assert log["texts"] == []
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining server", "one-command server"])
+@pytest.mark.parametrize("verb", [b"MAIL", b"RCPT", b"."], ids=["at MAIL", "at RCPT", "at the letter's end"])
+def test_a_server_asking_for_a_sign_in_is_the_bots_to_mend_and_no_letter_fails_for_good(
+        pipelining: bool, verb: bytes) -> None:
+    """530 (RFC 4954): the server wants a sign-in the bot did not give (MAILBOT_SMTP_USER unset where Microsoft
+    365 or Gmail needs one) or that lapsed. Every letter would meet it, so it is a refused sign-in, which the
+    delivery waits out without spending the letter's attempts, and the next letter starts a new connection."""
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=pipelining,
+                                  answers=[{verb: b"530 5.7.0 Authentication required"}, {}])
+    assert isinstance(results[0], TemporaryFailure), results
+    assert str(results[0]) == "sign-in refused: " + (
+        "jane@example.org: 530 5.7.0 Authentication required" if verb == b"RCPT"
+        else "530 5.7.0 Authentication required")
+    assert results[1] is None
+    assert log["connections"] == [1, 2]
+    assert log["texts"][-1] == letters[1]
+    assert (letters[0] in log["texts"]) == (verb == b".")  # the server took the text only to refuse it at its end
