@@ -160,9 +160,15 @@ class DovecotServer(_ServerProcess):
         port: int | None = None,
         users: dict[str, str] | None = None,
         oauth2_introspection_url: str | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.root = Path(root)
         self.port = port if port is not None else free_port()
+        # With a certificate and its key: STARTTLS on `port` and implicit TLS (IMAPS) on `tls_port`. Dovecot still
+        # takes a password in clear from loopback (it counts such a connection as secured); its log says "TLS" of
+        # each sign-in that came over it.
+        self.tls = tls
+        self.tls_port = free_port() if tls else 0
         self.users: dict[str, str] = dict(users) if users is not None else {"complaints": "secret"}
         # With an introspection URL, XOAUTH2 and OAUTHBEARER sign-ins are checked there (Dovecot's oauth2 passdb).
         self.oauth2_introspection_url = oauth2_introspection_url
@@ -310,9 +316,7 @@ base_dir = {self.root}/run
 state_dir = {self.root}/state
 log_path = {self.log_path}
 instance_name = mailbot-test-{self.port}
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""}
+{self._ssl()}auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""}
 auth_verbose = yes
 first_valid_uid = 1
 mail_location = maildir:{self.mail_root}/%u
@@ -334,10 +338,16 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    port = {self.tls_port}
   }}
 }}
 {rootless}"""
+
+    def _ssl(self) -> str:
+        if not self.tls:
+            return "ssl = no\ndisable_plaintext_auth = no\n"
+        cert, key = self.tls
+        return f"ssl = required\nssl_cert = <{cert}\nssl_key = <{key}\ndisable_plaintext_auth = yes\n"
 
     def _oauth2_passdb(self) -> str:
         if not self.oauth2_introspection_url:
@@ -360,6 +370,10 @@ service imap-login {{
 
         imap = IMAPClient(self.host, port=self.port, ssl=False, timeout=10)
         try:
+            if self.tls:
+                import ssl
+
+                imap.starttls(ssl.create_default_context(cafile=str(self.tls[0])))
             imap.login(user, self.users[user])
         except BaseException:
             imap.shutdown()
