@@ -991,28 +991,7 @@ class TokenEndpoint:
 
     def _certificate(self) -> tuple[Path, Path]:
         """A self-signed certificate for 127.0.0.1; the bot trusts it through REQUESTS_CA_BUNDLE."""
-        import datetime as dt
-        import ipaddress
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
-
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailbot test token endpoint")])
-        now = dt.datetime.now(dt.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-                .not_valid_after(now + dt.timedelta(days=2))
-                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), False)
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-                .sign(key, hashes.SHA256()))
-        cert_file, key_file = self.root / "endpoint.pem", self.root / "endpoint.key"
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        return cert_file, key_file
+        return self_signed_cert(self.root / "endpoint-tls")
 
     def close(self) -> None:
         self._server.shutdown()
