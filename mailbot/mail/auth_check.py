@@ -36,16 +36,21 @@ def check_smtp(settings: Settings) -> tuple[bool, str]:
     transport = SmtpTransport(settings.smtp_host, settings.smtp_port_effective, settings.smtp_security, user,
                               settings.smtp_password, token=settings.token_source())
 
-    async def sign_in() -> None:
+    async def sign_in() -> str | None:
         try:
             await transport.sign_in()
+            return await transport.refusal_of(settings.address)
         finally:
             await transport.close()
 
     try:
-        asyncio.run(sign_in())
+        refused = asyncio.run(sign_in())
     except (aiosmtplib.SMTPAuthenticationError, TokenError) as exc:
         return False, f"{where}: sign-in refused: {exc}"
     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
         return False, f"{where}: could not connect: {type(exc).__name__}: {exc}"
-    return True, f"{where}: " + ("signed in" if user else "connected (no sign-in configured)")
+    done = "signed in" if user else "connected (no sign-in configured)"
+    if refused is not None:
+        # A 530 here is MAILBOT_SMTP_USER left unset where the server needs a sign-in: every letter would wait.
+        return False, f"{where}: {done}, but it will not take a letter from {settings.address}: {refused}"
+    return True, f"{where}: {done}; it takes letters from {settings.address}"

@@ -59,6 +59,19 @@ class SmtpTransport:
         """Connect and sign in as for a letter (``mailbot auth test``); raises what a refused sign-in raises."""
         await self._connect()
 
+    async def refusal_of(self, sender: str) -> str | None:
+        """What the server, signed in as for a letter, answers a letter from ``sender`` (``mailbot auth test``):
+        None when it would take it, else its answer (530 when it wants a sign-in). MAIL FROM, then RSET: nothing
+        is sent."""
+        client = await self._connect()
+        try:
+            await client.mail(sender)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            return f"{exc.code} {exc.message}"
+        finally:
+            await client.rset()
+        return None
+
     async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
         client = await self._connected()
         try:

@@ -375,9 +375,16 @@ def test_a_server_asking_for_a_sign_in_the_bot_did_not_give_holds_the_letters_un
             assert db.execute("SELECT attempts FROM message WHERE direction = 'out'").fetchall() == [(0,), (0,)]
         status = json.loads(bot.cli("status", "--json", check=False).stdout)
         assert any("sign-in refused" in reason for reason in status["reasons"]), status
+        # `mailbot auth test`, which the alert points to, says what is wrong without sending anything.
+        auth = bot.cli("auth", "test", check=False)
+        assert auth.returncode == 1
+        assert (f"SMTP 127.0.0.1:{sink.port}: connected (no sign-in configured), but it will not take a letter from "
+                "complaints@1mm.org.uk: 530 5.7.0 Authentication required") in auth.stdout.splitlines()
         assert sink.count() == 0
     with SmtpSink(tmp_path / "sink2", port=sink.port) as open_sink:  # the server now takes the bot's mail
         bot.sink = open_sink
+        assert f"SMTP 127.0.0.1:{sink.port}: connected (no sign-in configured); it takes letters from " \
+               "complaints@1mm.org.uk" in bot.cli("auth", "test").stdout.splitlines()
         assert bot.once(now=t0 + timedelta(hours=1))["sent"] == 2
         assert sorted(m.message["X-Mailbot-Letter"] for m in open_sink.wait_for(2)) == [
             "acknowledgement", "staff-notification"]
