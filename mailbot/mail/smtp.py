@@ -68,6 +68,9 @@ class SmtpTransport:
             await client.mail(sender)
         except aiosmtplib.SMTPSenderRefused as exc:
             return f"{exc.code} {exc.message}"
+        except (aiosmtplib.SMTPNotSupported, ValueError) as exc:
+            return f"the address cannot go on its command line ({type(exc).__name__}: {exc}; a non-ASCII address " \
+                   "needs a server that offers SMTPUTF8)"
         finally:
             await client.rset()
         return None

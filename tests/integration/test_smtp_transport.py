@@ -513,3 +513,32 @@ def test_a_server_asking_for_a_sign_in_is_the_bots_to_mend_and_no_letter_fails_f
     assert log["connections"] == [1, 2]
     assert log["texts"][-1] == letters[1]
     assert (letters[0] in log["texts"]) == (verb == b".")  # the server took the text only to refuse it at its end
+
+
+def test_asked_about_a_sender_the_server_says_whether_it_would_take_a_letter_and_nothing_is_sent() -> None:
+    """`mailbot auth test` asks MAIL FROM and then RSET: the server's answer, or what keeps the address off the
+    command line (a non-ASCII address to a server without SMTPUTF8), and no letter."""
+    log = ScriptedSmtp.new_log()
+
+    async def run() -> list[str | None]:
+        answers = _UntilReset({b"MAIL": b"550 5.7.60 Client does not have permissions to send as this sender"})
+        servers = [await asyncio.get_running_loop().create_server(
+            lambda answers=answers: ScriptedSmtp(False, answers, log), "127.0.0.1", 0) for answers in ({}, answers)]
+        said = []
+        for server, sender in zip([servers[0], servers[0], servers[1]],
+                                  ["complaints@1mm.org.uk", "réclamations@1mm.org.uk", "complaints@1mm.org.uk"]):
+            transport = SmtpTransport("127.0.0.1", server.sockets[0].getsockname()[1], "none", timeout=2)
+            try:
+                said.append(await transport.refusal_of(sender))
+            finally:
+                await transport.close()
+        for server in servers:
+            server.close()
+        return said
+
+    taken, unwritable, refused = asyncio.run(run())
+    assert taken is None
+    assert unwritable is not None and "SMTPUTF8" in unwritable
+    assert refused == "550 5.7.60 Client does not have permissions to send as this sender"
+    assert log["texts"] == []
+    assert all(b"DATA" not in read for read in log["reads"])  # type: ignore[operator]
