@@ -363,7 +363,7 @@ def test_a_server_asking_for_a_sign_in_the_bot_did_not_give_holds_the_letters_un
     """MAILBOT_SMTP_USER left unset where the server needs a sign-in: it answers MAIL with 530. No letter fails
     for good over the bot's own setting. They wait without spending an attempt, `mailbot status` says why, and
     they go once the server takes them."""
-    t0 = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+    t0 = MONDAY_10
     with SmtpSink(tmp_path / "sink", xoauth2_tokens={"token-1": "complaints"}) as sink:  # wants a sign-in
         bot = new_bot(tmp_path / "bot", dovecot, sink)
         bot.append(make_mail(frm="jane@example.org", subject="Waiting"), internaldate=t0)
