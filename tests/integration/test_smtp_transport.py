@@ -521,9 +521,9 @@ def test_asked_about_a_sender_the_server_says_whether_it_would_take_a_letter_and
     log = ScriptedSmtp.new_log()
 
     async def run() -> list[str | None]:
-        answers = _UntilReset({b"MAIL": b"550 5.7.60 Client does not have permissions to send as this sender"})
+        refusing = _UntilReset({b"MAIL": b"550 5.7.60 Client does not have permissions to send as this sender"})
         servers = [await asyncio.get_running_loop().create_server(
-            lambda answers=answers: ScriptedSmtp(False, answers, log), "127.0.0.1", 0) for answers in ({}, answers)]
+            lambda script=script: ScriptedSmtp(False, script, log), "127.0.0.1", 0) for script in ({}, refusing)]
         said = []
         for server, sender in zip([servers[0], servers[0], servers[1]],
                                   ["complaints@1mm.org.uk", "réclamations@1mm.org.uk", "complaints@1mm.org.uk"]):
