@@ -104,7 +104,7 @@ class SmtpTransport:
             if 500 <= exc.code < 600:
                 raise PermanentFailure(f"{exc.code} {exc.message}") from None
             raise TemporaryFailure(f"{exc.code} {exc.message}") from None
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:  # before ValueError, as below
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:  # before ValueError: see _connected
             await self._drop()
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
         except ValueError as exc:
@@ -122,25 +122,24 @@ class SmtpTransport:
         try:
             return await self._connect()
         except (aiosmtplib.SMTPAuthenticationError, TokenError) as exc:
-            # A refused sign-in is the bot's problem, not the letter's: it waits and is tried again (and the
-            # operator is told), never failed for good because a password or token went stale. A refused
-            # token is forgotten, so the next try asks the provider for a new one.
-            if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-                invalidate(self.token)
-            await self._drop()
-            raise TemporaryFailure(f"{SIGN_IN_REFUSED}: {exc}") from None
+            # The server refused the token (forgotten, so the next try asks for a new one), or the provider gave
+            # none (nothing to forget).
+            await self._unsigned(str(exc), token_refused=isinstance(exc, aiosmtplib.SMTPAuthenticationError))
         except aiosmtplib.SMTPResponseException as exc:
             await self._drop()
             raise TemporaryFailure(f"the server refused the connection: {exc.code} {exc.message}") from None
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ValueError) as exc:
-            # OSError before ValueError: a certificate that fails its check (ssl.SSLCertVerificationError) is both.
+            # A certificate that fails its check (ssl.SSLCertVerificationError) is an OSError and a ValueError alike.
             await self._drop()
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
 
-    async def _unsigned(self, answer: str) -> NoReturn:
-        """The server asked for a sign-in (RFC 4954's 530) in the middle of a letter: none was configured, or it
-        lapsed. Like a refused sign-in, that is the bot's to mend, not the letter's to fail for."""
-        invalidate(self.token)
+    async def _unsigned(self, answer: str, token_refused: bool = True) -> NoReturn:
+        """A refused sign-in, or a server asking for one (RFC 4954's 530) in the middle of a letter: none was
+        configured, or it lapsed. That is the bot's problem, not the letter's: it waits and is tried again (and the
+        operator is told), never failed for good because a password or token went stale or a setting is missing.
+        A token the server refused is forgotten, so the next try asks the provider for a new one."""
+        if token_refused:
+            invalidate(self.token)
         await self._drop()
         raise TemporaryFailure(f"{SIGN_IN_REFUSED}: {answer}") from None
 
