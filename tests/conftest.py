@@ -18,6 +18,7 @@ from tests.servers import (
     clamd_binary,
     dovecot_binary,
     postgres_bindir,
+    throwaway_dovecot,
 )
 
 
@@ -29,18 +30,8 @@ def dovecot() -> Iterator[DovecotServer]:
     """
     if dovecot_binary() is None:
         pytest.fail("dovecot is not installed: run scripts/setup.sh (it installs dovecot-imapd)", pytrace=False)
-    # Not tmp_path: pytest makes its parents 0700, and under root Dovecot's mail processes run as the
-    # `dovecot` user, which must be able to walk down to the mail directory.
-    root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-"))
-    root.chmod(0o755)
-    server = DovecotServer(root)
-    try:
-        server.start()
+    with throwaway_dovecot() as server:
         yield server
-    finally:
-        # Teardown kills rather than waits: graceful shutdown costs ~1 s and nobody is watching any more.
-        server.stop(graceful=False)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -26,13 +26,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Callable, Self, cast
+from typing import TYPE_CHECKING, Any, Callable, Self, cast
 
 import psutil
 
@@ -406,6 +408,24 @@ service imap-login {{
         finally:
             imap.logout()
 
+
+@contextlib.contextmanager
+def throwaway_dovecot(**options: Any) -> Iterator[DovecotServer]:
+    """A fresh, started Dovecot (``DovecotServer``'s options) in a temporary directory of its own, gone afterwards.
+
+    Not under pytest's tmp_path: pytest makes its parents 0700, and under root Dovecot's mail processes run as the
+    `dovecot` user, which must be able to walk down to the mail directory. It is killed rather than stopped
+    gracefully (~1 s), since nobody is watching any more.
+    """
+    root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-"))
+    root.chmod(0o755)
+    server = DovecotServer(root, **options)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop(graceful=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 # ------------------------------------------------------------------------------------------------
 # SMTP sink

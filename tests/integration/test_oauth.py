@@ -4,8 +4,6 @@ AUTH XOAUTH2."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.bot import Bot, make_mail, new_bot
-from tests.servers import DovecotServer, SmtpSink, TokenIntrospection
+from tests.servers import SmtpSink, TokenIntrospection, throwaway_dovecot
 
 T0 = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
 
@@ -38,12 +36,9 @@ class OAuthWorld:
 @pytest.fixture
 def oauth(tmp_path: Path) -> Iterator[OAuthWorld]:
     introspection = TokenIntrospection({"token-1": "complaints"})
-    root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-"))
-    root.chmod(0o755)
-    dovecot = DovecotServer(root, oauth2_introspection_url=introspection.url)
-    dovecot.start()
     try:
-        with SmtpSink(tmp_path / "sink", xoauth2_tokens={"token-1": "complaints"}) as sink:
+        with throwaway_dovecot(oauth2_introspection_url=introspection.url) as dovecot, \
+                SmtpSink(tmp_path / "sink", xoauth2_tokens={"token-1": "complaints"}) as sink:
             token_file = tmp_path / "token.txt"
             token_file.write_text("token-1\n")
             script = tmp_path / "print-token"
@@ -54,8 +49,6 @@ def oauth(tmp_path: Path) -> Iterator[OAuthWorld]:
                               "MAILBOT_IMAP_PASSWORD": ""})
             yield OAuthWorld(bot, introspection, sink, token_file)
     finally:
-        dovecot.stop(graceful=False)
-        shutil.rmtree(root, ignore_errors=True)
         introspection.close()
 
 

@@ -6,9 +6,7 @@ grants are the only ones the real Dovecot (oauth2 passdb against an introspectio
 from __future__ import annotations
 
 import json
-import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.bot import Bot, Daemon, make_mail, new_bot
-from tests.servers import DovecotServer, SmtpSink, TokenEndpoint, TokenIntrospection
+from tests.servers import SmtpSink, TokenEndpoint, TokenIntrospection, throwaway_dovecot
 
 T0 = datetime(2026, 11, 16, 10, 0, tzinfo=timezone.utc)
 
@@ -39,12 +37,9 @@ class Provider:
 @pytest.fixture
 def provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Provider]:
     introspection = TokenIntrospection({})
-    root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-"))
-    root.chmod(0o755)
-    dovecot = DovecotServer(root, oauth2_introspection_url=introspection.url)
-    dovecot.start()
     try:
-        with SmtpSink(tmp_path / "sink", xoauth2_tokens={}) as sink:
+        with throwaway_dovecot(oauth2_introspection_url=introspection.url) as dovecot, \
+                SmtpSink(tmp_path / "sink", xoauth2_tokens={}) as sink:
             def grant(token: str, user: str) -> None:
                 introspection.tokens[token] = user
                 sink.set_xoauth2_tokens(dict(introspection.tokens))
@@ -59,8 +54,6 @@ def provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Provid
             finally:
                 endpoint.close()
     finally:
-        dovecot.stop(graceful=False)
-        shutil.rmtree(root, ignore_errors=True)
         introspection.close()
 
 

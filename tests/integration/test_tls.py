@@ -6,37 +6,26 @@ SSL_CERT_FILE, as it would trust a public authority through its store."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.bot import Bot, Daemon, make_mail, new_bot
-from tests.servers import DovecotServer, SmtpSink, dovecot_binary, self_signed_cert
+from tests.servers import SmtpSink, dovecot_binary, self_signed_cert, throwaway_dovecot
 
 
 @pytest.fixture
 def tls_bot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bot]:
     if dovecot_binary() is None:
         pytest.fail("dovecot is not installed: run scripts/setup.sh (it installs dovecot-imapd)", pytrace=False)
-    # As the dovecot fixture: not tmp_path, whose 0700 parents Dovecot's mail processes could not walk down.
-    root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-tls-"))
-    root.chmod(0o755)
-    cert, key = self_signed_cert(root / "tls")
+    cert, key = self_signed_cert(tmp_path / "tls")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the bot, its child processes and its commands trust it
-    dovecot = DovecotServer(root / "dovecot", tls=(cert, key))
-    try:
-        dovecot.start()
-        with SmtpSink(tmp_path / "sink", starttls=(cert, key)) as sink:
-            bot = new_bot(tmp_path / "bot", dovecot, sink)
-            bot.extra.update({"MAILBOT_IMAP_SECURITY": "ssl", "MAILBOT_IMAP_PORT": str(dovecot.tls_port),
-                              "MAILBOT_SMTP_SECURITY": "starttls"})
-            yield bot
-    finally:
-        dovecot.stop(graceful=False)
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_dovecot(tls=(cert, key)) as dovecot, SmtpSink(tmp_path / "sink", starttls=(cert, key)) as sink:
+        bot = new_bot(tmp_path / "bot", dovecot, sink)
+        bot.extra.update({"MAILBOT_IMAP_SECURITY": "ssl", "MAILBOT_IMAP_PORT": str(dovecot.tls_port),
+                          "MAILBOT_SMTP_SECURITY": "starttls"})
+        yield bot
 
 
 @pytest.mark.parametrize("imap_security", ["ssl", "starttls"])
