@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from mailbot.domain.health import EXIT_STATUS, findings, verdict
+from mailbot.domain.health import EXIT_STATUS, SIGN_IN_REFUSED, findings, verdict
 from mailbot.mail.oauth import read_token_state
 from mailbot.settings import Settings
 from mailbot.store import health_reads as reads
@@ -62,7 +62,8 @@ def report(settings: Settings, engine: Engine, now: datetime, instance: str | No
         "sign_in": settings.auth,
         "sign_in_state": {"imap": "refused" if imap_refused else ("ok" if any(b.last_success for b in boxes)
                                                                   else "unknown"),
-                          "smtp": "refused" if smtp_refused else ("ok" if sent else "unknown")},
+                          "smtp": "refused" if (smtp_refused or "").startswith(SIGN_IN_REFUSED)
+                          else ("ok" if sent or smtp_refused else "unknown")},
         "token_expires_at": (token or {}).get("expires_at"),
         "token_obtained_at": (token or {}).get("obtained_at"),
         "smtp": settings.smtp_host or "maildir (data/sent)",

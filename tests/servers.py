@@ -500,6 +500,7 @@ class SmtpSink(_ServerProcess):
             self.set_xoauth2_tokens(xoauth2_tokens)
         self.control_path = self.root / "control.json"
         self.recipients_path = self.root / "recipients.json"
+        self.senders_path = self.root / "senders.json"
         self.log_path = self.root / "sink.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready_path = self.root / "ready"
@@ -629,9 +630,18 @@ class SmtpSink(_ServerProcess):
         tmp.write_text(json.dumps(rules))
         tmp.replace(self.recipients_path)
 
+    def refuse_senders(self, answers: dict[str, str]) -> None:
+        """Answer MAIL FROM for these addresses with their line (a 5xx or 4xx and its words) until accept()."""
+        if not all(answer[:1] in "45" and answer[:3].isdigit() for answer in answers.values()):
+            raise ValueError(f"a refusal needs a 4xx or 5xx code: {answers}")
+        tmp = self.senders_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({address.lower(): answer for address, answer in answers.items()}))
+        tmp.replace(self.senders_path)
+
     def accept(self) -> None:
         self.control_path.unlink(missing_ok=True)
         self.recipients_path.unlink(missing_ok=True)
+        self.senders_path.unlink(missing_ok=True)
 
 
 class ScriptedSmtp(asyncio.Protocol):
@@ -736,6 +746,13 @@ def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path,
         return f"{rule['code']} {rule['text']}"
 
     recipients_rules = control.with_name("recipients.json")
+    senders_rules = control.with_name("senders.json")
+
+    def rules_in(path: Path) -> dict[str, str]:
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
 
     class Handler:
         async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
@@ -755,12 +772,18 @@ def _run_sink(host: str, port: int, directory: Path, control: Path, ready: Path,
                 return AuthResult(success=False, handled=False)
             return AuthResult(success=tokens.get(token) == user, handled=False, auth_data=user)
 
+        async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                              mail_options: list[str]) -> str:
+            refusal = rules_in(senders_rules).get(address.lower())
+            if refusal is not None:
+                return refusal
+            envelope.mail_from = address  # what aiosmtpd does itself when no handler answers MAIL
+            envelope.mail_options.extend(mail_options)
+            return "250 OK"
+
         async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                               rcpt_options: list[str]) -> str:
-            try:
-                rules = json.loads(recipients_rules.read_text())
-            except (FileNotFoundError, ValueError):
-                rules = {}
+            rules = rules_in(recipients_rules)
             if address.lower() in rules:
                 return rules[address.lower()]
             envelope.rcpt_tos.append(address)

@@ -16,6 +16,14 @@ UNREAD_FOR = timedelta(minutes=15)
 LETTER_WAITING = timedelta(hours=1)
 # How a refused sign-in is recorded on the mailbox (the adapter's exception names).
 SIGN_IN_ERRORS = ("LoginError", "TokenError")
+# How an SMTP TemporaryFailure (a letter's error) begins when the fault is the bot's own, and every letter would meet
+# it: a refused password or token, or a server asking for a sign-in the bot did not give (530); or a server that will
+# not take letters from the bot's address (a 5xx to MAIL FROM not about the letter's size: not signed in as someone
+# allowed to send as it, a day's sending quota reached). Delivery pauses, the letters wait without spending attempts,
+# and the health says why.
+SIGN_IN_REFUSED = "sign-in refused"
+SENDER_REFUSED = "sender refused"
+EVERY_LETTER_HELD = (SIGN_IN_REFUSED, SENDER_REFUSED)
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class Facts:
     mailboxes: tuple[Mailbox, ...]
     oldest_pending: datetime | None  # when the oldest letter still waiting to go was written
     failed_last_day: int
-    # The SMTP server's refusal of the bot's sign-in, when no letter has gone since it.
+    # The SMTP server's refusal of the bot's sign-in or address (EVERY_LETTER_HELD), when no letter has gone since.
     smtp_refused: str | None = None
     # Whether a bot is running on the database (None: not known, e.g. asked from inside the bot itself).
     running: bool | None = None
@@ -50,7 +58,7 @@ class Finding:
 
 
 # The conditions the administrator is mailed about (MAILBOT_ADMIN_EMAIL), by their name's first part.
-ALERTED = ("sign-in", "smtp-sign-in", "unread", "letters-failed")
+ALERTED = ("sign-in", "smtp-sign-in", "smtp-sender", "unread", "letters-failed")
 
 
 def findings(facts: Facts) -> list[Finding]:
@@ -70,7 +78,10 @@ def findings(facts: Facts) -> list[Finding]:
         elif facts.running is False and unread:
             found.append(Finding(f"unread:{box.name}", FAILING,
                                  f"{box.name}: not read since {since}, and no mailbot is running on this database"))
-    if facts.smtp_refused:
+    if facts.smtp_refused and facts.smtp_refused.startswith(SENDER_REFUSED):
+        found.append(Finding("smtp-sender", FAILING,
+                             f"the SMTP server will not take letters from the bot's address ({facts.smtp_refused})"))
+    elif facts.smtp_refused:
         found.append(Finding("smtp-sign-in", FAILING, f"the SMTP server refused sign-in ({facts.smtp_refused})"))
     if facts.reads_a_mailbox and not facts.mailboxes:
         found.append(Finding("never-read", DEGRADED, "the mailbox has not been read yet"))

@@ -9,9 +9,10 @@ from typing import Callable, NoReturn
 
 import aiosmtplib
 
+from mailbot.domain.health import SENDER_REFUSED, SIGN_IN_REFUSED
 from mailbot.mail.oauth import TokenError, invalidate
 from mailbot.mail.smtp_pipeline import pipelined_transaction, stuffed
-from mailbot.services.transport import SIGN_IN_REFUSED, PermanentFailure, TemporaryFailure
+from mailbot.services.transport import PermanentFailure, TemporaryFailure
 
 # An address that is plainly safe on an SMTP command line as it stands: ASCII atoms and dots, no spaces,
 # quotes, brackets, commas or angle brackets. Every letter's sender and nearly every recipient is one;
@@ -19,6 +20,10 @@ from mailbot.services.transport import SIGN_IN_REFUSED, PermanentFailure, Tempor
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 # "530 Authentication required" (RFC 4954 6): the server wants a sign-in before it takes a letter.
 AUTH_REQUIRED = 530
+# The refusals at MAIL FROM that are about the letter, not the bot's address: its SIZE over the server's limit (552,
+# RFC 1870; enhanced code 5.3.4), or a parameter the server does not know (555, RFC 5321 4.2.2; 5.5.4).
+_THE_LETTERS_OWN = (552, 555)
+_THE_LETTERS_OWN_ENHANCED = ("5.3.4", "5.5.4")
 
 
 class SmtpTransport:
@@ -101,6 +106,8 @@ class SmtpTransport:
             if exc.code == AUTH_REQUIRED:
                 await self._unsigned(f"{exc.code} {exc.message}")
             await self._reset()
+            if isinstance(exc, aiosmtplib.SMTPSenderRefused) and _refuses_the_sender(exc.code, exc.message):
+                raise TemporaryFailure(f"{SENDER_REFUSED}: {exc.code} {exc.message}") from None
             if 500 <= exc.code < 600:
                 raise PermanentFailure(f"{exc.code} {exc.message}") from None
             raise TemporaryFailure(f"{exc.code} {exc.message}") from None
@@ -204,6 +211,14 @@ class SmtpTransport:
             except (aiosmtplib.SMTPException, OSError):
                 self._client.close()
         self._client = None
+
+
+def _refuses_the_sender(code: int, message: str) -> bool:
+    """A 5xx to MAIL FROM that every letter would meet: the server will not take mail from the bot's own address
+    (Microsoft 365's "5.7.60 Client does not have permissions to send as this sender", a relay's unauthorised
+    sender, a day's sending quota reached). The address is the same on every letter, so this is the setting's or
+    the account's fault, never the letter's; only a refusal of the letter's size or of a parameter is its own."""
+    return 500 <= code < 600 and code not in _THE_LETTERS_OWN and not message.startswith(_THE_LETTERS_OWN_ENHANCED)
 
 
 def _on_the_wire(raw: bytes) -> bool:

@@ -16,9 +16,10 @@ from typing import Awaitable, Callable, Iterator
 
 from sqlalchemy.engine import Engine
 
+from mailbot.domain.health import EVERY_LETTER_HELD
 from mailbot.domain.mail import wire_address
 from mailbot.services.observe import Observer, Unobserved
-from mailbot.services.transport import SIGN_IN_REFUSED, PermanentFailure, TemporaryFailure, Transport
+from mailbot.services.transport import PermanentFailure, TemporaryFailure, Transport
 from mailbot.store import outbox
 from mailbot.store.db import to_db
 from mailbot.store.outbox import DueLetter, SentMarks
@@ -34,7 +35,7 @@ SIGN_IN_PAUSE_MAX = timedelta(minutes=30)
 MARKS_GATHER_SECONDS = 0.02
 
 
-class _SignInRefused(Exception):
+class _EveryLetterHeld(Exception):
     """Ends a delivery pass: every other letter would be refused the same way."""
 
 
@@ -84,7 +85,7 @@ class Deliverer:
         self.observer: Observer = observer or Unobserved()
         # The letters this pass claimed (PostgreSQL), let go of at its end.
         self._claimed: set[int] = set()
-        # After the SMTP server refused sign-in: no pass before this (see _refused).
+        # After the SMTP server refused sign-in or the bot's address: no pass before this (see _refused).
         self.sign_in_pause = sign_in_pause
         self._pause = sign_in_pause
         self._paused_until: datetime | None = None
@@ -129,7 +130,7 @@ class Deliverer:
             if report.sent:
                 self._paused_until = None  # signed in again
             return report
-        except _SignInRefused:
+        except _EveryLetterHeld:
             return report
         finally:
             await asyncio.to_thread(marks.close)
@@ -242,27 +243,28 @@ class Deliverer:
             await transport.close()
 
     def _refused(self, job: _Job, error: str, report: DeliveryReport) -> None:
-        """The SMTP server refused the bot's sign-in: the bot's problem, not the letter's. The letter waits
-        without losing an attempt (it never fails for good over a stale password or token), the case's trail
-        says so once, and delivery pauses (MAILBOT_SIGN_IN_RETRY, doubling while it lasts, at most 30 minutes)
-        so the server is not asked again and again, which can lock the account."""
+        """The SMTP server refused the bot's sign-in, or letters from the bot's own address: the bot's problem
+        (its setting, its account), not the letter's. The letter waits without losing an attempt (it never fails
+        for good over a stale password or token, or a quota reached), the case's trail says so once, and delivery
+        pauses (MAILBOT_SIGN_IN_RETRY, doubling while it lasts, at most 30 minutes) so the server is not asked
+        again and again, which can lock the account."""
         now = self.clock()
         if self._paused_until is None or now >= self._paused_until:  # not a second worker refused in one pass
             self._pause = min(self._pause * 2, SIGN_IN_PAUSE_MAX) if self._paused_until else self.sign_in_pause
             self._paused_until = now + self._pause
         outbox.record_deferred(self.engine, job.id, job.attempts, self._paused_until, error, now,
                                repeat_in_trail=False)
-        log.error("letter %s <%s> waits: the SMTP server refused sign-in (%s); trying again in %d s", job.id,
-                  job.message_id, error[:300], self._pause.total_seconds(),
+        log.error("letter %s <%s> waits: the SMTP server will not take the bot's letters (%s); trying again in %d s",
+                  job.id, job.message_id, error[:300], self._pause.total_seconds(),
                   extra={"event": "letter", "letter_id": job.id, "message_id": job.message_id, "state": "deferred",
                          "error": error[:300]})
         report.deferred += 1
         report.errors.append(error)
         self.observer.letter("deferred")
-        raise _SignInRefused(error)
+        raise _EveryLetterHeld(error)
 
     def _deferred(self, job: _Job, error: str, report: DeliveryReport) -> None:
-        if error.startswith(SIGN_IN_REFUSED):
+        if error.startswith(EVERY_LETTER_HELD):
             self._refused(job, error, report)
         now = self.clock()
         attempts = job.attempts + 1

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-# How a transport's TemporaryFailure begins when the fault is the bot's own sign-in (a refused password or token, or a
-# server asking for a sign-in the bot did not give): the delivery waits without spending the letter's attempts.
-SIGN_IN_REFUSED = "sign-in refused"
+# The words a TemporaryFailure begins with when every letter would meet it (a refused sign-in, a refused sender)
+# are the health rules': mailbot.domain.health.EVERY_LETTER_HELD.
 
 
 class TemporaryFailure(Exception):

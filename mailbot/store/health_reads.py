@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from mailbot.domain.health import Facts, Mailbox
+from mailbot.domain.health import EVERY_LETTER_HELD, Facts, Mailbox
 from mailbot.store.db import from_db, to_db
 from mailbot.store.light_tables import CURSORS, EVENTS, MESSAGES
 
@@ -50,7 +50,7 @@ def failed_since(conn: Connection, since: datetime) -> int:
 
 
 def smtp_refusal(conn: Connection) -> str | None:
-    """The SMTP server's last refusal of the bot's sign-in, if no letter has been sent since."""
+    """The SMTP server's last refusal of the bot's sign-in or address, if no letter has been sent since."""
     e = EVENTS.c
     row = conn.execute(select(e.at, e.detail).where(e.type == "letter_deferred").order_by(e.id.desc()).limit(1)).first()
     if row is None:
@@ -60,7 +60,7 @@ def smtp_refusal(conn: Connection) -> str | None:
         error = str(json.loads(detail or "{}").get("error", ""))
     except (ValueError, AttributeError):
         return None
-    if not error.startswith("sign-in refused"):
+    if not error.startswith(EVERY_LETTER_HELD):
         return None
     sent = last_sent(conn)
     if sent is not None and sent >= (from_db(at) or sent):

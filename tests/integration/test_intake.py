@@ -390,6 +390,45 @@ def test_a_server_asking_for_a_sign_in_the_bot_did_not_give_holds_the_letters_un
             "acknowledgement", "staff-notification"]
 
 
+def test_a_server_that_will_not_take_letters_from_the_bots_address_holds_them_until_it_does(
+        tmp_path: Path, dovecot: DovecotServer) -> None:
+    """Microsoft 365 answers MAIL FROM with 5.7.60 when the signed-in account may not send as the complaints
+    address, and Gmail with 5.4.5 when a day's quota is spent: every letter would meet it. None fails for good;
+    they wait without spending an attempt, `mailbot status` says why, `mailbot auth test` shows the server's
+    answer, and they go once the server takes them."""
+    t0 = MONDAY_10
+    refusal = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+    with SmtpSink(tmp_path / "sink") as sink:
+        sink.refuse_senders({"complaints@1mm.org.uk": refusal})
+        bot = new_bot(tmp_path / "bot", dovecot, sink)
+        bot.append(make_mail(frm="jane@example.org", subject="Waiting for the setting"), internaldate=t0)
+        assert bot.once(now=t0)["sent"] == 0
+        ack = next(m for m in bot.case_json("1MM-2026-0001")["messages"] if m["kind"] == "acknowledgement")
+        assert (ack["delivery"], ack["error"]) == ("pending", f"sender refused: {refusal}")
+        with contextlib.closing(sqlite3.connect(bot.data_dir / "mailbot.db")) as db:
+            assert db.execute("SELECT attempts FROM message WHERE direction = 'out'").fetchall() == [(0,), (0,)]
+        status = json.loads(bot.cli("status", "--json", check=False).stdout)
+        assert status["state"] == "failing"
+        assert f"the SMTP server will not take letters from the bot's address (sender refused: {refusal})" \
+            in status["reasons"], status
+        assert status["sign_in_state"]["smtp"] == "ok"  # it signed in; the address is what it refuses
+        auth = bot.cli("auth", "test", check=False)
+        assert auth.returncode == 1
+        assert f"it will not take a letter from complaints@1mm.org.uk: {refusal}" in auth.stdout
+        # Hours later, still refused: the letters still wait, their attempts unspent.
+        assert bot.once(now=t0 + timedelta(hours=3))["sent"] == 0
+        with contextlib.closing(sqlite3.connect(bot.data_dir / "mailbot.db")) as db:
+            assert db.execute("SELECT delivery, attempts FROM message WHERE direction = 'out'").fetchall() == [
+                ("pending", 0), ("pending", 0)]
+        assert sink.count() == 0
+        sink.accept()  # the account may now send as the complaints address
+        assert bot.once(now=t0 + timedelta(hours=4))["sent"] == 2
+        assert sorted(m.message["X-Mailbot-Letter"] for m in sink.wait_for(2)) == [
+            "acknowledgement", "staff-notification"]
+        status = json.loads(bot.cli("status", "--json", check=False).stdout)
+        assert not any("will not take letters" in reason for reason in status["reasons"]), status
+
+
 def test_run_once_starts_its_smtp_worker_only_when_there_is_a_letter_to_send(
         bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
     # A run from cron every few minutes mostly finds nothing: it should not start (and stop) a second Python.

@@ -287,7 +287,8 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout_and_the_
 
 
 def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[bytes, bytes]],
-                   tls: ssl.SSLContext | None = None, patience: tuple[float, ...] = (10,)
+                   tls: ssl.SSLContext | None = None, patience: tuple[float, ...] = (10,),
+                   recipients: tuple[str, ...] = ("jane@example.org",)
                    ) -> tuple[list[object], dict[str, list[object]]]:
     """Send ``letters`` one after another through one SmtpTransport to a scripted server (over TLS from the first
     byte with ``tls``, the server's context); the n-th connection answers by ``answers[n]`` (the last for any
@@ -305,7 +306,7 @@ def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[by
         try:
             for n, raw in enumerate(letters):
                 try:
-                    results.append(await asyncio.wait_for(transport.send(raw, SENDER, ["jane@example.org"]),
+                    results.append(await asyncio.wait_for(transport.send(raw, SENDER, list(recipients)),
                                                           patience[min(n, len(patience) - 1)]))
                 except (PermanentFailure, TemporaryFailure) as exc:
                     results.append(exc)
@@ -350,8 +351,8 @@ def test_a_server_without_pipelining_gets_one_command_at_a_time() -> None:
 
 
 @pytest.mark.parametrize("answers, failure, code, texts", [
-    ({b"MAIL": b"550 sender refused", b"RCPT": b"503 no sender", b"DATA": b"503 no recipients"},
-     PermanentFailure, "550", []),
+    ({b"MAIL": b"552 5.3.4 message size exceeds fixed maximum", b"RCPT": b"503 no sender",
+      b"DATA": b"503 no recipients"}, PermanentFailure, "552", []),
     ({b"MAIL": b"451 try later", b"RCPT": b"503 no sender", b"DATA": b"503 no recipients"},
      TemporaryFailure, "451", []),
     # A server may take DATA although every recipient was refused (RFC 2920 3.1): it gets an empty text's end.
@@ -360,7 +361,7 @@ def test_a_server_without_pipelining_gets_one_command_at_a_time() -> None:
     ({b"RCPT": b"450 mailbox busy", b"DATA": b"503 no recipients"}, TemporaryFailure, "450", []),
     ({b"DATA": b"451 not now"}, TemporaryFailure, "451", []),
     ({b".": b"552 too big"}, PermanentFailure, "552", ["the letter"]),
-], ids=["sender refused", "sender refused for now", "DATA taken after every recipient refused",
+], ids=["the letter's size refused at MAIL", "sender refused for now", "DATA taken after every recipient refused",
         "every recipient refused for now", "DATA refused", "the text refused"])
 def test_a_refusal_in_a_group_fails_the_letter_as_the_server_says_and_the_next_goes_on_the_same_connection(
         answers: dict[bytes, bytes], failure: type[Exception], code: str, texts: list[object]) -> None:
@@ -513,6 +514,38 @@ def test_a_server_asking_for_a_sign_in_is_the_bots_to_mend_and_no_letter_fails_f
     assert log["connections"] == [1, 2]
     assert log["texts"][-1] == letters[1]
     assert (letters[0] in log["texts"]) == (verb == b".")  # the server took the text only to refuse it at its end
+
+
+# aiosmtplib's own sendmail, which the bot uses for an address it must check, never pipelines, and a scripted server
+# that offers PIPELINING holds its replies until DATA: that address goes to the one-command server.
+@pytest.mark.parametrize("pipelining, recipient", [
+    (True, "jane@example.org"), (False, "jane@example.org"), (False, '"jane doe"@example.org'),
+], ids=["pipelining server", "one-command server", "an address aiosmtplib checks"])
+@pytest.mark.parametrize("refusal, failure", [
+    (b"550 5.7.60 SMTP; Client does not have permissions to send as this sender", TemporaryFailure),
+    (b"550 5.4.5 Daily user sending limit exceeded", TemporaryFailure),
+    (b"553 5.7.1 Sender address rejected: not owned by user", TemporaryFailure),
+    (b"552 5.3.4 Message size exceeds fixed maximum message size", PermanentFailure),
+    (b"550 5.3.4 Message too big for system", PermanentFailure),
+    (b"555 5.5.4 MAIL FROM parameters not recognized", PermanentFailure),
+], ids=["not allowed to send as it", "a day's quota reached", "an address not the account's", "the size (552)",
+        "the size (5.3.4)", "a parameter"])
+def test_a_server_refusing_the_bots_own_address_holds_the_letter_and_only_its_size_fails_it_for_good(
+        pipelining: bool, recipient: str, refusal: bytes, failure: type[Exception]) -> None:
+    """Every letter goes from the complaints address: a 5xx to its MAIL FROM (Microsoft 365 when the account may not
+    send as that address, a relay's unknown sender, Gmail's day's quota) would meet every letter, and goes when the
+    setting is mended or the quota is new. Only what MAIL FROM says of the letter itself (its SIZE over the limit,
+    RFC 1870; a parameter) fails the letter. The connection goes on after the RSET either way."""
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=pipelining, recipients=(recipient,),
+                                  answers=[_UntilReset({b"MAIL": refusal, b"RCPT": b"503 no sender",
+                                                        b"DATA": b"503 no recipients"})])
+    assert type(results[0]) is failure, results
+    said = refusal.decode()
+    assert str(results[0]) == (f"sender refused: {said}" if failure is TemporaryFailure else said)
+    assert results[1] is None
+    assert log["connections"] == [1]
+    assert log["texts"] == [letters[1]]
 
 
 def test_asked_about_a_sender_the_server_says_whether_it_would_take_a_letter_and_nothing_is_sent() -> None:

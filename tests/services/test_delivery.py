@@ -192,21 +192,27 @@ class RefusingServer(FakeTransport):
 
     refuse: bool = True
     tried: int = 0
+    error: str = "sign-in refused: 535 5.7.3 Authentication unsuccessful"
 
     async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
         self.tried += 1
         if self.refuse:
-            raise TemporaryFailure("sign-in refused: 535 5.7.3 Authentication unsuccessful")
+            raise TemporaryFailure(self.error)
         return await super().send(raw, mail_from, recipients)
 
 
-def test_a_refused_sign_in_pauses_delivery_and_never_fails_a_letter(world: World) -> None:
+@pytest.mark.parametrize("error", [
+    "sign-in refused: 535 5.7.3 Authentication unsuccessful",
+    "sender refused: 550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+], ids=["a refused sign-in", "the bot's address refused"])
+def test_a_refused_sign_in_pauses_delivery_and_never_fails_a_letter(world: World, error: str) -> None:
     """One refusal ends the pass (every other letter would be refused too, and an account that keeps failing may
     be locked); the next try waits MAILBOT_SIGN_IN_RETRY, doubling to at most 30 minutes; the letters keep their
-    attempts and their case's trail says so once; once sign-in works they all go."""
+    attempts and their case's trail says so once; once sign-in works they all go. The same when the server will
+    not take letters from the bot's address: the setting is at fault, not the letter."""
     for n in range(5):
         world.receive(mail(frm=f"person{n}@example.com"))
-    server = RefusingServer()
+    server = RefusingServer(error=error)
     deliverer = Deliverer(world.app.engine, lambda: server, world.app.clock, concurrency=1)
 
     def attempt() -> DeliveryReport:

@@ -72,6 +72,19 @@ def test_the_health_facts_read_back_as_written(store_engine: Engine) -> None:
         # A letter has gone since the refusal: the sign-in works again.
         assert health_reads.smtp_refusal(conn) is None
 
+    with new_session(store_engine) as s:
+        s.add(event("letter_deferred", NOW - timedelta(hours=1), error="sender refused: 550 5.7.60 not as this sender"))
+        s.commit()
+    with reading(store_engine) as conn:
+        # A refusal of the bot's own address stands as a refused sign-in does.
+        assert health_reads.smtp_refusal(conn) == "sender refused: 550 5.7.60 not as this sender"
+    with new_session(store_engine) as s:
+        s.add(event("letter_deferred", NOW - timedelta(minutes=50), error="451 4.3.0 try again later"))
+        s.commit()
+    with reading(store_engine) as conn:
+        # Any other letter's wait says nothing about the bot's setting.
+        assert health_reads.smtp_refusal(conn) is None
+
 
 def test_an_empty_store_reports_nothing_wrong(store_engine: Engine) -> None:
     with reading(store_engine) as conn:
