@@ -24,6 +24,10 @@ AUTH_REQUIRED = 530
 # RFC 1870; enhanced code 5.3.4), or a parameter the server does not know (555, RFC 5321 4.2.2; 5.5.4).
 _THE_LETTERS_OWN = (552, 555)
 _THE_LETTERS_OWN_ENHANCED = ("5.3.4", "5.5.4")
+# What Microsoft 365 says at the end of a letter's text when the account may not send as the letter's From (the
+# complaints address, on every letter), or has spent its sending quota: "554 5.2.0 STOREDRV.Submission.Exception:
+# SendAsDeniedException.MapiExceptionSendAsDenied; ...", "... SubmissionQuotaExceededException ...".
+_EVERY_LETTERS_REFUSAL = ("SendAsDenied", "SubmissionQuotaExceeded")
 
 
 class SmtpTransport:
@@ -106,7 +110,7 @@ class SmtpTransport:
             if exc.code == AUTH_REQUIRED:
                 await self._unsigned(f"{exc.code} {exc.message}")
             await self._reset()
-            if isinstance(exc, aiosmtplib.SMTPSenderRefused) and _refuses_the_sender(exc.code, exc.message):
+            if _refuses_the_sender(exc):
                 raise TemporaryFailure(f"{SENDER_REFUSED}: {exc.code} {exc.message}") from None
             if 500 <= exc.code < 600:
                 raise PermanentFailure(f"{exc.code} {exc.message}") from None
@@ -213,12 +217,17 @@ class SmtpTransport:
         self._client = None
 
 
-def _refuses_the_sender(code: int, message: str) -> bool:
-    """A 5xx to MAIL FROM that every letter would meet: the server will not take mail from the bot's own address
-    (Microsoft 365's "5.7.60 Client does not have permissions to send as this sender", a relay's unauthorised
-    sender, a day's sending quota reached). The address is the same on every letter, so this is the setting's or
-    the account's fault, never the letter's; only a refusal of the letter's size or of a parameter is its own."""
-    return 500 <= code < 600 and code not in _THE_LETTERS_OWN and not message.startswith(_THE_LETTERS_OWN_ENHANCED)
+def _refuses_the_sender(exc: aiosmtplib.SMTPResponseException) -> bool:
+    """A 5xx that every letter would meet: the server will not take mail from the bot's own address. At MAIL FROM,
+    any 5xx but one about the letter's size or a parameter (Microsoft 365's "5.7.60 Client does not have permissions
+    to send as this sender", a relay's unauthorised sender, a day's quota reached): the address is the same on every
+    letter, so that is the setting's or the account's fault, never the letter's. At the text's end, only Microsoft
+    365's words for the same (_EVERY_LETTERS_REFUSAL); any other refusal there may be the letter's own."""
+    if not 500 <= exc.code < 600:
+        return False
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return exc.code not in _THE_LETTERS_OWN and not exc.message.startswith(_THE_LETTERS_OWN_ENHANCED)
+    return any(words in exc.message for words in _EVERY_LETTERS_REFUSAL)
 
 
 def _on_the_wire(raw: bytes) -> bool:

@@ -361,8 +361,15 @@ def test_a_server_without_pipelining_gets_one_command_at_a_time() -> None:
     ({b"RCPT": b"450 mailbox busy", b"DATA": b"503 no recipients"}, TemporaryFailure, "450", []),
     ({b"DATA": b"451 not now"}, TemporaryFailure, "451", []),
     ({b".": b"552 too big"}, PermanentFailure, "552", ["the letter"]),
+    ({b".": b"554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed to "
+           b"process message due to a permanent exception"}, TemporaryFailure, "sender refused: 554 5.2.0",
+     ["the letter"]),
+    ({b".": b"554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message"},
+     TemporaryFailure, "sender refused: 554 5.2.0", ["the letter"]),
 ], ids=["the letter's size refused at MAIL", "sender refused for now", "DATA taken after every recipient refused",
-        "every recipient refused for now", "DATA refused", "the text refused"])
+        "every recipient refused for now", "DATA refused", "the text refused",
+        "the text refused: not allowed to send as the From (Microsoft 365)",
+        "the text refused: a quota spent (Microsoft 365)"])
 def test_a_refusal_in_a_group_fails_the_letter_as_the_server_says_and_the_next_goes_on_the_same_connection(
         answers: dict[bytes, bytes], failure: type[Exception], code: str, texts: list[object]) -> None:
     """Every reply to the group is read before the letter fails, so the RSET after it is answered in turn."""
