@@ -444,3 +444,34 @@ def test_one_fetch_on_postgresql_meets_the_cap_on_automatic_letters_and_files_a_
     assert len([to for to in acks if to[0].endswith("@example.net")]) == 3  # the robot's From is capped
     assert acks.count(["cat@example.org"]) == 1
     assert len(bot.cases_json()) == 16  # every message opens its case but the repeat
+
+
+def test_the_case_commands_on_postgresql_start_without_the_orm(postgres: PostgresServer, tmp_path: Path) -> None:
+    """As on SQLite (tests/unit/test_cli.py): the listing, a case and the status read with SQLAlchemy Core, and on
+    PostgreSQL too they must not load the ORM's table classes (sqlmodel, ~0.1 s of a command that should take less
+    than half a second). A read there used to import them to order the writes waiting on its connection, when
+    there were none."""
+    import mailbox
+    import os
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    inbox = mailbox.Maildir(data_dir / "maildir")
+    inbox.add((Path(__file__).resolve().parents[2] / "data" / "samples" / "01-complaint.eml").read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env.update(MAILBOT_DATA_DIR=str(data_dir), MAILBOT_DATABASE_URL=postgres.url)
+    subprocess.run([sys.executable, "-m", "mailbot", "run", "--once"], env=env, cwd=data_dir, check=True,
+                   capture_output=True, timeout=120)
+    for command, shows in ((["cases"], "1MM-2026-0001  open"), (["case", "1MM-2026-0001"], "1MM-2026-0001: "),
+                           (["case", "1MM-2026-0001", "--json"], '"kind": "acknowledgement"'),
+                           (["status"], "outbox")):
+        probe = ("import sys\nfrom mailbot.cli import main\n"
+                 f"try:\n    main({command!r})\nexcept SystemExit:\n    pass\n"
+                 "heavy = ('sqlmodel', 'sqlalchemy.orm', 'mailbot.store.models', 'jinja2', 'mailparser')\n"
+                 "print(' '.join(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
+        done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=data_dir, capture_output=True, text=True,
+                              timeout=60)
+        assert shows in done.stdout, (command, done.stdout, done.stderr)
+        assert done.stderr.strip() == "", (command, done.stderr)
