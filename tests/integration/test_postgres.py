@@ -475,3 +475,54 @@ def test_the_case_commands_on_postgresql_start_without_the_orm(postgres: Postgre
                               timeout=60)
         assert shows in done.stdout, (command, done.stdout, done.stderr)
         assert done.stderr.strip() == "", (command, done.stderr)
+
+
+def test_the_cap_on_automatic_letters_counts_each_from_its_own_index_on_postgresql(postgres: PostgresServer) -> None:
+    """The cap asks two counts for every complaint: automatic letters to the address, and those caused by mail from
+    the sender. Each has its index; with statistics taken before any automatic letter was written (a new database,
+    or cases brought in from elsewhere), PostgreSQL read the sender's count from the address's index instead,
+    every automatic letter of the day for each count, so intake slowed as a backlog was answered."""
+    import json
+
+    from sqlalchemy import insert
+
+    from mailbot.store import repo
+    from mailbot.store.db import make_engine, to_db, upgrade
+    from mailbot.store.models import MESSAGE_TABLE
+
+    engine = make_engine(postgres.url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(insert(MESSAGE_TABLE), [
+                {"direction": "in", "message_id": f"<in{n}@example.org>", "subject": "s", "from_addr": f"p{n}@x.org",
+                 "to_addrs": "complaints@1mm.org.uk", "kind": "new_case", "at": to_db(T0), "raw": b"x",
+                 "attempts": 0, "automatic": False} for n in range(2000)])
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE message")  # no automatic letter yet
+        with engine.begin() as conn:
+            conn.execute(insert(MESSAGE_TABLE), [
+                {"direction": "out", "message_id": f"<ack{n}@1mm.org.uk>", "subject": "s",
+                 "from_addr": "complaints@1mm.org.uk", "to_addrs": f"p{n}@x.org", "kind": "acknowledgement",
+                 "at": to_db(T0), "raw": b"x", "attempts": 0, "automatic": True, "trigger_from": f"p{n}@x.org"}
+                for n in range(500)])
+        prebuilt, params = repo.ask_automatic_letters("p7@x.org", "p7@x.org", T0 - timedelta(days=1))
+        compiled = prebuilt.statement.compile(dialect=engine.dialect)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql(str(compiled), compiled.construct_params(params)).one() == (1, 1)
+            [plan] = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled),
+                                             compiled.construct_params(params)).one()
+    finally:
+        engine.dispose()
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+
+    def scans(node: dict) -> list[tuple[str, str]]:
+        found = [(node.get("Index Name", node["Node Type"]), node.get("Index Cond", ""))] \
+            if "Scan" in node["Node Type"] else []
+        return found + [scan for child in node.get("Plans", []) for scan in scans(child)]
+
+    # Each count is read from its own index, looked up by its address and its day (the index's condition).
+    [(to_index, to_cond), (from_index, from_cond)] = scans(plan[0]["Plan"])
+    assert (to_index, from_index) == ("ix_message_cap", "ix_message_cap_from")
+    assert to_cond.startswith("(((to_addrs)::text = 'p7@x.org'::text) AND (at >= "), to_cond
+    assert from_cond.startswith("(((trigger_from)::text = 'p7@x.org'::text) AND (at >= "), from_cond
