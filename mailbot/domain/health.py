@@ -18,9 +18,9 @@ LETTER_WAITING = timedelta(hours=1)
 SIGN_IN_ERRORS = ("LoginError", "TokenError")
 # How an SMTP TemporaryFailure (a letter's error) begins when the fault is the bot's own, and every letter would meet
 # it: a refused password or token, or a server asking for a sign-in the bot did not give (530); or a server that will
-# not take letters from the bot's address (a 5xx to MAIL FROM not about the letter's size: not signed in as someone
-# allowed to send as it, a day's sending quota reached). Delivery pauses, the letters wait without spending attempts,
-# and the health says why.
+# not take letters from the bot's address (a 5xx to MAIL FROM not about the letter itself, or Microsoft 365's
+# SendAsDenied at a letter's end: not signed in as someone allowed to send as it, a day's sending quota reached).
+# Delivery pauses, the letters wait without spending attempts, and the health says why (mail.smtp sorts them).
 SIGN_IN_REFUSED = "sign-in refused"
 SENDER_REFUSED = "sender refused"
 EVERY_LETTER_HELD = (SIGN_IN_REFUSED, SENDER_REFUSED)
