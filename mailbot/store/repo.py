@@ -62,7 +62,8 @@ _AUTOMATIC_SINCE = sa_select(func.count(MESSAGE_TABLE.c.id)).where(
 # Only an automatic letter has a trigger_from (services.correspondence writes it on no other), so the count says no
 # more than that. Saying "automatic" too would let PostgreSQL read it from ix_message_cap, whose rows are the same
 # letters: with statistics taken while there were none, it did, reading every automatic letter of the window for
-# each count (151 against 22 us a count with 50,000 cases prefilled, so intake slowed as a backlog was answered).
+# each count (0.42 against 0.06 ms of the server's time a complaint with 50,000 cases prefilled, and growing as a
+# backlog was answered).
 _AUTOMATIC_CAUSED_SINCE = sa_select(func.count(MESSAGE_TABLE.c.id)).where(
     MESSAGE_TABLE.c.trigger_from == bindparam("sender"),
     MESSAGE_TABLE.c.at >= bindparam("since", type_=MESSAGE_TABLE.c.at.type),
