@@ -511,7 +511,7 @@ def test_the_cap_on_automatic_letters_counts_each_from_its_own_index_on_postgres
         with engine.connect() as conn:
             assert conn.exec_driver_sql(str(compiled), compiled.construct_params(params)).one() == (1, 1)
             [plan] = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled),
-                                             compiled.construct_params(params)).one()
+                                          compiled.construct_params(params)).one()
     finally:
         engine.dispose()
     plan = plan if isinstance(plan, list) else json.loads(plan)
