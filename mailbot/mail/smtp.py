@@ -21,13 +21,17 @@ _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 # "530 Authentication required" (RFC 4954 6): the server wants a sign-in before it takes a letter.
 AUTH_REQUIRED = 530
 # The refusals at MAIL FROM that are about the letter, not the bot's address: its SIZE over the server's limit (552,
-# RFC 1870; enhanced code 5.3.4), or a parameter the server does not know (555, RFC 5321 4.2.2; 5.5.4).
+# RFC 1870; enhanced code 5.3.4; or a server's own words for it under another code), or a parameter the server does
+# not know (555, RFC 5321 4.2.2; 5.5.4). The size is the one thing at MAIL FROM a complainant can steer (a long
+# complaint in a staff copy): held as the address's fault, such a letter would stall the letters after it.
 _THE_LETTERS_OWN = (552, 555)
 _THE_LETTERS_OWN_ENHANCED = ("5.3.4", "5.5.4")
+_THE_LETTERS_SIZE = re.compile(r"\bsize\b|too (?:large|big)", re.IGNORECASE)
 # What Microsoft 365 says at the end of a letter's text when the account may not send as the letter's From (the
-# complaints address, on every letter), or has spent its sending quota: "554 5.2.0 STOREDRV.Submission.Exception:
-# SendAsDeniedException.MapiExceptionSendAsDenied; ...", "... SubmissionQuotaExceededException ...".
-_EVERY_LETTERS_REFUSAL = ("SendAsDenied", "SubmissionQuotaExceeded")
+# complaints address, on every letter), or has spent its sending quota, from the first word of its answer on: a
+# refusal that only quotes these words somewhere (a filter echoing a letter's subject) is the letter's own.
+_EVERY_LETTERS_REFUSAL = ("5.2.0 STOREDRV.Submission.Exception:SendAsDenied",
+                          "5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceeded")
 
 
 class SmtpTransport:
@@ -226,8 +230,9 @@ def _refuses_the_sender(exc: aiosmtplib.SMTPResponseException) -> bool:
     if not 500 <= exc.code < 600:
         return False
     if isinstance(exc, aiosmtplib.SMTPSenderRefused):
-        return exc.code not in _THE_LETTERS_OWN and not exc.message.startswith(_THE_LETTERS_OWN_ENHANCED)
-    return any(words in exc.message for words in _EVERY_LETTERS_REFUSAL)
+        return (exc.code not in _THE_LETTERS_OWN and not exc.message.startswith(_THE_LETTERS_OWN_ENHANCED)
+                and not _THE_LETTERS_SIZE.search(exc.message))
+    return exc.message.startswith(_EVERY_LETTERS_REFUSAL)
 
 
 def _on_the_wire(raw: bytes) -> bool:

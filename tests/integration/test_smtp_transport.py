@@ -366,10 +366,13 @@ def test_a_server_without_pipelining_gets_one_command_at_a_time() -> None:
      ["the letter"]),
     ({b".": b"554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message"},
      TemporaryFailure, "sender refused: 554 5.2.0", ["the letter"]),
+    # A filter that quotes a letter's subject quotes whatever a complainant wrote: only the server's own answer holds.
+    ({b".": b"554 5.7.1 Rejected by content filter: subject 'SendAsDenied SubmissionQuotaExceeded'"},
+     PermanentFailure, "554 5.7.1", ["the letter"]),
 ], ids=["the letter's size refused at MAIL", "sender refused for now", "DATA taken after every recipient refused",
         "every recipient refused for now", "DATA refused", "the text refused",
         "the text refused: not allowed to send as the From (Microsoft 365)",
-        "the text refused: a quota spent (Microsoft 365)"])
+        "the text refused: a quota spent (Microsoft 365)", "the text refused, quoting those words"])
 def test_a_refusal_in_a_group_fails_the_letter_as_the_server_says_and_the_next_goes_on_the_same_connection(
         answers: dict[bytes, bytes], failure: type[Exception], code: str, texts: list[object]) -> None:
     """Every reply to the group is read before the letter fails, so the RSET after it is answered in turn."""
@@ -535,8 +538,9 @@ def test_a_server_asking_for_a_sign_in_is_the_bots_to_mend_and_no_letter_fails_f
     (b"552 5.3.4 Message size exceeds fixed maximum message size", PermanentFailure),
     (b"550 5.3.4 Message too big for system", PermanentFailure),
     (b"555 5.5.4 MAIL FROM parameters not recognized", PermanentFailure),
+    (b"550 Message size exceeds the limit of this server", PermanentFailure),
 ], ids=["not allowed to send as it", "a day's quota reached", "an address not the account's", "the size (552)",
-        "the size (5.3.4)", "a parameter"])
+        "the size (5.3.4)", "a parameter", "the size in a server's own words"])
 def test_a_server_refusing_the_bots_own_address_holds_the_letter_and_only_its_size_fails_it_for_good(
         pipelining: bool, recipient: str, refusal: bytes, failure: type[Exception]) -> None:
     """Every letter goes from the complaints address: a 5xx to its MAIL FROM (Microsoft 365 when the account may not
