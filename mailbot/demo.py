@@ -53,10 +53,10 @@ def play(settings: Settings) -> int:
                 if source.exists():
                     shutil.copy(source, work / name)
                     break
-        demo_settings = settings.model_copy(update={
-            "data_dir": work, "database_url": f"sqlite:///{work / 'demo.db'}", "smtp_host": None,
-            "imap_host": None, "secret": "demo-secret",
-        })
+        demo_settings = settings.replace(
+            data_dir=work, database_url=f"sqlite:///{work / 'demo.db'}", smtp_host=None, imap_host=None,
+            secret="demo-secret",
+        )
         print(f"Playing {len(samples)} sample message(s) from {samples_dir}\n")
         for path in samples:
             raw = path.read_bytes()

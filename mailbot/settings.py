@@ -2,23 +2,33 @@
 
 Nothing else in the bot reads ``os.environ``. A bad value stops start-up with one line that names
 the variable, so an operator can fix a deployment without reading a traceback.
+
+Each setting is a row of ``FIELDS``: its name (``MAILBOT_`` and the name in capitals is its variable), its
+default, its kind, and what else it must be. They are read here by hand rather than by pydantic-settings,
+whose imports (pydantic's with them) took 0.13-0.15 s of every command's 0.3-0.5 s start; an idle
+``run --once`` and ``mailbot cases`` are asked to finish in under half a second.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import os
 import re
 import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailbot.domain.attachments import parse_size
 from mailbot.files import write_private_file
 from mailbot.mail.oauth import MICROSOFT_AUTHORITY, TokenSource, TokenSpec, token_source
+
+if TYPE_CHECKING:
+    from typing import Literal
 
 
 class ConfigError(Exception):
@@ -28,201 +38,369 @@ class ConfigError(Exception):
 # A signing key shorter than this is refused: HMAC keys want at least the hash's 32 bytes.
 MIN_SECRET_BYTES = 32
 
+ENV_PREFIX = "MAILBOT_"
+ENV_FILE = ".env"
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="MAILBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
 
-    address: str = "complaints@1mm.org.uk"
-    org_name: str = "One Million Mentors"
+# ---- what a value must be, beyond its kind (each raises ValueError saying so) -------------------------------------
 
-    imap_host: str | None = None
-    imap_port: int | None = Field(default=None, ge=1, le=65535)
-    imap_user: str | None = None
-    imap_password: str | None = None
-    imap_security: Literal["ssl", "starttls", "none"] = "ssl"
-    imap_folder: str = "INBOX"
-    imap_processed_folder: str | None = None
+
+def _plain_address(value: str) -> str:
+    value = value.strip().lower()
+    local, _, domain = value.partition("@")
+    if not local or not domain or "+" in local:
+        raise ValueError("must be a plain address like complaints@1mm.org.uk")
+    return value
+
+
+def _plain_address_of_staff(value: str) -> str:
+    value = value.strip().lower()
+    local, _, domain = value.partition("@")
+    if not local or not domain or "." not in domain or any(c in value for c in " <>,;"):
+        raise ValueError("must be a plain address like ceo@1mm.org.uk")
+    return value
+
+
+def _public_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ValueError("must be the address people reach the bot's pages at, like https://complaints.1mm.org.uk")
+    return value
+
+
+def _networks(value: str) -> str:
+    from mailbot.domain.proxies import parse_networks
+
+    parse_networks(value)
+    return value
+
+
+def _tenant_id(value: str) -> str:
+    value = value.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value):
+        raise ValueError("must be your Microsoft 365 tenant id, a GUID like 72f988bf-86f1-41af-91ab-2d7cd011db47 "
+                         "(Entra admin centre, Overview, Tenant ID)")
+    return value
+
+
+def _a_size(value: str) -> str:
+    parse_size(value)
+    return value
+
+
+def _known_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
+
+
+# ---- the kinds of value ---------------------------------------------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    return value
+
+
+def _whole(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise ValueError("must be a whole number")
+
+
+def _number(value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError("must be a number") from None
+    else:
+        raise ValueError("must be a number")
+    if not math.isfinite(number):
+        raise ValueError("must be a number")
+    return number
+
+
+def _path(value: object) -> Path:
+    if isinstance(value, (str, Path)):
+        return Path(value)
+    raise ValueError("must be a path")
+
+
+def _time_of_day(value: object) -> time:
+    if isinstance(value, time):
+        return value
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*", value) if isinstance(value, str) else None
+    if match:
+        hour, minute, second = (int(part or 0) for part in match.groups())
+        if hour < 24 and minute < 60 and second < 60:
+            return time(hour, minute, second)
+    raise ValueError("must be a time of day like 09:00")
+
+
+_UNSET: Any = object()  # a setting nobody gave
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, read from ``MAILBOT_`` and its name in capitals. One whose default is None may be unset."""
+
+    name: str
+    default: Any
+    kind: Callable[[object], Any] = _text
+    choices: tuple[str, ...] = ()  # the values it may take (in any case; kept as written here)
+    least: float | None = None  # the smallest it may be
+    above: float | None = None  # what it must be more than
+    most: float | None = None  # the largest it may be
+    check: Callable[[Any], Any] | None = None  # what else it must be; returns its tidy form
+    unset_words: tuple[str, ...] = ()  # words that unset it too, like "off"
+
+    @property
+    def variable(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    def read(self, given: object) -> Any:
+        """Its value from what was given: a variable's text (empty is the same as unset), a value from code, or
+        None; _UNSET for nothing at all. A ValueError says what it must be instead."""
+        if given is _UNSET:
+            given = self.default
+        elif isinstance(given, str):
+            words = given.strip().lower()
+            if words and words in self.unset_words:
+                return None
+            if not words:
+                given = self.default
+        elif given is None and self.default is not None and not self.unset_words:
+            raise ValueError("must be set")
+        if given is None:
+            return None
+        value = self.kind(given)
+        if self.choices:
+            value = next((choice for choice in self.choices if choice.lower() == value.strip().lower()), None)
+            if value is None:
+                raise ValueError("must be one of " + ", ".join(self.choices))
+        if self.least is not None and value < self.least:
+            raise ValueError(f"must be at least {self.least:g}")
+        if self.above is not None and not value > self.above:
+            raise ValueError(f"must be more than {self.above:g}")
+        if self.most is not None and value > self.most:
+            raise ValueError(f"must be at most {self.most:g}")
+        return self.check(value) if self.check is not None else value
+
+
+_PORT = {"kind": _whole, "least": 1, "most": 65535}
+
+FIELDS: tuple[Setting, ...] = (
+    Setting("address", "complaints@1mm.org.uk", check=_plain_address),
+    Setting("org_name", "One Million Mentors"),
+
+    Setting("imap_host", None),
+    Setting("imap_port", None, **_PORT),
+    Setting("imap_user", None),
+    Setting("imap_password", None),
+    Setting("imap_security", "ssl", choices=("ssl", "starttls", "none")),
+    Setting("imap_folder", "INBOX"),
+    Setting("imap_processed_folder", None),
     # What a new database does with mail already in the mailbox: unset stops start-up and asks.
-    first_run: Literal["process-existing", "skip-existing"] | None = None
+    Setting("first_run", None, choices=("process-existing", "skip-existing")),
     # How often to poll when IDLE is missing or as a safety net beside it, in seconds.
-    imap_poll_interval: float = Field(default=60.0, gt=0)
+    Setting("imap_poll_interval", 60.0, kind=_number, above=0),
     # Servers drop an IDLE after 30 minutes (RFC 2177); we renew well before that.
-    imap_idle_renew: float = Field(default=600.0, gt=0)
+    Setting("imap_idle_renew", 600.0, kind=_number, above=0),
 
     # How the bot signs in to IMAP and SMTP: a password, or an OAuth2 access token (XOAUTH2) from Microsoft
     # 365 (msal, an app registration), Google Workspace (a service account) or a command that prints one.
-    auth: Literal["password", "microsoft", "google", "command"] = "password"
+    Setting("auth", "password", choices=("password", "microsoft", "google", "command")),
     # The log: a line per message and per letter. "json" for a log collector.
-    log_format: Literal["text", "json"] = "text"
+    Setting("log_format", "text", choices=("text", "json")),
     # With a real mailbox the bot refuses the fictional sample staff directory; "allow" lets a trial run on it.
-    sample_directory: Literal["refuse", "allow"] = "refuse"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
-    oauth_token_command: str | None = None
-    ms_tenant_id: str | None = None
-    ms_client_id: str | None = None
-    ms_client_secret: str | None = None
-    ms_cert_file: Path | None = None
-    ms_cert_thumbprint: str | None = None
-    ms_authority: str = MICROSOFT_AUTHORITY
-    google_service_account_file: Path | None = None
+    Setting("sample_directory", "refuse", choices=("refuse", "allow")),
+    Setting("log_level", None, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Setting("oauth_token_command", None),
+    Setting("ms_tenant_id", None),
+    Setting("ms_client_id", None),
+    Setting("ms_client_secret", None),
+    Setting("ms_cert_file", None, kind=_path),
+    Setting("ms_cert_thumbprint", None),
+    Setting("ms_authority", MICROSOFT_AUTHORITY),
+    Setting("google_service_account_file", None, kind=_path),
 
-    smtp_host: str | None = None
-    smtp_port: int | None = Field(default=None, ge=1, le=65535)
-    smtp_user: str | None = None
-    smtp_password: str | None = None
-    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    Setting("smtp_host", None),
+    Setting("smtp_port", None, **_PORT),
+    Setting("smtp_user", None),
+    Setting("smtp_password", None),
+    Setting("smtp_security", "starttls", choices=("starttls", "ssl", "none")),
 
-    data_dir: Path = Path("data")
-    database_url: str | None = None
-    templates_dir: Path = Path("templates")
-    timezone: str = "Europe/London"
-    secret: str | None = None
+    Setting("data_dir", Path("data"), kind=_path),
+    Setting("database_url", None),
+    Setting("templates_dir", Path("templates"), kind=_path),
+    Setting("timezone", "Europe/London", check=_known_timezone),
+    Setting("secret", None),
 
     # Years after a case closes that its personal data is kept (the usual UK charity practice is six); then a
     # daily job anonymises it, keeping its figures. A case on #hold is kept until #release.
-    retention_years: int = Field(default=6, ge=1, le=100)
+    Setting("retention_years", 6, kind=_whole, least=1, most=100),
     # Who is mailed when the bot cannot do its job (sign-in refused, mailbox unread, letters failing).
-    admin_email: str | None = None
+    Setting("admin_email", None, check=_plain_address_of_staff),
     # After a refused sign-in, how long to wait before trying again, in seconds (not every few seconds: a
     # provider may lock an account that keeps failing).
-    sign_in_retry: float = Field(default=60.0, ge=1)
+    Setting("sign_in_retry", 60.0, kind=_number, least=1),
 
     # The HTTP listener (/healthz, /metrics): loopback by default; 0.0.0.0 in a container behind a proxy.
     # Port 0 turns it off.
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8080, ge=0, le=65535)
+    Setting("http_host", "127.0.0.1"),
+    Setting("http_port", 8080, kind=_whole, least=0, most=65535),
 
     # How the web pages (the complaints form, each case's status page) are reached from outside, e.g.
     # https://complaints.1mm.org.uk behind the charity's reverse proxy. Letters link to them. Unset: in local
     # mode the listener's own address; otherwise no links (the form is still served).
-    public_url: str | None = None
+    Setting("public_url", None, check=_public_url),
     # Whose X-Forwarded-For to believe (the reverse proxy): comma-separated addresses or CIDR ranges.
-    trusted_proxies: str = ""
+    Setting("trusted_proxies", "", check=_networks),
     # The form's limits: submissions per email address and per client address in an hour, the largest
     # request (attachments included), and files per submission.
-    form_limit_per_email: int = Field(default=5, ge=1)
-    form_limit_per_ip: int = Field(default=20, ge=1)
-    form_max_bytes: str = "10M"
-    form_max_files: int = Field(default=5, ge=0, le=20)
+    Setting("form_limit_per_email", 5, kind=_whole, least=1),
+    Setting("form_limit_per_ip", 20, kind=_whole, least=1),
+    Setting("form_max_bytes", "10M", check=_a_size),
+    Setting("form_max_files", 5, kind=_whole, least=0, most=20),
 
     # Local mode: the embedded SMTP listener used when no IMAP host is configured.
-    local_smtp_host: str = "127.0.0.1"
-    local_smtp_port: int = Field(default=2525, ge=1, le=65535)
+    Setting("local_smtp_host", "127.0.0.1"),
+    Setting("local_smtp_port", 2525, **_PORT),
 
     # Mail loops: at most this many automatic letters to one address in 24 hours.
-    auto_reply_cap: int = Field(default=5, ge=1)
-    office_opens: time = time(9, 0)
-    office_closes: time = time(17, 30)
+    Setting("auto_reply_cap", 5, kind=_whole, least=1),
+    Setting("office_opens", time(9, 0), kind=_time_of_day),
+    Setting("office_closes", time(17, 30), kind=_time_of_day),
     # Extra closure days, e.g. "2026-12-24..2027-01-01,2027-04-01".
-    closures: str = ""
-    complaints_team_cc: str | None = None
-    trusted_authserv_id: str | None = None
+    Setting("closures", ""),
+    Setting("complaints_team_cc", None),
+    Setting("trusted_authserv_id", None),
     # Microsoft 365 (whose Authentication-Results carry no authserv-id): the tenant id whose "sent from inside
     # the tenant" stamp proves a member of staff. Only where Exchange Online delivers to the mailbox.
-    trust_exchange_internal: str | None = None
+    Setting("trust_exchange_internal", None, check=_tenant_id),
     # The most a staff notification carries in attachments: bytes, or with a K or M suffix.
-    notification_attachments_max: str = "10M"
+    Setting("notification_attachments_max", "10M", check=_a_size),
     # clamd's socket (a path, or host:port): attachments it flags are never sent to staff. Unset: no scan.
-    clamd_socket: str | None = None
+    Setting("clamd_socket", None),
     # Web-form senders (comma-separated addresses): one carries many real complainants in Reply-To.
-    form_senders: str = ""
+    Setting("form_senders", ""),
     # "off" sends no scheduled digest from this instance (`mailbot digest` by hand still works).
-    digest_time: time | None = time(8, 0)
-    persistent_threshold: int = Field(default=10, ge=1)
+    Setting("digest_time", time(8, 0), kind=_time_of_day, unset_words=("off", "none", "never")),
+    Setting("persistent_threshold", 10, kind=_whole, least=1),
     # The address letters publish for writing to the Chief Executive directly (the procedures' last stage).
     # Unset: the email of the member of staff with the ceo role in data/staff.toml.
-    ceo_address: str | None = None
+    Setting("ceo_address", None, check=_plain_address_of_staff),
+)
 
-    @field_validator("address")
+
+class Settings:
+    """The bot's settings. ``Settings()`` reads them from the ``MAILBOT_*`` variables, then a .env file in the
+    working directory; keyword arguments named as in ``FIELDS`` come before both. A value that will not do raises
+    ConfigError, one line naming the variable."""
+
+    address: str
+    org_name: str
+    imap_host: str | None
+    imap_port: int | None
+    imap_user: str | None
+    imap_password: str | None
+    imap_security: Literal["ssl", "starttls", "none"]
+    imap_folder: str
+    imap_processed_folder: str | None
+    first_run: Literal["process-existing", "skip-existing"] | None
+    imap_poll_interval: float
+    imap_idle_renew: float
+    auth: Literal["password", "microsoft", "google", "command"]
+    log_format: Literal["text", "json"]
+    sample_directory: Literal["refuse", "allow"]
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None
+    oauth_token_command: str | None
+    ms_tenant_id: str | None
+    ms_client_id: str | None
+    ms_client_secret: str | None
+    ms_cert_file: Path | None
+    ms_cert_thumbprint: str | None
+    ms_authority: str
+    google_service_account_file: Path | None
+    smtp_host: str | None
+    smtp_port: int | None
+    smtp_user: str | None
+    smtp_password: str | None
+    smtp_security: Literal["starttls", "ssl", "none"]
+    data_dir: Path
+    database_url: str | None
+    templates_dir: Path
+    timezone: str
+    secret: str | None
+    retention_years: int
+    admin_email: str | None
+    sign_in_retry: float
+    http_host: str
+    http_port: int
+    public_url: str | None
+    trusted_proxies: str
+    form_limit_per_email: int
+    form_limit_per_ip: int
+    form_max_bytes: str
+    form_max_files: int
+    local_smtp_host: str
+    local_smtp_port: int
+    auto_reply_cap: int
+    office_opens: time
+    office_closes: time
+    closures: str
+    complaints_team_cc: str | None
+    trusted_authserv_id: str | None
+    trust_exchange_internal: str | None
+    notification_attachments_max: str
+    clamd_socket: str | None
+    form_senders: str
+    digest_time: time | None
+    persistent_threshold: int
+    ceo_address: str | None
+
+    def __init__(self, **given: object) -> None:
+        sources: tuple[Mapping[str, object], ...] = (given, _variables(os.environ), _env_file())
+        for setting in FIELDS:
+            raw = next((source[setting.name] for source in sources if setting.name in source), _UNSET)
+            try:
+                value = setting.read(raw)
+            except ValueError as exc:
+                secret = "password" in setting.name or "secret" in setting.name
+                shown = "" if secret or raw is None or raw is _UNSET else f" (got {raw!r})"
+                raise ConfigError(f"{setting.variable}: {exc}{shown}") from None
+            setattr(self, setting.name, value)
+
     @classmethod
-    def _address_has_domain(cls, value: str) -> str:
-        value = value.strip().lower()
-        local, _, domain = value.partition("@")
-        if not local or not domain or "+" in local:
-            raise ValueError("must be a plain address like complaints@1mm.org.uk")
-        return value
+    def names(cls) -> tuple[str, ...]:
+        return tuple(setting.name for setting in FIELDS)
 
-    @field_validator("ceo_address", "admin_email", mode="before")
-    @classmethod
-    def _plain_or_unset(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        value = value.strip().lower()
-        if not value:
-            return None
-        local, _, domain = value.partition("@")
-        if not local or not domain or "." not in domain or any(c in value for c in " <>,;"):
-            raise ValueError("must be a plain address like ceo@1mm.org.uk")
-        return value
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some values changed, as given (already the right kind: they are not read again)."""
+        unknown = set(changes) - set(self.names())
+        if unknown:
+            raise TypeError(f"no such setting: {', '.join(sorted(unknown))}")
+        changed = copy.copy(self)
+        for name, value in changes.items():
+            setattr(changed, name, value)
+        return changed
 
-    @field_validator("public_url", mode="before")
-    @classmethod
-    def _public_url(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        value = value.strip().rstrip("/")
-        if not value:
-            return None
-        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
-            raise ValueError("must be the address people reach the bot's pages at, like https://complaints.1mm.org.uk")
-        return value
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: str) -> str:
-        from mailbot.domain.proxies import parse_networks
-
-        parse_networks(value)
-        return value
-
-    @field_validator("trust_exchange_internal", mode="before")
-    @classmethod
-    def _tenant_id(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        value = value.strip().lower()
-        if not value:
-            return None
-        if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value):
-            raise ValueError("must be your Microsoft 365 tenant id, a GUID like 72f988bf-86f1-41af-91ab-2d7cd011db47 "
-                             "(Entra admin centre, Overview, Tenant ID)")
-        return value
-
-    @field_validator("digest_time", mode="before")
-    @classmethod
-    def _digest_off(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lower() in ("off", "none", "never"):
-            return None
-        return value
-
-    @field_validator("notification_attachments_max", "form_max_bytes")
-    @classmethod
-    def _a_size(cls, value: str) -> str:
-        parse_size(value)
-        return value
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level_in_capitals(cls, value: object) -> object:
-        if isinstance(value, str):
-            return value.strip().upper() or None
-        return value
-
-    @field_validator("first_run", "imap_processed_folder", "clamd_socket", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
+    def __repr__(self) -> str:
+        """Every value but the passwords and secrets, which a log or a traceback must not show."""
+        shown = []
+        for name in self.names():
+            value = getattr(self, name)
+            hidden = ("password" in name or "secret" in name) and value is not None
+            shown.append(f"{name}={'***' if hidden else repr(value)}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def smtp_user_effective(self) -> str | None:
@@ -316,7 +494,7 @@ class Settings(BaseSettings):
         return key
 
     def check(self) -> None:
-        """Cross-field checks that pydantic cannot express on one field."""
+        """Checks across settings, which no one setting can make alone."""
         if self.auth == "command" and not (self.oauth_token_command or "").strip():
             raise ConfigError("MAILBOT_OAUTH_TOKEN_COMMAND must be set with MAILBOT_AUTH=command (a command that "
                               "prints an access token)")
@@ -361,15 +539,29 @@ class Settings(BaseSettings):
             raise ConfigError(f"MAILBOT_TEMPLATES_DIR: {self.templates_dir} is not a directory")
 
 
+def _variables(environ: Mapping[str, str | None]) -> dict[str, str]:
+    """The settings among some variables, by setting name: ``MAILBOT_IMAP_HOST`` (in any case) is imap_host."""
+    found = {}
+    for key, value in environ.items():
+        if value is not None and key[:len(ENV_PREFIX)].upper() == ENV_PREFIX:
+            name = key[len(ENV_PREFIX):].lower()
+            if name not in found or key.isupper():  # MAILBOT_X over mailbot_x, whatever the order
+                found[name] = value
+    return found
+
+
+def _env_file() -> dict[str, str]:
+    """The settings in the working directory's .env file, read as python-dotenv reads it (quotes, ``export``,
+    ``${VAR}``), if there is one."""
+    if not os.path.isfile(ENV_FILE):
+        return {}
+    from dotenv import dotenv_values
+
+    return _variables(dotenv_values(ENV_FILE, encoding="utf-8"))
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read and validate the configuration, or raise ConfigError with one line naming the variable."""
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "?"
-        value = first.get("input")
-        shown = "" if "password" in field or "secret" in field else f" (got {value!r})"
-        raise ConfigError(f"MAILBOT_{field.upper()}: {first['msg']}{shown}") from None
+    """Read and check the configuration, or raise ConfigError with one line naming the variable."""
+    settings = Settings(**overrides)
     settings.check()
     return settings

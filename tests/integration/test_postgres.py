@@ -469,7 +469,8 @@ def test_the_case_commands_on_postgresql_start_without_the_orm(postgres: Postgre
                            (["status"], "outbox")):
         probe = ("import sys\nfrom mailbot.cli import main\n"
                  f"try:\n    main({command!r})\nexcept SystemExit:\n    pass\n"
-                 "heavy = ('sqlmodel', 'sqlalchemy.orm', 'mailbot.store.models', 'jinja2', 'mailparser')\n"
+                 "heavy = ('sqlmodel', 'pydantic', 'sqlalchemy.orm', 'mailbot.store.models', 'jinja2', "
+                 "'mailparser')\n"
                  "print(' '.join(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
         done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=data_dir, capture_output=True, text=True,
                               timeout=60)
