@@ -557,7 +557,12 @@ def _env_file() -> dict[str, str]:
         return {}
     from dotenv import dotenv_values
 
-    return _variables(dotenv_values(ENV_FILE, encoding="utf-8"))
+    try:
+        return _variables(dotenv_values(ENV_FILE, encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
+        raise ConfigError(f"{Path(ENV_FILE).resolve()} cannot be read ({reason}): mend it, or remove it and set "
+                          f"the MAILBOT_* variables in the environment") from None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -545,7 +545,9 @@ def test_cli_lists_cases_with_the_contract_fields(bot: Bot) -> None:
 @pytest.mark.parametrize(
     "name, value, expected",
     [
-        ("MAILBOT_IMAP_PORT", "imap", "MAILBOT_IMAP_PORT"),
+        # the README's example, word for word
+        ("MAILBOT_IMAP_PORT", "imap", "mailbot: configuration error: MAILBOT_IMAP_PORT: must be a whole number "
+                                      "(got 'imap')"),
         ("MAILBOT_IMAP_SECURITY", "tls-please", "MAILBOT_IMAP_SECURITY"),
         ("MAILBOT_TIMEZONE", "Mars/Olympus", "MAILBOT_TIMEZONE"),
         ("MAILBOT_ADDRESS", "not-an-address", "MAILBOT_ADDRESS"),

@@ -146,3 +146,15 @@ def test_a_copy_with_changes_and_a_repr_without_secrets(variables: Callable[...,
     shown = repr(settings)
     assert "hunter2" not in shown and "s" * 40 not in shown
     assert "imap_password=***" in shown and "secret=***" in shown and "smtp_password=None" in shown
+
+
+def test_an_env_file_that_cannot_be_read_stops_start_up_with_one_line(variables: Callable[..., Settings],
+                                                                      tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"MAILBOT_ORG_NAME=Caf\xe9 Mentors\n")  # Latin-1, not UTF-8
+    with pytest.raises(ConfigError, match=r"\.env cannot be read \(it is not UTF-8 text\): mend it, or remove it"):
+        variables()
+
+
+def test_every_setting_is_declared_once_as_an_attribute_and_once_as_a_row() -> None:
+    assert sorted(Settings.__annotations__) == sorted(Settings.names())
+    assert len(set(Settings.names())) == len(Settings.names())
