@@ -17,8 +17,6 @@ A source is described by a ``TokenSpec`` (plain data), so the SMTP child process
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -104,6 +102,9 @@ class CommandToken(TokenSource):
     """A token from MAILBOT_OAUTH_TOKEN_COMMAND (a shell-free command line, split as a shell would)."""
 
     def _fetch(self) -> tuple[str, datetime | None]:
+        import shlex
+        import subprocess  # here, not at the top: every command imports this module, few run a token command
+
         command = self.spec.command or ""
         try:
             done = subprocess.run(shlex.split(command), capture_output=True, text=True,
