@@ -101,6 +101,7 @@ def test_a_value_that_will_not_do_stops_start_up_with_one_line_naming_the_variab
      "72f988bf-86f1-41af-91ab-2d7cd011db47"),
     ({"MAILBOT_MS_CERT_FILE": "/etc/mailbot/app.pem"}, "ms_cert_file", Path("/etc/mailbot/app.pem")),
     ({"mailbot_imap_folder": "Complaints"}, "imap_folder", "Complaints"),  # the variables' case is not checked
+    ({"MAILBOT_IMAP_FOLDER": "Upper", "mailbot_imap_folder": "lower"}, "imap_folder", "Upper"),  # but capitals win
 ])
 def test_what_each_kind_of_setting_reads(variables: Callable[..., Settings], env: dict[str, str], name: str,
                                          expected: object) -> None:
