@@ -107,10 +107,16 @@ def _text(value: object) -> str:
 
 
 def _whole(value: object) -> int:
+    """As Python reads one ("993", " 993 ", "9_93"), or a number with nothing after its point ("993.0")."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        if re.fullmatch(r"\s*[+-]?\d+\.0*\s*", value):
+            return int(value.strip().split(".")[0])
     raise ValueError("must be a whole number")
 
 
@@ -138,11 +144,12 @@ def _path(value: object) -> Path:
 def _time_of_day(value: object) -> time:
     if isinstance(value, time):
         return value
-    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*", value) if isinstance(value, str) else None
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?\s*", value, re.ASCII) \
+        if isinstance(value, str) else None
     if match:
-        hour, minute, second = (int(part or 0) for part in match.groups())
+        hour, minute, second = (int(part or 0) for part in match.groups()[:3])
         if hour < 24 and minute < 60 and second < 60:
-            return time(hour, minute, second)
+            return time(hour, minute, second, int((match.group(4) or "0").ljust(6, "0")))
     raise ValueError("must be a time of day like 09:00")
 
 
