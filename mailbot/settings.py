@@ -174,6 +174,11 @@ class Setting:
     def variable(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
+    @property
+    def secret(self) -> bool:
+        """A password or a key: never shown, in an error or a repr."""
+        return "password" in self.name or "secret" in self.name
+
     def read(self, given: object) -> Any:
         """Its value from what was given: a variable's text (empty is the same as unset), a value from code, or
         None; _UNSET for nothing at all. A ValueError says what it must be instead."""
@@ -382,8 +387,7 @@ class Settings:
             try:
                 value = setting.read(raw)
             except ValueError as exc:
-                secret = "password" in setting.name or "secret" in setting.name
-                shown = "" if secret or raw is None or raw is _UNSET else f" (got {raw!r})"
+                shown = "" if setting.secret or raw is None or raw is _UNSET else f" (got {raw!r})"
                 raise ConfigError(f"{setting.variable}: {exc}{shown}") from None
             setattr(self, setting.name, value)
 
@@ -404,10 +408,9 @@ class Settings:
     def __repr__(self) -> str:
         """Every value but the passwords and secrets, which a log or a traceback must not show."""
         shown = []
-        for name in self.names():
-            value = getattr(self, name)
-            hidden = ("password" in name or "secret" in name) and value is not None
-            shown.append(f"{name}={'***' if hidden else repr(value)}")
+        for setting in FIELDS:
+            value = getattr(self, setting.name)
+            shown.append(f"{setting.name}={'***' if setting.secret and value is not None else repr(value)}")
         return f"Settings({', '.join(shown)})"
 
     @property
