@@ -9,7 +9,6 @@ missing variable is an error at test time, never a blank in a letter to a compla
 from __future__ import annotations
 
 import binascii
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import encoders, message_from_bytes
@@ -22,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from mailbot import randomness
 from mailbot.domain.attachments import wire_content_type, wire_filename
 from mailbot.domain.mail import header_safe, wire_address
 
@@ -129,7 +129,7 @@ class LetterRenderer:
 
 def new_message_id(domain: str) -> str:
     """A Message-ID (without brackets) that marks the mail as ours, so replies and loops are recognised."""
-    return f"{secrets.token_hex(12)}{MAILBOT_ID_TAG}{domain}"
+    return f"{randomness.token_hex(12)}{MAILBOT_ID_TAG}{domain}"
 
 
 def _header(value: str) -> str | Header:
@@ -296,7 +296,7 @@ def _attachment_part(filename: str, content_type: str, payload: bytes) -> _Part:
 
 def _multipart(subtype: str, parts: list[_Part]) -> _Part:
     # "=_" cannot occur in quoted-printable or base64 text, so the boundary needs no search of the parts.
-    boundary = f"=_{secrets.token_hex(16)}"
+    boundary = f"=_{randomness.token_hex(16)}"
     delimiter = f"--{boundary}\r\n".encode("ascii")
     out = [b"\r\n"]  # the blank line after the headers
     for index, (content_type, payload) in enumerate(parts):

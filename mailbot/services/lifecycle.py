@@ -8,12 +8,12 @@ for every message the chain did not give to the staff desk.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlmodel import Session
 
+from mailbot import randomness
 from mailbot.domain import categories, data_requests
 from mailbot.domain.chain import Verdict
 from mailbot.domain.commands import (
@@ -152,7 +152,7 @@ class CaseLifecycle:
             assignee=assignee,
             opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
             channel=channel, postal_address=(on_behalf.postal_address or None) if on_behalf else None,
-            status_nonce=secrets.token_urlsafe(12),
+            status_nonce=randomness.token_urlsafe(12),
         )
         repo.add_event(session, case, now, "case_opened", procedure=procedure_key, complainant=complainant,
                        assignee=case.assignee, category=category, message_id=mail.message_id,
@@ -176,7 +176,7 @@ class CaseLifecycle:
             subject=f"Request about personal data ({kind}), from {source.ref}"[:500], from_addr=source.from_addr,
             reply_to=source.reply_to, category=categories.DATA_PROTECTION, assignee=team.email if team else None,
             opened_at=to_db(received_at), stage_started_at=to_db(received_at), updated_at=to_db(now),
-            channel=source.channel, postal_address=source.postal_address, status_nonce=secrets.token_urlsafe(12),
+            channel=source.channel, postal_address=source.postal_address, status_nonce=randomness.token_urlsafe(12),
         )
         repo.add_event(session, case, now, "case_opened", procedure=data_requests.PROCEDURE,
                        complainant=case.complainant, assignee=case.assignee, category=case.category,

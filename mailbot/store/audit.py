@@ -16,7 +16,6 @@ by. Inside a savepoint an event is written at once, so the savepoint's rollback 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
+from mailbot import randomness
 from mailbot.domain import audit
 from mailbot.store.audit_head import HEAD_QUERY, head
 from mailbot.store.db import reading
@@ -47,7 +47,7 @@ _MOVE_HEAD = Prebuilt(update(AUDIT_HEAD_TABLE).where(AUDIT_HEAD_TABLE.c.id == 1)
 def stamp_event(session: Session, values: dict[str, Any]) -> dict[str, Any]:
     """The event's salt and content hash added to its row (``values`` as ``repo.add_event`` inserts it); the
     session's transaction will link it into the chain when it commits."""
-    salt = secrets.token_hex(16)
+    salt = randomness.token_hex(16)
     values["salt"] = salt
     values["content_hash"] = audit.content_hash(salt, values["case_id"], values["at"], values["type"],
                                                 values["actor"], values["detail"])
