@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,22 +84,56 @@ def make_engine(url: str) -> Engine:
             if conn.get_execution_options().get(READ_ONLY):
                 conn.exec_driver_sql("BEGIN")
                 return
-            conn.info[_TURN] = turns.take()
+            conn.info[_TURN] = turns.take()  # the pool's record of the connection: its info outlives this checkout
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-        @event.listens_for(engine, "commit")
-        @event.listens_for(engine, "rollback")
-        def _sqlite_end(conn):  # type: ignore[no-untyped-def]
-            if _TURN in conn.info:
-                turns.give_back(conn.info.pop(_TURN))
+        def give_back(info: dict[Any, Any]) -> None:
+            if _TURN in info:
+                turns.give_back(info.pop(_TURN))
+
+        _after_commit_and_rollback(engine, give_back)
 
         @event.listens_for(engine.pool, "checkin")
         def _sqlite_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]
-            if _TURN in record.info:  # a transaction that ended without commit or rollback
-                turns.give_back(record.info.pop(_TURN))
+            give_back(record.info)  # a transaction that ended without commit or rollback
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _after_commit_and_rollback(engine: Engine, then: Callable[[dict[Any, Any]], None]) -> None:
+    """Call ``then(info)``, with the pool's info of the connection, once a COMMIT or a ROLLBACK has been carried out
+    on a connection of ``engine``.
+
+    SQLAlchemy's own "commit" and "rollback" events come before the statement. A writer's turn given back there
+    let the next writer's BEGIN IMMEDIATE meet the lock still held by the COMMIT under way, and SQLite's busy
+    handler then slept 1, 2, 5, 10 ms... before trying again: intake slept that way at most of the transactions it
+    began after a delivery pass's "sent" marks (``bench/README.md``, twenty-fourth look). So the engine's dialect
+    (each engine has its own) does the commit and the rollback, then calls ``then``. SQLAlchemy hands the dialect
+    the pool's proxy of the connection, whose ``info`` is the one the "begin" event saw.
+    """
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def after(connection: Any) -> None:
+        try:
+            info = connection.info
+        except (AttributeError, NotImplementedError):  # a connection of the dialect's first connect: no turn taken
+            return
+        then(info)
+
+    def do_commit(connection: Any) -> None:
+        commit(connection)
+        after(connection)  # a COMMIT that failed leaves the transaction to its rollback, which gives the turn back
+
+    def do_rollback(connection: Any) -> None:
+        try:
+            rollback(connection)
+        finally:
+            after(connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
 
 
 def open_database(url: str) -> Engine:

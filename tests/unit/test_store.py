@@ -130,6 +130,45 @@ def test_writers_of_one_process_get_the_database_in_the_order_they_asked(tmp_pat
     assert order == ["waited", "asked later"]
 
 
+def test_a_waiting_writer_begins_only_once_the_commit_before_it_is_done(tmp_path: Path) -> None:
+    # The turn went back when SQLAlchemy announced the COMMIT, before it ran: the next writer's BEGIN IMMEDIATE
+    # met SQLite's lock still held and slept in the busy handler (1, 2, 5, 10 ms...). Here the waiting writer is
+    # told not to sleep at all, so meeting the lock fails it, and the COMMIT before it writes ~20 MB, so it is
+    # under way long enough to be met.
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE big (x BLOB)")
+    failures: list[BaseException] = []
+    began: list[bool] = []
+
+    def waiting_writer() -> None:
+        with engine.connect() as conn:
+            # Straight on the DBAPI connection: through SQLAlchemy it would begin a transaction, and wait its turn.
+            conn.connection.dbapi_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            try:
+                with conn.begin():
+                    began.append(True)
+                    conn.exec_driver_sql("INSERT INTO big VALUES (x'00')")
+            except BaseException as exc:  # noqa: BLE001  (what the assertion below reports)
+                failures.append(exc)
+
+    with engine.connect() as first:
+        first.connection.dbapi_connection.execute("PRAGMA cache_size=-200000")  # type: ignore[union-attr]
+        with first.begin():
+            first.exec_driver_sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) "
+                                  "INSERT INTO big SELECT randomblob(1000) FROM n")
+            waiting = threading.Thread(target=waiting_writer)
+            waiting.start()
+            deadline = time.monotonic() + 5
+            while not _someone_waits(engine) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert _someone_waits(engine)
+        waiting.join(30)
+    engine.dispose()
+    assert failures == []
+    assert began == [True]
+
+
 def _migrated(tmp_path: Path) -> Engine:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     upgrade(engine)
