@@ -140,6 +140,8 @@ prebuilt.last_writes.append(write_counters)
 @event.listens_for(Engine, "commit")
 @event.listens_for(Engine, "rollback")
 def _forget(connection: Connection, *_: Any) -> None:
+    if connection.invalidated:
+        return  # thrown away (prebuilt._drop_waiting): the pool empties its info itself
     connection.info.pop(_IDS, None)
     connection.info.pop(_COUNTERS, None)
     connection.info.pop(_UNWRITTEN, None)

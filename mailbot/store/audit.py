@@ -88,6 +88,8 @@ def _before_any_other_statement(connection: Connection, *_: Any) -> None:
 
 @event.listens_for(Engine, "rollback")
 def _drop_pending(connection: Connection) -> None:
+    if connection.invalidated:
+        return  # thrown away (prebuilt._drop_waiting): the pool empties its info itself
     connection.info.pop(_PENDING, None)
     connection.info.pop(_WRITTEN, None)
 

@@ -343,9 +343,13 @@ def _before_savepoint_or_commit(connection: Connection, *_: Any) -> None:
     send_waiting(connection)
 
 
+# A connection thrown away mid-transaction (``invalidate``, as after losing the server) still has its transaction
+# rolled back, and asking its info then raises PendingRollbackError: that rollback failed, with it the session's
+# close, and the error that threw the connection away was hidden behind it. The pool empties the info itself.
 @event.listens_for(Engine, "rollback")
 def _drop_waiting(connection: Connection) -> None:
-    connection.info.pop(_WAITING, None)
+    if not connection.invalidated:
+        connection.info.pop(_WAITING, None)
 
 
 @event.listens_for(Pool, "checkin")

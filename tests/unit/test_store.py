@@ -169,6 +169,27 @@ def test_a_waiting_writer_begins_only_once_the_commit_before_it_is_done(tmp_path
     assert began == [True]
 
 
+def test_a_connection_thrown_away_mid_transaction_rolls_back_and_the_next_writer_goes_at_once(tmp_path: Path) -> None:
+    # The store's rollback listeners asked the thrown-away connection for its info, which raises
+    # PendingRollbackError: its transaction could not be rolled back at all (nor the session holding it closed),
+    # and the error that threw it away was hidden behind that one.
+    engine = _migrated(tmp_path)
+    turns = writer_turns(engine)
+    assert turns is not None
+    turns.patience = 3.0
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        conn.exec_driver_sql("INSERT INTO refsequence (year, last_seq) VALUES (2026, 1)")
+        conn.invalidate()  # as after an error that makes the pool throw the connection away
+        transaction.rollback()  # of the transaction SQLAlchemy now holds invalid: nothing reaches the database
+    started = time.monotonic()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO refsequence (year, last_seq) VALUES (2027, 1)")
+    assert time.monotonic() - started < 1.0
+    with reading(engine) as conn:
+        assert conn.exec_driver_sql("SELECT year FROM refsequence").scalars().all() == [2027]
+
+
 def _migrated(tmp_path: Path) -> Engine:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     upgrade(engine)
