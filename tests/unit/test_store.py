@@ -580,3 +580,29 @@ def test_a_new_case_reads_as_its_row_without_asking_the_database_and_a_change_to
             assert {name: getattr(stored, name) for name in Case.model_fields} == {**seen, "status": "resolved"}
     finally:
         engine.dispose()
+
+
+def test_a_session_whose_postgresql_connection_is_lost_mid_transaction_closes_and_says_why(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # The server ends the connection mid-transaction (a restart, a failover): the statement fails with the server's
+    # own error, the session then rolls back and closes, and the next session works on a new connection.
+    from sqlalchemy.exc import OperationalError
+
+    engine = _engine_for("postgresql", tmp_path, request)
+    with session(engine) as s:
+        s.add(RefSequence(year=2026, last_seq=1))
+        s.flush()
+        pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            other.commit()
+        with pytest.raises(OperationalError) as lost:
+            s.connection().exec_driver_sql("SELECT 1")
+        assert lost.value.connection_invalidated
+        s.rollback()  # raised PendingRollbackError before: the store's listeners asked the dead connection
+    with session(engine) as s:
+        s.add(RefSequence(year=2027, last_seq=1))
+        s.commit()
+    with reading(engine) as conn:
+        assert conn.exec_driver_sql("SELECT year FROM refsequence").scalars().all() == [2027]
+    engine.dispose()
