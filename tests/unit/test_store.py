@@ -508,6 +508,44 @@ def test_answers_asked_ahead_are_the_store_s_and_serve_once(database: str, tmp_p
     assert len(foreseen) == 3 and left == {} and again == ["in"]
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_questions_asked_ahead_for_many_messages_get_the_answers_each_would_get_alone(
+        database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # Each answer asked ahead (one round trip for them all on PostgreSQL) must be the one the question gets asked
+    # alone, rows in the same order, for a question with several rows, one, and none.
+    engine = _engine_for(database, tmp_path, request)
+    try:
+        with session(engine) as s:
+            _insert(s, _letter_row("both@x", "ann@x", True))
+            _insert(s, _letter_row("both@x", "ann@x", False, direction="in"))
+            _insert(s, _letter_row("in@x", "bob@x", False, direction="in"))
+            _insert(s, {**_letter_row("a2@x", "bob@x", True), "trigger_from": "ann@x"})
+            _insert(s, {**_letter_row("old@x", "ann@x", True), "at": NOW - 3 * _DAY})
+            _restrict(s, "ann@x")
+            _restrict(s, "ann@x")
+            _restrict(s, "cat@x")
+            s.commit()
+        asks = [store_repo.ask_directions(m) for m in ("both@x", "in@x", "none@x", "a2@x")]
+        asks += [store_repo.ask_automatic_letters(a, sender, since) for a, sender, since in (
+            ("ann@x", "ann@x", NOW - _DAY), ("bob@x", "ann@x", NOW - _DAY), ("dan@x", "", NOW - _DAY),
+            ("ann@x", "ann@x", NOW - 5 * _DAY))]
+        asks += [store_repo.ask_restrictions(p) for p in ("ann@x", "cat@x", "dan@x")]
+        with session(engine) as s:
+            alone = [store_repo._rows(s, prebuilt, params) for prebuilt, params in asks]
+            store_repo.foresee(s, asks, complaints=4)
+            foreseen = dict(s.info[store_repo._FORESEEN])
+            together = [store_repo._rows(s, prebuilt, params) for prebuilt, params in asks]
+    finally:
+        engine.dispose()
+    assert len(foreseen) == len(asks)
+    assert [sorted(rows) if prebuilt is store_repo._DIRECTIONS_SEEN else rows
+            for (prebuilt, _), rows in zip(asks, together)] == \
+           [sorted(rows) if prebuilt is store_repo._DIRECTIONS_SEEN else rows for (prebuilt, _), rows in zip(asks, alone)]
+    assert [sorted(rows) for rows in alone[:4]] == [[("in",), ("out",)], [("in",)], [], [("out",)]]
+    assert [rows[0][:2] for rows in alone[4:8]] == [(1, 2), (1, 2), (0, 0), (2, 3)]
+    assert [[mode for _, _, mode in rows] for rows in alone[8:]] == [["one_contact", "one_contact"], ["one_contact"], []]
+
+
 def _on_the_server(s) -> list[str]:  # type: ignore[no-untyped-def]
     """The message ids the server has now in this transaction, read on the driver (sending nothing waiting)."""
     return [row[0] for row in s.connection().connection.driver_connection.execute(
