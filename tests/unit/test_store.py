@@ -632,7 +632,7 @@ def test_a_session_whose_postgresql_connection_is_lost_mid_transaction_closes_an
         s.flush()
         pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
         with engine.connect() as other:
-            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)}, 10000)")  # returns once it has ended
             other.commit()
         with pytest.raises(OperationalError) as lost:
             s.connection().exec_driver_sql("SELECT 1")
