@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, event, text, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import Pool
+from sqlalchemy import Integer, bindparam, text, update
+from sqlalchemy.engine import Connection
 
 from mailbot.store import prebuilt
 from mailbot.store.models import SEQUENCE_TABLE
@@ -137,20 +136,6 @@ def hold_counter(connection: Connection, year: int, last: int) -> None:
 prebuilt.last_writes.append(write_counters)
 
 
-@event.listens_for(Engine, "commit")
-@event.listens_for(Engine, "rollback")
-def _forget(connection: Connection, *_: Any) -> None:
-    if connection.invalidated:
-        return  # thrown away (prebuilt._drop_waiting): the pool empties its info itself
-    connection.info.pop(_IDS, None)
-    connection.info.pop(_COUNTERS, None)
-    connection.info.pop(_UNWRITTEN, None)
-
-
-@event.listens_for(Pool, "checkin")
-def _forget_at_checkin(_dbapi_connection: Any, record: Any) -> None:
-    # However its transaction ended, nothing taken ahead outlives the connection's turn.
-    if record is not None:
-        record.info.pop(_IDS, None)
-        record.info.pop(_COUNTERS, None)
-        record.info.pop(_UNWRITTEN, None)
+# After the commit's own listener (store.prebuilt's, registered first) has written the counters: nothing taken ahead
+# outlives the connection's turn.
+prebuilt.forget_when_done(_IDS, _COUNTERS, _UNWRITTEN, at_commit=True)

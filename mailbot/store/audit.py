@@ -29,7 +29,7 @@ from mailbot.domain import audit
 from mailbot.store.audit_head import HEAD_QUERY, head
 from mailbot.store.db import reading
 from mailbot.store.models import AUDIT_HEAD_TABLE, EVENT_TABLE
-from mailbot.store.prebuilt import Prebuilt
+from mailbot.store.prebuilt import Prebuilt, forget_when_done
 
 _UNSEALED = "mailbot_audit_unsealed"  # session.info: this transaction added events
 _PENDING = "mailbot_audit_pending"  # connection.info: events added in this transaction, not yet written
@@ -86,12 +86,7 @@ def _before_any_other_statement(connection: Connection, *_: Any) -> None:
         write_pending(connection)
 
 
-@event.listens_for(Engine, "rollback")
-def _drop_pending(connection: Connection) -> None:
-    if connection.invalidated:
-        return  # thrown away (prebuilt._drop_waiting): the pool empties its info itself
-    connection.info.pop(_PENDING, None)
-    connection.info.pop(_WRITTEN, None)
+forget_when_done(_PENDING, _WRITTEN, at_checkin=False)
 
 
 def seal(connection: Connection, waiting: list[dict[str, Any]] | None = None) -> int:

@@ -343,17 +343,30 @@ def _before_savepoint_or_commit(connection: Connection, *_: Any) -> None:
     send_waiting(connection)
 
 
-# A connection thrown away mid-transaction (``invalidate``, as after losing the server) still has its transaction
-# rolled back, and asking its info then raises PendingRollbackError: that rollback failed, with it the session's
-# close, and the error that threw the connection away was hidden behind it. The pool empties the info itself.
-@event.listens_for(Engine, "rollback")
-def _drop_waiting(connection: Connection) -> None:
-    if not connection.invalidated:
-        connection.info.pop(_WAITING, None)
+def forget_when_done(*keys: str, at_commit: bool = False, at_checkin: bool = True) -> None:
+    """What a transaction keeps in its connection's info under ``keys``, dropped at its rollback (and at its commit
+    with ``at_commit``), and with ``at_checkin`` when the connection goes back to the pool, however the transaction
+    ended: nothing outlives the connection's turn.
+
+    A connection thrown away mid-transaction (``invalidate``, as after losing the server) still has its transaction
+    rolled back, and asking its info then raises PendingRollbackError: that rollback failed, with it the session's
+    close, and the error that threw the connection away was hidden behind it. It is left alone: the pool empties
+    its info itself."""
+    def drop(connection: Connection, *_: Any) -> None:
+        if not connection.invalidated:
+            for key in keys:
+                connection.info.pop(key, None)
+
+    def drop_at_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            for key in keys:
+                record.info.pop(key, None)
+
+    if at_commit:
+        event.listen(Engine, "commit", drop)
+    event.listen(Engine, "rollback", drop)
+    if at_checkin:
+        event.listen(Pool, "checkin", drop_at_checkin)
 
 
-@event.listens_for(Pool, "checkin")
-def _drop_at_checkin(_dbapi_connection: Any, record: Any) -> None:
-    # However its transaction ended, nothing waiting outlives the connection's turn.
-    if record is not None:
-        record.info.pop(_WAITING, None)
+forget_when_done(_WAITING)  # a rollback drops the writes waiting; a commit has sent them
