@@ -388,13 +388,55 @@ def _busy_share(before: tuple[int, int, int], after: tuple[int, int, int]) -> di
     return {"busy": round((after[0] - before[0]) / total, 2), "stolen": round((after[1] - before[1]) / total, 2)}
 
 
-def _track_rss(pid: int, peak: list[int], done: threading.Event, child_cpu: dict[int, float] | None = None) -> None:
+def thread_times(schedstat: str, start_ticks: int, now_s: float, ticks_per_s: float) -> dict[str, float]:
+    """Where one thread's life went, from its ``/proc/PID/task/TID/schedstat`` ("ns on a CPU, ns runnable but
+    waiting for one, slices") and its start (field 22 of its ``stat``, in clock ticks since boot) as seen at
+    ``now_s`` (CLOCK_BOOTTIME): on a CPU, waiting for a CPU, and waiting on anything else (the interpreter lock,
+    a lock or condition, the network, the disk), in seconds."""
+    on_cpu_ns, runqueue_ns, _slices = (int(x) for x in schedstat.split()[:3])
+    life = max(0.0, now_s - start_ticks / ticks_per_s)
+    on_cpu, runqueue = on_cpu_ns / 1e9, runqueue_ns / 1e9
+    return {"life_s": round(life, 2), "cpu_s": round(on_cpu, 2), "runqueue_s": round(runqueue, 2),
+            "other_s": round(max(0.0, life - on_cpu - runqueue), 2)}
+
+
+def _thread_samples(pid: int) -> dict[int, tuple[str, int]]:
+    """Each thread of ``pid``: its schedstat line and its start in clock ticks since boot (Linux only)."""
+    found: dict[int, tuple[str, int]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                schedstat = f.read()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                start = int(f.read().rsplit(")", 1)[1].split()[19])
+        except (OSError, ValueError, IndexError):
+            continue
+        found[int(tid)] = (schedstat, start)
+    return found
+
+
+def busiest_thread(samples: dict[int, tuple[str, int, float]]) -> dict[str, float] | None:
+    """Of the threads last seen (schedstat, start ticks, when seen), the one longest on a CPU: in a backlog, intake's."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    times = [thread_times(schedstat, start, seen, ticks) for schedstat, start, seen in samples.values()]
+    return max(times, key=lambda t: t["cpu_s"], default=None)
+
+
+def _track_rss(pid: int, peak: list[int], done: threading.Event, child_cpu: dict[int, float] | None = None,
+               threads: dict[int, tuple[str, int, float]] | None = None) -> None:
     """Peak of the sum of resident sets of mailbot and its children (the SMTP worker of `run --once`); and in
-    ``child_cpu``, each child's CPU seconds as last seen (it is reaped before the end, so a little is missed)."""
+    ``child_cpu``, each child's CPU seconds as last seen (it is reaped before the end, so a little is missed); in
+    ``threads``, each of mailbot's own threads as last seen (``_thread_samples``, with the CLOCK_BOOTTIME of the
+    sample), every fifth sample: up to 0.1 s of a thread's end is missed."""
     try:
         proc = psutil.Process(pid)
         children: list[psutil.Process] = []
         listed = 0.0
+        sampled = 0
         while not done.is_set():
             # Finding the children walks every process on the machine (0.6 ms a time here): at every sample, 50 a
             # second, that took 3% of a core from the bot during its run and none from the bare loop. The children
@@ -410,6 +452,11 @@ def _track_rss(pid: int, peak: list[int], done: threading.Event, child_cpu: dict
                 except psutil.NoSuchProcess:
                     pass
             peak[0] = max(peak[0], total)
+            sampled += 1
+            if threads is not None and hasattr(time, "CLOCK_BOOTTIME") and sampled % 5 == 0:
+                seen = time.clock_gettime(time.CLOCK_BOOTTIME)
+                for tid, (schedstat, start) in _thread_samples(pid).items():
+                    threads[tid] = (schedstat, start, seen)
             done.wait(0.02)
     except psutil.NoSuchProcess:
         pass
@@ -508,7 +555,8 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
             proc = subprocess.Popen(cmd, env=bot.env(), cwd=bot.root, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)
             child_cpu: dict[int, float] = {}
-            tracker = threading.Thread(target=_track_rss, args=(proc.pid, peak, done, child_cpu), daemon=True)
+            threads: dict[int, tuple[str, int, float]] = {}
+            tracker = threading.Thread(target=_track_rss, args=(proc.pid, peak, done, child_cpu, threads), daemon=True)
             tracker.start()
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.time() - started
@@ -545,6 +593,8 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
         # last sampled every 20 ms: the rest is the main process. (The key's name is older than the reader.)
         "smtp_worker_cpu_ms_per_complaint": round(1000 * sum(child_cpu.values()) / count, 2),
         "sink_cpu_s": round(sink_cpu, 2),
+        # mailbot's busiest thread (intake's, in a backlog): on a CPU, waiting for one, waiting on anything else.
+        "busiest_thread": busiest_thread(threads),
         "machine_busy": machine_busy,
         "postgres_cpu_s": round(server_cpu, 2) if server_cpu is not None else None,
         "load_before": load_before,
@@ -649,6 +699,10 @@ def table(results: dict[str, object]) -> str:
             ("  the machine's CPUs busy during the run (every process; of it stolen by the host)",
              _spread([100 * float(r["machine_busy"]["busy"]) for r in rounds], "%", "{:.0f}")
              + f"; stolen {', '.join(format(100 * r['machine_busy']['stolen'], '.0f') for r in rounds)}%", ""),
+            *([("  intake's thread (mailbot's busiest): on a CPU / waiting for a CPU / waiting on anything else",
+                " | ".join(f"{t['cpu_s']:.2f} / {t['runqueue_s']:.2f} / {t['other_s']:.2f} s of {t['life_s']:.2f}"
+                           for t in (r["busiest_thread"] for r in rounds)), "")]
+              if all(r.get("busiest_thread") for r in rounds) else []),
             ("  peak RSS, mailbot + SMTP worker", _spread(each("peak_rss_sampled_mb"), " MB", "{:.0f}"), ""),
         ]
         if all("bare" in r for r in rounds):
