@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
+from mailbot import cpu_policy
 from mailbot.bootstrap import App
 from mailbot.domain import categories
 from mailbot.domain.procedures import opening_letters
@@ -160,8 +161,10 @@ class SmtpChild:
 
 
 def run_once(app: App) -> dict[str, object]:
-    """One pass; ActiveElsewhere (before the mailbox is touched) when a daemon is active on this database."""
-    with _exclusively(app):
+    """One pass; ActiveElsewhere (before the mailbox is touched) when a daemon is active on this database.
+
+    The event loop's thread, and every thread and process it starts, yield the CPU to intake's (``cpu_policy``)."""
+    with _exclusively(app), cpu_policy.batch():
         return asyncio.run(_run_once(app))
 
 
@@ -179,14 +182,15 @@ async def _run_once(app: App) -> dict[str, object]:
         loop.call_soon_threadsafe(woken.set)
 
     def take_in() -> tuple[int, int]:
-        try:
-            fetched = intake_once(app, wake)
-        finally:
+        with cpu_policy.intake():
             try:
-                app.alerts.check()  # a failed read is alerted before the error ends the pass
-            except Exception:  # noqa: BLE001  (the alert must not hide the failure it is about)
-                log.exception("could not check for the administrator's alerts")
-        return fetched, app.jobs.run_due(app.clock())
+                fetched = intake_once(app, wake)
+            finally:
+                try:
+                    app.alerts.check()  # a failed read is alerted before the error ends the pass
+                except Exception:  # noqa: BLE001  (the alert must not hide the failure it is about)
+                    log.exception("could not check for the administrator's alerts")
+            return fetched, app.jobs.run_due(app.clock())
 
     totals = DeliveryReport()
     intake = asyncio.ensure_future(asyncio.to_thread(take_in))
@@ -294,7 +298,8 @@ class Daemon:
         http = await self._http_listener()
         try:
             if await self._standby():
-                await self._active(local_wake)
+                with cpu_policy.batch():  # the loop and what it starts yield the CPU to intake's thread
+                    await self._active(local_wake)
         finally:
             self.lock.release()
             if http is not None:
@@ -365,7 +370,8 @@ class Daemon:
             def read_mailbox() -> None:
                 warm_up(app)
                 try:
-                    intake.run(self.stopping)
+                    with cpu_policy.intake():
+                        intake.run(self.stopping)
                 except FirstRunError as exc:
                     log.error("%s", exc)
                     fatal.append(ConfigError(str(exc)))
@@ -458,6 +464,10 @@ class Daemon:
         return max(0.05, min(30.0, (due - self.app.clock()).total_seconds()))
 
     def _local_loop(self, local_wake: threading.Event) -> None:
+        with cpu_policy.intake():
+            self._take_in_local(local_wake)
+
+    def _take_in_local(self, local_wake: threading.Event) -> None:
         warm_up(self.app)
         while not self.stopping.is_set():
             try:

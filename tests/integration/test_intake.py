@@ -331,6 +331,49 @@ def test_run_once_sends_letters_while_it_is_still_taking_mail_in(bot: Bot) -> No
     assert (result["fetched"], result["sent"]) == (1, 2)
 
 
+def test_run_once_lets_intake_run_first_while_delivery_and_the_reader_yield(bot: Bot) -> None:
+    """In a backlog intake's thread is the critical path: the event loop's thread and the SMTP worker are batch
+    work (``cpu_policy``), intake's thread an ordinary one, and so is the child reading the mail, which intake
+    waits for; the pass leaves the thread that called it as it was."""
+    import psutil
+
+    def policies(kind: str) -> list[int]:
+        found = []
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if kind in " ".join(child.cmdline()):
+                    found.append(os.sched_getscheduler(child.pid))
+        return found
+
+    for n in range(8):  # a batch large enough for the reader child (parse_pool.MIN_BATCH)
+        bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Complaint {n}"))
+    app = bot.app()
+    seen: dict[str, object] = {}
+    ingest_batch, run_due = app.ingestor.ingest_batch, app.jobs.run_due
+
+    def reading(*args: object, **kwargs: object) -> object:
+        done = ingest_batch(*args, **kwargs)  # type: ignore[arg-type]
+        seen["reader"] = policies("multiprocessing.spawn")  # the reader child lives until the mailbox is read
+        return done
+
+    def scheduled(now: datetime) -> int:
+        bot.sink.wait_for(16, timeout=30)  # every letter is out: the SMTP worker is running
+        seen["intake"] = os.sched_getscheduler(0)  # the scheduled work runs in intake's thread, after the mailbox
+        seen["loop"] = os.sched_getscheduler(threading.main_thread().native_id)
+        seen["smtp worker"] = policies("mailbot.mail.smtp_process")
+        return run_due(now)
+
+    app.ingestor.ingest_batch = reading  # type: ignore[method-assign]
+    app.jobs.run_due = scheduled  # type: ignore[method-assign]
+    before = os.sched_getscheduler(0)
+    result = runtime.run_once(app)
+    app.engine.dispose()
+    assert (result["fetched"], result["sent"]) == (8, 16)
+    assert seen == {"reader": [os.SCHED_OTHER], "intake": os.SCHED_OTHER, "loop": os.SCHED_BATCH,
+                    "smtp worker": [os.SCHED_BATCH]}
+    assert before == os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
 def test_run_once_delivers_in_process_when_its_smtp_worker_cannot_start(
         bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
     async def cannot_start(self: SmtpProcess) -> None:
