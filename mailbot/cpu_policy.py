@@ -15,19 +15,26 @@ third as often, and took 9-10% more complaints a second (19 alternating pairs). 
 process too, the gain was gone (eight pairs, median 1.00).
 
 Threads and processes inherit the policy of the thread that starts them. Nothing changes where the kernel has no
-such policy or refuses it, or where an operator chose a policy of their own (``chrt``): only a thread found
-``SCHED_OTHER`` becomes a batch thread, and only one found ``SCHED_BATCH`` is made ``SCHED_OTHER`` again; each is
-put back as it was when its block ends.
+such policy or refuses it, or where an operator chose a policy of their own (``chrt``, the whole bot as a batch
+process included): only a thread found ``SCHED_OTHER`` becomes a batch thread, and only while one of ours is
+does a thread found ``SCHED_BATCH`` become ``SCHED_OTHER`` for intake; each is put back as it was when its block
+ends.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 _OTHER = getattr(os, "SCHED_OTHER", None)
 _BATCH = getattr(os, "SCHED_BATCH", None)
+
+# How many of our batch blocks are open, in any thread: intake's thread is only made ordinary again where it
+# inherited the batch policy from one of them, never where the operator started the bot as a batch process.
+_ours = 0
+_ours_lock = threading.Lock()
 
 
 def _switch(from_policy: int | None, to_policy: int | None) -> bool:
@@ -44,20 +51,33 @@ def _switch(from_policy: int | None, to_policy: int | None) -> bool:
 
 
 @contextmanager
-def _as(from_policy: int | None, to_policy: int | None) -> Iterator[None]:
+def _as(from_policy: int | None, to_policy: int | None) -> Iterator[bool]:
+    """The calling thread switched for the block (``_switch``); gives whether it was."""
     switched = _switch(from_policy, to_policy)
     try:
-        yield
+        yield switched
     finally:
         if switched:
             _switch(to_policy, from_policy)
 
 
-def batch() -> AbstractContextManager[None]:
+@contextmanager
+def batch() -> Iterator[None]:
     """The calling thread, and what it starts meanwhile, as a batch thread for the block: it yields to intake."""
-    return _as(_OTHER, _BATCH)
+    global _ours
+    with _as(_OTHER, _BATCH) as switched:
+        if switched:
+            with _ours_lock:
+                _ours += 1
+        try:
+            yield
+        finally:
+            if switched:
+                with _ours_lock:
+                    _ours -= 1
 
 
-def intake() -> AbstractContextManager[None]:
-    """The calling thread as an ordinary one for the block, where it inherited the batch policy: intake's."""
-    return _as(_BATCH, _OTHER)
+def intake() -> AbstractContextManager[bool]:
+    """The calling thread as an ordinary one for the block, where it inherited the batch policy from ``batch``:
+    intake's."""
+    return _as(_BATCH if _ours else None, _OTHER)

@@ -78,6 +78,19 @@ def test_a_policy_an_operator_chose_is_left_as_it_is() -> None:
     assert in_a_thread(work) == (os.SCHED_IDLE, os.SCHED_IDLE, os.SCHED_IDLE)
 
 
+def test_a_bot_an_operator_started_as_a_batch_process_keeps_intake_a_batch_thread() -> None:
+    def work() -> tuple[int, int, int]:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # as `chrt --batch 0 mailbot run` would
+        with cpu_policy.batch():
+            def intake() -> int:
+                with cpu_policy.intake():
+                    return policy()
+
+            return policy(), in_a_thread(intake), policy()  # type: ignore[return-value]
+
+    assert in_a_thread(work) == (os.SCHED_BATCH, os.SCHED_BATCH, os.SCHED_BATCH)
+
+
 def test_a_batch_block_ended_by_an_error_puts_the_thread_back() -> None:
     def work() -> int:
         try:
