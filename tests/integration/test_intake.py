@@ -361,13 +361,13 @@ def test_run_once_lets_intake_run_first_while_delivery_and_the_reader_yield(bot:
     def scheduled(now: datetime) -> int:
         bot.sink.wait_for(16, timeout=30)  # every letter is out: the SMTP worker is running
         seen["intake"] = os.sched_getscheduler(0)  # the scheduled work runs in intake's thread, after the mailbox
-        seen["loop"] = os.sched_getscheduler(threading.main_thread().native_id)
+        seen["loop"] = os.sched_getscheduler(caller)  # the thread that called run_once runs its event loop
         seen["smtp worker"] = policies("mailbot.mail.smtp_process")
         return run_due(now)
 
     app.ingestor.ingest_batch = reading  # type: ignore[method-assign]
     app.jobs.run_due = scheduled  # type: ignore[method-assign]
-    before = os.sched_getscheduler(0)
+    caller, before = threading.get_native_id(), os.sched_getscheduler(0)
     result = runtime.run_once(app)
     app.engine.dispose()
     assert (result["fetched"], result["sent"]) == (8, 16)
