@@ -419,6 +419,11 @@ def _thread_samples(pid: int) -> dict[int, tuple[str, int]]:
     return found
 
 
+def threads_cpu_s(samples: dict[int, tuple[str, int, float]]) -> float:
+    """CPU seconds of all of mailbot's own threads as last seen (Python 3.11 names no thread for the kernel)."""
+    return round(sum(int(schedstat.split()[0]) for schedstat, _start, _seen in samples.values()) / 1e9, 2)
+
+
 def busiest_thread(samples: dict[int, tuple[str, int, float]]) -> dict[str, float] | None:
     """Of the threads last seen (schedstat, start ticks, when seen), the one longest on a CPU: in a backlog, intake's."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -426,10 +431,26 @@ def busiest_thread(samples: dict[int, tuple[str, int, float]]) -> dict[str, floa
     return max(times, key=lambda t: t["cpu_s"], default=None)
 
 
+def _child_kind(child: psutil.Process) -> str:
+    """Which of mailbot's children this is: the SMTP worker, the delivery process (a backlog's, since the
+    twenty-sixth look), or the reader of a backlog's mail (mail.parse_pool)."""
+    try:
+        command = " ".join(child.cmdline())
+    except psutil.Error:
+        return "other"
+    for marker, kind in (("smtp_process", "smtp_worker"), ("delivery_process", "delivery"),
+                         ("multiprocessing", "reader")):
+        if marker in command:
+            return kind
+    return "other"
+
+
 def _track_rss(pid: int, peak: list[int], done: threading.Event, child_cpu: dict[int, float] | None = None,
-               threads: dict[int, tuple[str, int, float]] | None = None) -> None:
+               threads: dict[int, tuple[str, int, float]] | None = None,
+               child_kinds: dict[int, str] | None = None) -> None:
     """Peak of the sum of resident sets of mailbot and its children (the SMTP worker of `run --once`); and in
-    ``child_cpu``, each child's CPU seconds as last seen (it is reaped before the end, so a little is missed); in
+    ``child_cpu``, each child's CPU seconds as last seen (it is reaped before the end, so a little is missed), and
+    in ``child_kinds`` which child it is; in
     ``threads``, each of mailbot's own threads as last seen (``_thread_samples``, with the CLOCK_BOOTTIME of the
     sample), every fifth sample: up to 0.1 s of a thread's end is missed."""
     try:
@@ -449,6 +470,8 @@ def _track_rss(pid: int, peak: list[int], done: threading.Event, child_cpu: dict
                     total += child.memory_info().rss
                     if child_cpu is not None:
                         child_cpu[child.pid] = sum(child.cpu_times()[:2])
+                        if child_kinds is not None and child.pid not in child_kinds:
+                            child_kinds[child.pid] = _child_kind(child)
                 except psutil.NoSuchProcess:
                     pass
             peak[0] = max(peak[0], total)
@@ -556,7 +579,9 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
                                     stdin=subprocess.DEVNULL)
             child_cpu: dict[int, float] = {}
             threads: dict[int, tuple[str, int, float]] = {}
-            tracker = threading.Thread(target=_track_rss, args=(proc.pid, peak, done, child_cpu, threads), daemon=True)
+            child_kinds: dict[int, str] = {}
+            tracker = threading.Thread(target=_track_rss, daemon=True,
+                                       args=(proc.pid, peak, done, child_cpu, threads, child_kinds))
             tracker.start()
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.time() - started
@@ -592,9 +617,15 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
         # Of which the child processes, the SMTP worker and the reader of a backlog's mail (mail.parse_pool), as
         # last sampled every 20 ms: the rest is the main process. (The key's name is older than the reader.)
         "smtp_worker_cpu_ms_per_complaint": round(1000 * sum(child_cpu.values()) / count, 2),
+        # The same, child by child: {"delivery": ms, "smtp_worker": ms, "reader": ms} (those that ran).
+        "children_cpu_ms_per_complaint": {
+            kind: round(1000 * sum(cpu_s for pid, cpu_s in child_cpu.items() if child_kinds.get(pid) == kind) / count, 2)
+            for kind in sorted(set(child_kinds.values()))},
         "sink_cpu_s": round(sink_cpu, 2),
         # mailbot's busiest thread (intake's, in a backlog): on a CPU, waiting for one, waiting on anything else.
         "busiest_thread": busiest_thread(threads),
+        # All of mailbot's own threads: less the busiest, what delivery's bookkeeping and the rest cost the process.
+        "threads_cpu_s": threads_cpu_s(threads),
         "machine_busy": machine_busy,
         "postgres_cpu_s": round(server_cpu, 2) if server_cpu is not None else None,
         "load_before": load_before,
@@ -665,6 +696,17 @@ def _spread(values: list[float], unit: str, fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(values))}{unit} ({', '.join(fmt.format(v) for v in values)})"
 
 
+def _split(result: dict[str, object]) -> str:
+    """A backlog round's CPU a complaint, part by part (as last sampled, so each a little short)."""
+    count = int(result["messages"])  # type: ignore[call-overload]
+    intake = float(result["busiest_thread"]["cpu_s"])  # type: ignore[index]
+    others = float(result["threads_cpu_s"]) - intake  # type: ignore[arg-type]
+    children = result["children_cpu_ms_per_complaint"]
+    delivery = children.get("delivery", 0.0) + children.get("smtp_worker", 0.0)  # type: ignore[union-attr]
+    return " / ".join(f"{ms:.2f}" for ms in (1000 * intake / count, 1000 * others / count, delivery,
+                                              children.get("reader", 0.0))) + " ms"  # type: ignore[union-attr]
+
+
 def table(results: dict[str, object]) -> str:
     rows: list[tuple[str, str, str]] = []
     lat = results.get("latency")
@@ -691,8 +733,11 @@ def table(results: dict[str, object]) -> str:
             ("  acks per second", _spread(each("acks_per_s"), "/s", "{:.0f}"), ""),
             ("  CPU per complaint (mailbot and its child processes, whole run)",
              _spread(each("cpu_ms_per_complaint"), " ms"), "<= 4 ms"),
-            ("    of which the children: SMTP worker, mail reader (sampled)",
+            ("    of which the children: delivery process or SMTP worker, mail reader (sampled)",
              _spread(each("smtp_worker_cpu_ms_per_complaint"), " ms"), ""),
+            *([("    split: intake's thread / main process's other threads / delivery process + SMTP worker / reader",
+                " | ".join(_split(r) for r in rounds), "")]
+              if all(r.get("busiest_thread") and r.get("children_cpu_ms_per_complaint") for r in rounds) else []),
             ("  CPU of the sink", _spread(each("sink_cpu_s"), " s"), ""),
             *([("  CPU of PostgreSQL (server processes)", _spread(each("postgres_cpu_s"), " s"), "")]
               if first.get("postgres_cpu_s") is not None else []),
