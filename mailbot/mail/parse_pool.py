@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -109,15 +109,33 @@ def _ready() -> bool:
     return True
 
 
-def _child_start(level: int, fmt: str) -> None:
+# How often the child looks for its parent (see _child_start).
+PARENT_LOOK_SECONDS = 1.0
+
+
+def _child_start(level: int, fmt: str, parent: int) -> None:
     """The child's log lines (the mail parser's warnings) go out as the parent's do, JSON included; a Ctrl-C at
-    the terminal, which reaches the whole process group, is the parent's to act on (the child ends with it)."""
+    the terminal, which reaches the whole process group, is the parent's to act on (the child ends with it).
+
+    A parent killed outright (SIGKILL, the OOM killer) never tells the child to stop, and the child never reads an
+    end of its task queue: it holds that pipe's writing end itself, as multiprocessing hands it both. It would wait
+    for ever, so it watches its parent (``parent``, the pid that started it: one killed while this child was
+    starting is gone already) and ends when it has gone (it is then another process's child)."""
     import signal
+    import threading
+    import time
 
     from mailbot import logs
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.configure(level, fmt)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_LOOK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class ParsePool:
@@ -127,9 +145,12 @@ class ParsePool:
     """
 
     def __init__(self, min_batch: int = MIN_BATCH, largest: int = LARGEST, log_format: str = "text",
-                 cpus: float | None = None) -> None:
+                 cpus: float | None = None, on_backlog: Callable[[], None] | None = None) -> None:
+        """``on_backlog`` is called once, at the first batch large enough for a child, where there are two CPUs
+        for one (the runtime then hands delivery to a process of its own)."""
         if cpus is not None:
             self.cpus = cpus
+        self.on_backlog = on_backlog
         self.min_batch = min_batch
         self.largest = largest
         self.log_format = log_format  # MAILBOT_LOG_FORMAT: the child logs as the parent does
@@ -159,7 +180,12 @@ class ParsePool:
         """Each message of ``raws`` read, in order; lazily, as ``parse_each`` gives them."""
         from mailbot.domain.mail.parse import parse_each
 
-        if len(raws) < self.min_batch or self.cpus < 2 or not self.start():
+        if len(raws) < self.min_batch or self.cpus < 2:
+            return parse_each(raws)
+        if self.on_backlog is not None:
+            on_backlog, self.on_backlog = self.on_backlog, None
+            on_backlog()
+        if not self.start():
             return parse_each(raws)
         return self._read_there(raws)
 
@@ -177,7 +203,7 @@ class ParsePool:
                 # spawn: a fork would copy this process's threads' locks in whatever state they are in.
                 self._executor = ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_start,
-                    initargs=(logging.getLogger().getEffectiveLevel(), self.log_format))
+                    initargs=(logging.getLogger().getEffectiveLevel(), self.log_format, os.getpid()))
                 self._ready = self._executor.submit(_ready)
             except Exception as exc:  # noqa: BLE001  (reading here is always possible)
                 self._give_up("could not start", exc)
