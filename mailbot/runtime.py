@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from mailbot import cpu_policy
 from mailbot.bootstrap import App
+from mailbot.delivery_process import DeliveryProcess, DeliveryUnavailable
 from mailbot.domain import categories
 from mailbot.domain.procedures import opening_letters
 from mailbot.mail.imap import ImapIntake
@@ -57,12 +58,13 @@ def _nobody() -> None:
 # ---- the parts one pass and the daemon share ------------------------------------------------------------
 
 
-def intake_once(app: App, wake: Wake = _nobody) -> int:
+def intake_once(app: App, wake: Wake = _nobody, on_backlog: Callable[[], None] | None = None) -> int:
     """Take in everything waiting in the mailbox now; ``wake`` is called after each commit. A backlog's
-    messages are read in a child process, which ends with the pass (mail.parse_pool)."""
+    messages are read in a child process, which ends with the pass (mail.parse_pool); ``on_backlog`` is called
+    once, from this thread, when a fetch brings one (and there are two CPUs for a child)."""
     if app.settings.local_mode:
         return local_intake(app, wake)
-    with ParsePool(log_format=app.settings.log_format) as reader:
+    with ParsePool(log_format=app.settings.log_format, on_backlog=on_backlog) as reader:
         mailbox = app.mailbox(on_commit=wake, reader=reader.read)
         intake = ImapIntake(app.imap_config(), mailbox)
         try:
@@ -164,27 +166,35 @@ def run_once(app: App) -> dict[str, object]:
     """One pass; ActiveElsewhere (before the mailbox is touched) when a daemon is active on this database.
 
     The event loop's thread, and every thread and process it starts, yield the CPU to intake's (``cpu_policy``)."""
-    with _exclusively(app), cpu_policy.batch():
-        return asyncio.run(_run_once(app))
+    with _exclusively(app) as lock, cpu_policy.batch():
+        return asyncio.run(_run_once(app, lock))
 
 
-async def _run_once(app: App) -> dict[str, object]:
+async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, object]:
     """Take in the mailbox, then run the due scheduled work, in a thread, while the outbox is delivered.
 
     Letters go out as intake commits them (it wakes the delivery loop after each transaction), so a
     backlog's acknowledgements do not wait for the whole mailbox to be read, and the SMTP server works
     while intake does. When the thread is done, one last pass sends whatever it queued since.
+
+    Delivery runs here, through the SMTP worker, until intake meets a backlog; from then on a delivery process of
+    its own does it (``delivery_process``), and this process only wakes it. Where that process cannot be
+    started, or fails, delivery goes on here.
     """
     loop = asyncio.get_running_loop()
     woken = asyncio.Event()
+    backlog = asyncio.Event()
 
     def wake() -> None:
         loop.call_soon_threadsafe(woken.set)
 
+    def on_backlog() -> None:
+        loop.call_soon_threadsafe(backlog.set)
+
     def take_in() -> tuple[int, int]:
         with cpu_policy.intake():
             try:
-                fetched = intake_once(app, wake)
+                fetched = intake_once(app, wake, on_backlog)
             finally:
                 try:
                     app.alerts.check()  # a failed read is alerted before the error ends the pass
@@ -196,17 +206,25 @@ async def _run_once(app: App) -> dict[str, object]:
     intake = asyncio.ensure_future(asyncio.to_thread(take_in))
     # Twice as many letters in flight as the child has connections, so it always has the next in hand.
     smtp = SmtpChild(app, in_flight=2)
+    delivery: DeliveryProcess | None = None  # once this run's delivery is the delivery process's
     try:
         try:
             while not intake.done():
+                if backlog.is_set() and delivery is None:
+                    backlog.clear()  # asked once a run: where it cannot start, delivery stays here
+                    delivery = await _hand_over(app, lock, smtp)
                 woken.clear()
                 began = loop.time()
-                totals.add(await app.deliverer.deliver_due(smtp.route))
-                waiting = asyncio.ensure_future(woken.wait())
-                await asyncio.wait({intake, waiting}, return_when=asyncio.FIRST_COMPLETED)
-                waiting.cancel()
+                if delivery is not None:
+                    delivery.wake()  # its own passes are spaced as these are
+                else:
+                    totals.add(await app.deliverer.deliver_due(smtp.route))
+                waiting = {asyncio.ensure_future(woken.wait()), asyncio.ensure_future(backlog.wait())}
+                await asyncio.wait({intake, *waiting}, return_when=asyncio.FIRST_COMPLETED)
+                for waited in waiting:
+                    waited.cancel()
                 rest = PASS_SPACING - (loop.time() - began)
-                if rest > 0:
+                if rest > 0 and delivery is None and not backlog.is_set():
                     await asyncio.wait({intake}, timeout=rest)  # a few commits' letters to the next pass
         finally:
             # Never leave the thread behind (a failed pass still waits for intake to finish its transaction).
@@ -215,11 +233,37 @@ async def _run_once(app: App) -> dict[str, object]:
             fetched, jobs = intake.result()
         finally:
             # Whatever intake committed goes out, even when it failed part-way (the error is raised after).
-            totals.add(await app.deliverer.deliver_due(smtp.route))
+            if delivery is not None:
+                try:
+                    totals.add(await delivery.finish())
+                except DeliveryUnavailable as exc:
+                    log.warning("%s; delivering the rest from this process", exc)
+                    delivery = None
+            if delivery is None:
+                totals.add(await app.deliverer.deliver_due(smtp.route))
+    except BaseException:
+        if delivery is not None:
+            await delivery.kill()
+        raise
     finally:
         await smtp.stop()
     return {"fetched": fetched, "jobs": jobs, "sent": totals.sent, "deferred": totals.deferred,
             "failed": totals.failed}
+
+
+async def _hand_over(app: App, lock: InstanceLock | None, smtp: SmtpChild) -> DeliveryProcess | None:
+    """Start the delivery process for the rest of the run (this process's passes have ended: one deliverer at a
+    time), or None where it cannot start. The SMTP worker, if one was started, is no longer needed."""
+    delivery = DeliveryProcess(app.settings, app.fixed_now, PASS_SPACING,
+                               lock_fd=lock.inheritable_fd() if lock else None)
+    try:
+        await delivery.start()
+    except DeliveryUnavailable as exc:
+        log.warning("%s; delivering from this process", exc)
+        return None
+    await smtp.stop()
+    log.info("a backlog: its letters go out from a delivery process of their own (pid %s)", delivery.pid)
+    return delivery
 
 
 # ---- the daemon ---------------------------------------------------------------------------------------

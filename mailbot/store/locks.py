@@ -44,6 +44,11 @@ class InstanceLock:
         """Whether a lock this process took is still ours (a PostgreSQL connection can be lost)."""
         return True
 
+    def inheritable_fd(self) -> int | None:
+        """A descriptor that holds the lock in a child process given it, until the child too has ended (None
+        where the lock is not a descriptor's)."""
+        return None
+
     def __enter__(self) -> InstanceLock:
         return self
 
@@ -74,6 +79,9 @@ class FileLock(InstanceLock):
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the descriptor lets go of the lock
+
+    def inheritable_fd(self) -> int | None:
+        return self._fd  # flock belongs to the open file, which a child given the descriptor shares
 
     def holder(self) -> str:
         try:
