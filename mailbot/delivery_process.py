@@ -6,15 +6,15 @@ interpreter lock a fifth of the time and woke to preempt intake a few thousand t
 delivery runs in one child process instead: the ordinary deliverer (``services.delivery``) with its own database
 connections, its own sent journal and its SMTP connections in its own event loop. Intake's process does nothing
 for delivery but wake it. Measured in alternation against the in-process delivery (bench/README.md, the
-twenty-sixth look): more acknowledgements a second and less CPU a complaint, since the SMTP worker's pipe, its
-frames and its answers are gone too.
+twenty-sixth look): 16% more acknowledgements a second and 9% less CPU a complaint (medians of eight pairs), since
+the SMTP worker's pipe, its frames and its answers are gone too.
 
 Only one deliverer sends at a time, as before: the parent hands delivery over when intake meets a backlog (the
 reader of its mail, ``mail.parse_pool``, is told a batch is large enough, and there are two CPUs), once any pass
 of its own has ended, and does not deliver again in that run unless the child fails. On SQLite the child is handed
 the instance lock's descriptor, so a parent killed outright leaves the lock held until the child has ended too: no
 second bot can start delivering the same letters meanwhile. (On PostgreSQL each letter is claimed before it is
-sent.)
+sent.) A SQLite database in memory is the bot's process's alone: there the bot keeps delivery.
 
 The child reads from its stdin: a 4-byte length and a pickle of what it needs (the settings, the run's fixed time
 if any, the log level and format), then one byte at a time: ``w``, intake committed (letters may be waiting),

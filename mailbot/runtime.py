@@ -253,9 +253,12 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
 
 async def _hand_over(app: App, lock: InstanceLock | None, smtp: SmtpChild) -> DeliveryProcess | None:
     """Start the delivery process for the rest of the run (this process's passes have ended: one deliverer at a
-    time), or None where it cannot start. The SMTP worker, if one was started, is no longer needed."""
-    delivery = DeliveryProcess(app.settings, app.fixed_now, PASS_SPACING,
-                               lock_fd=lock.inheritable_fd() if lock else None)
+    time), or None where it cannot start, or cannot see this database (SQLite in memory is this process's alone).
+    The SMTP worker, if one was started, is no longer needed."""
+    lock_fd = lock.inheritable_fd() if lock is not None else None
+    if lock_fd is None and app.engine.url.get_backend_name() != "postgresql":
+        return None
+    delivery = DeliveryProcess(app.settings, app.fixed_now, PASS_SPACING, lock_fd=lock_fd)
     try:
         await delivery.start()
     except DeliveryUnavailable as exc:

@@ -21,6 +21,7 @@ from mailbot import delivery_process, runtime
 from mailbot.delivery_process import DeliveryProcess
 from mailbot.mail import parse_pool
 from tests.integration.bot import Bot, make_mail
+from tests.servers import PostgresServer
 
 BACKLOG = 12  # more than parse_pool.MIN_BATCH: a backlog
 
@@ -62,6 +63,20 @@ def test_a_backlog_s_letters_go_out_from_a_delivery_process_copies(
         assert bot.once()["sent"] == 2  # one message is no backlog: delivered from the bot's own process
     assert not [r for r in caplog.records if "delivery process" in r.getMessage()]
     assert set(collections.Counter(m.message["Message-ID"] for m in bot.sink.messages()).values()) == {1}
+
+
+def test_on_postgresql_the_delivery_process_claims_and_sends_each_letter_once(
+        bot: Bot, postgres: PostgresServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The production database: the process opens its own connections, claims each letter before sending it, and
+    lets go of its claims; the bot's status sees every letter sent."""
+    bot.extra["MAILBOT_DATABASE_URL"] = postgres.url
+    _backlog(bot)
+    with caplog.at_level(logging.INFO, logger="mailbot.runtime"):
+        result = bot.once()
+    assert (result["fetched"], result["sent"]) == (BACKLOG, 2 * BACKLOG)
+    assert any("delivery process of their own" in r.getMessage() for r in caplog.records)
+    assert set(_copies(bot).values()) == {1} and len(_copies(bot)) == 2 * BACKLOG
+    assert json.loads(bot.cli("status", "--json").stdout)["outbox"] == {"sent": 2 * BACKLOG}
 
 
 def test_a_delivery_process_that_cannot_start_leaves_delivery_in_the_bot_s_process(
