@@ -748,7 +748,7 @@ def table(results: dict[str, object]) -> str:
                 " | ".join(f"{t['cpu_s']:.2f} / {t['runqueue_s']:.2f} / {t['other_s']:.2f} s of {t['life_s']:.2f}"
                            for t in (r["busiest_thread"] for r in rounds)), "")]
               if all(r.get("busiest_thread") for r in rounds) else []),
-            ("  peak RSS, mailbot + SMTP worker", _spread(each("peak_rss_sampled_mb"), " MB", "{:.0f}"), ""),
+            ("  peak RSS, mailbot and its children (delivery process or SMTP worker, reader)", _spread(each("peak_rss_sampled_mb"), " MB", "{:.0f}"), ""),
         ]
         if all("bare" in r for r in rounds):
             rows += [
