@@ -176,9 +176,14 @@ async def _child() -> int:
     except asyncio.IncompleteReadError:
         return 1  # the parent went away before it said anything
     logs.configure(config.log_level, config.log_format)
-    app = App(config.settings, now=config.now, counted=False)
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
+    try:
+        app = App(config.settings, now=config.now, counted=False)
+    except Exception as exc:  # noqa: BLE001  (the parent delivers instead, and says so)
+        log.error("the delivery process could not start: %s: %s", type(exc).__name__, exc)
+        return 1
+    if not _say("ready"):
+        app.engine.dispose()
+        return 1  # the parent went away while this process started
 
     woken = asyncio.Event()
     ended = asyncio.Event()  # intake has finished ("e")
@@ -217,10 +222,18 @@ async def _child() -> int:
     if gone.is_set():
         log.warning("the bot that started this delivery process went away: stopped after the letters in hand")
         return 1
-    sys.stdout.write(json.dumps({"sent": totals.sent, "deferred": totals.deferred, "failed": totals.failed,
-                                 "errors": totals.errors}) + "\n")
-    sys.stdout.flush()
-    return 0
+    return 0 if _say(json.dumps({"sent": totals.sent, "deferred": totals.deferred, "failed": totals.failed,
+                                  "errors": totals.errors})) else 1
+
+
+def _say(line: str) -> bool:
+    """One line to the parent; False when it is gone (its end of the pipe closed)."""
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ that process cannot start or dies."""
 from __future__ import annotations
 
 import collections
+import copy
+import dataclasses
 import json
 import logging
 import os
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -168,6 +171,30 @@ def test_a_bot_killed_outright_keeps_its_database_until_its_delivery_process_has
 
 def test_the_delivery_process_refuses_a_parent_that_says_nothing() -> None:
     """Started and left without its settings (the parent died at once), it exits rather than wait."""
+    repo = Path(runtime.__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "mailbot.delivery_process"], input=b"", capture_output=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(runtime.__file__).rsplit("/mailbot/", 1)[0]})
-    assert proc.returncode == 1 and proc.stdout == b""
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 1 and proc.stdout == b"" and b"Traceback" not in proc.stderr
+
+
+def test_a_delivery_process_that_cannot_open_the_database_says_so_in_one_line_and_the_bot_delivers(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """A child given settings it cannot build a bot from (here a PostgreSQL server that is not there) ends with
+    one line in the log, no traceback, and the bot delivers the backlog itself."""
+    real_init = DeliveryProcess.__init__
+
+    def unusable(self: DeliveryProcess, settings: object, *args: object, **kwargs: object) -> None:
+        real_init(self, settings, *args, **kwargs)  # type: ignore[arg-type]
+        broken = copy.copy(self.config.settings)
+        broken.database_url = "postgresql://nobody@127.0.0.1:1/nothing"
+        self.config = dataclasses.replace(self.config, settings=broken)
+
+    monkeypatch.setattr(DeliveryProcess, "__init__", unusable)
+    _backlog(bot)
+    assert bot.once()["sent"] == 2 * BACKLOG
+    assert set(_copies(bot).values()) == {1}
+    err = capfd.readouterr().err
+    assert "the delivery process could not start" in err and "Traceback" not in err
+    assert any("did not start" in r.getMessage() and "delivering from this process" in r.getMessage()
+               for r in caplog.records)
