@@ -47,7 +47,7 @@ def _copies(bot: Bot, count: int = BACKLOG) -> collections.Counter[str]:
     return collections.Counter(m.message["Message-ID"] for m in bot.sink.messages())
 
 
-def test_a_backlog_s_letters_go_out_from_a_delivery_process_copies(
+def test_a_backlog_s_letters_go_out_from_a_delivery_process_each_once(
         bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
     _backlog(bot)
     with caplog.at_level(logging.INFO, logger="mailbot.runtime"):
@@ -68,10 +68,10 @@ def test_a_backlog_s_letters_go_out_from_a_delivery_process_copies(
     assert set(collections.Counter(m.message["Message-ID"] for m in bot.sink.messages()).values()) == {1}
 
 
-def test_on_postgresql_the_delivery_process_claims_and_sends_each_letter_once(
+def test_on_postgresql_the_delivery_process_sends_each_letter_once(
         bot: Bot, postgres: PostgresServer, caplog: pytest.LogCaptureFixture) -> None:
-    """The production database: the process opens its own connections, claims each letter before sending it, and
-    lets go of its claims; the bot's status sees every letter sent."""
+    """The production database: the process opens its own connections to the server (where each letter is claimed
+    before it is sent); each letter goes once, and the bot's status sees every one of them sent."""
     bot.extra["MAILBOT_DATABASE_URL"] = postgres.url
     _backlog(bot)
     with caplog.at_level(logging.INFO, logger="mailbot.runtime"):
