@@ -448,7 +448,8 @@ def _child_kind(child: psutil.Process) -> str:
 def _track_rss(pid: int, peak: list[int], done: threading.Event, child_cpu: dict[int, float] | None = None,
                threads: dict[int, tuple[str, int, float]] | None = None,
                child_kinds: dict[int, str] | None = None) -> None:
-    """Peak of the sum of resident sets of mailbot and its children (the SMTP worker of `run --once`); and in
+    """Peak of the sum of resident sets of mailbot and its children (the SMTP worker or the delivery process, the
+    reader); and in
     ``child_cpu``, each child's CPU seconds as last seen (it is reaped before the end, so a little is missed), and
     in ``child_kinds`` which child it is; in
     ``threads``, each of mailbot's own threads as last seen (``_thread_samples``, with the CLOCK_BOOTTIME of the
@@ -614,8 +615,8 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
         "last_ack_s": round(ack_times[-1], 2) if ack_times else None,
         "cpu_s": round(cpu, 2),
         "cpu_ms_per_complaint": round(1000 * cpu / count, 2),
-        # Of which the child processes, the SMTP worker and the reader of a backlog's mail (mail.parse_pool), as
-        # last sampled every 20 ms: the rest is the main process. (The key's name is older than the reader.)
+        # Of which the child processes (the SMTP worker or a backlog's delivery process, and the reader of a backlog's
+        # mail), as last sampled every 20 ms: the rest is the main process. (The key's name is older than both.)
         "smtp_worker_cpu_ms_per_complaint": round(1000 * sum(child_cpu.values()) / count, 2),
         # The same, child by child: {"delivery": ms, "smtp_worker": ms, "reader": ms} (those that ran).
         "children_cpu_ms_per_complaint": {
@@ -748,7 +749,8 @@ def table(results: dict[str, object]) -> str:
                 " | ".join(f"{t['cpu_s']:.2f} / {t['runqueue_s']:.2f} / {t['other_s']:.2f} s of {t['life_s']:.2f}"
                            for t in (r["busiest_thread"] for r in rounds)), "")]
               if all(r.get("busiest_thread") for r in rounds) else []),
-            ("  peak RSS, mailbot and its children (delivery process or SMTP worker, reader)", _spread(each("peak_rss_sampled_mb"), " MB", "{:.0f}"), ""),
+            ("  peak RSS, mailbot and its children (delivery process or SMTP worker, reader)",
+             _spread(each("peak_rss_sampled_mb"), " MB", "{:.0f}"), ""),
         ]
         if all("bare" in r for r in rounds):
             rows += [
