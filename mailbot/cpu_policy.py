@@ -9,9 +9,9 @@ held (``bench/README.md``, the twenty-fifth look).
 Linux's ``SCHED_BATCH`` policy marks a thread as throughput work: it runs at once on an idle CPU and has the same
 share of a busy one as before, but waking up it does not preempt the thread already running. So while intake
 runs, the loop's thread is a batch thread (``batch``), with what it starts (the SMTP worker or a backlog's
-delivery process, the executor's threads, the marks' thread), and intake's thread is not (``intake``): intake was then preempted a quarter to a
-third as often, and took 9-10% more complaints a second (19 alternating pairs). The child that reads a backlog's mail
-(``mail.parse_pool``) is started from intake's thread and stays ordinary, as intake waits for it: made a batch
+delivery process, the executor's threads, the marks' thread), and intake's thread is not (``intake``): intake was
+then preempted a quarter to a third as often, and took 9-10% more complaints a second (19 alternating pairs). The
+child that reads a backlog's mail (``mail.parse_pool``) is started from intake's thread and stays ordinary, as intake waits for it: made a batch
 process too, the gain was gone (eight pairs, median 1.00).
 
 Threads and processes inherit the policy of the thread that starts them. Nothing changes where the kernel has no

@@ -30,15 +30,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import pickle
 import signal
 import struct
 import sys
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from mailbot.launch import child_environment
 
 if TYPE_CHECKING:
     from mailbot.services.delivery import DeliveryReport
@@ -87,13 +87,10 @@ class DeliveryProcess:
     async def start(self) -> None:
         """Start the child and wait for it to say it is ready (the settings, passwords included, go on its stdin,
         not its command line); DeliveryUnavailable if it cannot."""
-        # The child imports this very copy of mailbot, however the parent found it.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])}
         try:
             proc = await asyncio.create_subprocess_exec(
                 self.python, "-m", "mailbot.delivery_process", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, env=env,
+                stdout=asyncio.subprocess.PIPE, env=child_environment(),
                 pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
         except OSError as exc:
             raise DeliveryUnavailable(f"could not start the delivery process: {exc}") from None
@@ -220,7 +217,7 @@ async def _child() -> int:
         listener.cancel()
         app.engine.dispose()
     if gone.is_set():
-        log.warning("the bot that started this delivery process went away: stopped after the letters in hand")
+        log.warning("the bot that started this delivery process went away: stopped after the pass under way")
         return 1
     return 0 if _say(json.dumps({"sent": totals.sent, "deferred": totals.deferred, "failed": totals.failed,
                                   "errors": totals.errors})) else 1

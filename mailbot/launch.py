@@ -35,6 +35,15 @@ def steady_malloc() -> None:
         pass
 
 
+def child_environment() -> dict[str, str]:
+    """The environment for a child process of the bot (the SMTP worker, a backlog's delivery process): this very
+    copy of mailbot first on its path, however the parent found it."""
+    import os
+
+    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def main() -> int:
     gc.disable()
     try:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import struct
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mailbot.launch import child_environment
 from mailbot.services.transport import PermanentFailure, TemporaryFailure
 
 _LENGTH = struct.Struct(">I")
@@ -85,12 +85,9 @@ class SmtpProcess:
             if self.running:
                 return
             await self._reap()
-            # The child imports this very copy of mailbot, however the parent found it.
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                [str(Path(__file__).resolve().parents[2]), *filter(None, [os.environ.get("PYTHONPATH")])])}
             proc = await asyncio.create_subprocess_exec(
                 self.python, "-m", "mailbot.mail.smtp_process", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, env=env)
+                stdout=asyncio.subprocess.PIPE, env=child_environment())
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(_frame(self.config))
             try:
