@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -16,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from mailbot.files import make_private_sqlite
 from mailbot.store.faults import describe
+from mailbot.store.turns import ProcessTurns, WriterTurns
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -52,7 +52,8 @@ def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs to be safe under concurrent use."""
     if url.startswith("sqlite"):
         path = make_url(url).database  # None for "sqlite://", an in-memory database like ":memory:"
-        if path and path != ":memory:" and not path.startswith("file:"):
+        on_disk = bool(path and path != ":memory:" and not path.startswith("file:"))
+        if on_disk:
             make_private_sqlite(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -73,11 +74,11 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
 
         # BEGIN IMMEDIATE takes the writer's lock up front, waiting (busy_timeout) for the current
-        # writer. Inside this process the writers also queue for their turn first (WriterTurns), since
-        # SQLite's busy handler polls and a writer that commits and begins again would keep one waiting
-        # for seconds. A connection marked read-only (``reading``) begins a plain deferred transaction:
-        # in WAL mode it reads the last commit without waiting for anyone.
-        turns = _TURNS[engine] = WriterTurns()
+        # writer. Our writers also queue for their turn first, this process's threads and then the processes
+        # on the database (mailbot/store/turns.py), since SQLite's busy handler polls and a writer that commits
+        # and begins again would keep one waiting for seconds. A connection marked read-only (``reading``)
+        # begins a plain deferred transaction: in WAL mode it reads the last commit without waiting for anyone.
+        turns = _TURNS[engine] = WriterTurns(across=ProcessTurns(Path(path)) if on_disk else None)
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
@@ -163,43 +164,6 @@ def writer_turns(engine: Engine) -> WriterTurns | None:
 def reading(engine: Engine) -> Connection:
     """A connection for reads only: on SQLite it never waits for the writer (use it as a context manager)."""
     return engine.connect().execution_options(**{READ_ONLY: True})
-
-
-class WriterTurns:
-    """Writers of one process take SQLite's single writer slot in the order they asked for it.
-
-    Intake commits every ~50 ms and begins its next transaction at once; left to SQLite's busy handler
-    (which sleeps and polls), the outbox worker's "sent" marks could wait seconds for a gap. Here each
-    writer draws a ticket and waits for its number, so a waiting writer goes next. One that waits longer
-    than ``patience`` (a turn never given back) takes its turn anyway, and SQLite's own lock decides.
-    """
-
-    def __init__(self, patience: float = 30.0) -> None:
-        self._changed = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-        self.patience = patience
-
-    def take(self) -> int:
-        """Wait for this writer's turn; returns the ticket to give back."""
-        with self._changed:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            if not self._changed.wait_for(lambda: self._serving >= ticket, self.patience):
-                self._serving = ticket  # the turns before ours are taken as over
-            return ticket
-
-    @property
-    def waiting(self) -> int:
-        """Writers waiting for their turn."""
-        with self._changed:
-            return max(0, self._next_ticket - self._serving - 1)
-
-    def give_back(self, ticket: int) -> None:
-        with self._changed:
-            if ticket == self._serving:  # a turn given back after it was skipped changes nothing
-                self._serving += 1
-                self._changed.notify_all()
 
 
 def alembic_config(url: str) -> Config:
