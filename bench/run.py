@@ -613,6 +613,9 @@ def bench_backlog(root: Path, count: int, profile: Path | None, sink_kind: str =
         "acks_per_s": round(len(acks) / wall, 1),
         "first_ack_s": round(ack_times[0], 2) if ack_times else None,
         "last_ack_s": round(ack_times[-1], 2) if ack_times else None,
+        # How evenly the letters flowed: the longest time the sink went without one between the first and the last,
+        # and how often that was more than 0.5 s (a delivery pass comes every 0.3 s at most while there is work).
+        **letter_pauses(sorted(x.received_at for x in letters)),
         "cpu_s": round(cpu, 2),
         "cpu_ms_per_complaint": round(1000 * cpu / count, 2),
         # Of which the child processes (the SMTP worker or a backlog's delivery process, and the reader of a backlog's
@@ -697,6 +700,13 @@ def _spread(values: list[float], unit: str, fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(values))}{unit} ({', '.join(fmt.format(v) for v in values)})"
 
 
+def letter_pauses(arrivals: list[float]) -> dict[str, object]:
+    """The longest gap between consecutive letters at the sink, and the gaps over half a second."""
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    return {"longest_letter_pause_s": round(max(gaps), 2) if gaps else None,
+            "letter_pauses_over_half_s": sum(g > 0.5 for g in gaps)}
+
+
 def _split(result: dict[str, object]) -> str:
     """A backlog round's CPU a complaint, part by part (as last sampled, so each a little short)."""
     count = int(result["messages"])  # type: ignore[call-overload]
@@ -740,6 +750,9 @@ def table(results: dict[str, object]) -> str:
                 " | ".join(_split(r) for r in rounds), "")]
               if all(r.get("busiest_thread") and r.get("children_cpu_ms_per_complaint") for r in rounds) else []),
             ("  CPU of the sink", _spread(each("sink_cpu_s"), " s"), ""),
+            *([("  the sink's longest wait between letters (pauses over 0.5 s)",
+                " | ".join(f"{r['longest_letter_pause_s']:.2f} s ({r['letter_pauses_over_half_s']})" for r in rounds),
+                "")] if all(r.get("longest_letter_pause_s") is not None for r in rounds) else []),
             *([("  CPU of PostgreSQL (server processes)", _spread(each("postgres_cpu_s"), " s"), "")]
               if first.get("postgres_cpu_s") is not None else []),
             ("  the machine's CPUs busy during the run (every process; of it stolen by the host)",
