@@ -71,9 +71,9 @@ class ProcessTurns:
 
     Only one thread of a process asks at a time (``WriterTurns`` sees to that). A lock the kernel cannot give at
     once is asked for again after a pause that grows from 50 µs to 0.5 ms: ``flock`` cannot wait with a time
-    limit, and SQLite's busy handler, which this replaces for our own processes, polled a hundred times coarser.
-    The locks belong to this process's own open files, which a process it starts does not inherit, and the
-    kernel lets go of them when the process ends, however it ends.
+    limit, and SQLite's busy handler, which this replaces for our own processes, polls up to 100 ms apart.
+    The locks belong to this process's own open files, which a program it starts does not inherit (they are
+    opened close-on-exec), and the kernel lets go of them when the process ends, however it ends.
     """
 
     FIRST_PAUSE = 50e-6
@@ -83,7 +83,7 @@ class ProcessTurns:
         self._paths = (base.with_name(base.name + ".writer-queue.lock"), base.with_name(base.name + ".writer.lock"))
         self._fds: tuple[int, int] | None = None
         self._unusable = False
-        self.waited = 0  # turns this process had to wait for (the benchmark's and the tests' view)
+        self.waited = 0  # turns this process had to wait for (what the tests look at)
 
     def take(self, patience: float) -> bool:
         """Take the turn, waiting up to ``patience`` seconds; False when it was not had (the writer goes anyway)."""
@@ -112,7 +112,10 @@ class ProcessTurns:
     def close(self) -> None:
         fds, self._fds = self._fds, None
         for fd in fds or ():
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:  # already closed (an interpreter shutting down): nothing is held any more
+                pass
 
     def _open(self) -> tuple[int, int] | None:
         if self._fds is None and not self._unusable:
