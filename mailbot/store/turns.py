@@ -47,7 +47,11 @@ class WriterTurns:
             if not self._changed.wait_for(lambda: self._serving >= ticket, self.patience):
                 self._serving = ticket  # the turns before ours are taken as over
         if self.across is not None:
-            self.across.take(self.patience)  # outside the condition: this process's next writers may queue
+            try:
+                self.across.take(self.patience)  # outside the condition: this process's next writers may queue
+            except BaseException:
+                self.give_back(ticket)  # not left held by a writer that never began
+                raise
         return ticket
 
     @property

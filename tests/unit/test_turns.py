@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from mailbot.store.db import make_engine, reading, upgrade, writer_turns
-from mailbot.store.turns import ProcessTurns
+from mailbot.store.turns import ProcessTurns, WriterTurns
 
 # A writer in a process of its own: it takes the turn, says so, and gives it back at once or, told to hold it,
 # when told (or never).
 WRITER = """
 import sys
 from pathlib import Path
-from mailbot.store.turns import ProcessTurns
+from mailbot.store.turns import ProcessTurns, WriterTurns
 turns = ProcessTurns(Path(sys.argv[1]))
 print("had" if turns.take(30) else "not had", flush=True)
 with open(sys.argv[2], "a") as log:
@@ -154,3 +154,17 @@ def test_a_database_in_a_folder_the_bot_may_not_write_still_takes_writes(tmp_pat
         turns.give_back()
     finally:
         folder.chmod(0o700)
+
+
+def test_a_writer_whose_wait_for_the_other_processes_fails_gives_its_threads_turn_back(tmp_path: Path) -> None:
+    class Failing(ProcessTurns):
+        def take(self, patience: float) -> bool:
+            raise OSError("no locks left")
+
+    turns = WriterTurns(patience=30, across=Failing(tmp_path / "db.sqlite"))
+    with pytest.raises(OSError):
+        turns.take()
+    turns.across = None
+    started = time.monotonic()
+    turns.give_back(turns.take())  # at once, not after the 30 s patience
+    assert time.monotonic() - started < 5
