@@ -15,13 +15,13 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
-from mailbot import delivery_process, runtime
+from mailbot import delivery_process
 from mailbot.delivery_process import DeliveryProcess
+from mailbot.launch import child_environment
 from mailbot.mail import parse_pool
 from tests.integration.bot import Bot, make_mail
 from tests.servers import PostgresServer
@@ -171,9 +171,8 @@ def test_a_bot_killed_outright_keeps_its_database_until_its_delivery_process_has
 
 def test_the_delivery_process_refuses_a_parent_that_says_nothing() -> None:
     """Started and left without its settings (the parent died at once), it exits rather than wait."""
-    repo = Path(runtime.__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "mailbot.delivery_process"], input=b"", capture_output=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(repo)})
+                          timeout=60, env=child_environment())
     assert proc.returncode == 1 and proc.stdout == b"" and b"Traceback" not in proc.stderr
 
 
