@@ -449,11 +449,10 @@ def _track_rss(pid: int, peak: list[int], done: threading.Event, child_cpu: dict
                threads: dict[int, tuple[str, int, float]] | None = None,
                child_kinds: dict[int, str] | None = None) -> None:
     """Peak of the sum of resident sets of mailbot and its children (the SMTP worker or the delivery process, the
-    reader); and in
-    ``child_cpu``, each child's CPU seconds as last seen (it is reaped before the end, so a little is missed), and
-    in ``child_kinds`` which child it is; in
-    ``threads``, each of mailbot's own threads as last seen (``_thread_samples``, with the CLOCK_BOOTTIME of the
-    sample), every fifth sample: up to 0.1 s of a thread's end is missed."""
+    reader); in ``child_cpu``, each child's CPU seconds as last seen (it is reaped before the end, so a little is
+    missed), and in ``child_kinds`` which child it is; in ``threads``, each of mailbot's own threads as last seen
+    (``_thread_samples``, with the CLOCK_BOOTTIME of the sample), every fifth sample: up to 0.1 s of a thread's end
+    is missed."""
     try:
         proc = psutil.Process(pid)
         children: list[psutil.Process] = []
