@@ -42,7 +42,6 @@ import psutil  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
 
 from bench.peak_rss import peak_rss_mb  # noqa: E402
-from mailbot.delivery_process import DELIVERING_NAME, SPARE_NAME  # noqa: E402
 from tests.integration.bot import Bot, Daemon, make_mail, new_bot  # noqa: E402
 from tests.servers import DovecotServer, PostgresServer, SmtpSink, dovecot_binary, free_port  # noqa: E402
 
@@ -437,11 +436,8 @@ def _child_kind(child: psutil.Process) -> str:
     twenty-sixth look), or the reader of a backlog's mail (mail.parse_pool)."""
     try:
         command = " ".join(child.cmdline())
-        name = child.name()
     except psutil.Error:
         return "other"
-    if name in (SPARE_NAME, DELIVERING_NAME):  # forked from the bot (a spare), so with the bot's command line
-        return "delivery"
     for marker, kind in (("smtp_process", "smtp_worker"), ("delivery_process", "delivery"),
                          ("multiprocessing", "reader")):
         if marker in command:

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from mailbot.bootstrap import App
-    from mailbot.delivery_process import Spare
 
 
 def print_json(value: object) -> None:
@@ -59,27 +58,20 @@ def settle_memory() -> None:
 
 
 def run(settings: Settings, once: bool, now: datetime | None) -> int:
-    from mailbot import runtime
     from mailbot.bootstrap import App
 
-    # Forked before the bot is built: no thread yet, and no connection (runtime.spare_delivery).
-    spare = runtime.spare_delivery(settings, now) if once else None
+    app = App(settings, now=now, counted=False) if once else _app_when_the_database_works(settings)
+    settle_memory()
+    steady_malloc()
     try:
-        app = App(settings, now=now, counted=False) if once else _app_when_the_database_works(settings)
-        settle_memory()
-        steady_malloc()
-        try:
-            return _run(app, settings, once, spare)
-        finally:
-            # Every connection closed: SQLite folds its write-ahead log into the database file and removes it, so a
-            # stopped bot's work is in mailbot.db itself (a copy of that file alone is whole).
-            app.engine.dispose()
+        return _run(app, settings, once)
     finally:
-        if spare is not None:
-            spare.discard()
+        # Every connection closed: SQLite folds its write-ahead log into the database file and removes it, so a
+        # stopped bot's work is in mailbot.db itself (a copy of that file alone is whole).
+        app.engine.dispose()
 
 
-def _run(app: App, settings: Settings, once: bool, spare: Spare | None = None) -> int:
+def _run(app: App, settings: Settings, once: bool) -> int:
     from imapclient.exceptions import IMAPClientError, LoginError
 
     from mailbot import runtime
@@ -88,7 +80,7 @@ def _run(app: App, settings: Settings, once: bool, spare: Spare | None = None) -
         runtime.Daemon(app).run()
         return 0
     try:
-        result = runtime.run_once(app, spare)
+        result = runtime.run_once(app)
     except runtime.ActiveElsewhere as exc:
         print(f"mailbot: {exc} is running on this database and does this work; nothing was done")
         return 0

@@ -81,10 +81,3 @@ def intake() -> AbstractContextManager[bool]:
     """The calling thread as an ordinary one for the block, where it inherited the batch policy from ``batch``:
     intake's."""
     return _as(_BATCH if _ours else None, _OTHER)
-
-
-def batch_process() -> bool:
-    """The calling process's one thread as a batch thread for good, where it is an ordinary one: a delivery
-    process forked before the run's loop became a batch thread (``delivery_process.Spare``), as one started from
-    that loop inherits it. Whether it was switched."""
-    return _switch(_OTHER, _BATCH)

@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Callable
 
 from mailbot import cpu_policy
 from mailbot.bootstrap import App
-from mailbot.delivery_process import DeliveryProcess, DeliveryUnavailable, Spare
+from mailbot.delivery_process import DeliveryProcess, DeliveryUnavailable
 from mailbot.domain import categories
 from mailbot.domain.procedures import opening_letters
 from mailbot.mail.imap import ImapIntake
 from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
-from mailbot.mail.parse_pool import ParsePool, usable_cpus
+from mailbot.mail.parse_pool import ParsePool
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport, Route
 from mailbot.services.mailbox import FirstRunError
-from mailbot.settings import ConfigError, Settings
+from mailbot.settings import ConfigError
 from mailbot.store import mailbox_rows
-from mailbot.store.locks import InstanceLock, instance_lock, sqlite_file
+from mailbot.store.locks import InstanceLock, instance_lock
 
 if TYPE_CHECKING:
     from mailbot.web.server import HttpListener
@@ -162,34 +162,15 @@ class SmtpChild:
 # ---- one pass (--once) --------------------------------------------------------------------------------
 
 
-def run_once(app: App, spare: Spare | None = None) -> dict[str, object]:
+def run_once(app: App) -> dict[str, object]:
     """One pass; ActiveElsewhere (before the mailbox is touched) when a daemon is active on this database.
-    ``spare``: a delivery process forked for a backlog before the bot was built (``spare_delivery``), if any.
 
     The event loop's thread, and every thread and process it starts, yield the CPU to intake's (``cpu_policy``)."""
     with _exclusively(app) as lock, cpu_policy.batch():
-        return asyncio.run(_run_once(app, lock, spare))
+        return asyncio.run(_run_once(app, lock))
 
 
-def spare_delivery(settings: Settings, now: datetime | None) -> Spare | None:
-    """For `run --once`, before the bot is built: a delivery process forked now, while this process has one thread
-    and no connection, in case the mailbox holds a backlog (``delivery_process.Spare``); None where a backlog would
-    not be handed over (one CPU; SQLite in memory, which is this process's alone) or no fork can be made. The
-    caller discards it at the end of the run if it was not used."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = make_url(settings.database_url_effective)
-    except Exception:  # noqa: BLE001  (a URL the bot cannot use: building the bot says so, in one line)
-        return None
-    if url.get_backend_name() != "postgresql" and sqlite_file(url) is None:
-        return None
-    if usable_cpus() < 2:
-        return None
-    return Spare.fork(settings, now, PASS_SPACING)
-
-
-async def _run_once(app: App, lock: InstanceLock | None = None, spare: Spare | None = None) -> dict[str, object]:
+async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, object]:
     """Take in the mailbox, then run the due scheduled work, in a thread, while the outbox is delivered.
 
     Letters go out as intake commits them (it wakes the delivery loop after each transaction), so a
@@ -231,7 +212,7 @@ async def _run_once(app: App, lock: InstanceLock | None = None, spare: Spare | N
             while not intake.done():
                 if backlog.is_set() and delivery is None:
                     backlog.clear()  # asked once a run: where it cannot start, delivery stays here
-                    delivery = await _hand_over(app, lock, smtp, spare)
+                    delivery = await _hand_over(app, lock, smtp)
                 woken.clear()
                 began = loop.time()
                 if delivery is not None:
@@ -270,23 +251,21 @@ async def _run_once(app: App, lock: InstanceLock | None = None, spare: Spare | N
             "failed": totals.failed}
 
 
-async def _hand_over(app: App, lock: InstanceLock | None, smtp: SmtpChild,
-                     spare: Spare | None = None) -> DeliveryProcess | None:
+async def _hand_over(app: App, lock: InstanceLock | None, smtp: SmtpChild) -> DeliveryProcess | None:
     """Start the delivery process for the rest of the run (this process's passes have ended: one deliverer at a
     time), or None where it cannot start, or cannot see this database (SQLite in memory is this process's alone).
-    ``spare``, if there is one, is that process. The SMTP worker, if one was started, is no longer needed."""
+    The SMTP worker, if one was started, is no longer needed."""
     lock_fd = lock.inheritable_fd() if lock is not None else None
     if lock_fd is None and app.engine.url.get_backend_name() != "postgresql":
         return None
-    delivery = DeliveryProcess(app.settings, app.fixed_now, PASS_SPACING, lock_fd=lock_fd, spare=spare)
+    delivery = DeliveryProcess(app.settings, app.fixed_now, PASS_SPACING, lock_fd=lock_fd)
     try:
         await delivery.start()
     except DeliveryUnavailable as exc:
         log.warning("%s; delivering from this process", exc)
         return None
     await smtp.stop()
-    log.info("a backlog: its letters go out from a delivery process of their own (pid %s%s)", delivery.pid,
-             ", forked at the start" if delivery.forked else "")
+    log.info("a backlog: its letters go out from a delivery process of their own (pid %s)", delivery.pid)
     return delivery
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import Connection, Engine
 
 # PostgreSQL advisory lock keys (any two numbers that nothing else in the database uses).
 ACTIVE_KEY = 0x6D61696C  # "mail"
@@ -155,13 +155,8 @@ class NoLock(InstanceLock):
 
 
 def sqlite_path(engine: Engine) -> Path | None:
-    return sqlite_file(engine.url)
-
-
-def sqlite_file(url: URL) -> Path | None:
-    """The file of a SQLite database on disk; None for one in memory, or another database."""
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+    database = engine.url.database
+    if engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
     return Path(database)
 

@@ -5,7 +5,6 @@ that process cannot start or dies."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import dataclasses
 import json
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 
 import psutil
 import pytest
@@ -136,36 +134,23 @@ def test_a_delivery_process_killed_mid_backlog_leaves_the_rest_to_the_bot_s_proc
     assert json.loads(bot.cli("status", "--json").stdout)["outbox"] == {"sent": 80}
 
 
-def _delivering(proc: psutil.Process) -> bool:
-    """Whether this child of the bot is its delivery process, delivering: a spare told to (forked from the bot, so
-    known by its name), or a new interpreter."""
-    try:
-        return proc.name() == delivery_process.DELIVERING_NAME or "mailbot.delivery_process" in " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
-
-
-def _wait_for_child(run: subprocess.Popen[bytes], which: Callable[[psutil.Process], bool]) -> psutil.Process | None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and run.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            for proc in psutil.Process(run.pid).children(recursive=True):
-                if which(proc):
-                    return proc
-        time.sleep(0.005)
-    return None
-
-
 def test_a_bot_killed_outright_keeps_its_database_until_its_delivery_process_has_ended(bot: Bot) -> None:
     """On SQLite the delivery process holds the instance lock with the bot: a second bot started after a kill -9
-    of the first cannot deliver beside the first one's delivery process (both could send the same letters). The
-    command's delivery process is the spare forked at its start, sent the lock's descriptor when told to deliver."""
+    of the first cannot deliver beside the first one's delivery process (both could send the same letters)."""
     _backlog(bot, 40)
     run = subprocess.Popen([sys.executable, "-m", "mailbot", "run", "--once"], env=bot.env(), cwd=bot.root,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    child = _wait_for_child(run, _delivering)
+    child = None
+    deadline = time.monotonic() + 60
+    while child is None and time.monotonic() < deadline and run.poll() is None:
+        for proc in psutil.Process(run.pid).children(recursive=True):
+            try:
+                if "mailbot.delivery_process" in " ".join(proc.cmdline()):
+                    child = proc
+            except psutil.Error:
+                pass
+        time.sleep(0.01)
     assert child is not None, "no delivery process was started for the backlog"
-    assert child.name() == delivery_process.DELIVERING_NAME  # the spare, not a new interpreter
     others = [proc for proc in psutil.Process(run.pid).children(recursive=True) if proc.pid != child.pid]
     child.suspend()
     run.kill()
@@ -212,53 +197,3 @@ def test_a_delivery_process_that_cannot_open_the_database_says_so_in_one_line_an
     assert "the delivery process could not start" in err and "Traceback" not in err
     assert any("did not start" in r.getMessage() and "delivering from this process" in r.getMessage()
                for r in caplog.records)
-
-
-def test_mailbot_run_once_hands_a_backlog_to_the_spare_it_forked_and_each_letter_goes_once(bot: Bot) -> None:
-    """The command forks its delivery process at its start (``delivery_process.Spare``) and, meeting a backlog,
-    tells it to deliver: the letters go once each, the totals are the run's, and nothing of the run is left."""
-    _backlog(bot)
-    run = bot.cli("run", "--once")
-    assert f"fetched {BACKLOG} message(s); scheduled work queued 0 letter(s); sent {2 * BACKLOG}, deferred 0, " \
-           "failed 0" in run.stdout
-    assert "forked at the start" in run.stderr and "Traceback" not in run.stderr
-    copies = _copies(bot)
-    assert len(copies) == 2 * BACKLOG and set(copies.values()) == {1}
-    assert json.loads(bot.cli("status", "--json").stdout)["outbox"] == {"sent": 2 * BACKLOG}
-
-
-def test_a_run_with_no_backlog_ends_its_spare_and_leaves_nothing_running(bot: Bot) -> None:
-    """One message is no backlog: the spare is never told to deliver, ends with the run (which waits for it), and
-    writes nothing of its own; the letters go from the bot's own process."""
-    bot.append(make_mail(frm="one@example.org", subject="Just one"))
-    run = subprocess.Popen([sys.executable, "-m", "mailbot", "run", "--once"], env=bot.env(), cwd=bot.root,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    spare = _wait_for_child(run, lambda proc: proc.name() == delivery_process.SPARE_NAME)
-    out, err = run.communicate(timeout=120)
-    assert run.returncode == 0, err
-    assert spare is not None, "no spare was forked"
-    assert not spare.is_running()  # waited for by the run: not even a zombie is left
-    assert out.decode().splitlines() == ["fetched 1 message(s); scheduled work queued 0 letter(s); sent 2, deferred 0, "
-                                         "failed 0"]
-    assert "delivery process" not in err.decode() and "Traceback" not in err.decode()
-    assert len(bot.letters("acknowledgement")) == 1
-
-
-def test_a_spare_that_died_before_the_backlog_leaves_delivery_in_the_bot_s_process(bot: Bot) -> None:
-    """A spare killed while it waited (by an operator, or the kernel short of memory): the bot says so in one line
-    and delivers the backlog itself, each letter once."""
-    _backlog(bot)
-    run = subprocess.Popen([sys.executable, "-m", "mailbot", "run", "--once"], env=bot.env(), cwd=bot.root,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    spare = _wait_for_child(run, lambda proc: proc.name() == delivery_process.SPARE_NAME)
-    assert spare is not None, "no spare was forked"
-    spare.kill()
-    out, err = run.communicate(timeout=120)
-    assert run.returncode == 0, err
-    assert f"sent {2 * BACKLOG}, deferred 0, failed 0" in out.decode()
-    assert set(_copies(bot).values()) == {1} and len(_copies(bot)) == 2 * BACKLOG
-    said = err.decode()
-    assert "Traceback" not in said
-    # Killed while it waited, as meant, or (on a slow machine) after it was told to deliver: either way one line.
-    assert ("the spare delivery process could not be woken" in said and "delivering from this process" in said) or \
-        "delivering the rest from this process" in said or "did not start" in said, said
