@@ -30,6 +30,9 @@ FETCH_CHUNK = 100
 # At most this many bytes of mail in one FETCH (a message larger than this comes alone): 100 complaints
 # carrying phone videos were one 700 MB answer, and the process that held it.
 FETCH_BYTES = 24 * 1024 * 1024
+# A message of at most this size is "small": a FETCH_CHUNK of them fits in FETCH_BYTES, so only the sizes of larger
+# ones are asked for (``ImapIntake._sizes``).
+SMALL = FETCH_BYTES // FETCH_CHUNK
 FETCH_ITEMS = ["BODY.PEEK[]", "INTERNALDATE"]
 # A message the server refuses is tried alone this many times, each on a fresh session, within one pass.
 ATTEMPTS_ALONE = 3
@@ -162,7 +165,7 @@ class ImapIntake:
             log.info("first run: skipped %d message(s) already in %s", len(uids), cfg.mailbox)
             uids = []
         fetched = 0
-        for chunk in fetch_chunks(uids, self._sizes(uids, uidvalidity)):
+        for chunk in fetch_chunks(uids, self._sizes(uids, uidvalidity), FETCH_CHUNK, FETCH_BYTES):
             arrivals, refused = self._fetch(chunk, uidvalidity)
             fetched += len(arrivals)
             # Each transaction's messages are moved as soon as it commits, not at the end of the chunk.
@@ -184,21 +187,33 @@ class ImapIntake:
         return fetched
 
     def _sizes(self, uids: list[int], uidvalidity: int) -> dict[int, int]:
-        """Each message's size, from the server's index, so a backlog of large messages is fetched a few at a
-        time (one message needs no plan). A server that will not say is fetched by count alone."""
+        """Each message's size as far as the plan needs it, so a backlog of large messages is fetched a few at a
+        time (one message needs no plan): from the server's index for a message LARGER than SMALL, and SMALL, the
+        most it can be, for the rest (so FETCH_CHUNK of them still make one FETCH).
+
+        Only the large ones are asked for (RFC 3501 SEARCH LARGER, then their RFC822.SIZE): asking every message's
+        size was one answer line per message, all parsed here before the first message was fetched, and a 2,000
+        backlog's answer took 75-110 ms of Dovecot and this thread against ~40 ms for the search. A server that
+        will not say is fetched by count alone."""
         if len(uids) < 2:
             return {}
         assert self.client is not None
         sizes: dict[int, int] = {}
         try:
-            for start in range(0, len(uids), 1000):
-                for uid, data in self.client.fetch(uids[start:start + 1000], ["RFC822.SIZE"]).items():
+            waiting = set(uids)
+            large = sorted(u for u in self.client.search(["UID", f"{uids[0]}:{uids[-1]}", "LARGER", str(SMALL)])
+                           if u in waiting)
+            for start in range(0, len(large), 1000):
+                for uid, data in self.client.fetch(large[start:start + 1000], ["RFC822.SIZE"]).items():
                     size = data.get(b"RFC822.SIZE")
                     if isinstance(size, int):
                         sizes[uid] = size
         except IMAPClientError as exc:
             log.warning("IMAP %s: the server would not give the messages' sizes (%s)", self.config.mailbox, exc)
             self._reopen(uidvalidity)
+            return {}
+        for uid in uids:
+            sizes.setdefault(uid, SMALL)
         return sizes
 
     def _fetch(self, chunk: list[int], uidvalidity: int) -> tuple[list[Arrival], dict[int, str]]:

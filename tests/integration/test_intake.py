@@ -818,3 +818,56 @@ def test_a_refused_message_with_nothing_else_to_read_waits_instead_of_being_file
     bot.once(now=MONDAY_10)  # another message comes: the refusals are the messages', so they are filed now
     assert [m.message["To"] for m in bot.letters("acknowledgement")] == ["bob@example.org"]
     assert len(bot.letters("unreadable-alert")) == 2
+
+
+def test_a_backlog_with_large_messages_is_fetched_within_the_byte_budget_asking_only_their_sizes(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan of a backlog's FETCHes (mail.imap): every FETCH within the count and the bytes allowed, measured on
+    what the server really sent, though only the large messages' sizes were asked for (SEARCH LARGER), and every
+    message taken in, in order. The budget is shrunk so a few 40 KB messages are "large"."""
+    from mailbot.mail import imap
+
+    monkeypatch.setattr(imap, "FETCH_CHUNK", 10)
+    monkeypatch.setattr(imap, "FETCH_BYTES", 100_000)
+    monkeypatch.setattr(imap, "SMALL", 10_000)
+    large_at = {4, 5, 13, 24}
+    for n in range(26):
+        body = ("A long account of what happened. " * 1300) if n in large_at else f"Complaint number {n}."
+        bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Complaint {n}", body=body))
+
+    fetched: list[list[int]] = []  # the size of each message of each FETCH, as the server sent it
+    real_fetch = imap.ImapIntake._fetch
+
+    def fetch(self: imap.ImapIntake, chunk: list[int], uidvalidity: int) -> tuple[list[Arrival], dict[int, str]]:
+        arrivals, refused = real_fetch(self, chunk, uidvalidity)
+        fetched.append([len(a.raw) for a in arrivals])
+        return arrivals, refused
+
+    asked: list[int] = []  # how many sizes the server was asked for
+    real_sizes = imap.ImapIntake._sizes
+
+    def sizes(self: imap.ImapIntake, uids: list[int], uidvalidity: int) -> dict[int, int]:
+        assert self.client is not None
+        client_fetch = self.client.fetch
+
+        def counting(messages: list[int], items: list[str], *args: object, **kwargs: object) -> dict:
+            if "RFC822.SIZE" in items:
+                asked.append(len(messages))
+            return client_fetch(messages, items, *args, **kwargs)
+
+        self.client.fetch = counting  # type: ignore[method-assign]
+        try:
+            return real_sizes(self, uids, uidvalidity)
+        finally:
+            del self.client.fetch
+
+    monkeypatch.setattr(imap.ImapIntake, "_fetch", fetch)
+    monkeypatch.setattr(imap.ImapIntake, "_sizes", sizes)
+    assert bot.once()["fetched"] == 26
+    assert sum(asked) == len(large_at)  # the four large ones, not all 26
+    assert all(len(each) <= 10 and sum(each) <= 100_000 for each in fetched), fetched
+    assert sum(len(each) for each in fetched) == 26
+    assert any(size > 40_000 for size in sum(fetched, [])) and len(fetched) >= 4  # the budget split the backlog
+    refs = [case["ref"] for case in bot.cases_json()]
+    assert len(refs) == 26
+    assert {m.message["To"] for m in bot.letters("acknowledgement")} == {f"person{n}@example.org" for n in range(26)}
