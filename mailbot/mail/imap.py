@@ -30,8 +30,10 @@ FETCH_CHUNK = 100
 # At most this many bytes of mail in one FETCH (a message larger than this comes alone): 100 complaints
 # carrying phone videos were one 700 MB answer, and the process that held it.
 FETCH_BYTES = 24 * 1024 * 1024
-# A message of at most this size is "small": a FETCH_CHUNK of them fits in FETCH_BYTES, so only the sizes of larger
-# ones are asked for (``ImapIntake._sizes``).
+# A FETCH_CHUNK of messages of at most this size fit in FETCH_BYTES: the size a message whose size was not asked
+# for is planned at (``ImapIntake._sizes``). The sizes of those LARGER than half of it are asked for: a server may
+# compare a stored size there rather than the message's (Exchange, for an attachment kept decoded, where base64
+# adds a third), so the half leaves room for that.
 SMALL = FETCH_BYTES // FETCH_CHUNK
 FETCH_ITEMS = ["BODY.PEEK[]", "INTERNALDATE"]
 # A message the server refuses is tried alone this many times, each on a fresh session, within one pass.
@@ -188,8 +190,8 @@ class ImapIntake:
 
     def _sizes(self, uids: list[int], uidvalidity: int) -> dict[int, int]:
         """Each message's size as far as the plan needs it, so a backlog of large messages is fetched a few at a
-        time (one message needs no plan): from the server's index for a message LARGER than SMALL, and SMALL, the
-        most it can be, for the rest (so FETCH_CHUNK of them still make one FETCH).
+        time (one message needs no plan): from the server's index for a message LARGER than half of SMALL, and
+        SMALL for the rest, twice what the server says they can be (FETCH_CHUNK of them still make one FETCH).
 
         Only the large ones are asked for (RFC 3501 SEARCH LARGER, then their RFC822.SIZE): asking every message's
         size was one answer line per message, all parsed here before the first message was fetched, and a 2,000
@@ -201,8 +203,8 @@ class ImapIntake:
         sizes: dict[int, int] = {}
         try:
             waiting = set(uids)
-            large = sorted(u for u in self.client.search(["UID", f"{uids[0]}:{uids[-1]}", "LARGER", str(SMALL)])
-                           if u in waiting)
+            asked = self.client.search(["UID", f"{uids[0]}:{uids[-1]}", "LARGER", str(SMALL // 2)])
+            large = sorted(u for u in asked if u in waiting)
             for start in range(0, len(large), 1000):
                 for uid, data in self.client.fetch(large[start:start + 1000], ["RFC822.SIZE"]).items():
                     size = data.get(b"RFC822.SIZE")

@@ -824,15 +824,20 @@ def test_a_backlog_with_large_messages_is_fetched_within_the_byte_budget_asking_
         bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
     """The plan of a backlog's FETCHes (mail.imap): every FETCH within the count and the bytes allowed, measured on
     what the server really sent, though only the large messages' sizes were asked for (SEARCH LARGER), and every
-    message taken in. The budget is shrunk so that a few 40 KB messages are "large"."""
+    message taken in. The budget is shrunk so that a few 40 KB messages are "large", and a 7 KB one near it."""
     from mailbot.mail import imap
 
     monkeypatch.setattr(imap, "FETCH_CHUNK", 10)
     monkeypatch.setattr(imap, "FETCH_BYTES", 100_000)
     monkeypatch.setattr(imap, "SMALL", 10_000)
     large_at = {4, 5, 13, 24}
+    near = 9  # under SMALL but over half of it: a server may compare a smaller stored size, so it is asked too
     for n in range(26):
-        body = ("A long account of what happened. " * 1300) if n in large_at else f"Complaint number {n}."
+        body = f"Complaint number {n}."
+        if n in large_at:
+            body = "A long account of what happened. " * 1300
+        elif n == near:
+            body = "A longer account. " * 400
         bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Complaint {n}", body=body))
 
     fetched: list[list[int]] = []  # the size of each message of each FETCH, as the server sent it
@@ -864,7 +869,7 @@ def test_a_backlog_with_large_messages_is_fetched_within_the_byte_budget_asking_
     monkeypatch.setattr(imap.ImapIntake, "_fetch", fetch)
     monkeypatch.setattr(imap.ImapIntake, "_sizes", sizes)
     assert bot.once()["fetched"] == 26
-    assert sum(asked) == len(large_at)  # the four large ones, not all 26
+    assert sum(asked) == len(large_at) + 1  # the four large ones and the one near SMALL, not all 26
     assert all(len(each) <= 10 and sum(each) <= 100_000 for each in fetched), fetched
     assert sum(len(each) for each in fetched) == 26
     assert any(size > 40_000 for size in sum(fetched, [])) and len(fetched) >= 4  # the budget split the backlog
