@@ -22,7 +22,7 @@ from mailbot.store.turns import ProcessTurns, WriterTurns
 WRITER = """
 import sys
 from pathlib import Path
-from mailbot.store.turns import ProcessTurns, WriterTurns
+from mailbot.store.turns import ProcessTurns
 turns = ProcessTurns(Path(sys.argv[1]))
 print("had" if turns.take(30) else "not had", flush=True)
 with open(sys.argv[2], "a") as log:
