@@ -234,7 +234,9 @@ def _say(line: str) -> bool:
 
 
 if __name__ == "__main__":
-    from mailbot.launch import steady_malloc
+    from mailbot.launch import leave_to_the_kernel, steady_malloc
 
     steady_malloc()
-    sys.exit(asyncio.run(_child()))
+    code = asyncio.run(_child())
+    leave_to_the_kernel()  # the parent's run waits for this process to end
+    sys.exit(code)

@@ -44,6 +44,19 @@ def child_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
+def leave_to_the_kernel() -> None:
+    """Called as a process of the bot ends, once its work is done: the interpreter's teardown is left to free only
+    what is not tied up in reference cycles, and the kernel takes back the rest with the process.
+
+    Tearing down, the interpreter clears every module and then collects every cycle among their objects, one by
+    one: 0.12-0.15 s with SQLAlchemy, the ORM and the pipeline loaded (a 2,000-complaint backlog's run ended that
+    much after its last letter), against ~0.01 s with them frozen (``gc.freeze``: the collector no longer looks at
+    them). Nothing the teardown would still do matters outside the process: what must be written has been (the
+    database's transactions committed and its connections closed by ``engine.dispose``, files closed where they
+    were written), and the exit handlers still run after this (logging's flush, the thread pools' joins)."""
+    gc.freeze()
+
+
 def main() -> int:
     gc.disable()
     try:
@@ -51,4 +64,6 @@ def main() -> int:
     except BaseException:
         gc.enable()
         raise
-    return command()
+    code = command()
+    leave_to_the_kernel()
+    return code
