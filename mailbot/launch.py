@@ -49,7 +49,7 @@ def leave_to_the_kernel() -> None:
     what is not tied up in reference cycles, and the kernel takes back the rest with the process.
 
     Tearing down, the interpreter clears every module and then collects every cycle among their objects, one by
-    one: 0.12-0.15 s with SQLAlchemy, the ORM and the pipeline loaded (a 2,000-complaint backlog's run ended that
+    one: 0.12-0.20 s with SQLAlchemy, the ORM and the pipeline loaded (a 2,000-complaint backlog's run ended that
     much after its last letter), against ~0.01 s with them frozen (``gc.freeze``: the collector no longer looks at
     them). Nothing the teardown would still do matters outside the process: what must be written has been (the
     database's transactions committed and its connections closed by ``engine.dispose``, files closed where they

@@ -153,9 +153,9 @@ def test_the_garbage_collector_is_off_while_a_command_starts_and_on_for_its_work
 def test_a_pass_that_took_mail_in_ends_with_its_work_on_disk_and_its_objects_left_to_the_kernel(
         tmp_path: Path) -> None:
     # Its end: the interpreter's teardown would walk every cycle among the objects the pass loaded (the ORM, the
-    # pipeline), 0.12-0.15 s after a backlog (bench/README.md). They are frozen for it instead; what the teardown
-    # would still do that matters must not be lost with it: the database folded and closed, the log complete,
-    # the exit handlers run.
+    # pipeline), 0.12-0.20 s after a backlog (bench/README.md). They are frozen for it instead; what the teardown
+    # would still do that matters must not be lost with it: the database folded and closed, the pass's report
+    # printed, the letter kept, the exit handlers run.
     inbox = mailbox.Maildir(tmp_path / "maildir")
     inbox.add((REPO / "data" / "samples" / "01-complaint.eml").read_bytes())
     probe = ("import atexit, gc, os, sys\nfrom mailbot import console, launch\nsettled = []\n"
