@@ -121,14 +121,18 @@ def _child_start(level: int, fmt: str, parent: int) -> None:
     end of its task queue: it holds that pipe's writing end itself, as multiprocessing hands it both. It would wait
     for ever, so it watches its parent (``parent``, the pid that started it: one killed while this child was
     starting is gone already) and ends when it has gone (it is then another process's child)."""
+    import atexit
     import signal
     import threading
     import time
 
     from mailbot import logs
+    from mailbot.launch import leave_to_the_kernel
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.configure(level, fmt)
+    # At its end, as the bot's other processes do (intake's thread waits for it to end).
+    atexit.register(leave_to_the_kernel)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -240,7 +240,8 @@ async def _child() -> None:
 
 
 if __name__ == "__main__":
-    from mailbot.launch import steady_malloc
+    from mailbot.launch import leave_to_the_kernel, steady_malloc
 
     steady_malloc()
     asyncio.run(_child())
+    leave_to_the_kernel()  # the bot's run waits for this process to end
