@@ -11,9 +11,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 from mailbot.files import make_private_dir, write_private_file
+from mailbot.store.sqlite_file import database_file
 
 # The data dir's files a restore needs beside the database (each copied when present).
 DATA_FILES = ("secret.key", "staff.toml", "participants.csv", "procedures.toml")
@@ -25,10 +24,9 @@ class BackupRefused(Exception):
 
 def backup(database_url: str, data_dir: Path, target: Path) -> list[Path]:
     """Write the backup into ``target`` (created 0700); returns the files written."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+    source = database_file(database_url)
+    if source is None:
         raise BackupRefused("mailbot backup copies a SQLite database; for PostgreSQL use pg_dump (README, Backups)")
-    source = Path(url.database)
     if not source.exists():
         raise BackupRefused(f"there is no database at {source} to back up")
     make_private_dir(target)

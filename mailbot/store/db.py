@@ -9,12 +9,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from mailbot.files import make_private_sqlite
 from mailbot.store.faults import describe
+from mailbot.store.sqlite_file import database_file
 from mailbot.store.turns import ProcessTurns, WriterTurns
 
 if TYPE_CHECKING:
@@ -51,10 +52,9 @@ def _write_ahead_log(cursor: Any, patience: float = 30.0) -> None:
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs to be safe under concurrent use."""
     if url.startswith("sqlite"):
-        path = make_url(url).database  # None for "sqlite://", an in-memory database like ":memory:"
-        on_disk = bool(path and path != ":memory:" and not path.startswith("file:"))
-        if on_disk:
-            make_private_sqlite(Path(path))
+        path = database_file(url)  # None for an in-memory database
+        if path is not None:
+            make_private_sqlite(path)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         # WAL lets the outbox worker and the scheduler read while intake writes; NORMAL
@@ -78,7 +78,7 @@ def make_engine(url: str) -> Engine:
         # on the database (mailbot/store/turns.py), since SQLite's busy handler polls and a writer that commits
         # and begins again would keep one waiting for seconds. A connection marked read-only (``reading``)
         # begins a plain deferred transaction: in WAL mode it reads the last commit without waiting for anyone.
-        turns = _TURNS[engine] = WriterTurns(across=ProcessTurns(Path(path)) if on_disk else None)
+        turns = _TURNS[engine] = WriterTurns(across=ProcessTurns(path) if path is not None else None)
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from sqlalchemy.exc import ArgumentError
+
+from mailbot.store.sqlite_file import database_file
+
 
 class DatabaseUnusable(Exception):
     """The database cannot be used; ``str()`` is one line for the operator."""
@@ -40,7 +44,12 @@ _SQLITE_FAULTS: tuple[tuple[tuple[str, ...], str, str, bool], ...] = (
 
 
 def sqlite_path(url: str) -> str:
-    return url.split("///", 1)[-1].split("?", 1)[0] or ":memory:"
+    """The file as SQLite opens it (``store.sqlite_file``), or ":memory:"."""
+    try:
+        path = database_file(url)
+    except ArgumentError:  # not a URL SQLAlchemy reads: named as it was given
+        return url.split("///", 1)[-1].split("?", 1)[0] or ":memory:"
+    return str(path) if path is not None else ":memory:"
 
 
 def describe(exc: BaseException, url: str) -> DatabaseUnusable:

@@ -18,6 +18,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from mailbot.store.sqlite_file import database_file
+
 # PostgreSQL advisory lock keys (any two numbers that nothing else in the database uses).
 ACTIVE_KEY = 0x6D61696C  # "mail"
 MIGRATE_KEY = 0x626F7431  # "bot1"
@@ -154,17 +156,10 @@ class NoLock(InstanceLock):
         return None
 
 
-def sqlite_path(engine: Engine) -> Path | None:
-    database = engine.url.database
-    if engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    return Path(database)
-
-
 def instance_lock(engine: Engine) -> InstanceLock:
     if engine.url.get_backend_name() == "postgresql":
         return AdvisoryLock(engine)
-    path = sqlite_path(engine)
+    path = database_file(engine.url)
     return FileLock(path.with_name(path.name + ".active.lock")) if path else NoLock()
 
 
@@ -176,7 +171,7 @@ def migrating(engine: Engine, conn: Connection) -> Iterator[None]:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_KEY})
         yield
         return
-    path = sqlite_path(engine)
+    path = database_file(engine.url)
     if path is None:
         yield
         return

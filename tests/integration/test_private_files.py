@@ -98,3 +98,34 @@ def test_a_stopped_bots_work_is_in_the_database_file_itself(bot: Bot, tmp_path: 
     shutil.copy(bot.data_dir / "mailbot.db", copy)
     with sqlite3.connect(copy) as conn:
         assert conn.execute('SELECT subject FROM "case"').fetchall() == [("Kept",)]
+
+
+def test_a_database_named_by_a_sqlite_uri_is_one_private_file_to_every_part(bot: Bot, tmp_path: Path) -> None:
+    # MAILBOT_DATABASE_URL takes any SQLAlchemy URL, SQLite's URI filenames among them. The file they name is the
+    # one every part uses: `db upgrade` once failed on a lock file under "file:data/", and left the database it
+    # had just made readable by all.
+    from tests.integration.bot import Daemon
+
+    by_uri = "sqlite:///file:data/complaints%2520db.sqlite?mode=rwc&uri=true"  # "complaints db.sqlite", relative
+    db = bot.data_dir / "complaints db.sqlite"
+    bot.extra["MAILBOT_DATABASE_URL"] = by_uri
+    bot.cli("db", "upgrade")
+    assert mode(db) == 0o600
+    bot.append(make_mail(frm="jane@example.com", subject="Named by a URI"))
+    bot.cli("run", "--once")
+    assert [case["subject"] for case in bot.cases_json()] == ["Named by a URI"]
+    assert len(bot.letters("acknowledgement")) == 1
+    assert not list(bot.root.glob("file:*")) and not list(bot.data_dir.glob("file:*"))
+    backup = bot.cli("backup", str(tmp_path / "backup")).stdout.split()
+    with sqlite3.connect(next(p for p in backup if p.endswith("mailbot.db"))) as conn:
+        assert conn.execute('SELECT subject FROM "case"').fetchall() == [("Named by a URI",)]
+
+    # A daemon naming the file by its path and a pass naming it by the URI are two bots on one database.
+    daemon = Daemon(bot, MAILBOT_DATABASE_URL=f"sqlite:///{db}")
+    daemon.start()
+    try:
+        daemon.wait_log("IMAP intake idling", timeout=30)
+        result = bot.cli("run", "--once")
+        assert "is running on this database" in result.stdout, result.stdout + result.stderr
+    finally:
+        assert daemon.stop() == 0
