@@ -26,14 +26,21 @@ REDACTORS = frozenset({"person_erased", "retention_anonymised"})
 
 
 def stamp(at: datetime) -> str:
-    """The time as hashed: UTC to the microsecond, whatever the database hands back (naive UTC or aware)."""
+    """The time as hashed: UTC to the microsecond, whatever the database hands back (naive UTC or aware).
+    ``2026-12-07T14:03:02.123456Z``, as ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` wrote it (in a third of the time)."""
     if at.tzinfo is not None:
         at = at.astimezone(timezone.utc).replace(tzinfo=None)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.isoformat(timespec="microseconds") + "Z"
+
+
+# json.dumps with arguments of its own builds an encoder on every call; the hash is taken of every event written.
+_HASHED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def content_hash(salt: str, case_id: int | None, at: datetime, type_: str, actor: str, detail: str) -> str:
-    body = json.dumps([case_id, stamp(at), type_, actor, detail], ensure_ascii=False, separators=(",", ":"))
+    """What an event's contents hash to. Every trail ever written is checked against this: its bytes never change
+    (tests/unit/test_audit.py keeps one event's hash from before)."""
+    body = _HASHED.encode([case_id, stamp(at), type_, actor, detail])
     return hashlib.sha256(bytes.fromhex(salt) + body.encode("utf-8")).hexdigest()
 
 

@@ -241,8 +241,12 @@ def _event_row(session: Session, case: Case | None, at: datetime, type_: str, ac
                detail: dict[str, object]) -> dict[str, object]:
     return audit.stamp_event(session, {
         "case_id": case_id(session, case), "at": to_db(at), "type": type_, "actor": actor,
-        "detail": json.dumps(detail, default=str, sort_keys=True) if detail else "",
+        "detail": _DETAIL.encode(detail) if detail else "",
     })
+
+
+# json.dumps(detail, default=str, sort_keys=True), its encoder built once rather than for each event.
+_DETAIL = json.JSONEncoder(default=str, sort_keys=True)
 
 
 # ---- what the messages in hand will ask, asked ahead in one round trip ------------------------------------

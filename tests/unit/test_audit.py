@@ -151,3 +151,15 @@ def test_the_time_is_hashed_the_same_whatever_form_the_database_returns() -> Non
 def test_an_empty_trail_verifies_at_the_genesis_head() -> None:
     verdict = audit.verify([], (0, audit.GENESIS))
     assert verdict.ok and verdict.head_seq == 0 and json.dumps(verdict.head_hash) == json.dumps("0" * 64)
+
+
+@pytest.mark.parametrize(("contents", "recorded"), [
+    (("00112233445566778899aabbccddeeff", 7, datetime(2026, 3, 2, 9, 15), "received", "priya@1mm.org.uk",
+      '{"from": "jane@example.com"}'), "d44325d2cd0d616f59a5efde76a3562d8534af6849d8688b9c01915d49ac8e01"),
+    (("ffeeddccbbaa99887766554433221100", None, datetime(2026, 12, 7, 14, 3, 2, 123456, timezone(timedelta(hours=1))),
+      "note", "Zoë Ó'Brien <zoe@1mm.org.uk>", '{"text": "caf\\u00e9 \\u2014 \\"quoted\\""}'),
+     "4b49b22531aa2c026ddd3b4c9f3797ad50ec116c1bf44f751e61f50c8b817159"),
+])
+def test_an_events_hash_is_the_one_every_earlier_version_recorded(contents: tuple, recorded: str) -> None:
+    # Trails written by the bot since the chain began are verified against this function: its bytes never change.
+    assert audit.content_hash(*contents) == recorded
