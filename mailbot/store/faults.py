@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from sqlalchemy.exc import ArgumentError
-
 from mailbot.store.sqlite_file import database_file
 
 
@@ -44,11 +42,9 @@ _SQLITE_FAULTS: tuple[tuple[tuple[str, ...], str, str, bool], ...] = (
 
 
 def sqlite_path(url: str) -> str:
-    """The file as SQLite opens it (``store.sqlite_file``), or ":memory:"."""
-    try:
-        path = database_file(url)
-    except ArgumentError:  # not a URL SQLAlchemy reads: named as it was given
-        return url.split("///", 1)[-1].split("?", 1)[0] or ":memory:"
+    """The file as SQLite opens it (``store.sqlite_file``), or ":memory:". ``url`` is one an engine was made from,
+    so SQLAlchemy has read it already."""
+    path = database_file(url)
     return str(path) if path is not None else ":memory:"
 
 

@@ -15,12 +15,10 @@ a URI. Pure: nothing here touches the disk.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from sqlalchemy.engine import URL, make_url
-
-_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
 def database_file(url: str | URL) -> Path | None:
@@ -30,23 +28,21 @@ def database_file(url: str | URL) -> Path | None:
     if url.get_backend_name() != "sqlite":
         return None
     database = url.database
-    in_memory = False
     if database and database.startswith("file:"):
-        database, in_memory = _uri_path(database, url.query.get("mode"))
-    if not database or database == ":memory:" or in_memory:
+        # The URL's own parameters go on to SQLite with the URI's (SQLAlchemy appends them), mode=memory among them.
+        database, modes = _uri_path(database)
+        if "memory" in (*modes, *url.normalized_query.get("mode", ())):
+            return None
+    if not database or database == ":memory:":
         return None
     return Path(database)
 
 
-def _uri_path(uri: str, mode: object) -> tuple[str, bool]:
-    """A URI filename's path, and whether it names an in-memory database (its ``mode=memory``, in the URI's own
-    query or among the URL's parameters, which SQLAlchemy hands on to SQLite)."""
-    rest = uri[len("file:"):]
-    rest, _, query = rest.split("#", 1)[0].partition("?")
+def _uri_path(uri: str) -> tuple[str, list[str]]:
+    """A URI filename's path, percent-decoded, and the ``mode`` values of its query."""
+    rest, _, query = uri[len("file:"):].split("#", 1)[0].partition("?")
     if rest.startswith("//"):  # the authority ("" or "localhost": SQLite refuses any other) ends at the path's "/"
         _authority, slash, path = rest[2:].partition("/")
         rest = slash + path
-    path = _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), rest.encode("utf-8")).decode("utf-8", "replace")
     modes = [value for key, _, value in (pair.partition("=") for pair in query.split("&")) if key == "mode"]
-    modes.extend([mode] if isinstance(mode, str) else mode if isinstance(mode, tuple) else [])
-    return path, "memory" in modes
+    return unquote(rest, errors="replace"), modes
