@@ -649,15 +649,17 @@ class ScriptedSmtp(asyncio.Protocol):
     as ``answers`` says (by verb, b"." for the letter's end, b"greeting" for its first words; an empty answer is none,
     ever), otherwise 250 and 354.
     Offering PIPELINING, it holds its replies to a group until the group's DATA (so a client that waits for each
-    reply never gets one), then sends them ``gap`` seconds apart; every answer goes ``distance`` seconds after the
-    command, as from a server that far away. ``log`` keeps each connection, every read, each letter's text, and a
-    command that came while a reply was still owed to one before it ("early") to a server without PIPELINING."""
+    reply never gets one), then sends them ``gap`` seconds apart, the first ``group_after`` seconds late (a server
+    slow to check a sender); every answer goes ``distance`` seconds after the command, as from a server that far
+    away. ``log`` keeps each connection, every read, each letter's text, and a command that came while a reply was
+    still owed to one before it ("early") to a server without PIPELINING."""
 
     def __init__(self, pipelining: bool, answers: dict[bytes, bytes] | None = None,
-                 log: dict[str, list[object]] | None = None, distance: float = 0.0, gap: float = 0.02) -> None:
+                 log: dict[str, list[object]] | None = None, distance: float = 0.0, gap: float = 0.02,
+                 group_after: float = 0.0) -> None:
         self.pipelining, self.answers = pipelining, answers if answers is not None else {}
         self.log = log if log is not None else self.new_log()
-        self.distance, self.gap = distance, gap
+        self.distance, self.gap, self.group_after = distance, gap, group_after
         self.buffer = b""
         self.held: list[bytes] = []
         self.text: list[bytes] = []
@@ -681,7 +683,9 @@ class ScriptedSmtp(asyncio.Protocol):
                 if line == b".":
                     self.in_data = False
                     self.log["texts"].append(b"".join(self.text))
-                    self.reply(self.answers.get(b".", b"250 queued"))
+                    answer = self.answers.get(b".", b"250 queued")
+                    if answer:  # an empty answer is none, ever
+                        self.reply(answer)
                 else:
                     self.text.append(line + b"\r\n")
                 continue
@@ -707,8 +711,9 @@ class ScriptedSmtp(asyncio.Protocol):
             # A group's replies go one at a time: a client must wait for the last of them, not only for those
             # that came in the same read as the first.
             loop = asyncio.get_running_loop()
+            late = self.distance + (self.group_after if len(self.held) > 1 else 0.0)
             for n, held in enumerate(self.held):
-                loop.call_later(self.distance + self.gap * n, self.write, held)
+                loop.call_later(late + self.gap * n, self.write, held)
             self.held = []
 
     def write(self, data: bytes) -> None:

@@ -11,7 +11,7 @@ import aiosmtplib
 
 from mailbot.domain.health import SENDER_REFUSED, SIGN_IN_REFUSED
 from mailbot.mail.oauth import TokenError, invalidate
-from mailbot.mail.smtp_pipeline import pipelined_transaction, stuffed
+from mailbot.mail.smtp_pipeline import Ahead, pipelined_transaction, stuffed
 from mailbot.services.transport import PermanentFailure, TemporaryFailure
 
 # An address that is plainly safe on an SMTP command line as it stands: ASCII atoms and dots, no spaces,
@@ -42,6 +42,11 @@ class SmtpTransport:
         # An OAuth2 access token source (XOAUTH2) instead of the password: asked afresh on every connection.
         self.token = token
         self._client: aiosmtplib.SMTP | None = None
+        # The next letter's group, written after the last letter's text (see ``send``'s ``following``).
+        self._ahead: Ahead | None = None
+
+    # The deliverer may name the letter it will send next on this connection (``send``'s ``following``).
+    takes_following = True
 
     async def _connect(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
@@ -88,12 +93,31 @@ class SmtpTransport:
             await client.rset()
         return None
 
-    async def send(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+    async def send(self, raw: bytes, mail_from: str, recipients: list[str],
+                   following: tuple[bytes, str, list[str]] | None = None) -> str | None:
+        """Send one letter; None, or a note when some recipients were refused but the letter went out.
+
+        ``following``: the letter this connection sends next (its bytes, sender and recipients), when the caller
+        knows it. Where the server offers PIPELINING and both letters can go as a group, that letter's MAIL, RCPT
+        and DATA go in the same write as this letter's text, and its replies come with this letter's 250: one round
+        trip a letter instead of two. The next ``send`` must then be that letter; any other call, ``close``
+        included, ends the connection without its text, so the server drops the transaction and nothing goes out
+        that was not sent whole."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and not ahead.is_for(raw, mail_from, recipients):
+            await self._drop()  # in the middle of another letter's transaction: no text but that letter's ends it
+            ahead = None
+        elif ahead is not None and not (self._client is not None and self._client.is_connected):
+            ahead = None  # the connection went, and the group with it: this letter starts afresh on a new one
         client = await self._connected()
         try:
-            if all(_PLAIN_ADDRESS.fullmatch(address) for address in (mail_from, *recipients)):
-                if client.supports_extension("pipelining") and _on_the_wire(raw):
-                    errors = await pipelined_transaction(client, raw, mail_from, recipients, self.timeout)
+            # A letter whose group went ahead was found fit for one then (_pipelines).
+            if ahead is not None or all(_PLAIN_ADDRESS.fullmatch(address) for address in (mail_from, *recipients)):
+                if ahead is not None or (client.supports_extension("pipelining") and _on_the_wire(raw)):
+                    if following is not None and not _pipelines(*following):
+                        following = None  # that letter goes by itself
+                    errors, self._ahead = await pipelined_transaction(
+                        client, raw, mail_from, recipients, self.timeout, ahead=ahead, following=following)
                 else:
                     errors = await self._transaction(client, raw, mail_from, recipients)
             else:
@@ -205,6 +229,7 @@ class SmtpTransport:
         await self._drop()
 
     async def _drop(self) -> None:
+        self._ahead = None
         if self._client is not None:
             try:
                 if self._client.is_connected:
@@ -213,6 +238,9 @@ class SmtpTransport:
                 self._client = None
 
     async def close(self) -> None:
+        if self._ahead is not None:
+            await self._drop()  # a letter's transaction is open: QUIT now would be read as its text
+            return
         if self._client is not None and self._client.is_connected:
             try:
                 await self._client.quit()
@@ -233,6 +261,11 @@ def _refuses_the_sender(exc: aiosmtplib.SMTPResponseException) -> bool:
         return (exc.code not in _THE_LETTERS_OWN and not exc.message.startswith(_THE_LETTERS_OWN_ENHANCED)
                 and not _THE_LETTERS_SIZE.search(exc.message))
     return exc.message.startswith(_EVERY_LETTERS_REFUSAL)
+
+
+def _pipelines(raw: bytes, mail_from: str, recipients: list[str]) -> bool:
+    """Whether a letter can go as a group (on a server that offers PIPELINING): plain addresses, lines in CRLF."""
+    return all(_PLAIN_ADDRESS.fullmatch(address) for address in (mail_from, *recipients)) and _on_the_wire(raw)
 
 
 def _on_the_wire(raw: bytes) -> bool:

@@ -1,16 +1,18 @@
 """A letter's MAIL, RCPT and DATA sent as one group where the server offers PIPELINING (RFC 2920).
 
 Without it each letter costs four round trips (MAIL, each RCPT, DATA, the text), each a write, a wait and a read
-at both ends; with it, two: the group, then the text. Every server the bot is meant for offers it (Microsoft 365,
-Gmail, Postfix, Exim); one that does not gets one command at a time, as before.
+at both ends; with it, two: the group, then the text; and one where the deliverer names the letter a connection
+sends next, whose group then goes in the same write as this letter's text (``Ahead``). Every server the bot is
+meant for offers it (Microsoft 365, Gmail, Postfix, Exim); one that does not gets one command at a time, as before.
 
 aiosmtplib's protocol cannot take a group's replies: it parses one reply each time data arrives and drops data
 that arrives while a parsed reply waits to be collected. So for the length of one transaction the connection's
 transport hands what arrives to ``_Replies``, which keeps every reply in order, and then back to aiosmtplib's
-protocol, which signs in before and says RSET or QUIT after as it always has. Between transactions nothing is
-left unread: every reply to the group is read before a refusal is raised, so an RSET that follows is answered in
-turn. A connection left owing a reply (too slow, a reply that is no SMTP reply, a cancelled send), or given one it
-did not ask for, is closed here, never reused.
+protocol, which signs in before and says RSET or QUIT after as it always has (with a group sent ahead, ``_Replies``
+keeps the transport until the last letter of the chain). Between transactions nothing is left unread: every reply
+to the group is read before a refusal is raised, so an RSET that follows is answered in turn. A connection left
+owing a reply (too slow, a reply that is no SMTP reply, a cancelled send, the next letter's group out when this one
+failed), or given one it did not ask for, is closed here, never reused.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class _Replies(asyncio.Protocol):
     closes the connection: nothing after it can be trusted to answer the command it seems to."""
 
     def __init__(self, transport: asyncio.Transport, aiosmtplib_protocol: asyncio.BaseProtocol) -> None:
-        self._transport, self._aiosmtplib = transport, aiosmtplib_protocol
+        self.transport, self._aiosmtplib = transport, aiosmtplib_protocol
         self._buffer = bytearray()
         self._replies: deque[aiosmtplib.SMTPResponse] = deque()
         self._error: Exception | None = None
@@ -71,7 +73,7 @@ class _Replies(asyncio.Protocol):
             replies, used = split_replies(self._buffer)
         except aiosmtplib.SMTPResponseException as exc:
             self._fail(exc)
-            self._transport.close()
+            self.transport.close()
             return
         if used:
             del self._buffer[:used]
@@ -112,30 +114,64 @@ class _Replies(asyncio.Protocol):
         return self._replies.popleft()
 
 
+class Ahead:
+    """A letter's group already on the wire: written right after the text of the letter before it on the same
+    connection (``following``), so the two letters cost one round trip less. Its replies are read by the send that
+    takes that letter, and only by it."""
+
+    __slots__ = ("replies", "letter")
+
+    def __init__(self, replies: _Replies, letter: tuple[bytes, str, list[str]]) -> None:
+        self.replies, self.letter = replies, letter
+
+    def is_for(self, raw: bytes, mail_from: str, recipients: list[str]) -> bool:
+        """Whether the group out is this letter's (the very bytes, not a copy that happens to be equal)."""
+        return self.letter[0] is raw and self.letter[1] == mail_from and self.letter[2] == recipients
+
+
+def _group(raw: bytes, mail_from: str, recipients: list[str], sizes: bool) -> bytes:
+    size = b" SIZE=%d" % len(raw) if sizes else b""
+    return b"\r\n".join([b"MAIL FROM:<" + mail_from.encode("ascii") + b">" + size,
+                         *(b"RCPT TO:<" + address.encode("ascii") + b">" for address in recipients), b"DATA", b""])
+
+
 async def pipelined_transaction(client: aiosmtplib.SMTP, raw: bytes, mail_from: str, recipients: list[str],
-                                timeout: float) -> dict[str, aiosmtplib.SMTPResponse]:
+                                timeout: float, ahead: Ahead | None = None,
+                                following: tuple[bytes, str, list[str]] | None = None,
+                                ) -> tuple[dict[str, aiosmtplib.SMTPResponse], Ahead | None]:
     """Send ``raw`` (every line ending CRLF; plain ASCII addresses) as one group and then its text; the refused
     recipients' replies when others took it. Raises aiosmtplib's exceptions, as ``sendmail`` would: the sender
     refused, every recipient refused, DATA or the text refused, replies too slow (``timeout`` seconds for each of
-    the group's, twice that for the text's), or the connection lost."""
+    the group's, twice that for the text's), or the connection lost.
+
+    ``ahead``: this letter's group went out already, after the text before it; its replies are read here.
+    ``following`` (the next letter on this connection: its bytes, sender and plain ASCII recipients): its group is
+    written straight after this text, in the same write (RFC 2920 3.1 lets a group begin with a text), and returned
+    as the ``Ahead`` the next send must be given. Once that group is out the connection is in the next letter's
+    transaction, which nothing but that letter's own text may end: whatever goes wrong here then closes it (the
+    server drops a transaction whose text never ended), and so must anything that does not go on to that letter."""
     transport = cast(asyncio.Transport | None, client.transport)
     protocol = client.protocol
     if transport is None or protocol is None or transport.is_closing():
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
     loop = asyncio.get_running_loop()
-    replies = _Replies(transport, protocol)
-    size = b" SIZE=%d" % len(raw) if client.supports_extension("size") else b""
-    group = [b"MAIL FROM:<" + mail_from.encode("ascii") + b">" + size,
-             *(b"RCPT TO:<" + address.encode("ascii") + b">" for address in recipients), b"DATA", b""]
+    sizes = client.supports_extension("size")
+    if ahead is not None and ahead.replies.transport is not transport:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")  # that group went with another connection
+    replies = ahead.replies if ahead is not None else _Replies(transport, protocol)
     # The group's replies have ``timeout`` seconds each, as one at a time they would, in one deadline: moving it
     # on after each reply took a fifth of a letter's CPU (a timer cancelled and another pushed on the heap).
     commands = len(recipients) + 2
     deadline = asyncio.timeout(timeout * commands)
     in_step = False  # every command written has had its reply read
-    transport.set_protocol(replies)
+    following_out = False  # the following letter's group is on the wire
+    carried: Ahead | None = None  # and this letter went: the next send reads that group's replies
+    if ahead is None:
+        transport.set_protocol(replies)
     try:
         async with deadline:
-            transport.write(b"\r\n".join(group))
+            if ahead is None:
+                transport.write(_group(raw, mail_from, recipients, sizes))
             answers = [await replies.read() for _ in range(commands)]
             mail, data = answers[0], answers[-1]
             refused = [aiosmtplib.SMTPRecipientRefused(answer.code, answer.message, address)
@@ -154,26 +190,38 @@ async def pipelined_transaction(client: aiosmtplib.SMTP, raw: bytes, mail_from: 
                 raise aiosmtplib.SMTPRecipientsRefused(refused)
             if data.code != 354:
                 raise aiosmtplib.SMTPDataError(data.code, data.message)
+            if not replies.quiet:
+                # More came than was asked for (with a group sent ahead, this is where it shows): the server is out
+                # of step, and the text must not go where it could be read as commands.
+                raise aiosmtplib.SMTPResponseException(-1, "The server answered more than it was asked")
             in_step = False
             deadline.reschedule(loop.time() + 2 * timeout)  # the text's answer
-            transport.write(stuffed(raw) + b".\r\n")
+            text = stuffed(raw) + b".\r\n"
+            if following is not None:
+                text += _group(*following, sizes)
+                following_out = True
+            transport.write(text)
             answer = await replies.read()
             in_step = True
             if answer.code != 250:
                 raise aiosmtplib.SMTPDataError(answer.code, answer.message)
+            if following is not None:
+                carried = Ahead(replies, following)
     except TimeoutError:
         if not deadline.expired():
             raise
         raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
     finally:
-        if in_step and replies.quiet and not transport.is_closing():
+        if carried is not None and not transport.is_closing():
+            pass  # the next letter's replies are owed: its own send reads them, in turn
+        elif in_step and not following_out and replies.quiet and not transport.is_closing():
             transport.set_protocol(protocol)
         else:
-            # A reply is still owed (too slow, no SMTP reply, the connection lost, this task cancelled) or came
-            # unasked: the next command's answer could be anything, so the connection goes and the next letter
-            # starts anew.
+            # A reply is still owed (too slow, no SMTP reply, the connection lost, this task cancelled, the next
+            # letter's group out with this one failed) or came unasked: the next command's answer could be
+            # anything, so the connection goes and the next letter starts anew.
             transport.close()
-    return {r.recipient: aiosmtplib.SMTPResponse(r.code, r.message) for r in refused}
+    return {r.recipient: aiosmtplib.SMTPResponse(r.code, r.message) for r in refused}, carried
 
 
 def stuffed(raw: bytes) -> bytes:

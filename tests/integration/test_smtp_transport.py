@@ -6,6 +6,7 @@ import asyncio
 import signal
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -288,17 +289,20 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout_and_the_
 
 def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[bytes, bytes]],
                    tls: ssl.SSLContext | None = None, patience: tuple[float, ...] = (10,),
-                   recipients: tuple[str, ...] = ("jane@example.org",)
-                   ) -> tuple[list[object], dict[str, list[object]]]:
+                   recipients: tuple[str, ...] = ("jane@example.org",), following: dict[int, bytes] | None = None,
+                   group_after: float = 0.0) -> tuple[list[object], dict[str, list[object]]]:
     """Send ``letters`` one after another through one SmtpTransport to a scripted server (over TLS from the first
     byte with ``tls``, the server's context); the n-th connection answers by ``answers[n]`` (the last for any
     after; an empty answer is none, ever). The n-th send is cancelled after ``patience[n]`` seconds (the last for
-    any after), and gives "cancelled". What each send gave, and the server's log."""
+    any after), and gives "cancelled"; it names ``following[n]`` as the letter that comes next, as the deliverer's
+    workers do. The server's replies to a group come ``group_after`` seconds late. What each send gave, and the
+    server's log."""
     log = ScriptedSmtp.new_log()
 
     async def run() -> list[object]:
         server = await asyncio.get_running_loop().create_server(
-            lambda: ScriptedSmtp(pipelining, answers[min(len(log["connections"]), len(answers) - 1)], log),
+            lambda: ScriptedSmtp(pipelining, answers[min(len(log["connections"]), len(answers) - 1)], log,
+                                 group_after=group_after),
             "127.0.0.1", 0, ssl=tls)
         transport = SmtpTransport("127.0.0.1", server.sockets[0].getsockname()[1], "ssl" if tls else "none",
                                   timeout=2)
@@ -306,8 +310,10 @@ def _send_scripted(letters: list[bytes], pipelining: bool, answers: list[dict[by
         try:
             for n, raw in enumerate(letters):
                 try:
-                    results.append(await asyncio.wait_for(transport.send(raw, SENDER, list(recipients)),
-                                                          patience[min(n, len(patience) - 1)]))
+                    after = (following or {}).get(n)
+                    results.append(await asyncio.wait_for(transport.send(
+                        raw, SENDER, list(recipients), following=(after, SENDER, list(recipients)) if after else None),
+                        patience[min(n, len(patience) - 1)]))
                 except (PermanentFailure, TemporaryFailure) as exc:
                     results.append(exc)
                 except TimeoutError:
@@ -340,6 +346,151 @@ def test_a_server_offering_pipelining_gets_each_letters_commands_in_one_group_an
                       % len(raw) for raw in letters]
     assert log["texts"] == letters
     assert log["connections"] == [1]
+
+
+class _Timed(dict[bytes, bytes]):
+    """A scripted server's answers (the plain ones unless given) that note when it read each command."""
+
+    def __init__(self, answers: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(answers or {})
+        self.read: list[tuple[bytes, float]] = []
+
+    def get(self, verb: bytes, default: bytes) -> bytes:  # type: ignore[override]
+        self.read.append((verb, time.monotonic()))
+        return super().get(verb, default)
+
+
+class _FirstText(dict[bytes, bytes]):
+    """The first letter's text refused as ``answer`` says; every other command answered as usual."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__()
+        self.answer: bytes | None = answer
+
+    def get(self, verb: bytes, default: bytes) -> bytes:  # type: ignore[override]
+        if verb == b"." and self.answer is not None:
+            answer, self.answer = self.answer, None
+            return answer
+        return default
+
+
+class _QuietFromTheText(dict[bytes, bytes]):
+    """A server that goes quiet at the first letter's end: it answers nothing from there on."""
+
+    quiet = False
+
+    def get(self, verb: bytes, default: bytes) -> bytes:  # type: ignore[override]
+        self.quiet = self.quiet or verb == b"."
+        return b"" if self.quiet else default
+
+
+def test_a_letters_text_carries_the_next_letters_commands_so_each_letter_costs_one_round_trip() -> None:
+    """The deliverer names the letter a connection sends next: its MAIL, RCPT and DATA go out with this letter's
+    text, before the server has answered it (RFC 2920 3.1). Here every answer comes 0.2 s after its command; a
+    client that waited for the text's 250 would send the next MAIL at least that much later."""
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(3)]
+    timed = _Timed()
+    log = ScriptedSmtp.new_log()
+
+    async def run() -> list[object]:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: ScriptedSmtp(True, timed, log, distance=0.2), "127.0.0.1", 0)
+        transport = SmtpTransport("127.0.0.1", server.sockets[0].getsockname()[1], "none", timeout=5)
+        try:
+            return [await transport.send(raw, SENDER, ["jane@example.org"],
+                                         following=(letters[n + 1], SENDER, ["jane@example.org"])
+                                         if n + 1 < len(letters) else None) for n, raw in enumerate(letters)]
+        finally:
+            await transport.close()
+            server.close()
+
+    assert asyncio.run(run()) == [None, None, None]
+    assert log["texts"] == letters
+    assert log["connections"] == [1]
+    ends = [at for verb, at in timed.read if verb == b"."]
+    mails = [at for verb, at in timed.read if verb == b"MAIL"]
+    assert len(ends) == len(mails) == 3
+    assert all(mail - end < 0.1 for end, mail in zip(ends, mails[1:])), (ends, mails)
+    assert ends[0] - mails[0] >= 0.2  # the first letter's group went by itself, and its text after the 354
+
+
+@pytest.mark.parametrize("group_after", [0.0, 0.3], ids=["its replies at once", "its replies late"])
+def test_a_letter_refused_at_its_end_with_the_next_letters_commands_out_leaves_that_letter_to_a_new_connection(
+        group_after: float) -> None:
+    """After the next letter's DATA the connection is in that letter's transaction: nothing but its own text may end
+    it (an RSET there would be read as text, and a lone "." would send an empty letter). So the connection goes,
+    the server drops the open transaction, and the next letter is sent whole on a new one; whether or not the
+    replies to that letter's commands have come when the refusal is read."""
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=True, answers=[_FirstText(b"552 too big"), {}],
+                                  following={0: letters[1]}, group_after=group_after)
+    assert isinstance(results[0], PermanentFailure) and "552 too big" in str(results[0]), results
+    assert results[1] is None
+    assert log["connections"] == [1, 2]
+    assert log["texts"] == letters  # the second once, and never an empty one
+    assert not any(b"RSET" in read for read in log["reads"] if isinstance(read, bytes))  # nothing more into it
+
+
+def test_a_send_cancelled_with_the_next_letters_commands_out_leaves_that_letter_to_a_new_connection() -> None:
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=True, answers=[_QuietFromTheText(), {}], patience=(0.3, 10),
+                                  following={0: letters[1]})
+    assert results == ["cancelled", None]
+    assert log["connections"] == [1, 2]
+    # The first text reached the server, which never said it took it: that letter is retried, as before.
+    assert log["texts"] == letters
+
+
+def test_a_send_of_another_letter_than_the_one_named_next_starts_a_new_connection_and_the_named_one_never_goes(
+        ) -> None:
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(3)]
+    results, log = _send_scripted([letters[0], letters[2]], pipelining=True, answers=[{}],
+                                  following={0: letters[1]})
+    assert results == [None, None]
+    assert log["connections"] == [1, 2]
+    assert log["texts"] == [letters[0], letters[2]]
+
+
+def test_closing_with_the_next_letters_commands_out_drops_the_connection_and_sends_nothing_more() -> None:
+    """QUIT in an open transaction would be read as the letter's text: the connection is closed instead."""
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters[:1], pipelining=True, answers=[{}], following={0: letters[1]})
+    assert results == [None]
+    assert log["texts"] == letters[:1]
+    wire = b"".join(read for read in log["reads"] if isinstance(read, bytes))
+    assert wire.count(b"DATA\r\n") == 2 and not wire.endswith(b"QUIT\r\n"), wire[-200:]
+
+
+def test_letters_each_naming_the_next_arrive_once_each_as_sent_whatever_their_form(smtp_sink: SmtpSink) -> None:
+    """The deliverer's workers name each letter's successor. One whose lines do not all end in CRLF, or with an
+    address that needs aiosmtplib's care, goes by itself (after the one before has been answered); the others go
+    each with the next one's commands. Against a real server, with PIPELINING and without: every letter arrives,
+    once, with its envelope and its text."""
+    plain = ["jane@example.org"]
+    letters: list[tuple[bytes, str, list[str]]] = [
+        (_on_the_wire(make_mail(subject="Letter 0")), SENDER, plain),
+        (_on_the_wire(make_mail(subject="Letter 1", body=".a line that begins with a dot\n.\n")), SENDER, plain),
+        (make_mail(subject="Letter 2").replace(b"\r\n", b"\n"), SENDER, plain),  # LF line ends
+        (_on_the_wire(make_mail(subject="Letter 3")), SENDER, ['"jane doe"@example.org']),
+        (_on_the_wire(make_mail(subject="Letter 4")), SENDER, ["a@example.org", "b@example.net"]),
+        (_on_the_wire(make_mail(subject="Letter 5")), SENDER, plain),
+    ]
+
+    async def run() -> list[str | None]:
+        transport = SmtpTransport(smtp_sink.host, smtp_sink.port, "none")
+        try:
+            return [await transport.send(*letter, following=letters[n + 1] if n + 1 < len(letters) else None)
+                    for n, letter in enumerate(letters)]
+        finally:
+            await transport.close()
+
+    assert asyncio.run(run()) == [None] * len(letters)
+    arrived = smtp_sink.wait_for(len(letters))
+    assert [m.message["Subject"] for m in arrived] == [f"Letter {n}" for n in range(len(letters))]
+    assert [m.rcpt_tos for m in arrived] == [recipients for _, _, recipients in letters]
+    assert [m.raw for m in arrived] == [_on_the_wire(raw) for raw, _, _ in letters]
+    time.sleep(0.2)
+    assert smtp_sink.count() == len(letters)
 
 
 def test_a_server_without_pipelining_gets_one_command_at_a_time() -> None:

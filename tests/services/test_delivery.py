@@ -111,6 +111,46 @@ def test_acknowledgements_go_before_staff_copies(world: World) -> None:
     assert transport.closed == 1
 
 
+@dataclass
+class NamingTransport(FakeTransport):
+    """A transport told which letter it sends next (as SmtpTransport is, to put that letter's commands on the wire
+    with this one's text): it notes each send that was not the letter named before it."""
+
+    takes_following = True
+    named: list[bytes | None] = field(default_factory=list)
+    out_of_turn: list[list[str]] = field(default_factory=list)
+
+    async def send(self, raw: bytes, mail_from: str, recipients: list[str],  # type: ignore[override]
+                   following: tuple[bytes, str, list[str]] | None = None) -> str | None:
+        if self.named and self.named[-1] is not None and self.named[-1] is not raw:
+            self.out_of_turn.append(recipients)
+        self.named.append(following[0] if following else None)
+        await asyncio.sleep(0.001)  # on the wire: the other worker's turn
+        return await super().send(raw, mail_from, recipients)
+
+
+def test_each_worker_names_the_letter_it_sends_next_and_sends_it_next_whatever_became_of_the_one_before(
+        world: World) -> None:
+    for n in range(4):
+        world.receive(mail(frm=f"person{n}@example.com"))
+    transports: list[NamingTransport] = []
+
+    def connection() -> NamingTransport:
+        transports.append(NamingTransport(answers={"person1@example.com": PermanentFailure("550 no such mailbox"),
+                                                   "person2@example.com": TemporaryFailure("451 later")}))
+        return transports[-1]
+
+    report = asyncio.run(Deliverer(world.app.engine, connection, world.app.clock, concurrency=2).deliver_due())
+    assert (report.sent, report.failed, report.deferred) == (6, 1, 1)
+    assert len(transports) == 2 and all(t.closed == 1 for t in transports)
+    assert [t.out_of_turn for t in transports] == [[], []]
+    assert sum(len(t.named) for t in transports) == 8  # every letter offered once
+    assert sum(name is not None for t in transports for name in t.named) >= 4  # and most named the one before
+    assert all(t.named[-1] is None for t in transports)  # nothing named that was not then sent
+    assert letter_to(world, "person1@example.com").delivery == "failed"
+    assert letter_to(world, "person3@example.com").delivery == "sent"
+
+
 def test_large_letters_are_read_from_the_outbox_a_few_at_a_time_and_all_go(world: World,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from mailbot.store import outbox
