@@ -197,6 +197,7 @@ async def _child() -> int:
 
     listener = asyncio.create_task(listen())
     totals = DeliveryReport()
+    app.deliverer.keep_connections()  # a backlog's passes come a quarter of a second apart
     try:
         while not gone.is_set():
             # Cleared before the pass, as the parent's loop did: a commit during the pass starts the next.
@@ -215,6 +216,7 @@ async def _child() -> int:
                     pass
     finally:
         listener.cancel()
+        await app.deliverer.let_go()
         app.engine.dispose()
     if gone.is_set():
         log.warning("the bot that started this delivery process went away: stopped after the pass under way")

@@ -207,6 +207,7 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
     # Twice as many letters in flight as the child has connections, so it always has the next in hand.
     smtp = SmtpChild(app, in_flight=2)
     delivery: DeliveryProcess | None = None  # once this run's delivery is the delivery process's
+    app.deliverer.keep_connections()  # where this process sends through connections of its own
     try:
         try:
             while not intake.done():
@@ -246,6 +247,7 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
             await delivery.kill()
         raise
     finally:
+        await app.deliverer.let_go()
         await smtp.stop()
     return {"fetched": fetched, "jobs": jobs, "sent": totals.sent, "deferred": totals.deferred,
             "failed": totals.failed}
@@ -447,6 +449,7 @@ class Daemon:
         smtp = SmtpChild(app) if self.smtp_child else None
         if smtp is not None:
             await smtp.route()  # started now: the first complaint's acknowledgement does not wait for it
+        app.deliverer.keep_connections()  # where no SMTP child could start: the passes' own connections
         try:
             loop = asyncio.get_running_loop()
             while not self.stopping.is_set():
@@ -470,6 +473,7 @@ class Daemon:
         finally:
             self.stopping.set()
             local_wake.set()
+            await app.deliverer.let_go()
             if smtp is not None:
                 await smtp.stop()
             scheduler.shutdown(wait=False)

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 SIGN_IN_PAUSE_MAX = timedelta(minutes=30)
 # With a sent journal, each 250 is on disk before its mark: the marks thread gathers this long per commit.
 MARKS_GATHER_SECONDS = 0.02
+# A pass's connections are kept for the next pass if it begins within this long: a backlog's passes come a quarter
+# of a second apart, and each new connection costs its handshakes (TCP, TLS, EHLO, a sign-in: ~1 ms of CPU on
+# loopback, several round trips to a distant server). Well below the time a server lets a client idle (Postfix:
+# 300 s, 10 s under stress), so the next letter does not find a connection the server has given up on.
+KEEP_IDLE_SECONDS = 5.0
 
 
 class _EveryLetterHeld(Exception):
@@ -94,6 +99,10 @@ class Deliverer:
         self.concurrency = concurrency
         # Each 250 is synced here first (store.sent_journal), so a crash never loses the fact that a letter went.
         self.journal = journal
+        # Inside ``kept_connections``: the deliverer's own transports the last pass left open, and when it ended.
+        self._keeping = False
+        self._idle: list[Transport] = []
+        self._idle_since = 0.0
 
     async def deliver_due(self, route: Callable[[], Awaitable[Route | None]] | None = None) -> DeliveryReport:
         """Send every letter that is due now; returns what happened.
@@ -123,6 +132,11 @@ class Deliverer:
         factory, concurrency = self.transport_factory, self.concurrency
         if route is not None and (chosen := await route()) is not None:
             factory, concurrency = chosen
+        if self._idle and (factory is not self.transport_factory
+                           or time.monotonic() - self._idle_since > KEEP_IDLE_SECONDS):
+            await self._close_idle()
+        if self._keeping and factory is self.transport_factory:
+            factory = self._kept_or_new
         workers = min(concurrency, waiting)
         marks = SentMarks(self.engine, gather=MARKS_GATHER_SECONDS if self.journal is not None else 0.0)
         try:
@@ -139,6 +153,34 @@ class Deliverer:
             # After the sent marks are committed: what is still pending can be claimed by the next pass.
             claimed, self._claimed = self._claimed, set()
             await asyncio.to_thread(outbox.release, self.engine, claimed)
+
+    def keep_connections(self) -> None:
+        """From now until ``let_go`` (a run's or the daemon's passes, on one event loop), a pass leaves its own
+        connections open for the next if that begins within KEEP_IDLE_SECONDS. Otherwise each pass closes its
+        connections, as a single pass must: they belong to its event loop."""
+        self._keeping = True
+
+    async def let_go(self) -> None:
+        """Close the connections kept from the last pass, and keep none from now on."""
+        self._keeping = False
+        await self._close_idle()
+
+    def _kept_or_new(self) -> Transport:
+        """A connection the last pass left open, or a new one."""
+        return self._idle.pop() if self._idle else self.transport_factory()
+
+    def _keep(self, transport: Transport) -> None:
+        """A worker's transport, at the end of a pass it finished: kept for the next pass."""
+        self._idle.append(transport)
+        self._idle_since = time.monotonic()
+
+    async def _close_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for transport in idle:
+            try:
+                await transport.close()
+            except Exception:  # noqa: BLE001  (a connection that will not close politely is dropped all the same)
+                log.debug("could not close an idle connection", exc_info=True)
 
     def _pages(self, firsts: list[outbox.DuePage]) -> Iterator[list[_Job]]:
         """The outbox page by page: automatic letters, then the others, each by id (read as they are needed).
@@ -158,8 +200,9 @@ class Deliverer:
                        report: DeliveryReport) -> DeliveryReport:
         queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         want_more = asyncio.Event()
+        keep = transport_factory == self._kept_or_new  # the deliverer's own connections, kept for the next pass
         workers = [asyncio.create_task(self._worker(queue, transport_factory(), marks, report, want_more,
-                                                    refill_below=workers_wanted))
+                                                    refill_below=workers_wanted, keep=keep))
                    for _ in range(workers_wanted)]
         producer = asyncio.create_task(self._feed(queue, pages, len(workers), want_more))
         tasks = [producer, *workers]
@@ -208,13 +251,14 @@ class Deliverer:
         return [_Job.of(letter) for letter in mine]
 
     async def _worker(self, queue: asyncio.Queue[_Job | None], transport: Transport, marks: SentMarks,
-                      report: DeliveryReport, want_more: asyncio.Event, refill_below: int) -> None:
+                      report: DeliveryReport, want_more: asyncio.Event, refill_below: int, keep: bool = False) -> None:
         journalled_by_transport = getattr(transport, "journals_sent", False)
         # A transport that can put the next letter's commands on the wire with this letter's text is told which
         # letter this worker sends next (one round trip a letter instead of two: mail.smtp_pipeline). That letter
         # is then this worker's, taken from the queue now, and it is the next one it sends.
         takes_following = getattr(transport, "takes_following", False)
         taken: list[_Job | None] = []  # the letter taken ahead (or the end of the queue), sent next
+        finished = False  # the pass ended with every letter this worker took answered
         try:
             while (job := taken.pop() if taken else await queue.get()) is not None:
                 if queue.qsize() <= refill_below:
@@ -252,8 +296,12 @@ class Deliverer:
                     log.info("letter %s <%s> sent to %d recipient(s)%s", job.id, job.message_id, len(job.recipients),
                              f" ({note})" if note else "", extra={"event": "letter", "letter_id": job.id,
                                                                   "message_id": job.message_id, "state": "sent"})
+            finished = True
         finally:
-            await transport.close()
+            if finished and keep:
+                self._keep(transport)
+            else:
+                await transport.close()
 
     def _refused(self, job: _Job, error: str, report: DeliveryReport) -> None:
         """The SMTP server refused the bot's sign-in, or letters from the bot's own address: the bot's problem

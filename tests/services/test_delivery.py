@@ -151,6 +151,71 @@ def test_each_worker_names_the_letter_it_sends_next_and_sends_it_next_whatever_b
     assert letter_to(world, "person3@example.com").delivery == "sent"
 
 
+def _two_passes(world: World, kept: bool) -> tuple[list[DeliveryReport], dict[str, list[object]], list[int]]:
+    """Two passes of a deliverer with one SMTP connection to a scripted server, a complaint (two letters) taken in
+    before each; ``kept``: between ``keep_connections`` and ``let_go``, as a run's and the daemon's passes are. The
+    passes' reports, the server's log, and how many QUITs it had read after each pass and at the end."""
+    from mailbot.mail.smtp import SmtpTransport
+    from tests.servers import ScriptedSmtp
+
+    log = ScriptedSmtp.new_log()
+
+    def quits() -> int:
+        return sum(read.count(b"QUIT") for read in log["reads"] if isinstance(read, bytes))
+
+    async def run() -> tuple[list[DeliveryReport], list[int]]:
+        server = await asyncio.get_running_loop().create_server(lambda: ScriptedSmtp(True, {}, log), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        deliverer = Deliverer(world.app.engine, lambda: SmtpTransport("127.0.0.1", port, "none"), world.app.clock,
+                              concurrency=1)
+        if kept:
+            deliverer.keep_connections()
+        reports, said = [], []
+        try:
+            for n in range(2):
+                await asyncio.to_thread(world.receive, mail(frm=f"person{n}@example.com"))
+                reports.append(await deliverer.deliver_due())
+                await asyncio.sleep(0.1)  # for a QUIT to arrive
+                said.append(quits())
+        finally:
+            await deliverer.let_go()
+            await asyncio.sleep(0.1)
+            said.append(quits())
+            server.close()
+        return reports, said
+
+    reports, said = asyncio.run(run())
+    return reports, log, said
+
+
+def test_a_runs_passes_keep_their_connections_for_the_next_pass_and_close_them_at_its_end(world: World) -> None:
+    """A backlog's passes come a quarter of a second apart: each new connection would cost its handshakes again."""
+    reports, log, quits = _two_passes(world, kept=True)
+    assert [r.sent for r in reports] == [2, 2]
+    assert log["connections"] == [1]  # the second pass's letters went on the first pass's connection
+    assert quits == [0, 0, 1]  # said at the run's end, not before
+    assert len(log["texts"]) == 4
+
+
+def test_connections_idle_longer_than_a_server_may_keep_them_are_closed_and_the_next_pass_opens_new_ones(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailbot.services import delivery
+
+    monkeypatch.setattr(delivery, "KEEP_IDLE_SECONDS", 0.05)
+    reports, log, quits = _two_passes(world, kept=True)
+    assert [r.sent for r in reports] == [2, 2]
+    assert log["connections"] == [1, 2]
+    assert quits == [0, 1, 2]
+
+
+def test_a_single_pass_closes_its_connections_at_its_end(world: World) -> None:
+    """``mailbot deliver`` and any pass outside a run: the connections belong to that pass's event loop."""
+    reports, log, quits = _two_passes(world, kept=False)
+    assert [r.sent for r in reports] == [2, 2]
+    assert log["connections"] == [1, 2]
+    assert quits == [1, 2, 2]
+
+
 def test_large_letters_are_read_from_the_outbox_a_few_at_a_time_and_all_go(world: World,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from mailbot.store import outbox
