@@ -99,7 +99,8 @@ class Deliverer:
         self.concurrency = concurrency
         # Each 250 is synced here first (store.sent_journal), so a crash never loses the fact that a letter went.
         self.journal = journal
-        # Inside ``kept_connections``: the deliverer's own transports the last pass left open, and when it ended.
+        # Between ``keep_connections`` and ``let_go``: the deliverer's own transports the last pass left open, and
+        # when it ended.
         self._keeping = False
         self._idle: list[Transport] = []
         self._idle_since = 0.0

@@ -641,6 +641,18 @@ def test_a_server_that_answers_more_than_it_was_asked_is_not_trusted_with_the_ne
     assert log["texts"] == letters
 
 
+def test_a_server_that_says_more_after_its_354_gets_no_text_and_the_letter_waits_for_a_retry() -> None:
+    """Its replies are out of step with the commands (with a group sent ahead, this is where it shows): the letter's
+    text would go where the server may read it as commands, so it is not sent, and the connection goes."""
+    letters = [_on_the_wire(make_mail(subject=f"Letter {n}")) for n in range(2)]
+    results, log = _send_scripted(letters, pipelining=True, answers=[{b"DATA": b"354 go ahead\r\n250 and this"}, {}])
+    assert isinstance(results[0], TemporaryFailure) and "answered more than it was asked" in str(results[0]), results
+    assert results[1] is None
+    assert log["connections"] == [1, 2]
+    assert log["texts"] == [letters[1]]
+    assert not any(b"Subject: Letter 0" in read for read in log["reads"] if isinstance(read, bytes))
+
+
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining server", "one-command server"])
 @pytest.mark.parametrize("answers, said", [
     ({b"greeting": b"554 no SMTP service here for you"}, "554 no SMTP service here for you"),
