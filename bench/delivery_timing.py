@@ -68,7 +68,7 @@ def main() -> int:
             after = resource.getrusage(resource.RUSAGE_SELF)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             sink_cpu = sum(sink_process.cpu_times()[:2]) - sink_before
-            arrived = sink.count() if args.sink == "aiosmtpd" else len(list(sink.dir.iterdir()))
+            arrived = sink.count()
             app.engine.dispose()
         print(f"sent {report.sent} (sink has {arrived}) in {wall:.2f} s: {report.sent / wall:.0f} letters/s, "
               f"CPU {cpu:.2f} s ({cpu / max(report.sent, 1) * 1000:.2f} ms/letter), sink CPU {sink_cpu:.2f} s "

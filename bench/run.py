@@ -136,6 +136,10 @@ class PostfixSink:
         assert self.proc is not None
         return self.proc.pid
 
+    def count(self) -> int:
+        """The letters that have arrived (one file each), as ``SmtpSink.count`` says."""
+        return sum(1 for _ in self.dir.iterdir())
+
 
 def make_sink(kind: str, root: Path) -> SmtpSink | PostfixSink:
     return PostfixSink(root) if kind == "postfix" else SmtpSink(root)

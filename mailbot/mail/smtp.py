@@ -112,7 +112,7 @@ class SmtpTransport:
         client = await self._connected()
         try:
             # A letter whose group went ahead was found fit for one then (_pipelines).
-            if ahead is not None or all(_PLAIN_ADDRESS.fullmatch(address) for address in (mail_from, *recipients)):
+            if ahead is not None or _plain(mail_from, recipients):
                 if ahead is not None or (client.supports_extension("pipelining") and _on_the_wire(raw)):
                     if following is not None and not _pipelines(*following):
                         following = None  # that letter goes by itself
@@ -263,9 +263,14 @@ def _refuses_the_sender(exc: aiosmtplib.SMTPResponseException) -> bool:
     return exc.message.startswith(_EVERY_LETTERS_REFUSAL)
 
 
+def _plain(mail_from: str, recipients: list[str]) -> bool:
+    """Whether every address of the envelope can go on its command line as it stands (_PLAIN_ADDRESS)."""
+    return all(_PLAIN_ADDRESS.fullmatch(address) for address in (mail_from, *recipients))
+
+
 def _pipelines(raw: bytes, mail_from: str, recipients: list[str]) -> bool:
     """Whether a letter can go as a group (on a server that offers PIPELINING): plain addresses, lines in CRLF."""
-    return all(_PLAIN_ADDRESS.fullmatch(address) for address in (mail_from, *recipients)) and _on_the_wire(raw)
+    return _plain(mail_from, recipients) and _on_the_wire(raw)
 
 
 def _on_the_wire(raw: bytes) -> bool:
