@@ -144,6 +144,25 @@ def test_extra_smtp_text_after_an_address_never_reaches_the_command_line(
     assert [m.rcpt_tos for m in smtp_sink.wait_for(1)] == [["x@example.org"]]
 
 
+@pytest.mark.parametrize("address", ["x@example.org> NOTIFY=NEVER", "x@example.org\r\nRCPT TO:<y@example.org>"])
+def test_extra_smtp_text_in_an_address_named_next_never_rides_ahead_with_the_letter_before(
+        smtp_sink: SmtpSink, address: str) -> None:
+    """A letter named next goes ahead only if its addresses are plain: this one is not, so its commands are not
+    written after the text before (where nothing would check them); it goes by itself, its address checked."""
+    letters = [(_on_the_wire(make_mail(subject="Letter 0")), SENDER, ["jane@example.org"]),
+               (_on_the_wire(make_mail(subject="Letter 1")), SENDER, [address])]
+
+    async def run() -> list[str | None]:
+        transport = SmtpTransport(smtp_sink.host, smtp_sink.port, "none")
+        try:
+            return [await transport.send(*letters[0], following=letters[1]), await transport.send(*letters[1])]
+        finally:
+            await transport.close()
+
+    assert asyncio.run(run()) == [None, None]
+    assert [m.rcpt_tos for m in smtp_sink.wait_for(2)] == [["jane@example.org"], ["x@example.org"]]
+
+
 def test_an_address_that_cannot_go_on_a_command_line_is_refused_for_good_and_never_sent(
         smtp_sink: SmtpSink, send_all: Sender) -> None:
     [result] = send_all(smtp_sink, [(SENDER, ["x y@example.org"])])
