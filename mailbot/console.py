@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -196,8 +196,17 @@ def unfiled(settings: Settings, as_json: bool) -> int:
 
 
 def db_upgrade(settings: Settings) -> int:
+    """The database at the newest schema, and the bank holidays the coming months count past learnt and kept in
+    the data directory (deploy-time work, so the first complaint after an installation does not wait for it)."""
+    from mailbot.bootstrap import working_calendar
+    from mailbot.settings import ConfigError
+
     engine = open_database(settings.database_url_effective)
     print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
+    try:
+        working_calendar(settings).ask_ahead(datetime.now(UTC))
+    except ConfigError:
+        pass  # MAILBOT_CLOSURES is wrong: the bot's start says so in one line; the schema is up to date regardless
     return 0
 
 

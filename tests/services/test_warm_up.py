@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+from mailbot.holiday_store import FILE_NAME as HOLIDAYS_FILE
 from mailbot.letters import LetterRenderer
 from mailbot.runtime import warm_up
 from tests.services.conftest import REPO, World, mail
@@ -41,3 +43,14 @@ def test_a_template_that_does_not_compile_is_left_for_its_letter_to_report(tmp_p
     compiled = _compiled(renderer)
     assert {"letters/acknowledgement.txt", "letters/acknowledgement.html", "letters/staff-notification.txt"} <= compiled
     assert "letters/staff-notification.html" not in compiled
+
+
+def test_the_bank_holidays_the_first_deadlines_count_past_are_kept_before_the_first_complaint(world: World) -> None:
+    kept = world.app.settings.data_dir / HOLIDAYS_FILE
+    assert not kept.exists()  # building the bot asks nothing of the holidays package
+    warm_up(world.app)
+    year = world.now.year
+    assert sorted(json.loads(kept.read_text())["years"]) == [str(year), str(year + 1)]
+    stamp = kept.stat().st_mtime_ns
+    world.receive(mail(body="My mentor did not turn up to three sessions."))
+    assert kept.stat().st_mtime_ns == stamp  # the complaint's deadlines found every day they needed

@@ -10,8 +10,10 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -83,6 +85,43 @@ def test_the_listing_of_an_empty_database_says_so(tmp_path: Path) -> None:
                    check=True, capture_output=True, timeout=60)
     done = _fresh_python("from mailbot.cli import main\nmain(['cases'])\n", tmp_path)
     assert done.stdout == "no cases yet\n", done.stderr
+
+
+def test_db_upgrade_keeps_the_bank_holidays_so_the_first_complaint_does_not_import_the_package(
+        tmp_path: Path) -> None:
+    # Learning a year's bank holidays imports the holidays package (~0.13 s): deploy-time work, which the first
+    # complaint after an installation used to do before its acknowledgement.
+    def years() -> list[str]:
+        year = datetime.now(ZoneInfo("Europe/London")).year
+        return [str(year), str(year + 1)]
+
+    before = years()
+    subprocess.run([sys.executable, "-m", "mailbot", "db", "upgrade"], env=_mailbot_env(tmp_path), cwd=tmp_path,
+                   check=True, capture_output=True, timeout=60)
+    kept = sorted(json.loads((tmp_path / "bank-holidays.json").read_text())["years"])
+    assert kept in (before, years())  # (the year may turn during the test)
+
+    inbox = mailbox.Maildir(tmp_path / "maildir")
+    inbox.add((REPO / "data" / "samples" / "01-complaint.eml").read_bytes())
+    probe = ("import sys\nfrom mailbot.cli import main\n"
+             "try:\n    main(['run', '--once'])\nexcept SystemExit:\n    pass\n"
+             "print('holidays' in sys.modules, file=sys.stderr)\n")
+    done = _fresh_python(probe, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "False"
+    assert "1MM-" in subprocess.run([sys.executable, "-m", "mailbot", "cases"], env=_mailbot_env(tmp_path),
+                                    cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout
+
+
+def test_db_upgrade_with_wrong_closures_still_upgrades_and_leaves_the_error_to_the_start(tmp_path: Path) -> None:
+    env = {**_mailbot_env(tmp_path), "MAILBOT_CLOSURES": "not a date"}
+    done = subprocess.run([sys.executable, "-m", "mailbot", "db", "upgrade"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "is up to date" in done.stdout, done.stderr
+    assert not (tmp_path / "bank-holidays.json").exists()
+    started = subprocess.run([sys.executable, "-m", "mailbot", "run", "--once"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0 and "MAILBOT_CLOSURES" in started.stdout + started.stderr
 
 
 def test_a_single_pass_with_no_mail_imports_no_web_stack_and_compiles_no_category_words(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -92,3 +92,25 @@ def test_a_stored_year_does_not_import_the_holidays_package(tmp_path: Path) -> N
               "print(date(2026, 12, 28) in days, 'holidays' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
+
+
+@pytest.mark.parametrize(("now", "years"), [
+    (datetime(2026, 12, 7, 9, tzinfo=UTC), [2026, 2027]),  # December's deadlines reach into January
+    (datetime(2026, 12, 31, 23, 30, tzinfo=UTC), [2026, 2027]),  # still 2026 in London (GMT)
+    (datetime(2027, 6, 30, 23, 30, tzinfo=UTC), [2027, 2028]),  # 1 July in London (BST): still 2027
+    (datetime(2026, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-5))), [2027, 2028]),  # 04:30 on 1 January
+])
+def test_asking_ahead_keeps_this_year_and_the_next_so_no_complaint_waits_for_the_package(
+        tmp_path: Path, now: datetime, years: list[int]) -> None:
+    path = tmp_path / FILE_NAME
+    source = Source()
+    WorkingCalendar(holidays=StoredBankHolidays(path, source, "0.109")).ask_ahead(now)
+    assert source.asked == years
+    assert sorted(json.loads(path.read_text())["years"]) == [str(y) for y in years]
+
+    # The next process reads them: neither asking ahead again nor counting a December deadline asks the package.
+    again = Source()
+    calendar = WorkingCalendar(holidays=StoredBankHolidays(path, again, "0.109"))
+    calendar.ask_ahead(now)
+    calendar.add_working_days(date(years[0], 12, 23), 5)
+    assert again.asked == []
