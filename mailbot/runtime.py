@@ -22,7 +22,7 @@ from mailbot.bootstrap import App
 from mailbot.delivery_process import DeliveryProcess, DeliveryUnavailable
 from mailbot.domain import categories
 from mailbot.domain.procedures import opening_letters
-from mailbot.mail.imap import ImapIntake
+from mailbot.mail.imap import FETCH_CHUNK, ImapIntake
 from mailbot.mail.local import LocalListener, arrival_from_file, mark_processed, pending_files
 from mailbot.mail.parse_pool import ParsePool
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
@@ -416,17 +416,23 @@ class Daemon:
             threads.append(threading.Thread(target=self._local_loop, args=(local_wake,), name="local-intake",
                                             daemon=True))
         else:
-            intake = ImapIntake(app.imap_config(), app.mailbox(on_commit=self.wake))
+            # A fetch that brings a backlog (a full chunk: after an outage, or a start on a full mailbox) is read
+            # in a child process, as `run --once` reads one; the child ends with the fetch. Mail as it arrives,
+            # a message or a few, is read here with no child and no round trip.
+            reader = ParsePool(log_format=settings.log_format, start_at=FETCH_CHUNK)
+            intake = ImapIntake(app.imap_config(), app.mailbox(on_commit=self.wake, reader=reader.read))
 
             def read_mailbox() -> None:
                 warm_up(app)
                 try:
                     with cpu_policy.intake():
-                        intake.run(self.stopping)
+                        intake.run(self.stopping, on_fetched=lambda _count: reader.close())
                 except FirstRunError as exc:
                     log.error("%s", exc)
                     fatal.append(ConfigError(str(exc)))
                     self.stop()
+                finally:
+                    reader.close()
 
             threads.append(threading.Thread(target=read_mailbox, name="imap-intake", daemon=True))
 

@@ -149,13 +149,17 @@ class ParsePool:
     """
 
     def __init__(self, min_batch: int = MIN_BATCH, largest: int = LARGEST, log_format: str = "text",
-                 cpus: float | None = None, on_backlog: Callable[[], None] | None = None) -> None:
+                 cpus: float | None = None, on_backlog: Callable[[], None] | None = None,
+                 start_at: int | None = None) -> None:
         """``on_backlog`` is called once, at the first batch large enough for a child, where there are two CPUs
-        for one (the runtime then hands delivery to a process of its own)."""
+        for one (the runtime then hands delivery to a process of its own). A child is started for a batch of
+        ``start_at`` messages or more (``min_batch`` unless given); once it runs, it reads any batch of
+        ``min_batch`` or more."""
         if cpus is not None:
             self.cpus = cpus
         self.on_backlog = on_backlog
         self.min_batch = min_batch
+        self.start_at = min_batch if start_at is None else max(start_at, min_batch)
         self.largest = largest
         self.log_format = log_format  # MAILBOT_LOG_FORMAT: the child logs as the parent does
         self._executor: ProcessPoolExecutor | None = None
@@ -185,6 +189,8 @@ class ParsePool:
         from mailbot.domain.mail.parse import parse_each
 
         if len(raws) < self.min_batch or self.cpus < 2:
+            return parse_each(raws)
+        if self._executor is None and len(raws) < self.start_at:
             return parse_each(raws)
         if self.on_backlog is not None:
             on_backlog, self.on_backlog = self.on_backlog, None

@@ -93,6 +93,22 @@ def test_until_the_child_is_ready_the_batch_is_read_here() -> None:
     assert [same(a, b) for a, b in zip(first, second)] == [True] * 10
 
 
+def test_a_child_is_started_only_for_a_batch_of_start_at_and_then_reads_any_batch_of_min_batch() -> None:
+    """The daemon's pool: a burst of a few dozen is read here; a full chunk (a backlog) starts the child, which
+    then reads the fetch's smaller last chunk too. Closed after the fetch, it starts again at the next backlog."""
+    with ParsePool(start_at=40) as pool:
+        assert len(list(pool.read(complaints(30)))) == 30
+        assert pool.read_there == 0 and multiprocessing.active_children() == []
+        assert len(list(pool.read(complaints(40)))) == 40  # starts the child (not ready yet: read here)
+        assert pool.start(wait=60)
+        assert len(list(pool.read(complaints(10)))) == 10
+        assert pool.read_there == 10
+        pool.close()
+        assert multiprocessing.active_children() == []
+        assert len(list(pool.read(complaints(30)))) == 30  # the next fetch: a burst again, no child
+        assert multiprocessing.active_children() == [] and pool.read_there == 10
+
+
 def test_a_large_message_is_read_here_in_its_turn() -> None:
     raws = complaints(20)
     raws[9] = raws[9].replace(b"sessions", b"sessions " + b"x" * 5000)
