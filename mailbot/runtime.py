@@ -278,7 +278,7 @@ def warm_up(app: App) -> None:
     """What a new complaint needs at once, made ready before the daemon first reads its mailbox: the templates of
     the letters it writes (each procedure's opening letter and the staff copy) compiled, the words it reads
     for, and the bank holidays its deadlines count past. The first complaint after a start was acknowledged ~40 ms
-    later than the rest for the first two, and ~0.15 s later for the holidays where none were kept yet. A template
+    later than the rest for the first two, and ~0.13 s later for the holidays where none were kept yet. A template
     that does not compile is left for its letter to report."""
     began = time.perf_counter()
     try:

@@ -145,7 +145,9 @@ def _child_start(level: int, fmt: str, parent: int) -> None:
 class ParsePool:
     """A reader (``read``) for ``Ingestor.ingest_batch`` that reads large batches in a child process.
 
-    Used as a context manager around a pass of intake: the child, if one was started, ends with it.
+    Used as a context manager around a pass of intake (`run --once`), or closed after each fetch (the daemon,
+    whose pool starts a child only for a full fetch chunk: ``start_at``): the child, if one was started, ends
+    with it.
     """
 
     def __init__(self, min_batch: int = MIN_BATCH, largest: int = LARGEST, log_format: str = "text",
