@@ -97,7 +97,7 @@ def test_a_stored_year_does_not_import_the_holidays_package(tmp_path: Path) -> N
 @pytest.mark.parametrize(("now", "years"), [
     (datetime(2026, 12, 7, 9, tzinfo=UTC), [2026, 2027]),  # December's deadlines reach into January
     (datetime(2026, 12, 31, 23, 30, tzinfo=UTC), [2026, 2027]),  # still 2026 in London (GMT)
-    (datetime(2027, 6, 30, 23, 30, tzinfo=UTC), [2027, 2028]),  # 1 July in London (BST): still 2027
+    (datetime(2027, 6, 30, 12, tzinfo=UTC), [2027, 2028]),  # any day of the year: that year and the next
     (datetime(2026, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-5))), [2027, 2028]),  # 04:30 on 1 January
 ])
 def test_asking_ahead_keeps_this_year_and_the_next_so_no_complaint_waits_for_the_package(
