@@ -311,11 +311,24 @@ def bench_latency(root: Path, count: int, verbose: bool, sink_kind: str, long: b
 # ---- part (b): backlog -----------------------------------------------------------------------------
 
 
-# `mailbot run --once` under cProfile timed by the main thread's CPU clock; argv[1] is the output file.
+# `mailbot run --once` under cProfile timed by the main thread's CPU clock; argv[1] is the output file. Intake's
+# thread has a profile of its own, timed by its own CPU clock, in argv[1] + ".intake".
 PROFILED_ONCE = """
 import cProfile, runpy, sys, time
 out = sys.argv[1]
 sys.argv = ["mailbot", "run", "--once"]
+import mailbot.runtime
+# Intake's thread too, written beside the main thread's as FILE.intake.
+_intake = mailbot.runtime.intake_once
+intake_profiler = cProfile.Profile(time.thread_time)
+def intake_once(*args, **kwargs):
+    intake_profiler.enable()
+    try:
+        return _intake(*args, **kwargs)
+    finally:
+        intake_profiler.disable()
+        intake_profiler.dump_stats(out + ".intake")
+mailbot.runtime.intake_once = intake_once
 profiler = cProfile.Profile(time.thread_time)
 profiler.enable()
 try:
