@@ -16,9 +16,13 @@ the instance lock's descriptor, so a parent killed outright leaves the lock held
 second bot can start delivering the same letters meanwhile. (On PostgreSQL each letter is claimed before it is
 sent.) A SQLite database in memory is the bot's process's alone: there the bot keeps delivery.
 
+The daemon hands a backlog's delivery over the same way, for as long as the fetch that brought it lasts, and then
+delivers from its own process again (``runtime.Daemon``).
+
 The child reads from its stdin: a 4-byte length and a pickle of what it needs (the settings, the run's fixed time
 if any, the log level and format), then one byte at a time: ``w``, intake committed (letters may be waiting),
-and ``e``, intake has finished (one last pass, then the report). An end of input without ``e`` means the parent
+``e``, intake has finished (one last pass, then the report), and ``s``, the bot is stopping (no pass after the
+one under way, then the report). An end of input without ``e`` means the parent
 is gone (killed): the child ends the pass under way, every 250 of it journalled and marked, and exits. A parent
 whose run fails otherwise (Ctrl-C, an error) kills the child as the in-process loop's passes were cancelled: a
 letter cut off on the wire is sent again by the next run, one whose 250 came is in the journal. At the
@@ -47,7 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
-WAKE, END = b"w", b"e"
+WAKE, END, STOP = b"w", b"e", b"s"
 # How long the child may take to start and say it is ready.
 START_TIMEOUT = 30.0
 
@@ -69,7 +73,8 @@ class ChildSettings:
 
 class DeliveryProcess:
     """The parent's side. ``start`` once; ``wake`` after each commit of intake; ``finish`` when intake is done,
-    for the child's totals; ``kill`` if the run ends otherwise."""
+    for the child's totals (``finish(last_pass=False)`` when the bot is stopping); ``kill`` if the run ends
+    otherwise."""
 
     def __init__(self, settings: Settings, now: datetime | None, pass_spacing: float, lock_fd: int | None = None,
                  python: str = sys.executable) -> None:
@@ -108,6 +113,11 @@ class DeliveryProcess:
             raise DeliveryUnavailable(f"the delivery process did not start (exit code {proc.returncode})")
         self._proc = proc
 
+    @property
+    def ended(self) -> bool:
+        """Whether the child has ended by itself (it failed, or was killed) before ``finish``."""
+        return self._proc is not None and self._proc.returncode is not None
+
     def wake(self) -> None:
         """Intake committed: there may be letters to send (from the event loop's thread)."""
         self._send(WAKE)
@@ -120,14 +130,16 @@ class DeliveryProcess:
             except (ConnectionError, RuntimeError):
                 pass  # the child is gone: ``finish`` says so
 
-    async def finish(self) -> DeliveryReport:
+    async def finish(self, last_pass: bool = True) -> DeliveryReport:
         """Intake is done: the child makes its last pass and ends; its totals, or DeliveryUnavailable when it
-        ended without them (it failed, or was killed: the letters it had not sent are still pending)."""
+        ended without them (it failed, or was killed: the letters it had not sent are still pending). With
+        ``last_pass=False`` (the bot is stopping) it ends after the pass under way, if any: what is left waits
+        in the outbox for the bot's next start."""
         from mailbot.services.delivery import DeliveryReport
 
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        self._send(END)
+        self._send(END if last_pass else STOP)
         try:
             proc.stdin.close()
         except (ConnectionError, RuntimeError):
@@ -184,14 +196,17 @@ async def _child() -> int:
 
     woken = asyncio.Event()
     ended = asyncio.Event()  # intake has finished ("e")
+    stopped = asyncio.Event()  # the bot is stopping ("s")
     gone = asyncio.Event()  # the parent went away without saying so
 
     async def listen() -> None:
         while chunk := await reader.read(4096):
             if END in chunk:
                 ended.set()
+            if STOP in chunk:
+                stopped.set()
             woken.set()
-        if not ended.is_set():
+        if not (ended.is_set() or stopped.is_set()):
             gone.set()
         woken.set()
 
@@ -199,17 +214,17 @@ async def _child() -> int:
     totals = DeliveryReport()
     app.deliverer.keep_connections()  # a backlog's passes come a quarter of a second apart
     try:
-        while not gone.is_set():
+        while not (gone.is_set() or stopped.is_set()):
             # Cleared before the pass, as the parent's loop did: a commit during the pass starts the next.
             woken.clear()
             began = loop.time()
             last = ended.is_set()
             totals.add(await app.deliverer.deliver_due())
-            if last or gone.is_set():
+            if last or gone.is_set() or stopped.is_set():
                 break
             await woken.wait()
             rest = config.pass_spacing - (loop.time() - began)
-            if rest > 0 and not (ended.is_set() or gone.is_set()):
+            if rest > 0 and not (ended.is_set() or gone.is_set() or stopped.is_set()):
                 try:  # a few commits' letters to the next pass, as in the parent (runtime.PASS_SPACING)
                     await asyncio.wait_for(ended.wait(), rest)
                 except asyncio.TimeoutError:

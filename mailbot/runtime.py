@@ -48,7 +48,17 @@ STANDBY_POLL = 5.0
 # A complaint that arrives after a quiet moment meets no wait: the last pass began long before.
 PASS_SPACING = 0.25
 
+# While a backlog's delivery process sends, how often the daemon wakes it without a commit to tell it of (a
+# deferred letter coming due).
+HANDED_OVER_LOOK = 1.0
+
 Wake = Callable[[], None]
+
+
+def _then_set(first: Callable[[], None] | None, event: asyncio.Event) -> None:
+    if first is not None:
+        first()
+    event.set()
 
 
 def _nobody() -> None:
@@ -255,8 +265,17 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
 
 async def _hand_over(app: App, lock: InstanceLock | None, smtp: SmtpChild) -> DeliveryProcess | None:
     """Start the delivery process for the rest of the run (this process's passes have ended: one deliverer at a
-    time), or None where it cannot start, or cannot see this database (SQLite in memory is this process's alone).
-    The SMTP worker, if one was started, is no longer needed."""
+    time), or None where it cannot start. The SMTP worker, if one was started, is no longer needed."""
+    delivery = await delivery_process(app, lock)
+    if delivery is not None:
+        await smtp.stop()
+    return delivery
+
+
+async def delivery_process(app: App, lock: InstanceLock | None) -> DeliveryProcess | None:
+    """A backlog's delivery process, started (the caller's passes have ended: one deliverer at a time); None where
+    it cannot start, or cannot see this database (SQLite in memory is this process's alone). On SQLite it holds
+    the instance lock's descriptor until it ends."""
     lock_fd = lock.inheritable_fd() if lock is not None else None
     if lock_fd is None and app.engine.url.get_backend_name() != "postgresql":
         return None
@@ -266,7 +285,6 @@ async def _hand_over(app: App, lock: InstanceLock | None, smtp: SmtpChild) -> De
     except DeliveryUnavailable as exc:
         log.warning("%s; delivering from this process", exc)
         return None
-    await smtp.stop()
     log.info("a backlog: its letters go out from a delivery process of their own (pid %s)", delivery.pid)
     return delivery
 
@@ -321,10 +339,15 @@ class Daemon:
 
     def wake(self) -> None:
         """Wake the delivery loop (from any thread): letters were queued, or it should stop."""
+        self._on_loop(None)
+
+    def _on_loop(self, first: Callable[[], None] | None) -> None:
+        """Wake the delivery loop from any thread, having it call ``first`` (on its own thread, in the order of
+        the calls) before it looks."""
         loop, woken = self._loop, self._woken
         if loop is not None and woken is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(woken.set)
+                loop.call_soon_threadsafe(_then_set, first, woken)
             except RuntimeError:  # the loop closed in between: nothing left to wake
                 pass
 
@@ -407,6 +430,8 @@ class Daemon:
 
         app, settings = self.app, self.app.settings
         assert self._woken is not None
+        # Set on this loop when a fetch brings a backlog, and when a fetch ends (cleared as a backlog begins).
+        backlog, fetch_over = asyncio.Event(), asyncio.Event()
         threads: list[threading.Thread] = []
         fatal: list[ConfigError] = []  # what stopped the daemon that the operator must fix
         listener: LocalListener | None = None
@@ -417,16 +442,26 @@ class Daemon:
                                             daemon=True))
         else:
             # A fetch that brings a backlog (a full chunk: after an outage, or a start on a full mailbox) is read
-            # in a child process, as `run --once` reads one; the child ends with the fetch. Mail as it arrives,
-            # a message or a few, is read here with no child and no round trip.
-            reader = ParsePool(log_format=settings.log_format, start_at=FETCH_CHUNK)
+            # in a child process, as `run --once` reads one, and its letters go out from a delivery process; both
+            # end with the fetch. Mail as it arrives, a message or a few, is read and sent from this process, with
+            # no child and no round trip.
+            def backlog_began() -> None:
+                fetch_over.clear()  # the fetches before this one
+                backlog.set()
+
+            reader = ParsePool(log_format=settings.log_format, start_at=FETCH_CHUNK,
+                               on_backlog=lambda: self._on_loop(backlog_began))
             intake = ImapIntake(app.imap_config(), app.mailbox(on_commit=self.wake, reader=reader.read))
+
+            def fetched(_count: int) -> None:
+                reader.close()
+                self._on_loop(fetch_over.set)
 
             def read_mailbox() -> None:
                 warm_up(app)
                 try:
                     with cpu_policy.intake():
-                        intake.run(self.stopping, on_fetched=lambda _count: reader.close())
+                        intake.run(self.stopping, on_fetched=fetched)
                 except FirstRunError as exc:
                     log.error("%s", exc)
                     fatal.append(ConfigError(str(exc)))
@@ -458,6 +493,10 @@ class Daemon:
         if smtp is not None:
             await smtp.route()  # started now: the first complaint's acknowledgement does not wait for it
         app.deliverer.keep_connections()  # where no SMTP child could start: the passes' own connections
+        # While a fetch brings a backlog, its letters go out from a delivery process, as in `run --once` (the
+        # passes here held the interpreter lock from intake's thread); this loop only wakes it, and delivers
+        # again once the fetch is over and that process has made its last pass. One deliverer at a time.
+        delivery: DeliveryProcess | None = None
         try:
             loop = asyncio.get_running_loop()
             while not self.stopping.is_set():
@@ -465,22 +504,37 @@ class Daemon:
                 # last look at the outbox) wakes the loop and must start the next pass (see PASS_SPACING).
                 self._woken.clear()
                 began = loop.time()
-                try:
-                    await app.deliverer.deliver_due(smtp.route if smtp is not None else None)
-                except Exception:  # noqa: BLE001  (delivery problems are recorded per letter; keep running)
-                    log.exception("delivery pass failed")
+                if backlog.is_set() and delivery is None:
+                    backlog.clear()
+                    if not fetch_over.is_set():  # a small backlog may be taken in already
+                        delivery = await delivery_process(app, self.lock)
+                if delivery is not None and (fetch_over.is_set() or delivery.ended):
+                    await self._take_back(delivery)
+                    delivery = None
+                if delivery is not None:
+                    delivery.wake()  # it spaces its own passes
+                else:
+                    try:
+                        await app.deliverer.deliver_due(smtp.route if smtp is not None else None)
+                    except Exception:  # noqa: BLE001  (delivery problems are recorded per letter; keep running)
+                        log.exception("delivery pass failed")
                 if self.stopping.is_set():
                     break
                 try:
-                    await asyncio.wait_for(self._woken.wait(), timeout=self._until_next_delivery())
+                    # The delivery process's letters are due as they come: intake's commits wake it, and this
+                    # loop looks each second, not at each deferred letter, while it delivers.
+                    await asyncio.wait_for(self._woken.wait(), timeout=self._until_next_delivery()
+                                           if delivery is None else HANDED_OVER_LOOK)
                 except asyncio.TimeoutError:
                     pass
                 rest = PASS_SPACING - (loop.time() - began)
-                if rest > 0 and not self.stopping.is_set():
+                if rest > 0 and delivery is None and not (self.stopping.is_set() or backlog.is_set()):
                     await asyncio.sleep(rest)
         finally:
             self.stopping.set()
             local_wake.set()
+            if delivery is not None:
+                await self._take_back(delivery, last_pass=False)
             await app.deliverer.let_go()
             if smtp is not None:
                 await smtp.stop()
@@ -494,6 +548,21 @@ class Daemon:
         if self.lost_lock:
             raise ConfigError("lost the database lock that keeps a second mailbot from sending the same letters "
                               "(the database connection dropped): stopped; start it again")
+
+    async def _take_back(self, delivery: DeliveryProcess, last_pass: bool = True) -> None:
+        """The backlog's fetch is over (or the bot is stopping, ``last_pass=False``): the delivery process ends
+        after its last pass, and delivery is this loop's again. Its letters count in /metrics as this process's
+        do. Where it failed, what it had not sent is still in the outbox, for this loop's passes."""
+        try:
+            report = await delivery.finish(last_pass=last_pass)
+        except DeliveryUnavailable as exc:
+            log.warning("%s; delivering from this process", exc)
+            return
+        for state, count in (("sent", report.sent), ("deferred", report.deferred), ("failed", report.failed)):
+            for _ in range(count):
+                self.app.observer.letter(state)
+        log.info("the backlog's delivery process has ended: %s letter(s) sent, %s deferred, %s failed; delivering "
+                 "from this process again", report.sent, report.deferred, report.failed)
 
     def _reload_templates(self) -> None:
         """SIGHUP, and every minute: letters written after an edit to templates/ use the edited words."""

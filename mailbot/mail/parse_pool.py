@@ -153,13 +153,14 @@ class ParsePool:
     def __init__(self, min_batch: int = MIN_BATCH, largest: int = LARGEST, log_format: str = "text",
                  cpus: float | None = None, on_backlog: Callable[[], None] | None = None,
                  start_at: int | None = None) -> None:
-        """``on_backlog`` is called once, at the first batch large enough for a child, where there are two CPUs
-        for one (the runtime then hands delivery to a process of its own). A child is started for a batch of
+        """``on_backlog`` is called at the first batch large enough for a child, where there are two CPUs for one
+        (the runtime then hands delivery to a process of its own); once, and once more after each ``close`` (the
+        daemon closes the pool at the end of each fetch). A child is started for a batch of
         ``start_at`` messages or more (``min_batch`` unless given); once it runs, it reads any batch of
         ``min_batch`` or more."""
         if cpus is not None:
             self.cpus = cpus
-        self.on_backlog = on_backlog
+        self.on_backlog = self._on_backlog = on_backlog
         self.min_batch = min_batch
         self.start_at = min_batch if start_at is None else max(start_at, min_batch)
         self.largest = largest
@@ -185,6 +186,7 @@ class ParsePool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        self.on_backlog = self._on_backlog
 
     def read(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
         """Each message of ``raws`` read, in order; lazily, as ``parse_each`` gives them."""

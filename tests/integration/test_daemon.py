@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import email
 import email.policy
+import json
+import os
+import signal
 import smtplib
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from email.message import EmailMessage
 
+import psutil
+import pytest
 from sqlalchemy import text
 
 from mailbot import runtime
 from mailbot.bootstrap import App
+from mailbot.delivery_process import DeliveryProcess
+from mailbot.domain.mail.message import InboundMail
+from mailbot.mail import parse_pool
+from mailbot.mail.imap import FETCH_CHUNK
+from mailbot.mail.parse_pool import ParsePool
+from mailbot.services.delivery import DeliveryReport
 from tests.integration.bot import Bot, Daemon, make_mail
 from tests.servers import free_port
 
@@ -185,20 +198,86 @@ def test_a_complaint_that_arrives_while_letters_are_being_sent_is_answered_at_on
 
 
 def _outbound_count(app: App) -> int:
+    return _message_count(app, "out")
+
+
+def _inbound_count(app: App) -> int:
+    return _message_count(app, "in")
+
+
+def _message_count(app: App, direction: str) -> int:
     # A connection per look: this engine begins every transaction as a writer, so holding one would stall intake.
     with app.engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM message WHERE direction = 'out'")).scalar_one())
+        return int(conn.execute(text("SELECT count(*) FROM message WHERE direction = :d"), {"d": direction})
+                   .scalar_one())
 
 
-def test_a_daemon_meeting_a_backlog_reads_it_in_a_child_that_ends_with_the_fetch(bot: Bot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+class _Handed(DeliveryProcess):
+    """The daemon's backlog delivery processes, as started, with how each was ended and what it reported."""
+
+    started: list[_Handed] = []
+
+    async def start(self) -> None:
+        await super().start()
+        assert self.pid is not None
+        self.started_pid: int = self.pid
+        self.ended_with: bool | None = None  # finish's last_pass
+        self.report: DeliveryReport | None = None
+        _Handed.started.append(self)
+
+    async def finish(self, last_pass: bool = True) -> DeliveryReport:
+        self.ended_with = last_pass
+        self.report = await super().finish(last_pass)
+        return self.report
+
+
+@pytest.fixture
+def handed(monkeypatch: pytest.MonkeyPatch) -> list[_Handed]:
+    monkeypatch.setattr(_Handed, "started", [])
+    monkeypatch.setattr(runtime, "DeliveryProcess", _Handed)
+    monkeypatch.setattr(parse_pool, "usable_cpus", lambda: 2.0)  # the hand-over needs two CPUs, as the bot's have
+    return _Handed.started
+
+
+@pytest.fixture
+def slow_backlog(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A backlog of 30 the daemon hands over (a fetch of 10 is one here), taken in slowly enough (0.1 s a message)
+    that its fetch still lasts when the test acts on the delivery process."""
+    monkeypatch.setattr(runtime, "FETCH_CHUNK", 10)
+
+    class Slow(ParsePool):
+        def read(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
+            for mail in super().read(raws):
+                time.sleep(0.1)
+                yield mail
+
+    monkeypatch.setattr(runtime, "ParsePool", Slow)
+    return 30
+
+
+def _wait_until(condition: Callable[[], object], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _sent_in_metrics(app: App) -> float:
+    assert app.metrics is not None
+    for line in app.metrics.exposition().decode().splitlines():
+        if line.startswith('mailbot_letters_total{state="sent"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_daemon_meeting_a_backlog_reads_and_sends_it_from_children_that_end_with_the_fetch(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch, handed: list[_Handed]) -> None:
     """After an outage the daemon's first fetch brings a backlog: a full chunk or more is read in a child process
     on the other CPU, as `run --once` reads one (without it the daemon took a 2,000 backlog at ~245/s against
-    ~290/s with it). Every complaint is filed and acknowledged once, and the child ends with the fetch: an idle
-    daemon keeps no reader process."""
+    ~290/s with it), and its letters go out from a delivery process of their own, as in `run --once`. Every
+    complaint is filed and acknowledged once, and both children end with the fetch: an idle daemon keeps neither,
+    and sends mail as it arrives from its own process."""
     import multiprocessing
-
-    from mailbot.mail.imap import FETCH_CHUNK
-    from mailbot.mail.parse_pool import ParsePool
 
     pools: list[ParsePool] = []
 
@@ -221,15 +300,19 @@ def test_a_daemon_meeting_a_backlog_reads_it_in_a_child_that_ends_with_the_fetch
     runner.start()
     try:
         bot.sink.wait_for(2 * count, timeout=60)  # each complaint's acknowledgement and staff notification
-        deadline = time.monotonic() + 10
-        while multiprocessing.active_children():
-            assert time.monotonic() < deadline, "the reader child outlived the fetch"
-            time.sleep(0.05)
+        _wait_until(lambda: not multiprocessing.active_children(), "the reader child outlived the fetch", 10)
         assert pools and pools[0].start_at == FETCH_CHUNK
         assert pools[0].read_there == count  # both chunks, the smaller last one too
-        bot.append(make_mail(frm="later@example.org", subject="Later"))  # mail as it arrives: read here
+        _wait_until(lambda: handed and handed[0].report is not None, "the delivery process was not taken back")
+        assert len(handed) == 1 and handed[0].ended_with is True  # ended after a last pass, not by a stop
+        sent_there = handed[0].report.sent  # type: ignore[union-attr]
+        assert sent_there > 0 and not psutil.pid_exists(handed[0].started_pid)  # letters left from it; it has ended
+        bot.append(make_mail(frm="later@example.org", subject="Later"))  # mail as it arrives: read and sent here
         bot.sink.wait_for(2 * count + 2, timeout=20)
         assert pools[0].read_there == count and multiprocessing.active_children() == []
+        assert len(handed) == 1
+        # /metrics counts the delivery process's letters with the daemon's own.
+        _wait_until(lambda: _sent_in_metrics(app) == 2 * count + 2, "a letter missing from /metrics", 5)
     finally:
         daemon.stop()
         runner.join(40)
@@ -237,4 +320,63 @@ def test_a_daemon_meeting_a_backlog_reads_it_in_a_child_that_ends_with_the_fetch
     assert not runner.is_alive(), "the daemon did not stop"
     acknowledged = [to for letter in bot.letters("acknowledgement") for to in letter.rcpt_tos]
     assert sorted(acknowledged) == sorted([f"person{n}@example.org" for n in range(count)] + ["later@example.org"])
+    assert set(collections.Counter(m.message["Message-ID"] for m in bot.sink.messages()).values()) == {1}
     assert len(bot.cases_json()) == count + 1
+
+
+def test_a_daemon_stopped_while_a_delivery_process_sends_a_backlog_loses_and_repeats_nothing(
+        bot: Bot, handed: list[_Handed], slow_backlog: int) -> None:
+    """SIGTERM in the middle of a backlog: the delivery process ends after the pass under way rather than sending
+    the rest, the daemon stops, and the next run sends what was left; every letter reaches the sink once."""
+    count = slow_backlog
+    for n in range(count):
+        bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Backlog {n}"))
+    app = bot.app()
+    daemon = runtime.Daemon(app)
+    runner = threading.Thread(target=daemon.run, name="daemon-under-test", daemon=True)
+    runner.start()
+    try:
+        _wait_until(lambda: handed and bot.sink.count() >= 2, "the delivery process was never seen sending", 60)
+        daemon.stop()
+        runner.join(40)
+    finally:
+        daemon.stop()
+        runner.join(40)
+        app.engine.dispose()
+    assert not runner.is_alive(), "the daemon did not stop"
+    assert len(handed) == 1 and handed[0].ended_with is False and handed[0].report is not None
+    assert not psutil.pid_exists(handed[0].started_pid)
+    bot.once()  # the next start sends whatever the stop left in the outbox
+    copies = collections.Counter(m.message["Message-ID"] for m in bot.sink.messages())
+    assert len(copies) == 2 * count and set(copies.values()) == {1}
+    assert json.loads(bot.cli("status", "--json").stdout)["outbox"] == {"sent": 2 * count}
+
+
+def test_a_daemon_whose_delivery_process_dies_sends_the_rest_itself(
+        bot: Bot, handed: list[_Handed], slow_backlog: int, caplog: pytest.LogCaptureFixture) -> None:
+    """The delivery process killed outright mid-backlog: the daemon sees it gone and delivers the rest from its own
+    process at once, without waiting for the fetch to end. Only a letter whose 250 came in the instant of the
+    kill may go twice (its journal has the rest)."""
+    count = slow_backlog
+    for n in range(count):
+        bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Backlog {n}"))
+    app = bot.app()
+    daemon = runtime.Daemon(app)
+    runner = threading.Thread(target=daemon.run, name="daemon-under-test", daemon=True)
+    runner.start()
+    try:
+        _wait_until(lambda: handed and bot.sink.count() >= 4, "the delivery process was never seen sending", 60)
+        time.sleep(0.02)  # not the moment a letter reaches the sink: sample the window, do not aim at it
+        os.kill(handed[0].started_pid, signal.SIGKILL)
+        _wait_until(lambda: any("ended without its report" in r.getMessage() for r in caplog.records),
+                    "the daemon did not notice its delivery process had gone")
+        assert _inbound_count(app) < count, "the daemon waited for the end of the fetch to deliver again"
+        bot.sink.wait_for(2 * count, timeout=60)
+    finally:
+        daemon.stop()
+        runner.join(40)
+        app.engine.dispose()
+    assert not runner.is_alive(), "the daemon did not stop"
+    copies = collections.Counter(m.message["Message-ID"] for m in bot.sink.messages())
+    assert len(copies) == 2 * count and max(copies.values()) <= 2
+    assert json.loads(bot.cli("status", "--json").stdout)["outbox"] == {"sent": 2 * count}

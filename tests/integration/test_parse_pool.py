@@ -95,18 +95,23 @@ def test_until_the_child_is_ready_the_batch_is_read_here() -> None:
 
 def test_a_child_is_started_only_for_a_batch_of_start_at_and_then_reads_any_batch_of_min_batch() -> None:
     """The daemon's pool: a burst of a few dozen is read here; a full chunk (a backlog) starts the child, which
-    then reads the fetch's smaller last chunk too. Closed after the fetch, it starts again at the next backlog."""
-    with ParsePool(start_at=40) as pool:
+    then reads the fetch's smaller last chunk too. Closed after the fetch, it starts again at the next backlog, and
+    each backlog is told once (the daemon hands that fetch's delivery to a process of its own)."""
+    backlogs: list[int] = []
+    with ParsePool(start_at=40, cpus=2, on_backlog=lambda: backlogs.append(1)) as pool:
         assert len(list(pool.read(complaints(30)))) == 30
-        assert pool.read_there == 0 and multiprocessing.active_children() == []
+        assert pool.read_there == 0 and multiprocessing.active_children() == [] and backlogs == []
         assert len(list(pool.read(complaints(40)))) == 40  # starts the child (not ready yet: read here)
+        assert backlogs == [1]
         assert pool.start(wait=60)
         assert len(list(pool.read(complaints(10)))) == 10
-        assert pool.read_there == 10
+        assert pool.read_there == 10 and backlogs == [1]  # the same fetch: told once
         pool.close()
         assert multiprocessing.active_children() == []
         assert len(list(pool.read(complaints(30)))) == 30  # the next fetch: a burst again, no child
-        assert multiprocessing.active_children() == [] and pool.read_there == 10
+        assert multiprocessing.active_children() == [] and pool.read_there == 10 and backlogs == [1]
+        assert len(list(pool.read(complaints(40)))) == 40  # a later backlog
+        assert backlogs == [1, 1]
 
 
 def test_a_large_message_is_read_here_in_its_turn() -> None:
