@@ -20,12 +20,13 @@ The daemon hands a backlog's delivery over the same way, for as long as the fetc
 delivers from its own process again (``runtime.Daemon``).
 
 The child reads from its stdin: a 4-byte length and a pickle of what it needs (the settings, the run's fixed time
-if any, the log level and format), then one byte at a time: ``w``, intake committed (letters may be waiting),
-``e``, intake has finished (one last pass, then the report), and ``s``, the bot is stopping (no pass after the
-one under way, then the report). An end of input without ``e`` means the parent
-is gone (killed): the child ends the pass under way, every 250 of it journalled and marked, and exits. A parent
-whose run fails otherwise (Ctrl-C, an error) kills the child as the in-process loop's passes were cancelled: a
-letter cut off on the wire is sent again by the next run, one whose 250 came is in the journal. At the
+if any, the log level and format), then one byte at a time: ``w``, intake committed (letters may be waiting; the
+child makes no pass before the first, as the parent may still be delivering while it starts), ``e``, intake has
+finished (one last pass, then the report), and ``s``, the bot is stopping (no pass after the one under way, then
+the report). An end of input without ``e`` or ``s`` means the parent is gone (killed): the child ends the pass
+under way, every 250 of it journalled and marked, and exits. A parent whose run fails otherwise (Ctrl-C, an
+error) kills the child as the in-process loop's passes were cancelled: a letter cut off on the wire is sent again
+by the next run, one whose 250 came is in the journal. At the
 end it writes one line of JSON to its stdout: the pass's totals.
 """
 
@@ -106,6 +107,10 @@ class DeliveryProcess:
             ready = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
         except (asyncio.TimeoutError, ConnectionError):
             ready = b""
+        except BaseException:  # cancelled (no longer wanted): the child goes, not left to find its parent gone
+            proc.kill()
+            await proc.wait()
+            raise
         if ready.strip() != b"ready":
             if proc.returncode is None:
                 proc.kill()
@@ -214,6 +219,9 @@ async def _child() -> int:
     totals = DeliveryReport()
     app.deliverer.keep_connections()  # a backlog's passes come a quarter of a second apart
     try:
+        # No pass before the first word from the parent: it starts this process in the background and goes on
+        # delivering meanwhile, and says ``w`` only once its own pass has ended (one deliverer at a time).
+        await woken.wait()
         while not (gone.is_set() or stopped.is_set()):
             # Cleared before the pass, as the parent's loop did: a commit during the pass starts the next.
             woken.clear()

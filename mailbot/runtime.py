@@ -217,13 +217,21 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
     # Twice as many letters in flight as the child has connections, so it always has the next in hand.
     smtp = SmtpChild(app, in_flight=2)
     delivery: DeliveryProcess | None = None  # once this run's delivery is the delivery process's
+    # The delivery process while it starts (~0.3-0.5 s of a new interpreter): this process delivers meanwhile, and
+    # hands over between two of its passes once it is ready (it makes no pass before it is woken).
+    starting: asyncio.Future[DeliveryProcess | None] | None = None
     app.deliverer.keep_connections()  # where this process sends through connections of its own
     try:
         try:
             while not intake.done():
-                if backlog.is_set() and delivery is None:
+                if backlog.is_set() and delivery is None and starting is None:
                     backlog.clear()  # asked once a run: where it cannot start, delivery stays here
-                    delivery = await _hand_over(app, lock, smtp)
+                    starting = asyncio.ensure_future(delivery_process(app, lock))
+                if starting is not None and starting.done():
+                    delivery, starting = starting.result(), None
+                    if delivery is not None:
+                        _handed_over(delivery)
+                        await smtp.stop()  # no longer needed
                 woken.clear()
                 began = loop.time()
                 if delivery is not None:
@@ -231,12 +239,14 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
                 else:
                     totals.add(await app.deliverer.deliver_due(smtp.route))
                 waiting = {asyncio.ensure_future(woken.wait()), asyncio.ensure_future(backlog.wait())}
-                await asyncio.wait({intake, *waiting}, return_when=asyncio.FIRST_COMPLETED)
+                ready = {starting} if starting is not None else set()
+                await asyncio.wait({intake, *waiting, *ready}, return_when=asyncio.FIRST_COMPLETED)
                 for waited in waiting:
                     waited.cancel()
                 rest = PASS_SPACING - (loop.time() - began)
                 if rest > 0 and delivery is None and not backlog.is_set():
-                    await asyncio.wait({intake}, timeout=rest)  # a few commits' letters to the next pass
+                    # A few commits' letters to the next pass.
+                    await asyncio.wait({intake, *ready}, timeout=rest, return_when=asyncio.FIRST_COMPLETED)
         finally:
             # Never leave the thread behind (a failed pass still waits for intake to finish its transaction).
             await asyncio.wait({intake})
@@ -252,9 +262,14 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
                     delivery = None
             if delivery is None:
                 totals.add(await app.deliverer.deliver_due(smtp.route))
+            if starting is not None:  # intake ended first: this process sent it all, and that one made no pass
+                await _unused(starting)
+                starting = None
     except BaseException:
         if delivery is not None:
             await delivery.kill()
+        if starting is not None:
+            await _unused(starting)
         raise
     finally:
         await app.deliverer.let_go()
@@ -263,19 +278,11 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
             "failed": totals.failed}
 
 
-async def _hand_over(app: App, lock: InstanceLock | None, smtp: SmtpChild) -> DeliveryProcess | None:
-    """Start the delivery process for the rest of the run (this process's passes have ended: one deliverer at a
-    time), or None where it cannot start. The SMTP worker, if one was started, is no longer needed."""
-    delivery = await delivery_process(app, lock)
-    if delivery is not None:
-        await smtp.stop()
-    return delivery
-
-
 async def delivery_process(app: App, lock: InstanceLock | None) -> DeliveryProcess | None:
-    """A backlog's delivery process, started (the caller's passes have ended: one deliverer at a time); None where
-    it cannot start, or cannot see this database (SQLite in memory is this process's alone). On SQLite it holds
-    the instance lock's descriptor until it ends."""
+    """A backlog's delivery process, started and ready; None where it cannot start, or cannot see this database
+    (SQLite in memory is this process's alone). It makes no pass until it is woken, so the caller may go on
+    delivering while it starts (one deliverer at a time). On SQLite it holds the instance lock's descriptor until
+    it ends."""
     lock_fd = lock.inheritable_fd() if lock is not None else None
     if lock_fd is None and app.engine.url.get_backend_name() != "postgresql":
         return None
@@ -285,8 +292,24 @@ async def delivery_process(app: App, lock: InstanceLock | None) -> DeliveryProce
     except DeliveryUnavailable as exc:
         log.warning("%s; delivering from this process", exc)
         return None
-    log.info("a backlog: its letters go out from a delivery process of their own (pid %s)", delivery.pid)
     return delivery
+
+
+def _handed_over(delivery: DeliveryProcess) -> None:
+    log.info("a backlog: its letters go out from a delivery process of their own (pid %s)", delivery.pid)
+
+
+async def _unused(starting: asyncio.Future[DeliveryProcess | None]) -> None:
+    """A delivery process asked for and never woken, so it has made no pass, ended: its start cancelled, or it
+    killed."""
+    if not starting.done():
+        starting.cancel()
+    try:
+        delivery = await starting
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001  (it never ran: nothing to end)
+        return
+    if delivery is not None:
+        await delivery.kill()
 
 
 # ---- the daemon ---------------------------------------------------------------------------------------
@@ -497,6 +520,8 @@ class Daemon:
         # passes here held the interpreter lock from intake's thread); this loop only wakes it, and delivers
         # again once the fetch is over and that process has made its last pass. One deliverer at a time.
         delivery: DeliveryProcess | None = None
+        starting: asyncio.Future[DeliveryProcess | None] | None = None  # while it starts, this loop delivers on
+        woken = self._woken
         try:
             loop = asyncio.get_running_loop()
             while not self.stopping.is_set():
@@ -504,10 +529,18 @@ class Daemon:
                 # last look at the outbox) wakes the loop and must start the next pass (see PASS_SPACING).
                 self._woken.clear()
                 began = loop.time()
-                if backlog.is_set() and delivery is None:
+                if backlog.is_set() and delivery is None and starting is None:
                     backlog.clear()
                     if not fetch_over.is_set():  # a small backlog may be taken in already
-                        delivery = await delivery_process(app, self.lock)
+                        starting = asyncio.ensure_future(delivery_process(app, self.lock))
+                        starting.add_done_callback(lambda _: woken.set())
+                if starting is not None and starting.done():
+                    delivery, starting = starting.result(), None
+                    if delivery is not None and fetch_over.is_set():  # the fetch ended first: not needed
+                        await delivery.kill()  # never woken, so it made no pass
+                        delivery = None
+                    elif delivery is not None:
+                        _handed_over(delivery)
                 if delivery is not None and (fetch_over.is_set() or delivery.ended):
                     await self._take_back(delivery)
                     delivery = None
@@ -528,11 +561,14 @@ class Daemon:
                 except asyncio.TimeoutError:
                     pass
                 rest = PASS_SPACING - (loop.time() - began)
-                if rest > 0 and delivery is None and not (self.stopping.is_set() or backlog.is_set()):
+                if rest > 0 and delivery is None and not (self.stopping.is_set() or backlog.is_set()
+                                                          or (starting is not None and starting.done())):
                     await asyncio.sleep(rest)
         finally:
             self.stopping.set()
             local_wake.set()
+            if starting is not None:
+                await _unused(starting)
             if delivery is not None:
                 await self._take_back(delivery, last_pass=False)
             await app.deliverer.let_go()

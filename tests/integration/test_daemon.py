@@ -232,7 +232,7 @@ class _Handed(DeliveryProcess):
 
 
 @pytest.fixture
-def handed(monkeypatch: pytest.MonkeyPatch) -> list[_Handed]:
+def handed(monkeypatch: pytest.MonkeyPatch, hand_over_first: None) -> list[_Handed]:
     monkeypatch.setattr(_Handed, "started", [])
     monkeypatch.setattr(runtime, "DeliveryProcess", _Handed)
     monkeypatch.setattr(parse_pool, "usable_cpus", lambda: 2.0)  # the hand-over needs two CPUs, as the bot's have
@@ -240,12 +240,12 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[_Handed]:
 
 
 @pytest.fixture
-def slow_backlog(monkeypatch: pytest.MonkeyPatch) -> int:
+def slow_backlog(monkeypatch: pytest.MonkeyPatch, handed: list[_Handed]) -> int:
     """A backlog of 30 the daemon hands over (a fetch of 10 is one here), taken in slowly enough (0.1 s a message)
     that its fetch still lasts when the test acts on the delivery process."""
     monkeypatch.setattr(runtime, "FETCH_CHUNK", 10)
 
-    class Slow(ParsePool):
+    class Slow(runtime.ParsePool):  # type: ignore[name-defined,misc]
         def read(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
             for mail in super().read(raws):
                 time.sleep(0.1)
@@ -281,9 +281,9 @@ def test_a_daemon_meeting_a_backlog_reads_and_sends_it_from_children_that_end_wi
 
     pools: list[ParsePool] = []
 
-    class Recorded(ParsePool):
+    class Recorded(runtime.ParsePool):  # type: ignore[name-defined,misc]
         def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            super().__init__(*args, **kwargs)
             pools.append(self)
 
         def start(self, wait: float = 0.0) -> bool:

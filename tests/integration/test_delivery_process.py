@@ -4,6 +4,7 @@ that process cannot start or dies."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import copy
 import dataclasses
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -30,9 +32,9 @@ BACKLOG = 12  # more than parse_pool.MIN_BATCH: a backlog
 
 
 @pytest.fixture(autouse=True)
-def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+def two_cpus(monkeypatch: pytest.MonkeyPatch, hand_over_first: None) -> None:
     """The hand-over needs two CPUs (a child on the same one could only take turns with intake): as on the
-    machines the bot runs on, whatever runs these tests."""
+    machines the bot runs on, whatever runs these tests. And these small backlogs wait for it to be made."""
     monkeypatch.setattr(parse_pool, "usable_cpus", lambda: 2.0)
 
 
@@ -197,3 +199,66 @@ def test_a_delivery_process_that_cannot_open_the_database_says_so_in_one_line_an
     assert "the delivery process could not start" in err and "Traceback" not in err
     assert any("did not start" in r.getMessage() and "delivering from this process" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_delivery_process_makes_no_pass_until_it_is_woken(bot: Bot) -> None:
+    """The bot goes on delivering while its delivery process starts, so the process must not send a letter before
+    the bot says so (two deliverers at once could send the same letter twice on SQLite, where nothing is claimed)."""
+    from mailbot import runtime
+
+    _backlog(bot)
+    app = bot.app()
+    try:
+        assert runtime.intake_once(app) == BACKLOG  # taken in, the letters waiting in the outbox
+
+        async def hand_over() -> tuple[int, int, int]:
+            delivery = DeliveryProcess(app.settings, None, runtime.PASS_SPACING)
+            await delivery.start()
+            await asyncio.sleep(1.5)  # ready, and left alone
+            before = bot.sink.count()
+            delivery.wake()
+            await asyncio.to_thread(bot.sink.wait_for, 2 * BACKLOG, 30)
+            return before, bot.sink.count(), (await delivery.finish()).sent
+
+        before, after, reported = asyncio.run(hand_over())
+    finally:
+        app.engine.dispose()
+    assert (before, after, reported) == (0, 2 * BACKLOG, 2 * BACKLOG)
+
+
+def test_a_backlog_taken_in_before_its_delivery_process_is_ready_is_sent_from_the_bot_s_process(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """The first letters do not wait for the delivery process's start: the bot delivers meanwhile. A backlog it
+    has finished before that process is ready is all sent from the bot's own process, each letter once, and the
+    process, never used, is ended with the run."""
+    from mailbot import runtime
+    from mailbot.mail.parse_pool import ParsePool
+
+    monkeypatch.setattr(runtime, "ParsePool", ParsePool)  # no waiting for the hand-over (hand_over_first)
+    # As a slow machine's start would be: the run is over before the process is ready.
+    slow_python = tmp_path / "slow-python"
+    slow_python.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import os, sys, time; time.sleep(3); "
+                           f"os.execv(sys.executable, [sys.executable, *sys.argv[1:]])' \"$@\"\n")
+    slow_python.chmod(0o755)
+    started: list[int] = []
+    real_create = asyncio.create_subprocess_exec
+
+    async def create(program: str, *args: object, **kwargs: object) -> asyncio.subprocess.Process:
+        if "mailbot.delivery_process" not in args:  # the SMTP worker
+            return await real_create(program, *args, **kwargs)
+        proc = await real_create(str(slow_python), *args, **kwargs)
+        started.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(delivery_process.asyncio, "create_subprocess_exec", create)
+
+    _backlog(bot)
+    with caplog.at_level(logging.INFO, logger="mailbot.runtime"):
+        began = time.monotonic()
+        result = bot.once()
+        took = time.monotonic() - began
+    assert (result["fetched"], result["sent"]) == (BACKLOG, 2 * BACKLOG)
+    assert set(_copies(bot).values()) == {1} and len(_copies(bot)) == 2 * BACKLOG
+    assert len(started) == 1 and not psutil.pid_exists(started[0])  # its start given up with the run, it ended
+    assert not [r for r in caplog.records if "delivery process of their own" in r.getMessage()]
+    assert took < 3, "the run waited for the delivery process it did not use"
