@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import email
 import email.policy
 import json
@@ -240,9 +241,9 @@ def handed(monkeypatch: pytest.MonkeyPatch, hand_over_first: None) -> list[_Hand
 
 
 @pytest.fixture
-def slow_backlog(monkeypatch: pytest.MonkeyPatch, handed: list[_Handed]) -> int:
-    """A backlog of 30 the daemon hands over (a fetch of 10 is one here), taken in slowly enough (0.1 s a message)
-    that its fetch still lasts when the test acts on the delivery process."""
+def slow_backlog(bot: Bot, monkeypatch: pytest.MonkeyPatch, handed: list[_Handed]) -> int:
+    """A backlog of 30 complaints in the mailbox, which the daemon hands over (a fetch of 10 is one here), taken in
+    slowly enough (0.1 s a message) that its fetch still lasts when the test acts on the delivery process."""
     monkeypatch.setattr(runtime, "FETCH_CHUNK", 10)
 
     class Slow(runtime.ParsePool):  # type: ignore[name-defined,misc]
@@ -252,7 +253,26 @@ def slow_backlog(monkeypatch: pytest.MonkeyPatch, handed: list[_Handed]) -> int:
                 yield mail
 
     monkeypatch.setattr(runtime, "ParsePool", Slow)
+    for n in range(30):
+        bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Backlog {n}"))
     return 30
+
+
+@contextlib.contextmanager
+def _daemon_running(bot: Bot) -> Iterator[App]:
+    """An in-process daemon on the bot's mailbox (so the test can patch what it runs), stopped as SIGTERM stops it
+    when the block ends; it must have stopped within 40 s."""
+    app = bot.app()
+    daemon = runtime.Daemon(app)
+    runner = threading.Thread(target=daemon.run, name="daemon-under-test", daemon=True)
+    runner.start()
+    try:
+        yield app
+    finally:
+        daemon.stop()
+        runner.join(40)
+        app.engine.dispose()
+    assert not runner.is_alive(), "the daemon did not stop"
 
 
 def _wait_until(condition: Callable[[], object], what: str, timeout: float = 20) -> None:
@@ -294,11 +314,7 @@ def test_a_daemon_meeting_a_backlog_reads_and_sends_it_from_children_that_end_wi
     for n in range(count):
         bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Backlog {n}",
                              message_id=f"<backlog-{n}@example.org>"))
-    app = bot.app()
-    daemon = runtime.Daemon(app)
-    runner = threading.Thread(target=daemon.run, name="daemon-under-test", daemon=True)
-    runner.start()
-    try:
+    with _daemon_running(bot) as app:
         bot.sink.wait_for(2 * count, timeout=60)  # each complaint's acknowledgement and staff notification
         _wait_until(lambda: not multiprocessing.active_children(), "the reader child outlived the fetch", 10)
         assert pools and pools[0].start_at == FETCH_CHUNK
@@ -313,11 +329,6 @@ def test_a_daemon_meeting_a_backlog_reads_and_sends_it_from_children_that_end_wi
         assert len(handed) == 1
         # /metrics counts the delivery process's letters with the daemon's own.
         _wait_until(lambda: _sent_in_metrics(app) == 2 * count + 2, "a letter missing from /metrics", 5)
-    finally:
-        daemon.stop()
-        runner.join(40)
-        app.engine.dispose()
-    assert not runner.is_alive(), "the daemon did not stop"
     acknowledged = [to for letter in bot.letters("acknowledgement") for to in letter.rcpt_tos]
     assert sorted(acknowledged) == sorted([f"person{n}@example.org" for n in range(count)] + ["later@example.org"])
     assert set(collections.Counter(m.message["Message-ID"] for m in bot.sink.messages()).values()) == {1}
@@ -329,21 +340,8 @@ def test_a_daemon_stopped_while_a_delivery_process_sends_a_backlog_loses_and_rep
     """SIGTERM in the middle of a backlog: the delivery process ends after the pass under way rather than sending
     the rest, the daemon stops, and the next run sends what was left; every letter reaches the sink once."""
     count = slow_backlog
-    for n in range(count):
-        bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Backlog {n}"))
-    app = bot.app()
-    daemon = runtime.Daemon(app)
-    runner = threading.Thread(target=daemon.run, name="daemon-under-test", daemon=True)
-    runner.start()
-    try:
+    with _daemon_running(bot):
         _wait_until(lambda: handed and bot.sink.count() >= 2, "the delivery process was never seen sending", 60)
-        daemon.stop()
-        runner.join(40)
-    finally:
-        daemon.stop()
-        runner.join(40)
-        app.engine.dispose()
-    assert not runner.is_alive(), "the daemon did not stop"
     assert len(handed) == 1 and handed[0].ended_with is False and handed[0].report is not None
     assert not psutil.pid_exists(handed[0].started_pid)
     bot.once()  # the next start sends whatever the stop left in the outbox
@@ -358,13 +356,7 @@ def test_a_daemon_whose_delivery_process_dies_sends_the_rest_itself(
     process at once, without waiting for the fetch to end. Only a letter whose 250 came in the instant of the
     kill may go twice (its journal has the rest)."""
     count = slow_backlog
-    for n in range(count):
-        bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Backlog {n}"))
-    app = bot.app()
-    daemon = runtime.Daemon(app)
-    runner = threading.Thread(target=daemon.run, name="daemon-under-test", daemon=True)
-    runner.start()
-    try:
+    with _daemon_running(bot) as app:
         _wait_until(lambda: handed and bot.sink.count() >= 4, "the delivery process was never seen sending", 60)
         time.sleep(0.02)  # not the moment a letter reaches the sink: sample the window, do not aim at it
         os.kill(handed[0].started_pid, signal.SIGKILL)
@@ -372,11 +364,6 @@ def test_a_daemon_whose_delivery_process_dies_sends_the_rest_itself(
                     "the daemon did not notice its delivery process had gone")
         assert _inbound_count(app) < count, "the daemon waited for the end of the fetch to deliver again"
         bot.sink.wait_for(2 * count, timeout=60)
-    finally:
-        daemon.stop()
-        runner.join(40)
-        app.engine.dispose()
-    assert not runner.is_alive(), "the daemon did not stop"
     copies = collections.Counter(m.message["Message-ID"] for m in bot.sink.messages())
     assert len(copies) == 2 * count and max(copies.values()) <= 2
     assert json.loads(bot.cli("status", "--json").stdout)["outbox"] == {"sent": 2 * count}
