@@ -187,9 +187,9 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
     backlog's acknowledgements do not wait for the whole mailbox to be read, and the SMTP server works
     while intake does. When the thread is done, one last pass sends whatever it queued since.
 
-    Delivery runs here, through the SMTP worker, until intake meets a backlog; from then on a delivery process of
-    its own does it (``delivery_process``), and this process only wakes it. Where that process cannot be
-    started, or fails, delivery goes on here.
+    Delivery runs here, through the SMTP worker, until intake meets a backlog and a delivery process of its own
+    (``delivery_process``), started then, is ready; from then on that process does it, and this process only wakes
+    it. Where that process cannot be started, or fails, delivery goes on here.
     """
     loop = asyncio.get_running_loop()
     woken = asyncio.Event()
