@@ -331,11 +331,12 @@ def test_run_once_sends_letters_while_it_is_still_taking_mail_in(bot: Bot) -> No
     assert (result["fetched"], result["sent"]) == (1, 2)
 
 
-def test_run_once_lets_intake_run_first_while_delivery_and_the_reader_yield(bot: Bot) -> None:
+def test_run_once_lets_intake_run_first_while_delivery_and_the_reader_yield(bot: Bot, hand_over_first: None) -> None:
     """In a backlog intake's thread is the critical path: the event loop's thread and the process delivering the
     letters (the delivery process where there are two CPUs, else the SMTP worker) are batch work (``cpu_policy``),
     intake's thread an ordinary one, and so is the child reading the mail, which intake waits for; the pass leaves
-    the thread that called it as it was."""
+    the thread that called it as it was. (Intake waits for the hand-over: eight messages are otherwise often sent
+    before the delivery process is ready, from the SMTP worker.)"""
     import psutil
 
     from mailbot.mail.parse_pool import usable_cpus
