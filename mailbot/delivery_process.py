@@ -12,10 +12,11 @@ the SMTP worker's pipe, its frames and its answers are gone too.
 Only one deliverer sends at a time, as before: when intake meets a backlog (the reader of its mail,
 ``mail.parse_pool``, is told a batch is large enough, and there are two CPUs) the parent starts the child and goes
 on delivering while it starts; it hands delivery over between two of its own passes once the child is ready (the
-child makes no pass before it is woken), and does not deliver again in that run unless the child fails. On SQLite the child is handed
-the instance lock's descriptor, so a parent killed outright leaves the lock held until the child has ended too: no
-second bot can start delivering the same letters meanwhile. (On PostgreSQL each letter is claimed before it is
-sent.) A SQLite database in memory is the bot's process's alone: there the bot keeps delivery.
+child makes no pass before it is woken), and does not deliver again in that run unless the child fails. On
+SQLite the child is handed the instance lock's descriptor, so a parent killed outright leaves the lock held until
+the child has ended too: no second bot can start delivering the same letters meanwhile. (On PostgreSQL each
+letter is claimed before it is sent.) A SQLite database in memory is the bot's process's alone: there the bot
+keeps delivery.
 
 The daemon hands a backlog's delivery over the same way, for as long as the fetch that brought it lasts, and then
 delivers from its own process again (``runtime.Daemon``).
