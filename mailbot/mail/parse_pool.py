@@ -160,7 +160,8 @@ class ParsePool:
         ``min_batch`` or more."""
         if cpus is not None:
             self.cpus = cpus
-        self.on_backlog = self._on_backlog = on_backlog
+        self.on_backlog = on_backlog
+        self._backlog_told = False  # on_backlog called since the last close
         self.min_batch = min_batch
         self.start_at = min_batch if start_at is None else max(start_at, min_batch)
         self.largest = largest
@@ -186,7 +187,7 @@ class ParsePool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
-        self.on_backlog = self._on_backlog
+        self._backlog_told = False
 
     def read(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
         """Each message of ``raws`` read, in order; lazily, as ``parse_each`` gives them."""
@@ -196,9 +197,9 @@ class ParsePool:
             return parse_each(raws)
         if self._executor is None and len(raws) < self.start_at:
             return parse_each(raws)
-        if self.on_backlog is not None:
-            on_backlog, self.on_backlog = self.on_backlog, None
-            on_backlog()
+        if self.on_backlog is not None and not self._backlog_told:
+            self._backlog_told = True
+            self.on_backlog()
         if not self.start():
             return parse_each(raws)
         return self._read_there(raws)
