@@ -66,6 +66,9 @@ class Bot:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
         env.update({
+            # This checkout's code, whichever checkout the editable install points at (a benchmark run from a
+            # second work tree would otherwise time the first's code).
+            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
             "MAILBOT_IMAP_HOST": self.dovecot.host,
             "MAILBOT_IMAP_PORT": str(self.dovecot.port),
             "MAILBOT_IMAP_USER": "complaints",
