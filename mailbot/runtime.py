@@ -68,13 +68,28 @@ def _nobody() -> None:
 # ---- the parts one pass and the daemon share ------------------------------------------------------------
 
 
+def worth_a_delivery_process(app: App, intake: ImapIntake) -> bool:
+    """Whether the fetch under way brings enough mail for a delivery process of its own: MAILBOT_DELIVERY_PROCESS_AT
+    messages or more (0: never). Its start (~0.4 s of CPU, on the core the reader child wants too) costs more than
+    the process saves until then: in alternating pairs of `run --once` it lost at 300 and broke even at 800
+    (bench/README.md, the thirty-fourth look)."""
+    at = app.settings.delivery_process_at
+    return bool(at) and intake.waiting >= at
+
+
 def intake_once(app: App, wake: Wake = _nobody, on_backlog: Callable[[], None] | None = None) -> int:
     """Take in everything waiting in the mailbox now; ``wake`` is called after each commit. A backlog's
     messages are read in a child process, which ends with the pass (mail.parse_pool); ``on_backlog`` is called
-    once, from this thread, when a fetch brings one (and there are two CPUs for a child)."""
+    once, from this thread, when a fetch brings one (and there are two CPUs for a child) large enough for a delivery
+    process (``worth_a_delivery_process``)."""
     if app.settings.local_mode:
         return local_intake(app, wake)
-    with ParsePool(log_format=app.settings.log_format, on_backlog=on_backlog) as reader:
+
+    def backlog() -> None:
+        if on_backlog is not None and worth_a_delivery_process(app, intake):
+            on_backlog()
+
+    with ParsePool(log_format=app.settings.log_format, on_backlog=backlog) as reader:
         mailbox = app.mailbox(on_commit=wake, reader=reader.read)
         intake = ImapIntake(app.imap_config(), mailbox)
         try:
@@ -465,15 +480,18 @@ class Daemon:
                                             daemon=True))
         else:
             # A fetch that brings a backlog (a full chunk: after an outage, or a start on a full mailbox) is read
-            # in a child process, as `run --once` reads one, and its letters go out from a delivery process; both
-            # end with the fetch. Mail as it arrives, a message or a few, is read and sent from this process, with
+            # in a child process, as `run --once` reads one, and a large one's letters (worth_a_delivery_process)
+            # go out from a delivery process; both end with the fetch. Mail as it arrives, a message or a few, is read and sent from this process, with
             # no child and no round trip.
             def backlog_began() -> None:
                 fetch_over.clear()  # the fetches before this one
                 backlog.set()
 
-            reader = ParsePool(log_format=settings.log_format, start_at=FETCH_CHUNK,
-                               on_backlog=lambda: self._on_loop(backlog_began))
+            def told_of_backlog() -> None:
+                if worth_a_delivery_process(app, intake):
+                    self._on_loop(backlog_began)
+
+            reader = ParsePool(log_format=settings.log_format, start_at=FETCH_CHUNK, on_backlog=told_of_backlog)
             intake = ImapIntake(app.imap_config(), app.mailbox(on_commit=self.wake, reader=reader.read))
 
             def fetched(_count: int) -> None:

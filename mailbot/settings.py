@@ -227,6 +227,8 @@ FIELDS: tuple[Setting, ...] = (
     Setting("imap_poll_interval", 60.0, kind=_number, above=0),
     # Servers drop an IDLE after 30 minutes (RFC 2177); we renew well before that.
     Setting("imap_idle_renew", 600.0, kind=_number, above=0),
+    # A fetch with at least this many messages to read sends its letters from a process of its own; 0 never.
+    Setting("delivery_process_at", 1000, kind=_whole, least=0),
 
     # How the bot signs in to IMAP and SMTP: a password, or an OAuth2 access token (XOAUTH2) from Microsoft
     # 365 (msal, an app registration), Google Workspace (a service account) or a command that prints one.
@@ -331,6 +333,7 @@ class Settings:
     first_run: Literal["process-existing", "skip-existing"] | None
     imap_poll_interval: float
     imap_idle_renew: float
+    delivery_process_at: int
     auth: Literal["password", "microsoft", "google", "command"]
     log_format: Literal["text", "json"]
     sample_directory: Literal["refuse", "allow"]

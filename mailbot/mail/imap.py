@@ -85,6 +85,7 @@ class ImapIntake:
         self._connected_at = 0.0
         self._renew_at: float | None = None  # when the token signed in with nears its expiry
         self._unmovable: set[int] = set()  # UIDs the server would not move to the processed folder
+        self.waiting = 0  # the messages the fetch under way (or the last one) reads
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -166,6 +167,7 @@ class ImapIntake:
             self.hooks.ingest([], position, skip_to=uids[-1])
             log.info("first run: skipped %d message(s) already in %s", len(uids), cfg.mailbox)
             uids = []
+        self.waiting = len(uids)
         fetched = 0
         for chunk in fetch_chunks(uids, self._sizes(uids, uidvalidity), FETCH_CHUNK, FETCH_BYTES):
             arrivals, refused = self._fetch(chunk, uidvalidity)

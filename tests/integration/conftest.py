@@ -17,17 +17,26 @@ def bot(tmp_path: Path, dovecot: DovecotServer, smtp_sink: SmtpSink) -> Bot:
 
 
 @pytest.fixture
-def hand_over_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Intake waits, at the batch that tells of a backlog, until the delivery process has taken delivery over (or
+def hand_over_first(bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any backlog the reader tells of is handed to a delivery process (MAILBOT_DELIVERY_PROCESS_AT is 1,000 unless
+    set), and intake waits, at the batch that tells of it, until the delivery process has taken delivery over (or
     could not start). The bot goes on delivering while that process starts (~0.5 s), so a test's backlog of a few
     dozen messages would otherwise often be taken in, and sent, before it is ready, and the process never used."""
     import threading
 
     from mailbot import runtime
-    from mailbot.mail.parse_pool import ParsePool
+    from mailbot.mail.parse_pool import MIN_BATCH, ParsePool
 
-    settled = threading.Event()
+    bot.extra["MAILBOT_DELIVERY_PROCESS_AT"] = str(MIN_BATCH)
+    settled, worth_it = threading.Event(), threading.Event()
     real_handed_over, real_delivery_process = runtime._handed_over, runtime.delivery_process
+    real_worth = runtime.worth_a_delivery_process
+
+    def worth_a_delivery_process(*args: object) -> bool:
+        if real_worth(*args):  # type: ignore[arg-type]
+            worth_it.set()
+            return True
+        return False
 
     def handed_over(delivery: object) -> None:
         real_handed_over(delivery)  # type: ignore[arg-type]
@@ -44,10 +53,12 @@ def hand_over_first(monkeypatch: pytest.MonkeyPatch) -> None:
             def told() -> None:
                 assert on_backlog is not None
                 on_backlog()
-                assert settled.wait(60), "the delivery process neither took over nor failed to start"
+                if worth_it.is_set():  # else no delivery process is asked for (a test of the threshold)
+                    assert settled.wait(60), "the delivery process neither took over nor failed to start"
 
             super().__init__(*args, on_backlog=told if on_backlog else None, **kwargs)  # type: ignore[arg-type]
 
+    monkeypatch.setattr(runtime, "worth_a_delivery_process", worth_a_delivery_process)
     monkeypatch.setattr(runtime, "_handed_over", handed_over)
     monkeypatch.setattr(runtime, "delivery_process", delivery_process)
     monkeypatch.setattr(runtime, "ParsePool", WaitingPool)

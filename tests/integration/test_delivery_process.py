@@ -70,6 +70,31 @@ def test_a_backlog_s_letters_go_out_from_a_delivery_process_each_once(
     assert set(collections.Counter(m.message["Message-ID"] for m in bot.sink.messages()).values()) == {1}
 
 
+@pytest.mark.parametrize(("at", "handed_over"), [(str(BACKLOG + 1), False), (str(BACKLOG), True), ("0", False)])
+def test_only_a_fetch_of_mailbot_delivery_process_at_messages_or_more_starts_a_delivery_process(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, at: str,
+        handed_over: bool) -> None:
+    """The process's start costs ~0.4 s of CPU, more than it saves on a backlog of a few hundred: a smaller fetch
+    (or any, with 0) is sent from the bot's own process, and no process is asked for. Each letter goes once."""
+    bot.extra["MAILBOT_DELIVERY_PROCESS_AT"] = at
+    asked: list[DeliveryProcess] = []
+    real = DeliveryProcess.start
+
+    async def start(self: DeliveryProcess) -> None:
+        asked.append(self)
+        await real(self)
+
+    monkeypatch.setattr(DeliveryProcess, "start", start)
+    _backlog(bot)
+    with caplog.at_level(logging.INFO, logger="mailbot.runtime"):
+        result = bot.once()
+    assert (result["fetched"], result["sent"], result["deferred"], result["failed"]) == (BACKLOG, 2 * BACKLOG, 0, 0)
+    copies = _copies(bot)
+    assert len(copies) == 2 * BACKLOG and set(copies.values()) == {1}
+    assert len(asked) == (1 if handed_over else 0)
+    assert any("delivery process of their own" in r.getMessage() for r in caplog.records) == handed_over
+
+
 def test_on_postgresql_the_delivery_process_sends_each_letter_once(
         bot: Bot, postgres: PostgresServer, caplog: pytest.LogCaptureFixture) -> None:
     """The production database: the process opens its own connections to the server (where each letter is claimed
