@@ -67,8 +67,8 @@ class Bot:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
         env.update({
             # This checkout's code, whichever checkout the editable install points at (a benchmark run from a
-            # second work tree would otherwise time the first's code).
-            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            # second work tree would otherwise time the first's code), unless the caller's PYTHONPATH names one.
+            "PYTHONPATH": os.pathsep.join([*filter(None, [os.environ.get("PYTHONPATH")]), str(REPO)]),
             "MAILBOT_IMAP_HOST": self.dovecot.host,
             "MAILBOT_IMAP_PORT": str(self.dovecot.port),
             "MAILBOT_IMAP_USER": "complaints",
