@@ -12,8 +12,8 @@ the SMTP worker's pipe, its frames and its answers are gone too.
 Only one deliverer sends at a time, as before: when intake meets a large backlog (the reader of its mail,
 ``mail.parse_pool``, is told a batch is large enough, there are two CPUs, and the fetch has
 MAILBOT_DELIVERY_PROCESS_AT messages or more: ``runtime.worth_a_delivery_process``) the parent starts the child and
-goes on delivering while it starts; it hands delivery over between two of its own passes once the child is ready (the
-child makes no pass before it is woken), and does not deliver again in that run unless the child fails. On
+goes on delivering while it starts; it hands delivery over between two of its own passes once the child is ready
+(the child makes no pass before it is woken), and does not deliver again in that run unless the child fails. On
 SQLite the child is handed the instance lock's descriptor, so a parent killed outright leaves the lock held until
 the child has ended too: no second bot can start delivering the same letters meanwhile. (On PostgreSQL each
 letter is claimed before it is sent.) A SQLite database in memory is the bot's process's alone: there the bot

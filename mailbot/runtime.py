@@ -481,8 +481,8 @@ class Daemon:
         else:
             # A fetch that brings a backlog (a full chunk: after an outage, or a start on a full mailbox) is read
             # in a child process, as `run --once` reads one, and a large one's letters (worth_a_delivery_process)
-            # go out from a delivery process; both end with the fetch. Mail as it arrives, a message or a few, is read and sent from this process, with
-            # no child and no round trip.
+            # go out from a delivery process; both end with the fetch. Mail as it arrives, a message or a few, is
+            # read and sent from this process, with no child and no round trip.
             def backlog_began() -> None:
                 fetch_over.clear()  # the fetches before this one
                 backlog.set()

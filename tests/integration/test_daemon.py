@@ -367,3 +367,30 @@ def test_a_daemon_whose_delivery_process_dies_sends_the_rest_itself(
     copies = collections.Counter(m.message["Message-ID"] for m in bot.sink.messages())
     assert len(copies) == 2 * count and max(copies.values()) <= 2
     assert json.loads(bot.cli("status", "--json").stdout)["outbox"] == {"sent": 2 * count}
+
+
+def test_a_daemon_meeting_a_backlog_under_mailbot_delivery_process_at_sends_it_from_its_own_process(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch, handed: list[_Handed]) -> None:
+    """A fetch large enough for the reader child (a full chunk, 10 here) but under MAILBOT_DELIVERY_PROCESS_AT
+    starts no delivery process: its start would cost more than it saves. Every letter still goes once."""
+    monkeypatch.setattr(runtime, "FETCH_CHUNK", 10)
+    bot.extra["MAILBOT_DELIVERY_PROCESS_AT"] = "13"
+    read_there: list[int] = []
+
+    class Recorded(runtime.ParsePool):  # type: ignore[name-defined,misc]
+        def start(self, wait: float = 0.0) -> bool:
+            return super().start(wait=60)  # ready for the chunk, so the test does not race the child's start
+
+        def close(self) -> None:
+            read_there.append(self.read_there)
+            super().close()
+
+    monkeypatch.setattr(runtime, "ParsePool", Recorded)
+    for n in range(12):
+        bot.append(make_mail(frm=f"person{n}@example.org", subject=f"Backlog {n}"))
+    with _daemon_running(bot):
+        bot.sink.wait_for(24, timeout=60)
+        _wait_until(lambda: sum(read_there) == 12, "the fetch was not read in the reader child")
+    assert handed == []
+    assert set(collections.Counter(m.message["Message-ID"] for m in bot.sink.messages()).values()) == {1}
+    assert len(bot.sink.messages()) == 24
