@@ -9,7 +9,6 @@ Fills a fresh SQLite database as bench/open_cases.py does, then times `mailbot e
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from open_cases import fill  # noqa: E402  (bench/ beside this file)
+from open_cases import bot_environment, fill  # noqa: E402  (bench/ beside this file)
 
 
 def main() -> None:
@@ -36,9 +35,7 @@ def main() -> None:
         for name in ("staff.toml", "participants.csv"):
             shutil.copy(REPO / "data" / name, root / "data" / name)
         fill(root / "data", args.cases)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
-        env.update({"MAILBOT_DATA_DIR": str(root / "data"), "MAILBOT_TEMPLATES_DIR": str(REPO / "templates"),
-                    "MAILBOT_SECRET": "bench-secret-bench-secret-bench-secret-42"})
+        env = bot_environment(root / "data")
         walls = []
         for n in range(args.rounds):
             began = time.monotonic()

@@ -87,12 +87,21 @@ def fill(data: Path, cases: int, url: str | None = None) -> None:
     engine.dispose()
 
 
+def bot_environment(data_dir: Path) -> dict[str, str]:
+    """The environment of a bot on ``data_dir`` with no mailbox, running this checkout's code (``PYTHONPATH``: the
+    editable install finds the main checkout whichever work tree runs the benchmark), unless the caller's
+    ``PYTHONPATH`` names another."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env.update({"PYTHONPATH": os.pathsep.join([*filter(None, [os.environ.get("PYTHONPATH")]), str(REPO)]),
+                "MAILBOT_DATA_DIR": str(data_dir), "MAILBOT_TEMPLATES_DIR": str(REPO / "templates"),
+                "MAILBOT_SECRET": "bench-secret-bench-secret-bench-secret-42"})
+    return env
+
+
 def once(root: Path, digest: bool) -> tuple[float, float]:
     """Peak RSS (MB) and wall time (s) of one `mailbot run --once`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
-    env.update({"MAILBOT_DATA_DIR": str(root / "data"), "MAILBOT_TEMPLATES_DIR": str(REPO / "templates"),
-                "MAILBOT_SECRET": "bench-secret-bench-secret-bench-secret-42", "MAILBOT_HTTP_PORT": "0",
-                "MAILBOT_DIGEST_TIME": "09:00" if digest else "off"})
+    env = bot_environment(root / "data")
+    env.update({"MAILBOT_HTTP_PORT": "0", "MAILBOT_DIGEST_TIME": "09:00" if digest else "off"})
     started = time.monotonic()
     peak = peak_rss_mb([sys.executable, "-m", "mailbot", "run", "--once", "--now", NOW.isoformat()], env=env,
                        cwd=root)
