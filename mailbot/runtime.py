@@ -77,11 +77,13 @@ def worth_a_delivery_process(app: App, intake: ImapIntake) -> bool:
     return bool(at) and intake.waiting >= at
 
 
-def intake_once(app: App, wake: Wake = _nobody, on_backlog: Callable[[], None] | None = None) -> int:
+def intake_once(app: App, wake: Wake = _nobody, on_backlog: Callable[[], None] | None = None,
+                on_mail: Callable[[], None] | None = None) -> int:
     """Take in everything waiting in the mailbox now; ``wake`` is called after each commit. A backlog's
     messages are read in a child process, which ends with the pass (mail.parse_pool); ``on_backlog`` is called
     once, from this thread, when a fetch brings one (and there are two CPUs for a child) large enough for a delivery
-    process (``worth_a_delivery_process``)."""
+    process (``worth_a_delivery_process``). ``on_mail`` is called, from this thread, when the mailbox has mail to
+    read, before the first message is read."""
     if app.settings.local_mode:
         return local_intake(app, wake)
 
@@ -91,7 +93,7 @@ def intake_once(app: App, wake: Wake = _nobody, on_backlog: Callable[[], None] |
 
     with ParsePool(log_format=app.settings.log_format, on_backlog=backlog) as reader:
         mailbox = app.mailbox(on_commit=wake, reader=reader.read)
-        intake = ImapIntake(app.imap_config(), mailbox)
+        intake = ImapIntake(app.imap_config(), mailbox, on_waiting=on_mail and (lambda _count: on_mail()))
         try:
             intake.connect()
             return intake.fetch_new()
@@ -146,23 +148,28 @@ class _exclusively:
 class SmtpChild:
     """The child process a run sends through when there is an SMTP server (see mail.smtp_process).
 
-    It starts at the first ``route`` (a delivery pass with letters to send), so an idle `run --once` starts
-    none; the daemon asks at once. Where no child can be started, or there is no SMTP server, ``route`` gives
-    None and letters go through the deliverer's own transport, in this process. ``in_flight`` letters per
-    connection are handed to it at a time.
+    It starts at ``start_soon`` (`run --once`, when the mailbox has mail) or the first ``route`` (a delivery
+    pass with letters to send), so an idle `run --once` starts none; the daemon asks at once. Where no child can
+    be started, or there is no SMTP server, ``route`` gives None and letters go through the deliverer's own
+    transport, in this process. ``in_flight`` letters per connection are handed to it at a time.
     """
 
     def __init__(self, app: App, in_flight: int = 1) -> None:
         self.app = app
         self.in_flight = in_flight
         self.process: SmtpProcess | None = None
-        self._tried = False
+        self._starting: asyncio.Future[SmtpProcess | None] | None = None
+
+    def start_soon(self) -> None:
+        """Begin the child's start now, on this loop, so the first pass with letters does not wait for it."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
 
     async def route(self) -> Route | None:
-        if not self._tried:
-            self._tried = True
-            self.process = await self._start()
-        smtp = self.process
+        self.start_soon()
+        assert self._starting is not None
+        # Shielded: a pass cancelled while the child starts leaves the start to finish, for stop() to end.
+        self.process = smtp = await asyncio.shield(self._starting)
         return None if smtp is None else (lambda: smtp, self.in_flight * smtp.connections)
 
     async def _start(self) -> SmtpProcess | None:
@@ -180,6 +187,11 @@ class SmtpChild:
         return smtp
 
     async def stop(self) -> None:
+        if self._starting is not None and self.process is None:
+            try:
+                self.process = await self._starting  # started (or failing to) while no pass had asked yet
+            except Exception:  # noqa: BLE001  (no pass asked for it: nothing else would say so)
+                log.exception("the SMTP worker process failed to start")
         if self.process is not None:
             await self.process.stop()
 
@@ -216,10 +228,18 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
     def on_backlog() -> None:
         loop.call_soon_threadsafe(backlog.set)
 
+    # Twice as many letters in flight as the child has connections, so it always has the next in hand.
+    smtp = SmtpChild(app, in_flight=2)
+
+    def on_mail() -> None:
+        # The SMTP worker starts while intake reads and commits the first messages (~0.3 s of a new interpreter),
+        # not at the first pass with letters, which would wait for it.
+        loop.call_soon_threadsafe(smtp.start_soon)
+
     def take_in() -> tuple[int, int]:
         with cpu_policy.intake():
             try:
-                fetched = intake_once(app, wake, on_backlog)
+                fetched = intake_once(app, wake, on_backlog, on_mail)
             finally:
                 try:
                     app.alerts.check()  # a failed read is alerted before the error ends the pass
@@ -229,8 +249,6 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
 
     totals = DeliveryReport()
     intake = asyncio.ensure_future(asyncio.to_thread(take_in))
-    # Twice as many letters in flight as the child has connections, so it always has the next in hand.
-    smtp = SmtpChild(app, in_flight=2)
     delivery: DeliveryProcess | None = None  # once this run's delivery is the delivery process's
     # The delivery process while it starts (~0.3-0.5 s of a new interpreter): this process delivers meanwhile, and
     # hands over between two of its passes once it is ready (it makes no pass before it is woken).

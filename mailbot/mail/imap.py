@@ -76,9 +76,13 @@ class ImapConfig:
 
 
 class ImapIntake:
-    def __init__(self, config: ImapConfig, hooks: MailboxHooks) -> None:
+    def __init__(self, config: ImapConfig, hooks: MailboxHooks,
+                 on_waiting: Callable[[int], None] | None = None) -> None:
+        """``on_waiting`` is told how many messages a fetch will read, before it reads the first, when there are
+        any."""
         self.config = config
         self.hooks = hooks
+        self.on_waiting = on_waiting
         self.client: IMAPClient | None = None
         self.idle_supported = False
         self._announced = False
@@ -168,6 +172,8 @@ class ImapIntake:
             log.info("first run: skipped %d message(s) already in %s", len(uids), cfg.mailbox)
             uids = []
         self.waiting = len(uids)
+        if uids and self.on_waiting is not None:
+            self.on_waiting(len(uids))
         fetched = 0
         for chunk in fetch_chunks(uids, self._sizes(uids, uidvalidity), FETCH_CHUNK, FETCH_BYTES):
             arrivals, refused = self._fetch(chunk, uidvalidity)

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from sqlalchemy import event
 
 from mailbot import runtime
+from mailbot.domain.mail.message import InboundMail
 from mailbot.mail.smtp_process import SmtpProcess, WorkerUnavailable
 from mailbot.services.delivery import DeliveryReport
 from mailbot.services.mailbox import Arrival
@@ -390,6 +392,33 @@ def test_run_once_delivers_in_process_when_its_smtp_worker_cannot_start(
     bot.append(make_mail(frm="fallback@example.org", subject="Still answered"))
     assert bot.once()["sent"] == 2
     assert [m.rcpt_tos for m in bot.letters("acknowledgement")] == [["fallback@example.org"]]
+
+
+def test_run_once_starts_its_smtp_worker_once_it_sees_mail_before_the_first_letter_is_written(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's start (a new interpreter, ~0.3 s) overlaps intake's first messages instead of holding up the
+    first pass with letters: here intake may not read the first message until the worker is starting. An idle
+    run starts none."""
+    starting = threading.Event()
+    real_start = SmtpProcess.start
+
+    async def start(self: SmtpProcess) -> None:
+        starting.set()
+        await real_start(self)
+
+    class Reader(runtime.ParsePool):  # type: ignore[name-defined,misc]
+        def read(self, raws: Sequence[bytes]) -> Iterator[InboundMail]:
+            waited.append(starting.wait(20))
+            return super().read(raws)
+
+    waited: list[bool] = []
+    monkeypatch.setattr(SmtpProcess, "start", start)
+    monkeypatch.setattr(runtime, "ParsePool", Reader)
+    assert bot.once()["fetched"] == 0 and not starting.is_set()  # nothing to read: no worker
+    bot.append(make_mail(frm="early@example.org", subject="Answered soon"))
+    assert bot.once()["sent"] == 2
+    assert waited == [True]
+    assert [m.rcpt_tos for m in bot.letters("acknowledgement")] == [["early@example.org"]]
 
 
 def test_run_once_sends_its_letters_after_starttls_as_the_default_security_asks(
