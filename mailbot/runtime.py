@@ -93,7 +93,8 @@ def intake_once(app: App, wake: Wake = _nobody, on_backlog: Callable[[], None] |
 
     with ParsePool(log_format=app.settings.log_format, on_backlog=backlog) as reader:
         mailbox = app.mailbox(on_commit=wake, reader=reader.read)
-        intake = ImapIntake(app.imap_config(), mailbox, on_waiting=on_mail and (lambda _count: on_mail()))
+        intake = ImapIntake(app.imap_config(), mailbox,
+                            on_waiting=(lambda _count: on_mail()) if on_mail is not None else None)
         try:
             intake.connect()
             return intake.fetch_new()
