@@ -78,12 +78,12 @@ def worth_a_delivery_process(app: App, intake: ImapIntake) -> bool:
 
 
 def intake_once(app: App, wake: Wake = _nobody, on_backlog: Callable[[], None] | None = None,
-                on_mail: Callable[[], None] | None = None) -> int:
+                on_mail: Callable[[int], None] | None = None) -> int:
     """Take in everything waiting in the mailbox now; ``wake`` is called after each commit. A backlog's
     messages are read in a child process, which ends with the pass (mail.parse_pool); ``on_backlog`` is called
     once, from this thread, when a fetch brings one (and there are two CPUs for a child) large enough for a delivery
-    process (``worth_a_delivery_process``). ``on_mail`` is called, from this thread, when the mailbox has mail to
-    read, before the first message is read."""
+    process (``worth_a_delivery_process``). ``on_mail`` is told, from this thread, how many messages a fetch will
+    read, before it reads the first, when there are any."""
     if app.settings.local_mode:
         return local_intake(app, wake)
 
@@ -93,8 +93,7 @@ def intake_once(app: App, wake: Wake = _nobody, on_backlog: Callable[[], None] |
 
     with ParsePool(log_format=app.settings.log_format, on_backlog=backlog) as reader:
         mailbox = app.mailbox(on_commit=wake, reader=reader.read)
-        intake = ImapIntake(app.imap_config(), mailbox,
-                            on_waiting=(lambda _count: on_mail()) if on_mail is not None else None)
+        intake = ImapIntake(app.imap_config(), mailbox, on_waiting=on_mail)
         try:
             intake.connect()
             return intake.fetch_new()
@@ -232,7 +231,7 @@ async def _run_once(app: App, lock: InstanceLock | None = None) -> dict[str, obj
     # Twice as many letters in flight as the child has connections, so it always has the next in hand.
     smtp = SmtpChild(app, in_flight=2)
 
-    def on_mail() -> None:
+    def on_mail(_count: int) -> None:
         # The SMTP worker starts while intake reads and commits the first messages (~0.3 s of a new interpreter),
         # not at the first pass with letters, which would wait for it.
         loop.call_soon_threadsafe(smtp.start_soon)
