@@ -37,6 +37,7 @@ import functools
 import itertools
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy import event
@@ -186,6 +187,8 @@ def _plan(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Pl
             return None
         bind = compiled.binds[name]
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None and dialect.name == "sqlite" and _is_utc_datetime(bind.type, dialect):
+            process = _utc_text(process)
         if name in keys:
             binds.append((name, None, process))
         elif name in defaults:
@@ -198,6 +201,34 @@ def _plan(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Pl
 
 
 _PYFORMAT = re.compile(r"%\((\w+)\)s")
+
+
+def _is_utc_datetime(type_: Any, dialect: Dialect) -> bool:
+    """SQLModel's ``UTCDateTime`` stored by SQLite's DATETIME in its default text form."""
+    from sqlalchemy.dialects.sqlite import DATETIME
+    from sqlmodel.sql.sqltypes import UTCDateTime
+
+    if type(type_) is not UTCDateTime:
+        return False
+    stored = type_.impl_instance.dialect_impl(dialect)
+    return isinstance(stored, DATETIME) and getattr(stored, "_storage_format", None) == DATETIME._storage_format
+
+
+def _utc_text(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process`` (the column's own bind processor) for SQLite's DATETIME text, sooner for a datetime already in
+    UTC, as ``store.db.to_db`` gives every value intake writes: SQLAlchemy takes it through ``UTCDateTime``'s
+    check and conversion, then a %-format of seven fields (~3.7 us); ``isoformat`` writes the same text in ~2 us,
+    and a complaint's rows carry about fifteen such values. Anything else (naive, another zone, a subclass) goes
+    through ``process`` as before, errors included."""
+    utc = timezone.utc
+    isoformat = datetime.isoformat
+
+    def text(value: Any) -> Any:
+        if value.__class__ is datetime and value.tzinfo is utc:
+            return isoformat(value, " ", "microseconds")[:-6]  # without "+00:00", as SQLite's DATETIME writes it
+        return process(value)
+
+    return text
 
 
 # ---- the writes waiting on a PostgreSQL connection ----------------------------------------------------------

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import (
@@ -60,6 +61,41 @@ def test_rows_written_on_the_driver_read_back_like_rows_written_by_sqlalchemy(en
         assert row is not None
         assert (from_db(row.at), row.attempts, row.automatic, row.raw) == (AT, 0, False, letter("", AT)["raw"])
         assert from_db(s.get(MailMessage, fast_hour).at) == ON_THE_HOUR  # type: ignore[union-attr]
+
+
+class _Later(datetime):
+    """A datetime subclass: not the exact type the quick path takes."""
+
+
+@pytest.mark.parametrize("when", [
+    AT,
+    ON_THE_HOUR,
+    datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=timezone.utc),  # the last microsecond before BST
+    datetime(1, 1, 1, tzinfo=timezone.utc),
+    datetime(999, 12, 31, 23, 59, tzinfo=timezone.utc),  # a year of three digits: padded to four either way
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+    datetime(2026, 7, 1, 12, 30, 5, 17, tzinfo=timezone(timedelta(hours=1))),  # BST: converted to UTC
+    datetime(2026, 7, 1, 12, 30, 5, 17, tzinfo=ZoneInfo("Europe/London")),
+    datetime(2026, 7, 1, 11, 30, 5, 17, tzinfo=ZoneInfo("UTC")),  # UTC, but not timezone.utc
+    _Later(2026, 11, 16, 10, 0, 0, 1, tzinfo=timezone.utc),
+], ids=str)
+def test_a_time_is_stored_as_the_same_text_as_sqlalchemy_stores_it(engine: Engine, when: datetime) -> None:
+    """SQLite keeps times as text and compares them as text (deadlines due, the auto-reply cap's window): a
+    prebuilt statement's quick way of writing a UTC time must give exactly SQLAlchemy's text, for any time."""
+    with engine.begin() as conn:
+        fast = INSERT_MESSAGE.scalar(conn, letter("fast@x", when))
+        slow = conn.execute(INSERT_MESSAGE.statement, letter("slow@x", when)).scalar_one()
+        stored = dict(conn.exec_driver_sql("SELECT id, at FROM message").all())
+    assert stored[fast] == stored[slow]
+    assert stored[fast] == when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f").rjust(26, "0")
+
+
+def test_a_time_without_a_zone_is_refused_as_sqlalchemy_refuses_it(engine: Engine) -> None:
+    with engine.begin() as conn, pytest.raises(Exception) as prebuilt:
+        INSERT_MESSAGE.scalar(conn, letter("naive@x", AT.replace(tzinfo=None)))
+    with engine.begin() as conn, pytest.raises(Exception) as sqlalchemy:
+        conn.execute(INSERT_MESSAGE.statement, letter("naive@x", AT.replace(tzinfo=None)))
+    assert "timezone information" in str(prebuilt.value) and "timezone information" in str(sqlalchemy.value)
 
 
 def test_reads_updates_and_many_at_once(engine: Engine) -> None:
