@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,6 +30,7 @@ from mailbot.store.models import MESSAGE_TABLE, MailMessage
 from mailbot.store.prebuilt import Prebuilt
 from tests.servers import PostgresServer
 
+REPO = Path(__file__).resolve().parents[2]
 AT = datetime(2026, 11, 16, 10, 0, 0, 123456, tzinfo=timezone.utc)
 ON_THE_HOUR = datetime(2026, 11, 16, 11, 0, tzinfo=timezone.utc)  # no microseconds: the format must not change
 INSERT_MESSAGE = Prebuilt(insert(MESSAGE_TABLE).returning(MESSAGE_TABLE.c.id))
@@ -96,6 +100,29 @@ def test_a_time_without_a_zone_is_refused_as_sqlalchemy_refuses_it(engine: Engin
     with engine.begin() as conn, pytest.raises(Exception) as sqlalchemy:
         conn.execute(INSERT_MESSAGE.statement, letter("naive@x", AT.replace(tzinfo=None)))
     assert "timezone information" in str(prebuilt.value) and "timezone information" in str(sqlalchemy.value)
+
+
+def test_the_delivery_process_marks_letters_sent_without_loading_sqlmodel(engine: Engine, tmp_path: Path) -> None:
+    """The delivery process writes its "sent" marks through the light tables and never loads SQLModel and pydantic
+    (~150 ms of CPU and ~13 MB): the quick way of writing a time must not load them to see it is not needed."""
+    with engine.begin() as conn:
+        row_id = INSERT_MESSAGE.scalar(conn, letter("sent@x", AT))
+    marks = [{"letter_id": row_id, "sent_when": ON_THE_HOUR, "tries": 1, "note": None}]
+    probe = ("import datetime\nimport sys\n"
+             "from mailbot.store.db import make_engine\n"
+             "from mailbot.store.outbox import mark_sent\n"
+             f"engine = make_engine({str(engine.url)!r})\n"
+             "with engine.begin() as conn:\n"
+             f"    mark_sent(conn, {marks!r})\n"
+             "print([m for m in ('sqlmodel', 'pydantic', 'mailbot.store.models') if m in sys.modules])\n")
+    done = subprocess.run([sys.executable, "-c", probe],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    with session(engine) as s:
+        row = s.get(MailMessage, row_id)
+        assert row is not None and (row.delivery, from_db(row.sent_at), row.attempts) == ("sent", ON_THE_HOUR, 1)
 
 
 def test_reads_updates_and_many_at_once(engine: Engine) -> None:
